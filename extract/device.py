@@ -1,0 +1,39 @@
+"""Choosing the device, the compute precision and the batch defaults for it."""
+import os
+
+import torch
+
+from .errors import ExtractError
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def pick_device(name="auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ExtractError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ExtractError(f"--device {name}: not a device name; use auto, cpu or cuda") from None
+
+
+def pick_precision(name, device: torch.device) -> str:
+    """auto: fp16 autocast on CUDA (tensor cores), fp32 on the CPU."""
+    if name == "auto":
+        return "fp16" if device.type == "cuda" else "fp32"
+    if name not in PRECISIONS:
+        raise ExtractError(f"--precision {name}: choose auto, fp32, bf16 or fp16")
+    return name
+
+
+def default_batch_size(device: torch.device) -> int:
+    return 256 if device.type == "cuda" else 32
+
+
+def default_workers(device: torch.device) -> int:
+    """Decoding workers: on CUDA, enough cores to feed the GPU; on the CPU the model needs the
+    cores itself, so one worker decodes while the model computes."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(8, cores - 1)) if device.type == "cuda" else 1

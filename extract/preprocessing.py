@@ -1,0 +1,49 @@
+"""The per-image transform that turns a PIL image into the network's uint8 input.
+
+Normalisation (mean/std) is applied on the device, per batch: uint8 crosses process and device
+boundaries at a quarter of the size of float32.
+"""
+from dataclasses import asdict, dataclass, replace
+
+import torch
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import v2
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Resize the shorter side to ``resize``, centre-crop ``crop``, scale to [0, 1], normalise."""
+    resize: int = 256
+    crop: int = 224
+    mean: tuple = IMAGENET_MEAN
+    std: tuple = IMAGENET_STD
+    interpolation: str = "bilinear"
+
+    def with_crop(self, crop: int) -> "Preprocess":
+        """The same recipe at another input size, keeping the resize/crop ratio."""
+        return replace(self, crop=int(crop), resize=int(round(crop * self.resize / self.crop)))
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+    def pil_transform(self):
+        """PIL image -> uint8 tensor [3, crop, crop] (runs in DataLoader workers)."""
+        return v2.Compose([
+            v2.Resize(self.resize, interpolation=InterpolationMode(self.interpolation), antialias=True),
+            v2.CenterCrop(self.crop),
+            v2.PILToTensor(),
+        ])
+
+    def normalizer(self, device):
+        """uint8 batch [B, 3, H, W] on device -> normalised float32 batch."""
+        scale = torch.tensor(self.std, device=device).view(1, 3, 1, 1) * 255.0
+        shift = torch.tensor(self.mean, device=device).view(1, 3, 1, 1) * 255.0
+
+        def normalize(batch: torch.Tensor) -> torch.Tensor:
+            return (batch.float() - shift) / scale
+        return normalize

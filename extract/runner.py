@@ -1,0 +1,186 @@
+"""The extract loop: DataLoader workers decode, the device computes, the cache writer commits.
+
+It knows the cache only through the cache package's public functions.
+"""
+import contextlib
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torchvision
+from torch.utils.data import DataLoader
+
+import cache as cache_api
+from cache.store import check_fingerprint
+
+from .backbones import get_backbone
+from .dataset import ImageRecords, collate
+from .decoding import DEFAULT_MAX_PIXELS
+from .device import PRECISIONS, default_batch_size, default_workers, pick_device, pick_precision
+from .errors import ExtractError
+from .sources import DEFAULT_SPLIT_FRACTIONS, scan_image_folder, with_keys_and_splits
+from .weights import resolve_weights
+
+DTYPES = {"float16": np.float16, "float32": np.float32}
+SHARD_TARGET_ROWS = 512  # rows per committed shard: what a kill can lose at most
+
+
+@dataclass
+class ExtractConfig:
+    data_root: str
+    cache_path: str
+    backbone: str = "vgg16"
+    layers: tuple = ()
+    weights: str = None
+    dtype: str = "float16"
+    device: str = "auto"
+    precision: str = "auto"
+    batch_size: int = None
+    workers: int = None
+    crop_size: int = None
+    split_seed: int = 0
+    split_fractions: tuple = DEFAULT_SPLIT_FRACTIONS
+    shard_rows: int = SHARD_TARGET_ROWS
+    channels_last: bool = True
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    progress: bool = True
+
+
+@dataclass
+class ExtractSummary:
+    cache_path: str
+    written: int = 0
+    skipped: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    ignored: int = 0
+    interrupted: bool = False
+    failures: list = field(default_factory=list)
+
+    @property
+    def images_per_second(self) -> float:
+        return (self.written + self.failed) / self.seconds if self.seconds > 0 else 0.0
+
+    def line(self) -> str:
+        state = "interrupted; re-run the same command to resume. " if self.interrupted else ""
+        return (f"{state}{self.cache_path}: wrote {self.written}, skipped {self.skipped} already cached, "
+                f"failed {self.failed}, {self.seconds:.1f} s, {self.images_per_second:.1f} images/s")
+
+
+def build_fingerprint(spec, layers, weights, preprocess, dtype, precision, data_root, split_seed,
+                      split_fractions) -> dict:
+    return {
+        "schema_version": cache_api.SCHEMA_VERSION,
+        "backbone": spec.name,
+        "layers": list(layers),
+        "weights": weights.identity,
+        "preprocess": preprocess.to_dict(),
+        "dtype": dtype,
+        "precision": precision,
+        "torch_version": str(torch.__version__),
+        "torchvision_version": str(torchvision.__version__),
+        "python_version": platform.python_version(),
+        "data_root": os.path.abspath(data_root),
+        "split_policy": {"seed": split_seed, "fractions": list(split_fractions)},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def run_extract(config: ExtractConfig) -> ExtractSummary:
+    """Extract codes for every image under config.data_root not yet in the cache."""
+    spec = get_backbone(config.backbone)
+    layers = spec.check_layers(config.layers)
+    if config.dtype not in DTYPES:
+        raise ExtractError(f"--dtype {config.dtype}: choose float16 or float32")
+    preprocess = spec.preprocess.with_crop(config.crop_size) if config.crop_size else spec.preprocess
+    device = pick_device(config.device)
+    precision = pick_precision(config.precision, device)
+    scan = scan_image_folder(config.data_root)
+    weights = resolve_weights(spec, config.weights)  # fails here, before any work, if unavailable
+    attrs = build_fingerprint(spec, layers, weights, preprocess, config.dtype, precision, config.data_root,
+                              config.split_seed, config.split_fractions)
+    summary = ExtractSummary(cache_path=config.cache_path, ignored=len(scan.ignored))
+    started = time.perf_counter()
+    with cache_api.cache_lock(config.cache_path):
+        check_fingerprint(config.cache_path, attrs)
+        cache_api.recover_shards(config.cache_path)  # fold in what an interrupted run committed
+        records = with_keys_and_splits(scan.records, config.split_seed, config.split_fractions)
+        rows, failures = cache_api.read_done_index(config.cache_path)
+        pending = [r for r in records if rows.get(r.path) != r.key and failures.get(r.path) != r.key]
+        summary.skipped = len(records) - len(pending)
+        if pending:
+            model = spec.build(weights, layers)
+            writer = cache_api.CacheWriter(config.cache_path, attrs, {l: spec.layers[l] for l in layers},
+                                           DTYPES[config.dtype])
+            try:
+                _run_loop(config, model, preprocess, pending, writer, device, precision, summary)
+            except KeyboardInterrupt:
+                summary.interrupted = True  # what is buffered is complete: commit it below
+            finally:
+                writer.close()
+                cache_api.recover_shards(config.cache_path)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _run_loop(config, model, preprocess, pending, writer, device, precision, summary):
+    batch_size = config.batch_size or default_batch_size(device)
+    workers = default_workers(device) if config.workers is None else config.workers
+    # Shards hold whole batches, so a resumed run batches the remaining images exactly as an
+    # uninterrupted run would, and computes bit-identical codes.
+    shard_records = batch_size * max(1, round(config.shard_rows / batch_size))
+    dataset = ImageRecords(pending, preprocess.pil_transform(), config.max_pixels)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate,
+                        pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None,
+                        persistent_workers=False)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    model = model.to(device=device, memory_format=memory_format)
+    normalize = preprocess.normalizer(device)
+    autocast_dtype = PRECISIONS[precision]
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    progress = _progress(len(pending), config.progress)
+    with torch.inference_mode():
+        for batch in loader:
+            if batch.indices:
+                x = normalize(batch.images.to(device, non_blocking=True)).contiguous(memory_format=memory_format)
+                with _autocast(device, autocast_dtype):
+                    out = model(x)
+                records = [pending[i] for i in batch.indices]
+                writer.add_rows([r.path for r in records], [r.key for r in records], [r.split for r in records],
+                                [r.label for r in records], {k: v.float().cpu().numpy() for k, v in out.items()})
+                summary.written += len(records)
+            if batch.failed:
+                failed = [(pending[i], reason) for i, reason in batch.failed]
+                writer.add_failures([r.path for r, _ in failed], [r.key for r, _ in failed],
+                                    [reason for _, reason in failed])
+                summary.failed += len(failed)
+                summary.failures += [(r.path, reason) for r, reason in failed]
+            if writer.pending() >= shard_records:
+                writer.commit_shard()
+            progress.update(len(batch.indices) + len(batch.failed))
+    progress.close()
+
+
+def _autocast(device, dtype):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+class _NoProgress:
+    def update(self, n):
+        pass
+
+    def close(self):
+        pass
+
+
+def _progress(total, enabled):
+    if not enabled:
+        return _NoProgress()
+    from tqdm import tqdm
+    return tqdm(total=total, unit="img", desc="extract", dynamic_ncols=True, smoothing=0.1)

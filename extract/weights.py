@@ -1,0 +1,53 @@
+"""Where a backbone's weights come from, and how they are named in the cache's fingerprint."""
+import hashlib
+import os
+from dataclasses import dataclass
+
+import torch
+
+from .errors import WeightsUnavailable
+
+PRETRAINED_ALIASES = (None, "", "default", "pretrained", "imagenet")
+
+
+@dataclass
+class ResolvedWeights:
+    identity: str             # recorded in the cache: name and SHA-256, or random:<seed>
+    state_dict: dict = None   # None with a seed: random initialisation
+    seed: int = None
+
+
+def file_sha256(path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def load_state_dict_file(path) -> dict:
+    """A state dict from a file the user names (weights only: no code in the file is run)."""
+    if not os.path.isfile(path):
+        raise WeightsUnavailable(f"{path}: no such weights file; pass an existing state-dict file to --weights")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsUnavailable(f"{path}: cannot load it as a torch state dict ({exc}); "
+                                 "save one with torch.save(model.state_dict(), FILE)") from None
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise WeightsUnavailable(f"{path}: holds a {type(obj).__name__}, not a state dict; "
+                                 "save one with torch.save(model.state_dict(), FILE)")
+    return obj
+
+
+def resolve_weights(spec, choice) -> ResolvedWeights:
+    """--weights: the backbone's pretrained weights (default), random[:SEED], or a state-dict FILE."""
+    if choice in PRETRAINED_ALIASES:
+        return spec.pretrained_weights()
+    if choice == "random" or choice.startswith("random:"):
+        seed_text = choice.partition(":")[2] or "0"
+        if not seed_text.isdigit():
+            raise WeightsUnavailable(f"--weights {choice}: the seed must be a whole number, e.g. random:0")
+        return ResolvedWeights(identity=f"random:{int(seed_text)}", seed=int(seed_text))
+    path = os.path.abspath(choice)
+    state = load_state_dict_file(path)
+    return ResolvedWeights(identity=f"file:{os.path.basename(path)} sha256:{file_sha256(path)}", state_dict=state)

@@ -1,0 +1,63 @@
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FLOWERS5 = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "flowers5"))
+sys.path.insert(0, ROOT)
+
+
+def make_image(path, seed, size=(48, 40), tint=(0, 0, 0), mode="RGB", fmt=None):
+    """A random image whose mean colour is shifted by tint (so classes are learnable)."""
+    rng = np.random.default_rng(seed)
+    arr = rng.integers(0, 160, size=(size[1], size[0], 3)).astype(np.int32) + np.array(tint)
+    img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
+    if mode != "RGB":
+        img = img.convert(mode)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    img.save(path, format=fmt)
+    return path
+
+
+TINTS = {"red": (90, 0, 0), "green": (0, 90, 0), "blue": (0, 0, 90)}
+
+
+def make_folder(root, per_class=6, classes=("red", "green", "blue"), split=None, start=0):
+    """root/<class>/<i>.jpg (or root/<split>/<class>/<i>.jpg) with tinted random images."""
+    paths = []
+    for c, name in enumerate(classes):
+        for i in range(start, start + per_class):
+            base = os.path.join(root, split, name) if split else os.path.join(root, name)
+            paths.append(make_image(os.path.join(base, f"{i:04d}.jpg"), seed=1000 * c + i, tint=TINTS.get(name, (0, 0, 0))))
+    return paths
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    root = tmp_path / "images"
+    make_folder(str(root))
+    return root
+
+
+@pytest.fixture
+def flowers5():
+    if not os.path.isdir(FLOWERS5):
+        pytest.skip(f"real photos not present at {FLOWERS5} (a clone outside the cnncodes workspace lacks them)")
+    return FLOWERS5
+
+
+def run_cli(*args, check=True):
+    """Run pipeline.py in a subprocess; returns CompletedProcess with text output."""
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "pipeline.py"), *map(str, args)],
+                          capture_output=True, text=True, cwd=ROOT)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"pipeline.py {' '.join(map(str, args))} exited {proc.returncode}:\n{proc.stderr}")
+    return proc
+
+
+# Small, fast VGG16 settings for mechanics tests: random weights, 32-pixel inputs.
+FAST_VGG = ("--weights", "random", "--crop-size", "32", "--no-progress", "--workers", "0", "--batch-size", "4")

