@@ -73,6 +73,103 @@ def cmd_info(args):
     return 0
 
 
+def _classify_args(p):
+    p.add_argument("--layer", default=None, help="code layer (default: the cache's first)")
+    p.add_argument("--scaling", default=None, choices=["standard", "l2", "none"],
+                   help="feature scaling before the classifier (default: standard)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the selection slice and the torch heads")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _result_line(r):
+    params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["params"].items())
+    return (f"{r['classifier']}: {r['eval_split']} accuracy {r['accuracy']:.4f}, balanced {r['balanced_accuracy']:.4f}, "
+            f"macro F1 {r['macro_f1']:.4f}, fit {r['fit_seconds']:.2f} s; chosen on {r['selection']}"
+            + (f": {params}" if params else ""))
+
+
+def cmd_fit(args):
+    from classify import DEFAULT_SCALING, fit_and_evaluate, load_codes, save_model
+    data = load_codes(args.cache, args.layer)
+    result, model = fit_and_evaluate(data, args.classifier, args.scaling or DEFAULT_SCALING, args.seed)
+    if args.model:
+        save_model(args.model, model, {"classifier": args.classifier, "params": result["params"],
+                                       "class_names": data.class_names, "layer": data.layer,
+                                       "fingerprint": data.fingerprint, "cache": data.path,
+                                       "result": {k: v for k, v in result.items() if k != "sweep"}})
+        result["model"] = args.model
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(_result_line(result))
+        if args.model:
+            print(f"model written to {args.model}")
+    return 0
+
+
+def cmd_compare(args):
+    from classify import CLASSIFIERS, DEFAULT_SCALING, fit_and_evaluate, load_codes
+    from classify.report import format_table, write_report
+    data = load_codes(args.cache, args.layer)
+    names = args.classifiers.split(",") if args.classifiers else list(CLASSIFIERS)
+    scaling = args.scaling or DEFAULT_SCALING
+    results = []
+    for name in names:
+        result, _ = fit_and_evaluate(data, name, scaling, args.seed)
+        results.append(result)
+        if not args.json:
+            print(_result_line(result), file=sys.stderr)
+    paths = write_report(args.report, results, data, {
+        "cache": data.path, "backbone": data.fingerprint.get("backbone"), "weights": data.fingerprint.get("weights"),
+        "layer": data.layer, "scaling": scaling, "seed": args.seed})
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        print(f"\nreported split: {results[0]['eval_split']} ({results[0]['n_eval']} rows)")
+        print(format_table(results))
+        print(f"report: {paths['report.md']} (also report.json, confusion.png, accuracy.png)")
+    return 0
+
+
+def cmd_predict(args):
+    from classify.predict import predict_images
+    predictions, failures = predict_images(args.model, args.images, top_k=args.top_k, weights_file=args.weights,
+                                           device=args.device)
+    for path, reason in failures:
+        print(f"failed: {path}: {reason}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(predictions, indent=2))
+    elif args.csv:
+        import csv
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["path"] + [f"{c}{i + 1}" for i in range(args.top_k) for c in ("label", "probability")])
+        for p in predictions:
+            writer.writerow([p["path"]] + [x for t in p["top_k"] for x in (t["label"], f"{t['probability']:.4f}")])
+    else:
+        width = max([len(p["path"]) for p in predictions] + [4])
+        for p in predictions:
+            tops = "  ".join(f"{t['label']} {t['probability']:.3f}" for t in p["top_k"])
+            print(f"{p['path']:<{width}}  {tops}")
+    return 1 if failures and not predictions else 0
+
+
+def cmd_demo(args):
+    import os
+    from extract import ExtractConfig, run_extract
+    out = args.out
+    data = args.data
+    if data is None:
+        from extract.synthetic import make_synthetic_flowers
+        data = make_synthetic_flowers(os.path.join(out, "images"), per_class=args.per_class)
+        print(f"generated {args.per_class} images per class in {data}")
+    cache = os.path.join(out, "codes.h5")
+    summary = run_extract(ExtractConfig(data, cache, backbone=args.backbone, progress=not args.no_progress))
+    print(summary.line())
+    compare = argparse.Namespace(cache=cache, layer=None, scaling=None, seed=0, json=False,
+                                 classifiers=args.classifiers, report=os.path.join(out, "report"))
+    return cmd_compare(compare)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="pipeline.py", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -83,16 +180,50 @@ def build_parser():
     p.add_argument("cache")
     p.add_argument("--json", action="store_true", help="one JSON object")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("fit", help="train one classifier on cached codes (hyper-parameters swept)")
+    p.add_argument("cache")
+    p.add_argument("--classifier", default="logreg", help="logreg (default), linear, svm, knn, ridge, centroid, mlp, seed")
+    p.add_argument("--model", default=None, help="write the fitted model here (.npz)")
+    _classify_args(p)
+    p.set_defaults(func=cmd_fit)
+
+    p = sub.add_parser("compare", help="every classifier on identical splits: table, report files, plots")
+    p.add_argument("cache")
+    p.add_argument("--report", default="report", help="folder for report.md, report.json and plots")
+    p.add_argument("--classifiers", default=None, help="comma-separated subset (default: all)")
+    _classify_args(p)
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("predict", help="classify image files or folders with a saved model")
+    p.add_argument("model")
+    p.add_argument("images", nargs="+", help="image files or folders")
+    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--weights", default=None, help="the weights file, when the model's codes came from --weights FILE")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--csv", action="store_true", help="CSV output")
+    p.add_argument("--json", action="store_true", help="a JSON list of {path, label, probability, top_k}")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("demo", help="the whole flow offline: generate images, extract, compare")
+    p.add_argument("--data", default=None, help="run on this image folder instead of generated images")
+    p.add_argument("--out", default="demo_out", help="folder for images, cache and report")
+    p.add_argument("--per-class", type=int, default=60, help="generated images per class")
+    p.add_argument("--backbone", default="efficientnet_lite0")
+    p.add_argument("--classifiers", default=None, help="comma-separated subset (default: all)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_demo)
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     from cache import CacheError
+    from classify import ModelFileError, SplitError
     from extract import ExtractError
     try:
         return args.func(args)
-    except (CacheError, ExtractError) as exc:
+    except (CacheError, ExtractError, ModelFileError, SplitError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

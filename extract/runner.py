@@ -2,7 +2,6 @@
 
 It knows the cache only through the cache package's public functions.
 """
-import contextlib
 import os
 import platform
 import time
@@ -11,15 +10,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torchvision
-from torch.utils.data import DataLoader
 
 import cache as cache_api
-from cache.store import check_fingerprint
 
 from .backbones import get_backbone
-from .dataset import ImageRecords, collate
 from .decoding import DEFAULT_MAX_PIXELS
-from .device import PRECISIONS, default_batch_size, default_workers, pick_device, pick_precision
+from .encoder import encode_batches
+from .device import default_batch_size, default_workers, pick_device, pick_precision
 from .errors import ExtractError
 from .sources import DEFAULT_SPLIT_FRACTIONS, scan_image_folder, with_keys_and_splits
 from .weights import resolve_weights
@@ -105,7 +102,7 @@ def run_extract(config: ExtractConfig) -> ExtractSummary:
     summary = ExtractSummary(cache_path=config.cache_path, ignored=len(scan.ignored))
     started = time.perf_counter()
     with cache_api.cache_lock(config.cache_path):
-        check_fingerprint(config.cache_path, attrs)
+        cache_api.check_fingerprint(config.cache_path, attrs)
         cache_api.recover_shards(config.cache_path)  # fold in what an interrupted run committed
         records = with_keys_and_splits(scan.records, config.split_seed, config.split_fractions)
         rows, failures = cache_api.read_done_index(config.cache_path)
@@ -132,43 +129,24 @@ def _run_loop(config, model, preprocess, pending, writer, device, precision, sum
     # Shards hold whole batches, so a resumed run batches the remaining images exactly as an
     # uninterrupted run would, and computes bit-identical codes.
     shard_records = batch_size * max(1, round(config.shard_rows / batch_size))
-    dataset = ImageRecords(pending, preprocess.pil_transform(), config.max_pixels)
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate,
-                        pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None,
-                        persistent_workers=False)
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    model = model.to(device=device, memory_format=memory_format)
-    normalize = preprocess.normalizer(device)
-    autocast_dtype = PRECISIONS[precision]
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
     progress = _progress(len(pending), config.progress)
-    with torch.inference_mode():
-        for batch in loader:
-            if batch.indices:
-                x = normalize(batch.images.to(device, non_blocking=True)).contiguous(memory_format=memory_format)
-                with _autocast(device, autocast_dtype):
-                    out = model(x)
-                records = [pending[i] for i in batch.indices]
-                writer.add_rows([r.path for r in records], [r.key for r in records], [r.split for r in records],
-                                [r.label for r in records], {k: v.float().cpu().numpy() for k, v in out.items()})
-                summary.written += len(records)
-            if batch.failed:
-                failed = [(pending[i], reason) for i, reason in batch.failed]
-                writer.add_failures([r.path for r, _ in failed], [r.key for r, _ in failed],
-                                    [reason for _, reason in failed])
-                summary.failed += len(failed)
-                summary.failures += [(r.path, reason) for r, reason in failed]
-            if writer.pending() >= shard_records:
-                writer.commit_shard()
-            progress.update(len(batch.indices) + len(batch.failed))
+    for batch in encode_batches(model, preprocess, pending, device, precision, batch_size, workers,
+                                config.channels_last, config.max_pixels):
+        if batch.indices:
+            records = [pending[i] for i in batch.indices]
+            writer.add_rows([r.path for r in records], [r.key for r in records], [r.split for r in records],
+                            [r.label for r in records], batch.codes)
+            summary.written += len(records)
+        if batch.failed:
+            failed = [(pending[i], reason) for i, reason in batch.failed]
+            writer.add_failures([r.path for r, _ in failed], [r.key for r, _ in failed],
+                                [reason for _, reason in failed])
+            summary.failed += len(failed)
+            summary.failures += [(r.path, reason) for r, reason in failed]
+        if writer.pending() >= shard_records:
+            writer.commit_shard()
+        progress.update(len(batch))
     progress.close()
-
-
-def _autocast(device, dtype):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 class _NoProgress:

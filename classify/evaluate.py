@@ -1,0 +1,94 @@
+"""Fit one classifier on cached codes by the split rules, and measure it on the reported split."""
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.base import clone
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score
+from sklearn.model_selection import GridSearchCV
+
+from cache import open_cache
+
+from .registry import DEFAULT_SCALING, get_classifier
+from .splits import plan_splits
+
+
+@dataclass
+class CodesData:
+    """Everything stage two needs from a cache, loaded once."""
+    X: np.ndarray          # float32 [N, D]
+    y: np.ndarray          # int [N]
+    splits: np.ndarray     # str [N]
+    class_names: list
+    layer: str
+    fingerprint: dict
+    path: str
+
+
+def load_codes(cache_path, layer=None) -> CodesData:
+    with open_cache(cache_path) as c:
+        layer = layer or c.default_layer
+        return CodesData(c.codes(layer), c.labels, c.splits.astype(str), c.class_names, layer,
+                         c.fingerprint, c.path)
+
+
+def metrics(y_true, y_pred, class_names) -> dict:
+    labels = list(range(len(class_names)))
+    cm = confusion_matrix(y_true, y_pred, labels=labels)
+    support = cm.sum(axis=1)
+    per_class = {name: (float(cm[i, i] / support[i]) if support[i] else None) for i, name in enumerate(class_names)}
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
+        # Over the classes present in the reported rows (or predicted), as scikit-learn's default does.
+        "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+        "per_class_accuracy": per_class,
+        "confusion_matrix": cm.tolist(),
+    }
+
+
+def fit_and_evaluate(data: CodesData, name: str, scaling=DEFAULT_SCALING, seed=0):
+    """(result dict, fitted pipeline). Hyper-parameters are chosen without the reported rows."""
+    spec = get_classifier(name)
+    plan = plan_splits(data.splits, data.y, seed)
+    X_fit, y_fit = data.X[plan.fit_mask], data.y[plan.fit_mask]
+    pipeline = spec.pipeline(scaling, seed)
+    grid = _feasible(spec.param_grid(), int((plan.selection_fold == -1).sum()))
+    started = time.perf_counter()
+    sweep = []
+    if grid:
+        search = GridSearchCV(pipeline, grid, cv=plan.predefined_split(), scoring="accuracy", refit=True,
+                              n_jobs=1, error_score="raise")
+        search.fit(X_fit, y_fit)
+        model, chosen = search.best_estimator_, search.best_params_
+        sweep = [{"params": _plain(p), "selection_accuracy": float(s)}
+                 for p, s in zip(search.cv_results_["params"], search.cv_results_["mean_test_score"])]
+    else:
+        model, chosen = clone(pipeline).fit(X_fit, y_fit), {}
+    fit_seconds = time.perf_counter() - started
+    y_pred = model.predict(data.X[plan.eval_mask])
+    result = {
+        "classifier": name,
+        "layer": data.layer,
+        "scaling": spec.scaling or scaling,
+        "eval_split": plan.eval_split,
+        "selection": plan.selection if grid else "none (no hyper-parameters)",
+        "n_fit": int(plan.fit_mask.sum()),
+        "n_eval": int(plan.eval_mask.sum()),
+        **metrics(data.y[plan.eval_mask], y_pred, data.class_names),
+        "fit_seconds": round(fit_seconds, 3),
+        "params": _plain({k.removeprefix("clf__"): v for k, v in chosen.items()}),
+        "sweep": sweep,
+    }
+    return result, model
+
+
+def _feasible(grid: dict, n_train: int) -> dict:
+    """Drop neighbour counts larger than the rows that train during the sweep (tiny data sets)."""
+    if "clf__n_neighbors" in grid:
+        grid = dict(grid, clf__n_neighbors=[k for k in grid["clf__n_neighbors"] if k <= n_train] or [1])
+    return grid
+
+
+def _plain(params: dict) -> dict:
+    return {k.removeprefix("clf__"): (v.item() if isinstance(v, np.generic) else v) for k, v in params.items()}

@@ -1,0 +1,23 @@
+"""Classify new images with a saved model: the model's own extractor, then its head."""
+import numpy as np
+
+from .model_file import load_model
+
+
+def predict_images(model_path, inputs, top_k=3, weights_file=None, device="auto", batch_size=None, workers=None):
+    """(predictions, failures). Each prediction: {path, label, probability, top_k: [{label, probability}]}."""
+    from extract.rebuild import encode_images  # the one door from stage two into stage one
+    model = load_model(model_path)
+    paths, codes, failures = encode_images(model.fingerprint, inputs, weights_file=weights_file, device=device,
+                                           batch_size=batch_size, workers=workers, layer=model.layer)
+    if not paths:
+        return [], failures
+    proba = model.predict_proba(codes)
+    classes = model._arrays["head_classes"]
+    k = max(1, min(top_k, proba.shape[1]))
+    predictions = []
+    for path, row in zip(paths, proba):
+        order = np.argsort(-row, kind="stable")[:k]
+        top = [{"label": model.class_names[int(classes[j])], "probability": float(row[j])} for j in order]
+        predictions.append({"path": path, "label": top[0]["label"], "probability": top[0]["probability"], "top_k": top})
+    return predictions, failures

@@ -1,0 +1,74 @@
+"""The classifiers `fit` and `compare` know: name -> estimator, hyper-parameter grid, scaling.
+
+Each entry builds a scikit-learn Pipeline (scaler, classifier), so one loop fits, sweeps and
+evaluates them all.
+"""
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer, Normalizer, StandardScaler
+
+from .heads import (NearestCentroidClassifier, SeedRecipeClassifier, SoftmaxLinearSVC, SoftmaxRidgeClassifier,
+                    TorchLinearClassifier, TorchMLPClassifier)
+
+SCALINGS = ("standard", "l2", "none")
+DEFAULT_SCALING = "standard"  # see README: measured against l2 on flowers5 codes
+
+
+def make_scaler(kind: str):
+    if kind == "standard":
+        return StandardScaler()
+    if kind == "l2":
+        return Normalizer(norm="l2")
+    if kind == "none":
+        return FunctionTransformer(None)  # identity
+    raise ValueError(f"--scaling {kind}: choose one of {', '.join(SCALINGS)}")
+
+
+@dataclass(frozen=True)
+class ClassifierSpec:
+    name: str
+    build: Callable[[int], object]   # random_state -> estimator
+    grid: dict = field(default_factory=dict)  # parameter -> values, swept on selection data
+    scaling: str = None              # fixed scaling (the seed recipe uses none); None: the user's choice
+    description: str = ""
+
+    def pipeline(self, scaling=DEFAULT_SCALING, random_state=0) -> Pipeline:
+        return Pipeline([("scale", make_scaler(self.scaling or scaling)), ("clf", self.build(random_state))])
+
+    def param_grid(self) -> dict:
+        return {f"clf__{k}": list(v) for k, v in self.grid.items()}
+
+
+LOG_C = [float(c) for c in np.logspace(-4, 1, 11)]
+
+CLASSIFIERS = {spec.name: spec for spec in [
+    ClassifierSpec("logreg", lambda rs: LogisticRegression(max_iter=1000, tol=1e-4, random_state=rs),
+                   {"C": LOG_C}, description="multinomial logistic regression (L-BFGS), C swept"),
+    ClassifierSpec("linear", lambda rs: TorchLinearClassifier(random_state=rs),
+                   {"weight_decay": [1e-4, 1e-3, 1e-2, 1e-1, 1.0]},
+                   description="torch linear layer, full-batch L-BFGS, weight decay swept"),
+    ClassifierSpec("svm", lambda rs: SoftmaxLinearSVC(random_state=rs),
+                   {"C": [float(c) for c in np.logspace(-5, 0, 6)]}, description="linear SVM, C swept"),
+    ClassifierSpec("knn", lambda rs: KNeighborsClassifier(metric="cosine", algorithm="brute"),
+                   {"n_neighbors": [1, 3, 5, 10, 20], "weights": ["uniform", "distance"]},
+                   description="k nearest neighbours (cosine), k swept"),
+    ClassifierSpec("ridge", lambda rs: SoftmaxRidgeClassifier(),
+                   {"alpha": [float(a) for a in np.logspace(-1, 4, 6)]}, description="ridge classifier, alpha swept"),
+    ClassifierSpec("centroid", lambda rs: NearestCentroidClassifier(), description="nearest class mean"),
+    ClassifierSpec("mlp", lambda rs: TorchMLPClassifier(random_state=rs),
+                   {"weight_decay": [1e-4, 1e-2]}, description="one hidden layer (512, ReLU, dropout), AdamW"),
+    ClassifierSpec("seed", lambda rs: SeedRecipeClassifier(random_state=rs), scaling="none",
+                   description="the classic exercise: SGD lr 0.001, batch 20, 2 epochs, raw codes"),
+]}
+
+
+def get_classifier(name: str) -> ClassifierSpec:
+    try:
+        return CLASSIFIERS[name]
+    except KeyError:
+        raise ValueError(f"--classifier {name}: choose one of {', '.join(CLASSIFIERS)}") from None

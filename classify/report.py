@@ -1,0 +1,83 @@
+"""The compare report: a table for the terminal, report.md, report.json and two plots."""
+import json
+import os
+
+TABLE_COLUMNS = ("classifier", "accuracy", "balanced_accuracy", "macro_f1", "fit_seconds", "params")
+
+
+def best_result(results):
+    return max(results, key=lambda r: (r["accuracy"], r["balanced_accuracy"]))
+
+
+def format_table(results, markdown=False) -> str:
+    rows = [[r["classifier"], f"{r['accuracy']:.4f}", f"{r['balanced_accuracy']:.4f}", f"{r['macro_f1']:.4f}",
+             f"{r['fit_seconds']:.2f}", ", ".join(f"{k}={_short(v)}" for k, v in r["params"].items()) or "-"]
+            for r in sorted(results, key=lambda r: -r["accuracy"])]
+    header = ["classifier", "accuracy", "bal. acc.", "macro F1", "fit s", "chosen"]
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join([fmt.format(*header)] + [fmt.format(*row) for row in rows])
+
+
+def _short(v):
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def write_report(out_dir, results, data, context: dict) -> dict:
+    """Write report.md, report.json, confusion.png (best classifier) and accuracy.png; returns paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    best = best_result(results)
+    paths = {name: os.path.join(out_dir, name) for name in ("report.md", "report.json", "confusion.png", "accuracy.png")}
+    with open(paths["report.json"], "w") as f:
+        json.dump({**context, "best": best["classifier"], "results": results}, f, indent=2, default=str)
+    _plot_confusion(paths["confusion.png"], best, data.class_names)
+    _plot_accuracy(paths["accuracy.png"], results, best["eval_split"])
+    per_class = "\n".join(f"| {name} | {acc:.4f} |" if acc is not None else f"| {name} | - |"
+                          for name, acc in best["per_class_accuracy"].items())
+    md = [
+        "# cnncodes compare report", "",
+        f"- cache: `{context['cache']}` (backbone {context['backbone']}, layer {best['layer']}, weights {context['weights']})",
+        f"- reported split: **{best['eval_split']}** ({best['n_eval']} rows); models fit on {best['n_fit']} rows",
+        f"- hyper-parameters chosen on: {results[0]['selection']}, then refit on all non-reported rows",
+        f"- scaling: {context['scaling']} (the seed recipe uses raw codes); seed {context['seed']}", "",
+        format_table(results, markdown=True), "",
+        f"## Best: {best['classifier']}", "",
+        "![confusion matrix](confusion.png)", "", "| class | accuracy |", "|---|---|", per_class, "",
+        "![accuracy by classifier](accuracy.png)", "",
+    ]
+    with open(paths["report.md"], "w") as f:
+        f.write("\n".join(md))
+    return paths
+
+
+def _plot_confusion(path, result, class_names):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+    import numpy as np
+    fig, ax = plt.subplots(figsize=(1.2 * len(class_names) + 2, 1.2 * len(class_names) + 1.5))
+    ConfusionMatrixDisplay(np.array(result["confusion_matrix"]), display_labels=class_names).plot(
+        ax=ax, colorbar=False, xticks_rotation=45)
+    ax.set_title(f"{result['classifier']} on {result['eval_split']}: accuracy {result['accuracy']:.3f}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _plot_accuracy(path, results, split):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    ordered = sorted(results, key=lambda r: r["accuracy"])
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(ordered) + 1.2))
+    bars = ax.barh([r["classifier"] for r in ordered], [r["accuracy"] for r in ordered], color="#4c72b0")
+    ax.bar_label(bars, fmt="%.3f", padding=3)
+    ax.set_xlim(0, 1.08)
+    ax.set_xlabel(f"accuracy on {split}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,161 @@
+import json
+import os
+
+import numpy as np
+import pytest
+
+from cache import CacheWriter, open_cache, recover_shards
+from classify import CLASSIFIERS, fit_and_evaluate, load_codes, load_model, plan_splits, save_model
+from classify.splits import SplitError
+from conftest import FAST_VGG, run_cli
+
+FINGERPRINT = {"schema_version": 1, "backbone": "toy", "layers": ["f"], "weights": "random:0",
+               "preprocess": {"crop": 8}, "dtype": "float32", "precision": "fp32"}
+
+
+def codes_cache(path, X, y, splits, n_classes):
+    writer = CacheWriter(str(path), FINGERPRINT, {"f": X.shape[1]}, np.float32, background=False)
+    writer.add_rows([f"c{c}/{i:05d}.jpg" for i, c in enumerate(y)], [f"k{i}" for i in range(len(y))], list(splits),
+                    [f"c{c}" for c in y], {"f": X})
+    writer.close()
+    recover_shards(str(path))
+    return str(path)
+
+
+def blobs(n_per_class=100, n_classes=3, dim=32, separation=3.0, seed=0, random_labels=False):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, separation, (n_classes, dim))
+    y = np.repeat(np.arange(n_classes), n_per_class)
+    X = centres[y] + rng.normal(0, 1, (len(y), dim))
+    if random_labels:
+        y = rng.permutation(y)
+    splits = rng.choice(["train", "val", "test"], size=len(y), p=[0.6, 0.2, 0.2])
+    return X.astype(np.float32), y, splits
+
+
+@pytest.fixture(scope="module")
+def learnable(tmp_path_factory):
+    X, y, s = blobs()
+    return load_codes(codes_cache(tmp_path_factory.mktemp("l") / "c.h5", X, y, s, 3))
+
+
+@pytest.fixture(scope="module")
+def random_labels(tmp_path_factory):
+    X, y, s = blobs(n_per_class=200, separation=0.0, random_labels=True, seed=1)
+    return load_codes(codes_cache(tmp_path_factory.mktemp("r") / "c.h5", X, y, s, 3))
+
+
+@pytest.mark.parametrize("name", list(CLASSIFIERS))
+def test_each_classifier_learns_a_learnable_problem(learnable, name):
+    result, model = fit_and_evaluate(learnable, name)
+    assert result["eval_split"] == "test" and result["classifier"] == name
+    assert result["accuracy"] >= 0.9, result
+    assert set(result) >= {"accuracy", "balanced_accuracy", "macro_f1", "fit_seconds", "params", "confusion_matrix"}
+    proba = model.predict_proba(learnable.X[:5])
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", list(CLASSIFIERS))
+def test_each_classifier_is_near_chance_on_random_labels(random_labels, name):
+    result, _ = fit_and_evaluate(random_labels, name)
+    assert abs(result["accuracy"] - 1 / 3) < 0.12, result
+
+
+@pytest.mark.parametrize("name", list(CLASSIFIERS))
+def test_model_file_round_trip_gives_identical_predictions(learnable, name, tmp_path):
+    result, model = fit_and_evaluate(learnable, name)
+    path = str(tmp_path / "m.npz")
+    save_model(path, model, {"classifier": name, "class_names": learnable.class_names, "layer": "f",
+                             "fingerprint": learnable.fingerprint})
+    loaded = load_model(path)
+    np.testing.assert_array_equal(loaded.predict(learnable.X), model.predict(learnable.X))
+    np.testing.assert_allclose(loaded.predict_proba(learnable.X), model.predict_proba(learnable.X), rtol=1e-5, atol=1e-6)
+    with np.load(path, allow_pickle=False) as f:  # nothing in the file needs pickle
+        assert "meta" in f.files
+
+
+def test_split_rules():
+    y = np.repeat([0, 1], 50)
+    with_test = np.array(["train"] * 60 + ["val"] * 20 + ["test"] * 20)
+    plan = plan_splits(with_test, y)
+    assert plan.eval_split == "test" and plan.selection == "val"
+    assert not (plan.eval_mask & plan.fit_mask).any() and plan.fit_mask.sum() == 80
+    assert (plan.selection_fold == 0).sum() == 20  # the val rows choose, then everything not reported refits
+
+    train_val = np.array(["train"] * 80 + ["val"] * 20)
+    rng = np.random.default_rng(0)
+    plan = plan_splits(rng.permutation(train_val), y)
+    assert plan.eval_split == "val" and "slice of train" in plan.selection
+    assert plan.fit_mask.sum() == 80 and (plan.selection_fold == 0).sum() == 16
+    chosen_labels = y[plan.fit_mask][plan.selection_fold == 0]
+    assert abs(chosen_labels.mean() - y[plan.fit_mask].mean()) < 0.1  # stratified
+    again = plan_splits(rng.permutation(train_val), y)
+    assert plan_splits(train_val, y).selection_fold.tolist() == plan_splits(train_val, y).selection_fold.tolist()
+    assert again.eval_split == "val"
+
+    train_test = np.array(["train"] * 80 + ["test"] * 20)
+    plan = plan_splits(train_test, y)
+    assert plan.eval_split == "test" and "slice of train" in plan.selection
+    with pytest.raises(SplitError):
+        plan_splits(np.array(["train"] * 100), y)
+
+
+def test_hyper_parameters_never_see_the_reported_split(tmp_path):
+    X, y, s = blobs(separation=1.0)
+    data = load_codes(codes_cache(tmp_path / "c.h5", X, y, s, 3))
+    result, _ = fit_and_evaluate(data, "logreg")
+    X2 = X.copy()
+    X2[s == "test"] = np.random.default_rng(5).normal(0, 1, X2[s == "test"].shape)  # scramble only the reported rows
+    data2 = load_codes(codes_cache(tmp_path / "d.h5", X2, y, s, 3))
+    result2, _ = fit_and_evaluate(data2, "logreg")
+    assert result["params"] == result2["params"]
+    assert result["sweep"] == result2["sweep"]
+
+
+def test_fit_compare_predict_cli(image_folder, tmp_path):
+    cache = tmp_path / "c.h5"
+    run_cli("extract", image_folder, "--cache", cache, *FAST_VGG)
+    model = tmp_path / "m.npz"
+    fit = json.loads(run_cli("fit", cache, "--classifier", "logreg", "--model", model, "--json").stdout)
+    for key in ("classifier", "eval_split", "accuracy", "balanced_accuracy", "macro_f1", "fit_seconds", "params"):
+        assert key in fit
+    report = tmp_path / "report"
+    out = run_cli("compare", cache, "--report", report, "--classifiers", "logreg,centroid,knn")
+    assert "reported split:" in out.stdout and "centroid" in out.stdout
+    for name in ("report.md", "report.json", "confusion.png", "accuracy.png"):
+        assert (report / name).stat().st_size > 0
+    compared = json.loads(run_cli("compare", cache, "--report", report, "--classifiers", "centroid", "--json").stdout)
+    assert isinstance(compared, list) and compared[0]["classifier"] == "centroid"
+
+    (image_folder / "bad.jpg").write_bytes(b"nope")
+    preds = json.loads(run_cli("predict", model, image_folder, image_folder / "bad.jpg", "--top-k", "2", "--json").stdout)
+    assert len(preds) == 18
+    assert set(preds[0]) == {"path", "label", "probability", "top_k"} and len(preds[0]["top_k"]) == 2
+    # The rebuilt extractor reproduces the cached codes: predictions equal the model on the cache.
+    loaded = load_model(str(model))
+    with open_cache(str(cache)) as c:
+        expected = {os.path.join(str(image_folder), p): c.class_names[k]
+                    for p, k in zip(c.paths, loaded.predict(c.codes()))}
+    assert {p["path"]: p["label"] for p in preds} == expected
+    csv = run_cli("predict", model, image_folder / "red", "--csv").stdout.splitlines()
+    assert csv[0].startswith("path,label1,probability1") and len(csv) == 7
+
+
+def test_predict_labels_real_photos(flowers5, tmp_path):
+    data = tmp_path / "few"
+    held_out = []
+    for cls in ("daisy", "sunflowers"):
+        for split, per in [("train", 30), ("val", 6)]:
+            src = os.path.join(flowers5, split, cls)
+            os.makedirs(data / split / cls)
+            for name in sorted(os.listdir(src))[:per]:
+                os.symlink(os.path.join(src, name), data / split / cls / name)
+        src = os.path.join(flowers5, "val", cls)
+        held_out += [(os.path.join(src, n), cls) for n in sorted(os.listdir(src))[10:15]]
+    cache = tmp_path / "c.h5"
+    run_cli("extract", data, "--cache", cache, "--backbone", "efficientnet_lite0", "--no-progress", "--workers", "0")
+    model = tmp_path / "m.npz"
+    run_cli("fit", cache, "--model", model)
+    preds = json.loads(run_cli("predict", model, *[p for p, _ in held_out], "--json").stdout)
+    correct = sum(p["label"] == cls for p, (_, cls) in zip(preds, held_out))
+    assert correct >= 8, preds  # 10 unseen photos of two very different flowers
