@@ -55,6 +55,7 @@ class ExtractSummary:
     seconds: float = 0.0
     ignored: int = 0
     interrupted: bool = False
+    loop_seconds: float = 0.0  # decode + compute + commit only (no scan, weights or model build)
     failures: list = field(default_factory=list)
 
     @property
@@ -112,12 +113,14 @@ def run_extract(config: ExtractConfig) -> ExtractSummary:
             model = spec.build(weights, layers)
             writer = cache_api.CacheWriter(config.cache_path, attrs, {l: spec.layers[l] for l in layers},
                                            DTYPES[config.dtype])
+            loop_started = time.perf_counter()
             try:
                 _run_loop(config, model, preprocess, pending, writer, device, precision, summary)
             except KeyboardInterrupt:
                 summary.interrupted = True  # what is buffered is complete: commit it below
             finally:
                 writer.close()
+                summary.loop_seconds = time.perf_counter() - loop_started
                 cache_api.recover_shards(config.cache_path)
     summary.seconds = time.perf_counter() - started
     return summary

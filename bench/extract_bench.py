@@ -1,0 +1,133 @@
+#!/usr/bin/env python
+"""Extraction throughput, three ways, in one process on the same images:
+
+  model-only  the extractor on random tensors (same batch size, precision, memory layout)
+  cnncodes    `pipeline.py extract` end to end (decode workers, device, cache writes)
+  classic     the classic exercise's loop: fp32, batch 20, no workers, RandomResizedCrop +
+              ToTensor per image, model in default memory layout
+
+Prints images/s and the ratios cnncodes/model-only and cnncodes/classic.
+
+    python bench/extract_bench.py ../shared/data/flowers5 --backbone vgg16 --weights random --limit 192
+"""
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from extract import ExtractConfig, get_backbone, run_extract  # noqa: E402
+from extract.device import default_batch_size, default_workers, pick_device, pick_precision  # noqa: E402
+from extract.encoder import _autocast  # noqa: E402
+from extract.device import PRECISIONS  # noqa: E402
+from extract.sources import scan_image_folder  # noqa: E402
+from extract.weights import resolve_weights  # noqa: E402
+
+
+def subset_folder(src, limit, dst):
+    """A folder of symlinks to the first `limit` images (round-robin over classes)."""
+    records = scan_image_folder(src).records
+    by_class = {}
+    for r in records:
+        by_class.setdefault(r.label, []).append(r)
+    picked = []
+    while len(picked) < min(limit, len(records)):
+        for items in by_class.values():
+            if items and len(picked) < limit:
+                picked.append(items.pop(0))
+    for r in picked:
+        target = os.path.join(dst, r.label, os.path.basename(r.path))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        if not os.path.exists(target):
+            os.symlink(r.abspath, target)
+    return picked
+
+
+def model_only(model, batch, crop, device, precision, channels_last, seconds=20.0):
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(device=device, memory_format=fmt)
+    x = torch.randn(batch, 3, crop, crop, device=device).contiguous(memory_format=fmt)
+    n, started = 0, None
+    with torch.inference_mode(), _autocast(device, PRECISIONS[precision]):
+        model(x)  # warm-up
+        started = time.perf_counter()
+        while time.perf_counter() - started < seconds or n < 2 * batch:
+            model(x)
+            n += batch
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+    return n / (time.perf_counter() - started)
+
+
+def classic_loop(model, picked, crop, limit_seconds=60.0):
+    """The classic exercise: one image at a time through RandomResizedCrop + ToTensor, batch 20."""
+    from PIL import Image
+    from torchvision import transforms
+    tf = transforms.Compose([transforms.RandomResizedCrop(crop), transforms.ToTensor()])
+    model = model.to(memory_format=torch.contiguous_format)
+    n, started = 0, time.perf_counter()
+    with torch.no_grad():
+        for i in range(0, len(picked), 20):
+            batch = torch.stack([tf(Image.open(r.abspath).convert("RGB")) for r in picked[i:i + 20]])
+            model(batch)
+            n += len(batch)
+            if time.perf_counter() - started > limit_seconds:
+                break
+    return n / (time.perf_counter() - started)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("data")
+    ap.add_argument("--backbone", default="vgg16")
+    ap.add_argument("--weights", default=None)
+    ap.add_argument("--limit", type=int, default=256, help="images to extract")
+    ap.add_argument("--batch-size", type=int, default=None)
+    ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--precision", default="auto")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--seconds", type=float, default=20.0, help="model-only timing length")
+    ap.add_argument("--skip-classic", action="store_true")
+    args = ap.parse_args()
+
+    spec = get_backbone(args.backbone)
+    device = pick_device(args.device)
+    precision = pick_precision(args.precision, device)
+    batch = args.batch_size or default_batch_size(device)
+    workers = default_workers(device) if args.workers is None else args.workers
+    weights = resolve_weights(spec, args.weights)
+    model = spec.build(weights, (spec.default_layer,))
+    crop = spec.preprocess.crop
+    tmp = tempfile.mkdtemp(prefix="cnncodes-bench-")
+    try:
+        picked = subset_folder(args.data, args.limit, os.path.join(tmp, "data"))
+        mo = model_only(model, batch, crop, device, precision, True, args.seconds)
+        summary = run_extract(ExtractConfig(os.path.join(tmp, "data"), os.path.join(tmp, "c.h5"), backbone=args.backbone,
+                                            weights=args.weights, device=args.device, precision=precision,
+                                            batch_size=batch, workers=workers, progress=False))
+        # The loop's own throughput: the run's total also holds model build and weight hashing.
+        e2e = (summary.written + summary.failed) / summary.loop_seconds
+        classic = None if args.skip_classic else classic_loop(model.cpu() if device.type == "cpu" else model,
+                                                               picked, crop)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, device {device}, "
+          f"threads {torch.get_num_threads()}")
+    print(f"backbone {args.backbone} ({spec.default_layer}), weights {weights.identity.split(' ')[0]}, "
+          f"precision {precision}, batch {batch}, workers {workers}, images {len(picked)}")
+    print(f"{'path':<12}{'images/s':>10}")
+    print(f"{'model-only':<12}{mo:>10.2f}")
+    print(f"{'cnncodes':<12}{e2e:>10.2f}")
+    if classic:
+        print(f"{'classic':<12}{classic:>10.2f}")
+    print(f"ratio cnncodes / model-only: {e2e / mo:.3f}")
+    if classic:
+        print(f"ratio cnncodes / classic:    {e2e / classic:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

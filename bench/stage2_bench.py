@@ -1,0 +1,81 @@
+#!/usr/bin/env python
+"""Stage two against the classic approach, and the cache's size and read speed, in one run.
+
+For each classifier: seconds from the cache file to a trained model (sweep and refit included).
+Classic: the exercise trains its final layer for 2 epochs while every image goes through VGG16
+again in every epoch. A real slice of that loop is timed here (batches of 20 through VGG16 in
+fp32, backward through the new last layer, SGD step) and scaled to 2 epochs over the cache's
+training rows; the output says so.
+
+    python bench/stage2_bench.py f5.h5 --classic-batches 3
+"""
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from cache import open_cache  # noqa: E402
+from classify import CLASSIFIERS, fit_and_evaluate, load_codes  # noqa: E402
+
+
+def classic_seconds_per_image(batches, batch=20, crop=224, n_classes=5):
+    from torchvision.models import vgg16
+    torch.manual_seed(0)
+    net = vgg16(weights=None)
+    for p in net.parameters():
+        p.requires_grad = False
+    net.classifier[6] = torch.nn.Linear(4096, n_classes)  # the fresh final layer, the only one trained
+    opt = torch.optim.SGD(net.classifier[6].parameters(), lr=0.001, momentum=0.9)
+    net.train()
+    x = torch.randn(batch, 3, crop, crop)
+    y = torch.randint(0, n_classes, (batch,))
+    step = lambda: (opt.zero_grad(), torch.nn.functional.cross_entropy(net(x), y).backward(), opt.step())  # noqa: E731
+    step()  # warm-up
+    started = time.perf_counter()
+    for _ in range(batches):
+        step()
+    return (time.perf_counter() - started) / (batches * batch)
+
+
+def read_throughput(path, layer, repeats=3):
+    best = float("inf")
+    with open_cache(path) as c:
+        for _ in range(repeats):
+            started = time.perf_counter()
+            X = c.codes(layer)
+            best = min(best, time.perf_counter() - started)
+    return len(X) / best, X.shape
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("cache")
+    ap.add_argument("--classifiers", default=",".join(CLASSIFIERS))
+    ap.add_argument("--classic-batches", type=int, default=3, help="batches of 20 timed for the classic loop")
+    args = ap.parse_args()
+
+    data = load_codes(args.cache)
+    size = os.path.getsize(args.cache)
+    rows_per_s, shape = read_throughput(args.cache, data.layer)
+    print(f"cache {args.cache}: {shape[0]} rows x {shape[1]} ({data.fingerprint.get('dtype')}), "
+          f"{size / 1e6:.1f} MB, {size / shape[0] / 1e3:.2f} kB per image; "
+          f"read {rows_per_s:,.0f} rows/s into float32")
+
+    n_fit = int((data.splits != ("test" if "test" in set(data.splits) else "val")).sum())
+    per_image = classic_seconds_per_image(args.classic_batches)
+    classic = per_image * n_fit * 2
+    print(f"classic: {per_image * 1e3:.0f} ms per image through VGG16 (fp32, batch 20, "
+          f"{args.classic_batches} batches timed), scaled to 2 epochs x {n_fit} rows = {classic:.0f} s (estimate)")
+    print(f"{'classifier':<10}{'accuracy':>10}{'fit s':>9}{'speed-up vs classic':>22}")
+    for name in args.classifiers.split(","):
+        result, _ = fit_and_evaluate(data, name)
+        print(f"{name:<10}{result['accuracy']:>10.4f}{result['fit_seconds']:>9.2f}"
+              f"{classic / max(result['fit_seconds'], 1e-6):>21.0f}x")
+
+
+if __name__ == "__main__":
+    main()
