@@ -69,11 +69,12 @@ def classic_loop(model, picked, crop, limit_seconds=60.0):
     from torchvision import transforms
     tf = transforms.Compose([transforms.RandomResizedCrop(crop), transforms.ToTensor()])
     model = model.to(memory_format=torch.contiguous_format)
+    device = next(model.parameters()).device
     n, started = 0, time.perf_counter()
     with torch.no_grad():
         for i in range(0, len(picked), 20):
             batch = torch.stack([tf(Image.open(r.abspath).convert("RGB")) for r in picked[i:i + 20]])
-            model(batch)
+            model(batch.to(device))
             n += len(batch)
             if time.perf_counter() - started > limit_seconds:
                 break
@@ -111,8 +112,7 @@ def main():
                                             batch_size=batch, workers=workers, progress=False))
         # The loop's own throughput: the run's total also holds model build and weight hashing.
         e2e = (summary.written + summary.failed) / summary.loop_seconds
-        classic = None if args.skip_classic else classic_loop(model.cpu() if device.type == "cpu" else model,
-                                                               picked, crop)
+        classic = None if args.skip_classic else classic_loop(model, picked, crop)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, device {device}, "
