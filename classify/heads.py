@@ -100,6 +100,17 @@ class _TorchClassifier(ClassifierMixin, BaseEstimator):
         return self.classes_[self.decision_function(X).argmax(axis=1)]
 
 
+def train_minibatches(net, opt, Xt, yt, batch_size, epochs, seed):
+    """Shuffled mini-batch cross-entropy training, seeded (shared by the seed recipe and the MLP)."""
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        for idx in torch.randperm(len(Xt), generator=gen).split(batch_size):
+            idx = idx.to(Xt.device)
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(net(Xt[idx]), yt[idx]).backward()
+            opt.step()
+
+
 class TorchLinearClassifier(_TorchClassifier):
     """A torch linear layer trained full-batch with L-BFGS on cross-entropy + L2 weight decay.
 
@@ -150,13 +161,7 @@ class SeedRecipeClassifier(TorchLinearClassifier):
         Xt, yt, device = self._prepare(X, y)
         layer = torch.nn.Linear(Xt.shape[1], len(self.classes_)).to(device)
         opt = torch.optim.SGD(layer.parameters(), lr=self.lr, momentum=self.momentum)
-        gen = torch.Generator().manual_seed(self.random_state)
-        for _ in range(self.epochs):
-            for idx in torch.randperm(len(Xt), generator=gen).split(self.batch_size):
-                idx = idx.to(device)
-                opt.zero_grad()
-                torch.nn.functional.cross_entropy(layer(Xt[idx]), yt[idx]).backward()
-                opt.step()
+        train_minibatches(layer, opt, Xt, yt, self.batch_size, self.epochs, self.random_state)
         self.coef_ = layer.weight.detach().cpu().double().numpy()
         self.intercept_ = layer.bias.detach().cpu().double().numpy()
         return self
@@ -182,14 +187,8 @@ class TorchMLPClassifier(_TorchClassifier):
                                   torch.nn.Dropout(self.dropout), torch.nn.Linear(self.hidden, len(self.classes_)))
         net = net.to(device)
         opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        gen = torch.Generator().manual_seed(self.random_state)
         net.train()
-        for _ in range(self.epochs):
-            for idx in torch.randperm(len(Xt), generator=gen).split(self.batch_size):
-                idx = idx.to(device)
-                opt.zero_grad()
-                torch.nn.functional.cross_entropy(net(Xt[idx]), yt[idx]).backward()
-                opt.step()
+        train_minibatches(net, opt, Xt, yt, self.batch_size, self.epochs, self.random_state)
         self.w1_, self.b1_, self.w2_, self.b2_ = (p.detach().cpu().double().numpy() for p in
                                                   (net[0].weight, net[0].bias, net[3].weight, net[3].bias))
         return self
