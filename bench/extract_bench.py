@@ -21,9 +21,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from extract import ExtractConfig, get_backbone, run_extract  # noqa: E402
-from extract.device import default_batch_size, default_workers, pick_device, pick_precision  # noqa: E402
-from extract.encoder import _autocast  # noqa: E402
-from extract.device import PRECISIONS  # noqa: E402
+from extract.device import PRECISIONS, default_batch_size, default_workers, pick_device, pick_precision  # noqa: E402
+from extract.encoder import autocast_context  # noqa: E402
 from extract.sources import scan_image_folder  # noqa: E402
 from extract.weights import resolve_weights  # noqa: E402
 
@@ -52,7 +51,7 @@ def model_only(model, batch, crop, device, precision, channels_last, seconds=20.
     model = model.to(device=device, memory_format=fmt)
     x = torch.randn(batch, 3, crop, crop, device=device).contiguous(memory_format=fmt)
     n, started = 0, None
-    with torch.inference_mode(), _autocast(device, PRECISIONS[precision]):
+    with torch.inference_mode(), autocast_context(device, PRECISIONS[precision]):
         model(x)  # warm-up
         started = time.perf_counter()
         while time.perf_counter() - started < seconds or n < 2 * batch:

@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from cache import open_cache  # noqa: E402
-from classify import CLASSIFIERS, fit_and_evaluate, load_codes  # noqa: E402
+from classify import CLASSIFIERS, fit_and_evaluate, load_codes, plan_splits  # noqa: E402
 
 
 def classic_seconds_per_image(batches, batch=20, crop=224, n_classes=5):
@@ -65,7 +65,7 @@ def main():
           f"{size / 1e6:.1f} MB, {size / shape[0] / 1e3:.2f} kB per image; "
           f"read {rows_per_s:,.0f} rows/s into float32")
 
-    n_fit = int((data.splits != ("test" if "test" in set(data.splits) else "val")).sum())
+    n_fit = int(plan_splits(data.splits, data.y).fit_mask.sum())
     per_image = classic_seconds_per_image(args.classic_batches)
     classic = per_image * n_fit * 2
     print(f"classic: {per_image * 1e3:.0f} ms per image through VGG16 (fp32, batch 20, "

@@ -77,7 +77,7 @@ def fit_and_evaluate(data: CodesData, name: str, scaling=DEFAULT_SCALING, seed=0
         "n_eval": int(plan.eval_mask.sum()),
         **metrics(data.y[plan.eval_mask], y_pred, data.class_names),
         "fit_seconds": round(fit_seconds, 3),
-        "params": _plain({k.removeprefix("clf__"): v for k, v in chosen.items()}),
+        "params": _plain(chosen),
         "sweep": sweep,
     }
     return result, model

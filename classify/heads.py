@@ -1,7 +1,7 @@
 """Classifiers of our own, written as scikit-learn estimators (fit/predict/predict_proba).
 
-Every estimator here can hand its fitted state over as plain arrays (``export_arrays``), so a
-model file never needs pickle. ``__init__`` only stores parameters, as scikit-learn requires.
+Every estimator here keeps its fitted state in plain arrays (``coef_``/``intercept_``, or the
+MLP's ``w1_``...``b2_``), which model_file stores, so a model file never needs pickle. ``__init__`` only stores parameters, as scikit-learn requires.
 """
 import numpy as np
 import torch

@@ -62,6 +62,7 @@ class LoadedModel:
         self.class_names = meta["class_names"]
         self.fingerprint = meta["fingerprint"]
         self.layer = meta["layer"]
+        self.classes = arrays["head_classes"]  # class indices, in the column order of predict_proba
         self._arrays = arrays
         self._knn = None
         if meta["head"] == "knn":
@@ -91,8 +92,7 @@ class LoadedModel:
 
     def predict(self, X):
         """Class indices into class_names."""
-        classes = self._arrays["head_classes"]
-        return classes[self.predict_proba(X).argmax(axis=1)]
+        return self.classes[self.predict_proba(X).argmax(axis=1)]
 
 
 def load_model(path) -> LoadedModel:

@@ -13,11 +13,10 @@ def predict_images(model_path, inputs, top_k=3, weights_file=None, device="auto"
     if not paths:
         return [], failures
     proba = model.predict_proba(codes)
-    classes = model._arrays["head_classes"]
     k = max(1, min(top_k, proba.shape[1]))
     predictions = []
     for path, row in zip(paths, proba):
         order = np.argsort(-row, kind="stable")[:k]
-        top = [{"label": model.class_names[int(classes[j])], "probability": float(row[j])} for j in order]
+        top = [{"label": model.class_names[int(model.classes[j])], "probability": float(row[j])} for j in order]
         predictions.append({"path": path, "label": top[0]["label"], "probability": top[0]["probability"], "top_k": top})
     return predictions, failures

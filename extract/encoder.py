@@ -40,13 +40,13 @@ def encode_batches(model, preprocess, records, device, precision="fp32", batch_s
             codes = {}
             if batch.indices:
                 x = normalize(batch.images.to(device, non_blocking=True)).contiguous(memory_format=memory_format)
-                with _autocast(device, autocast_dtype):
+                with autocast_context(device, autocast_dtype):
                     out = model(x)
                 codes = {k: v.float().cpu().numpy() for k, v in out.items()}
             yield EncodedBatch(batch.indices, codes, batch.failed)
 
 
-def _autocast(device, dtype):
+def autocast_context(device, dtype):
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)

@@ -26,6 +26,11 @@ class Preprocess:
         """The same recipe at another input size, keeping the resize/crop ratio."""
         return replace(self, crop=int(crop), resize=int(round(crop * self.resize / self.crop)))
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "Preprocess":
+        """The recipe a cache's fingerprint recorded (JSON lists back to tuples)."""
+        return cls(**{**d, "mean": tuple(d["mean"]), "std": tuple(d["std"])})
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["mean"], d["std"] = list(self.mean), list(self.std)

@@ -11,7 +11,7 @@ from .device import default_batch_size, default_workers, pick_device, pick_preci
 from .encoder import encode_batches
 from .errors import ExtractError, WeightsUnavailable
 from .preprocessing import Preprocess
-from .sources import IMAGE_EXTENSIONS, Record, _walk_images
+from .sources import Record, walk_images
 from .weights import resolve_weights
 
 
@@ -21,7 +21,7 @@ def expand_image_paths(inputs) -> list:
     for item in inputs:
         item = os.fspath(item)
         if os.path.isdir(item):
-            paths += list(_walk_images(item, []))
+            paths += list(walk_images(item, []))
         elif os.path.isfile(item):
             paths.append(item)
         else:
@@ -54,8 +54,7 @@ def encode_images(fingerprint: dict, inputs, weights_file=None, device="auto", b
     """
     spec = get_backbone(fingerprint["backbone"])
     layer = layer or fingerprint["layers"][0]
-    pre = dict(fingerprint["preprocess"])
-    preprocess = Preprocess(**{**pre, "mean": tuple(pre["mean"]), "std": tuple(pre["std"])})
+    preprocess = Preprocess.from_dict(fingerprint["preprocess"])
     weights = _weights_for(spec, fingerprint["weights"], weights_file)
     paths = expand_image_paths(inputs)
     if not paths:

@@ -31,7 +31,7 @@ def _visible(name: str) -> bool:
     return not name.startswith(".") and not name.startswith("__")
 
 
-def _walk_images(top, ignored):
+def walk_images(top, ignored):
     """Image files under top (recursively, sorted), skipping hidden files and folders."""
     for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if _visible(d))
@@ -60,7 +60,7 @@ def scan_image_folder(root) -> Scan:
             if not os.path.isdir(cls_dir):
                 ignored.append(cls_dir)
                 continue
-            for full in _walk_images(cls_dir, ignored):
+            for full in walk_images(cls_dir, ignored):
                 rel = os.path.relpath(full, root).replace(os.sep, "/")
                 records.append(Record(path=rel, abspath=full, label=cls, split=split))
     if not records:
