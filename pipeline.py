@@ -22,8 +22,11 @@ def add_extract_args(p):
                    help="pretrained (default), random[:SEED] (tests and timing only) or a state-dict FILE")
     p.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="stored code type")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                   help="compute precision: auto = fp16 autocast on CUDA, fp32 on CPU")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16", "int8"],
+                   help="compute precision: auto = fp16 autocast on CUDA, fp32 on CPU; int8 (CPU, vgg16): "
+                        "~1.9x fp32, calibrated on --calibration-images of your images")
+    p.add_argument("--calibration-images", type=int, default=None,
+                   help="int8 only: images whose activations set the int8 ranges (default 64; first run only)")
     p.add_argument("--batch-size", type=int, default=None, help="images per batch (default 256 on CUDA, 32 on CPU)")
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: depends on device)")
     p.add_argument("--crop-size", type=int, default=None,
@@ -41,6 +44,8 @@ def cmd_extract(args):
         weights=args.weights, dtype=args.dtype, device=args.device, precision=args.precision,
         batch_size=args.batch_size, workers=args.workers, crop_size=args.crop_size,
         split_seed=args.split_seed, shard_rows=args.shard_rows, progress=not args.no_progress)
+    if args.calibration_images is not None:
+        config.calibration_images = args.calibration_images
     summary = run_extract(config)
     for path, reason in summary.failures[:20]:
         print(f"failed: {path}: {reason}", file=sys.stderr)
@@ -52,6 +57,7 @@ def cmd_extract(args):
 
 def cmd_info(args):
     from cache import open_cache
+    from cache.schema import describe_attr
     with open_cache(args.cache) as c:
         info = c.summary()
     if args.json:
@@ -67,6 +73,8 @@ def cmd_info(args):
                 "data_root", "schema_version"):
         value = json.dumps(fp[key]) if isinstance(fp.get(key), dict) else fp.get(key)
         print(f"{key + ':':<21}{value}")
+    if fp.get("quantization"):
+        print(f"{'quantization:':<21}{describe_attr(fp['quantization'])}")
     print(f"failed:  {info['failed']}")
     for item in info["failures"][:20]:
         print(f"  {item['path']}: {item['reason']}")

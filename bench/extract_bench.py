@@ -6,9 +6,12 @@
   classic     the classic exercise's loop: fp32, batch 20, no workers, RandomResizedCrop +
               ToTensor per image, model in default memory layout
 
-Prints images/s and the ratios cnncodes/model-only and cnncodes/classic.
+Prints images/s and the ratios cnncodes/model-only and cnncodes/classic. With --precision int8
+the model-only figure times the same int8 network the extract run calibrated; the one-off
+calibration is reported on its own line (it runs once per cache, not per image).
 
     python bench/extract_bench.py ../shared/data/flowers5 --backbone vgg16 --weights random --limit 192
+    python bench/extract_bench.py ../shared/data/flowers5 --backbone vgg16 --weights random --precision int8
 """
 import argparse
 import os
@@ -20,7 +23,8 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from extract import ExtractConfig, get_backbone, run_extract  # noqa: E402
+from cache import open_cache  # noqa: E402
+from extract import ExtractConfig, get_backbone, int8, run_extract  # noqa: E402
 from extract.device import PRECISIONS, default_batch_size, default_workers, pick_device, pick_precision  # noqa: E402
 from extract.encoder import autocast_context  # noqa: E402
 from extract.sources import scan_image_folder  # noqa: E402
@@ -28,18 +32,19 @@ from extract.weights import resolve_weights  # noqa: E402
 
 
 def subset_folder(src, limit, dst):
-    """A folder of symlinks to the first `limit` images (round-robin over classes)."""
+    """A folder of symlinks to `limit` images, taken round-robin over (split folder, class) so a
+    subset keeps the source's layout (train/val folders stay train/val)."""
     records = scan_image_folder(src).records
-    by_class = {}
+    groups = {}
     for r in records:
-        by_class.setdefault(r.label, []).append(r)
+        groups.setdefault((os.path.dirname(os.path.dirname(r.path)), r.label), []).append(r)
     picked = []
     while len(picked) < min(limit, len(records)):
-        for items in by_class.values():
+        for items in groups.values():
             if items and len(picked) < limit:
                 picked.append(items.pop(0))
     for r in picked:
-        target = os.path.join(dst, r.label, os.path.basename(r.path))
+        target = os.path.join(dst, r.path)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         if not os.path.exists(target):
             os.symlink(r.abspath, target)
@@ -91,6 +96,7 @@ def main():
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--seconds", type=float, default=20.0, help="model-only timing length")
+    ap.add_argument("--calibration-images", type=int, default=int8.DEFAULT_CALIBRATION_IMAGES)
     ap.add_argument("--skip-classic", action="store_true")
     args = ap.parse_args()
 
@@ -105,12 +111,18 @@ def main():
     tmp = tempfile.mkdtemp(prefix="cnncodes-bench-")
     try:
         picked = subset_folder(args.data, args.limit, os.path.join(tmp, "data"))
-        mo = model_only(model, batch, crop, device, precision, True, args.seconds)
-        summary = run_extract(ExtractConfig(os.path.join(tmp, "data"), os.path.join(tmp, "c.h5"), backbone=args.backbone,
+        cache_path = os.path.join(tmp, "c.h5")
+        summary = run_extract(ExtractConfig(os.path.join(tmp, "data"), cache_path, backbone=args.backbone,
                                             weights=args.weights, device=args.device, precision=precision,
+                                            calibration_images=args.calibration_images,
                                             batch_size=batch, workers=workers, progress=False))
         # The loop's own throughput: the run's total also holds model build and weight hashing.
         e2e = (summary.written + summary.failed) / summary.loop_seconds
+        timed_model = model
+        if precision == "int8":
+            with open_cache(cache_path) as c:
+                timed_model = int8.quantize(model, crop, c.fingerprint["quantization"])
+        mo = model_only(timed_model, batch, crop, device, precision, True, args.seconds)
         classic = None if args.skip_classic else classic_loop(model, picked, crop)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -118,6 +130,8 @@ def main():
           f"threads {torch.get_num_threads()}")
     print(f"backbone {args.backbone} ({spec.default_layer}), weights {weights.identity.split(' ')[0]}, "
           f"precision {precision}, batch {batch}, workers {workers}, images {len(picked)}")
+    print(f"setup before the loop (scan, hashing, model build{', int8 calibration' if precision == 'int8' else ''}): "
+          f"{summary.seconds - summary.loop_seconds:.1f} s")
     print(f"{'path':<12}{'images/s':>10}")
     print(f"{'model-only':<12}{mo:>10.2f}")
     print(f"{'cnncodes':<12}{e2e:>10.2f}")

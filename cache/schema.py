@@ -17,8 +17,10 @@ FAILED_GROUP = "failed"
 FAILED_FIELDS = ("paths", "keys", "reasons")
 
 # Attributes that must match before codes may be appended to a cache: codes from another
-# network, layer, weights, preprocessing or storage type cannot share a matrix.
-COMPARED_FINGERPRINT_KEYS = ("backbone", "layers", "weights", "preprocess", "dtype")
+# network, layer, weights, preprocessing, int8 calibration or storage type cannot share a matrix.
+COMPARED_FINGERPRINT_KEYS = ("backbone", "layers", "weights", "preprocess", "quantization", "dtype")
+# Attributes stored as JSON objects.
+JSON_ATTRS = ("preprocess", "quantization")
 
 # Rows per HDF5 chunk of /codes/<layer>: a few MB per chunk, so reading a layer streams.
 CODE_CHUNK_ROWS = 256
@@ -47,8 +49,9 @@ def decode_attr(value):
 
 def read_attrs(h5file) -> dict:
     attrs = {k: decode_attr(v) for k, v in h5file.attrs.items()}
-    if isinstance(attrs.get("preprocess"), str):
-        attrs["preprocess"] = json.loads(attrs["preprocess"])
+    for key in JSON_ATTRS:
+        if isinstance(attrs.get(key), str):
+            attrs[key] = json.loads(attrs[key])
     return attrs
 
 
@@ -60,6 +63,15 @@ def write_attrs(h5file, attrs: dict) -> None:
 def fingerprint_differences(existing: dict, new: dict) -> list:
     """Names of the compared fingerprint fields whose values differ."""
     return [k for k in COMPARED_FINGERPRINT_KEYS if _norm(existing.get(k)) != _norm(new.get(k))]
+
+
+def describe_attr(value) -> str:
+    """A fingerprint value as one short phrase for error messages."""
+    if value is None:
+        return "none"
+    if isinstance(value, dict) and "calibration" in value:
+        return f"int8 calibrated on {value['calibration']['images']} images ({value['calibration']['keys_sha256'][:12]})"
+    return repr(value)
 
 
 def _norm(value):

@@ -19,7 +19,7 @@ from .errors import CacheError, FingerprintMismatch
 from .files import publish
 from .lock import cache_lock
 from .schema import (CLASS_NAMES, CODE_CHUNK_ROWS, CODES_GROUP, FAILED_FIELDS, FAILED_GROUP, LABELS,
-                     ROW_STRING_FIELDS, SCHEMA_VERSION, STR, fingerprint_differences, read_attrs,
+                     ROW_STRING_FIELDS, SCHEMA_VERSION, STR, describe_attr, fingerprint_differences, read_attrs,
                      read_strings, write_attrs)
 
 __all__ = ["CacheWriter", "cache_lock", "recover_shards", "read_done_index", "shard_dir"]
@@ -51,7 +51,8 @@ class ShardRows:
 def _check_fingerprint(cache_path, existing: dict, new: dict) -> None:
     diffs = fingerprint_differences(existing, new)
     if diffs:
-        detail = "; ".join(f"{k}: cache has {existing.get(k)!r}, this run {new.get(k)!r}" for k in diffs)
+        detail = "; ".join(f"{k}: cache has {describe_attr(existing.get(k))}, this run {describe_attr(new.get(k))}"
+                           for k in diffs)
         raise FingerprintMismatch(
             f"{cache_path}: refusing to append codes from a different extractor ({detail}); "
             "use the cache's settings or write to a new --cache file")

@@ -5,7 +5,8 @@ import torch
 
 from .errors import ExtractError
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# Precision name -> autocast dtype. int8 is not autocast: the runner swaps in a quantized network.
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": None}
 
 
 def pick_device(name="auto") -> torch.device:
@@ -24,7 +25,10 @@ def pick_precision(name, device: torch.device) -> str:
     if name == "auto":
         return "fp16" if device.type == "cuda" else "fp32"
     if name not in PRECISIONS:
-        raise ExtractError(f"--precision {name}: choose auto, fp32, bf16 or fp16")
+        raise ExtractError(f"--precision {name}: choose auto, fp32, bf16, fp16 or int8")
+    if name == "int8" and device.type != "cpu":
+        raise ExtractError(f"--precision int8 runs on the CPU only; on {device.type} use fp16 or bf16, "
+                           "or pass --device cpu")
     return name
 
 

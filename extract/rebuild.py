@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 
+from . import int8
 from .backbones import get_backbone
 from .device import default_batch_size, default_workers, pick_device, pick_precision
 from .encoder import encode_batches
@@ -60,10 +61,17 @@ def encode_images(fingerprint: dict, inputs, weights_file=None, device="auto", b
     if not paths:
         raise ExtractError(f"no images found in {', '.join(map(str, inputs))}")
     records = [Record(path=p, abspath=os.path.abspath(p), label=None) for p in paths]
-    dev = pick_device(device)
-    model = spec.build(weights, (layer,))
+    model = spec.build(weights, tuple(fingerprint["layers"]))
+    quantization = fingerprint.get("quantization")
+    if quantization:
+        # The codes were computed in int8 with recorded activation ranges: rebuild that network.
+        dev, precision = pick_device("cpu"), "int8"
+        model = int8.quantize(model, preprocess.crop, quantization)
+    else:
+        dev = pick_device(device)
+        precision = pick_precision("auto", dev)
     ok, parts, failures = [], [], []
-    for batch in encode_batches(model, preprocess, records, dev, pick_precision("auto", dev),
+    for batch in encode_batches(model, preprocess, records, dev, precision,
                                 batch_size or default_batch_size(dev),
                                 default_workers(dev) if workers is None else workers):
         ok += [paths[i] for i in batch.indices]

@@ -13,6 +13,7 @@ import torchvision
 
 import cache as cache_api
 
+from . import int8
 from .backbones import get_backbone
 from .decoding import DEFAULT_MAX_PIXELS
 from .encoder import encode_batches
@@ -35,6 +36,7 @@ class ExtractConfig:
     dtype: str = "float16"
     device: str = "auto"
     precision: str = "auto"
+    calibration_images: int = int8.DEFAULT_CALIBRATION_IMAGES  # int8 only
     batch_size: int = None
     workers: int = None
     crop_size: int = None
@@ -96,6 +98,10 @@ def run_extract(config: ExtractConfig) -> ExtractSummary:
     preprocess = spec.preprocess.with_crop(config.crop_size) if config.crop_size else spec.preprocess
     device = pick_device(config.device)
     precision = pick_precision(config.precision, device)
+    spec.check_precision(precision)
+    if precision == "int8" and config.calibration_images < 1:
+        raise ExtractError(f"--calibration-images {config.calibration_images}: int8 needs at least 1 (default "
+                           f"{int8.DEFAULT_CALIBRATION_IMAGES})")
     scan = scan_image_folder(config.data_root)
     weights = resolve_weights(spec, config.weights)  # fails here, before any work, if unavailable
     attrs = build_fingerprint(spec, layers, weights, preprocess, config.dtype, precision, config.data_root,
@@ -103,6 +109,8 @@ def run_extract(config: ExtractConfig) -> ExtractSummary:
     summary = ExtractSummary(cache_path=config.cache_path, ignored=len(scan.ignored))
     started = time.perf_counter()
     with cache_api.cache_lock(config.cache_path):
+        if precision == "int8":
+            _reuse_calibration(config.cache_path, attrs)
         cache_api.check_fingerprint(config.cache_path, attrs)
         cache_api.recover_shards(config.cache_path)  # fold in what an interrupted run committed
         records = with_keys_and_splits(scan.records, config.split_seed, config.split_fractions)
@@ -111,6 +119,10 @@ def run_extract(config: ExtractConfig) -> ExtractSummary:
         summary.skipped = len(records) - len(pending)
         if pending:
             model = spec.build(weights, layers)
+            if precision == "int8":
+                if "quantization" not in attrs:  # int8 adds its calibrated ranges (extract/int8.py)
+                    attrs["quantization"] = _calibrate(config, model, preprocess, pending, device)
+                model = int8.quantize(model, preprocess.crop, attrs["quantization"])
             writer = cache_api.CacheWriter(config.cache_path, attrs, {l: spec.layers[l] for l in layers},
                                            DTYPES[config.dtype])
             loop_started = time.perf_counter()
@@ -124,6 +136,30 @@ def run_extract(config: ExtractConfig) -> ExtractSummary:
                 cache_api.recover_shards(config.cache_path)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _reuse_calibration(cache_path, attrs):
+    """An int8 run appending to a cache quantizes exactly as the run that started it."""
+    existing = cache_api.existing_fingerprint(cache_path)
+    if existing is None:
+        return
+    if not existing.get("quantization"):
+        raise ExtractError(f"{cache_path}: holds {existing.get('precision', 'fp32')} codes; int8 codes cannot join "
+                           "them. Use --precision " + existing.get("precision", "fp32") + " or a new --cache")
+    attrs["quantization"] = existing["quantization"]
+
+
+def _calibrate(config, model, preprocess, pending, device) -> dict:
+    """Activation ranges for int8 from a fixed sample of the images (on the first run only)."""
+    sample = int8.calibration_sample(pending, config.calibration_images)
+    batch_size = config.batch_size or default_batch_size(device)
+    workers = default_workers(device) if config.workers is None else config.workers
+
+    def feed(prepared):
+        for _ in encode_batches(prepared, preprocess, sample, device, "fp32", batch_size, workers,
+                                config.channels_last, config.max_pixels):
+            pass
+    return int8.calibrate(model, preprocess.crop, feed, [r.key for r in sample])
 
 
 def _run_loop(config, model, preprocess, pending, writer, device, precision, summary):
