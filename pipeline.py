@@ -31,6 +31,15 @@ def add_extract_args(p):
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: depends on device)")
     p.add_argument("--crop-size", type=int, default=None,
                    help="network input size (default: the weights' own, 224); resize scales with it")
+    p.add_argument("--jpeg-draft", action="store_true",
+                   help="decode large JPEGs at a reduced scale (never below the resize size): much faster "
+                        "for photos far larger than the input; codes differ slightly, so the cache records it")
+    p.add_argument("--decoder", default="pil", choices=["pil", "torchvision"],
+                   help="pil (default) or torchvision: JPEGs decoded by torchvision.io and resized as tensors; "
+                        "on CUDA decoded (nvJPEG) and resized on the GPU, freeing the CPU cores")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the network: a one-off compile (tens of seconds), for long GPU runs; "
+                        "measured no faster than eager on a 2-core CPU")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the content-key splits (no split folders)")
     p.add_argument("--shard-rows", type=int, default=512,
                    help="images per committed shard: the most a crash can lose (default 512)")
@@ -43,6 +52,7 @@ def cmd_extract(args):
         data_root=args.data, cache_path=args.cache, backbone=args.backbone, layers=args.layer,
         weights=args.weights, dtype=args.dtype, device=args.device, precision=args.precision,
         batch_size=args.batch_size, workers=args.workers, crop_size=args.crop_size,
+        jpeg_draft=args.jpeg_draft, decoder=args.decoder, compile=args.compile,
         split_seed=args.split_seed, shard_rows=args.shard_rows, progress=not args.no_progress)
     if args.calibration_images is not None:
         config.calibration_images = args.calibration_images

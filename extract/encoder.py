@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 from .dataset import ImageRecords, collate
 from .decoding import DEFAULT_MAX_PIXELS
 from .device import PRECISIONS
+from .tensor_decoding import finish_batch
 
 
 @dataclass
@@ -24,26 +25,62 @@ class EncodedBatch:
 
 
 def encode_batches(model, preprocess, records, device, precision="fp32", batch_size=32, workers=0,
-                   channels_last=True, max_pixels=DEFAULT_MAX_PIXELS):
-    """Yield EncodedBatch for consecutive batches of records (objects with .abspath)."""
-    dataset = ImageRecords(records, preprocess.pil_transform(), max_pixels)
+                   channels_last=True, max_pixels=DEFAULT_MAX_PIXELS, decode_on_device=None, compile_model=False):
+    """Yield EncodedBatch for consecutive batches of records (objects with .abspath).
+
+    decode_on_device: JPEGs decoded in the main process on ``device`` rather than in the workers
+    (default: with the torchvision decoder on CUDA).
+    compile_model: run the model through torch.compile; every batch is padded to batch_size so the
+    last, shorter one does not trigger a second compilation.
+    """
+    if decode_on_device is None:
+        decode_on_device = preprocess.decoder == "torchvision" and device.type == "cuda"
+    dataset = ImageRecords(records, preprocess.loader(max_pixels, defer_jpegs=decode_on_device))
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate,
                         pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(device=device, memory_format=memory_format).eval()
+    if compile_model:
+        model = _padded(torch.compile(model), batch_size, memory_format)
     normalize = preprocess.normalizer(device)
     autocast_dtype = PRECISIONS[precision]
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     with torch.inference_mode():
         for batch in loader:
+            images = batch.images.to(device, non_blocking=True)
+            if batch.jpegs:
+                images = _decode_on_device(batch, images, preprocess, device, max_pixels)
             codes = {}
             if batch.indices:
-                x = normalize(batch.images.to(device, non_blocking=True)).contiguous(memory_format=memory_format)
+                x = normalize(images).contiguous(memory_format=memory_format)
                 with autocast_context(device, autocast_dtype):
                     out = model(x)
                 codes = {k: v.float().cpu().numpy() for k, v in out.items()}
             yield EncodedBatch(batch.indices, codes, batch.failed)
+
+
+def _padded(model, batch_size, memory_format):
+    def forward(x):
+        n = x.shape[0]
+        if n < batch_size:
+            x = torch.cat([x, x.new_zeros((batch_size - n, *x.shape[1:]))]).contiguous(memory_format=memory_format)
+        return {k: v[:n] for k, v in model(x).items()}
+    return forward
+
+
+def _decode_on_device(batch, images, preprocess, device, max_pixels):
+    """Decode the batch's JPEGs on the device and merge them with its ready images, in record order.
+
+    Updates batch.indices and batch.failed; returns the uint8 images [n, 3, crop, crop] on device.
+    """
+    done, failed = finish_batch(batch.jpegs, preprocess.tensor_transform(), device, max_pixels)
+    done.update(zip(batch.indices, images))
+    batch.indices = sorted(done)
+    batch.failed = sorted(batch.failed + failed)
+    if not done:
+        return images
+    return torch.stack([done[i] for i in batch.indices])
 
 
 def autocast_context(device, dtype):

@@ -21,6 +21,11 @@ class Preprocess:
     mean: tuple = IMAGENET_MEAN
     std: tuple = IMAGENET_STD
     interpolation: str = "bilinear"
+    # Let libjpeg decode big JPEGs at 1/2, 1/4 or 1/8 scale while the shorter side stays >= resize:
+    # several times faster on photos far larger than the input, codes differ slightly.
+    jpeg_draft: bool = False
+    # "pil" or "torchvision" (extract/tensor_decoding.py): pixels differ slightly between the two.
+    decoder: str = "pil"
 
     def with_crop(self, crop: int) -> "Preprocess":
         """The same recipe at another input size, keeping the resize/crop ratio."""
@@ -34,7 +39,17 @@ class Preprocess:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["mean"], d["std"] = list(self.mean), list(self.std)
+        # Defaults are left out, so caches made before these options still match.
+        if not self.jpeg_draft:
+            del d["jpeg_draft"]
+        if self.decoder == "pil":
+            del d["decoder"]
         return d
+
+    @property
+    def draft_size(self):
+        """The size handed to the decoder's draft mode, or None for a full decode."""
+        return self.resize if self.jpeg_draft else None
 
     def pil_transform(self):
         """PIL image -> uint8 tensor [3, crop, crop] (runs in DataLoader workers)."""
@@ -43,6 +58,24 @@ class Preprocess:
             v2.CenterCrop(self.crop),
             v2.PILToTensor(),
         ])
+
+    def tensor_transform(self):
+        """uint8 tensor [3, H, W] -> uint8 tensor [3, crop, crop], on whatever device it lives."""
+        return v2.Compose([
+            v2.Resize(self.resize, interpolation=InterpolationMode(self.interpolation), antialias=True),
+            v2.CenterCrop(self.crop),
+        ])
+
+    def loader(self, max_pixels, defer_jpegs=False):
+        """path -> network input (uint8 [3, crop, crop]), picklable for DataLoader workers.
+
+        defer_jpegs (torchvision decoder on CUDA): JPEGs come back undecoded, for the device.
+        """
+        from .dataset import PilLoader
+        from .tensor_decoding import TensorLoader
+        if self.decoder == "torchvision":
+            return TensorLoader(self.tensor_transform(), max_pixels, defer_jpegs)
+        return PilLoader(self.pil_transform(), max_pixels, self.draft_size)
 
     def normalizer(self, device):
         """uint8 batch [B, 3, H, W] on device -> normalised float32 batch."""

@@ -5,7 +5,7 @@ It knows the cache only through the cache package's public functions.
 import os
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ from .sources import DEFAULT_SPLIT_FRACTIONS, scan_image_folder, with_keys_and_s
 from .weights import resolve_weights
 
 DTYPES = {"float16": np.float16, "float32": np.float32}
+DECODERS = ("pil", "torchvision")
 SHARD_TARGET_ROWS = 512  # rows per committed shard: what a kill can lose at most
 
 
@@ -40,6 +41,9 @@ class ExtractConfig:
     batch_size: int = None
     workers: int = None
     crop_size: int = None
+    jpeg_draft: bool = False
+    decoder: str = "pil"
+    compile: bool = False  # torch.compile the network (a one-off compile; pays off on long GPU runs)
     split_seed: int = 0
     split_fractions: tuple = DEFAULT_SPLIT_FRACTIONS
     shard_rows: int = SHARD_TARGET_ROWS
@@ -96,9 +100,12 @@ def run_extract(config: ExtractConfig) -> ExtractSummary:
     if config.dtype not in DTYPES:
         raise ExtractError(f"--dtype {config.dtype}: choose float16 or float32")
     preprocess = spec.preprocess.with_crop(config.crop_size) if config.crop_size else spec.preprocess
+    preprocess = _with_decoding(preprocess, config)
     device = pick_device(config.device)
     precision = pick_precision(config.precision, device)
     spec.check_precision(precision)
+    if precision == "int8" and config.compile:
+        raise ExtractError("--compile does not apply to --precision int8 (its kernels are already fused)")
     if precision == "int8" and config.calibration_images < 1:
         raise ExtractError(f"--calibration-images {config.calibration_images}: int8 needs at least 1 (default "
                            f"{int8.DEFAULT_CALIBRATION_IMAGES})")
@@ -138,6 +145,14 @@ def run_extract(config: ExtractConfig) -> ExtractSummary:
     return summary
 
 
+def _with_decoding(preprocess, config):
+    if config.decoder not in DECODERS:
+        raise ExtractError(f"--decoder {config.decoder}: choose {' or '.join(DECODERS)}")
+    if config.jpeg_draft and config.decoder != "pil":
+        raise ExtractError("--jpeg-draft works with --decoder pil only (torchvision decodes at full size)")
+    return replace(preprocess, jpeg_draft=config.jpeg_draft, decoder=config.decoder)
+
+
 def _reuse_calibration(cache_path, attrs):
     """An int8 run appending to a cache quantizes exactly as the run that started it."""
     existing = cache_api.existing_fingerprint(cache_path)
@@ -170,7 +185,7 @@ def _run_loop(config, model, preprocess, pending, writer, device, precision, sum
     shard_records = batch_size * max(1, round(config.shard_rows / batch_size))
     progress = _progress(len(pending), config.progress)
     for batch in encode_batches(model, preprocess, pending, device, precision, batch_size, workers,
-                                config.channels_last, config.max_pixels):
+                                config.channels_last, config.max_pixels, compile_model=config.compile):
         if batch.indices:
             records = [pending[i] for i in batch.indices]
             writer.add_rows([r.path for r in records], [r.key for r in records], [r.split for r in records],

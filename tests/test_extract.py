@@ -188,3 +188,35 @@ def test_efficientnet_lite0_on_real_photos(flowers5, tmp_path):
     same = sims[(labels[:, None] == labels[None, :]) & ~np.eye(10, dtype=bool)].mean()
     diff = sims[labels[:, None] != labels[None, :]].mean()
     assert same > diff
+
+
+def test_jpeg_draft_is_recorded_and_used_for_big_photos(tmp_path):
+    folder = tmp_path / "big"
+    for c, name in enumerate(("red", "blue")):
+        for i in range(2):
+            make_image(str(folder / name / f"{i}.jpg"), seed=10 * c + i, size=(640, 480))
+    settings = dict(weights="random", crop_size=32, workers=0, batch_size=4, progress=False, precision="fp32")
+    run_extract(ExtractConfig(str(folder), str(tmp_path / "full.h5"), **settings))
+    run_extract(ExtractConfig(str(folder), str(tmp_path / "draft.h5"), jpeg_draft=True, **settings))
+    full, draft = read_all(tmp_path / "full.h5"), read_all(tmp_path / "draft.h5")
+    with open_cache(tmp_path / "draft.h5") as c:
+        assert c.fingerprint["preprocess"]["jpeg_draft"] is True
+    with open_cache(tmp_path / "full.h5") as c:
+        assert "jpeg_draft" not in c.fingerprint["preprocess"]  # older caches keep matching
+    a, b = full["codes"]["fc7"], draft["codes"]["fc7"]
+    assert not np.array_equal(a, b)  # 640x480 decoded at 1/8 scale (80x60 >= resize 37) really differs
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    assert cos.min() > 0.9
+    out = run_cli("extract", folder, "--cache", tmp_path / "draft.h5", *FAST_VGG, check=False)
+    assert out.returncode == 2 and "preprocess" in out.stderr  # a full-decode run may not join it
+
+
+def test_compiled_model_gives_the_eager_codes(image_folder, tmp_path):
+    settings = dict(weights="random", crop_size=32, workers=0, batch_size=5, progress=False, precision="fp32",
+                    dtype="float32")
+    run_extract(ExtractConfig(str(image_folder), str(tmp_path / "eager.h5"), **settings))
+    summary = run_extract(ExtractConfig(str(image_folder), str(tmp_path / "compiled.h5"), compile=True, **settings))
+    assert summary.written == 18  # 18 images in batches of 5: the short last batch is padded, not recompiled
+    eager, compiled = read_all(tmp_path / "eager.h5"), read_all(tmp_path / "compiled.h5")
+    assert eager["paths"] == compiled["paths"]
+    np.testing.assert_allclose(compiled["codes"]["fc7"], eager["codes"]["fc7"], rtol=1e-3, atol=1e-4)
