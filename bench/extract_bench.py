@@ -67,11 +67,12 @@ def model_only(model, batch, crop, device, precision, channels_last, seconds=20.
     return n / (time.perf_counter() - started)
 
 
-def timing_model(model, precision, crop, compile_model):
+def timing_model(model, precision, crop, compile_model, engine):
     """The network as the extract run executes it. For int8, the speed of the kernels does not
     depend on the calibrated ranges, so random inputs calibrate this timing copy."""
     if precision == "int8":
-        ranges = int8.calibrate(model, crop, lambda prepared: prepared(torch.rand(2, 3, crop, crop)), ["timing"])
+        ranges = int8.calibrate(model, crop, lambda prepared: prepared(torch.rand(2, 3, crop, crop)), ["timing"],
+                                engine)
         model = int8.quantize(model, crop, ranges)
     if compile_model:
         model = torch.compile(model.to(memory_format=torch.channels_last))
@@ -111,6 +112,7 @@ def main():
     ap.add_argument("--jpeg-draft", action="store_true")
     ap.add_argument("--compile", action="store_true", help="torch.compile the network (both paths)")
     ap.add_argument("--calibration-images", type=int, default=int8.DEFAULT_CALIBRATION_IMAGES)
+    ap.add_argument("--int8-engine", default=int8.DEFAULT_ENGINE, choices=int8.ENGINES)
     ap.add_argument("--skip-classic", action="store_true")
     args = ap.parse_args()
 
@@ -125,26 +127,30 @@ def main():
     tmp = tempfile.mkdtemp(prefix="cnncodes-bench-")
     try:
         picked = subset_folder(args.data, args.limit, os.path.join(tmp, "data"))
-        # Timed before and after the extract run: this machine's speed drifts between minutes.
-        timed_model = timing_model(model, precision, crop, args.compile)
+        # The other paths are timed half before and half after the extract run: this machine's
+        # speed drifts from minute to minute.
+        classic_before = None if args.skip_classic else classic_loop(model, picked, crop, 30.0)
+        timed_model = timing_model(model, precision, crop, args.compile, args.int8_engine)
         mo_before = model_only(timed_model, batch, crop, device, precision, True, args.seconds / 2)
         cache_path = os.path.join(tmp, "c.h5")
         summary = run_extract(ExtractConfig(os.path.join(tmp, "data"), cache_path, backbone=args.backbone,
                                             weights=args.weights, device=args.device, precision=precision,
                                             calibration_images=args.calibration_images,
+                                            int8_engine=args.int8_engine,
                                             decoder=args.decoder, jpeg_draft=args.jpeg_draft, compile=args.compile,
                                             batch_size=batch, workers=workers, progress=False))
         # The loop's own throughput: the run's total also holds model build and weight hashing.
         e2e = (summary.written + summary.failed) / summary.loop_seconds
         mo_after = model_only(timed_model, batch, crop, device, precision, True, args.seconds / 2)
         mo = (mo_before + mo_after) / 2
-        classic = None if args.skip_classic else classic_loop(model, picked, crop)
+        classic_after = None if args.skip_classic else classic_loop(model, picked, crop, 30.0)
+        classic = None if args.skip_classic else (classic_before + classic_after) / 2
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, device {device}, "
           f"threads {torch.get_num_threads()}")
     print(f"backbone {args.backbone} ({spec.default_layer}), weights {weights.identity.split(' ')[0]}, "
-          f"precision {precision}, batch {batch}, workers {workers}, decoder {args.decoder}"
+          f"precision {precision}{' (' + args.int8_engine + ')' if precision == 'int8' else ''}, batch {batch}, workers {workers}, decoder {args.decoder}"
           f"{' (jpeg draft)' if args.jpeg_draft else ''}, images {len(picked)}")
     print(f"setup before the loop (scan, hashing, model build{', int8 calibration' if precision == 'int8' else ''}): "
           f"{summary.seconds - summary.loop_seconds:.1f} s")
@@ -152,7 +158,7 @@ def main():
     print(f"{'model-only':<12}{mo:>10.2f}   (before {mo_before:.2f}, after {mo_after:.2f} the extract run)")
     print(f"{'cnncodes':<12}{e2e:>10.2f}")
     if classic:
-        print(f"{'classic':<12}{classic:>10.2f}")
+        print(f"{'classic':<12}{classic:>10.2f}   (before {classic_before:.2f}, after {classic_after:.2f})")
     print(f"ratio cnncodes / model-only: {e2e / mo:.3f}")
     if classic:
         print(f"ratio cnncodes / classic:    {e2e / classic:.2f}x")

@@ -9,7 +9,7 @@ reported split (val when the folder has one) with the same sweep and splits.
 Bars for a reduced-precision default: cosine >= 0.999 and accuracy within 0.3 points of fp32.
 
     python bench/precision_check.py ../shared/data/flowers5 --backbone vgg16 --weights random \\
-        --precisions fp32,int8 --limit 1000
+        --precisions fp32,int8@onednn,int8@x86 --limit 1000
 """
 import argparse
 import os
@@ -22,7 +22,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from cache import open_cache  # noqa: E402
 from classify import fit_and_evaluate, load_codes  # noqa: E402
-from extract import ExtractConfig, run_extract  # noqa: E402
+from extract import ExtractConfig, int8, run_extract  # noqa: E402
 from extract_bench import subset_folder  # noqa: E402
 
 
@@ -37,7 +37,8 @@ def main():
     ap.add_argument("data")
     ap.add_argument("--backbone", default="vgg16")
     ap.add_argument("--weights", default=None)
-    ap.add_argument("--precisions", default="fp32,int8", help="comma-separated; the first is the reference")
+    ap.add_argument("--precisions", default="fp32,int8@onednn,int8@x86",
+                    help="comma-separated, int8@ENGINE for an int8 engine; the first is the reference")
     ap.add_argument("--limit", type=int, default=1000, help="images, spread over split folders and classes")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--classifier", default="logreg")
@@ -48,30 +49,31 @@ def main():
     try:
         picked = subset_folder(args.data, args.limit, os.path.join(tmp, "data"))
         results = {}
-        for precision in precisions:
-            cache = os.path.join(tmp, f"{precision}.h5")
+        for name in precisions:
+            precision, _, engine = name.partition("@")
+            cache = os.path.join(tmp, f"{name}.h5")
             summary = run_extract(ExtractConfig(os.path.join(tmp, "data"), cache, backbone=args.backbone,
                                                 weights=args.weights, device=args.device, precision=precision,
-                                                progress=False))
+                                                int8_engine=engine or int8.DEFAULT_ENGINE, progress=False))
             data = load_codes(cache)
             with open_cache(cache) as c:
                 rows = {path: i for i, path in enumerate(c.paths)}
             fit, _ = fit_and_evaluate(data, args.classifier)
-            results[precision] = (summary, data, rows, fit)
+            results[name] = (summary, data, rows, fit)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
     ref_summary, ref_data, ref_rows, ref_fit = results[precisions[0]]
     print(f"backbone {args.backbone}, weights {args.weights or 'pretrained'}, device {args.device}, "
           f"images {len(picked)}, {args.classifier} on {ref_fit['eval_split']} ({ref_fit['n_eval']} rows)")
-    print(f"{'precision':<10}{'images/s':>9}{'cos min':>10}{'cos p1':>10}{'cos mean':>10}{'accuracy':>10}{'vs ref':>9}")
+    print(f"{'precision':<12}{'images/s':>9}{'cos min':>10}{'cos p1':>10}{'cos mean':>10}{'accuracy':>10}{'vs ref':>9}")
     for precision in precisions:
         summary, data, rows, fit = results[precision]
         order = [rows[p] for p in ref_rows]
         cos = cosines(ref_data.X[list(ref_rows.values())], data.X[order])
         speed = (summary.written + summary.failed) / summary.loop_seconds
         delta = 100 * (fit["accuracy"] - ref_fit["accuracy"])
-        print(f"{precision:<10}{speed:>9.2f}{cos.min():>10.5f}{np.percentile(cos, 1):>10.5f}{cos.mean():>10.5f}"
+        print(f"{precision:<12}{speed:>9.2f}{cos.min():>10.5f}{np.percentile(cos, 1):>10.5f}{cos.mean():>10.5f}"
               f"{fit['accuracy']:>10.4f}{delta:>+8.2f}p")
 
 

@@ -70,7 +70,9 @@ def describe_attr(value) -> str:
     if value is None:
         return "none"
     if isinstance(value, dict) and "calibration" in value:
-        return f"int8 calibrated on {value['calibration']['images']} images ({value['calibration']['keys_sha256'][:12]})"
+        calibration = value["calibration"]
+        return (f"int8 calibrated on {calibration['images']} images, {value.get('engine', 'x86')} engine "
+                f"({calibration['keys_sha256'][:12]})")
     return repr(value)
 
 

@@ -1,7 +1,10 @@
 """int8 inference on the CPU: post-training static quantization with PyTorch's FX workflow.
 
 On CPUs without bf16 hardware (AVX2 only), int8 is the reduced precision that the hardware
-has: fbgemm/oneDNN int8 convolutions run VGG16 about twice as fast as fp32.
+has. Two kernel libraries (PyTorch "engines"), measured with bench/precision_check.py on an AVX2
+CPU without VNNI: x86 (default; fbgemm, activations kept to 7 bits against overflow on such
+CPUs) ran VGG16 1.9x fp32 with codes at cosine >= 0.998 of fp32; onednn 2.3x, cosine >= 0.996
+(PyTorch itself warns that its full-range activations may lose accuracy without VNNI).
 
 Activation ranges come from a calibration pass over a few of the user's own images. They are
 recorded in the cache's fingerprint as plain (scale, zero point) pairs, so that a resumed run
@@ -23,8 +26,9 @@ with warnings.catch_warnings():
     from torch.ao.quantization.observer import FixedQParamsObserver
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
-ENGINE = "x86"  # fbgemm + oneDNN kernels, picked per op by PyTorch
-SCHEME = "fx-static-int8/x86: per-channel symmetric int8 weights, histogram-calibrated uint8 activations"
+ENGINES = ("x86", "onednn")
+DEFAULT_ENGINE = "x86"
+SCHEME = "fx-static-int8: per-channel symmetric int8 weights, histogram-calibrated uint8 activations"
 DEFAULT_CALIBRATION_IMAGES = 64
 
 
@@ -43,9 +47,11 @@ def _quiet():
         yield
 
 
-def _prepare(model, crop):
-    torch.backends.quantized.engine = ENGINE
-    return prepare_fx(model.eval(), get_default_qconfig_mapping(ENGINE), _example_input(crop))
+def _prepare(model, crop, engine):
+    if engine not in ENGINES:
+        raise ExtractError(f"int8 engine {engine}: choose {' or '.join(ENGINES)}")
+    torch.backends.quantized.engine = engine
+    return prepare_fx(model.eval(), get_default_qconfig_mapping(engine), _example_input(crop))
 
 
 def _example_input(crop):
@@ -59,13 +65,13 @@ def _activation_observers(prepared):
             if name.startswith("activation_post_process_")]
 
 
-def calibrate(model, crop, run_batches, calibration_keys) -> dict:
+def calibrate(model, crop, run_batches, calibration_keys, engine=DEFAULT_ENGINE) -> dict:
     """Observe activations while ``run_batches(prepared_model)`` feeds it calibration images.
 
     Returns the quantization record for the fingerprint (JSON-ready).
     """
     with _quiet():
-        prepared = _prepare(model, crop)
+        prepared = _prepare(model, crop, engine)
         run_batches(prepared)
         observers = _activation_observers(prepared)
         if not observers or any(float(obs.max_val) < float(obs.min_val) for _, obs in observers):
@@ -76,15 +82,16 @@ def calibrate(model, crop, run_batches, calibration_keys) -> dict:
             scale, zero_point = obs.calculate_qparams()
             activations[name] = [float(scale.reshape(-1)[0]), int(zero_point.reshape(-1)[0])]
     digest = hashlib.sha256("\n".join(sorted(calibration_keys)).encode()).hexdigest()
-    return {"scheme": SCHEME, "calibration": {"images": len(calibration_keys), "keys_sha256": digest},
+    return {"scheme": SCHEME, "engine": engine, "calibration": {"images": len(calibration_keys), "keys_sha256": digest},
             "activations": activations}
 
 
 def quantize(model, crop, quantization: dict) -> torch.nn.Module:
     """The int8 network for the recorded activation ranges (runs on the CPU only)."""
     recorded = quantization["activations"]
+    engine = quantization.get("engine", "x86")
     with _quiet():
-        prepared = _prepare(model, crop)
+        prepared = _prepare(model, crop, engine)
         observers = _activation_observers(prepared)
         if sorted(name for name, _ in observers) != sorted(recorded):
             raise ExtractError("the cache's int8 calibration does not fit this network (another torch version "
@@ -96,16 +103,18 @@ def quantize(model, crop, quantization: dict) -> torch.nn.Module:
                 fixed[id(obs)] = FixedQParamsObserver(scale, zero_point, dtype=obs.dtype, qscheme=obs.qscheme,
                                                       quant_min=obs.quant_min, quant_max=obs.quant_max)
             setattr(prepared, name, fixed[id(obs)])
-        return _QuietForward(convert_fx(prepared).eval())
+        return _Int8Network(convert_fx(prepared).eval(), engine)
 
 
-class _QuietForward(torch.nn.Module):
-    """The quantized network, without the deprecation notice quantized kernels raise per call."""
+class _Int8Network(torch.nn.Module):
+    """The quantized network, run with its engine and without the per-call deprecation notice."""
 
-    def __init__(self, network):
+    def __init__(self, network, engine):
         super().__init__()
         self.network = network
+        self.engine = engine
 
     def forward(self, x):
+        torch.backends.quantized.engine = self.engine
         with _quiet():
             return self.network(x)

@@ -38,6 +38,7 @@ class ExtractConfig:
     device: str = "auto"
     precision: str = "auto"
     calibration_images: int = int8.DEFAULT_CALIBRATION_IMAGES  # int8 only
+    int8_engine: str = int8.DEFAULT_ENGINE                      # int8 only, first run only
     batch_size: int = None
     workers: int = None
     crop_size: int = None
@@ -106,6 +107,8 @@ def run_extract(config: ExtractConfig) -> ExtractSummary:
     spec.check_precision(precision)
     if precision == "int8" and config.compile:
         raise ExtractError("--compile does not apply to --precision int8 (its kernels are already fused)")
+    if precision == "int8" and config.int8_engine not in int8.ENGINES:
+        raise ExtractError(f"--int8-engine {config.int8_engine}: choose {' or '.join(int8.ENGINES)}")
     if precision == "int8" and config.calibration_images < 1:
         raise ExtractError(f"--calibration-images {config.calibration_images}: int8 needs at least 1 (default "
                            f"{int8.DEFAULT_CALIBRATION_IMAGES})")
@@ -174,7 +177,7 @@ def _calibrate(config, model, preprocess, pending, device) -> dict:
         for _ in encode_batches(prepared, preprocess, sample, device, "fp32", batch_size, workers,
                                 config.channels_last, config.max_pixels):
             pass
-    return int8.calibrate(model, preprocess.crop, feed, [r.key for r in sample])
+    return int8.calibrate(model, preprocess.crop, feed, [r.key for r in sample], config.int8_engine)
 
 
 def _run_loop(config, model, preprocess, pending, writer, device, precision, summary):

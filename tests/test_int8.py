@@ -27,9 +27,10 @@ def _cosine(a, b):
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
-def test_int8_codes_track_fp32_and_record_their_calibration(image_folder, tmp_path):
+@pytest.mark.parametrize("engine", ["onednn", "x86"])
+def test_int8_codes_track_fp32_and_record_their_calibration(image_folder, tmp_path, engine):
     _extract(image_folder, tmp_path / "fp32.h5", "fp32")
-    summary = _extract(image_folder, tmp_path / "int8.h5", "int8", calibration_images=8)
+    summary = _extract(image_folder, tmp_path / "int8.h5", "int8", calibration_images=8, int8_engine=engine)
     assert summary.written == 18
     fp32, _ = _codes_by_path(tmp_path / "fp32.h5")
     int8, fingerprint = _codes_by_path(tmp_path / "int8.h5")
@@ -38,7 +39,7 @@ def test_int8_codes_track_fp32_and_record_their_calibration(image_folder, tmp_pa
     assert min(cosines) > 0.99, cosines
     assert any(not np.array_equal(fp32[p], int8[p]) for p in fp32)  # it really ran in int8
     quantization = fingerprint["quantization"]
-    assert fingerprint["precision"] == "int8"
+    assert fingerprint["precision"] == "int8" and quantization["engine"] == engine
     with open_cache(tmp_path / "int8.h5") as c:
         keys = sorted(c.keys)[:8]
     assert quantization["calibration"] == {"images": 8,
@@ -71,7 +72,7 @@ def test_int8_and_float_codes_never_share_a_cache(image_folder, tmp_path):
     with pytest.raises(ExtractError, match="int8 codes cannot join"):
         _extract(image_folder, tmp_path / "fp32.h5", "int8")
     _extract(image_folder, tmp_path / "int8.h5", "int8", calibration_images=4)
-    with pytest.raises(FingerprintMismatch, match="quantization: cache has int8 calibrated on 4 images"):
+    with pytest.raises(FingerprintMismatch, match="quantization: cache has int8 calibrated on 4 images, x86"):
         _extract(image_folder, tmp_path / "int8.h5", "fp32")
 
 
@@ -80,6 +81,8 @@ def test_int8_is_refused_where_it_does_not_apply(image_folder, tmp_path):
         pick_precision("int8", torch.device("cuda"))
     with pytest.raises(ExtractError, match="not offered for efficientnet_lite0"):
         _extract(image_folder, tmp_path / "e.h5", "int8", backbone="efficientnet_lite0")
+    with pytest.raises(ExtractError, match="--int8-engine qnnpack"):
+        _extract(image_folder, tmp_path / "q.h5", "int8", int8_engine="qnnpack")
     out = run_cli("extract", image_folder, "--cache", tmp_path / "c.h5", *FAST_VGG, "--precision", "int8",
                   "--calibration-images", "0", check=False)
     assert out.returncode == 2
