@@ -107,7 +107,8 @@ def main():
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--seconds", type=float, default=20.0, help="model-only timing, split before and after the extract run")
+    ap.add_argument("--seconds", type=float, default=20.0,
+                    help="model-only timing, split before and after the extract run")
     ap.add_argument("--decoder", default="pil", choices=["pil", "torchvision"])
     ap.add_argument("--jpeg-draft", action="store_true")
     ap.add_argument("--compile", action="store_true", help="torch.compile the network (both paths)")
@@ -149,10 +150,13 @@ def main():
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, device {device}, "
           f"threads {torch.get_num_threads()}")
+    engine = f" ({args.int8_engine})" if precision == "int8" else ""
+    draft = " (jpeg draft)" if args.jpeg_draft else ""
     print(f"backbone {args.backbone} ({spec.default_layer}), weights {weights.identity.split(' ')[0]}, "
-          f"precision {precision}{' (' + args.int8_engine + ')' if precision == 'int8' else ''}, batch {batch}, workers {workers}, decoder {args.decoder}"
-          f"{' (jpeg draft)' if args.jpeg_draft else ''}, images {len(picked)}")
-    print(f"setup before the loop (scan, hashing, model build{', int8 calibration' if precision == 'int8' else ''}): "
+          f"precision {precision}{engine}, batch {batch}, workers {workers}, decoder {args.decoder}{draft}, "
+          f"images {len(picked)}")
+    calibration = ", int8 calibration" if precision == "int8" else ""
+    print(f"setup before the loop (scan, hashing, model build{calibration}): "
           f"{summary.seconds - summary.loop_seconds:.1f} s")
     print(f"{'path':<12}{'images/s':>10}")
     print(f"{'model-only':<12}{mo:>10.2f}   (before {mo_before:.2f}, after {mo_after:.2f} the extract run)")

@@ -82,8 +82,8 @@ def calibrate(model, crop, run_batches, calibration_keys, engine=DEFAULT_ENGINE)
             scale, zero_point = obs.calculate_qparams()
             activations[name] = [float(scale.reshape(-1)[0]), int(zero_point.reshape(-1)[0])]
     digest = hashlib.sha256("\n".join(sorted(calibration_keys)).encode()).hexdigest()
-    return {"scheme": SCHEME, "engine": engine, "calibration": {"images": len(calibration_keys), "keys_sha256": digest},
-            "activations": activations}
+    return {"scheme": SCHEME, "engine": engine, "activations": activations,
+            "calibration": {"images": len(calibration_keys), "keys_sha256": digest}}
 
 
 def quantize(model, crop, quantization: dict) -> torch.nn.Module:
