@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from extract import ExtractConfig, get_backbone, int8, run_extract  # noqa: E402
-from extract.device import PRECISIONS, default_batch_size, default_workers, pick_device, pick_precision  # noqa: E402
+from extract.device import PRECISIONS, batching, pick_device, pick_precision  # noqa: E402
 from extract.encoder import autocast_context  # noqa: E402
 from extract.sources import scan_image_folder  # noqa: E402
 from extract.weights import resolve_weights  # noqa: E402
@@ -37,7 +37,7 @@ def subset_folder(src, limit, dst):
     records = scan_image_folder(src).records
     groups = {}
     for r in records:
-        groups.setdefault((os.path.dirname(os.path.dirname(r.path)), r.label), []).append(r)
+        groups.setdefault((r.split, r.label), []).append(r)
     picked = []
     while len(picked) < min(limit, len(records)):
         for items in groups.values():
@@ -120,8 +120,7 @@ def main():
     spec = get_backbone(args.backbone)
     device = pick_device(args.device)
     precision = pick_precision(args.precision, device)
-    batch = args.batch_size or default_batch_size(device)
-    workers = default_workers(device) if args.workers is None else args.workers
+    batch, workers = batching(device, args.batch_size, args.workers)
     weights = resolve_weights(spec, args.weights)
     model = spec.build(weights, (spec.default_layer,))
     crop = spec.preprocess.crop

@@ -1,4 +1,5 @@
 """Opening one image file: an RGB PIL image, or a DecodeError saying why not. Nothing else."""
+import contextlib
 import warnings
 
 import numpy as np
@@ -33,28 +34,13 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def decode_rgb(path, max_pixels=DEFAULT_MAX_PIXELS, draft_size=None) -> Image.Image:
-    """The first frame of the image at path, EXIF orientation applied, as RGB.
-
-    draft_size: for JPEGs, let libjpeg decode at a reduced scale as long as both sides stay at
-    least this large (much faster for big photos; the result differs slightly from a full decode).
-    """
+@contextlib.contextmanager
+def _reasons():
+    """Turn what PIL raises for a bad file into a DecodeError with a reason for the cache."""
     try:
-        with open(path, "rb") as f:
-            head = f.read(1)
-        if not head:
-            raise DecodeError("empty file (0 bytes)")
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(path)
-            width, height = img.size
-            if width * height > max_pixels:
-                raise DecodeError(f"too large: {width}x{height} pixels exceeds the limit of {max_pixels}")
-            if draft_size and img.format == "JPEG":
-                img.draft("RGB", (draft_size, draft_size))
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            return _to_rgb(img)
+            yield
     except DecodeError:
         raise
     except UnidentifiedImageError:
@@ -63,3 +49,37 @@ def decode_rgb(path, max_pixels=DEFAULT_MAX_PIXELS, draft_size=None) -> Image.Im
         raise DecodeError(f"too large: {exc}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise DecodeError(f"cannot decode: {exc}") from None
+
+
+def _open_checked(path, max_pixels) -> Image.Image:
+    with open(path, "rb") as f:
+        head = f.read(1)
+    if not head:
+        raise DecodeError("empty file (0 bytes)")
+    img = Image.open(path)
+    width, height = img.size
+    if width * height > max_pixels:
+        raise DecodeError(f"too large: {width}x{height} pixels exceeds the limit of {max_pixels}")
+    return img
+
+
+def open_header(path, max_pixels=DEFAULT_MAX_PIXELS) -> Image.Image:
+    """The image at path opened lazily (header read, pixels not decoded), after the same checks
+    and with the same reasons as decode_rgb."""
+    with _reasons():
+        return _open_checked(path, max_pixels)
+
+
+def decode_rgb(path, max_pixels=DEFAULT_MAX_PIXELS, draft_size=None) -> Image.Image:
+    """The first frame of the image at path, EXIF orientation applied, as RGB.
+
+    draft_size: for JPEGs, let libjpeg decode at a reduced scale as long as both sides stay at
+    least this large (much faster for big photos; the result differs slightly from a full decode).
+    """
+    with _reasons():
+        img = _open_checked(path, max_pixels)
+        if draft_size and img.format == "JPEG":
+            img.draft("RGB", (draft_size, draft_size))
+        img.load()
+        img = ImageOps.exif_transpose(img)
+        return _to_rgb(img)

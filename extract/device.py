@@ -41,3 +41,9 @@ def default_workers(device: torch.device) -> int:
     cores itself, so one worker decodes while the model computes."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(8, cores - 1)) if device.type == "cuda" else 1
+
+
+def batching(device: torch.device, batch_size=None, workers=None) -> tuple:
+    """(batch size, decoding workers): the ones asked for, else this device's defaults."""
+    return (batch_size or default_batch_size(device),
+            default_workers(device) if workers is None else workers)

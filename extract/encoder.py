@@ -36,6 +36,7 @@ def encode_batches(model, preprocess, records, device, precision="fp32", batch_s
     if decode_on_device is None:
         decode_on_device = preprocess.decoder == "torchvision" and device.type == "cuda"
     dataset = ImageRecords(records, preprocess.loader(max_pixels, defer_jpegs=decode_on_device))
+    device_transform = preprocess.tensor_transform() if decode_on_device else None
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate,
                         pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -50,7 +51,7 @@ def encode_batches(model, preprocess, records, device, precision="fp32", batch_s
         for batch in loader:
             images = batch.images.to(device, non_blocking=True)
             if batch.jpegs:
-                images = _decode_on_device(batch, images, preprocess, device, max_pixels)
+                images = _decode_on_device(batch, images, device_transform, device, max_pixels)
             codes = {}
             if batch.indices:
                 x = normalize(images).contiguous(memory_format=memory_format)
@@ -69,12 +70,12 @@ def _padded(model, batch_size, memory_format):
     return forward
 
 
-def _decode_on_device(batch, images, preprocess, device, max_pixels):
+def _decode_on_device(batch, images, transform, device, max_pixels):
     """Decode the batch's JPEGs on the device and merge them with its ready images, in record order.
 
     Updates batch.indices and batch.failed; returns the uint8 images [n, 3, crop, crop] on device.
     """
-    done, failed = finish_batch(batch.jpegs, preprocess.tensor_transform(), device, max_pixels)
+    done, failed = finish_batch(batch.jpegs, transform, device, max_pixels)
     done.update(zip(batch.indices, images))
     batch.indices = sorted(done)
     batch.failed = sorted(batch.failed + failed)

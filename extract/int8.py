@@ -47,9 +47,13 @@ def _quiet():
         yield
 
 
-def _prepare(model, crop, engine):
+def check_engine(engine) -> None:
     if engine not in ENGINES:
-        raise ExtractError(f"int8 engine {engine}: choose {' or '.join(ENGINES)}")
+        raise ExtractError(f"--int8-engine {engine}: choose {' or '.join(ENGINES)}")
+
+
+def _prepare(model, crop, engine):
+    check_engine(engine)
     torch.backends.quantized.engine = engine
     return prepare_fx(model.eval(), get_default_qconfig_mapping(engine), _example_input(crop))
 

@@ -9,6 +9,9 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2
 
+from .dataset import PilLoader
+from .tensor_decoding import TensorLoader
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -71,8 +74,6 @@ class Preprocess:
 
         defer_jpegs (torchvision decoder on CUDA): JPEGs come back undecoded, for the device.
         """
-        from .dataset import PilLoader
-        from .tensor_decoding import TensorLoader
         if self.decoder == "torchvision":
             return TensorLoader(self.tensor_transform(), max_pixels, defer_jpegs)
         return PilLoader(self.pil_transform(), max_pixels, self.draft_size)

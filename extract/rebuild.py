@@ -8,7 +8,7 @@ import numpy as np
 
 from . import int8
 from .backbones import get_backbone
-from .device import default_batch_size, default_workers, pick_device, pick_precision
+from .device import batching, pick_device, pick_precision
 from .encoder import encode_batches
 from .errors import ExtractError, WeightsUnavailable
 from .preprocessing import Preprocess
@@ -71,9 +71,7 @@ def encode_images(fingerprint: dict, inputs, weights_file=None, device="auto", b
         dev = pick_device(device)
         precision = pick_precision("auto", dev)
     ok, parts, failures = [], [], []
-    for batch in encode_batches(model, preprocess, records, dev, precision,
-                                batch_size or default_batch_size(dev),
-                                default_workers(dev) if workers is None else workers):
+    for batch in encode_batches(model, preprocess, records, dev, precision, *batching(dev, batch_size, workers)):
         ok += [paths[i] for i in batch.indices]
         if batch.indices:
             parts.append(batch.codes[layer])

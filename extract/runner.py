@@ -17,7 +17,7 @@ from . import int8
 from .backbones import get_backbone
 from .decoding import DEFAULT_MAX_PIXELS
 from .encoder import encode_batches
-from .device import default_batch_size, default_workers, pick_device, pick_precision
+from .device import batching, pick_device, pick_precision
 from .errors import ExtractError
 from .sources import DEFAULT_SPLIT_FRACTIONS, scan_image_folder, with_keys_and_splits
 from .weights import resolve_weights
@@ -105,13 +105,8 @@ def run_extract(config: ExtractConfig) -> ExtractSummary:
     device = pick_device(config.device)
     precision = pick_precision(config.precision, device)
     spec.check_precision(precision)
-    if precision == "int8" and config.compile:
-        raise ExtractError("--compile does not apply to --precision int8 (its kernels are already fused)")
-    if precision == "int8" and config.int8_engine not in int8.ENGINES:
-        raise ExtractError(f"--int8-engine {config.int8_engine}: choose {' or '.join(int8.ENGINES)}")
-    if precision == "int8" and config.calibration_images < 1:
-        raise ExtractError(f"--calibration-images {config.calibration_images}: int8 needs at least 1 (default "
-                           f"{int8.DEFAULT_CALIBRATION_IMAGES})")
+    if precision == "int8":
+        _check_int8_options(config)
     scan = scan_image_folder(config.data_root)
     weights = resolve_weights(spec, config.weights)  # fails here, before any work, if unavailable
     attrs = build_fingerprint(spec, layers, weights, preprocess, config.dtype, precision, config.data_root,
@@ -156,22 +151,31 @@ def _with_decoding(preprocess, config):
     return replace(preprocess, jpeg_draft=config.jpeg_draft, decoder=config.decoder)
 
 
+def _check_int8_options(config):
+    if config.compile:
+        raise ExtractError("--compile does not apply to --precision int8 (its kernels are already fused)")
+    int8.check_engine(config.int8_engine)
+    if config.calibration_images < 1:
+        raise ExtractError(f"--calibration-images {config.calibration_images}: int8 needs at least 1 (default "
+                           f"{int8.DEFAULT_CALIBRATION_IMAGES})")
+
+
 def _reuse_calibration(cache_path, attrs):
     """An int8 run appending to a cache quantizes exactly as the run that started it."""
     existing = cache_api.existing_fingerprint(cache_path)
     if existing is None:
         return
     if not existing.get("quantization"):
-        raise ExtractError(f"{cache_path}: holds {existing.get('precision', 'fp32')} codes; int8 codes cannot join "
-                           "them. Use --precision " + existing.get("precision", "fp32") + " or a new --cache")
+        held = existing.get("precision", "fp32")
+        raise ExtractError(f"{cache_path}: holds {held} codes; int8 codes cannot join them. "
+                           f"Use --precision {held} or a new --cache")
     attrs["quantization"] = existing["quantization"]
 
 
 def _calibrate(config, model, preprocess, pending, device) -> dict:
     """Activation ranges for int8 from a fixed sample of the images (on the first run only)."""
     sample = int8.calibration_sample(pending, config.calibration_images)
-    batch_size = config.batch_size or default_batch_size(device)
-    workers = default_workers(device) if config.workers is None else config.workers
+    batch_size, workers = batching(device, config.batch_size, config.workers)
 
     def feed(prepared):
         for _ in encode_batches(prepared, preprocess, sample, device, "fp32", batch_size, workers,
@@ -181,8 +185,7 @@ def _calibrate(config, model, preprocess, pending, device) -> dict:
 
 
 def _run_loop(config, model, preprocess, pending, writer, device, precision, summary):
-    batch_size = config.batch_size or default_batch_size(device)
-    workers = default_workers(device) if config.workers is None else config.workers
+    batch_size, workers = batching(device, config.batch_size, config.workers)
     # Shards hold whole batches, so a resumed run batches the remaining images exactly as an
     # uninterrupted run would, and computes bit-identical codes.
     shard_records = batch_size * max(1, round(config.shard_rows / batch_size))

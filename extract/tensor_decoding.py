@@ -3,8 +3,8 @@ resized as uint8 tensors, instead of PIL.
 
 On the CPU each DataLoader worker decodes with libjpeg-turbo. On CUDA the workers only read the
 JPEG bytes and the EXIF orientation; the main process decodes whole batches with nvJPEG and
-resizes on the GPU, so decoding stops competing for the CPU cores. Both run the same function
-(``finish_batch``), so the CUDA path is exercised on the CPU by the tests.
+resizes on the GPU (``finish_batch``), so decoding stops competing for the CPU cores. That path
+runs on the CPU too (``encode_batches(..., decode_on_device=True)``), which is how tests check it.
 
 Files that are not JPEGs, or that torchvision cannot decode, go through PIL (decoding.py) and
 then the same tensor resize, so the decoder never refuses an image PIL accepts.
@@ -15,10 +15,9 @@ from dataclasses import dataclass
 
 import torch
 import torchvision.io as tvio
-from PIL import Image
 from torchvision.transforms.v2.functional import pil_to_tensor
 
-from .decoding import DecodeError, decode_rgb
+from .decoding import DecodeError, decode_rgb, open_header
 
 EXIF_ORIENTATION = 0x0112
 
@@ -40,23 +39,14 @@ class RawJpeg:
 
 
 def probe(path, max_pixels):
-    """(format, EXIF orientation) from the header alone, with decoding.py's checks and reasons."""
+    """(format, EXIF orientation) from the header alone; decoding.py's checks and reasons."""
+    img = open_header(path, max_pixels)
     try:
-        with open(path, "rb") as f:
-            if not f.read(1):
-                raise DecodeError("empty file (0 bytes)")
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                width, height = img.size
-                if width * height > max_pixels:
-                    raise DecodeError(f"too large: {width}x{height} pixels exceeds the limit of {max_pixels}")
-                orientation = img.getexif().get(EXIF_ORIENTATION, 1) if img.format == "JPEG" else 1
-                return img.format, orientation if orientation in range(1, 9) else 1
-    except DecodeError:
-        raise
+        with img:
+            orientation = img.getexif().get(EXIF_ORIENTATION, 1) if img.format == "JPEG" else 1
+            return img.format, orientation if orientation in range(1, 9) else 1
     except Exception:
-        return None, 1  # let the PIL path name the problem
+        return None, 1  # unreadable metadata: let the PIL path decode it or name the problem
 
 
 def orient(image: torch.Tensor, orientation: int) -> torch.Tensor:
