@@ -46,6 +46,10 @@ def add_extract_args(p):
     p.add_argument("--split-seed", type=int, default=0, help="seed of the content-key splits (no split folders)")
     p.add_argument("--shard-rows", type=int, default=512,
                    help="images per committed shard: the most a crash can lose (default 512)")
+    p.add_argument("--rehash", action="store_true",
+                   help="read and hash every file, not only new ones and those whose size or mtime changed")
+    p.add_argument("--prune", action="store_true",
+                   help="drop cached rows whose file is no longer under DATA (without it they are only counted)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -56,7 +60,8 @@ def cmd_extract(args):
         weights=args.weights, dtype=args.dtype, device=args.device, precision=args.precision,
         batch_size=args.batch_size, workers=args.workers, crop_size=args.crop_size,
         jpeg_draft=args.jpeg_draft, decoder=args.decoder, compile=args.compile,
-        split_seed=args.split_seed, shard_rows=args.shard_rows, progress=not args.no_progress)
+        split_seed=args.split_seed, shard_rows=args.shard_rows, progress=not args.no_progress,
+        rehash=args.rehash, prune=args.prune)
     if args.calibration_images is not None:
         config.calibration_images = args.calibration_images
     if args.int8_engine is not None:
@@ -72,7 +77,7 @@ def cmd_extract(args):
 
 def cmd_info(args):
     from cache import open_cache
-    from cache.schema import describe_attr
+    from cache.fingerprint import describe_value
     with open_cache(args.cache) as c:
         info = c.summary()
     if args.json:
@@ -89,7 +94,10 @@ def cmd_info(args):
         value = json.dumps(fp[key]) if isinstance(fp.get(key), dict) else fp.get(key)
         print(f"{key + ':':<21}{value}")
     if fp.get("quantization"):
-        print(f"{'quantization:':<21}{describe_attr(fp['quantization'])}")
+        print(f"{'quantization:':<21}{describe_value(fp['quantization'])}")
+    if info.get("vanished"):
+        print(f"vanished: {info['vanished']} rows had no file under data_root at the last extract "
+              "(`extract --prune` drops them)")
     print(f"failed:  {info['failed']}")
     for item in info["failures"][:20]:
         print(f"  {item['path']}: {item['reason']}")
@@ -241,12 +249,11 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    from cache import CacheError
-    from classify import ModelFileError, SplitError
-    from extract import ExtractError
+    from cache.errors import CacheError      # error types live where importing them costs nothing;
+    from extract.errors import ExtractError  # stage two's (model file, splits) are ValueErrors
     try:
         return args.func(args)
-    except (CacheError, ExtractError, ModelFileError, SplitError, ValueError) as exc:
+    except (CacheError, ExtractError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -2,14 +2,16 @@
 
 Only h5py and numpy live here; this package imports neither stage.
 """
+from .append import AppendSession, Known, existing_fingerprint, open_for_append, recover
 from .errors import CacheError, CacheLocked, FingerprintMismatch
+from .fingerprint import COMPARED_FINGERPRINT_KEYS, Fingerprint
+from .lock import cache_lock
+from .manifest import segment_folder
 from .reader import CodesCache, open_cache
-from .schema import SCHEMA_VERSION, COMPARED_FINGERPRINT_KEYS
-from .store import (CacheWriter, cache_lock, check_fingerprint, existing_fingerprint, recover_shards,
-                    read_done_index)
+from .schema import SCHEMA_VERSION
 
 __all__ = [
-    "CacheError", "CacheLocked", "FingerprintMismatch", "CodesCache", "open_cache",
-    "SCHEMA_VERSION", "COMPARED_FINGERPRINT_KEYS", "CacheWriter", "cache_lock", "check_fingerprint",
-    "existing_fingerprint", "recover_shards", "read_done_index",
+    "AppendSession", "Known", "existing_fingerprint", "open_for_append", "recover", "CacheError", "CacheLocked",
+    "FingerprintMismatch", "COMPARED_FINGERPRINT_KEYS", "Fingerprint", "cache_lock", "segment_folder",
+    "CodesCache", "open_cache", "SCHEMA_VERSION",
 ]

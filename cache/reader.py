@@ -5,7 +5,9 @@ import h5py
 import numpy as np
 
 from .errors import CacheError
-from .schema import CLASS_NAMES, CODES_GROUP, FAILED_GROUP, LABELS, read_attrs, read_strings
+from .fingerprint import Fingerprint
+from .manifest import check_segments_present, is_segmented, manifest_from_file, segment_folder
+from .schema import CLASS_NAMES, CODES_GROUP, FAILED_GROUP, LABELS, as_text, read_attrs, read_strings
 
 READ_BLOCK_ROWS = 8192
 
@@ -13,11 +15,13 @@ READ_BLOCK_ROWS = 8192
 class CodesCache:
     """A read-only view of one cache file.
 
-    Index arrays (labels, splits, paths, keys) are loaded on open; codes are read on demand.
+    Labels and splits are loaded on open (small arrays); paths, keys and codes on demand, so
+    opening a cache of a million rows costs a few megabytes, not a Python object per row.
     """
 
     def __init__(self, path):
         self.path = os.fspath(path)
+        self._file = None
         if not os.path.exists(self.path):
             raise CacheError(f"{self.path}: no such cache; create it with `python pipeline.py extract DATA --cache {self.path}`")
         try:
@@ -29,15 +33,21 @@ class CodesCache:
             self.close()
             raise CacheError(f"{self.path}: HDF5 file without /codes and /labels, not a cnncodes cache; "
                              "re-run extract into a new --cache")
-        self.fingerprint = read_attrs(f)
-        self.class_names = read_strings(f[CLASS_NAMES])
-        self.labels = f[LABELS][()].astype(np.int64)
-        self.splits = np.array(read_strings(f["splits"]), dtype=object)
-        self.paths = read_strings(f["paths"])
-        self.keys = read_strings(f["keys"])
-        self.layers = list(f[CODES_GROUP].keys())
-        failed = f[FAILED_GROUP]
-        self.failures = list(zip(read_strings(failed["paths"]), read_strings(failed["reasons"])))
+        try:
+            self.segmented = is_segmented(f)
+            if self.segmented:
+                check_segments_present(self.path, manifest_from_file(f))
+            self.fingerprint = read_attrs(f)
+            self.class_names = read_strings(f[CLASS_NAMES])
+            self.labels = f[LABELS][()].astype(np.int64)
+            self.splits = as_text(f["splits"][()])
+            self.layers = list(f[CODES_GROUP].keys())
+            failed = f[FAILED_GROUP]
+            self.failures = list(zip(read_strings(failed["paths"]), read_strings(failed["reasons"])))
+        except (OSError, KeyError) as exc:
+            self.close()
+            raise CacheError(f"{self.path}: damaged cache ({exc}); run `python pipeline.py verify {self.path}` "
+                             "or re-extract into a new --cache") from None
 
     def __len__(self):
         return len(self.labels)
@@ -52,6 +62,18 @@ class CodesCache:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+    @property
+    def paths(self) -> list:
+        return read_strings(self._file["paths"])
+
+    @property
+    def keys(self) -> list:
+        return as_text(self._file["keys"][()]).tolist()
+
+    @property
+    def fingerprint_object(self) -> Fingerprint:
+        return Fingerprint.from_attrs(self.fingerprint)
 
     @property
     def default_layer(self) -> str:
@@ -70,7 +92,7 @@ class CodesCache:
         return np.isin(self.splits, list(splits))
 
     def split_counts(self) -> dict:
-        names, counts = np.unique(self.splits.astype(str), return_counts=True)
+        names, counts = np.unique(self.splits, return_counts=True)
         return {str(n): int(c) for n, c in zip(names, counts)}
 
     def codes(self, layer=None, splits=None) -> np.ndarray:
@@ -83,7 +105,11 @@ class CodesCache:
             block_mask = mask[start:start + READ_BLOCK_ROWS]
             if not block_mask.any():
                 continue
-            block = dset[start:start + len(block_mask)][block_mask]
+            try:
+                block = dset[start:start + len(block_mask)][block_mask]
+            except OSError as exc:
+                raise CacheError(f"{self.path}: codes of rows {start}-{start + len(block_mask) - 1} cannot be read "
+                                 f"({exc}); run `python pipeline.py verify {self.path}`") from None
             out[filled:filled + len(block)] = block
             filled += len(block)
         return out
@@ -97,19 +123,29 @@ class CodesCache:
             raise CacheError(f"{self.path}: no layer {layer!r}; this cache has {self.layers}")
         return self._file[CODES_GROUP][layer]
 
+    def size_bytes(self) -> int:
+        """The cache file plus its segment files."""
+        total = os.path.getsize(self.path)
+        folder = segment_folder(self.path)
+        if self.segmented and os.path.isdir(folder):
+            total += sum(e.stat().st_size for e in os.scandir(folder) if e.name.endswith(".h5"))
+        return total
+
     def summary(self) -> dict:
         """What `pipeline.py info` prints: counts, classes, splits, fingerprint, failures."""
-        per_class = {name: int((self.labels == i).sum()) for i, name in enumerate(self.class_names)}
+        counts = np.bincount(self.labels, minlength=len(self.class_names)) if len(self.labels) else \
+            np.zeros(len(self.class_names), dtype=np.int64)
         return {
             "path": self.path,
             "rows": len(self),
             "layers": {layer: self.width(layer) for layer in self.layers},
-            "classes": per_class,
+            "classes": {name: int(counts[i]) for i, name in enumerate(self.class_names)},
             "splits": self.split_counts(),
             "failed": len(self.failures),
             "failures": [{"path": p, "reason": r} for p, r in self.failures],
+            "vanished": self.fingerprint.get("vanished_rows"),
             "fingerprint": self.fingerprint,
-            "size_bytes": os.path.getsize(self.path),
+            "size_bytes": self.size_bytes(),
         }
 
 

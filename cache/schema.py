@@ -1,26 +1,36 @@
-"""Names and attributes of the cache file. README.md documents the same layout for other tools."""
+"""Names and types of the cache file. README.md documents the same layout for other tools.
+
+Schema 2: the cache file holds small tables (attributes, class names, failures, the segment
+list) and virtual datasets whose rows live in immutable segment files in ``<cache>.shards/``;
+plain h5py reads the virtual datasets like any other. Schema 1 (one file with every row inside)
+is still read, and upgraded on the next extract.
+"""
 import json
 
 import h5py
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 STR = h5py.string_dtype("utf-8")
+KEY_DTYPE = np.dtype("S64")    # SHA-256 hex of the image file's bytes
+SPLIT_DTYPE = np.dtype("S5")   # train, val, test
+STAT_COLUMNS = ("size", "mtime_ns", "inode")  # what a re-run compares before reading a file
 
-# Per-row datasets (one entry per image that was extracted), beside /codes/<layer>.
-ROW_STRING_FIELDS = ("paths", "keys", "splits")
 LABELS = "labels"
 CLASS_NAMES = "class_names"
 CODES_GROUP = "codes"
 FAILED_GROUP = "failed"
 FAILED_FIELDS = ("paths", "keys", "reasons")
+STAT = "stat"
+SEGMENTS_GROUP = "segments"
 
-# Attributes that must match before codes may be appended to a cache: codes from another
-# network, layer, weights, preprocessing, int8 calibration or storage type cannot share a matrix.
-COMPARED_FINGERPRINT_KEYS = ("backbone", "layers", "weights", "preprocess", "quantization", "dtype")
+# Per-row datasets beside /codes/<layer>: name -> dtype (None: variable-length UTF-8).
+ROW_FIELDS = {"labels": np.dtype(np.int32), "paths": STR, "keys": KEY_DTYPE, "splits": SPLIT_DTYPE,
+              STAT: np.dtype(np.int64)}
+
 # Attributes stored as JSON objects.
-JSON_ATTRS = ("preprocess", "quantization")
+JSON_ATTRS = ("preprocess", "quantization", "split_policy", "widths")
 
 # Rows per HDF5 chunk of /codes/<layer>: a few MB per chunk, so reading a layer streams.
 CODE_CHUNK_ROWS = 256
@@ -50,39 +60,24 @@ def decode_attr(value):
 def read_attrs(h5file) -> dict:
     attrs = {k: decode_attr(v) for k, v in h5file.attrs.items()}
     for key in JSON_ATTRS:
-        if isinstance(attrs.get(key), str):
+        if isinstance(attrs.get(key), str) and attrs[key][:1] in "{[":
             attrs[key] = json.loads(attrs[key])
     return attrs
 
 
 def write_attrs(h5file, attrs: dict) -> None:
     for key, value in attrs.items():
-        h5file.attrs[key] = encode_attr(value)
-
-
-def fingerprint_differences(existing: dict, new: dict) -> list:
-    """Names of the compared fingerprint fields whose values differ."""
-    return [k for k in COMPARED_FINGERPRINT_KEYS if _norm(existing.get(k)) != _norm(new.get(k))]
-
-
-def describe_attr(value) -> str:
-    """A fingerprint value as one short phrase for error messages."""
-    if value is None:
-        return "none"
-    if isinstance(value, dict) and "calibration" in value:
-        calibration = value["calibration"]
-        return (f"int8 calibrated on {calibration['images']} images, {value.get('engine', 'x86')} engine "
-                f"({calibration['keys_sha256'][:12]})")
-    return repr(value)
-
-
-def _norm(value):
-    if isinstance(value, str) and value[:1] == "{":
-        return json.loads(value)
-    if isinstance(value, tuple):
-        return list(value)
-    return value
+        if value is not None:
+            h5file.attrs[key] = encode_attr(value)
 
 
 def read_strings(dataset) -> list:
     return [s.decode("utf-8") if isinstance(s, bytes) else s for s in dataset[()]]
+
+
+def as_text(array) -> np.ndarray:
+    """Fixed-width bytes (schema 2) or variable-length strings (schema 1) as a numpy str array."""
+    array = np.asarray(array)
+    if array.dtype.kind == "S":
+        return array.astype(str)
+    return np.array([s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in array], dtype=str)

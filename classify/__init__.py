@@ -1,9 +1,18 @@
-"""Stage two: classifiers on cached codes, compared on identical splits."""
-from .evaluate import CodesData, fit_and_evaluate, load_codes, metrics
-from .model_file import LoadedModel, ModelFileError, load_model, save_model
-from .registry import CLASSIFIERS, DEFAULT_SCALING, SCALINGS, get_classifier
-from .splits import SplitError, plan_splits
+"""Stage two: classifiers on cached codes, compared on identical splits.
 
-__all__ = ["CodesData", "fit_and_evaluate", "load_codes", "metrics", "LoadedModel", "ModelFileError",
-           "load_model", "save_model", "CLASSIFIERS", "DEFAULT_SCALING", "SCALINGS", "get_classifier",
-           "SplitError", "plan_splits"]
+Names load on first use, so importing the package costs no scikit-learn or torch import.
+"""
+import importlib
+
+_LAZY = {"CodesData": "evaluate", "fit_and_evaluate": "evaluate", "load_codes": "evaluate", "metrics": "evaluate",
+         "LoadedModel": "model_file", "ModelFileError": "model_file", "load_model": "model_file",
+         "save_model": "model_file", "CLASSIFIERS": "registry", "DEFAULT_SCALING": "registry",
+         "SCALINGS": "registry", "get_classifier": "registry", "SplitError": "splits", "plan_splits": "splits"}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)

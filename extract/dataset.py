@@ -1,5 +1,7 @@
-"""The DataLoader side of the runner: workers decode and transform, batches carry failures along."""
-from dataclasses import dataclass
+"""The DataLoader side of the runner: workers read, hash, decode and transform; batches carry
+failures, content keys and unchanged files along."""
+import hashlib
+from dataclasses import dataclass, field
 
 import torch
 from torch.utils.data import Dataset
@@ -8,21 +10,36 @@ from .decoding import DEFAULT_MAX_PIXELS, DecodeError, decode_rgb
 
 
 class PilLoader:
-    """path -> uint8 tensor [3, crop, crop] through PIL (the default decoder)."""
+    """(path, bytes) -> uint8 tensor [3, crop, crop] through PIL (the default decoder)."""
 
     def __init__(self, transform, max_pixels=DEFAULT_MAX_PIXELS, draft_size=None):
         self.transform = transform
         self.max_pixels = max_pixels
         self.draft_size = draft_size
 
-    def __call__(self, path):
-        return self.transform(decode_rgb(path, self.max_pixels, self.draft_size))
+    def __call__(self, path, data=None):
+        """data: the file's bytes when the caller has read them already (it hashes them too)."""
+        return self.transform(decode_rgb(path if data is None else data, self.max_pixels, self.draft_size))
+
+
+def read_and_hash(path):
+    """(bytes, SHA-256 hex): the one read of an image file; the key is what identifies its content."""
+    with open(path, "rb") as f:
+        data = f.read()
+    return data, hashlib.sha256(data).hexdigest()
+
+
+# The file's bytes hash to the key the cache already holds: no need to decode. A string, so it
+# survives pickling between DataLoader workers and the main process.
+UNCHANGED = "unchanged"
 
 
 class ImageRecords(Dataset):
-    """Item i: (i, network input or None, failure reason or None).
+    """Item i: (i, network input or None or UNCHANGED, failure reason or None, content key).
 
-    The input is a uint8 tensor [3, H, W], or a RawJpeg left for the device to decode.
+    The input is a uint8 tensor [3, H, W], or a RawJpeg left for the device to decode. A record
+    the cache already ``known``s (a file whose stat changed) is not decoded when its bytes still
+    hash to the known key.
     """
 
     def __init__(self, records, load):
@@ -33,12 +50,20 @@ class ImageRecords(Dataset):
         return len(self.records)
 
     def __getitem__(self, i):
+        record = self.records[i]
         try:
-            return i, self.load(self.records[i].abspath), None
+            data, key = read_and_hash(record.abspath)
+        except OSError as exc:
+            return i, None, f"cannot read: {exc.strerror or exc}", ""
+        known = getattr(record, "known", None)
+        if known is not None and known.key == key:
+            return i, UNCHANGED, None, key
+        try:
+            return i, self.load(record.abspath, data), None, key
         except DecodeError as exc:
-            return i, None, str(exc)
+            return i, None, str(exc), key
         except Exception as exc:  # a file that breaks the transform is one failure, not a crash
-            return i, None, f"cannot preprocess: {type(exc).__name__}: {exc}"
+            return i, None, f"cannot preprocess: {type(exc).__name__}: {exc}", key
 
 
 @dataclass
@@ -47,6 +72,8 @@ class Batch:
     images: torch.Tensor  # uint8 [n, 3, H, W]
     failed: list         # (record index, reason)
     jpegs: list = ()     # (record index, RawJpeg): still to decode on the device
+    keys: dict = field(default_factory=dict)    # record index -> content key (every item)
+    unchanged: list = field(default_factory=list)  # record indices whose bytes match the cache
 
     def pin_memory(self):
         self.images = self.images.pin_memory()
@@ -54,8 +81,9 @@ class Batch:
 
 
 def collate(items) -> Batch:
-    good = [(i, t) for i, t, _ in items if isinstance(t, torch.Tensor)]
-    jpegs = [(i, t) for i, t, _ in items if t is not None and not isinstance(t, torch.Tensor)]
-    failed = [(i, reason) for i, t, reason in items if t is None]
+    good = [(i, t) for i, t, _, _ in items if isinstance(t, torch.Tensor)]
+    jpegs = [(i, t) for i, t, _, _ in items if t is not None and not isinstance(t, (torch.Tensor, str))]
+    failed = [(i, reason) for i, t, reason, _ in items if t is None]
     images = torch.stack([t for _, t in good]) if good else torch.empty(0, dtype=torch.uint8)
-    return Batch(indices=[i for i, _ in good], images=images, failed=failed, jpegs=jpegs)
+    return Batch(indices=[i for i, _ in good], images=images, failed=failed, jpegs=jpegs,
+                 keys={i: key for i, _, _, key in items}, unchanged=[i for i, t, _, _ in items if isinstance(t, str)])

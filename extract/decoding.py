@@ -1,5 +1,6 @@
 """Opening one image file: an RGB PIL image, or a DecodeError saying why not. Nothing else."""
 import contextlib
+import io
 import warnings
 
 import numpy as np
@@ -51,33 +52,39 @@ def _reasons():
         raise DecodeError(f"cannot decode: {exc}") from None
 
 
-def _open_checked(path, max_pixels) -> Image.Image:
-    with open(path, "rb") as f:
-        head = f.read(1)
-    if not head:
-        raise DecodeError("empty file (0 bytes)")
-    img = Image.open(path)
+def _open_checked(source, max_pixels) -> Image.Image:
+    """source: a path, or the file's bytes (read once by the worker, which also hashes them)."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if not len(source):
+            raise DecodeError("empty file (0 bytes)")
+        img = Image.open(io.BytesIO(source))
+    else:
+        with open(source, "rb") as f:
+            head = f.read(1)
+        if not head:
+            raise DecodeError("empty file (0 bytes)")
+        img = Image.open(source)
     width, height = img.size
     if width * height > max_pixels:
         raise DecodeError(f"too large: {width}x{height} pixels exceeds the limit of {max_pixels}")
     return img
 
 
-def open_header(path, max_pixels=DEFAULT_MAX_PIXELS) -> Image.Image:
+def open_header(source, max_pixels=DEFAULT_MAX_PIXELS) -> Image.Image:
     """The image at path opened lazily (header read, pixels not decoded), after the same checks
     and with the same reasons as decode_rgb."""
     with _reasons():
-        return _open_checked(path, max_pixels)
+        return _open_checked(source, max_pixels)
 
 
-def decode_rgb(path, max_pixels=DEFAULT_MAX_PIXELS, draft_size=None) -> Image.Image:
-    """The first frame of the image at path, EXIF orientation applied, as RGB.
+def decode_rgb(source, max_pixels=DEFAULT_MAX_PIXELS, draft_size=None) -> Image.Image:
+    """The first frame of the image (a path or the file's bytes), EXIF orientation applied, as RGB.
 
     draft_size: for JPEGs, let libjpeg decode at a reduced scale as long as both sides stay at
     least this large (much faster for big photos; the result differs slightly from a full decode).
     """
     with _reasons():
-        img = _open_checked(path, max_pixels)
+        img = _open_checked(source, max_pixels)
         if draft_size and img.format == "JPEG":
             img.draft("RGB", (draft_size, draft_size))
         img.load()

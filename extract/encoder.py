@@ -3,7 +3,7 @@
 Shared by extract (codes go to the cache) and predict (codes go to a classifier).
 """
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch.utils.data import DataLoader
@@ -19,14 +19,16 @@ class EncodedBatch:
     indices: list   # positions in the record list of the rows in codes
     codes: dict     # layer -> float32 numpy [len(indices), D]
     failed: list    # (position, reason)
+    keys: dict = field(default_factory=dict)        # position -> content key, for every record of the batch
+    unchanged: list = field(default_factory=list)   # positions whose bytes match the key the cache holds
 
     def __len__(self):
-        return len(self.indices) + len(self.failed)
+        return len(self.indices) + len(self.failed) + len(self.unchanged)
 
 
 def encode_batches(model, preprocess, records, device, precision="fp32", batch_size=32, workers=0,
                    channels_last=True, max_pixels=DEFAULT_MAX_PIXELS, decode_on_device=None, compile_model=False):
-    """Yield EncodedBatch for consecutive batches of records (objects with .abspath).
+    """Yield EncodedBatch for consecutive batches of records (objects with .abspath, optionally .known).
 
     decode_on_device: JPEGs decoded in the main process on ``device`` rather than in the workers
     (default: with the torchvision decoder on CUDA).
@@ -58,7 +60,7 @@ def encode_batches(model, preprocess, records, device, precision="fp32", batch_s
                 with autocast_context(device, autocast_dtype):
                     out = model(x)
                 codes = {k: v.float().cpu().numpy() for k, v in out.items()}
-            yield EncodedBatch(batch.indices, codes, batch.failed)
+            yield EncodedBatch(batch.indices, codes, batch.failed, batch.keys, batch.unchanged)
 
 
 def _padded(model, batch_size, memory_format):

@@ -33,8 +33,9 @@ DEFAULT_CALIBRATION_IMAGES = 64
 
 
 def calibration_sample(records, count):
-    """``count`` records picked by content key: a fixed pseudo-random draw across the classes."""
-    return sorted(records, key=lambda r: r.key)[:count]
+    """``count`` records picked by a hash of their path: a fixed pseudo-random draw across the
+    classes, known before any file is read."""
+    return sorted(records, key=lambda r: hashlib.sha256(r.path.encode()).hexdigest())[:count]
 
 
 @contextlib.contextmanager

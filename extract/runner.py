@@ -1,29 +1,19 @@
-"""The extract loop: DataLoader workers decode, the device computes, the cache writer commits.
+"""The extract driver: plan what changed, let an engine encode it shard by shard, commit.
 
-It knows the cache only through the cache package's public functions.
+It knows the cache only through ``cache.open_for_append`` and never the order of its write steps.
 """
-import os
-import platform
 import time
 from dataclasses import dataclass, field, replace
-
-import numpy as np
-import torch
-import torchvision
 
 import cache as cache_api
 
 from . import int8
-from .backbones import get_backbone
 from .decoding import DEFAULT_MAX_PIXELS
-from .encoder import encode_batches
-from .device import batching, pick_device, pick_precision
+from .engines import ENGINES, make_shards
 from .errors import ExtractError
-from .sources import DEFAULT_SPLIT_FRACTIONS, scan_image_folder, with_keys_and_splits
-from .weights import resolve_weights
+from .extractor import Extractor, RuntimeOptions
+from .sources import DEFAULT_SPLIT_FRACTIONS, derive_split, scan_image_folder
 
-DTYPES = {"float16": np.float16, "float32": np.float32}
-DECODERS = ("pil", "torchvision")
 SHARD_TARGET_ROWS = 512  # rows per committed shard: what a kill can lose at most
 
 
@@ -51,6 +41,9 @@ class ExtractConfig:
     channels_last: bool = True
     max_pixels: int = DEFAULT_MAX_PIXELS
     progress: bool = True
+    rehash: bool = False   # read and hash every file, not only those whose stat changed
+    prune: bool = False    # drop rows whose file is gone from the data root
+    engine: str = "local"
 
 
 @dataclass
@@ -59,6 +52,9 @@ class ExtractSummary:
     written: int = 0
     skipped: int = 0
     failed: int = 0
+    unchanged: int = 0   # stat changed, bytes did not: codes kept, no decode
+    vanished: int = 0    # cached rows with no file under the data root
+    pruned: int = 0
     seconds: float = 0.0
     ignored: int = 0
     interrupted: bool = False
@@ -71,142 +67,120 @@ class ExtractSummary:
 
     def line(self) -> str:
         state = "interrupted; re-run the same command to resume. " if self.interrupted else ""
-        return (f"{state}{self.cache_path}: wrote {self.written}, skipped {self.skipped} already cached, "
+        text = (f"{state}{self.cache_path}: wrote {self.written}, skipped {self.skipped} already cached, "
                 f"failed {self.failed}, {self.seconds:.1f} s, {self.images_per_second:.1f} images/s")
-
-
-def build_fingerprint(spec, layers, weights, preprocess, dtype, precision, data_root, split_seed,
-                      split_fractions) -> dict:
-    return {
-        "schema_version": cache_api.SCHEMA_VERSION,
-        "backbone": spec.name,
-        "layers": list(layers),
-        "weights": weights.identity,
-        "preprocess": preprocess.to_dict(),
-        "dtype": dtype,
-        "precision": precision,
-        "torch_version": str(torch.__version__),
-        "torchvision_version": str(torchvision.__version__),
-        "python_version": platform.python_version(),
-        "data_root": os.path.abspath(data_root),
-        "split_policy": {"seed": split_seed, "fractions": list(split_fractions)},
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
+        if self.unchanged:
+            text += f"; {self.unchanged} re-read and found unchanged (codes kept)"
+        if self.pruned:
+            text += f"; pruned {self.pruned} rows whose file is gone"
+        elif self.vanished:
+            text += f"; {self.vanished} cached rows have no file under the data folder (--prune drops them)"
+        return text
 
 
 def run_extract(config: ExtractConfig) -> ExtractSummary:
-    """Extract codes for every image under config.data_root not yet in the cache."""
-    spec = get_backbone(config.backbone)
-    layers = spec.check_layers(config.layers)
-    if config.dtype not in DTYPES:
-        raise ExtractError(f"--dtype {config.dtype}: choose float16 or float32")
-    preprocess = spec.preprocess.with_crop(config.crop_size) if config.crop_size else spec.preprocess
-    preprocess = _with_decoding(preprocess, config)
-    device = pick_device(config.device)
-    precision = pick_precision(config.precision, device)
-    spec.check_precision(precision)
-    if precision == "int8":
-        _check_int8_options(config)
+    """Extract codes for every image under config.data_root that the cache lacks or that changed."""
+    if config.engine not in ENGINES:
+        raise ExtractError(f"--engine {config.engine}: choose {' or '.join(ENGINES)}")
+    options = RuntimeOptions(config.device, config.batch_size, config.workers, config.channels_last,
+                             config.compile, config.max_pixels)
+    extractor = Extractor.for_new_codes(
+        config.backbone, config.layers, config.weights, config.dtype, config.precision, config.crop_size,
+        config.jpeg_draft, config.decoder, config.data_root, config.split_seed, config.split_fractions, options)
     scan = scan_image_folder(config.data_root)
-    weights = resolve_weights(spec, config.weights)  # fails here, before any work, if unavailable
-    attrs = build_fingerprint(spec, layers, weights, preprocess, config.dtype, precision, config.data_root,
-                              config.split_seed, config.split_fractions)
     summary = ExtractSummary(cache_path=config.cache_path, ignored=len(scan.ignored))
     started = time.perf_counter()
-    with cache_api.cache_lock(config.cache_path):
-        if precision == "int8":
-            _reuse_calibration(config.cache_path, attrs)
-        cache_api.check_fingerprint(config.cache_path, attrs)
-        cache_api.recover_shards(config.cache_path)  # fold in what an interrupted run committed
-        records = with_keys_and_splits(scan.records, config.split_seed, config.split_fractions)
-        rows, failures = cache_api.read_done_index(config.cache_path)
-        pending = [r for r in records if rows.get(r.path) != r.key and failures.get(r.path) != r.key]
-        summary.skipped = len(records) - len(pending)
+    if extractor.precision == "int8":
+        _settle_calibration(extractor, config, scan.records)
+    classes = sorted({r.label for r in scan.records})
+    with cache_api.open_for_append(config.cache_path, extractor.fingerprint, extractor.widths, classes) as session:
+        pending = _plan(session, scan.records, config, summary)
         if pending:
-            model = spec.build(weights, layers)
-            if precision == "int8":
-                if "quantization" not in attrs:  # int8 adds its calibrated ranges (extract/int8.py)
-                    attrs["quantization"] = _calibrate(config, model, preprocess, pending, device)
-                model = int8.quantize(model, preprocess.crop, attrs["quantization"])
-            writer = cache_api.CacheWriter(config.cache_path, attrs, {l: spec.layers[l] for l in layers},
-                                           DTYPES[config.dtype])
             loop_started = time.perf_counter()
             try:
-                _run_loop(config, model, preprocess, pending, writer, device, precision, summary)
+                _encode_and_commit(extractor, session, pending, config, summary)
             except KeyboardInterrupt:
-                summary.interrupted = True  # what is buffered is complete: commit it below
+                summary.interrupted = True  # what is buffered is complete: the session commits it
             finally:
-                writer.close()
                 summary.loop_seconds = time.perf_counter() - loop_started
-                cache_api.recover_shards(config.cache_path)
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def _with_decoding(preprocess, config):
-    if config.decoder not in DECODERS:
-        raise ExtractError(f"--decoder {config.decoder}: choose {' or '.join(DECODERS)}")
-    if config.jpeg_draft and config.decoder != "pil":
-        raise ExtractError("--jpeg-draft works with --decoder pil only (torchvision decodes at full size)")
-    return replace(preprocess, jpeg_draft=config.jpeg_draft, decoder=config.decoder)
+def _settle_calibration(extractor, config, records):
+    existing = cache_api.existing_fingerprint(config.cache_path)
+    try:
+        extractor.adopt_calibration(existing)
+    except ExtractError as exc:
+        raise ExtractError(f"{config.cache_path}: {exc}") from None
+    if not extractor.fingerprint.quantization:
+        extractor.calibrate(records, config.calibration_images, config.int8_engine)
 
 
-def _check_int8_options(config):
-    if config.compile:
-        raise ExtractError("--compile does not apply to --precision int8 (its kernels are already fused)")
-    int8.check_engine(config.int8_engine)
-    if config.calibration_images < 1:
-        raise ExtractError(f"--calibration-images {config.calibration_images}: int8 needs at least 1 (default "
-                           f"{int8.DEFAULT_CALIBRATION_IMAGES})")
+def _plan(session, records, config, summary) -> list:
+    """The records to read: new files, and files whose stat changed (or all, with --rehash).
+
+    A file the cache knows is read again with its old key attached: if its bytes still hash to
+    it, the worker skips decoding and the row keeps its codes.
+    """
+    pending = []
+    seen = set()
+    for record in records:
+        seen.add(record.path)
+        held = session.lookup(record.path)
+        if held is None:
+            pending.append(record)
+        elif held.stat == record.stat and not config.rehash:
+            summary.skipped += 1
+        else:
+            pending.append(replace(record, known=held))
+    vanished = [p for p in session.paths() if p not in seen]
+    summary.vanished = len(vanished)
+    if config.prune and vanished:
+        session.remove(vanished)
+        summary.pruned = len(vanished)
+    session.record_vanished(0 if config.prune else len(vanished))
+    return pending
 
 
-def _reuse_calibration(cache_path, attrs):
-    """An int8 run appending to a cache quantizes exactly as the run that started it."""
-    existing = cache_api.existing_fingerprint(cache_path)
-    if existing is None:
-        return
-    if not existing.get("quantization"):
-        held = existing.get("precision", "fp32")
-        raise ExtractError(f"{cache_path}: holds {held} codes; int8 codes cannot join them. "
-                           f"Use --precision {held} or a new --cache")
-    attrs["quantization"] = existing["quantization"]
-
-
-def _calibrate(config, model, preprocess, pending, device) -> dict:
-    """Activation ranges for int8 from a fixed sample of the images (on the first run only)."""
-    sample = int8.calibration_sample(pending, config.calibration_images)
-    batch_size, workers = batching(device, config.batch_size, config.workers)
-
-    def feed(prepared):
-        for _ in encode_batches(prepared, preprocess, sample, device, "fp32", batch_size, workers,
-                                config.channels_last, config.max_pixels):
-            pass
-    return int8.calibrate(model, preprocess.crop, feed, [r.key for r in sample], config.int8_engine)
-
-
-def _run_loop(config, model, preprocess, pending, writer, device, precision, summary):
-    batch_size, workers = batching(device, config.batch_size, config.workers)
+def _encode_and_commit(extractor, session, pending, config, summary):
     # Shards hold whole batches, so a resumed run batches the remaining images exactly as an
     # uninterrupted run would, and computes bit-identical codes.
+    batch_size = extractor.batch_size
     shard_records = batch_size * max(1, round(config.shard_rows / batch_size))
+    engine = ENGINES[config.engine]()
     progress = _progress(len(pending), config.progress)
-    for batch in encode_batches(model, preprocess, pending, device, precision, batch_size, workers,
-                                config.channels_last, config.max_pixels, compile_model=config.compile):
-        if batch.indices:
-            records = [pending[i] for i in batch.indices]
-            writer.add_rows([r.path for r in records], [r.key for r in records], [r.split for r in records],
-                            [r.label for r in records], batch.codes)
-            summary.written += len(records)
-        if batch.failed:
-            failed = [(pending[i], reason) for i, reason in batch.failed]
-            writer.add_failures([r.path for r, _ in failed], [r.key for r, _ in failed],
-                                [reason for _, reason in failed])
-            summary.failed += len(failed)
-            summary.failures += [(r.path, reason) for r, reason in failed]
-        if writer.pending() >= shard_records:
-            writer.commit_shard()
-        progress.update(len(batch))
+    for step in engine.run(extractor, make_shards(pending, shard_records)):
+        _commit_batch(session, step.shard.records, step.batch, config, summary)
+        if step.done:
+            session.commit_shard()
+        progress.update(len(step.batch))
     progress.close()
+
+
+def _commit_batch(session, records, batch, config, summary):
+    if batch.indices:
+        rows = [records[i] for i in batch.indices]
+        keys = [batch.keys[i] for i in batch.indices]
+        splits = [r.split or derive_split(k, config.split_seed, config.split_fractions) for r, k in zip(rows, keys)]
+        session.add_rows([r.path for r in rows], keys, splits, [r.label for r in rows], [r.stat for r in rows],
+                         batch.codes)
+        summary.written += len(rows)
+    if batch.failed:
+        failed = [(records[i], batch.keys.get(i, ""), reason) for i, reason in batch.failed]
+        session.add_failures([r.path for r, _, _ in failed], [k for _, k, _ in failed],
+                             [reason for _, _, reason in failed], [r.stat for r, _, _ in failed])
+        summary.failed += len(failed)
+        summary.failures += [(r.path, reason) for r, _, reason in failed]
+    if batch.unchanged:
+        # Same bytes as cached: only a new stat to remember (nothing at all under --rehash).
+        touched = [records[i] for i in batch.unchanged if records[i].known.stat != records[i].stat]
+        rows = [r for r in touched if not r.known.failed]
+        session.carry_rows([r.path for r in rows], [r.stat for r in rows])
+        broken = [r for r in touched if r.known.failed]  # the same broken bytes: not retried
+        session.add_failures([r.path for r in broken], [r.known.key for r in broken],
+                             [r.known.reason for r in broken], [r.stat for r in broken])
+        summary.unchanged += len(batch.unchanged)
 
 
 class _NoProgress:

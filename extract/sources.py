@@ -1,6 +1,11 @@
-"""Finding images, their classes and splits. Yields plain records; opens no image."""
+"""Finding images, their classes and splits. Yields plain records; opens no image.
+
+The walk stats every file (size, mtime in ns, inode): that is what a re-run compares with the
+cache before deciding to read a file, as git's index does.
+"""
 import hashlib
 import os
+import stat as stat_module
 from dataclasses import dataclass
 
 from .errors import ExtractError
@@ -17,7 +22,8 @@ class Record:
     abspath: str
     label: str         # class name
     split: str = None  # from the folder layout, or None to derive from the content key
-    key: str = None    # SHA-256 of the file's bytes
+    stat: tuple = (0, 0, 0)  # (size, mtime_ns, inode) seen by the walk
+    known: object = None     # what the cache holds for this path (cache.Known), when re-reading it
 
 
 @dataclass
@@ -31,18 +37,44 @@ def _visible(name: str) -> bool:
     return not name.startswith(".") and not name.startswith("__")
 
 
-def walk_images(top, ignored):
-    """Image files under top (recursively, sorted), skipping hidden files and folders."""
-    for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if _visible(d))
-        for name in sorted(filenames):
-            if not _visible(name):
-                continue
-            full = os.path.join(dirpath, name)
-            if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
-                yield full
-            else:
-                ignored.append(full)
+def file_stat(st) -> tuple:
+    return (int(st.st_size), int(st.st_mtime_ns), int(st.st_ino))
+
+
+def walk_images(top, ignored, visited=None):
+    """(path, stat) of image files under top (recursively, sorted), skipping hidden files and folders.
+
+    Links are followed, but each real folder is entered once (remembered by device and inode),
+    so a link back to a parent neither repeats images nor loops.
+    """
+    visited = set() if visited is None else visited
+    try:
+        st = os.stat(top)
+    except OSError:
+        return
+    if (st.st_dev, st.st_ino) in visited:
+        return
+    visited.add((st.st_dev, st.st_ino))
+    try:
+        names = sorted(n for n in os.listdir(top) if _visible(n))
+    except OSError:
+        return
+    subdirs = []
+    for name in names:
+        full = os.path.join(top, name)
+        try:
+            st = os.stat(full)
+        except OSError:  # a dangling link: nothing to read
+            ignored.append(full)
+            continue
+        if stat_module.S_ISDIR(st.st_mode):
+            subdirs.append(full)
+        elif os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+            yield full, file_stat(st)
+        else:
+            ignored.append(full)
+    for sub in subdirs:
+        yield from walk_images(sub, ignored, visited)
 
 
 def scan_image_folder(root) -> Scan:
@@ -52,7 +84,7 @@ def scan_image_folder(root) -> Scan:
         raise ExtractError(f"{root}: no such folder; pass a folder laid out as root/<class>/<image>")
     top = sorted(d for d in os.listdir(root) if _visible(d) and os.path.isdir(os.path.join(root, d)))
     split_layout = bool(top) and all(d.lower() in SPLIT_FOLDERS for d in top)
-    ignored, records = [], []
+    ignored, records, visited = [], [], set()
     groups = [(os.path.join(root, d), SPLIT_FOLDERS[d.lower()]) for d in top] if split_layout else [(root, None)]
     for group_dir, split in groups:
         for cls in sorted(d for d in os.listdir(group_dir) if _visible(d)):
@@ -60,9 +92,9 @@ def scan_image_folder(root) -> Scan:
             if not os.path.isdir(cls_dir):
                 ignored.append(cls_dir)
                 continue
-            for full in walk_images(cls_dir, ignored):
+            for full, st in walk_images(cls_dir, ignored, visited):
                 rel = os.path.relpath(full, root).replace(os.sep, "/")
-                records.append(Record(path=rel, abspath=full, label=cls, split=split))
+                records.append(Record(path=rel, abspath=full, label=cls, split=split, stat=st))
     if not records:
         raise ExtractError(
             f"{root}: no images found; expected root/<class>/<image> or root/{{train,val,test}}/<class>/<image> "
@@ -84,16 +116,3 @@ def derive_split(key: str, seed: int = 0, fractions=DEFAULT_SPLIT_FRACTIONS) -> 
     u = int.from_bytes(digest[:8], "big") / 2.0 ** 64
     train, val = fractions[0], fractions[0] + fractions[1]
     return "train" if u < train else "val" if u < val else "test"
-
-
-def with_keys_and_splits(records, seed=0, fractions=DEFAULT_SPLIT_FRACTIONS):
-    """Records with their content key and split filled in (unreadable files get key '')."""
-    out = []
-    for r in records:
-        try:
-            key = content_key(r.abspath)
-        except OSError:
-            key = ""  # the decoder records why it cannot be read
-        split = r.split or derive_split(key, seed, fractions)
-        out.append(Record(r.path, r.abspath, r.label, split, key))
-    return out

@@ -38,9 +38,9 @@ class RawJpeg:
     orientation: int     # EXIF orientation 1..8 (1: as stored)
 
 
-def probe(path, max_pixels):
+def probe(source, max_pixels):
     """(format, EXIF orientation) from the header alone; decoding.py's checks and reasons."""
-    img = open_header(path, max_pixels)
+    img = open_header(source, max_pixels)
     try:
         with img:
             orientation = img.getexif().get(EXIF_ORIENTATION, 1) if img.format == "JPEG" else 1
@@ -70,7 +70,7 @@ def orient(image: torch.Tensor, orientation: int) -> torch.Tensor:
 
 
 class TensorLoader:
-    """path -> uint8 [3, crop, crop] via torchvision.io (runs in DataLoader workers).
+    """(path, bytes) -> uint8 [3, crop, crop] via torchvision.io (runs in DataLoader workers).
 
     With ``defer_jpegs`` (CUDA), JPEGs come back as RawJpeg for ``finish_batch`` instead.
     """
@@ -80,19 +80,22 @@ class TensorLoader:
         self.max_pixels = max_pixels
         self.defer_jpegs = defer_jpegs
 
-    def __call__(self, path):
-        fmt, orientation = probe(path, self.max_pixels)
+    def __call__(self, path, data: bytes = None):
+        if data is None:
+            with open(path, "rb") as f:
+                data = f.read()
+        fmt, orientation = probe(data, self.max_pixels)
         if fmt == "JPEG":
             with _quiet():
-                data = tvio.read_file(path)
+                encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
                 if self.defer_jpegs:
-                    return RawJpeg(path, data, orientation)
+                    return RawJpeg(path, encoded, orientation)
                 try:
-                    return self.transform(tvio.decode_jpeg(data, mode=tvio.ImageReadMode.RGB,
+                    return self.transform(tvio.decode_jpeg(encoded, mode=tvio.ImageReadMode.RGB,
                                                            apply_exif_orientation=True))
                 except RuntimeError:
                     pass  # a JPEG libjpeg refuses: PIL decodes it or names the problem
-        return self.transform(pil_to_tensor(decode_rgb(path, self.max_pixels)))
+        return self.transform(pil_to_tensor(decode_rgb(data, self.max_pixels)))
 
 
 def finish_batch(items, transform, device, max_pixels):
@@ -113,7 +116,7 @@ def finish_batch(items, transform, device, max_pixels):
             done[position] = transform(orient(image, raw.orientation))
             continue
         try:
-            done[position] = transform(pil_to_tensor(decode_rgb(raw.path, max_pixels))).to(device)
+            done[position] = transform(pil_to_tensor(decode_rgb(raw.data.numpy().tobytes(), max_pixels))).to(device)
         except DecodeError as exc:
             failed.append((position, str(exc)))
     return done, failed

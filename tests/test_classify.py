@@ -4,21 +4,20 @@ import os
 import numpy as np
 import pytest
 
-from cache import CacheWriter, open_cache, recover_shards
+from cache import Fingerprint, open_cache, open_for_append
 from classify import CLASSIFIERS, fit_and_evaluate, load_codes, load_model, plan_splits, save_model
 from classify.splits import SplitError
 from conftest import FAST_VGG, run_cli
 
-FINGERPRINT = {"schema_version": 1, "backbone": "toy", "layers": ["f"], "weights": "random:0",
-               "preprocess": {"crop": 8}, "dtype": "float32", "precision": "fp32"}
+FINGERPRINT = Fingerprint(backbone="toy", layers=("f",), weights="random:0", preprocess={"crop": 8},
+                          dtype="float32")
 
 
 def codes_cache(path, X, y, splits, n_classes):
-    writer = CacheWriter(str(path), FINGERPRINT, {"f": X.shape[1]}, np.float32, background=False)
-    writer.add_rows([f"c{c}/{i:05d}.jpg" for i, c in enumerate(y)], [f"k{i}" for i in range(len(y))], list(splits),
-                    [f"c{c}" for c in y], {"f": X})
-    writer.close()
-    recover_shards(str(path))
+    classes = [f"c{c}" for c in range(n_classes)]
+    with open_for_append(str(path), FINGERPRINT, {"f": X.shape[1]}, classes, background=False) as session:
+        session.add_rows([f"c{c}/{i:05d}.jpg" for i, c in enumerate(y)], [f"k{i}" for i in range(len(y))],
+                         list(splits), [f"c{c}" for c in y], [(i, i, i) for i in range(len(y))], {"f": X})
     return str(path)
 
 

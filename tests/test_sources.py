@@ -5,7 +5,7 @@ import pytest
 
 from conftest import make_folder, make_image
 from extract.errors import ExtractError
-from extract.sources import derive_split, scan_image_folder, with_keys_and_splits
+from extract.sources import content_key, derive_split, scan_image_folder
 
 
 def test_class_folders_hidden_and_non_images(tmp_path):
@@ -54,9 +54,9 @@ def test_derived_splits_are_stable_and_near_80_10_10():
 
 def test_adding_images_never_moves_old_ones(tmp_path):
     make_folder(str(tmp_path), per_class=10)
-    before = {r.path: r.split for r in with_keys_and_splits(scan_image_folder(tmp_path).records)}
+    before = {r.path: derive_split(content_key(r.abspath)) for r in scan_image_folder(tmp_path).records}
     make_folder(str(tmp_path), per_class=10, start=10)
-    after = {r.path: r.split for r in with_keys_and_splits(scan_image_folder(tmp_path).records)}
+    after = {r.path: derive_split(content_key(r.abspath)) for r in scan_image_folder(tmp_path).records}
     assert len(after) == 60
     assert all(after[p] == s for p, s in before.items())
 
@@ -66,5 +66,21 @@ def test_content_key_is_hash_of_bytes(tmp_path):
     b = str(tmp_path / "c" / "b.png")
     with open(a, "rb") as src, open(b, "wb") as dst:
         dst.write(src.read())
-    records = with_keys_and_splits(scan_image_folder(tmp_path).records)
-    assert records[0].key == records[1].key and len(records[0].key) == 64
+    keys = [content_key(r.abspath) for r in scan_image_folder(tmp_path).records]
+    assert keys[0] == keys[1] and len(keys[0]) == 64
+
+
+def test_walk_records_stat_and_survives_looping_links(tmp_path):
+    make_folder(str(tmp_path), per_class=2, classes=("red",))
+    os.makedirs(tmp_path / "red" / "sub")
+    make_image(str(tmp_path / "red" / "sub" / "x.jpg"), seed=5)
+    for name in ("up1", "up2", "up3"):  # three links to parents: the paths would multiply
+        os.symlink("..", tmp_path / "red" / "sub" / name)
+    os.symlink(str(tmp_path / "red"), tmp_path / "red" / "sub" / "again")
+    outside = tmp_path.parent / (tmp_path.name + "-elsewhere")
+    make_image(str(outside / "y.jpg"), seed=6)
+    os.symlink(str(outside), tmp_path / "red" / "linked")  # a folder elsewhere still counts
+    records = scan_image_folder(tmp_path).records
+    assert sorted(r.path for r in records) == ["red/0000.jpg", "red/0001.jpg", "red/linked/y.jpg", "red/sub/x.jpg"]
+    st = os.stat(tmp_path / "red" / "0000.jpg")
+    assert records[0].stat == (st.st_size, st.st_mtime_ns, st.st_ino)

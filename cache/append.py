@@ -1,0 +1,471 @@
+"""The one way to add rows to a cache: ``open_for_append(path, fingerprint)``.
+
+It owns the write protocol so no caller has to know its order: take the lock, drop partial
+files, check the fingerprint, link what a killed run committed, index the rows, then accept
+rows shard by shard. Each shard becomes an immutable segment file (temporary name, rename), and
+is then *linked*: the cache file is rewritten to include it, atomically. A kill at any moment
+loses at most the shard in flight; the next open finishes any interrupted link.
+
+Costs grow with the new work: a link rewrites the small cache file (segments, live ranges,
+failures), never the rows already stored. Replaced and pruned rows are cut out of the virtual
+datasets' ranges; segments are merged geometrically (the newer is merged into the older while
+the older is no larger), so there are O(log rows) of them and each row is copied O(log rows)
+times, up to a size cap that bounds what any one merge writes.
+"""
+import contextlib
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+import h5py
+
+from .errors import CacheError
+from .fingerprint import Fingerprint
+from .lock import cache_lock
+from .manifest import (Manifest, check_segments_present, is_segmented, publish_manifest, read_manifest,
+                       segment_folder)
+from .migrate import migrate_schema1
+from .schema import SCHEMA_VERSION, read_attrs
+from .segments import (MERGED, SHARD, SegmentRows, read_segment_failures, read_segment_index, read_segment_rows,
+                       segment_name, segment_seq, write_segment)
+
+MERGE_CAP_BYTES = 256 << 20   # no merge writes a segment with more code bytes than this
+MAX_RANGES_PER_SEGMENT = 32   # more holes than this (replaced or pruned rows): rewrite the segment
+MAX_DEAD_FRACTION = 0.5       # more dead rows than this: rewrite the segment
+
+
+@dataclass(frozen=True)
+class Known:
+    """What the cache holds for one path: a row or a recorded failure."""
+    key: str
+    stat: tuple
+    failed: bool
+    reason: str = None  # why it failed
+
+
+def existing_fingerprint(cache_path):
+    """The fingerprint of the cache's rows (or of a killed first run's shards), or None for a new cache."""
+    cache_path = os.fspath(cache_path)
+    candidates = [cache_path] if os.path.exists(cache_path) else []
+    candidates += [os.path.join(segment_folder(cache_path), n) for n in _segment_files(cache_path)]
+    for candidate in candidates:
+        try:
+            with h5py.File(candidate, "r") as f:
+                return Fingerprint.from_attrs(read_attrs(f))
+        except OSError as exc:
+            raise CacheError(f"{candidate}: not a readable HDF5 cache ({exc}); "
+                             "move it aside or pass a different --cache") from None
+    return None
+
+
+@contextlib.contextmanager
+def open_for_append(cache_path, fingerprint: Fingerprint, widths: dict, class_names=(), background=True):
+    """An AppendSession under the cache's write lock; buffered rows are committed on exit.
+
+    widths: layer -> code width. class_names: classes this run may add (kept sorted among themselves).
+    """
+    with cache_lock(cache_path):
+        session = AppendSession(os.fspath(cache_path), fingerprint, widths, class_names, background)
+        try:
+            yield session
+        finally:
+            session.close()
+
+
+def recover(cache_path) -> int:
+    """Link what a killed run committed and finish interrupted merges; returns shards linked."""
+    with cache_lock(cache_path):
+        fingerprint = existing_fingerprint(cache_path)
+        if fingerprint is None:
+            return 0
+        session = AppendSession(os.fspath(cache_path), fingerprint, None, (), background=False)
+        session.close()
+        return session.recovered
+
+
+def _segment_files(cache_path):
+    folder = segment_folder(cache_path)
+    if not os.path.isdir(folder):
+        return []
+    return sorted(n for n in os.listdir(folder) if segment_seq(n) is not None)
+
+
+class AppendSession:
+    """Rows in, segments out. Main thread: add_*, commit_shard, close. A writer thread does the
+    file work (write, link, merge) in order, so encoding goes on while a shard is written."""
+
+    def __init__(self, cache_path, fingerprint: Fingerprint, widths=None, class_names=(), background=True):
+        self.cache_path = cache_path
+        self.folder = segment_folder(cache_path)
+        os.makedirs(self.folder, exist_ok=True)
+        self.fingerprint = fingerprint
+        self.widths = None
+        self.committed = 0     # rows and failures linked by this session
+        self.recovered = 0     # shards of a killed run linked on open
+        self._buffer, self._carried = SegmentRows(), []
+        self._removals = set()
+        self._vanished = None
+        self._error = None
+        self._open = True
+        self._index = {}       # segment name -> SegmentIndex
+        self._row_of = {}      # path -> (segment name, local row)
+        self._remove_partial_files()
+        self.manifest = self._open_manifest()
+        self._next_seq = max([int(self.manifest.attrs.get("next_seq", 1))]
+                             + [segment_seq(n) + 1 for n in _segment_files(cache_path)])
+        self._load_index()
+        self._recover_orphans()
+        if widths is not None:
+            self._set_widths(widths)
+        self._extend_classes(class_names)
+        self._queue = queue.Queue(maxsize=2) if background else None
+        self._thread = None
+        if background:
+            self._thread = threading.Thread(target=self._drain, name="cache-writer", daemon=True)
+            self._thread.start()
+
+    # --- what the cache holds -------------------------------------------------------------------
+    def lookup(self, path):
+        """Known(key, stat, failed) for a path the cache holds, else None."""
+        where = self._row_of.get(path)
+        if where is not None:
+            index = self._index[where[0]]
+            return Known(index.keys[where[1]].decode(), tuple(int(v) for v in index.stats[where[1]]), False)
+        failure = self.manifest.failures.get(path)
+        if failure is not None:
+            return Known(failure[0], tuple(failure[2]), True, failure[1])
+        return None
+
+    def paths(self):
+        """Every path with a row or a recorded failure."""
+        return list(self._row_of) + [p for p in self.manifest.failures if p not in self._row_of]
+
+    @property
+    def n_rows(self) -> int:
+        return self.manifest.n_rows
+
+    # --- adding ---------------------------------------------------------------------------------
+    def add_rows(self, paths, keys, splits, classes, stats, codes: dict) -> None:
+        """codes: layer -> array [len(paths), width]."""
+        self._raise_pending()
+        rows = self._buffer
+        rows.paths += list(paths)
+        rows.keys += list(keys)
+        rows.splits += list(splits)
+        rows.classes += list(classes)
+        rows.stats += [tuple(s) for s in stats]
+        for layer, array in codes.items():
+            rows.codes.setdefault(layer, []).append(np.asarray(array, dtype=self.fingerprint.dtype))
+
+    def add_failures(self, paths, keys, reasons, stats) -> None:
+        rows = self._buffer
+        rows.failed_paths += list(paths)
+        rows.failed_keys += list(keys)
+        rows.failed_reasons += list(reasons)
+        rows.failed_stats += [tuple(s) for s in stats]
+
+    def carry_rows(self, paths, stats) -> None:
+        """Rows whose file was touched but whose bytes are unchanged: keep their codes, new stat."""
+        self._carried += list(zip(paths, (tuple(s) for s in stats)))
+
+    def pending(self) -> int:
+        return len(self._buffer) + len(self._carried)
+
+    def remove(self, paths) -> None:
+        """Drop these paths' rows and failures (applied when the session closes)."""
+        self._removals.update(paths)
+
+    def record_vanished(self, count: int) -> None:
+        """How many rows the last walk found no file for (shown by `info`)."""
+        self._vanished = int(count)
+
+    def commit_shard(self) -> None:
+        """Hand the buffered rows to the writer as one shard."""
+        if not self.pending():
+            return
+        job = (self._buffer, self._carried)
+        self._buffer, self._carried = SegmentRows(), []
+        if self._queue is None:
+            self._write_and_link(*job)
+        else:
+            self._raise_pending()
+            self._queue.put(job)
+
+    def close(self) -> None:
+        """Commit what is buffered, wait for the writer, apply removals."""
+        if not self._open:
+            return
+        self._open = False
+        try:
+            self.commit_shard()
+        finally:
+            if self._thread is not None:
+                self._queue.put(None)
+                self._thread.join()
+                self._thread = None
+            self._queue = None
+        self._raise_pending()
+        changed = False
+        if self._removals:
+            self._cut({p for p in self._removals if p in self._row_of})
+            for path in self._removals:
+                changed |= self.manifest.failures.pop(path, None) is not None
+            changed = True
+            self._removals = set()
+        if self._vanished is not None and self.manifest.attrs.get("vanished_rows") != self._vanished:
+            self.manifest.attrs["vanished_rows"] = self._vanished
+            changed = True
+        if changed:
+            self._publish(self._settle())
+
+    # --- the writer thread ----------------------------------------------------------------------
+    def _drain(self):
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            if self._error is None:
+                try:
+                    self._write_and_link(*job)
+                except BaseException as exc:  # reported on the main thread
+                    self._error = exc
+
+    def _raise_pending(self):
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def _write_and_link(self, rows: SegmentRows, carried) -> None:
+        if carried:
+            self._append_carried(rows, carried)
+        seq = self._allocate_seq()
+        name = segment_name(seq)
+        attrs = dict(self.fingerprint.to_attrs(), kind=SHARD, seq=seq)
+        write_segment(os.path.join(self.folder, name), attrs, self.manifest.class_names, rows, self.widths,
+                      np.dtype(self.fingerprint.dtype))
+        self._link(name)
+        self.committed += len(rows)
+
+    def _append_carried(self, rows: SegmentRows, carried):
+        by_segment = {}
+        for path, stat in carried:
+            segment, local = self._row_of[path]
+            by_segment.setdefault(segment, []).append((local, stat))
+        for segment, items in by_segment.items():
+            items.sort()
+            old = read_segment_rows(os.path.join(self.folder, segment), [i for i, _ in items], self.widths)
+            rows.paths += old.paths
+            rows.keys += old.keys
+            rows.splits += old.splits
+            rows.classes += old.classes
+            rows.stats += [stat for _, stat in items]
+            for layer in self.widths:
+                rows.codes.setdefault(layer, []).extend(old.codes[layer])
+
+    def _allocate_seq(self) -> int:
+        seq = self._next_seq
+        self._next_seq += 1
+        self.manifest.attrs["next_seq"] = self._next_seq
+        return seq
+
+    # --- linking a shard into the cache file ----------------------------------------------------
+    def _link(self, name) -> None:
+        """Make a written shard's rows and failures part of the cache (one atomic publish)."""
+        path = os.path.join(self.folder, name)
+        index, paths, attrs = read_segment_index(path)
+        incoming = Fingerprint.from_attrs(attrs)
+        incoming.check_can_join(Fingerprint.from_attrs(self.manifest.attrs), self.cache_path)
+        self._adopt_classes(index.class_names, path)
+        failures = read_segment_failures(path)
+        self._cut({p for p in paths if p in self._row_of} | {f[0] for f in failures if f[0] in self._row_of})
+        for p in paths:
+            self.manifest.failures.pop(p, None)
+        for p, key, reason, stat in failures:
+            self.manifest.failures[p] = (key, reason, stat)
+        self.manifest.segments[name] = index.rows
+        if index.rows:
+            self.manifest.ranges.append([name, 0, index.rows])
+        self._index[name] = index
+        for local, p in enumerate(paths):
+            self._row_of[p] = (name, local)
+        stored = Fingerprint.from_attrs(self.manifest.attrs).merged_precision(incoming)
+        self.manifest.attrs["precision"] = stored.precision
+        self.manifest.attrs["linked_through"] = segment_seq(name)
+        self._publish(self._settle())
+
+    def _cut(self, paths) -> None:
+        """Remove these paths' rows from the live ranges (their segments keep the bytes until merged)."""
+        if not paths:
+            return
+        holes = {}
+        for p in paths:
+            segment, local = self._row_of.pop(p)
+            holes.setdefault(segment, set()).add(local)
+        ranges = []
+        for segment, start, stop in self.manifest.ranges:
+            cut = holes.get(segment)
+            if not cut:
+                ranges.append([segment, start, stop])
+                continue
+            run_start = None
+            for i in range(start, stop):
+                if i in cut:
+                    if run_start is not None:
+                        ranges.append([segment, run_start, i])
+                        run_start = None
+                elif run_start is None:
+                    run_start = i
+            if run_start is not None:
+                ranges.append([segment, run_start, stop])
+        self.manifest.ranges = ranges
+
+    def _settle(self) -> list:
+        """Merge segments by the rules above; returns the segment files no longer referenced."""
+        retired = []
+        for name in list(self.manifest.segments):
+            if self.manifest.live_rows(name) == 0:
+                retired.append(name)
+                self._forget(name)
+        for name in list(self.manifest.segments):
+            stored, pieces = self.manifest.segments[name], self.manifest.ranges_of(name)
+            dead = stored - self.manifest.live_rows(name)
+            if len(pieces) > MAX_RANGES_PER_SEGMENT or dead > MAX_DEAD_FRACTION * stored:
+                retired += self._merge([name])
+        while len(self.manifest.segments) >= 2:
+            cap = max(4096, MERGE_CAP_BYTES // self._row_bytes())
+            older, newer = list(self.manifest.segments)[-2:]
+            a, b = self.manifest.live_rows(older), self.manifest.live_rows(newer)
+            if a > b or a + b > cap:
+                break
+            retired += self._merge([older, newer])
+        return retired
+
+    def _merge(self, names) -> list:
+        """Copy the live rows of adjacent segments into one new segment."""
+        rows = SegmentRows()
+        for name in names:
+            selection = [i for start, stop in self.manifest.ranges_of(name) for i in range(start, stop)]
+            part = read_segment_rows(os.path.join(self.folder, name), selection, self.widths)
+            for attr in ("paths", "keys", "splits", "classes", "stats"):
+                getattr(rows, attr).extend(getattr(part, attr))
+            for layer in self.widths:
+                rows.codes.setdefault(layer, []).extend(part.codes.get(layer, []))
+        seq = self._allocate_seq()
+        merged = segment_name(seq)
+        attrs = dict(Fingerprint.from_attrs(self.manifest.attrs).to_attrs(), kind=MERGED, seq=seq)
+        write_segment(os.path.join(self.folder, merged), attrs, self.manifest.class_names, rows, self.widths,
+                      np.dtype(self.fingerprint.dtype))
+        first = next(i for i, r in enumerate(self.manifest.ranges) if r[0] in names)
+        kept = [r for r in self.manifest.ranges if r[0] not in names]
+        n = len(rows.paths)
+        self.manifest.ranges = kept[:first] + [[merged, 0, n]] + kept[first:]
+        segments = {}
+        for name, count in self.manifest.segments.items():
+            if name == names[0]:
+                segments[merged] = n
+            if name not in names:
+                segments[name] = count
+        self.manifest.segments = segments
+        for name in names:
+            self._index.pop(name, None)
+        self._index[merged], _, _ = read_segment_index(os.path.join(self.folder, merged), with_paths=False)
+        for local, p in enumerate(rows.paths):
+            self._row_of[p] = (merged, local)
+        return list(names)
+
+    def _forget(self, name):
+        self.manifest.segments.pop(name, None)
+        self.manifest.ranges = [r for r in self.manifest.ranges if r[0] != name]
+        self._index.pop(name, None)
+
+    def _publish(self, retired) -> None:
+        publish_manifest(self.cache_path, self.manifest)
+        for name in retired:  # after the publish: the new cache file no longer needs them
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(self.folder, name))
+
+    def _row_bytes(self) -> int:
+        return max(1, sum(self.widths.values()) * np.dtype(self.fingerprint.dtype).itemsize)
+
+    # --- opening --------------------------------------------------------------------------------
+    def _remove_partial_files(self):
+        """Files still under a temporary name were in flight when a run died."""
+        for name in os.listdir(self.folder):
+            if name.endswith(".tmp"):
+                os.remove(os.path.join(self.folder, name))
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(f"{self.cache_path}.tmp")
+
+    def _open_manifest(self) -> Manifest:
+        existing = existing_fingerprint(self.cache_path)
+        if existing is not None:
+            self.fingerprint.check_can_join(existing, self.cache_path)
+        if os.path.exists(self.cache_path):
+            with h5py.File(self.cache_path, "r") as f:
+                segmented = is_segmented(f)
+            if not segmented:
+                migrate_schema1(self.cache_path, self._first_free_seq())
+            manifest = read_manifest(self.cache_path)
+            check_segments_present(self.cache_path, manifest)
+            self.widths = dict(manifest.attrs["widths"])
+            return manifest
+        first = existing or self.fingerprint
+        self.widths = None
+        attrs = dict(first.to_attrs(), schema_version=SCHEMA_VERSION, linked_through=0, next_seq=1,
+                     created=first.provenance.get("created") or time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        return Manifest(attrs)
+
+    def _first_free_seq(self) -> int:
+        return max([0] + [segment_seq(n) for n in _segment_files(self.cache_path)]) + 1
+
+    def _set_widths(self, widths: dict) -> None:
+        if self.widths is None:
+            self.widths = dict(widths)
+            self.manifest.attrs["widths"] = self.widths
+        elif dict(widths) != self.widths:
+            raise CacheError(f"{self.cache_path}: code widths {self.widths} differ from this run's {dict(widths)}")
+
+    def _load_index(self):
+        for name in self.manifest.segments:
+            index, paths, _ = read_segment_index(os.path.join(self.folder, name))
+            self._index[name] = index
+            for start, stop in self.manifest.ranges_of(name):
+                for local in range(start, stop):
+                    self._row_of[paths[local]] = (name, local)
+
+    def _recover_orphans(self):
+        """Shards a killed run wrote but did not link are linked now; half-done merges are dropped."""
+        linked_through = int(self.manifest.attrs.get("linked_through", 0))
+        retired = []
+        for name in _segment_files(self.cache_path):
+            if name in self.manifest.segments:
+                continue
+            with h5py.File(os.path.join(self.folder, name), "r") as f:
+                kind = f.attrs.get("kind", SHARD)
+                kind = kind.decode() if isinstance(kind, bytes) else kind
+                widths = {layer: f["codes"][layer].shape[1] for layer in f["codes"]}
+            if kind == SHARD and segment_seq(name) > linked_through:
+                if self.widths is None:
+                    self.widths = widths
+                    self.manifest.attrs["widths"] = widths
+                self._link(name)
+                self.recovered += 1
+            else:
+                retired.append(name)
+        if retired or self.recovered:
+            self._publish(retired + self._settle())
+
+    def _extend_classes(self, class_names):
+        new = sorted(set(class_names) - set(self.manifest.class_names))
+        self.manifest.class_names = list(self.manifest.class_names) + new
+
+    def _adopt_classes(self, names, path):
+        current = self.manifest.class_names
+        if list(names[:len(current)]) != list(current):
+            raise CacheError(f"{path}: its class table does not extend the cache's; move the file aside and re-run")
+        if len(names) > len(current):
+            self.manifest.class_names = list(names)

@@ -1,0 +1,107 @@
+"""The fingerprint: which extractor made a cache's codes, and whether two may share a matrix.
+
+One typed object owns the rule, so the runner, the append API, `info` and `predict` agree on it.
+"""
+import json
+from dataclasses import dataclass, field, fields, replace
+
+from .errors import FingerprintMismatch
+
+# Attributes that must match before codes may be appended to a cache: codes from another
+# network, layer, weights, preprocessing, int8 calibration or storage type cannot share a matrix.
+COMPARED_FINGERPRINT_KEYS = ("backbone", "layers", "weights", "preprocess", "quantization", "dtype")
+# Recorded for provenance, never compared (a resumed run on another machine is welcome).
+PROVENANCE_KEYS = ("torch_version", "torchvision_version", "python_version", "data_root", "split_policy", "created")
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    backbone: str
+    layers: tuple
+    weights: str
+    preprocess: dict
+    dtype: str = "float16"
+    quantization: dict = None  # int8 only: scheme, engine, calibration, activation ranges
+    precision: str = "fp32"    # compute precision(s) used; recorded, not compared
+    provenance: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        object.__setattr__(self, "layers", tuple(self.layers))
+
+    # --- comparing -----------------------------------------------------------------------------
+    def differences(self, other: "Fingerprint") -> list:
+        """Names of the compared fields whose values differ."""
+        return [k for k in COMPARED_FINGERPRINT_KEYS if _norm(getattr(self, k)) != _norm(getattr(other, k))]
+
+    def compatible_with(self, other: "Fingerprint") -> bool:
+        return not self.differences(other)
+
+    def check_can_join(self, existing: "Fingerprint", cache_path) -> None:
+        """Raise FingerprintMismatch, naming every difference, if these codes may not join ``existing``."""
+        diffs = existing.differences(self)
+        if diffs:
+            detail = "; ".join(f"{k}: cache has {describe_value(getattr(existing, k))}, "
+                               f"this run {describe_value(getattr(self, k))}" for k in diffs)
+            raise FingerprintMismatch(
+                f"{cache_path}: refusing to append codes from a different extractor ({detail}); "
+                "use the cache's settings or write to a new --cache file")
+
+    def describe(self) -> str:
+        """One line for people: backbone, layers, weights, precision, storage."""
+        text = f"{self.backbone} {','.join(self.layers)}, weights {self.weights}, {self.precision}, stored {self.dtype}"
+        if self.quantization:
+            text += f", {describe_value(self.quantization)}"
+        return text
+
+    # --- storing -------------------------------------------------------------------------------
+    def with_precision(self, precision: str) -> "Fingerprint":
+        return replace(self, precision=precision)
+
+    def merged_precision(self, other: "Fingerprint") -> "Fingerprint":
+        """Rows computed in several precisions (a run resumed on another device) say so."""
+        names = set(filter(None, self.precision.split(","))) | set(filter(None, other.precision.split(",")))
+        return replace(self, precision=",".join(sorted(names)))
+
+    def to_attrs(self) -> dict:
+        attrs = {"backbone": self.backbone, "layers": list(self.layers), "weights": self.weights,
+                 "preprocess": dict(self.preprocess), "dtype": self.dtype, "precision": self.precision}
+        if self.quantization:
+            attrs["quantization"] = self.quantization
+        attrs.update(self.provenance)
+        return attrs
+
+    @classmethod
+    def from_attrs(cls, attrs: dict) -> "Fingerprint":
+        """From HDF5 attributes (JSON strings already decoded) or a model file's header."""
+        preprocess = attrs.get("preprocess") or {}
+        if isinstance(preprocess, str):
+            preprocess = json.loads(preprocess)
+        quantization = attrs.get("quantization") or None
+        if isinstance(quantization, str):
+            quantization = json.loads(quantization)
+        known = {f.name for f in fields(cls)}
+        return cls(backbone=attrs.get("backbone"), layers=tuple(attrs.get("layers") or ()),
+                   weights=attrs.get("weights"), preprocess=preprocess, dtype=attrs.get("dtype", "float16"),
+                   quantization=quantization, precision=str(attrs.get("precision") or "fp32"),
+                   provenance={k: attrs[k] for k in PROVENANCE_KEYS if k in attrs and k not in known})
+
+
+def describe_value(value) -> str:
+    """A fingerprint value as one short phrase for error messages."""
+    if value is None:
+        return "none"
+    if isinstance(value, dict) and "calibration" in value:
+        calibration = value["calibration"]
+        return (f"int8 calibrated on {calibration['images']} images, {value.get('engine', 'x86')} engine "
+                f"({calibration['keys_sha256'][:12]})")
+    if isinstance(value, tuple):
+        value = list(value)
+    return repr(value)
+
+
+def _norm(value):
+    if isinstance(value, str) and value[:1] == "{":
+        return json.loads(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value

@@ -1,0 +1,136 @@
+"""The cache file itself: small tables plus virtual datasets over the segment files.
+
+Rewriting it costs O(segments + live ranges + failures), not O(rows): the rows stay in their
+segments. It is replaced atomically (temporary name, fsync, rename), so a reader sees either the
+old or the new list of rows, never a mix.
+"""
+import os
+import time
+from dataclasses import dataclass, field
+
+import h5py
+import numpy as np
+
+from .errors import CacheError
+from .files import publish
+from .schema import (CLASS_NAMES, CODES_GROUP, FAILED_FIELDS, FAILED_GROUP, ROW_FIELDS, SCHEMA_VERSION,
+                     SEGMENTS_GROUP, STAT, STAT_COLUMNS, STR, read_attrs, read_strings, write_attrs)
+
+
+def segment_folder(cache_path) -> str:
+    """The sidecar folder: segment files, shards in flight and the write lock."""
+    return f"{os.fspath(cache_path)}.shards"
+
+
+@dataclass
+class Manifest:
+    attrs: dict                                       # fingerprint, provenance, counters
+    class_names: list = field(default_factory=list)   # append-only: a label never changes meaning
+    segments: dict = field(default_factory=dict)      # name -> rows stored in it, in row order
+    ranges: list = field(default_factory=list)        # [name, start, stop] live rows, in row order
+    failures: dict = field(default_factory=dict)      # path -> (key, reason, stat)
+
+    @property
+    def n_rows(self) -> int:
+        return sum(stop - start for _, start, stop in self.ranges)
+
+    def live_rows(self, name) -> int:
+        return sum(stop - start for n, start, stop in self.ranges if n == name)
+
+    def ranges_of(self, name) -> list:
+        return [(start, stop) for n, start, stop in self.ranges if n == name]
+
+
+def is_segmented(h5file) -> bool:
+    return SEGMENTS_GROUP in h5file
+
+
+def read_manifest(cache_path) -> Manifest:
+    with h5py.File(cache_path, "r") as f:
+        return manifest_from_file(f)
+
+
+def manifest_from_file(f) -> Manifest:
+    attrs = read_attrs(f)
+    group = f[SEGMENTS_GROUP]
+    names = read_strings(group["names"])
+    rows = group["rows"][()].tolist()
+    live = group["ranges"][()]
+    ranges = [[names[int(s)], int(a), int(b)] for s, a, b in live]
+    failed = f[FAILED_GROUP]
+    columns = [read_strings(failed[n]) for n in FAILED_FIELDS]
+    stats = failed[STAT][()] if STAT in failed else np.zeros((len(columns[0]), len(STAT_COLUMNS)), np.int64)
+    failures = {p: (k, r, tuple(int(v) for v in s)) for p, k, r, s in zip(*columns, stats)}
+    return Manifest(attrs, read_strings(f[CLASS_NAMES]), dict(zip(names, rows)), ranges, failures)
+
+
+def publish_manifest(cache_path, manifest: Manifest) -> None:
+    """Write the cache file for ``manifest`` beside it and rename it into place."""
+    cache_path = os.fspath(cache_path)
+    folder = os.path.basename(segment_folder(cache_path))
+    attrs = dict(manifest.attrs)
+    attrs["schema_version"] = SCHEMA_VERSION
+    attrs["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    attrs["n_rows"] = manifest.n_rows
+    widths = attrs["widths"]
+    dtype = np.dtype(attrs["dtype"])
+    tmp = f"{cache_path}.tmp"
+    with h5py.File(tmp, "w") as out:
+        write_attrs(out, attrs)
+        out.create_dataset(CLASS_NAMES, data=np.array(manifest.class_names, dtype=STR))
+        fields = [(name, dt, (len(STAT_COLUMNS),) if name == STAT else ()) for name, dt in ROW_FIELDS.items()]
+        fields += [(f"{CODES_GROUP}/{layer}", dtype, (width,)) for layer, width in widths.items()]
+        for name, dt, tail in fields:
+            _virtual(out, name, dt, tail, manifest, folder)
+        if STAT in out:
+            out[STAT].attrs["columns"] = np.array(STAT_COLUMNS, dtype=STR)
+        _write_failures(out, manifest.failures)
+        _write_segment_table(out, manifest)
+    publish(tmp, cache_path)
+
+
+def _virtual(out, name, dtype, tail, manifest: Manifest, folder):
+    """One per-row dataset: a virtual dataset over the live ranges (a plain empty one for no rows)."""
+    n = manifest.n_rows
+    if n == 0:
+        out.create_dataset(name, shape=(0,) + tail, dtype=dtype, maxshape=(None,) + tail)
+        return
+    layout = h5py.VirtualLayout(shape=(n,) + tail, dtype=dtype)
+    offset = 0
+    sources = {}
+    for seg, start, stop in manifest.ranges:
+        if seg not in sources:
+            sources[seg] = h5py.VirtualSource(f"{folder}/{seg}", name, shape=(manifest.segments[seg],) + tail,
+                                              dtype=dtype)
+        layout[offset:offset + stop - start] = sources[seg][start:stop]
+        offset += stop - start
+    out.create_virtual_dataset(name, layout, fillvalue=None)
+
+
+def _write_failures(out, failures: dict):
+    items = sorted(failures.items())
+    group = out.create_group(FAILED_GROUP)
+    group.create_dataset("paths", data=np.array([p for p, _ in items], dtype=STR))
+    group.create_dataset("keys", data=np.array([v[0] for _, v in items], dtype=STR))
+    group.create_dataset("reasons", data=np.array([v[1] for _, v in items], dtype=STR))
+    group.create_dataset(STAT, data=np.array([v[2] for _, v in items], dtype=np.int64).reshape(-1, len(STAT_COLUMNS)))
+
+
+def _write_segment_table(out, manifest: Manifest):
+    group = out.create_group(SEGMENTS_GROUP)
+    names = list(manifest.segments)
+    position = {name: i for i, name in enumerate(names)}
+    group.create_dataset("names", data=np.array(names, dtype=STR))
+    group.create_dataset("rows", data=np.array([manifest.segments[n] for n in names], dtype=np.int64))
+    group.create_dataset("ranges", data=np.array([[position[s], a, b] for s, a, b in manifest.ranges],
+                                                 dtype=np.int64).reshape(-1, 3))
+
+
+def check_segments_present(cache_path, manifest: Manifest) -> None:
+    """A missing segment would read as zeros through HDF5's virtual datasets: refuse instead."""
+    folder = segment_folder(cache_path)
+    missing = [name for name in manifest.segments if not os.path.isfile(os.path.join(folder, name))]
+    if missing:
+        raise CacheError(f"{cache_path}: {len(missing)} segment file(s) missing from {folder} (first: {missing[0]}); "
+                         "the cache file and its .shards folder must be kept together; restore the folder "
+                         "or re-extract into a new --cache")

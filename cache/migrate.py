@@ -1,0 +1,41 @@
+"""Upgrading a schema-1 cache (every row inside the one file) to segments, once, on append."""
+import os
+
+import h5py
+import numpy as np
+
+from .manifest import Manifest, publish_manifest, segment_folder
+from .schema import (CLASS_NAMES, CODES_GROUP, FAILED_FIELDS, FAILED_GROUP, LABELS, STAT_COLUMNS, read_attrs,
+                     read_strings)
+from .segments import MERGED, SegmentRows, segment_name, write_segment
+
+UNKNOWN_STAT = (0, 0, 0)  # never equal to a real file's: such rows are re-hashed (not re-encoded) once
+
+
+def migrate_schema1(cache_path, seq: int) -> None:
+    """Copy a schema-1 cache's rows into one segment and replace the file by a schema-2 one.
+
+    The old file stays in place until the new one is renamed over it, so a kill changes nothing.
+    """
+    with h5py.File(cache_path, "r") as f:
+        attrs = read_attrs(f)
+        names = read_strings(f[CLASS_NAMES])
+        rows = SegmentRows(paths=read_strings(f["paths"]), keys=read_strings(f["keys"]),
+                           splits=read_strings(f["splits"]), classes=[names[i] for i in f[LABELS][()]])
+        rows.stats = [UNKNOWN_STAT] * len(rows.paths)
+        widths = {layer: int(f[CODES_GROUP][layer].shape[1]) for layer in attrs["layers"]}
+        rows.codes = {layer: [f[CODES_GROUP][layer][()]] for layer in widths}
+        failed = f[FAILED_GROUP]
+        failures = {p: (k, r, UNKNOWN_STAT) for p, k, r in zip(*(read_strings(failed[n]) for n in FAILED_FIELDS))}
+    n = len(rows.paths)
+    name = segment_name(seq)
+    attrs.update(widths=widths, linked_through=seq, next_seq=seq + 1)
+    manifest = Manifest(attrs, names, {name: n} if n else {}, [[name, 0, n]] if n else [], failures)
+    if n:
+        os.makedirs(segment_folder(cache_path), exist_ok=True)
+        write_segment(os.path.join(segment_folder(cache_path), name), dict(attrs, kind=MERGED, seq=seq), names,
+                      rows, widths, np.dtype(attrs.get("dtype", "float16")))
+    publish_manifest(cache_path, manifest)
+
+
+assert len(UNKNOWN_STAT) == len(STAT_COLUMNS)

@@ -1,0 +1,126 @@
+"""Segment files: immutable HDF5 files holding a block of rows, written once and never changed.
+
+A segment is written under a temporary name and renamed when complete, so a segment file that
+exists under its final name is whole. The cache file's virtual datasets stitch segments together.
+"""
+import os
+import re
+from dataclasses import dataclass, field
+
+import h5py
+import numpy as np
+
+from .files import publish
+from .schema import (CLASS_NAMES, CODE_CHUNK_ROWS, CODES_GROUP, FAILED_FIELDS, FAILED_GROUP, KEY_DTYPE, LABELS,
+                     SPLIT_DTYPE, STAT, STAT_COLUMNS, STR, read_attrs, read_strings, write_attrs)
+
+SEGMENT_NAME = re.compile(r"^seg-(\d{8})\.h5$")
+SHARD = "shard"    # rows and failures written by an extract run: new work
+MERGED = "merged"  # live rows of adjacent segments copied into one: nothing new
+
+
+def segment_name(seq: int) -> str:
+    return f"seg-{seq:08d}.h5"
+
+
+def segment_seq(name: str):
+    match = SEGMENT_NAME.match(name)
+    return int(match.group(1)) if match else None
+
+
+@dataclass
+class SegmentRows:
+    """Rows of one segment as lists or arrays, one entry per row."""
+    paths: list = field(default_factory=list)
+    keys: list = field(default_factory=list)     # hex strings
+    splits: list = field(default_factory=list)
+    classes: list = field(default_factory=list)  # class name per row
+    stats: list = field(default_factory=list)    # (size, mtime_ns, inode) per row
+    codes: dict = field(default_factory=dict)    # layer -> list of [n, D] arrays
+    failed_paths: list = field(default_factory=list)
+    failed_keys: list = field(default_factory=list)
+    failed_reasons: list = field(default_factory=list)
+    failed_stats: list = field(default_factory=list)
+
+    def __len__(self):
+        return len(self.paths) + len(self.failed_paths)
+
+
+def write_segment(path, attrs: dict, class_names, rows: SegmentRows, widths: dict, dtype) -> None:
+    """Write ``rows`` to ``path`` atomically (temporary name, fsync, rename)."""
+    tmp = path + ".tmp"
+    n = len(rows.paths)
+    with h5py.File(tmp, "w") as f:
+        write_attrs(f, attrs)
+        f.attrs["rows"] = n
+        f.create_dataset(CLASS_NAMES, data=np.array(list(class_names), dtype=STR))
+        index = {name: i for i, name in enumerate(class_names)}
+        labels = np.array([index[c] for c in rows.classes], dtype=np.int32).reshape(n)
+        f.create_dataset(LABELS, data=labels)
+        f.create_dataset("paths", data=np.array(rows.paths, dtype=STR).reshape(n))
+        f.create_dataset("keys", data=np.array(rows.keys, dtype=KEY_DTYPE).reshape(n))
+        f.create_dataset("splits", data=np.array(rows.splits, dtype=SPLIT_DTYPE).reshape(n))
+        stat = f.create_dataset(STAT, data=np.asarray(rows.stats, dtype=np.int64).reshape(n, len(STAT_COLUMNS)))
+        stat.attrs["columns"] = np.array(STAT_COLUMNS, dtype=STR)
+        group = f.create_group(CODES_GROUP)
+        for layer, width in widths.items():
+            parts = rows.codes.get(layer) or [np.zeros((0, width), dtype)]
+            data = np.concatenate([np.asarray(p, dtype=dtype) for p in parts]).reshape(n, width)
+            # fletcher32: a checksum per chunk, so bytes that change on disk fail loudly on read.
+            group.create_dataset(layer, data=data, chunks=(max(1, min(CODE_CHUNK_ROWS, n)), width),
+                                 maxshape=(None, width), fletcher32=True)
+        failed = f.create_group(FAILED_GROUP)
+        for name in FAILED_FIELDS:
+            failed.create_dataset(name, data=np.array(getattr(rows, f"failed_{name}"), dtype=STR))
+        failed.create_dataset(STAT, data=np.asarray(rows.failed_stats, dtype=np.int64).reshape(-1, len(STAT_COLUMNS)))
+    publish(tmp, path)
+
+
+@dataclass
+class SegmentIndex:
+    """What the append API keeps in memory of one segment: enough to decide what to re-read."""
+    name: str
+    rows: int
+    keys: np.ndarray     # S64 [rows]
+    stats: np.ndarray    # int64 [rows, 3]
+    labels: np.ndarray   # int32 [rows], into the segment's own class table
+    splits: np.ndarray   # S5 [rows]
+    class_names: list
+
+
+def read_segment_index(path, with_paths=True):
+    """(SegmentIndex, paths or None, attrs)."""
+    with h5py.File(path, "r") as f:
+        attrs = read_attrs(f)
+        index = SegmentIndex(os.path.basename(path), int(f.attrs["rows"]), f["keys"][()], f[STAT][()],
+                             f[LABELS][()], f["splits"][()], read_strings(f[CLASS_NAMES]))
+        paths = read_strings(f["paths"]) if with_paths else None
+    return index, paths, attrs
+
+
+def read_segment_failures(path):
+    """[(path, key, reason, stat)] that a shard recorded."""
+    with h5py.File(path, "r") as f:
+        failed = f[FAILED_GROUP]
+        columns = [read_strings(failed[n]) for n in FAILED_FIELDS]
+        stats = failed[STAT][()] if STAT in failed else np.zeros((len(columns[0]), len(STAT_COLUMNS)), np.int64)
+    return [(p, k, r, tuple(int(v) for v in s)) for p, k, r, s in zip(*columns, stats)]
+
+
+def read_segment_rows(path, selection, layers) -> SegmentRows:
+    """The rows at ``selection`` (sorted local indices) as SegmentRows."""
+    rows = SegmentRows()
+    with h5py.File(path, "r") as f:
+        names = read_strings(f[CLASS_NAMES])
+        sel = np.asarray(selection, dtype=np.int64)
+        if not len(sel):
+            return rows
+        lo, hi = int(sel[0]), int(sel[-1]) + 1
+        local = sel - lo  # read one contiguous block, then pick: fast for the dense runs merges copy
+        rows.paths = [p.decode("utf-8") if isinstance(p, bytes) else p for p in f["paths"][lo:hi][local]]
+        rows.keys = [k.decode() for k in f["keys"][lo:hi][local]]
+        rows.splits = [s.decode() for s in f["splits"][lo:hi][local]]
+        rows.classes = [names[i] for i in f[LABELS][lo:hi][local]]
+        rows.stats = [tuple(int(v) for v in s) for s in f[STAT][lo:hi][local]]
+        rows.codes = {layer: [f[CODES_GROUP][layer][lo:hi][local]] for layer in layers}
+    return rows

@@ -1,0 +1,57 @@
+"""Where the encoding runs. The unit of work is a shard: consecutive pending records, whole
+batches, committed together. An engine maps shards to encoded batches; the driver (runner.py)
+commits them through the cache's append API, so every engine gives the same cache."""
+from dataclasses import dataclass
+
+
+@dataclass
+class Shard:
+    index: int
+    records: list   # Record objects, in commit order
+
+
+@dataclass
+class ShardProgress:
+    """One encoded batch of a shard; ``done`` on the shard's last batch."""
+    shard: Shard
+    batch: object   # EncodedBatch, positions relative to shard.records
+    done: bool
+
+
+def make_shards(records, shard_records: int) -> list:
+    return [Shard(i, records[start:start + shard_records])
+            for i, start in enumerate(range(0, len(records), shard_records))]
+
+
+class LocalEngine:
+    """This process: one DataLoader over every pending record (decoding never stalls between
+    shards). Shards hold whole batches, so no batch straddles two shards."""
+
+    name = "local"
+
+    def run(self, extractor, shards):
+        records = [r for shard in shards for r in shard.records]
+        owner, offset = [], []
+        for shard in shards:
+            owner += [shard] * len(shard.records)
+            offset.append(len(owner) - len(shard.records))
+        consumed = {shard.index: 0 for shard in shards}
+        for batch in extractor.encode(records):
+            positions = batch.indices + [i for i, _ in batch.failed] + batch.unchanged
+            if not positions:
+                continue
+            shard = owner[positions[0]]
+            start = offset[shard.index]
+            _shift(batch, -start)
+            consumed[shard.index] += len(batch)
+            yield ShardProgress(shard, batch, consumed[shard.index] == len(shard.records))
+
+
+def _shift(batch, delta):
+    batch.indices = [i + delta for i in batch.indices]
+    batch.failed = [(i + delta, reason) for i, reason in batch.failed]
+    batch.unchanged = [i + delta for i in batch.unchanged]
+    batch.keys = {i + delta: key for i, key in batch.keys.items()}
+
+
+ENGINES = {"local": LocalEngine}

@@ -1,0 +1,181 @@
+"""One object that turns decoded images into codes, built from a fingerprint.
+
+`extract`, `predict` and every remote worker build the same `Extractor` from the same
+fingerprint (backbone, layers, weights, preprocessing, int8 ranges), so "the same codes" holds
+by construction. Runtime choices that do not change the codes' identity (device, batch size,
+workers, compile) are options of the object, not of the fingerprint.
+"""
+import os
+import platform
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+import torchvision
+
+from cache import Fingerprint
+
+from . import int8
+from .backbones import get_backbone
+from .decoding import DEFAULT_MAX_PIXELS
+from .device import batching, pick_device, pick_precision
+from .encoder import encode_batches
+from .errors import ExtractError, WeightsUnavailable
+from .preprocessing import Preprocess
+from .weights import resolve_weights
+
+DTYPES = {"float16": np.float16, "float32": np.float32}
+DECODERS = ("pil", "torchvision")
+
+
+@dataclass
+class RuntimeOptions:
+    """How to run, not what to compute: never part of the fingerprint."""
+    device: str = "auto"
+    batch_size: int = None
+    workers: int = None
+    channels_last: bool = True
+    compile: bool = False
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+
+class Extractor:
+    """Network + layers + preprocessing + precision (+ int8 ranges) on one device."""
+
+    def __init__(self, fingerprint: Fingerprint, weights, options: RuntimeOptions, device=None):
+        self.fingerprint = fingerprint
+        self.spec = get_backbone(fingerprint.backbone)
+        self.preprocess = Preprocess.from_dict(fingerprint.preprocess)
+        self.weights = weights
+        self.options = options
+        self.device = device or pick_device(options.device)
+        self.batch_size, self.workers = batching(self.device, options.batch_size, options.workers)
+        self._model = None
+
+    # --- building -------------------------------------------------------------------------------
+    @classmethod
+    def for_new_codes(cls, backbone, layers=(), weights=None, dtype="float16", precision="auto", crop_size=None,
+                      jpeg_draft=False, decoder="pil", data_root=".", split_seed=0, split_fractions=(0.8, 0.1, 0.1),
+                      options: RuntimeOptions = None) -> "Extractor":
+        """From the user's options; checks them and resolves the weights before any work."""
+        options = options or RuntimeOptions()
+        spec = get_backbone(backbone)
+        layers = spec.check_layers(layers)
+        if dtype not in DTYPES:
+            raise ExtractError(f"--dtype {dtype}: choose float16 or float32")
+        if decoder not in DECODERS:
+            raise ExtractError(f"--decoder {decoder}: choose {' or '.join(DECODERS)}")
+        if jpeg_draft and decoder != "pil":
+            raise ExtractError("--jpeg-draft works with --decoder pil only (torchvision decodes at full size)")
+        preprocess = spec.preprocess.with_crop(crop_size) if crop_size else spec.preprocess
+        preprocess = replace(preprocess, jpeg_draft=jpeg_draft, decoder=decoder)
+        device = pick_device(options.device)
+        precision = pick_precision(precision, device)
+        spec.check_precision(precision)
+        if precision == "int8" and options.compile:
+            raise ExtractError("--compile does not apply to --precision int8 (its kernels are already fused)")
+        resolved = resolve_weights(spec, weights)  # fails here, before any work, if unavailable
+        fingerprint = Fingerprint(
+            backbone=spec.name, layers=layers, weights=resolved.identity, preprocess=preprocess.to_dict(),
+            dtype=dtype, precision=precision,
+            provenance={"torch_version": str(torch.__version__), "torchvision_version": str(torchvision.__version__),
+                        "python_version": platform.python_version(), "data_root": os.path.abspath(data_root),
+                        "split_policy": {"seed": split_seed, "fractions": list(split_fractions)},
+                        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        return cls(fingerprint, resolved, options, device)
+
+    @classmethod
+    def from_fingerprint(cls, fingerprint, weights_file=None, options: RuntimeOptions = None) -> "Extractor":
+        """The extractor that made a cache's (or a model file's) codes. int8 runs on the CPU with
+        the recorded ranges; otherwise the device's default precision."""
+        if isinstance(fingerprint, dict):
+            fingerprint = Fingerprint.from_attrs(fingerprint)
+        options = options or RuntimeOptions()
+        spec = get_backbone(fingerprint.backbone)
+        weights = _weights_for(spec, fingerprint.weights, weights_file)
+        if fingerprint.quantization:
+            device = pick_device("cpu")
+            fingerprint = fingerprint.with_precision("int8")
+        else:
+            device = pick_device(options.device)
+            fingerprint = fingerprint.with_precision(pick_precision("auto", device))
+        return cls(fingerprint, weights, options, device)
+
+    @property
+    def precision(self) -> str:
+        return self.fingerprint.precision
+
+    @property
+    def widths(self) -> dict:
+        return {layer: self.spec.layers[layer] for layer in self.fingerprint.layers}
+
+    @property
+    def model(self):
+        """Built on first use: a re-run with nothing to do never builds the network."""
+        if self._model is None:
+            model = self.spec.build(self.weights, self.fingerprint.layers)
+            if self.precision == "int8":
+                if not self.fingerprint.quantization:
+                    raise ExtractError("int8 extractor used before calibration")
+                model = int8.quantize(model, self.preprocess.crop, self.fingerprint.quantization)
+            self._model = model
+        return self._model
+
+    # --- int8 -----------------------------------------------------------------------------------
+    def adopt_calibration(self, existing: Fingerprint) -> None:
+        """An int8 run appending to a cache quantizes exactly as the run that started it."""
+        if existing is None or self.precision != "int8":
+            return
+        if not existing.quantization:
+            held = existing.precision or "fp32"
+            raise ExtractError(f"holds {held} codes; int8 codes cannot join them. Use --precision {held} "
+                               "or a new --cache")
+        self.fingerprint = replace(self.fingerprint, quantization=existing.quantization)
+        self._model = None
+
+    def calibrate(self, records, count, engine) -> None:
+        """int8's activation ranges from a fixed sample of ``records`` (first run of a cache only)."""
+        int8.check_engine(engine)
+        if count < 1:
+            raise ExtractError(f"--calibration-images {count}: int8 needs at least 1 "
+                               f"(default {int8.DEFAULT_CALIBRATION_IMAGES})")
+        sample = int8.calibration_sample(records, count)
+        network = self.spec.build(self.weights, self.fingerprint.layers)
+        keys = []
+
+        def feed(prepared):
+            for batch in encode_batches(prepared, self.preprocess, sample, self.device, "fp32", self.batch_size,
+                                        self.workers, self.options.channels_last, self.options.max_pixels):
+                keys.extend(batch.keys.values())
+        quantization = int8.calibrate(network, self.preprocess.crop, feed, keys, engine)
+        self.fingerprint = replace(self.fingerprint, quantization=quantization)
+        self._model = None
+
+    # --- encoding -------------------------------------------------------------------------------
+    def encode(self, records):
+        """EncodedBatch for consecutive batches of records (objects with .abspath)."""
+        return encode_batches(self.model, self.preprocess, records, self.device, self.precision, self.batch_size,
+                              self.workers, self.options.channels_last, self.options.max_pixels,
+                              compile_model=self.options.compile)
+
+    def round_to_storage(self, codes: np.ndarray) -> np.ndarray:
+        """Codes as a classifier trained on the cache saw them (rounded to the stored dtype)."""
+        return codes.astype(self.fingerprint.dtype).astype(np.float32)
+
+
+def _weights_for(spec, identity: str, weights_file=None):
+    if identity.startswith("random:"):
+        return resolve_weights(spec, identity)
+    if identity.startswith("file:"):
+        if not weights_file:
+            raise WeightsUnavailable(f"the model was trained on codes from weights {identity}; "
+                                     "pass that file with --weights FILE")
+        weights = resolve_weights(spec, weights_file)
+    else:
+        weights = resolve_weights(spec, None)
+    if weights.identity.split("sha256:")[-1] != identity.split("sha256:")[-1]:
+        raise WeightsUnavailable(f"weights {weights.identity} are not the ones the model was trained with "
+                                 f"({identity}); pass the same weights")
+    return weights
+
