@@ -50,6 +50,11 @@ def add_extract_args(p):
                    help="read and hash every file, not only new ones and those whose size or mtime changed")
     p.add_argument("--prune", action="store_true",
                    help="drop cached rows whose file is no longer under DATA (without it they are only counted)")
+    p.add_argument("--engine", default="local", choices=["local", "ray"],
+                   help="local (default): this process; ray: spread over a Ray cluster (pip install -e '.[ray]'; "
+                        "the images must be at the same path on every node)")
+    p.add_argument("--ray-address", default=None,
+                   help="--engine ray: join a running cluster (auto, or HOST:PORT); default: start a local Ray")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -61,7 +66,7 @@ def cmd_extract(args):
         batch_size=args.batch_size, workers=args.workers, crop_size=args.crop_size,
         jpeg_draft=args.jpeg_draft, decoder=args.decoder, compile=args.compile,
         split_seed=args.split_seed, shard_rows=args.shard_rows, progress=not args.no_progress,
-        rehash=args.rehash, prune=args.prune)
+        rehash=args.rehash, prune=args.prune, engine=args.engine, ray_address=args.ray_address)
     if args.calibration_images is not None:
         config.calibration_images = args.calibration_images
     if args.int8_engine is not None:

@@ -63,16 +63,22 @@ def synthetic_cache(path, rows, photos_root, chunk=65536):
 
 
 def photo_folder(src, dst, count):
-    """``count`` photos from src (class folders, or split/class folders) linked into dst/<class>/."""
-    taken = 0
+    """``count`` photos from src (class folders, or split/class folders), taken in turn from each
+    class and linked into dst/<class>/."""
+    src = os.path.abspath(src)
+    by_class = {}
     for dirpath, _, files in sorted(os.walk(src)):
-        for name in sorted(files):
-            if not name.lower().endswith((".jpg", ".jpeg", ".png")) or taken >= count:
-                continue
-            cls = os.path.basename(dirpath)
-            os.makedirs(os.path.join(dst, cls), exist_ok=True)
-            os.symlink(os.path.join(dirpath, name), os.path.join(dst, cls, f"{taken:03d}-{name}"))
-            taken += 1
+        photos = [os.path.join(dirpath, n) for n in sorted(files) if n.lower().endswith((".jpg", ".jpeg", ".png"))]
+        if photos:
+            by_class.setdefault(os.path.basename(dirpath), []).extend(photos)
+    taken = 0
+    while taken < count and any(by_class.values()):
+        for cls, photos in by_class.items():
+            if photos and taken < count:
+                os.makedirs(os.path.join(dst, cls), exist_ok=True)
+                source = photos.pop(0)
+                os.symlink(source, os.path.join(dst, cls, f"{taken:04d}-{os.path.basename(source)}"))
+                taken += 1
     return dst
 
 

@@ -3,6 +3,8 @@ batches, committed together. An engine maps shards to encoded batches; the drive
 commits them through the cache's append API, so every engine gives the same cache."""
 from dataclasses import dataclass
 
+from .errors import ExtractError
+
 
 @dataclass
 class Shard:
@@ -29,6 +31,9 @@ class LocalEngine:
 
     name = "local"
 
+    def compute_device(self, requested: str):
+        return None  # this machine's own choice (extract/device.py)
+
     def run(self, extractor, shards):
         records = [r for shard in shards for r in shard.records]
         owner, offset = [], []
@@ -42,16 +47,27 @@ class LocalEngine:
                 continue
             shard = owner[positions[0]]
             start = offset[shard.index]
-            _shift(batch, -start)
+            shift_positions(batch, -start)
             consumed[shard.index] += len(batch)
             yield ShardProgress(shard, batch, consumed[shard.index] == len(shard.records))
 
 
-def _shift(batch, delta):
+def shift_positions(batch, delta):
+    """Move an EncodedBatch's record positions by ``delta`` (between shard and run numbering)."""
     batch.indices = [i + delta for i in batch.indices]
     batch.failed = [(i + delta, reason) for i, reason in batch.failed]
     batch.unchanged = [i + delta for i in batch.unchanged]
     batch.keys = {i + delta: key for i, key in batch.keys.items()}
 
 
-ENGINES = {"local": LocalEngine}
+ENGINE_NAMES = ("local", "ray")
+
+
+def make_engine(name, ray_address=None):
+    """The engine by name; Ray is imported only when asked for (an optional extra)."""
+    if name == "local":
+        return LocalEngine()
+    if name == "ray":
+        from .ray_engine import RayEngine
+        return RayEngine(ray_address)
+    raise ExtractError(f"--engine {name}: choose {' or '.join(ENGINE_NAMES)}")

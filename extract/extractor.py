@@ -43,8 +43,9 @@ class RuntimeOptions:
 class Extractor:
     """Network + layers + preprocessing + precision (+ int8 ranges) on one device."""
 
-    def __init__(self, fingerprint: Fingerprint, weights, options: RuntimeOptions, device=None):
+    def __init__(self, fingerprint: Fingerprint, weights, options: RuntimeOptions, device=None, weights_file=None):
         self.fingerprint = fingerprint
+        self.weights_file = weights_file  # a --weights FILE, so remote workers can load the same file
         self.spec = get_backbone(fingerprint.backbone)
         self.preprocess = Preprocess.from_dict(fingerprint.preprocess)
         self.weights = weights
@@ -57,8 +58,11 @@ class Extractor:
     @classmethod
     def for_new_codes(cls, backbone, layers=(), weights=None, dtype="float16", precision="auto", crop_size=None,
                       jpeg_draft=False, decoder="pil", data_root=".", split_seed=0, split_fractions=(0.8, 0.1, 0.1),
-                      options: RuntimeOptions = None) -> "Extractor":
-        """From the user's options; checks them and resolves the weights before any work."""
+                      options: RuntimeOptions = None, compute_device: str = None) -> "Extractor":
+        """From the user's options; checks them and resolves the weights before any work.
+
+        compute_device: where the codes will be computed when that is not this machine (a
+        cluster's workers); it decides the automatic precision."""
         options = options or RuntimeOptions()
         spec = get_backbone(backbone)
         layers = spec.check_layers(layers)
@@ -70,7 +74,7 @@ class Extractor:
             raise ExtractError("--jpeg-draft works with --decoder pil only (torchvision decodes at full size)")
         preprocess = spec.preprocess.with_crop(crop_size) if crop_size else spec.preprocess
         preprocess = replace(preprocess, jpeg_draft=jpeg_draft, decoder=decoder)
-        device = pick_device(options.device)
+        device = torch.device(compute_device) if compute_device else pick_device(options.device)
         precision = pick_precision(precision, device)
         spec.check_precision(precision)
         if precision == "int8" and options.compile:
@@ -83,12 +87,15 @@ class Extractor:
                         "python_version": platform.python_version(), "data_root": os.path.abspath(data_root),
                         "split_policy": {"seed": split_seed, "fractions": list(split_fractions)},
                         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-        return cls(fingerprint, resolved, options, device)
+        weights_file = os.path.abspath(weights) if resolved.identity.startswith("file:") else None
+        return cls(fingerprint, resolved, options, device, weights_file)
 
     @classmethod
-    def from_fingerprint(cls, fingerprint, weights_file=None, options: RuntimeOptions = None) -> "Extractor":
+    def from_fingerprint(cls, fingerprint, weights_file=None, options: RuntimeOptions = None,
+                         keep_precision=False) -> "Extractor":
         """The extractor that made a cache's (or a model file's) codes. int8 runs on the CPU with
-        the recorded ranges; otherwise the device's default precision."""
+        the recorded ranges; otherwise the device's default precision, or the fingerprint's own
+        with ``keep_precision`` (a cluster worker computing a run's codes)."""
         if isinstance(fingerprint, dict):
             fingerprint = Fingerprint.from_attrs(fingerprint)
         options = options or RuntimeOptions()
@@ -99,8 +106,9 @@ class Extractor:
             fingerprint = fingerprint.with_precision("int8")
         else:
             device = pick_device(options.device)
-            fingerprint = fingerprint.with_precision(pick_precision("auto", device))
-        return cls(fingerprint, weights, options, device)
+            if not keep_precision:
+                fingerprint = fingerprint.with_precision(pick_precision("auto", device))
+        return cls(fingerprint, weights, options, device, weights_file)
 
     @property
     def precision(self) -> str:

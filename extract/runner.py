@@ -9,7 +9,7 @@ import cache as cache_api
 
 from . import int8
 from .decoding import DEFAULT_MAX_PIXELS
-from .engines import ENGINES, make_shards
+from .engines import make_engine, make_shards
 from .errors import ExtractError
 from .extractor import Extractor, RuntimeOptions
 from .sources import DEFAULT_SPLIT_FRACTIONS, derive_split, scan_image_folder
@@ -43,7 +43,8 @@ class ExtractConfig:
     progress: bool = True
     rehash: bool = False   # read and hash every file, not only those whose stat changed
     prune: bool = False    # drop rows whose file is gone from the data root
-    engine: str = "local"
+    engine: str = "local"  # or "ray" (extract/ray_engine.py)
+    ray_address: str = None  # --engine ray: a running cluster ("auto", host:port); None starts a local Ray
 
 
 @dataclass
@@ -80,13 +81,13 @@ class ExtractSummary:
 
 def run_extract(config: ExtractConfig) -> ExtractSummary:
     """Extract codes for every image under config.data_root that the cache lacks or that changed."""
-    if config.engine not in ENGINES:
-        raise ExtractError(f"--engine {config.engine}: choose {' or '.join(ENGINES)}")
+    engine = make_engine(config.engine, config.ray_address)
     options = RuntimeOptions(config.device, config.batch_size, config.workers, config.channels_last,
                              config.compile, config.max_pixels)
     extractor = Extractor.for_new_codes(
         config.backbone, config.layers, config.weights, config.dtype, config.precision, config.crop_size,
-        config.jpeg_draft, config.decoder, config.data_root, config.split_seed, config.split_fractions, options)
+        config.jpeg_draft, config.decoder, config.data_root, config.split_seed, config.split_fractions, options,
+        compute_device=engine.compute_device(config.device))
     scan = scan_image_folder(config.data_root)
     summary = ExtractSummary(cache_path=config.cache_path, ignored=len(scan.ignored))
     started = time.perf_counter()
@@ -98,7 +99,7 @@ def run_extract(config: ExtractConfig) -> ExtractSummary:
         if pending:
             loop_started = time.perf_counter()
             try:
-                _encode_and_commit(extractor, session, pending, config, summary)
+                _encode_and_commit(engine, extractor, session, pending, config, summary)
             except KeyboardInterrupt:
                 summary.interrupted = True  # what is buffered is complete: the session commits it
             finally:
@@ -143,12 +144,11 @@ def _plan(session, records, config, summary) -> list:
     return pending
 
 
-def _encode_and_commit(extractor, session, pending, config, summary):
+def _encode_and_commit(engine, extractor, session, pending, config, summary):
     # Shards hold whole batches, so a resumed run batches the remaining images exactly as an
     # uninterrupted run would, and computes bit-identical codes.
     batch_size = extractor.batch_size
     shard_records = batch_size * max(1, round(config.shard_rows / batch_size))
-    engine = ENGINES[config.engine]()
     progress = _progress(len(pending), config.progress)
     for step in engine.run(extractor, make_shards(pending, shard_records)):
         _commit_batch(session, step.shard.records, step.batch, config, summary)

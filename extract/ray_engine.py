@@ -1,0 +1,133 @@
+"""`--engine ray`: the same extract spread over a Ray cluster, in Ray Data's batch-inference shape.
+
+The pending records become a Ray Dataset of batches (whole batches of the local engine, so a
+batch's images and therefore its codes are the same). ``map_batches`` runs a stateful callable
+class on a pool of actors; each builds the one Extractor from the fingerprint once and encodes
+batches; a file that cannot be read or decoded comes back as a failure row, never a dropped
+block. Ray retries the work of an actor that dies. The driver consumes the results in order and
+commits shards through the same append API as the local engine, so the cache, resume and every
+guard are the local engine's. Images must be readable by every node at the same path.
+"""
+import logging
+import os
+
+import numpy as np
+
+from .engines import ShardProgress, shift_positions
+from .errors import ExtractError
+
+# Set by tests (and useful when debugging a cluster): each actor writes its pid into this folder.
+PID_DIR_ENV = "CNNCODES_RAY_PID_DIR"
+INSTALL_HINT = "--engine ray needs Ray: pip install -e '.[ray]' (or pip install 'ray[data]')"
+
+
+def _import_ray():
+    try:
+        import ray
+        import ray.data  # noqa: F401  (the extra installs both)
+    except ImportError:
+        raise ExtractError(INSTALL_HINT) from None
+    return ray
+
+
+def check_available() -> None:
+    _import_ray()
+
+
+class RayEngine:
+    """Shards → encoded batches on a Ray cluster (``address``: 'auto' or host:port; None starts
+    a local Ray on this machine)."""
+
+    name = "ray"
+
+    def __init__(self, address=None):
+        self.ray = _import_ray()
+        self.address = address
+        if not self.ray.is_initialized():
+            self.ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                          logging_level=logging.WARNING, configure_logging=False)
+        context = self.ray.data.DataContext.get_current()
+        context.execution_options.preserve_order = True  # shards are committed in order
+        context.enable_progress_bars = False              # the runner draws its own bar
+        context.print_on_execution_start = False
+        for name in ("ray", "ray.data"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+    def compute_device(self, requested: str) -> str:
+        """Where the actors compute: CUDA when the cluster has GPUs (unless --device cpu)."""
+        gpus = self.ray.cluster_resources().get("GPU", 0)
+        if requested == "cpu" or (requested == "auto" and gpus < 1):
+            return "cpu"
+        if gpus < 1:
+            raise ExtractError(f"--device {requested}: the Ray cluster has no GPU; use --device cpu or auto")
+        return "cuda"
+
+    def _pool(self, device):
+        """(actors, CPUs per actor, GPUs per actor, decoding workers per actor)."""
+        resources = self.ray.cluster_resources()
+        cpus = max(1, int(resources.get("CPU", 1)))
+        if device == "cuda":
+            actors = max(1, int(resources.get("GPU", 1)))
+            per_actor = max(1, min(8, cpus // actors))
+            return actors, per_actor, 1, per_actor - 1
+        return cpus, 1, 0, 0  # one actor per core: each decodes and encodes its own batches
+
+    def run(self, extractor, shards):
+        device = extractor.device.type
+        actors, cpus, gpus, workers = self._pool(device)
+        batch_size = extractor.batch_size
+        items = [{"batch": {"shard": shard.index, "start": start, "records": shard.records[start:start + batch_size]}}
+                 for shard in shards for start in range(0, len(shard.records), batch_size)]
+        if not items:
+            return
+        dataset = self.ray.data.from_items(items).map_batches(
+            RayEncoder, batch_size=1, num_cpus=cpus, num_gpus=gpus,
+            compute=self.ray.data.ActorPoolStrategy(size=min(actors, len(items))),
+            fn_constructor_kwargs={"fingerprint": extractor.fingerprint.to_attrs(),
+                                   "weights_file": extractor.weights_file, "device": device,
+                                   "batch_size": batch_size, "workers": workers,
+                                   "channels_last": extractor.options.channels_last,
+                                   "max_pixels": extractor.options.max_pixels})
+        by_index = {shard.index: shard for shard in shards}
+        consumed = {shard.index: 0 for shard in shards}
+        for row in dataset.iter_rows():
+            result = row["result"]
+            shard = by_index[result["shard"]]
+            batch = result["batch"]
+            consumed[shard.index] += len(batch)
+            yield ShardProgress(shard, batch, consumed[shard.index] == len(shard.records))
+
+
+class RayEncoder:
+    """One per actor: builds the Extractor once, then encodes one batch of records per call."""
+
+    def __init__(self, fingerprint, weights_file, device, batch_size, workers, channels_last, max_pixels):
+        from .extractor import Extractor, RuntimeOptions
+        pid_dir = os.environ.get(PID_DIR_ENV)
+        if pid_dir:
+            open(os.path.join(pid_dir, str(os.getpid())), "w").close()
+        options = RuntimeOptions(device=device, batch_size=batch_size, workers=workers,
+                                 channels_last=channels_last, max_pixels=max_pixels)
+        self.extractor = Extractor.from_fingerprint(fingerprint, weights_file, options, keep_precision=True)
+
+    def __call__(self, batch):
+        out = []
+        for item in batch["batch"]:
+            encoded = None
+            for part in self.extractor.encode(item["records"]):  # one batch: the records fit one
+                if encoded is None:
+                    encoded = part
+                else:
+                    _extend(encoded, part)
+            shift_positions(encoded, item["start"])
+            out.append({"shard": item["shard"], "batch": encoded})
+        return {"result": np.array(out, dtype=object)}
+
+
+def _extend(batch, more):
+    batch.indices += more.indices
+    batch.failed += more.failed
+    batch.unchanged += more.unchanged
+    batch.keys.update(more.keys)
+    batch.codes = {k: np.concatenate([batch.codes.get(k, np.zeros((0, v.shape[1]), v.dtype)), v])
+                   for k, v in more.codes.items()} or batch.codes

@@ -1,0 +1,111 @@
+"""--engine ray on a local Ray: the same cache as the local engine, resumable, and robust to a dying worker."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from cache import open_cache
+from conftest import ROOT, make_folder, run_cli
+
+ARGS = ["--weights", "random", "--crop-size", "32", "--no-progress", "--batch-size", "4", "--shard-rows", "8"]
+
+
+def same_cache(a, b):
+    with open_cache(a) as x, open_cache(b) as y:
+        assert x.paths == y.paths and x.keys == y.keys and x.class_names == y.class_names
+        assert x.labels.tolist() == y.labels.tolist() and x.splits.tolist() == y.splits.tolist()
+        assert x.failures == y.failures
+        np.testing.assert_array_equal(x.codes(), y.codes())  # fp16 storage, bit for bit
+
+
+@pytest.fixture
+def ray_available():
+    pytest.importorskip("ray", reason="Ray is an optional extra: pip install -e '.[ray]'")
+
+
+@pytest.fixture
+def folder(tmp_path):
+    data = tmp_path / "data"
+    make_folder(str(data), per_class=12)
+    (data / "red" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    return data
+
+
+def committed_rows(cache):
+    import h5py
+    try:
+        with h5py.File(cache, "r") as f:
+            return int(f.attrs.get("n_rows", 0))
+    except (OSError, KeyError):
+        return 0
+
+
+def test_ray_engine_gives_the_local_engines_cache(ray_available, folder, tmp_path):
+    run_cli("extract", folder, "--cache", tmp_path / "local.h5", *ARGS)
+    out = run_cli("extract", folder, "--cache", tmp_path / "ray.h5", *ARGS, "--engine", "ray")
+    assert "wrote 36, skipped 0 already cached, failed 1" in out.stdout
+    assert "failed: red/broken.jpg: not an image" in out.stderr
+    same_cache(tmp_path / "local.h5", tmp_path / "ray.h5")
+    again = run_cli("extract", folder, "--cache", tmp_path / "ray.h5", *ARGS, "--engine", "ray")
+    assert "wrote 0, skipped 37 already cached" in again.stdout
+
+
+def _start(folder, cache, env=None, extra=()):
+    return subprocess.Popen([sys.executable, os.path.join(ROOT, "pipeline.py"), "extract", str(folder),
+                             "--cache", str(cache), *ARGS, "--engine", "ray", *extra], cwd=ROOT,
+                            env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def _wait_for(predicate, seconds=180):
+    deadline = time.time() + seconds
+    while time.time() < deadline and not predicate():
+        time.sleep(0.05)
+    return predicate()
+
+
+def test_killed_driver_resumes_to_the_uninterrupted_cache(ray_available, tmp_path):
+    data = tmp_path / "data"
+    make_folder(str(data), per_class=30)
+    run_cli("extract", data, "--cache", tmp_path / "local.h5", *ARGS)
+    killed = tmp_path / "killed.h5"
+    proc = _start(data, killed, extra=("--crop-size", "64"))
+    assert _wait_for(lambda: committed_rows(killed) >= 8)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert 8 <= committed_rows(killed) < 90, "the run finished before it was killed"
+    out = run_cli("extract", data, "--cache", killed, *ARGS, "--crop-size", "64", "--engine", "ray")
+    assert "skipped" in out.stdout and "wrote 0," not in out.stdout
+    run_cli("extract", data, "--cache", tmp_path / "local64.h5", *ARGS, "--crop-size", "64")
+    same_cache(tmp_path / "local64.h5", killed)
+
+
+def test_a_dying_worker_is_replaced_and_the_result_is_complete(ray_available, tmp_path):
+    data = tmp_path / "data"
+    make_folder(str(data), per_class=30)
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    cache = tmp_path / "ray.h5"
+    proc = _start(data, cache, env={"CNNCODES_RAY_PID_DIR": str(pids)}, extra=("--crop-size", "64"))
+    assert _wait_for(lambda: committed_rows(cache) >= 8)
+    victims = sorted(os.listdir(pids))
+    assert victims
+    os.kill(int(victims[0]), signal.SIGKILL)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    assert "wrote 90, skipped 0 already cached, failed 0" in out
+    assert len(os.listdir(pids)) > len(victims)  # Ray started a replacement actor
+    run_cli("extract", data, "--cache", tmp_path / "local.h5", *ARGS, "--crop-size", "64")
+    same_cache(tmp_path / "local.h5", cache)
+
+
+def test_without_ray_the_engine_says_how_to_install_it(monkeypatch):
+    from extract.errors import ExtractError
+    from extract.ray_engine import check_available
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    with pytest.raises(ExtractError, match=r"pip install -e '\.\[ray\]'"):
+        check_available()
