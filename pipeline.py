@@ -5,7 +5,16 @@ Argument parsing and printing only; the work lives in extract/, cache/ and class
 """
 import argparse
 import json
+import signal
 import sys
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: commit what is complete, then exit 143."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
 
 
 def _layers(text):
@@ -77,7 +86,9 @@ def cmd_extract(args):
     if len(summary.failures) > 20:
         print(f"... and {len(summary.failures) - 20} more (see `pipeline.py info {args.cache}`)", file=sys.stderr)
     print(summary.line())
-    return 130 if summary.interrupted else 0
+    if summary.interrupted:
+        return 143 if isinstance(summary.interrupted, Terminated) else 130
+    return 0
 
 
 def cmd_info(args):
@@ -107,6 +118,37 @@ def cmd_info(args):
     for item in info["failures"][:20]:
         print(f"  {item['path']}: {item['reason']}")
     return 0
+
+
+def cmd_verify(args):
+    from cache.verify import verify_cache
+    report = verify_cache(args.cache, images=args.images, data_root=args.data)
+    if args.recompute and not report.problems:
+        from extract.rebuild import recompute_rows
+        worst, compared, failures = recompute_rows(args.cache, args.recompute, data_root=args.data,
+                                                   weights_file=args.weights, device=args.device)
+        report.worst_cosine, report.recomputed = worst, compared
+        report.missing += [f"{p} ({reason})" for p, reason in failures]
+        if worst is not None and worst < args.min_cosine:
+            report.problems.append(f"re-extracted codes differ: worst cosine {worst:.5f} < {args.min_cosine}")
+    if args.json:
+        print(json.dumps(report.__dict__ | {"ok": report.ok}, indent=2))
+        return 0 if report.ok else 1
+    print(f"{report.path}: {report.rows} rows in {report.segments} segments, {report.chunks_checked} code chunks "
+          "read and checksummed")
+    if args.images:
+        print(f"images: {report.images_checked} re-hashed, {len(report.changed)} changed, {len(report.missing)} missing")
+        for path in (report.changed[:20]):
+            print(f"  changed: {path}")
+        for path in (report.missing[:20]):
+            print(f"  missing: {path}")
+    if report.worst_cosine is not None:
+        print(f"recomputed {report.recomputed} rows: worst cosine to the stored codes {report.worst_cosine:.6f}")
+    for problem in report.problems:
+        print(f"problem: {problem}")
+    print("ok" if report.ok else f"NOT OK: {len(report.problems)} problems, {len(report.changed)} changed and "
+          f"{len(report.missing)} missing images")
+    return 0 if report.ok else 1
 
 
 def _classify_args(p):
@@ -217,6 +259,18 @@ def build_parser():
     p.add_argument("--json", action="store_true", help="one JSON object")
     p.set_defaults(func=cmd_info)
 
+    p = sub.add_parser("verify", help="check a cache's structure, counts and stored bytes (exit 1 when not ok)")
+    p.add_argument("cache")
+    p.add_argument("--images", action="store_true", help="also re-hash the images still present; list changed and missing")
+    p.add_argument("--recompute", type=int, default=0, metavar="N",
+                   help="re-extract N random rows and report the worst cosine to the stored codes")
+    p.add_argument("--min-cosine", type=float, default=0.99, help="--recompute: below this is a problem (default 0.99)")
+    p.add_argument("--data", default=None, help="the image folder (default: the cache's data_root)")
+    p.add_argument("--weights", default=None, help="--recompute with codes from --weights FILE: that file")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_verify)
+
     p = sub.add_parser("fit", help="train one classifier on cached codes (hyper-parameters swept)")
     p.add_argument("cache")
     p.add_argument("--classifier", default="logreg", help="logreg (default), linear, svm, knn, ridge, centroid, mlp, seed")
@@ -254,6 +308,8 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminate)
     from cache.errors import CacheError      # error types live where importing them costs nothing;
     from extract.errors import ExtractError  # stage two's (model file, splits) are ValueErrors
     try:
@@ -261,9 +317,9 @@ def main(argv=None):
     except (CacheError, ExtractError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("interrupted", file=sys.stderr)
-        return 130
+        return 143 if isinstance(exc, Terminated) else 130
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ the older is no larger), so there are O(log rows) of them and each row is copied
 times, up to a size cap that bounds what any one merge writes.
 """
 import contextlib
+import errno
 import os
+import shutil
 import queue
 import threading
 import time
@@ -23,7 +25,7 @@ import numpy as np
 
 import h5py
 
-from .errors import CacheError
+from .errors import CacheError, DiskFull
 from .fingerprint import Fingerprint
 from .lock import cache_lock
 from .manifest import (Manifest, check_segments_present, is_segmented, publish_manifest, read_manifest,
@@ -118,7 +120,8 @@ class AppendSession:
         self._next_seq = max([int(self.manifest.attrs.get("next_seq", 1))]
                              + [segment_seq(n) + 1 for n in _segment_files(cache_path)])
         self._load_index()
-        self._recover_orphans()
+        with self._disk_errors(0):
+            self._recover_orphans()
         if widths is not None:
             self._set_widths(widths)
         self._extend_classes(class_names)
@@ -220,7 +223,8 @@ class AppendSession:
             self.manifest.attrs["vanished_rows"] = self._vanished
             changed = True
         if changed:
-            self._publish(self._settle())
+            with self._disk_errors(0):
+                self._publish(self._settle())
 
     # --- the writer thread ----------------------------------------------------------------------
     def _drain(self):
@@ -240,6 +244,27 @@ class AppendSession:
             raise error
 
     def _write_and_link(self, rows: SegmentRows, carried) -> None:
+        with self._disk_errors(len(rows.paths) + len(carried)):
+            self._write_and_link_unguarded(rows, carried)
+
+    @contextlib.contextmanager
+    def _disk_errors(self, rows):
+        """A full disk or quota becomes one clear error naming the cache and the space it needs."""
+        try:
+            yield
+        except OSError as exc:
+            text = str(exc)
+            if getattr(exc, "errno", None) not in (errno.ENOSPC, errno.EDQUOT) and \
+                    "No space left" not in text and "quota" not in text.lower():
+                raise
+            folder = os.path.dirname(os.path.abspath(self.cache_path))
+            free = shutil.disk_usage(folder).free
+            needed = rows * self._row_bytes() * 2 + (64 << 20)  # the shard, a merge's share, the cache file
+            raise DiskFull(f"{self.cache_path}: the disk is full ({free / 1e6:.0f} MB free in {folder}; this step "
+                           f"needs about {needed / 1e6:.0f} MB more); every row committed before is intact: "
+                           "free some space and re-run the same command to go on") from None
+
+    def _write_and_link_unguarded(self, rows: SegmentRows, carried) -> None:
         if carried:
             self._append_carried(rows, carried)
         seq = self._allocate_seq()
@@ -389,7 +414,7 @@ class AppendSession:
                 os.remove(os.path.join(self.folder, name))
 
     def _row_bytes(self) -> int:
-        return max(1, sum(self.widths.values()) * np.dtype(self.fingerprint.dtype).itemsize)
+        return max(1, sum((self.widths or {}).values()) * np.dtype(self.fingerprint.dtype).itemsize)
 
     # --- opening --------------------------------------------------------------------------------
     def _remove_partial_files(self):
@@ -457,7 +482,8 @@ class AppendSession:
             else:
                 retired.append(name)
         if retired or self.recovered:
-            self._publish(retired + self._settle())
+            with self._disk_errors(0):
+                self._publish(retired + self._settle())
 
     def _extend_classes(self, class_names):
         new = sorted(set(class_names) - set(self.manifest.class_names))

@@ -8,3 +8,7 @@ class CacheLocked(CacheError):
 
 class FingerprintMismatch(CacheError):
     """New codes would come from a different extractor than the cache's existing rows."""
+
+
+class DiskFull(CacheError):
+    """Writing failed for lack of space or quota; what was committed before stays readable."""

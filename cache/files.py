@@ -1,14 +1,9 @@
 """Durable file operations: a file is visible under its final name only once complete."""
 import contextlib
+import io
 import os
 
-
-def fsync_file(path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+import h5py
 
 
 def fsync_dir(path) -> None:
@@ -20,8 +15,27 @@ def fsync_dir(path) -> None:
             os.close(fd)
 
 
-def publish(tmp_path, final_path) -> None:
-    """Flush tmp_path to disk, then rename it over final_path in one atomic step."""
-    fsync_file(tmp_path)
-    os.replace(tmp_path, final_path)
+@contextlib.contextmanager
+def new_hdf5(final_path):
+    """An HDF5 file built in memory, then written to ``final_path`` atomically.
+
+    HDF5 never touches the disk: the finished image is written with plain file I/O to a
+    temporary name, flushed and renamed. A full disk is then an ordinary OSError (and the
+    partial file is removed) instead of an HDF5 handle that fails to close and crashes the
+    process at exit. Files built here are bounded (a shard, a capped merge, the small cache file).
+    """
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
+        yield f
+    tmp = f"{final_path}.tmp"
+    try:
+        with open(tmp, "wb") as out:
+            out.write(buffer.getbuffer())
+            out.flush()
+            os.fsync(out.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+    os.replace(tmp, final_path)
     fsync_dir(os.path.dirname(os.path.abspath(final_path)))

@@ -3,18 +3,35 @@ import contextlib
 import fcntl
 import os
 
-from .errors import CacheLocked
+from .errors import CacheError, CacheLocked
 
 
 def lock_path(cache_path) -> str:
-    """The lock lives in the cache's one sidecar folder, beside the shards in flight."""
+    """The lock lives in the cache's one sidecar folder, beside the segment files."""
     folder = f"{cache_path}.shards"
     os.makedirs(folder, exist_ok=True)
     return os.path.join(folder, "lock")
 
 
+def check_writable(cache_path) -> None:
+    """Fail at once, in one line, where the cache (or its sidecar folder) cannot be written."""
+    cache_path = os.fspath(cache_path)
+    probe = f"{cache_path}.shards"
+    try:
+        os.makedirs(probe, exist_ok=True)
+        unique = f"probe-{os.getpid()}.tmp"  # never a name another process may be using
+        for path in (os.path.join(probe, unique), f"{cache_path}.{unique}"):
+            with open(path, "wb"):
+                pass
+            os.remove(path)
+    except OSError as exc:
+        raise CacheError(f"{cache_path}: cannot write the cache there ({exc.strerror or exc}); pass a --cache "
+                         "in a writable folder") from None
+
+
 @contextlib.contextmanager
 def cache_lock(cache_path):
+    check_writable(cache_path)
     path = lock_path(cache_path)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:

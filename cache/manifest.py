@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 
 from .errors import CacheError
-from .files import publish
+from .files import new_hdf5
 from .schema import (CLASS_NAMES, CODES_GROUP, FAILED_FIELDS, FAILED_GROUP, ROW_FIELDS, SCHEMA_VERSION,
                      SEGMENTS_GROUP, STAT, STAT_COLUMNS, STR, read_attrs, read_strings, write_attrs)
 
@@ -74,8 +74,7 @@ def publish_manifest(cache_path, manifest: Manifest) -> None:
     attrs["n_rows"] = manifest.n_rows
     widths = attrs["widths"]
     dtype = np.dtype(attrs["dtype"])
-    tmp = f"{cache_path}.tmp"
-    with h5py.File(tmp, "w") as out:
+    with new_hdf5(cache_path) as out:
         write_attrs(out, attrs)
         out.create_dataset(CLASS_NAMES, data=np.array(manifest.class_names, dtype=STR))
         fields = [(name, dt, (len(STAT_COLUMNS),) if name == STAT else ()) for name, dt in ROW_FIELDS.items()]
@@ -86,7 +85,6 @@ def publish_manifest(cache_path, manifest: Manifest) -> None:
             out[STAT].attrs["columns"] = np.array(STAT_COLUMNS, dtype=STR)
         _write_failures(out, manifest.failures)
         _write_segment_table(out, manifest)
-    publish(tmp, cache_path)
 
 
 def _virtual(out, name, dtype, tail, manifest: Manifest, folder):

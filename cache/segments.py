@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import h5py
 import numpy as np
 
-from .files import publish
+from .files import new_hdf5
 from .schema import (CLASS_NAMES, CODE_CHUNK_ROWS, CODES_GROUP, FAILED_FIELDS, FAILED_GROUP, KEY_DTYPE, LABELS,
                      SPLIT_DTYPE, STAT, STAT_COLUMNS, STR, read_attrs, read_strings, write_attrs)
 
@@ -48,9 +48,8 @@ class SegmentRows:
 
 def write_segment(path, attrs: dict, class_names, rows: SegmentRows, widths: dict, dtype) -> None:
     """Write ``rows`` to ``path`` atomically (temporary name, fsync, rename)."""
-    tmp = path + ".tmp"
     n = len(rows.paths)
-    with h5py.File(tmp, "w") as f:
+    with new_hdf5(path) as f:
         write_attrs(f, attrs)
         f.attrs["rows"] = n
         f.create_dataset(CLASS_NAMES, data=np.array(list(class_names), dtype=STR))
@@ -73,7 +72,6 @@ def write_segment(path, attrs: dict, class_names, rows: SegmentRows, widths: dic
         for name in FAILED_FIELDS:
             failed.create_dataset(name, data=np.array(getattr(rows, f"failed_{name}"), dtype=STR))
         failed.create_dataset(STAT, data=np.asarray(rows.failed_stats, dtype=np.int64).reshape(-1, len(STAT_COLUMNS)))
-    publish(tmp, path)
 
 
 @dataclass

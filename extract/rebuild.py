@@ -47,3 +47,30 @@ def encode_images(fingerprint: dict, inputs, weights_file=None, device="auto", b
         failures += [(paths[i], reason) for i, reason in batch.failed]
     codes = np.concatenate(parts) if parts else np.zeros((0, extractor.widths[layer]), np.float32)
     return ok, extractor.round_to_storage(codes), failures
+
+
+def recompute_rows(cache_path, count, seed=0, data_root=None, weights_file=None, device="auto"):
+    """Re-extract ``count`` random rows of a cache; (worst cosine to the stored codes, rows compared,
+    failures). The cosine is taken on the first layer, after rounding to the stored dtype."""
+    from cache import open_cache
+    with open_cache(cache_path) as c:
+        layer = c.default_layer
+        root = data_root or c.fingerprint.get("data_root")
+        paths = c.paths
+        rng = np.random.default_rng(seed)
+        picked = np.sort(rng.choice(len(paths), size=min(count, len(paths)), replace=False))
+        stored = {paths[i]: row for i, row in zip(picked, c.codes(layer)[picked])} if len(picked) else {}
+        fingerprint = c.fingerprint
+    present = [p for p in stored if os.path.isfile(os.path.join(root, p))]
+    missing = [(p, "no such file under the data folder") for p in stored if p not in present]
+    if not present:
+        return None, 0, missing
+    ok, codes, failures = encode_images(fingerprint, [os.path.join(root, p) for p in present],
+                                        weights_file=weights_file, device=device, layer=layer)
+    rel = {os.path.join(root, p): p for p in present}
+    worst = 1.0
+    for full, code in zip(ok, codes):
+        old = stored[rel[full]]
+        cosine = float(code @ old / max(1e-12, np.linalg.norm(code) * np.linalg.norm(old)))
+        worst = min(worst, cosine)
+    return worst, len(ok), missing + [(rel[p], r) for p, r in failures]

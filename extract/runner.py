@@ -58,7 +58,7 @@ class ExtractSummary:
     pruned: int = 0
     seconds: float = 0.0
     ignored: int = 0
-    interrupted: bool = False
+    interrupted: object = None  # the KeyboardInterrupt (or SIGTERM's subclass of it) that stopped the run
     loop_seconds: float = 0.0  # decode + compute + commit only (no scan, weights or model build)
     failures: list = field(default_factory=list)
 
@@ -81,6 +81,7 @@ class ExtractSummary:
 
 def run_extract(config: ExtractConfig) -> ExtractSummary:
     """Extract codes for every image under config.data_root that the cache lacks or that changed."""
+    cache_api.check_writable(config.cache_path)  # before any work
     engine = make_engine(config.engine, config.ray_address)
     options = RuntimeOptions(config.device, config.batch_size, config.workers, config.channels_last,
                              config.compile, config.max_pixels)
@@ -100,8 +101,8 @@ def run_extract(config: ExtractConfig) -> ExtractSummary:
             loop_started = time.perf_counter()
             try:
                 _encode_and_commit(engine, extractor, session, pending, config, summary)
-            except KeyboardInterrupt:
-                summary.interrupted = True  # what is buffered is complete: the session commits it
+            except KeyboardInterrupt as stop:
+                summary.interrupted = stop  # what is buffered is complete: the session commits it
             finally:
                 summary.loop_seconds = time.perf_counter() - loop_started
     summary.seconds = time.perf_counter() - started

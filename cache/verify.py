@@ -1,0 +1,166 @@
+"""`verify CACHE`: structure, counts and stored bytes checked; optionally the images behind the rows.
+
+Every code chunk is read back, so HDF5's fletcher32 checksums catch bytes that changed on disk.
+"""
+import hashlib
+import os
+from dataclasses import dataclass, field
+
+import h5py
+import numpy as np
+
+from .errors import CacheError
+from .fingerprint import Fingerprint
+from .manifest import is_segmented, manifest_from_file, segment_folder
+from .schema import CODES_GROUP, FAILED_GROUP, LABELS, STAT, as_text, read_attrs, read_strings
+from .segments import SHARD
+
+SPLITS = {"train", "val", "test"}
+
+
+@dataclass
+class VerifyReport:
+    path: str
+    rows: int = 0
+    segments: int = 0
+    chunks_checked: int = 0
+    problems: list = field(default_factory=list)   # one line each
+    changed: list = field(default_factory=list)    # --images: paths whose bytes differ from their key
+    missing: list = field(default_factory=list)    # --images: paths with no file
+    images_checked: int = 0
+    worst_cosine: float = None                     # --recompute
+    recomputed: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not (self.problems or self.changed or self.missing)
+
+
+def verify_cache(path, images=False, data_root=None) -> VerifyReport:
+    path = os.fspath(path)
+    report = VerifyReport(path)
+    if not os.path.exists(path):
+        raise CacheError(f"{path}: no such cache")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        report.problems.append(f"the cache file cannot be opened as HDF5 ({exc}): truncated or overwritten")
+        return report
+    with f:
+        attrs = read_attrs(f)
+        try:
+            _check_rows(f, attrs, report)
+            if is_segmented(f):
+                _check_segments(path, f, attrs, report)
+            else:
+                _read_all_codes(f, report, "the cache file")
+        except (OSError, KeyError, ValueError) as exc:
+            report.problems.append(f"cannot read the cache's structure: {exc}")
+            return report
+        if images and not report.problems:
+            _check_images(f, data_root or attrs.get("data_root"), report)
+    return report
+
+
+def _check_rows(f, attrs, report):
+    n = len(f[LABELS])
+    report.rows = n
+    if "n_rows" in attrs and int(attrs["n_rows"]) != n:
+        report.problems.append(f"n_rows says {attrs['n_rows']} but /labels has {n}")
+    for name in ("paths", "keys", "splits") + ((STAT,) if STAT in f else ()):
+        if len(f[name]) != n:
+            report.problems.append(f"/{name} has {len(f[name])} rows, /labels {n}")
+    for layer in f[CODES_GROUP]:
+        if f[CODES_GROUP][layer].shape[0] != n:
+            report.problems.append(f"/codes/{layer} has {f[CODES_GROUP][layer].shape[0]} rows, /labels {n}")
+    labels = f[LABELS][()]
+    classes = len(f["class_names"])
+    if n and (labels.min() < 0 or labels.max() >= classes):
+        report.problems.append(f"labels outside the {classes} class names")
+    bad_splits = set(as_text(f["splits"][()]).tolist()) - SPLITS
+    if bad_splits:
+        report.problems.append(f"unknown splits {sorted(bad_splits)}")
+    paths = read_strings(f["paths"])
+    if len(set(paths)) != len(paths):
+        report.problems.append(f"{len(paths) - len(set(paths))} duplicate paths")
+    both = set(paths) & set(read_strings(f[FAILED_GROUP]["paths"]))
+    if both:
+        report.problems.append(f"{len(both)} paths are both a row and a failure (first: {sorted(both)[0]})")
+
+
+def _check_segments(path, f, attrs, report):
+    manifest = manifest_from_file(f)
+    report.segments = len(manifest.segments)
+    folder = segment_folder(path)
+    expected = Fingerprint.from_attrs(attrs)
+    if sum(stop - start for _, start, stop in manifest.ranges) != report.rows:
+        report.problems.append("the live ranges do not add up to the row count")
+    for name, stored in manifest.segments.items():
+        seg_path = os.path.join(folder, name)
+        if not os.path.isfile(seg_path):
+            report.problems.append(f"segment {name} is missing from {folder}")
+            continue
+        try:
+            with h5py.File(seg_path, "r") as seg:
+                seg_attrs = read_attrs(seg)
+                if int(seg_attrs.get("rows", -1)) != stored or len(seg[LABELS]) != stored:
+                    report.problems.append(f"segment {name}: {len(seg[LABELS])} rows, the cache expects {stored}")
+                if expected.differences(Fingerprint.from_attrs(seg_attrs)):
+                    report.problems.append(f"segment {name}: another extractor's fingerprint")
+                _read_all_codes(seg, report, f"segment {name}")
+        except OSError as exc:
+            report.problems.append(f"segment {name} cannot be opened ({exc}): truncated or overwritten")
+    for ranged in manifest.ranges:
+        name, start, stop = ranged
+        if not 0 <= start < stop <= manifest.segments.get(name, -1):
+            report.problems.append(f"live range {ranged} lies outside its segment")
+    unlisted = [n for n in os.listdir(folder) if n.endswith(".h5") and n not in manifest.segments]
+    stray = []
+    for name in unlisted:
+        with h5py.File(os.path.join(folder, name), "r") as seg:
+            if seg.attrs.get("kind") in (SHARD, SHARD.encode()):
+                stray.append(name)
+    if stray:
+        report.problems.append(f"{len(stray)} committed shard(s) not yet linked (first: {stray[0]}); "
+                               "the next extract links them")
+
+
+def _read_all_codes(h5, report, where):
+    """Read every chunk: fletcher32 checksums fail the read when stored bytes changed."""
+    for layer in h5[CODES_GROUP]:
+        dset = h5[CODES_GROUP][layer]
+        step = (dset.chunks or (4096,))[0] * 16
+        for start in range(0, dset.shape[0], step):
+            try:
+                block = dset[start:start + step]
+            except OSError as exc:
+                report.problems.append(f"{where}: /codes/{layer} rows {start}-{min(dset.shape[0], start + step) - 1} "
+                                       f"fail their checksum or cannot be read ({exc})")
+                break
+            report.chunks_checked += -(-len(block) // (dset.chunks or (len(block),))[0]) if len(block) else 0
+            if not np.isfinite(block).all():
+                report.problems.append(f"{where}: /codes/{layer} rows {start}-{start + len(block) - 1} "
+                                       "hold NaN or infinite values")
+                break
+
+
+def _check_images(f, data_root, report):
+    """Re-hash every row's image still under data_root; list changed and missing files."""
+    if not data_root or not os.path.isdir(data_root):
+        report.problems.append(f"--images: the data folder {data_root!r} is not here; pass --data DIR")
+        return
+    keys = as_text(f["keys"][()])
+    for rel, key in zip(read_strings(f["paths"]), keys):
+        full = os.path.join(data_root, rel)
+        try:
+            with open(full, "rb") as image:
+                digest = hashlib.file_digest(image, "sha256").hexdigest()
+        except FileNotFoundError:
+            report.missing.append(rel)
+            continue
+        except OSError as exc:
+            report.missing.append(f"{rel} ({exc.strerror})")
+            continue
+        report.images_checked += 1
+        if digest != key:
+            report.changed.append(rel)
