@@ -5,6 +5,7 @@ Argument parsing and printing only; the work lives in extract/, cache/ and class
 """
 import argparse
 import json
+import os
 import signal
 import sys
 
@@ -21,12 +22,20 @@ def _layers(text):
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+def _backbone_help():
+    """Backbones and their layers, from the registry (adding a spec shows up here)."""
+    from extract.backbones import BACKBONES
+    return BACKBONES, "; ".join(f"{name}: {', '.join(spec.layers)} (default {spec.default_layer})"
+                                for name, spec in BACKBONES.items())
+
+
 def add_extract_args(p):
+    backbones, layers = _backbone_help()
     p.add_argument("data", help="image folder: root/<class>/<image> or root/{train,val,test}/<class>/<image>")
     p.add_argument("--cache", required=True, help="HDF5 cache file to create or extend (e.g. codes.h5)")
-    p.add_argument("--backbone", default="vgg16", help="vgg16 (default) or efficientnet_lite0")
-    p.add_argument("--layer", type=_layers, default=(), help="code layer(s), comma-separated "
-                   "(vgg16: fc7 default, fc6, pool5; efficientnet_lite0: avgpool)")
+    p.add_argument("--backbone", default="vgg16", choices=list(backbones),
+                   help="; ".join(f"{name}: {spec.description}" for name, spec in backbones.items()))
+    p.add_argument("--layer", type=_layers, default=(), help=f"code layer(s), comma-separated ({layers})")
     p.add_argument("--weights", default=None,
                    help="pretrained (default), random[:SEED] (tests and timing only) or a state-dict FILE")
     p.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="stored code type")
@@ -151,6 +160,13 @@ def cmd_verify(args):
     return 0 if report.ok else 1
 
 
+def cmd_export(args):
+    from cache.export import export_cache
+    done = export_cache(args.cache, args.out, args.format, args.layer)
+    print(f"exported {done['rows']} rows of {done['layer']} ({done['width']}-d) to {', '.join(done['files'])}")
+    return 0
+
+
 def _classify_args(p):
     p.add_argument("--layer", default=None, help="code layer (default: the cache's first)")
     p.add_argument("--scaling", default=None, choices=["standard", "l2", "none"],
@@ -231,15 +247,20 @@ def cmd_predict(args):
     return 1 if failures and not predictions else 0
 
 
+DEMO_PHOTOS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo_data", "flowers")
+
+
 def cmd_demo(args):
-    import os
     from extract import ExtractConfig, run_extract
     out = args.out
     data = args.data
-    if data is None:
+    if data is None and args.synthetic:
         from extract.synthetic import make_synthetic_flowers
         data = make_synthetic_flowers(os.path.join(out, "images"), per_class=args.per_class)
-        print(f"generated {args.per_class} images per class in {data}")
+        print(f"generated {args.per_class} drawn images per class in {data}")
+    elif data is None:
+        data = DEMO_PHOTOS
+        print(f"real photos: {data} (200 flower photos, CC-BY 2.0; see ATTRIBUTION.md there)")
     cache = os.path.join(out, "codes.h5")
     summary = run_extract(ExtractConfig(data, cache, backbone=args.backbone, progress=not args.no_progress))
     print(summary.line())
@@ -248,8 +269,9 @@ def cmd_demo(args):
     return cmd_compare(compare)
 
 
-def build_parser():
-    parser = argparse.ArgumentParser(prog="pipeline.py", description=__doc__.splitlines()[0])
+def build_parser(prog="pipeline.py"):
+    from classify.registry import CLASSIFIERS as classifiers
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("extract", help="run every image through the backbone once, into an HDF5 cache")
     add_extract_args(p)
@@ -271,9 +293,17 @@ def build_parser():
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_verify)
 
+    p = sub.add_parser("export", help="codes and metadata as Parquet, or codes.npy + metadata.parquet")
+    p.add_argument("cache")
+    p.add_argument("--out", required=True, help="FILE.parquet, or a folder with --format npy")
+    p.add_argument("--format", default="parquet", choices=["parquet", "npy"])
+    p.add_argument("--layer", default=None, help="code layer (default: the cache's first)")
+    p.set_defaults(func=cmd_export)
+
     p = sub.add_parser("fit", help="train one classifier on cached codes (hyper-parameters swept)")
     p.add_argument("cache")
-    p.add_argument("--classifier", default="logreg", help="logreg (default), linear, svm, knn, ridge, centroid, mlp, seed")
+    p.add_argument("--classifier", default="logreg", choices=list(classifiers),
+                   help="; ".join(f"{name}: {spec.description}" for name, spec in classifiers.items()))
     p.add_argument("--model", default=None, help="write the fitted model here (.npz)")
     _classify_args(p)
     p.set_defaults(func=cmd_fit)
@@ -281,7 +311,8 @@ def build_parser():
     p = sub.add_parser("compare", help="every classifier on identical splits: table, report files, plots")
     p.add_argument("cache")
     p.add_argument("--report", default="report", help="folder for report.md, report.json and plots")
-    p.add_argument("--classifiers", default=None, help="comma-separated subset (default: all)")
+    p.add_argument("--classifiers", default=None, help=f"comma-separated subset of {', '.join(classifiers)} "
+                   "(default: all)")
     _classify_args(p)
     p.set_defaults(func=cmd_compare)
 
@@ -295,10 +326,11 @@ def build_parser():
     p.add_argument("--json", action="store_true", help="a JSON list of {path, label, probability, top_k}")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("demo", help="the whole flow offline: generate images, extract, compare")
-    p.add_argument("--data", default=None, help="run on this image folder instead of generated images")
+    p = sub.add_parser("demo", help="the whole flow offline on 200 real flower photos: extract, compare")
+    p.add_argument("--data", default=None, help="run on this image folder instead of the shipped photos")
+    p.add_argument("--synthetic", action="store_true", help="drawn flower-like images instead of the photos")
     p.add_argument("--out", default="demo_out", help="folder for images, cache and report")
-    p.add_argument("--per-class", type=int, default=60, help="generated images per class")
+    p.add_argument("--per-class", type=int, default=60, help="--synthetic: drawn images per class")
     p.add_argument("--backbone", default="efficientnet_lite0")
     p.add_argument("--classifiers", default=None, help="comma-separated subset (default: all)")
     p.add_argument("--no-progress", action="store_true")
@@ -307,7 +339,8 @@ def build_parser():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    prog = os.path.basename(sys.argv[0]) if argv is None else "pipeline.py"
+    args = build_parser(prog if prog in ("cnncodes", "pipeline.py") else "pipeline.py").parse_args(argv)
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _terminate)
     from cache.errors import CacheError      # error types live where importing them costs nothing;

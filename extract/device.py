@@ -20,10 +20,21 @@ def pick_device(name="auto") -> torch.device:
         raise ExtractError(f"--device {name}: not a device name; use auto, cpu or cuda") from None
 
 
+def native_bf16() -> bool:
+    """Does this CPU compute bf16 in hardware (AVX512-BF16 or AMX)? Without it, bf16 autocast is
+    emulated and several times slower than fp32."""
+    cpu = torch.cpu
+    checks = (getattr(cpu, "_is_avx512_bf16_supported", None), getattr(cpu, "_is_amx_tile_supported", None))
+    return any(check is not None and check() for check in checks)
+
+
 def pick_precision(name, device: torch.device) -> str:
-    """auto: fp16 autocast on CUDA (tensor cores), fp32 on the CPU."""
+    """auto: fp16 autocast on CUDA (tensor cores); on the CPU bf16 autocast where the CPU has
+    native bf16 (measured 1.9x fp32 for VGG16, codes at cosine >= 0.9999), else fp32."""
     if name == "auto":
-        return "fp16" if device.type == "cuda" else "fp32"
+        if device.type == "cuda":
+            return "fp16"
+        return "bf16" if native_bf16() else "fp32"
     if name not in PRECISIONS:
         raise ExtractError(f"--precision {name}: choose auto, fp32, bf16, fp16 or int8")
     if name == "int8" and device.type != "cpu":

@@ -53,6 +53,7 @@ class Extractor:
         self.device = device or pick_device(options.device)
         self.batch_size, self.workers = batching(self.device, options.batch_size, options.workers)
         self._model = None
+        self._network = None  # the float network, kept from calibration for quantizing
 
     # --- building -------------------------------------------------------------------------------
     @classmethod
@@ -122,7 +123,8 @@ class Extractor:
     def model(self):
         """Built on first use: a re-run with nothing to do never builds the network."""
         if self._model is None:
-            model = self.spec.build(self.weights, self.fingerprint.layers)
+            model = self._network if self._network is not None else self.spec.build(self.weights, self.fingerprint.layers)
+            self._network = None
             if self.precision == "int8":
                 if not self.fingerprint.quantization:
                     raise ExtractError("int8 extractor used before calibration")
@@ -158,7 +160,7 @@ class Extractor:
                 keys.extend(batch.keys.values())
         quantization = int8.calibrate(network, self.preprocess.crop, feed, keys, engine)
         self.fingerprint = replace(self.fingerprint, quantization=quantization)
-        self._model = None
+        self._model, self._network = None, network
 
     # --- encoding -------------------------------------------------------------------------------
     def encode(self, records):

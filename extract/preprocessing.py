@@ -5,12 +5,8 @@ boundaries at a quarter of the size of float32.
 """
 from dataclasses import asdict, dataclass, replace
 
-import torch
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import v2
-
-from .dataset import PilLoader
-from .tensor_decoding import TensorLoader
+# torch and torchvision are imported inside the methods: the recipe itself is plain data, read by
+# the backbone registry, which the command line loads for its help.
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -56,6 +52,7 @@ class Preprocess:
 
     def pil_transform(self):
         """PIL image -> uint8 tensor [3, crop, crop] (runs in DataLoader workers)."""
+        from torchvision.transforms import InterpolationMode, v2
         return v2.Compose([
             v2.Resize(self.resize, interpolation=InterpolationMode(self.interpolation), antialias=True),
             v2.CenterCrop(self.crop),
@@ -64,6 +61,7 @@ class Preprocess:
 
     def tensor_transform(self):
         """uint8 tensor [3, H, W] -> uint8 tensor [3, crop, crop], on whatever device it lives."""
+        from torchvision.transforms import InterpolationMode, v2
         return v2.Compose([
             v2.Resize(self.resize, interpolation=InterpolationMode(self.interpolation), antialias=True),
             v2.CenterCrop(self.crop),
@@ -74,12 +72,15 @@ class Preprocess:
 
         defer_jpegs (torchvision decoder on CUDA): JPEGs come back undecoded, for the device.
         """
+        from .dataset import PilLoader
+        from .tensor_decoding import TensorLoader
         if self.decoder == "torchvision":
             return TensorLoader(self.tensor_transform(), max_pixels, defer_jpegs)
         return PilLoader(self.pil_transform(), max_pixels, self.draft_size)
 
     def normalizer(self, device):
         """uint8 batch [B, 3, H, W] on device -> normalised float32 batch."""
+        import torch
         scale = torch.tensor(self.std, device=device).view(1, 3, 1, 1) * 255.0
         shift = torch.tensor(self.mean, device=device).view(1, 3, 1, 1) * 255.0
 

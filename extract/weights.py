@@ -3,8 +3,6 @@ import hashlib
 import os
 from dataclasses import dataclass
 
-import torch
-
 from .errors import WeightsUnavailable
 
 PRETRAINED_ALIASES = (None, "", "default", "pretrained", "imagenet")
@@ -27,6 +25,7 @@ def load_state_dict_file(path) -> dict:
     if not os.path.isfile(path):
         raise WeightsUnavailable(f"{path}: no such weights file; pass an existing state-dict file to --weights")
     try:
+        import torch
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise WeightsUnavailable(f"{path}: cannot load it as a torch state dict ({exc}); "

@@ -57,7 +57,7 @@ def test_extract_writes_codes_and_info_shows_them(image_folder, tmp_path):
 
 def test_fc7_codes_equal_torchvision_classifier(image_folder, tmp_path):
     cache = str(tmp_path / "c.h5")
-    run_extract(ExtractConfig(str(image_folder), cache, weights="random:3", crop_size=32, dtype="float32",
+    run_extract(ExtractConfig(str(image_folder), cache, weights="random:3", crop_size=32, dtype="float32", precision="fp32",
                               workers=0, batch_size=5, progress=False, layers=("fc7", "fc6")))
     stored = read_all(cache)
     spec = get_backbone("vgg16")

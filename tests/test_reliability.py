@@ -56,26 +56,41 @@ def data(tmp_path):
     return folder
 
 
-def test_twenty_kills_at_random_moments_then_the_clean_result(data, tmp_path):
+def test_twenty_kills_at_random_moments_then_the_clean_result(tmp_path):
+    data = tmp_path / "data"
+    make_folder(str(data), per_class=40)
+    (data / "red" / "zero.jpg").write_bytes(b"")
+    total = 121
+    args = [*ARGS, "--shard-rows", "4", "--crop-size", "64"]
     clean = tmp_path / "clean.h5"
     started = time.perf_counter()
-    run_cli("extract", data, "--cache", clean, *ARGS, "--shard-rows", "4")
-    full_run = time.perf_counter() - started
+    proc = start(data, clean, "--shard-rows", "4", "--crop-size", "64")
+    while proc.poll() is None and committed_rows(clean) == 0:
+        time.sleep(0.005)
+    first_commit = time.perf_counter() - started  # start-up: imports, scan, model build, first shard
+    assert proc.wait() == 0
     killed = tmp_path / "killed.h5"
     rng = random.Random(20261129)
     mid_run = 0
-    for _ in range(KILLS):  # start-up, mid-loop, a commit or a merge: wherever the moment falls
-        proc = start(data, killed, "--shard-rows", "4")
-        time.sleep(rng.uniform(0.0, full_run))
+    for _ in range(KILLS):
+        proc = start(data, killed, "--shard-rows", "4", "--crop-size", "64")
+        if rng.random() < 0.3:  # any moment of start-up and the first commit
+            time.sleep(rng.uniform(0.0, first_commit))
+        else:  # a few rows after the last kill's: mid-loop, during a commit or a merge
+            target = committed_rows(killed) + rng.randint(1, 4)
+            deadline = time.time() + 120
+            while proc.poll() is None and committed_rows(killed) < target and time.time() < deadline:
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0.0, 0.05))
         proc.send_signal(signal.SIGKILL)
         proc.communicate()
-        mid_run += proc.returncode == -signal.SIGKILL and 0 < committed_rows(killed) < 43
+        mid_run += proc.returncode == -signal.SIGKILL and 0 < committed_rows(killed) < total
     print(f"{KILLS} kills, {mid_run} landed after some rows and before the last were committed")
-    run_cli("extract", data, "--cache", killed, *ARGS, "--shard-rows", "4")
+    run_cli("extract", data, "--cache", killed, *args)
     assert_same(clean, killed)
     assert verify_cache(killed).ok
-    assert len(set(read_all(killed)["paths"])) == 42  # no duplicate rows
-    assert mid_run >= 3, f"only {mid_run} of {KILLS} kills landed while rows were being committed"
+    assert len(set(read_all(killed)["paths"])) == total - 1  # no duplicate rows
+    assert mid_run >= 5, f"only {mid_run} of {KILLS} kills landed while rows were being committed"
 
 
 def test_sigterm_commits_what_is_complete_and_exits_143(data, tmp_path):

@@ -1,0 +1,77 @@
+"""`export`: a cache's codes and metadata as Parquet, or as codes.npy + metadata.parquet.
+
+Parquet: one row per image, columns path, label (class name), split, key and code (a
+fixed-size list of float32), readable by pandas, DuckDB, Polars, Spark. npy: codes.npy [N, D]
+plus metadata.parquet with the same columns but the code, in the same row order: the layout
+embedding readers and autofaiss consume. Both stream in blocks, so memory stays bounded.
+"""
+import os
+
+import numpy as np
+
+from .errors import CacheError
+from .reader import open_cache
+from .schema import as_text
+
+FORMATS = ("parquet", "npy")
+BLOCK_ROWS = 32768
+
+
+def _arrow():
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise CacheError("export needs pyarrow: pip install pyarrow") from None
+    return pa, pq
+
+
+def export_cache(cache_path, out, fmt="parquet", layer=None) -> dict:
+    """Write the export; returns {"rows", "width", "files"}."""
+    if fmt not in FORMATS:
+        raise CacheError(f"--format {fmt}: choose {' or '.join(FORMATS)}")
+    pa, pq = _arrow()
+    with open_cache(cache_path) as c:
+        layer = layer or c.default_layer
+        dset = c.dataset(layer)
+        n, width = dset.shape
+        names = np.array(c.class_names, dtype=object)
+        if fmt == "parquet":
+            files = [out]
+            code_type = pa.list_(pa.float32(), width)
+            schema = pa.schema([("path", pa.string()), ("label", pa.string()), ("split", pa.string()),
+                                ("key", pa.string()), ("code", code_type)],
+                               metadata={"cnncodes_layer": layer, "cnncodes_cache": os.path.abspath(cache_path)})
+            codes_out = None
+        else:
+            os.makedirs(out, exist_ok=True)
+            files = [os.path.join(out, "codes.npy"), os.path.join(out, "metadata.parquet")]
+            schema = pa.schema([("path", pa.string()), ("label", pa.string()), ("split", pa.string()),
+                                ("key", pa.string())], metadata={"cnncodes_layer": layer})
+            codes_out = np.lib.format.open_memmap(files[0] + ".tmp", mode="w+", dtype=np.float32, shape=(n, width))
+        table_path = files[0] if fmt == "parquet" else files[1]
+        writer = pq.ParquetWriter(table_path + ".tmp", schema)
+        try:
+            paths_ds, keys_ds, splits_ds = c.raw("paths"), c.raw("keys"), c.raw("splits")
+            for start in range(0, n, BLOCK_ROWS):
+                stop = min(n, start + BLOCK_ROWS)
+                codes = dset[start:stop].astype(np.float32)
+                columns = {
+                    "path": [p.decode("utf-8") if isinstance(p, bytes) else p for p in paths_ds[start:stop]],
+                    "label": names[c.labels[start:stop]].tolist(),
+                    "split": as_text(splits_ds[start:stop]).tolist(),
+                    "key": as_text(keys_ds[start:stop]).tolist(),
+                }
+                if codes_out is None:
+                    columns["code"] = pa.FixedSizeListArray.from_arrays(pa.array(codes.reshape(-1)), width)
+                else:
+                    codes_out[start:stop] = codes
+                writer.write_table(pa.table(columns, schema=schema))
+        finally:
+            writer.close()
+        if codes_out is not None:
+            codes_out.flush()
+            del codes_out
+            os.replace(files[0] + ".tmp", files[0])
+        os.replace(table_path + ".tmp", table_path)
+    return {"rows": int(n), "width": int(width), "layer": layer, "files": files}
