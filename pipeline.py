@@ -202,26 +202,26 @@ def cmd_fit(args):
 
 
 def cmd_compare(args):
-    from classify import CLASSIFIERS, DEFAULT_SCALING, fit_and_evaluate, load_codes
+    return _compare(args.cache, args.report, args.classifiers, args.layer, args.scaling, args.seed, args.json)
+
+
+def _compare(cache, report, classifiers=None, layer=None, scaling=None, seed=0, as_json=False):
+    from classify import DEFAULT_SCALING, compare, load_codes
     from classify.report import format_table, write_report
-    data = load_codes(args.cache, args.layer)
-    names = args.classifiers.split(",") if args.classifiers else list(CLASSIFIERS)
-    scaling = args.scaling or DEFAULT_SCALING
-    results = []
-    for name in names:
-        result, _ = fit_and_evaluate(data, name, scaling, args.seed)
-        results.append(result)
-        if not args.json:
-            print(_result_line(result), file=sys.stderr)
-    paths = write_report(args.report, results, data, {
+    data = load_codes(cache, layer)
+    scaling = scaling or DEFAULT_SCALING
+    names = classifiers.split(",") if classifiers else None
+    progress = None if as_json else (lambda result: print(_result_line(result), file=sys.stderr))
+    results = compare(data, names, scaling, seed, on_result=progress)
+    paths = write_report(report, results, data, {
         "cache": data.path, "backbone": data.fingerprint.get("backbone"), "weights": data.fingerprint.get("weights"),
-        "layer": data.layer, "scaling": scaling, "seed": args.seed})
-    if args.json:
+        "layer": data.layer, "scaling": scaling, "seed": seed})
+    if as_json:
         print(json.dumps(results, indent=2))
-    else:
-        print(f"\nreported split: {results[0]['eval_split']} ({results[0]['n_eval']} rows)")
-        print(format_table(results))
-        print(f"report: {paths['report.md']} (also report.json, confusion.png, accuracy.png)")
+        return 0
+    print(f"\nreported split: {results[0]['eval_split']} ({results[0]['n_eval']} rows)")
+    print(format_table(results))
+    print(f"report: {paths['report.md']} (also report.json, confusion.png, accuracy.png)")
     return 0
 
 
@@ -264,9 +264,7 @@ def cmd_demo(args):
     cache = os.path.join(out, "codes.h5")
     summary = run_extract(ExtractConfig(data, cache, backbone=args.backbone, progress=not args.no_progress))
     print(summary.line())
-    compare = argparse.Namespace(cache=cache, layer=None, scaling=None, seed=0, json=False,
-                                 classifiers=args.classifiers, report=os.path.join(out, "report"))
-    return cmd_compare(compare)
+    return _compare(cache, os.path.join(out, "report"), args.classifiers)
 
 
 def build_parser(prog="pipeline.py"):

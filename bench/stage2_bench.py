@@ -11,14 +11,16 @@ training rows; the output says so.
 """
 import argparse
 import os
+import subprocess
 import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 from cache import open_cache  # noqa: E402
-from classify import CLASSIFIERS, fit_and_evaluate, load_codes, plan_splits  # noqa: E402
+from classify import CLASSIFIERS, compare, load_codes, plan_splits  # noqa: E402
 
 
 def classic_seconds_per_image(batches, batch=20, crop=224, n_classes=5):
@@ -55,10 +57,13 @@ def main():
     ap.add_argument("cache")
     ap.add_argument("--classifiers", default=",".join(CLASSIFIERS))
     ap.add_argument("--classic-batches", type=int, default=3, help="batches of 20 timed for the classic loop")
+    ap.add_argument("--whole-process", default="logreg",
+                    help="classifiers also timed as a whole `pipeline.py fit` process (imports included)")
     args = ap.parse_args()
 
     data = load_codes(args.cache)
-    size = os.path.getsize(args.cache)
+    with open_cache(args.cache) as c:
+        size = c.size_bytes()
     rows_per_s, shape = read_throughput(args.cache, data.layer)
     print(f"cache {args.cache}: {shape[0]} rows x {shape[1]} ({data.fingerprint.get('dtype')}), "
           f"{size / 1e6:.1f} MB, {size / shape[0] / 1e3:.2f} kB per image; "
@@ -70,10 +75,18 @@ def main():
     print(f"classic: {per_image * 1e3:.0f} ms per image through VGG16 (fp32, batch 20, "
           f"{args.classic_batches} batches timed), scaled to 2 epochs x {n_fit} rows = {classic:.0f} s (estimate)")
     print(f"{'classifier':<10}{'accuracy':>10}{'fit s':>9}{'speed-up vs classic':>22}")
-    for name in args.classifiers.split(","):
-        result, _ = fit_and_evaluate(data, name)
-        print(f"{name:<10}{result['accuracy']:>10.4f}{result['fit_seconds']:>9.2f}"
-              f"{classic / max(result['fit_seconds'], 1e-6):>21.0f}x")
+
+    def line(result):
+        print(f"{result['classifier']:<10}{result['accuracy']:>10.4f}{result['fit_seconds']:>9.2f}"
+              f"{classic / max(result['fit_seconds'], 1e-6):>21.0f}x", flush=True)
+    compare(data, args.classifiers.split(","), on_result=line)
+    for name in args.whole_process.split(",") if args.whole_process else []:
+        started = time.perf_counter()
+        subprocess.run([sys.executable, os.path.join(ROOT, "pipeline.py"), "fit", args.cache, "--classifier", name],
+                       check=True, stdout=subprocess.DEVNULL)
+        seconds = time.perf_counter() - started
+        print(f"`pipeline.py fit {args.cache} --classifier {name}`, whole process: {seconds:.2f} s, "
+              f"{classic / seconds:.0f}x sooner than the classic training")
 
 
 if __name__ == "__main__":

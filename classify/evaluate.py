@@ -56,7 +56,12 @@ def fit_and_evaluate(data: CodesData, name: str, scaling=DEFAULT_SCALING, seed=0
     grid = _feasible(spec.param_grid(), int((plan.selection_fold == -1).sum()))
     started = time.perf_counter()
     sweep = []
-    if grid:
+    if spec.path:  # the estimator sweeps its grid itself, scored on the same selection rows
+        model = pipeline.fit(X_fit, y_fit, clf__selection=plan.selection_fold == 0)
+        head = model.named_steps["clf"]
+        chosen = head.best_params_
+        sweep = [{"params": params, "selection_accuracy": accuracy} for params, accuracy in head.sweep_]
+    elif grid:
         search = GridSearchCV(pipeline, grid, cv=plan.predefined_split(), scoring="accuracy", refit=True,
                               n_jobs=1, error_score="raise")
         search.fit(X_fit, y_fit)
@@ -81,6 +86,20 @@ def fit_and_evaluate(data: CodesData, name: str, scaling=DEFAULT_SCALING, seed=0
         "sweep": sweep,
     }
     return result, model
+
+
+def compare(data: CodesData, names=None, scaling=DEFAULT_SCALING, seed=0, on_result=None) -> list:
+    """Every classifier in ``names`` (default: all) on identical splits and seeds: a list of result
+    dicts, in order. ``on_result(result)`` is called as each one finishes (for progress lines).
+    The one loop behind `compare`, `demo` and bench/stage2_bench.py."""
+    from .registry import CLASSIFIERS
+    results = []
+    for name in names or list(CLASSIFIERS):
+        result, _ = fit_and_evaluate(data, name, scaling, seed)
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
+    return results
 
 
 def _feasible(grid: dict, n_train: int) -> dict:

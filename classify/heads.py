@@ -7,8 +7,13 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import RidgeClassifier
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.preprocessing import LabelBinarizer
 from sklearn.svm import LinearSVC
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+FLOATS = [np.float64, np.float32]
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -51,58 +56,104 @@ class SoftmaxLinearSVC(SoftmaxScoresMixin, LinearSVC):
 
 
 class SoftmaxRidgeClassifier(SoftmaxScoresMixin, RidgeClassifier):
-    pass
+    def restore(self, classes_=None):
+        """From a model file: RidgeClassifier predicts through a label binarizer (and, in some
+        versions, reads classes_ from it), rebuilt here as its single-label fit builds it."""
+        classes = self.__dict__.get("classes_") if classes_ is None else classes_
+        self._label_binarizer = LabelBinarizer(pos_label=1, neg_label=-1).fit(classes)
 
 
-class NearestCentroidClassifier(ClassifierMixin, BaseEstimator):
+class CosineKNNClassifier(KNeighborsClassifier):
+    """k nearest neighbours by cosine distance. Keeps its training codes as public arrays
+    (train_X_, train_y_), so a model file stores them and ``restore`` refits the same index."""
+
+    def __init__(self, n_neighbors=5, weights="uniform"):
+        super().__init__(n_neighbors=n_neighbors, weights=weights, metric="cosine", algorithm="brute")
+
+    def fit(self, X, y):
+        super().fit(X, y)
+        self.train_X_, self.train_y_ = np.asarray(X), np.asarray(y)
+        return self
+
+    def restore(self):
+        """From a model file: the same index, fitted on the same codes."""
+        self.fit(self.train_X_, self.train_y_)
+
+
+class ScoresClassifier(ClassifierMixin, BaseEstimator):
+    """What our estimators share, as scikit-learn's checks expect: input validated once (no NaN,
+    sparse, complex or empty data; the fitted width at predict), scores from ``_scores`` [n, K],
+    a binary decision_function of one column, probabilities as the softmax of the scores."""
+
+    def _validated_fit(self, X, y):
+        X, y = validate_data(self, X, y, dtype=FLOATS)
+        check_classification_targets(y)
+        self.classes_, y_idx = np.unique(y, return_inverse=True)
+        return X, y_idx
+
+    def decision_function(self, X):
+        check_is_fitted(self)
+        z = self._scores(np.asarray(validate_data(self, X, reset=False, dtype=FLOATS), dtype=np.float64))
+        return z[:, 1] - z[:, 0] if z.shape[1] == 2 else z
+
+    def predict_proba(self, X):
+        return softmax(full_decision(self.decision_function(X)))
+
+    def predict(self, X):
+        scores = self.decision_function(X)
+        return self.classes_[(scores > 0).astype(int) if scores.ndim == 1 else scores.argmax(axis=1)]
+
+
+class LinearScores:
+    """Scores of a linear head: X @ coef_.T + intercept_ (coef_ [K, D], intercept_ [K])."""
+
+    def _scores(self, X):
+        return X @ self.coef_.T + self.intercept_
+
+
+class NearestCentroidClassifier(LinearScores, ScoresClassifier):
     """Nearest class mean (Euclidean). Linear in disguise: argmin |x-c|^2 = argmax 2x.c - |c|^2."""
 
     def fit(self, X, y):
-        self.classes_, y_idx = np.unique(y, return_inverse=True)
+        X, y_idx = self._validated_fit(X, y)
         X = np.asarray(X, dtype=np.float64)
         self.centroids_ = np.stack([X[y_idx == k].mean(axis=0) for k in range(len(self.classes_))])
         self.coef_ = 2 * self.centroids_
         self.intercept_ = -(self.centroids_ ** 2).sum(axis=1)
-        self.n_features_in_ = X.shape[1]
         return self
-
-    def decision_function(self, X):
-        check_is_fitted(self)
-        return np.asarray(X, dtype=np.float64) @ self.coef_.T + self.intercept_
-
-    def predict_proba(self, X):
-        return softmax(self.decision_function(X))
-
-    def predict(self, X):
-        return self.classes_[self.decision_function(X).argmax(axis=1)]
 
 
 def torch_device(name="auto"):
     return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else "cpu" if name == "auto" else name)
 
 
-class _TorchClassifier(ClassifierMixin, BaseEstimator):
-    """Shared fit plumbing: label encoding, tensors on the device, seeding."""
+class _TorchClassifier(ScoresClassifier):
+    """Shared fit plumbing: validation, label encoding, tensors on the device, a local seed
+    (torch.Generator: fitting never touches the global torch seed)."""
 
     def _prepare(self, X, y):
-        self.classes_, y_idx = np.unique(y, return_inverse=True)
-        self.n_features_in_ = X.shape[1]
+        X, y_idx = self._validated_fit(X, y)
         device = torch_device(self.device)
-        torch.manual_seed(self.random_state)
         Xt = torch.as_tensor(np.asarray(X, dtype=np.float32), device=device)
         yt = torch.as_tensor(y_idx, dtype=torch.long, device=device)
         return Xt, yt, device
 
-    def predict_proba(self, X):
-        return softmax(self.decision_function(X))
-
-    def predict(self, X):
-        return self.classes_[self.decision_function(X).argmax(axis=1)]
+    def _generator(self):
+        return torch.Generator().manual_seed(int(self.random_state or 0))
 
 
-def train_minibatches(net, opt, Xt, yt, batch_size, epochs, seed):
+def _linear_layer(d, k, device, generator):
+    """nn.Linear's default initialisation, drawn from a local generator."""
+    layer = torch.nn.Linear(d, k)
+    bound = 1 / d ** 0.5
+    with torch.no_grad():
+        layer.weight.uniform_(-bound, bound, generator=generator)
+        layer.bias.uniform_(-bound, bound, generator=generator)
+    return layer.to(device)
+
+
+def train_minibatches(net, opt, Xt, yt, batch_size, epochs, gen):
     """Shuffled mini-batch cross-entropy training, seeded (shared by the seed recipe and the MLP)."""
-    gen = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
         for idx in torch.randperm(len(Xt), generator=gen).split(batch_size):
             idx = idx.to(Xt.device)
@@ -111,41 +162,7 @@ def train_minibatches(net, opt, Xt, yt, batch_size, epochs, seed):
             opt.step()
 
 
-class TorchLinearClassifier(_TorchClassifier):
-    """A torch linear layer trained full-batch with L-BFGS on cross-entropy + L2 weight decay.
-
-    X: float [n, D]; y: [n] labels. coef_ [C, D], intercept_ [C] after fit.
-    """
-
-    def __init__(self, weight_decay=1e-4, max_iter=300, device="auto", random_state=0):
-        self.weight_decay = weight_decay
-        self.max_iter = max_iter
-        self.device = device
-        self.random_state = random_state
-
-    def fit(self, X, y):
-        Xt, yt, device = self._prepare(X, y)
-        layer = torch.nn.Linear(Xt.shape[1], len(self.classes_)).to(device)
-        opt = torch.optim.LBFGS(layer.parameters(), lr=1, max_iter=self.max_iter, history_size=20,
-                                tolerance_grad=1e-6, line_search_fn="strong_wolfe")
-
-        def closure():
-            opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(layer(Xt), yt)
-            loss = loss + 0.5 * self.weight_decay * layer.weight.pow(2).sum()
-            loss.backward()
-            return loss
-        opt.step(closure)
-        self.coef_ = layer.weight.detach().cpu().double().numpy()
-        self.intercept_ = layer.bias.detach().cpu().double().numpy()
-        return self
-
-    def decision_function(self, X):
-        check_is_fitted(self)
-        return np.asarray(X, dtype=np.float64) @ self.coef_.T + self.intercept_
-
-
-class SeedRecipeClassifier(TorchLinearClassifier):
+class SeedRecipeClassifier(LinearScores, _TorchClassifier):
     """The classic exercise's final layer, replayed on cached codes: a fresh Linear(D, C) trained
     with SGD (lr 0.001, momentum 0.9), mini-batches of 20, 2 epochs, no feature scaling."""
 
@@ -159,9 +176,10 @@ class SeedRecipeClassifier(TorchLinearClassifier):
 
     def fit(self, X, y):
         Xt, yt, device = self._prepare(X, y)
-        layer = torch.nn.Linear(Xt.shape[1], len(self.classes_)).to(device)
+        gen = self._generator()
+        layer = _linear_layer(Xt.shape[1], len(self.classes_), device, gen)
         opt = torch.optim.SGD(layer.parameters(), lr=self.lr, momentum=self.momentum)
-        train_minibatches(layer, opt, Xt, yt, self.batch_size, self.epochs, self.random_state)
+        train_minibatches(layer, opt, Xt, yt, self.batch_size, self.epochs, gen)
         self.coef_ = layer.weight.detach().cpu().double().numpy()
         self.intercept_ = layer.bias.detach().cpu().double().numpy()
         return self
@@ -183,17 +201,19 @@ class TorchMLPClassifier(_TorchClassifier):
 
     def fit(self, X, y):
         Xt, yt, device = self._prepare(X, y)
-        net = torch.nn.Sequential(torch.nn.Linear(Xt.shape[1], self.hidden), torch.nn.ReLU(),
-                                  torch.nn.Dropout(self.dropout), torch.nn.Linear(self.hidden, len(self.classes_)))
-        net = net.to(device)
+        gen = self._generator()
+        net = torch.nn.Sequential(_linear_layer(Xt.shape[1], self.hidden, device, gen), torch.nn.ReLU(),
+                                  torch.nn.Dropout(self.dropout),
+                                  _linear_layer(self.hidden, len(self.classes_), device, gen))
         opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         net.train()
-        train_minibatches(net, opt, Xt, yt, self.batch_size, self.epochs, self.random_state)
+        with torch.random.fork_rng(devices=[]):  # dropout draws from the global generator: keep it local
+            torch.manual_seed(int(self.random_state or 0))
+            train_minibatches(net, opt, Xt, yt, self.batch_size, self.epochs, gen)
         self.w1_, self.b1_, self.w2_, self.b2_ = (p.detach().cpu().double().numpy() for p in
                                                   (net[0].weight, net[0].bias, net[3].weight, net[3].bias))
         return self
 
-    def decision_function(self, X):
-        check_is_fitted(self)
-        h = np.maximum(np.asarray(X, dtype=np.float64) @ self.w1_.T + self.b1_, 0)
+    def _scores(self, X):
+        h = np.maximum(X @ self.w1_.T + self.b1_, 0)
         return h @ self.w2_.T + self.b2_

@@ -1,98 +1,117 @@
-"""Model files: a fitted pipeline as plain arrays in one .npz, loaded without running any code.
+"""Model files: a fitted pipeline as plain arrays in one .npz, loaded without running any code
+from the file, back into the very estimator classes that were evaluated.
 
 Layout: ``meta`` (a JSON string: classifier, params, class names, layer, the cache fingerprint,
-scaling, head kind, result), ``scale_*`` arrays for the scaler and ``head_*`` arrays for the
-classifier. Head kinds: ``linear`` (coef [C, D], intercept [C]; softmax of the scores, which is
-exactly predict_proba for logreg and the linear layers), ``mlp`` (two layers) and ``knn`` (its
-training codes and labels; the estimator is rebuilt and refit on them at load).
+result, and for each of the two steps its class name, constructor parameters and which arrays
+hold its fitted state), ``scale__<attr>`` and ``clf__<attr>`` arrays. Loading checks each class
+name against a fixed list, builds it with its parameters and sets the fitted attributes, so
+`predict` runs the same scikit-learn / cnncodes code as `fit` and `compare` did.
 """
 import json
 import os
 
 import numpy as np
-from sklearn.neighbors import KNeighborsClassifier
-from sklearn.preprocessing import normalize
 
-from .heads import linear_form, softmax
-
-FORMAT = "cnncodes-model-1"
+FORMAT = "cnncodes-model-2"
 
 
 class ModelFileError(ValueError):
     pass
 
 
-def _scaler_arrays(scaler) -> tuple:
-    if hasattr(scaler, "mean_"):
-        return "standard", {"scale_mean": scaler.mean_, "scale_scale": scaler.scale_}
-    if type(scaler).__name__ == "Normalizer":
-        return "l2", {}
-    return "none", {}
+def _known_classes() -> dict:
+    """The only classes a model file may name (nothing else is ever instantiated)."""
+    from sklearn.preprocessing import FunctionTransformer, Normalizer, StandardScaler
+    from .heads import (CosineKNNClassifier, NearestCentroidClassifier, SeedRecipeClassifier, SoftmaxLinearSVC,
+                        SoftmaxRidgeClassifier, TorchMLPClassifier)
+    from .path import LogisticPathClassifier
+    classes = (StandardScaler, Normalizer, FunctionTransformer, CosineKNNClassifier, NearestCentroidClassifier,
+               SeedRecipeClassifier, SoftmaxLinearSVC, SoftmaxRidgeClassifier, TorchMLPClassifier,
+               LogisticPathClassifier)
+    return {cls.__name__: cls for cls in classes}
 
 
-def _head_arrays(clf) -> tuple:
-    if isinstance(clf, KNeighborsClassifier):
-        return "knn", {"head_X": clf._fit_X, "head_y": clf.classes_[clf._y],
-                       "head_classes": clf.classes_}, {"n_neighbors": clf.n_neighbors, "weights": clf.weights,
-                                                       "metric": clf.metric}
-    if hasattr(clf, "w1_"):
-        return "mlp", {"head_w1": clf.w1_, "head_b1": clf.b1_, "head_w2": clf.w2_, "head_b2": clf.b2_,
-                       "head_classes": clf.classes_}, {}
-    if hasattr(clf, "coef_"):
-        coef, intercept = linear_form(clf.coef_, clf.intercept_)
-        return "linear", {"head_coef": coef, "head_intercept": intercept, "head_classes": clf.classes_}, {}
-    raise ModelFileError(f"no array form for {type(clf).__name__}")
+def _fitted_state(step) -> tuple:
+    """(arrays, scalars): the public fitted attributes (scikit-learn's trailing underscore)."""
+    arrays, scalars = {}, {}
+    for name, value in vars(step).items():
+        if not name.endswith("_") or name.startswith("_"):
+            continue
+        if isinstance(value, np.ndarray) and value.dtype != object:
+            arrays[name] = value
+        elif isinstance(value, (int, float, str, bool, np.integer, np.floating)) or value is None:
+            scalars[name] = value.item() if isinstance(value, np.generic) else value
+        elif isinstance(value, dict) and all(isinstance(v, (int, float, str)) for v in value.values()):
+            scalars[name] = value
+        # Anything else (lists of sweep results, helper objects) is not needed to predict.
+    if "classes_" not in arrays and hasattr(step, "classes_"):  # a property on some estimators
+        arrays["classes_"] = np.asarray(step.classes_)
+    return arrays, scalars
+
+
+def _params(step) -> dict:
+    params = {}
+    for key, value in step.get_params(deep=False).items():
+        if callable(value):
+            continue  # FunctionTransformer(func=None) only; a callable never travels in a file
+        params[key] = list(value) if isinstance(value, tuple) else value
+    return params
 
 
 def save_model(path, pipeline, meta: dict) -> None:
-    scaler, clf = pipeline.named_steps["scale"], pipeline.named_steps["clf"]
-    scaling, scale_arrays = _scaler_arrays(scaler)
-    kind, head_arrays, head_params = _head_arrays(clf)
-    meta = dict(meta, format=FORMAT, scaling=scaling, head=kind, head_params=head_params)
+    steps, arrays = {}, {}
+    for step_name in ("scale", "clf"):
+        step = pipeline.named_steps[step_name]
+        state, scalars = _fitted_state(step)
+        steps[step_name] = {"class": type(step).__name__, "params": _params(step), "scalars": scalars,
+                            "arrays": sorted(state)}
+        arrays.update({f"{step_name}__{k}": v for k, v in state.items()})
+    meta = dict(meta, format=FORMAT, steps=steps)
     tmp = f"{path}.tmp.npz"  # np.savez adds .npz to names without it
-    np.savez(tmp, meta=np.array(json.dumps(meta, default=str)), **scale_arrays, **head_arrays)
+    np.savez(tmp, meta=np.array(json.dumps(meta, default=str)), **arrays)
     os.replace(tmp, path)
 
 
+def _rebuild(step_meta, arrays, step_name, known):
+    cls = known.get(step_meta["class"])
+    if cls is None:
+        raise ModelFileError(f"unknown estimator {step_meta['class']!r} in the model file")
+    step = cls(**step_meta["params"])
+    read_only = {}
+    values = dict(step_meta["scalars"], **{k: arrays[f"{step_name}__{k}"] for k in step_meta["arrays"]})
+    for key, value in values.items():
+        try:
+            setattr(step, key, value)
+        except AttributeError:  # a read-only property (RidgeClassifier.classes_): restore() sets it
+            read_only[key] = value
+    if hasattr(step, "restore"):  # estimators whose fitted state is more than arrays (knn's index)
+        step.restore(**read_only)
+    return step
+
+
 class LoadedModel:
-    """A fitted model rebuilt from arrays: transform, predict_proba, predict (class indices)."""
+    """A fitted pipeline rebuilt from a model file, with its class names and fingerprint."""
 
     def __init__(self, meta, arrays):
+        from sklearn.pipeline import Pipeline
         self.meta = meta
         self.class_names = meta["class_names"]
         self.fingerprint = meta["fingerprint"]
         self.layer = meta["layer"]
-        self.classes = arrays["head_classes"]  # class indices, in the column order of predict_proba
-        self._arrays = arrays
-        self._knn = None
-        if meta["head"] == "knn":
-            p = meta["head_params"]
-            self._knn = KNeighborsClassifier(n_neighbors=p["n_neighbors"], weights=p["weights"], metric=p["metric"],
-                                             algorithm="brute").fit(arrays["head_X"], arrays["head_y"])
-
-    def transform(self, X):
-        X = np.asarray(X, dtype=np.float32)
-        if self.meta["scaling"] == "standard":
-            # In the input dtype, as StandardScaler.transform computes it.
-            return (X - self._arrays["scale_mean"].astype(X.dtype)) / self._arrays["scale_scale"].astype(X.dtype)
-        if self.meta["scaling"] == "l2":
-            return normalize(X)
-        return X
+        known = _known_classes()
+        self.pipeline = Pipeline([(name, _rebuild(meta["steps"][name], arrays, name, known))
+                                  for name in ("scale", "clf")])
+        self.classes = self.pipeline.named_steps["clf"].classes_  # label indices, in predict_proba's column order
 
     def predict_proba(self, X):
-        Z = self.transform(X)
-        a = self._arrays
-        kind = self.meta["head"]
-        if kind == "linear":
-            return softmax(np.asarray(Z, np.float64) @ a["head_coef"].T + a["head_intercept"])
-        if kind == "mlp":
-            h = np.maximum(np.asarray(Z, np.float64) @ a["head_w1"].T + a["head_b1"], 0)
-            return softmax(h @ a["head_w2"].T + a["head_b2"])
-        return self._knn.predict_proba(Z)
+        return self.pipeline.predict_proba(np.asarray(X, dtype=np.float32))
 
     def predict(self, X):
-        """Class indices into class_names."""
-        return self.classes[self.predict_proba(X).argmax(axis=1)]
+        """Label indices into class_names."""
+        return self.pipeline.predict(np.asarray(X, dtype=np.float32))
+
+    def predict_names(self, X) -> list:
+        return [self.class_names[int(i)] for i in self.predict(X)]
 
 
 def load_model(path) -> LoadedModel:
@@ -105,5 +124,9 @@ def load_model(path) -> LoadedModel:
     except Exception as exc:
         raise ModelFileError(f"{path}: not a cnncodes model file ({exc}); re-create it with `pipeline.py fit`") from None
     if meta.get("format") != FORMAT:
-        raise ModelFileError(f"{path}: model format {meta.get('format')!r}, expected {FORMAT}; re-create it with `pipeline.py fit`")
-    return LoadedModel(meta, arrays)
+        raise ModelFileError(f"{path}: model format {meta.get('format')!r}, expected {FORMAT}; re-create it with "
+                             "`pipeline.py fit`")
+    try:
+        return LoadedModel(meta, arrays)
+    except (KeyError, TypeError) as exc:
+        raise ModelFileError(f"{path}: incomplete model file ({exc}); re-create it with `pipeline.py fit`") from None

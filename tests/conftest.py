@@ -61,3 +61,24 @@ def run_cli(*args, check=True):
 
 # Small, fast VGG16 settings for mechanics tests: random weights, 32-pixel inputs.
 FAST_VGG = ("--weights", "random", "--crop-size", "32", "--no-progress", "--workers", "0", "--batch-size", "4")
+
+
+def committed_rows(cache):
+    """Rows and failures the cache file lists now (it is replaced atomically, so always readable)."""
+    import h5py
+    try:
+        with h5py.File(cache, "r") as f:
+            return int(f.attrs.get("n_rows", 0)) + len(f["failed/paths"])
+    except (OSError, KeyError):
+        return 0
+
+
+def assert_same_cache(a, b):
+    """Two caches hold the same rows: paths, keys, labels, splits, classes, failures, codes bit for bit."""
+    from cache import open_cache
+    with open_cache(a) as x, open_cache(b) as y:
+        assert x.paths == y.paths and x.keys == y.keys and x.class_names == y.class_names
+        assert x.labels.tolist() == y.labels.tolist() and x.splits.tolist() == y.splits.tolist()
+        assert x.failures == y.failures
+        for layer in x.layers:
+            np.testing.assert_array_equal(x.codes(layer), y.codes(layer))

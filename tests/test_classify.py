@@ -158,3 +158,30 @@ def test_predict_labels_real_photos(flowers5, tmp_path):
     preds = json.loads(run_cli("predict", model, *[p for p, _ in held_out], "--json").stdout)
     correct = sum(p["label"] == cls for p, (_, cls) in zip(preds, held_out))
     assert correct >= 8, preds  # 10 unseen photos of two very different flowers
+
+
+def test_sweep_solver_matches_scikit_learn_on_real_codes(flowers5, tmp_path):
+    """The multi-head solver against LogisticRegression + GridSearchCV on the same flowers5 codes."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+    from classify.registry import LOG_C
+    from extract import ExtractConfig, run_extract
+    data = tmp_path / "f5"
+    for split, per_class in (("train", 120), ("val", 110)):  # 600 train photos, all 550 val photos
+        for cls in sorted(os.listdir(os.path.join(flowers5, split))):
+            os.makedirs(data / split / cls)
+            for name in sorted(os.listdir(os.path.join(flowers5, split, cls)))[:per_class]:
+                os.symlink(os.path.join(flowers5, split, cls, name), data / split / cls / name)
+    cache = str(tmp_path / "c.h5")
+    run_extract(ExtractConfig(str(data), cache, backbone="efficientnet_lite0", progress=False))
+    codes = load_codes(cache)
+    ours, _ = fit_and_evaluate(codes, "logreg")
+    plan = plan_splits(codes.splits, codes.y, 0)
+    search = GridSearchCV(Pipeline([("scale", StandardScaler()), ("clf", LogisticRegression(max_iter=1000))]),
+                          {"clf__C": LOG_C}, cv=plan.predefined_split(), scoring="accuracy")
+    search.fit(codes.X[plan.fit_mask], codes.y[plan.fit_mask])
+    theirs = float((search.predict(codes.X[plan.eval_mask]) == codes.y[plan.eval_mask]).mean())
+    assert abs(ours["accuracy"] - theirs) <= 0.005, (ours["accuracy"], theirs)
+    assert abs(LOG_C.index(ours["params"]["C"]) - LOG_C.index(search.best_params_["clf__C"])) <= 1

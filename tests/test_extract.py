@@ -11,10 +11,7 @@ import torch
 import torchvision
 
 from cache import open_cache
-import h5py
-
-from cache import segment_folder
-from conftest import FAST_VGG, ROOT, make_folder, make_image, run_cli
+from conftest import FAST_VGG, ROOT, committed_rows, make_folder, make_image, run_cli
 from extract import ExtractConfig, run_extract
 from extract.backbones import get_backbone
 from extract.errors import WeightsUnavailable
@@ -25,15 +22,6 @@ def read_all(cache):
         return {"paths": c.paths, "keys": c.keys, "labels": c.labels.tolist(), "splits": list(c.splits),
                 "classes": c.class_names, "codes": {l: c.codes(l) for l in c.layers},
                 "failures": c.failures}
-
-
-def committed_rows(cache):
-    """Rows and failures the cache file lists now (it is replaced atomically, so always readable)."""
-    try:
-        with h5py.File(cache, "r") as f:
-            return int(f.attrs.get("n_rows", 0)) + len(f["failed/paths"])
-    except (OSError, KeyError):
-        return 0
 
 
 def test_extract_writes_codes_and_info_shows_them(image_folder, tmp_path):

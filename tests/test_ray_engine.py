@@ -5,21 +5,11 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 
-from cache import open_cache
-from conftest import ROOT, make_folder, run_cli
+from conftest import ROOT, assert_same_cache as same_cache, committed_rows, make_folder, run_cli
 
 ARGS = ["--weights", "random", "--crop-size", "32", "--no-progress", "--batch-size", "4", "--shard-rows", "8"]
-
-
-def same_cache(a, b):
-    with open_cache(a) as x, open_cache(b) as y:
-        assert x.paths == y.paths and x.keys == y.keys and x.class_names == y.class_names
-        assert x.labels.tolist() == y.labels.tolist() and x.splits.tolist() == y.splits.tolist()
-        assert x.failures == y.failures
-        np.testing.assert_array_equal(x.codes(), y.codes())  # fp16 storage, bit for bit
 
 
 @pytest.fixture
@@ -33,15 +23,6 @@ def folder(tmp_path):
     make_folder(str(data), per_class=12)
     (data / "red" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
     return data
-
-
-def committed_rows(cache):
-    import h5py
-    try:
-        with h5py.File(cache, "r") as f:
-            return int(f.attrs.get("n_rows", 0))
-    except (OSError, KeyError):
-        return 0
 
 
 def test_ray_engine_gives_the_local_engines_cache(ray_available, folder, tmp_path):

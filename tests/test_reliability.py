@@ -9,12 +9,11 @@ import sys
 import time
 
 import h5py
-import numpy as np
 import pytest
 
 from cache import open_cache, segment_folder
 from cache.verify import verify_cache
-from conftest import ROOT, make_folder, make_image, run_cli
+from conftest import ROOT, assert_same_cache as assert_same, committed_rows, make_folder, make_image, run_cli
 
 ARGS = ["--weights", "random", "--crop-size", "32", "--no-progress", "--workers", "0", "--batch-size", "4",
         "--dtype", "float32"]
@@ -23,23 +22,7 @@ KILLS = 20
 
 def read_all(cache):
     with open_cache(cache) as c:
-        return {"paths": c.paths, "keys": c.keys, "labels": c.labels.tolist(), "splits": c.splits.tolist(),
-                "classes": c.class_names, "codes": c.codes(), "failures": c.failures}
-
-
-def assert_same(a, b):
-    a, b = read_all(a), read_all(b)
-    for name in ("paths", "keys", "labels", "splits", "classes", "failures"):
-        assert a[name] == b[name], name
-    np.testing.assert_array_equal(a["codes"], b["codes"])
-
-
-def committed_rows(cache):
-    try:
-        with h5py.File(cache, "r") as f:
-            return int(f.attrs.get("n_rows", 0)) + len(f["failed/paths"])
-    except (OSError, KeyError):
-        return 0
+        return {"paths": c.paths, "codes": c.codes()}
 
 
 def start(data, cache, *extra):

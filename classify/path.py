@@ -1,0 +1,210 @@
+"""A whole regularisation grid of multinomial logistic regressions, fitted at once.
+
+Every head h minimises  mean_i CE(x_i W_h + b_h, y_i) + lambda_h / 2 * ||W_h||^2  (the intercept
+is not penalised). With lambda = 1 / (C n) that is exactly scikit-learn's LogisticRegression
+objective (C * sum CE + ||W||^2 / 2, divided by C n); with lambda = weight_decay it is the torch
+linear layer's. The heads are independent, so they are stacked into one [D, H*K] weight matrix:
+one matrix product per step serves all of them, and a batched L-BFGS (one history, step size and
+stopping test per head) drives each to its own optimum. Heads are scored on the selection rows,
+the best is refitted on every row, warm-started from its own solution.
+"""
+import numpy as np
+import torch
+
+from .heads import LinearScores, _TorchClassifier, torch_device
+
+HISTORY = 10
+# Warm-start stages along the regularisation path. Measured on flowers5 VGG16 fc7 codes: one
+# batched solve of all 11 heads (5.8 s) beat three stages each warm-started from the previous
+# one (7.9 s), because a stage waits for its slowest head; the refit is warm-started instead.
+STAGES = 1
+# The sweep only ranks the heads on the selection rows, so it stops earlier than the refit.
+SWEEP_TOL_FACTOR = 10
+
+
+class _Heads:
+    """H stacked linear heads over the same codes: one GEMM computes all their logits, one more
+    all their gradients."""
+
+    def __init__(self, X, y, n_classes, lambdas):
+        self.X, self.k = X, n_classes
+        self.onehot = torch.nn.functional.one_hot(y, n_classes).to(X.dtype)   # [n, K]
+        self.lam = lambdas                                   # [H]
+        self.h = len(lambdas)
+        self.d = X.shape[1]
+
+    def subset(self, idx) -> "_Heads":
+        """The same codes with only the heads at ``idx``."""
+        sub = object.__new__(_Heads)
+        sub.__dict__.update(self.__dict__, lam=self.lam[idx], h=len(idx))
+        return sub
+
+    def split(self, theta):
+        """theta [H, D*K + K] -> W [D, H*K], b [H*K]."""
+        W = theta[:, :self.d * self.k].reshape(self.h, self.d, self.k).permute(1, 0, 2).reshape(self.d, -1)
+        b = theta[:, self.d * self.k:].reshape(-1)
+        return W, b
+
+    def _forward(self, theta):
+        W, b = self.split(theta)
+        logits = torch.addmm(b, self.X, W).reshape(len(self.X), self.h, self.k)
+        log_p = torch.log_softmax(logits, dim=2)
+        ce = -(log_p * self.onehot[:, None, :]).sum(2).mean(0)           # [H]
+        penalty = 0.5 * self.lam * theta[:, :self.d * self.k].pow(2).sum(1)
+        return ce + penalty, log_p
+
+    def losses(self, theta):
+        with torch.no_grad():
+            return self._forward(theta)[0]
+
+    def loss_and_grad(self, theta):
+        """Per-head objective [H] and its gradient [H, P], written out (no autograd)."""
+        with torch.no_grad():
+            loss, log_p = self._forward(theta)
+            residual = (log_p.exp() - self.onehot[:, None, :]) / len(self.X)   # [n, H, K]
+            grad_w = (self.X.T @ residual.reshape(len(self.X), -1)).reshape(self.d, self.h, self.k).permute(1, 0, 2)
+            grad_w = grad_w + self.lam[:, None, None] * theta[:, :self.d * self.k].reshape(self.h, self.d, self.k)
+            grad_b = residual.sum(0)                                             # [H, K]
+            return loss, torch.cat([grad_w.reshape(self.h, -1), grad_b], dim=1)
+
+
+def batched_lbfgs(heads: _Heads, theta, max_iter=1000, tol=1e-4):
+    """Minimise every head's objective; returns (theta [H, P], iterations run per head [H]).
+
+    Each head has its own history, step and stopping test; only heads still running are
+    computed (a converged head drops out of the matrix products).
+    """
+    f, g = heads.loss_and_grad(theta)
+    S, Y, rho = [], [], []   # full-size [H, P] (rho [H]); zero where a head skipped a pair
+    active = g.abs().amax(1) > tol
+    iterations = torch.zeros(heads.h, dtype=torch.long)
+    for _ in range(max_iter):
+        idx = active.nonzero().squeeze(1)
+        if not len(idx):
+            break
+        sub = heads.subset(idx)
+        th, gi, fi = theta[idx], g[idx], f[idx]
+        q = gi.clone()
+        alphas = []
+        for s, yv, r in zip(reversed(S), reversed(Y), reversed(rho)):   # two-loop recursion
+            a = r[idx] * (s[idx] * q).sum(1)
+            q -= a[:, None] * yv[idx]
+            alphas.append(a)
+        if S:
+            sl, yl = S[-1][idx], Y[-1][idx]
+            gamma = (sl * yl).sum(1) / (yl * yl).sum(1).clamp_min(1e-20)
+            gamma = torch.where(gamma > 0, gamma, 1.0 / gi.norm(dim=1).clamp_min(1e-12))
+            q *= gamma[:, None]
+        else:
+            q /= gi.norm(dim=1, keepdim=True).clamp_min(1e-12)   # a unit first step
+        for s, yv, r, a in zip(S, Y, rho, reversed(alphas)):
+            beta = r[idx] * (yv[idx] * q).sum(1)
+            q += s[idx] * (a - beta)[:, None]
+        direction = -q
+        slope = (gi * direction).sum(1)
+        bad = slope >= 0  # not a descent direction: the gradient instead
+        if bad.any():
+            direction[bad] = -gi[bad] / gi[bad].norm(dim=1, keepdim=True).clamp_min(1e-12)
+            slope = (gi * direction).sum(1)
+        step = torch.ones(len(idx), dtype=theta.dtype, device=theta.device)
+        for _ in range(30):  # backtracking (Armijo), all running heads at once
+            ok = sub.losses(th + step[:, None] * direction) <= fi + 1e-4 * step * slope
+            if ok.all():
+                break
+            step = torch.where(ok, step, step * 0.5)
+        new_th = th + step[:, None] * direction
+        new_f, new_g = sub.loss_and_grad(new_th)
+        s_new, y_new = new_th - th, new_g - gi
+        sy = (s_new * y_new).sum(1)
+        keep = sy > 1e-10  # a pair that breaks positive curvature is left out
+        for store, value in ((S, s_new * keep[:, None]), (Y, y_new * keep[:, None])):
+            full = torch.zeros_like(theta)
+            full[idx] = value
+            store.append(full)
+        r_full = torch.zeros(heads.h, dtype=theta.dtype, device=theta.device)
+        r_full[idx] = torch.where(keep, 1.0 / sy.clamp_min(1e-20), torch.zeros_like(sy))
+        rho.append(r_full)
+        if len(S) > HISTORY:
+            S.pop(0), Y.pop(0), rho.pop(0)
+        theta[idx], f[idx], g[idx] = new_th, new_f, new_g
+        iterations[idx.cpu()] += 1
+        # Stop a head when its gradient is flat (scikit-learn's lbfgs test, on the same objective)
+        # or its objective no longer moves in float32.
+        done = (new_g.abs().amax(1) <= tol) | ((fi - new_f).abs() <= 1e-7 * new_f.abs().clamp_min(1e-3))
+        active[idx[done]] = False
+    return theta, iterations
+
+
+class LogisticPathClassifier(LinearScores, _TorchClassifier):
+    """Multinomial logistic regression over a grid of regularisation strengths, fitted together.
+
+    param: "C" (scikit-learn's inverse strength; lambda = 1 / (C n)) or "weight_decay" (lambda
+    itself). grid: the values. fit(X [n, D], y [n], selection=bool mask [n] or None): the heads
+    train on the rows outside ``selection`` and are scored on it; the best value is refitted on
+    all rows. Without a selection mask the single value ``grid[0]`` is fitted (no sweep).
+    After fit: coef_ [K, D], intercept_ [K], best_params_, sweep_ [(params, selection accuracy)].
+    """
+
+    def __init__(self, param="C", grid=(1.0,), max_iter=1000, tol=1e-4, device="auto", random_state=0):
+        self.param = param
+        self.grid = grid
+        self.max_iter = max_iter
+        self.tol = tol
+        self.device = device
+        self.random_state = random_state
+
+    def _lambdas(self, values, n):
+        values = torch.as_tensor(np.asarray(values, dtype=np.float64), dtype=torch.float32)
+        return 1.0 / (values * n) if self.param == "C" else values
+
+    def _solve(self, X, y, values, init=None, tol=None):
+        """theta [H, P] for each value, in the order given. Heads go from the strongest
+        regularisation to the weakest in a few stages; each stage is one batched solve,
+        warm-started from the previous stage's weakest head (the weak heads converge slowly
+        from zero, quickly from a neighbour on the path)."""
+        lambdas = self._lambdas(values, len(X)).to(X.device)
+        order = torch.argsort(lambdas, descending=True)
+        p = X.shape[1] * len(self.classes_) + len(self.classes_)
+        theta = torch.zeros(len(values), p, device=X.device)
+        iterations = torch.zeros(len(values), dtype=torch.long)
+        start = init.reshape(1, p).to(X.device) if init is not None else torch.zeros(1, p, device=X.device)
+        for stage in torch.tensor_split(order, min(STAGES, len(order))):
+            heads = _Heads(X, y, len(self.classes_), lambdas[stage])
+            solved, its = batched_lbfgs(heads, start.expand(len(stage), p).clone(), self.max_iter, tol or self.tol)
+            theta[stage], iterations[stage.cpu()] = solved, its
+            start = solved[-1:]
+        return theta, _Heads(X, y, len(self.classes_), lambdas), iterations
+
+    def fit(self, X, y, selection=None):
+        if self.param not in ("C", "weight_decay"):
+            raise ValueError(f"param={self.param!r}: choose 'C' or 'weight_decay'")
+        Xt, yt, device = self._prepare(X, y)
+        grid = [float(v) for v in np.atleast_1d(self.grid)]
+        chosen, init = grid[0], None
+        self.sweep_ = []
+        if selection is not None and len(grid) > 1:
+            selection = np.asarray(selection, dtype=bool)
+            train = torch.as_tensor(~selection, device=device)
+            held = torch.as_tensor(selection, device=device)
+            if len(selection) != len(yt):
+                raise ValueError(f"selection has {len(selection)} entries for {len(yt)} rows")
+            if not held.any() or len(torch.unique(yt[train])) < len(self.classes_):
+                raise ValueError("the selection rows leave a class with no training rows")
+            theta, heads, _ = self._solve(Xt[train], yt[train], grid, tol=self.tol * SWEEP_TOL_FACTOR)
+            W, b = heads.split(theta)
+            with torch.no_grad():
+                pred = (torch.addmm(b, Xt[held], W).reshape(int(held.sum()), len(grid), -1)).argmax(2)
+                accuracy = (pred == yt[held][:, None]).float().mean(0).cpu().numpy()
+            self.sweep_ = [({self.param: v}, float(a)) for v, a in zip(grid, accuracy)]
+            best = int(np.argmax(accuracy))  # the first best: the strongest regularisation among ties
+            chosen, init = grid[best], theta[best:best + 1]
+        theta, heads, iterations = self._solve(Xt, yt, [chosen], init)
+        self.n_iter_ = int(iterations[0])
+        d, k = heads.d, heads.k
+        self.coef_ = theta[0, :d * k].reshape(d, k).T.detach().cpu().double().numpy()
+        self.intercept_ = theta[0, d * k:].detach().cpu().double().numpy()
+        self.best_params_ = {self.param: chosen}
+        return self
+
+
+__all__ = ["LogisticPathClassifier", "batched_lbfgs", "torch_device"]
