@@ -190,7 +190,7 @@ def cmd_fit(args):
         save_model(args.model, model, {"classifier": args.classifier, "params": result["params"],
                                        "class_names": data.class_names, "layer": data.layer,
                                        "fingerprint": data.fingerprint, "cache": data.path,
-                                       "result": {k: v for k, v in result.items() if k != "sweep"}})
+                                       "result": {k: v for k, v in result.items() if k not in ("sweep", "mistakes")}})
         result["model"] = args.model
     if args.json:
         print(json.dumps(result, indent=2))

@@ -11,7 +11,8 @@ from .reader import CodesCache, open_cache
 from .schema import SCHEMA_VERSION
 
 __all__ = [
-    "AppendSession", "Known", "existing_fingerprint", "open_for_append", "recover", "CacheError", "CacheLocked", "DiskFull", "check_writable",
+    "AppendSession", "Known", "existing_fingerprint", "open_for_append", "recover", "CacheError", "CacheLocked",
+    "DiskFull", "check_writable",
     "FingerprintMismatch", "COMPARED_FINGERPRINT_KEYS", "Fingerprint", "cache_lock", "segment_folder",
     "CodesCache", "open_cache", "SCHEMA_VERSION",
 ]

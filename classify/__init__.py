@@ -4,7 +4,8 @@ Names load on first use, so importing the package costs no scikit-learn or torch
 """
 import importlib
 
-_LAZY = {"CodesData": "evaluate", "compare": "evaluate", "fit_and_evaluate": "evaluate", "load_codes": "evaluate", "metrics": "evaluate",
+_LAZY = {"CodesData": "evaluate", "compare": "evaluate", "fit_and_evaluate": "evaluate", "load_codes": "evaluate",
+         "metrics": "evaluate",
          "LoadedModel": "model_file", "ModelFileError": "model_file", "load_model": "model_file",
          "save_model": "model_file", "CLASSIFIERS": "registry", "DEFAULT_SCALING": "registry",
          "SCALINGS": "registry", "get_classifier": "registry", "SplitError": "splits", "plan_splits": "splits"}

@@ -23,13 +23,14 @@ class CodesData:
     layer: str
     fingerprint: dict
     path: str
+    paths: list = None     # image path of each row, relative to fingerprint["data_root"]
 
 
 def load_codes(cache_path, layer=None) -> CodesData:
     with open_cache(cache_path) as c:
         layer = layer or c.default_layer
         return CodesData(c.codes(layer), c.labels, c.splits.astype(str), c.class_names, layer,
-                         c.fingerprint, c.path)
+                         c.fingerprint, c.path, c.paths)
 
 
 def metrics(y_true, y_pred, class_names) -> dict:
@@ -71,7 +72,8 @@ def fit_and_evaluate(data: CodesData, name: str, scaling=DEFAULT_SCALING, seed=0
     else:
         model, chosen = clone(pipeline).fit(X_fit, y_fit), {}
     fit_seconds = time.perf_counter() - started
-    y_pred = model.predict(data.X[plan.eval_mask])
+    proba = model.predict_proba(data.X[plan.eval_mask])
+    y_pred = model.classes_[proba.argmax(axis=1)]
     result = {
         "classifier": name,
         "layer": data.layer,
@@ -84,8 +86,19 @@ def fit_and_evaluate(data: CodesData, name: str, scaling=DEFAULT_SCALING, seed=0
         "fit_seconds": round(fit_seconds, 3),
         "params": _plain(chosen),
         "sweep": sweep,
+        "mistakes": _mistakes(data, plan.eval_mask, y_pred, proba),
     }
     return result, model
+
+
+def _mistakes(data, eval_mask, y_pred, proba, limit=200) -> list:
+    """The reported rows the model got wrong, most confident first: path, true, predicted, probability."""
+    rows = np.flatnonzero(eval_mask)
+    wrong = np.flatnonzero(y_pred != data.y[eval_mask])
+    wrong = wrong[np.argsort(-proba[wrong].max(axis=1), kind="stable")][:limit]
+    return [{"row": int(rows[i]), "path": data.paths[rows[i]] if data.paths is not None else None,
+             "true": data.class_names[int(data.y[rows[i]])], "predicted": data.class_names[int(y_pred[i])],
+             "probability": float(proba[i].max())} for i in wrong]
 
 
 def compare(data: CodesData, names=None, scaling=DEFAULT_SCALING, seed=0, on_result=None) -> list:

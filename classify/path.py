@@ -130,7 +130,9 @@ def batched_lbfgs(heads: _Heads, theta, max_iter=1000, tol=1e-4):
         iterations[idx.cpu()] += 1
         # Stop a head when its gradient is flat (scikit-learn's lbfgs test, on the same objective)
         # or its objective no longer moves in float32.
-        done = (new_g.abs().amax(1) <= tol) | ((fi - new_f).abs() <= 1e-7 * new_f.abs().clamp_min(1e-3))
+        # As scipy's ftol test, relative to max(|f|, 1), at float32's resolution.
+        scale = torch.maximum(fi.abs(), new_f.abs()).clamp_min(1.0)
+        done = (new_g.abs().amax(1) <= tol) | ((fi - new_f).abs() <= 1e-7 * scale)
         active[idx[done]] = False
     return theta, iterations
 

@@ -1,4 +1,5 @@
-"""The compare report: a table for the terminal, report.md, report.json and two plots."""
+"""The compare report: a table for the terminal, report.md, report.json, two plots and the best
+classifier's mistakes as a grid of thumbnails."""
 import json
 import os
 
@@ -35,6 +36,9 @@ def write_report(out_dir, results, data, context: dict) -> dict:
         json.dump({**context, "best": best["classifier"], "results": results}, f, indent=2, default=str)
     _plot_confusion(paths["confusion.png"], best, data.class_names)
     _plot_accuracy(paths["accuracy.png"], results, best["eval_split"])
+    mistakes_md = _mistakes_section(out_dir, best, data.fingerprint.get("data_root"))
+    if os.path.exists(os.path.join(out_dir, "mistakes.png")):
+        paths["mistakes.png"] = os.path.join(out_dir, "mistakes.png")
     per_class = "\n".join(f"| {name} | {acc:.4f} |" if acc is not None else f"| {name} | - |"
                           for name, acc in best["per_class_accuracy"].items())
     md = [
@@ -47,6 +51,7 @@ def write_report(out_dir, results, data, context: dict) -> dict:
         f"## Best: {best['classifier']}", "",
         "![confusion matrix](confusion.png)", "", "| class | accuracy |", "|---|---|", per_class, "",
         "![accuracy by classifier](accuracy.png)", "",
+        *mistakes_md,
     ]
     with open(paths["report.md"], "w") as f:
         f.write("\n".join(md))
@@ -81,3 +86,66 @@ def _plot_accuracy(path, results, split):
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+MISTAKES_SHOWN = 40
+
+
+def _mistakes_section(out_dir, best, data_root) -> list:
+    """mistakes.png (thumbnails of the best classifier's misclassified photos) and its report lines."""
+    mistakes = best.get("mistakes") or []
+    target = os.path.join(out_dir, "mistakes.png")
+    if os.path.exists(target):
+        os.remove(target)  # a stale grid from an earlier run must not pass for this one
+    if not mistakes:
+        return [f"## Mistakes of {best['classifier']}", "", f"None on {best['eval_split']}.", ""]
+    shown = mistakes[:MISTAKES_SHOWN]
+    missing = _plot_mistakes(target, shown, data_root)
+    lines = [f"## Mistakes of {best['classifier']}", "",
+             f"{len(mistakes)} of {best['n_eval']} {best['eval_split']} rows misclassified; the "
+             f"{len(shown)} most confident are shown (true → predicted, probability of the prediction).", ""]
+    if missing == len(shown):
+        lines += [f"The photos are no longer under {data_root}, so no thumbnails could be drawn:", ""]
+        lines += [f"- `{m['path']}`: {m['true']} → {m['predicted']} ({m['probability']:.2f})" for m in shown]
+        return lines + [""]
+    if missing:
+        lines += [f"{missing} of them are no longer on disk under {data_root} (grey tiles).", ""]
+    return lines + ["![misclassified photos](mistakes.png)", ""]
+
+
+def _plot_mistakes(path, mistakes, data_root) -> int:
+    """Draw the grid; returns how many photos were missing. Writes nothing if all are missing."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from PIL import Image
+    images, missing = [], 0
+    for m in mistakes:
+        try:
+            with Image.open(os.path.join(data_root or "", m["path"] or "")) as img:
+                img.draft("RGB", (160, 160))
+                img = img.convert("RGB")
+                img.thumbnail((160, 160))
+                images.append(np.asarray(img))
+        except (OSError, ValueError):
+            images.append(None)
+            missing += 1
+    if missing == len(mistakes):
+        return missing
+    cols = min(8, len(mistakes))
+    rows = -(-len(mistakes) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.0 * cols, 2.3 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, m, image in zip(axes.flat, mistakes, images):
+        if image is None:
+            ax.imshow(np.full((16, 16, 3), 200, np.uint8))
+            ax.text(8, 8, "not on disk", ha="center", va="center", fontsize=8)
+        else:
+            ax.imshow(image)
+        ax.set_title(f"{m['true']} → {m['predicted']}\n{m['probability']:.2f}", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return missing

@@ -123,7 +123,9 @@ class Extractor:
     def model(self):
         """Built on first use: a re-run with nothing to do never builds the network."""
         if self._model is None:
-            model = self._network if self._network is not None else self.spec.build(self.weights, self.fingerprint.layers)
+            model = self._network
+            if model is None:
+                model = self.spec.build(self.weights, self.fingerprint.layers)
             self._network = None
             if self.precision == "int8":
                 if not self.fingerprint.quantization:

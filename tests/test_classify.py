@@ -185,3 +185,17 @@ def test_sweep_solver_matches_scikit_learn_on_real_codes(flowers5, tmp_path):
     theirs = float((search.predict(codes.X[plan.eval_mask]) == codes.y[plan.eval_mask]).mean())
     assert abs(ours["accuracy"] - theirs) <= 0.005, (ours["accuracy"], theirs)
     assert abs(LOG_C.index(ours["params"]["C"]) - LOG_C.index(search.best_params_["clf__C"])) <= 1
+
+
+def test_report_lists_mistakes_and_says_when_photos_are_gone(random_labels, tmp_path):
+    from classify.report import write_report
+    data = random_labels  # plenty of mistakes; its rows have no photos on disk
+    results = [fit_and_evaluate(data, "centroid")[0]]
+    mistakes = results[0]["mistakes"]
+    assert mistakes and all(m["true"] != m["predicted"] for m in mistakes)
+    assert [m["probability"] for m in mistakes] == sorted((m["probability"] for m in mistakes), reverse=True)
+    paths = write_report(str(tmp_path / "r"), results, data, {"cache": "x", "backbone": "toy", "weights": "w",
+                                                              "scaling": "standard", "seed": 0})
+    text = open(paths["report.md"]).read()
+    assert "no thumbnails could be drawn" in text and "mistakes.png" not in paths
+    assert f"`{mistakes[0]['path']}`" in text

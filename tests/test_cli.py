@@ -92,3 +92,7 @@ def test_demo_runs_on_the_shipped_real_photos(tmp_path):
     report = json.loads((tmp_path / "demo" / "report" / "report.json").read_text())
     results = report if isinstance(report, list) else report["results"]
     assert max(r["accuracy"] for r in results) > 0.6  # real ImageNet features on real photos, not chance (0.2)
+    best = max(results, key=lambda r: (r["accuracy"], r["balanced_accuracy"]))
+    if best["mistakes"]:  # the misclassified photos, drawn from the shipped folder
+        assert (tmp_path / "demo" / "report" / "mistakes.png").stat().st_size > 0
+        assert "![misclassified photos](mistakes.png)" in (tmp_path / "demo" / "report" / "report.md").read_text()
