@@ -28,6 +28,7 @@ class _Heads:
 
     def __init__(self, X, y, n_classes, lambdas):
         self.X, self.k = X, n_classes
+        self.XT = X.T.contiguous()   # the gradient's product reads X by columns: keep a copy laid out for it
         self.onehot = torch.nn.functional.one_hot(y, n_classes).to(X.dtype)   # [n, K]
         self.lam = lambdas                                   # [H]
         self.h = len(lambdas)
@@ -53,16 +54,18 @@ class _Heads:
         penalty = 0.5 * self.lam * theta[:, :self.d * self.k].pow(2).sum(1)
         return ce + penalty, log_p
 
-    def losses(self, theta):
+    def forward(self, theta):
+        """(objective [H], log-probabilities [n, H, K])."""
         with torch.no_grad():
-            return self._forward(theta)[0]
+            return self._forward(theta)
 
-    def loss_and_grad(self, theta):
-        """Per-head objective [H] and its gradient [H, P], written out (no autograd)."""
+    def loss_and_grad(self, theta, forward=None):
+        """Per-head objective [H] and its gradient [H, P], written out (no autograd).
+        forward: this theta's (loss, log_p) when the line search computed them already."""
         with torch.no_grad():
-            loss, log_p = self._forward(theta)
+            loss, log_p = forward if forward is not None else self._forward(theta)
             residual = (log_p.exp() - self.onehot[:, None, :]) / len(self.X)   # [n, H, K]
-            grad_w = (self.X.T @ residual.reshape(len(self.X), -1)).reshape(self.d, self.h, self.k).permute(1, 0, 2)
+            grad_w = (self.XT @ residual.reshape(len(self.X), -1)).reshape(self.d, self.h, self.k).permute(1, 0, 2)
             grad_w = grad_w + self.lam[:, None, None] * theta[:, :self.d * self.k].reshape(self.h, self.d, self.k)
             grad_b = residual.sum(0)                                             # [H, K]
             return loss, torch.cat([grad_w.reshape(self.h, -1), grad_b], dim=1)
@@ -107,13 +110,16 @@ def batched_lbfgs(heads: _Heads, theta, max_iter=1000, tol=1e-4):
             direction[bad] = -gi[bad] / gi[bad].norm(dim=1, keepdim=True).clamp_min(1e-12)
             slope = (gi * direction).sum(1)
         step = torch.ones(len(idx), dtype=theta.dtype, device=theta.device)
+        accepted = None  # the forward pass at the accepted point, reused for its gradient
         for _ in range(30):  # backtracking (Armijo), all running heads at once
-            ok = sub.losses(th + step[:, None] * direction) <= fi + 1e-4 * step * slope
+            trial = sub.forward(th + step[:, None] * direction)
+            ok = trial[0] <= fi + 1e-4 * step * slope
             if ok.all():
+                accepted = trial
                 break
             step = torch.where(ok, step, step * 0.5)
         new_th = th + step[:, None] * direction
-        new_f, new_g = sub.loss_and_grad(new_th)
+        new_f, new_g = sub.loss_and_grad(new_th, accepted)
         s_new, y_new = new_th - th, new_g - gi
         sy = (s_new * y_new).sum(1)
         keep = sy > 1e-10  # a pair that breaks positive curvature is left out
