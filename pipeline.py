@@ -173,18 +173,37 @@ def _classify_args(p):
                    help="feature scaling before the classifier (default: standard)")
     p.add_argument("--seed", type=int, default=0, help="seed for the selection slice and the torch heads")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--max-memory", default=None, metavar="SIZE",
+                   help="codes held at most (e.g. 1G; default a quarter of this machine's memory): beyond it, "
+                        "a seeded random subsample of rows that fits is used, and the output says so")
 
 
 def _result_line(r):
     params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["params"].items())
-    return (f"{r['classifier']}: {r['eval_split']} accuracy {r['accuracy']:.4f}, balanced {r['balanced_accuracy']:.4f}, "
+    sample = (f" (a subsample: {r['rows_used']:,} of {r['rows_total']:,} rows)"
+              if r.get("rows_used", 0) < r.get("rows_total", 0) else "")
+    return (f"{r['classifier']}{sample}: {r['eval_split']} accuracy {r['accuracy']:.4f}, "
+            f"balanced {r['balanced_accuracy']:.4f}, "
             f"macro F1 {r['macro_f1']:.4f}, fit {r['fit_seconds']:.2f} s; chosen on {r['selection']}"
             + (f": {params}" if params else ""))
 
 
+def _load_codes(args):
+    """The cache's codes within --max-memory; one line on stderr when that meant a subsample."""
+    from classify import load_codes
+    from classify.budget import default_budget, parse_size
+    budget = parse_size(args.max_memory) if args.max_memory else default_budget()
+    data = load_codes(args.cache, args.layer, budget, args.seed)
+    if len(data.y) < data.rows_total:
+        print(f"note: the codes ({data.rows_total:,} rows x {data.X.shape[1]} float32, held about 3 times while "
+              f"fitting) exceed --max-memory {budget / 2**30:.2f} GiB: fitting on a seeded random subsample of "
+              f"{len(data.y):,} rows", file=sys.stderr)
+    return data
+
+
 def cmd_fit(args):
-    from classify import DEFAULT_SCALING, fit_and_evaluate, load_codes, save_model
-    data = load_codes(args.cache, args.layer)
+    from classify import DEFAULT_SCALING, fit_and_evaluate, save_model
+    data = _load_codes(args)
     result, model = fit_and_evaluate(data, args.classifier, args.scaling or DEFAULT_SCALING, args.seed)
     if args.model:
         save_model(args.model, model, {"classifier": args.classifier, "params": result["params"],
@@ -202,13 +221,12 @@ def cmd_fit(args):
 
 
 def cmd_compare(args):
-    return _compare(args.cache, args.report, args.classifiers, args.layer, args.scaling, args.seed, args.json)
+    return _compare(_load_codes(args), args.report, args.classifiers, args.scaling, args.seed, args.json)
 
 
-def _compare(cache, report, classifiers=None, layer=None, scaling=None, seed=0, as_json=False):
-    from classify import DEFAULT_SCALING, compare, load_codes
+def _compare(data, report, classifiers=None, scaling=None, seed=0, as_json=False):
+    from classify import DEFAULT_SCALING, compare
     from classify.report import format_table, write_report
-    data = load_codes(cache, layer)
     scaling = scaling or DEFAULT_SCALING
     names = classifiers.split(",") if classifiers else None
     progress = None if as_json else (lambda result: print(_result_line(result), file=sys.stderr))
@@ -264,7 +282,8 @@ def cmd_demo(args):
     cache = os.path.join(out, "codes.h5")
     summary = run_extract(ExtractConfig(data, cache, backbone=args.backbone, progress=not args.no_progress))
     print(summary.line())
-    return _compare(cache, os.path.join(out, "report"), args.classifiers)
+    from classify import load_codes
+    return _compare(load_codes(cache), os.path.join(out, "report"), args.classifiers)
 
 
 def build_parser(prog="pipeline.py"):

@@ -52,11 +52,40 @@ def read_throughput(path, layer, repeats=3):
     return len(X) / best, X.shape
 
 
+def repeated_cache(path, rows, chunk=65536):
+    """A cache of ``rows`` rows: the real rows of ``path`` repeated, labels and splits kept, built in
+    a child process (so this one's memory stays small) beside the original."""
+    big = f"{path}.{rows}.h5"
+    if not os.path.exists(big):
+        code = f"""
+import sys, numpy as np
+sys.path.insert(0, {ROOT!r})
+from cache import open_cache, open_for_append
+with open_cache({path!r}) as src:
+    X, y, splits, names, fp = src.codes(), src.labels, src.splits, src.class_names, src.fingerprint_object
+    widths = {{layer: src.width(layer) for layer in src.layers}}
+layer = fp.layers[0]
+with open_for_append({big!r}, fp, widths, names) as s:
+    for start in range(0, {rows}, {chunk}):
+        idx = np.arange(start, min({rows}, start + {chunk}))
+        rep = idx % len(y)
+        s.add_rows([f"repeat/{{i:08d}}.jpg" for i in idx], [f"{{i:064x}}" for i in idx], splits[rep].tolist(),
+                   [names[k] for k in y[rep]], [(1, int(i), int(i)) for i in idx], {{layer: X[rep]}})
+        s.commit_shard()
+"""
+        subprocess.run([sys.executable, "-c", code], check=True)
+    return big
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("cache")
     ap.add_argument("--classifiers", default=",".join(CLASSIFIERS))
     ap.add_argument("--classic-batches", type=int, default=3, help="batches of 20 timed for the classic loop")
+    ap.add_argument("--million", type=int, default=0, metavar="ROWS",
+                    help="also build a ROWS-row cache by repeating the cache's real rows (labels and splits kept) "
+                         "and time `fit --classifier logreg --max-memory BUDGET` on it, with its peak memory")
+    ap.add_argument("--budget", default="1G", help="--max-memory for the --million case")
     ap.add_argument("--whole-process", default="logreg",
                     help="classifiers also timed as a whole `pipeline.py fit` process (imports included)")
     args = ap.parse_args()
@@ -87,6 +116,16 @@ def main():
         seconds = time.perf_counter() - started
         print(f"`pipeline.py fit {args.cache} --classifier {name}`, whole process: {seconds:.2f} s, "
               f"{classic / seconds:.0f}x sooner than the classic training")
+    if args.million:
+        big = repeated_cache(args.cache, args.million)
+        child = ("import resource, sys, time; sys.argv = ['pipeline.py'] + sys.argv[1:]; t = time.perf_counter(); "
+                 "import pipeline; code = pipeline.main(); "
+                 "print(f'{time.perf_counter() - t:.1f} s, peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB'); "
+                 "sys.exit(code)")
+        out = subprocess.run([sys.executable, "-c", child, "fit", big, "--classifier", "logreg", "--max-memory",
+                              args.budget], capture_output=True, text=True, cwd=ROOT, check=True)
+        print(f"{args.million:,} rows, `fit --classifier logreg --max-memory {args.budget}`: "
+              f"{out.stdout.strip().splitlines()[-1]}; {out.stdout.strip().splitlines()[0]}")
 
 
 if __name__ == "__main__":

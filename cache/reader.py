@@ -95,10 +95,13 @@ class CodesCache:
         names, counts = np.unique(self.splits, return_counts=True)
         return {str(n): int(c) for n, c in zip(names, counts)}
 
-    def codes(self, layer=None, splits=None) -> np.ndarray:
-        """Codes of ``layer`` as float32 [n, D], for the rows in ``splits`` (all rows for None)."""
+    def codes(self, layer=None, splits=None, rows=None) -> np.ndarray:
+        """Codes of ``layer`` as float32 [n, D], for the rows in ``splits`` (all rows for None) and,
+        if given, in the boolean mask ``rows``. Read in blocks: memory is the result's size."""
         dset = self._dataset(layer)
         mask = self.split_mask(splits)
+        if rows is not None:
+            mask = mask & np.asarray(rows, dtype=bool)
         out = np.empty((int(mask.sum()), dset.shape[1]), dtype=np.float32)
         filled = 0
         for start in range(0, len(mask), READ_BLOCK_ROWS):

@@ -24,13 +24,24 @@ class CodesData:
     fingerprint: dict
     path: str
     paths: list = None     # image path of each row, relative to fingerprint["data_root"]
+    rows_total: int = None  # rows in the cache (more than len(X) when a memory budget subsampled them)
 
 
-def load_codes(cache_path, layer=None) -> CodesData:
+def load_codes(cache_path, layer=None, max_memory=None, seed=0) -> CodesData:
+    """The cache's codes as float32, within ``max_memory`` bytes (None: no limit): beyond it, a
+    seeded random subsample of rows that fits (CodesData.rows_total says how many there were)."""
+    from .budget import rows_that_fit, subsample_mask
     with open_cache(cache_path) as c:
         layer = layer or c.default_layer
-        return CodesData(c.codes(layer), c.labels, c.splits.astype(str), c.class_names, layer,
-                         c.fingerprint, c.path, c.paths)
+        n, width = len(c), c.width(layer)
+        keep = n if max_memory is None else rows_that_fit(n, width, max_memory)
+        mask = None if keep == n else subsample_mask(n, keep, seed)
+        paths = c.paths
+        if mask is None:
+            return CodesData(c.codes(layer), c.labels, c.splits.astype(str), c.class_names, layer,
+                             c.fingerprint, c.path, paths, rows_total=n)
+        return CodesData(c.codes(layer, rows=mask), c.labels[mask], c.splits.astype(str)[mask], c.class_names,
+                         layer, c.fingerprint, c.path, [p for p, k in zip(paths, mask) if k], rows_total=n)
 
 
 def metrics(y_true, y_pred, class_names) -> dict:
@@ -81,6 +92,8 @@ def fit_and_evaluate(data: CodesData, name: str, scaling=DEFAULT_SCALING, seed=0
         "eval_split": plan.eval_split,
         "selection": plan.selection if grid else "none (no hyper-parameters)",
         "n_fit": int(plan.fit_mask.sum()),
+        "rows_used": int(len(data.y)),
+        "rows_total": int(data.rows_total or len(data.y)),
         "n_eval": int(plan.eval_mask.sum()),
         **metrics(data.y[plan.eval_mask], y_pred, data.class_names),
         "fit_seconds": round(fit_seconds, 3),

@@ -199,3 +199,18 @@ def test_report_lists_mistakes_and_says_when_photos_are_gone(random_labels, tmp_
     text = open(paths["report.md"]).read()
     assert "no thumbnails could be drawn" in text and "mistakes.png" not in paths
     assert f"`{mistakes[0]['path']}`" in text
+
+
+def test_max_memory_subsamples_rows_and_says_so(tmp_path):
+    X, y, s = blobs()  # 300 rows x 32 float32
+    cache = codes_cache(tmp_path / "c.h5", X, y, s, 3)
+    out = run_cli("fit", cache, "--classifier", "centroid", "--max-memory", "40K", "--json")
+    result = json.loads(out.stdout)
+    fitting = 40 * 1024 // (32 * 4 * 3)  # rows whose float32 codes fit three times in 40 KiB
+    assert (result["rows_used"], result["rows_total"]) == (fitting, 300)
+    assert f"seeded random subsample of {fitting} rows" in out.stderr
+    assert result["n_fit"] + result["n_eval"] == fitting and result["accuracy"] > 0.8
+    whole = json.loads(run_cli("fit", cache, "--classifier", "centroid", "--json").stdout)
+    assert whole["rows_used"] == whole["rows_total"] == 300
+    wrong = run_cli("fit", cache, "--max-memory", "lots", check=False)
+    assert wrong.returncode == 2 and "give a size such as 1G" in wrong.stderr

@@ -1,0 +1,38 @@
+"""The memory budget of stage two (`--max-memory`): how many codes may be held at once.
+
+Codes larger than the budget are not loaded whole: a seeded random subsample of rows that fits is
+used instead, and every output says so. (Streaming the linear heads over the whole cache is the
+next step; see the README.)
+"""
+import os
+import re
+
+import numpy as np
+
+# float32 codes, the fit rows' copy and the scaler's copy: what a fit holds at its peak.
+COPIES = 3
+UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text) -> int:
+    """'1G', '512M', '2.5G', '1000000' -> bytes."""
+    match = re.fullmatch(r"\s*([0-9.]+)\s*([KMGT]?)i?B?\s*", str(text), flags=re.IGNORECASE)
+    if not match:
+        raise ValueError(f"--max-memory {text}: give a size such as 1G, 512M or 2.5G")
+    return int(float(match.group(1)) * UNITS[match.group(2).upper()])
+
+
+def default_budget() -> int:
+    """A quarter of the machine's memory."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+
+
+def rows_that_fit(n_rows, width, budget) -> int:
+    return int(min(n_rows, max(1, budget // (width * 4 * COPIES))))
+
+
+def subsample_mask(n_rows, keep, seed=0) -> np.ndarray:
+    """A seeded random choice of ``keep`` rows, as a boolean mask (row order is kept)."""
+    mask = np.zeros(n_rows, dtype=bool)
+    mask[np.random.default_rng(seed).choice(n_rows, size=keep, replace=False)] = True
+    return mask
