@@ -147,22 +147,14 @@ class AppendSession:
         """Every path with a row or a recorded failure."""
         return list(self._row_of) + [p for p in self.manifest.failures if p not in self._row_of]
 
-    @property
-    def n_rows(self) -> int:
-        return self.manifest.n_rows
-
     # --- adding ---------------------------------------------------------------------------------
     def add_rows(self, paths, keys, splits, classes, stats, codes: dict) -> None:
         """codes: layer -> array [len(paths), width]."""
         self._raise_pending()
-        rows = self._buffer
-        rows.paths += list(paths)
-        rows.keys += list(keys)
-        rows.splits += list(splits)
-        rows.classes += list(classes)
-        rows.stats += [tuple(s) for s in stats]
-        for layer, array in codes.items():
-            rows.codes.setdefault(layer, []).append(np.asarray(array, dtype=self.fingerprint.dtype))
+        self._buffer.extend_rows(SegmentRows(
+            paths=list(paths), keys=list(keys), splits=list(splits), classes=list(classes),
+            stats=[tuple(s) for s in stats],
+            codes={layer: [np.asarray(array, dtype=self.fingerprint.dtype)] for layer, array in codes.items()}))
 
     def add_failures(self, paths, keys, reasons, stats) -> None:
         rows = self._buffer
@@ -212,12 +204,11 @@ class AppendSession:
                 self._thread = None
             self._queue = None
         self._raise_pending()
-        changed = False
+        changed = bool(self._removals)
         if self._removals:
             self._cut({p for p in self._removals if p in self._row_of})
             for path in self._removals:
-                changed |= self.manifest.failures.pop(path, None) is not None
-            changed = True
+                self.manifest.failures.pop(path, None)
             self._removals = set()
         if self._vanished is not None and self.manifest.attrs.get("vanished_rows") != self._vanished:
             self.manifest.attrs["vanished_rows"] = self._vanished
@@ -283,13 +274,8 @@ class AppendSession:
         for segment, items in by_segment.items():
             items.sort()
             old = read_segment_rows(os.path.join(self.folder, segment), [i for i, _ in items], self.widths)
-            rows.paths += old.paths
-            rows.keys += old.keys
-            rows.splits += old.splits
-            rows.classes += old.classes
-            rows.stats += [stat for _, stat in items]
-            for layer in self.widths:
-                rows.codes.setdefault(layer, []).extend(old.codes[layer])
+            old.stats = [stat for _, stat in items]  # the same row, its file's new stat
+            rows.extend_rows(old)
 
     def _allocate_seq(self) -> int:
         seq = self._next_seq
@@ -374,11 +360,7 @@ class AppendSession:
         rows = SegmentRows()
         for name in names:
             selection = [i for start, stop in self.manifest.ranges_of(name) for i in range(start, stop)]
-            part = read_segment_rows(os.path.join(self.folder, name), selection, self.widths)
-            for attr in ("paths", "keys", "splits", "classes", "stats"):
-                getattr(rows, attr).extend(getattr(part, attr))
-            for layer in self.widths:
-                rows.codes.setdefault(layer, []).extend(part.codes.get(layer, []))
+            rows.extend_rows(read_segment_rows(os.path.join(self.folder, name), selection, self.widths))
         seq = self._allocate_seq()
         merged = segment_name(seq)
         attrs = dict(Fingerprint.from_attrs(self.manifest.attrs).to_attrs(), kind=MERGED, seq=seq)
@@ -474,16 +456,13 @@ class AppendSession:
                 kind = kind.decode() if isinstance(kind, bytes) else kind
                 widths = {layer: f["codes"][layer].shape[1] for layer in f["codes"]}
             if kind == SHARD and segment_seq(name) > linked_through:
-                if self.widths is None:
-                    self.widths = widths
-                    self.manifest.attrs["widths"] = widths
-                self._link(name)
+                self._set_widths(widths)
+                self._link(name)  # links, settles and publishes
                 self.recovered += 1
             else:
                 retired.append(name)
-        if retired or self.recovered:
-            with self._disk_errors(0):
-                self._publish(retired + self._settle())
+        if retired:
+            self._publish(retired + self._settle())
 
     def _extend_classes(self, class_names):
         new = sorted(set(class_names) - set(self.manifest.class_names))

@@ -45,6 +45,13 @@ class SegmentRows:
     def __len__(self):
         return len(self.paths) + len(self.failed_paths)
 
+    def extend_rows(self, other: "SegmentRows") -> None:
+        """Append ``other``'s rows (not its failures) after these."""
+        for name in ("paths", "keys", "splits", "classes", "stats"):
+            getattr(self, name).extend(getattr(other, name))
+        for layer, parts in other.codes.items():
+            self.codes.setdefault(layer, []).extend(parts)
+
 
 def write_segment(path, attrs: dict, class_names, rows: SegmentRows, widths: dict, dtype) -> None:
     """Write ``rows`` to ``path`` atomically (temporary name, fsync, rename)."""

@@ -11,7 +11,7 @@ the best is refitted on every row, warm-started from its own solution.
 import numpy as np
 import torch
 
-from .heads import LinearScores, _TorchClassifier, torch_device
+from .heads import LinearScores, _TorchClassifier
 
 HISTORY = 10
 # Warm-start stages along the regularisation path. Measured on flowers5 VGG16 fc7 codes: one
@@ -214,5 +214,3 @@ class LogisticPathClassifier(LinearScores, _TorchClassifier):
         self.best_params_ = {self.param: chosen}
         return self
 
-
-__all__ = ["LogisticPathClassifier", "batched_lbfgs", "torch_device"]

@@ -25,6 +25,16 @@ def make_shards(records, shard_records: int) -> list:
             for i, start in enumerate(range(0, len(records), shard_records))]
 
 
+def track_shards(shards, encoded):
+    """ShardProgress for each (shard index, EncodedBatch in shard positions) an engine produced,
+    in order; ``done`` once a shard's every record came back. Shared by every engine."""
+    by_index = {shard.index: shard for shard in shards}
+    consumed = dict.fromkeys(by_index, 0)
+    for index, batch in encoded:
+        consumed[index] += len(batch)
+        yield ShardProgress(by_index[index], batch, consumed[index] == len(by_index[index].records))
+
+
 class LocalEngine:
     """This process: one DataLoader over every pending record (decoding never stalls between
     shards). Shards hold whole batches, so no batch straddles two shards."""
@@ -35,21 +45,21 @@ class LocalEngine:
         return None  # this machine's own choice (extract/device.py)
 
     def run(self, extractor, shards):
+        return track_shards(shards, self._encoded(extractor, shards))
+
+    @staticmethod
+    def _encoded(extractor, shards):
         records = [r for shard in shards for r in shard.records]
-        owner, offset = [], []
+        owner, offset = [], []  # per record: its shard; per shard: its first record's position
         for shard in shards:
-            owner += [shard] * len(shard.records)
-            offset.append(len(owner) - len(shard.records))
-        consumed = {shard.index: 0 for shard in shards}
+            offset.append(len(owner))
+            owner += [shard.index] * len(shard.records)
         for batch in extractor.encode(records):
             positions = batch.indices + [i for i, _ in batch.failed] + batch.unchanged
-            if not positions:
-                continue
-            shard = owner[positions[0]]
-            start = offset[shard.index]
-            shift_positions(batch, -start)
-            consumed[shard.index] += len(batch)
-            yield ShardProgress(shard, batch, consumed[shard.index] == len(shard.records))
+            if positions:
+                index = owner[positions[0]]
+                shift_positions(batch, -offset[index])
+                yield index, batch
 
 
 def shift_positions(batch, delta):

@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from .engines import ShardProgress, shift_positions
+from .engines import shift_positions, track_shards
 from .errors import ExtractError
 
 # Set by tests (and useful when debugging a cluster): each actor writes its pid into this folder.
@@ -88,14 +88,8 @@ class RayEngine:
                                    "batch_size": batch_size, "workers": workers,
                                    "channels_last": extractor.options.channels_last,
                                    "max_pixels": extractor.options.max_pixels})
-        by_index = {shard.index: shard for shard in shards}
-        consumed = {shard.index: 0 for shard in shards}
-        for row in dataset.iter_rows():
-            result = row["result"]
-            shard = by_index[result["shard"]]
-            batch = result["batch"]
-            consumed[shard.index] += len(batch)
-            yield ShardProgress(shard, batch, consumed[shard.index] == len(shard.records))
+        yield from track_shards(shards, ((row["result"]["shard"], row["result"]["batch"])
+                                         for row in dataset.iter_rows()))
 
 
 class RayEncoder:
@@ -113,21 +107,8 @@ class RayEncoder:
     def __call__(self, batch):
         out = []
         for item in batch["batch"]:
-            encoded = None
-            for part in self.extractor.encode(item["records"]):  # one batch: the records fit one
-                if encoded is None:
-                    encoded = part
-                else:
-                    _extend(encoded, part)
+            encoded, = self.extractor.encode(item["records"])  # at most batch_size records: one batch
             shift_positions(encoded, item["start"])
             out.append({"shard": item["shard"], "batch": encoded})
         return {"result": np.array(out, dtype=object)}
 
-
-def _extend(batch, more):
-    batch.indices += more.indices
-    batch.failed += more.failed
-    batch.unchanged += more.unchanged
-    batch.keys.update(more.keys)
-    batch.codes = {k: np.concatenate([batch.codes.get(k, np.zeros((0, v.shape[1]), v.dtype)), v])
-                   for k, v in more.codes.items()} or batch.codes

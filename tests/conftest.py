@@ -50,6 +50,13 @@ def flowers5():
     return FLOWERS5
 
 
+def start_cli(*args, env=None):
+    """Start pipeline.py in a subprocess without waiting (to kill or signal it); text pipes."""
+    return subprocess.Popen([sys.executable, os.path.join(ROOT, "pipeline.py"), *map(str, args)], cwd=ROOT,
+                            env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
 def run_cli(*args, check=True):
     """Run pipeline.py in a subprocess; returns CompletedProcess with text output."""
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "pipeline.py"), *map(str, args)],

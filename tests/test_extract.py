@@ -1,8 +1,6 @@
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -11,7 +9,7 @@ import torch
 import torchvision
 
 from cache import open_cache
-from conftest import FAST_VGG, ROOT, committed_rows, make_folder, make_image, run_cli
+from conftest import FAST_VGG, committed_rows, make_folder, make_image, run_cli, start_cli
 from extract import ExtractConfig, run_extract
 from extract.backbones import get_backbone
 from extract.errors import WeightsUnavailable
@@ -135,14 +133,12 @@ def test_sigkill_then_resume_equals_clean_run(tmp_path):
     run_cli("extract", data, "--cache", clean, *args)
 
     killed = tmp_path / "killed.h5"
-    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "pipeline.py"), "extract", str(data),
-                             "--cache", str(killed), *args], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = start_cli("extract", data, "--cache", killed, *args)
     deadline = time.time() + 120
     while time.time() < deadline and committed_rows(killed) < 16:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.communicate()
     assert proc.returncode == -signal.SIGKILL
     committed = committed_rows(killed)
     assert 16 <= committed < 121, "the run finished before it was killed; the test needs a slower run"

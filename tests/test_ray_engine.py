@@ -1,13 +1,12 @@
 """--engine ray on a local Ray: the same cache as the local engine, resumable, and robust to a dying worker."""
 import os
 import signal
-import subprocess
 import sys
 import time
 
 import pytest
 
-from conftest import ROOT, assert_same_cache as same_cache, committed_rows, make_folder, run_cli
+from conftest import assert_same_cache as same_cache, committed_rows, make_folder, run_cli, start_cli
 
 ARGS = ["--weights", "random", "--crop-size", "32", "--no-progress", "--batch-size", "4", "--shard-rows", "8"]
 
@@ -36,10 +35,7 @@ def test_ray_engine_gives_the_local_engines_cache(ray_available, folder, tmp_pat
 
 
 def _start(folder, cache, env=None, extra=()):
-    return subprocess.Popen([sys.executable, os.path.join(ROOT, "pipeline.py"), "extract", str(folder),
-                             "--cache", str(cache), *ARGS, "--engine", "ray", *extra], cwd=ROOT,
-                            env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return start_cli("extract", folder, "--cache", cache, *ARGS, "--engine", "ray", *extra, env=env)
 
 
 def _wait_for(predicate, seconds=180):

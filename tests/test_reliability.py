@@ -5,7 +5,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 
 import h5py
@@ -13,7 +12,7 @@ import pytest
 
 from cache import open_cache, segment_folder
 from cache.verify import verify_cache
-from conftest import ROOT, assert_same_cache as assert_same, committed_rows, make_folder, make_image, run_cli
+from conftest import assert_same_cache as assert_same, committed_rows, make_folder, make_image, run_cli, start_cli
 
 ARGS = ["--weights", "random", "--crop-size", "32", "--no-progress", "--workers", "0", "--batch-size", "4",
         "--dtype", "float32"]
@@ -26,9 +25,7 @@ def read_all(cache):
 
 
 def start(data, cache, *extra):
-    return subprocess.Popen([sys.executable, os.path.join(ROOT, "pipeline.py"), "extract", str(data), "--cache",
-                             str(cache), *ARGS, *extra], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return start_cli("extract", data, "--cache", cache, *ARGS, *extra)
 
 
 @pytest.fixture
