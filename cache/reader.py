@@ -67,6 +67,18 @@ class CodesCache:
     def paths(self) -> list:
         return read_strings(self._file["paths"])
 
+    def paths_of(self, rows) -> list:
+        """The paths of some rows (indices, any order), reading only those."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if not len(rows):
+            return []
+        order = np.argsort(rows)
+        picked = self._file["paths"][rows[order]]  # h5py reads increasing indices
+        out = [None] * len(rows)
+        for position, value in zip(order, picked):
+            out[position] = value.decode("utf-8") if isinstance(value, bytes) else value
+        return out
+
     @property
     def keys(self) -> list:
         return as_text(self._file["keys"][()]).tolist()

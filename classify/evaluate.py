@@ -23,8 +23,12 @@ class CodesData:
     layer: str
     fingerprint: dict
     path: str
-    paths: list = None     # image path of each row, relative to fingerprint["data_root"]
+    rows: np.ndarray = None  # each row's index in the cache (None: all rows, in order)
     rows_total: int = None  # rows in the cache (more than len(X) when a memory budget subsampled them)
+
+    def cache_rows(self, positions) -> np.ndarray:
+        positions = np.asarray(positions, dtype=np.int64)
+        return positions if self.rows is None else self.rows[positions]
 
 
 def load_codes(cache_path, layer=None, max_memory=None, seed=0) -> CodesData:
@@ -36,12 +40,11 @@ def load_codes(cache_path, layer=None, max_memory=None, seed=0) -> CodesData:
         n, width = len(c), c.width(layer)
         keep = n if max_memory is None else rows_that_fit(n, width, max_memory)
         mask = None if keep == n else subsample_mask(n, keep, seed)
-        paths = c.paths
         if mask is None:
             return CodesData(c.codes(layer), c.labels, c.splits.astype(str), c.class_names, layer,
-                             c.fingerprint, c.path, paths, rows_total=n)
+                             c.fingerprint, c.path, rows_total=n)
         return CodesData(c.codes(layer, rows=mask), c.labels[mask], c.splits.astype(str)[mask], c.class_names,
-                         layer, c.fingerprint, c.path, [p for p, k in zip(paths, mask) if k], rows_total=n)
+                         layer, c.fingerprint, c.path, np.flatnonzero(mask), rows_total=n)
 
 
 def metrics(y_true, y_pred, class_names) -> dict:
@@ -105,13 +108,17 @@ def fit_and_evaluate(data: CodesData, name: str, scaling=DEFAULT_SCALING, seed=0
 
 
 def _mistakes(data, eval_mask, y_pred, proba, limit=200) -> list:
-    """The reported rows the model got wrong, most confident first: path, true, predicted, probability."""
+    """The reported rows the model got wrong, most confident first: row (in the cache), path, true,
+    predicted, probability. Only these rows' paths are read from the cache."""
     rows = np.flatnonzero(eval_mask)
     wrong = np.flatnonzero(y_pred != data.y[eval_mask])
     wrong = wrong[np.argsort(-proba[wrong].max(axis=1), kind="stable")][:limit]
-    return [{"row": int(rows[i]), "path": data.paths[rows[i]] if data.paths is not None else None,
-             "true": data.class_names[int(data.y[rows[i]])], "predicted": data.class_names[int(y_pred[i])],
-             "probability": float(proba[i].max())} for i in wrong]
+    cache_rows = data.cache_rows(rows[wrong])
+    with open_cache(data.path) as c:
+        paths = c.paths_of(cache_rows)
+    return [{"row": int(row), "path": path, "true": data.class_names[int(data.y[rows[i]])],
+             "predicted": data.class_names[int(y_pred[i])], "probability": float(proba[i].max())}
+            for i, row, path in zip(wrong, cache_rows, paths)]
 
 
 def compare(data: CodesData, names=None, scaling=DEFAULT_SCALING, seed=0, on_result=None) -> list:

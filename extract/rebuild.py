@@ -56,10 +56,10 @@ def recompute_rows(cache_path, count, seed=0, data_root=None, weights_file=None,
     with open_cache(cache_path) as c:
         layer = c.default_layer
         root = data_root or c.fingerprint.get("data_root")
-        paths = c.paths
-        rng = np.random.default_rng(seed)
-        picked = np.sort(rng.choice(len(paths), size=min(count, len(paths)), replace=False))
-        stored = {paths[i]: row for i, row in zip(picked, c.codes(layer)[picked])} if len(picked) else {}
+        picked = np.sort(np.random.default_rng(seed).choice(len(c), size=min(count, len(c)), replace=False))
+        mask = np.zeros(len(c), dtype=bool)
+        mask[picked] = True  # read only these rows' paths and codes, not the whole cache
+        stored = dict(zip(c.paths_of(picked), c.codes(layer, rows=mask)))
         fingerprint = c.fingerprint
     present = [p for p in stored if os.path.isfile(os.path.join(root, p))]
     missing = [(p, "no such file under the data folder") for p in stored if p not in present]
