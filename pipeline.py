@@ -25,7 +25,7 @@ def _layers(text):
 def _backbone_help():
     """Backbones and their layers, from the registry (adding a spec shows up here)."""
     from extract.backbones import BACKBONES
-    return BACKBONES, "; ".join(f"{name}: {', '.join(spec.layers)} (default {spec.default_layer})"
+    return BACKBONES, "; ".join(f"{name}: {', '.join(spec.layers)} (default {','.join(spec.defaults)})"
                                 for name, spec in BACKBONES.items())
 
 
@@ -62,6 +62,9 @@ def add_extract_args(p):
                    help="torch.compile the network: a one-off compile (tens of seconds), for long GPU runs; "
                         "measured no faster than eager on a 2-core CPU")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the content-key splits (no split folders)")
+    p.add_argument("--views", type=int, default=0, metavar="K",
+                   help="also cache K augmented views of each train image (seeded random resized crops, odd "
+                        "views mirrored), as extra rows; fit and compare train on them (default 0)")
     p.add_argument("--shard-rows", type=int, default=512,
                    help="images per committed shard: the most a crash can lose (default 512)")
     p.add_argument("--rehash", action="store_true",
@@ -84,7 +87,7 @@ def cmd_extract(args):
         batch_size=args.batch_size, workers=args.workers, crop_size=args.crop_size,
         jpeg_draft=args.jpeg_draft, decoder=args.decoder, compile=args.compile,
         split_seed=args.split_seed, shard_rows=args.shard_rows, progress=not args.no_progress,
-        rehash=args.rehash, prune=args.prune, engine=args.engine, ray_address=args.ray_address)
+        rehash=args.rehash, prune=args.prune, engine=args.engine, ray_address=args.ray_address, views=args.views)
     if args.calibration_images is not None:
         config.calibration_images = args.calibration_images
     if args.int8_engine is not None:
@@ -120,6 +123,9 @@ def cmd_info(args):
         print(f"{key + ':':<21}{value}")
     if fp.get("quantization"):
         print(f"{'quantization:':<21}{describe_value(fp['quantization'])}")
+    if fp.get("views"):
+        print(f"{'views:':<21}{info['images']} images + {info['view_rows']} view rows: "
+              f"{describe_value(fp['views'])}")
     if info.get("vanished"):
         print(f"vanished: {info['vanished']} rows had no file under data_root at the last extract "
               "(`extract --prune` drops them)")
@@ -168,7 +174,8 @@ def cmd_export(args):
 
 
 def _classify_args(p):
-    p.add_argument("--layer", default=None, help="code layer (default: the cache's first)")
+    p.add_argument("--layer", default=None,
+                   help="code layer(s), comma-separated, used side by side (default: every layer the cache holds)")
     p.add_argument("--scaling", default=None, choices=["standard", "l2", "none"],
                    help="feature scaling before the classifier (default: standard)")
     p.add_argument("--seed", type=int, default=0, help="seed for the selection slice and the torch heads")
@@ -180,8 +187,7 @@ def _classify_args(p):
 
 def _result_line(r):
     params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["params"].items())
-    sample = (f" (a subsample: {r['rows_used']:,} of {r['rows_total']:,} rows)"
-              if r.get("rows_used", 0) < r.get("rows_total", 0) else "")
+    sample = (f" ({r['memory']})" if r.get("memory", "all rows in memory") != "all rows in memory" else "")
     return (f"{r['classifier']}{sample}: {r['eval_split']} accuracy {r['accuracy']:.4f}, "
             f"balanced {r['balanced_accuracy']:.4f}, "
             f"macro F1 {r['macro_f1']:.4f}, fit {r['fit_seconds']:.2f} s; chosen on {r['selection']}"
@@ -194,10 +200,11 @@ def _load_codes(args):
     from classify.budget import default_budget, parse_size
     budget = parse_size(args.max_memory) if args.max_memory else default_budget()
     data = load_codes(args.cache, args.layer, budget, args.seed)
-    if len(data.y) < data.rows_total:
-        print(f"note: the codes ({data.rows_total:,} rows x {data.X.shape[1]} float32, held about 3 times while "
-              f"fitting) exceed --max-memory {budget / 2**30:.2f} GiB: fitting on a seeded random subsample of "
-              f"{len(data.y):,} rows", file=sys.stderr)
+    if data.stream is not None:
+        print(f"note: the codes ({data.rows_total:,} rows x {data.stream.width} float32, held about 3 times while "
+              f"fitting) exceed --max-memory {budget / 2**30:.2f} GiB: logreg and linear stream every row in loads "
+              f"of up to {data.stream.load_rows:,} rows; the other classifiers fit on a seeded random subsample of "
+              f"{data.in_memory_rows():,} rows", file=sys.stderr)
     return data
 
 
@@ -246,7 +253,7 @@ def _compare(data, report, classifiers=None, scaling=None, seed=0, as_json=False
 def cmd_predict(args):
     from classify.predict import predict_images
     predictions, failures = predict_images(args.model, args.images, top_k=args.top_k, weights_file=args.weights,
-                                           device=args.device)
+                                           device=args.device, tta=args.tta)
     for path, reason in failures:
         print(f"failed: {path}: {reason}", file=sys.stderr)
     if args.json:
@@ -339,6 +346,9 @@ def build_parser(prog="pipeline.py"):
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--weights", default=None, help="the weights file, when the model's codes came from --weights FILE")
     p.add_argument("--device", default="auto")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time views: average the probabilities of each image and its mirror image "
+                        "(two forward passes per image)")
     p.add_argument("--csv", action="store_true", help="CSV output")
     p.add_argument("--json", action="store_true", help="a JSON list of {path, label, probability, top_k}")
     p.set_defaults(func=cmd_predict)

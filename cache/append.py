@@ -114,7 +114,7 @@ class AppendSession:
         self._error = None
         self._open = True
         self._index = {}       # segment name -> SegmentIndex
-        self._row_of = {}      # path -> (segment name, local row)
+        self._row_of = {}      # path -> (segment name, local row of its centre view; its views follow)
         self._remove_partial_files()
         self.manifest = self._open_manifest()
         self._next_seq = max([int(self.manifest.attrs.get("next_seq", 1))]
@@ -148,12 +148,13 @@ class AppendSession:
         return list(self._row_of) + [p for p in self.manifest.failures if p not in self._row_of]
 
     # --- adding ---------------------------------------------------------------------------------
-    def add_rows(self, paths, keys, splits, classes, stats, codes: dict) -> None:
-        """codes: layer -> array [len(paths), width]."""
+    def add_rows(self, paths, keys, splits, classes, stats, codes: dict, views=None) -> None:
+        """codes: layer -> array [len(paths), width]. views: each row's view index (None: all 0,
+        centre views); an image's augmented views come right after its centre row, same path."""
         self._raise_pending()
         self._buffer.extend_rows(SegmentRows(
             paths=list(paths), keys=list(keys), splits=list(splits), classes=list(classes),
-            stats=[tuple(s) for s in stats],
+            stats=[tuple(s) for s in stats], views=[0] * len(paths) if views is None else [int(v) for v in views],
             codes={layer: [np.asarray(array, dtype=self.fingerprint.dtype)] for layer, array in codes.items()}))
 
     def add_failures(self, paths, keys, reasons, stats) -> None:
@@ -273,8 +274,11 @@ class AppendSession:
             by_segment.setdefault(segment, []).append((local, stat))
         for segment, items in by_segment.items():
             items.sort()
-            old = read_segment_rows(os.path.join(self.folder, segment), [i for i, _ in items], self.widths)
-            old.stats = [stat for _, stat in items]  # the same row, its file's new stat
+            index = self._index[segment]
+            spans = [(local, index.span(local), stat) for local, stat in items]  # an image's views go with it
+            old = read_segment_rows(os.path.join(self.folder, segment),
+                                    [i for local, n, _ in spans for i in range(local, local + n)], self.widths)
+            old.stats = [stat for _, n, stat in spans for _ in range(n)]  # the same rows, the file's new stat
             rows.extend_rows(old)
 
     def _allocate_seq(self) -> int:
@@ -301,8 +305,7 @@ class AppendSession:
         if index.rows:
             self.manifest.ranges.append([name, 0, index.rows])
         self._index[name] = index
-        for local, p in enumerate(paths):
-            self._row_of[p] = (name, local)
+        self._index_rows(name, paths, [(0, index.rows)])
         stored = Fingerprint.from_attrs(self.manifest.attrs).merged_precision(incoming)
         self.manifest.attrs["precision"] = stored.precision
         self.manifest.attrs["linked_through"] = segment_seq(name)
@@ -315,7 +318,7 @@ class AppendSession:
         holes = {}
         for p in paths:
             segment, local = self._row_of.pop(p)
-            holes.setdefault(segment, set()).add(local)
+            holes.setdefault(segment, set()).update(range(local, local + self._index[segment].span(local)))
         ranges = []
         for segment, start, stop in self.manifest.ranges:
             cut = holes.get(segment)
@@ -380,9 +383,15 @@ class AppendSession:
         for name in names:
             self._index.pop(name, None)
         self._index[merged], _, _ = read_segment_index(os.path.join(self.folder, merged), with_paths=False)
-        for local, p in enumerate(rows.paths):
-            self._row_of[p] = (merged, local)
+        self._index_rows(merged, rows.paths, [(0, n)])
         return list(names)
+
+    def _index_rows(self, segment, paths, ranges) -> None:
+        """Point each path at its centre row in ``segment`` (view rows follow it)."""
+        views = self._index[segment].views
+        for start, stop in ranges:
+            for local in (start + np.flatnonzero(views[start:stop] == 0)).tolist():
+                self._row_of[paths[local]] = (segment, local)
 
     def _forget(self, name):
         self.manifest.segments.pop(name, None)
@@ -440,9 +449,7 @@ class AppendSession:
         for name in self.manifest.segments:
             index, paths, _ = read_segment_index(os.path.join(self.folder, name))
             self._index[name] = index
-            for start, stop in self.manifest.ranges_of(name):
-                for local in range(start, stop):
-                    self._row_of[paths[local]] = (name, local)
+            self._index_rows(name, paths, self.manifest.ranges_of(name))
 
     def _recover_orphans(self):
         """Shards a killed run wrote but did not link are linked now; half-done merges are dropped."""

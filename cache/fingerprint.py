@@ -8,8 +8,9 @@ from dataclasses import dataclass, field, fields, replace
 from .errors import FingerprintMismatch
 
 # Attributes that must match before codes may be appended to a cache: codes from another
-# network, layer, weights, preprocessing, int8 calibration or storage type cannot share a matrix.
-COMPARED_FINGERPRINT_KEYS = ("backbone", "layers", "weights", "preprocess", "quantization", "dtype")
+# network, layer, weights, preprocessing, int8 calibration, storage type or augmented-view recipe
+# cannot share a matrix.
+COMPARED_FINGERPRINT_KEYS = ("backbone", "layers", "weights", "preprocess", "quantization", "dtype", "views")
 # Recorded for provenance, never compared (a resumed run on another machine is welcome).
 PROVENANCE_KEYS = ("torch_version", "torchvision_version", "python_version", "data_root", "split_policy", "created")
 
@@ -23,6 +24,7 @@ class Fingerprint:
     dtype: str = "float16"
     quantization: dict = None  # int8 only: scheme, engine, calibration, activation ranges
     precision: str = "fp32"    # compute precision(s) used; recorded, not compared
+    views: dict = None         # extract --views: the recipe of the train images' augmented views (extract/views.py)
     provenance: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -51,6 +53,8 @@ class Fingerprint:
         text = f"{self.backbone} {','.join(self.layers)}, weights {self.weights}, {self.precision}, stored {self.dtype}"
         if self.quantization:
             text += f", {describe_value(self.quantization)}"
+        if self.views:
+            text += f", {describe_value(self.views)}"
         return text
 
     # --- storing -------------------------------------------------------------------------------
@@ -67,6 +71,8 @@ class Fingerprint:
                  "preprocess": dict(self.preprocess), "dtype": self.dtype, "precision": self.precision}
         if self.quantization:
             attrs["quantization"] = self.quantization
+        if self.views:
+            attrs["views"] = self.views
         attrs.update(self.provenance)
         return attrs
 
@@ -79,10 +85,13 @@ class Fingerprint:
         quantization = attrs.get("quantization") or None
         if isinstance(quantization, str):
             quantization = json.loads(quantization)
+        views = attrs.get("views") or None
+        if isinstance(views, str):
+            views = json.loads(views)
         known = {f.name for f in fields(cls)}
         return cls(backbone=attrs.get("backbone"), layers=tuple(attrs.get("layers") or ()),
                    weights=attrs.get("weights"), preprocess=preprocess, dtype=attrs.get("dtype", "float16"),
-                   quantization=quantization, precision=str(attrs.get("precision") or "fp32"),
+                   quantization=quantization, precision=str(attrs.get("precision") or "fp32"), views=views,
                    provenance={k: attrs[k] for k in PROVENANCE_KEYS if k in attrs and k not in known})
 
 
@@ -94,6 +103,9 @@ def describe_value(value) -> str:
         calibration = value["calibration"]
         return (f"int8 calibrated on {calibration['images']} images, {value.get('engine', 'x86')} engine "
                 f"({calibration['keys_sha256'][:12]})")
+    if isinstance(value, dict) and "count" in value and "scale" in value:
+        return (f"{value['count']} augmented views per train image (crop scale {value['scale'][0]:g}-"
+                f"{value['scale'][1]:g}, odd views mirrored)")
     if isinstance(value, tuple):
         value = list(value)
     return repr(value)

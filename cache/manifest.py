@@ -14,7 +14,8 @@ import numpy as np
 from .errors import CacheError
 from .files import new_hdf5
 from .schema import (CLASS_NAMES, CODES_GROUP, FAILED_FIELDS, FAILED_GROUP, ROW_FIELDS, SCHEMA_VERSION,
-                     SEGMENTS_GROUP, STAT, STAT_COLUMNS, STR, read_attrs, read_strings, write_attrs)
+                     SEGMENTS_GROUP, STAT, STAT_COLUMNS, STR, VIEW_DTYPE, VIEWS, read_attrs, read_strings,
+                     write_attrs)
 
 
 def segment_folder(cache_path) -> str:
@@ -78,6 +79,8 @@ def publish_manifest(cache_path, manifest: Manifest) -> None:
         write_attrs(out, attrs)
         out.create_dataset(CLASS_NAMES, data=np.array(manifest.class_names, dtype=STR))
         fields = [(name, dt, (len(STAT_COLUMNS),) if name == STAT else ()) for name, dt in ROW_FIELDS.items()]
+        if attrs.get("views"):
+            fields.append((VIEWS, VIEW_DTYPE, ()))
         fields += [(f"{CODES_GROUP}/{layer}", dtype, (width,)) for layer, width in widths.items()]
         for name, dt, tail in fields:
             _virtual(out, name, dt, tail, manifest, folder)

@@ -7,7 +7,8 @@ import numpy as np
 from .errors import CacheError
 from .fingerprint import Fingerprint
 from .manifest import check_segments_present, is_segmented, manifest_from_file, segment_folder
-from .schema import CLASS_NAMES, CODES_GROUP, FAILED_GROUP, LABELS, as_text, read_attrs, read_strings
+from .schema import (CLASS_NAMES, CODES_GROUP, FAILED_GROUP, LABELS, VIEW_DTYPE, VIEWS, as_text, read_attrs,
+                     read_strings)
 
 READ_BLOCK_ROWS = 8192
 
@@ -41,6 +42,8 @@ class CodesCache:
             self.class_names = read_strings(f[CLASS_NAMES])
             self.labels = f[LABELS][()].astype(np.int64)
             self.splits = as_text(f["splits"][()])
+            # 0: an image's centre view; 1..K: its augmented views (extract --views), same path
+            self.views = f[VIEWS][()] if VIEWS in f else np.zeros(len(self.labels), dtype=VIEW_DTYPE)
             self.layers = list(f[CODES_GROUP].keys())
             failed = f[FAILED_GROUP]
             self.failures = list(zip(read_strings(failed["paths"]), read_strings(failed["reasons"])))
@@ -93,7 +96,13 @@ class CodesCache:
         return layers[0]
 
     def width(self, layer=None) -> int:
-        return int(self._dataset(layer).shape[1])
+        return sum(int(d.shape[1]) for d in self.datasets(layer))
+
+    def datasets(self, layer=None) -> list:
+        """The h5py datasets of ``layer``: one name, or several joined by '+' (their codes are
+        concatenated, in that order, by codes())."""
+        names = layer.split("+") if isinstance(layer, str) else list(layer or [None])
+        return [self._dataset(name) for name in names]
 
     def split_mask(self, splits=None) -> np.ndarray:
         """Boolean [N] mask of rows whose split is in ``splits`` (all rows for None)."""
@@ -109,25 +118,34 @@ class CodesCache:
 
     def codes(self, layer=None, splits=None, rows=None) -> np.ndarray:
         """Codes of ``layer`` as float32 [n, D], for the rows in ``splits`` (all rows for None) and,
-        if given, in the boolean mask ``rows``. Read in blocks: memory is the result's size."""
-        dset = self._dataset(layer)
+        if given, in the boolean mask ``rows``. Read in blocks: memory is the result's size.
+        ``layer``: one layer, or several joined by '+' (concatenated)."""
+        dsets = self.datasets(layer)
         mask = self.split_mask(splits)
         if rows is not None:
             mask = mask & np.asarray(rows, dtype=bool)
-        out = np.empty((int(mask.sum()), dset.shape[1]), dtype=np.float32)
+        out = np.empty((int(mask.sum()), sum(d.shape[1] for d in dsets)), dtype=np.float32)
         filled = 0
         for start in range(0, len(mask), READ_BLOCK_ROWS):
             block_mask = mask[start:start + READ_BLOCK_ROWS]
             if not block_mask.any():
                 continue
-            try:
-                block = dset[start:start + len(block_mask)][block_mask]
-            except OSError as exc:
-                raise CacheError(f"{self.path}: codes of rows {start}-{start + len(block_mask) - 1} cannot be read "
-                                 f"({exc}); run `python pipeline.py verify {self.path}`") from None
-            out[filled:filled + len(block)] = block
-            filled += len(block)
+            column = 0
+            for dset in dsets:
+                block = self.read_rows(dset, start, start + len(block_mask))[block_mask]
+                out[filled:filled + len(block), column:column + dset.shape[1]] = block
+                column += dset.shape[1]
+            filled += int(block_mask.sum())
         return out
+
+    def read_rows(self, dset, start, stop) -> np.ndarray:
+        """Rows [start, stop) of a codes dataset as stored (float16 or float32); a damaged chunk is
+        one clear error naming the rows and the fix."""
+        try:
+            return dset[start:stop]
+        except OSError as exc:
+            raise CacheError(f"{self.path}: codes of rows {start}-{stop - 1} cannot be read "
+                             f"({exc}); run `python pipeline.py verify {self.path}`") from None
 
     def labels_of(self, splits=None) -> np.ndarray:
         return self.labels[self.split_mask(splits)]
@@ -156,14 +174,18 @@ class CodesCache:
 
     def summary(self) -> dict:
         """What `pipeline.py info` prints: counts, classes, splits, fingerprint, failures."""
-        counts = np.bincount(self.labels, minlength=len(self.class_names)) if len(self.labels) else \
+        centre = self.views == 0  # images, counted once however many augmented views they have
+        counts = np.bincount(self.labels[centre], minlength=len(self.class_names)) if len(self.labels) else \
             np.zeros(len(self.class_names), dtype=np.int64)
+        names, split_counts = np.unique(self.splits[centre], return_counts=True)
         return {
             "path": self.path,
             "rows": len(self),
+            "images": int(centre.sum()),
+            "view_rows": int(len(self) - centre.sum()),
             "layers": {layer: self.width(layer) for layer in self.layers},
             "classes": {name: int(counts[i]) for i, name in enumerate(self.class_names)},
-            "splits": self.split_counts(),
+            "splits": {str(n): int(c) for n, c in zip(names, split_counts)},
             "failed": len(self.failures),
             "failures": [{"path": p, "reason": r} for p, r in self.failures],
             "vanished": self.fingerprint.get("vanished_rows"),

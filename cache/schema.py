@@ -29,8 +29,13 @@ SEGMENTS_GROUP = "segments"
 ROW_FIELDS = {"labels": np.dtype(np.int32), "paths": STR, "keys": KEY_DTYPE, "splits": SPLIT_DTYPE,
               STAT: np.dtype(np.int64)}
 
+# Caches made with augmented views (extract --views K) also hold /views: per row, 0 for an image's
+# centre view, 1..K for its augmented views, stored right after the centre row.
+VIEWS = "views"
+VIEW_DTYPE = np.dtype(np.uint8)
+
 # Attributes stored as JSON objects.
-JSON_ATTRS = ("preprocess", "quantization", "split_policy", "widths")
+JSON_ATTRS = ("preprocess", "quantization", "split_policy", "widths", "views")
 
 # Rows per HDF5 chunk of /codes/<layer>: a few MB per chunk, so reading a layer streams.
 CODE_CHUNK_ROWS = 256

@@ -12,7 +12,7 @@ import numpy as np
 
 from .files import new_hdf5
 from .schema import (CLASS_NAMES, CODE_CHUNK_ROWS, CODES_GROUP, FAILED_FIELDS, FAILED_GROUP, KEY_DTYPE, LABELS,
-                     SPLIT_DTYPE, STAT, STAT_COLUMNS, STR, read_attrs, read_strings, write_attrs)
+                     SPLIT_DTYPE, STAT, STAT_COLUMNS, STR, VIEW_DTYPE, VIEWS, read_attrs, read_strings, write_attrs)
 
 SEGMENT_NAME = re.compile(r"^seg-(\d{8})\.h5$")
 SHARD = "shard"    # rows and failures written by an extract run: new work
@@ -36,6 +36,7 @@ class SegmentRows:
     splits: list = field(default_factory=list)
     classes: list = field(default_factory=list)  # class name per row
     stats: list = field(default_factory=list)    # (size, mtime_ns, inode) per row
+    views: list = field(default_factory=list)    # view index per row: 0 the centre view, 1..K augmented views
     codes: dict = field(default_factory=dict)    # layer -> list of [n, D] arrays
     failed_paths: list = field(default_factory=list)
     failed_keys: list = field(default_factory=list)
@@ -47,7 +48,7 @@ class SegmentRows:
 
     def extend_rows(self, other: "SegmentRows") -> None:
         """Append ``other``'s rows (not its failures) after these."""
-        for name in ("paths", "keys", "splits", "classes", "stats"):
+        for name in ("paths", "keys", "splits", "classes", "stats", "views"):
             getattr(self, name).extend(getattr(other, name))
         for layer, parts in other.codes.items():
             self.codes.setdefault(layer, []).extend(parts)
@@ -68,6 +69,8 @@ def write_segment(path, attrs: dict, class_names, rows: SegmentRows, widths: dic
         f.create_dataset("splits", data=np.array(rows.splits, dtype=SPLIT_DTYPE).reshape(n))
         stat = f.create_dataset(STAT, data=np.asarray(rows.stats, dtype=np.int64).reshape(n, len(STAT_COLUMNS)))
         stat.attrs["columns"] = np.array(STAT_COLUMNS, dtype=STR)
+        if attrs.get("views"):  # caches with augmented views only: a view row follows its centre row
+            f.create_dataset(VIEWS, data=np.asarray(rows.views, dtype=VIEW_DTYPE).reshape(n))
         group = f.create_group(CODES_GROUP)
         for layer, width in widths.items():
             parts = rows.codes.get(layer) or [np.zeros((0, width), dtype)]
@@ -91,14 +94,23 @@ class SegmentIndex:
     labels: np.ndarray   # int32 [rows], into the segment's own class table
     splits: np.ndarray   # S5 [rows]
     class_names: list
+    views: np.ndarray = None  # uint8 [rows]: 0 for a centre view (an image's first row)
+
+    def span(self, local: int) -> int:
+        """Rows of the image whose centre row is ``local``: itself and the views that follow it."""
+        stop = local + 1
+        while stop < self.rows and self.views[stop] != 0:
+            stop += 1
+        return stop - local
 
 
 def read_segment_index(path, with_paths=True):
     """(SegmentIndex, paths or None, attrs)."""
     with h5py.File(path, "r") as f:
         attrs = read_attrs(f)
-        index = SegmentIndex(os.path.basename(path), int(f.attrs["rows"]), f["keys"][()], f[STAT][()],
-                             f[LABELS][()], f["splits"][()], read_strings(f[CLASS_NAMES]))
+        rows = int(f.attrs["rows"])
+        index = SegmentIndex(os.path.basename(path), rows, f["keys"][()], f[STAT][()],
+                             f[LABELS][()], f["splits"][()], read_strings(f[CLASS_NAMES]), _views(f, rows))
         paths = read_strings(f["paths"]) if with_paths else None
     return index, paths, attrs
 
@@ -127,5 +139,11 @@ def read_segment_rows(path, selection, layers) -> SegmentRows:
         rows.splits = [s.decode() for s in f["splits"][lo:hi][local]]
         rows.classes = [names[i] for i in f[LABELS][lo:hi][local]]
         rows.stats = [tuple(int(v) for v in s) for s in f[STAT][lo:hi][local]]
+        rows.views = _views(f, hi)[lo:hi][local].tolist()
         rows.codes = {layer: [f[CODES_GROUP][layer][lo:hi][local]] for layer in layers}
     return rows
+
+
+def _views(f, rows) -> np.ndarray:
+    """The view index of a segment's rows (all 0 where the cache has no augmented views)."""
+    return f[VIEWS][()] if VIEWS in f else np.zeros(rows, dtype=VIEW_DTYPE)

@@ -12,7 +12,7 @@ import numpy as np
 from .errors import CacheError
 from .fingerprint import Fingerprint
 from .manifest import is_segmented, manifest_from_file, segment_folder
-from .schema import CODES_GROUP, FAILED_GROUP, LABELS, STAT, as_text, read_attrs, read_strings
+from .schema import CODES_GROUP, FAILED_GROUP, LABELS, STAT, VIEWS, as_text, read_attrs, read_strings
 from .segments import SHARD
 
 SPLITS = {"train", "val", "test"}
@@ -81,6 +81,15 @@ def _check_rows(f, attrs, report):
     if bad_splits:
         report.problems.append(f"unknown splits {sorted(bad_splits)}")
     paths = read_strings(f["paths"])
+    if VIEWS in f:  # an image's augmented views share its path and follow its centre row
+        views = f[VIEWS][()]
+        if n and views[0] != 0:
+            report.problems.append("the first row is an augmented view without its centre row")
+        after = np.flatnonzero(views[1:] != 0) + 1
+        orphans = int(sum(paths[i] != paths[i - 1] for i in after.tolist()))
+        if orphans:
+            report.problems.append(f"{orphans} augmented view rows do not follow their image's rows")
+        paths = [p for p, v in zip(paths, views.tolist()) if v == 0]
     if len(set(paths)) != len(paths):
         report.problems.append(f"{len(paths) - len(set(paths))} duplicate paths")
     both = set(paths) & set(read_strings(f[FAILED_GROUP]["paths"]))

@@ -1,8 +1,7 @@
 """The memory budget of stage two (`--max-memory`): how many codes may be held at once.
 
-Codes larger than the budget are not loaded whole: a seeded random subsample of rows that fits is
-used instead, and every output says so. (Streaming the linear heads over the whole cache is the
-next step; see the README.)
+Codes larger than the budget are not loaded whole: the linear heads stream them (stream.py), the
+other classifiers use a seeded random subsample of rows that fits, and every output says so.
 """
 import os
 import re
@@ -31,8 +30,18 @@ def rows_that_fit(n_rows, width, budget) -> int:
     return int(min(n_rows, max(1, budget // (width * 4 * COPIES))))
 
 
-def subsample_mask(n_rows, keep, seed=0) -> np.ndarray:
-    """A seeded random choice of ``keep`` rows, as a boolean mask (row order is kept)."""
+def subsample_mask(n_rows, keep, seed=0, views=None) -> np.ndarray:
+    """A seeded random choice of about ``keep`` rows (at most), as a boolean mask (row order is
+    kept). With ``views`` (each row's view index), whole images are chosen: a centre row and its
+    augmented views are kept or dropped together."""
     mask = np.zeros(n_rows, dtype=bool)
-    mask[np.random.default_rng(seed).choice(n_rows, size=keep, replace=False)] = True
+    rng = np.random.default_rng(seed)
+    if views is None or not np.any(views):
+        mask[rng.choice(n_rows, size=keep, replace=False)] = True
+        return mask
+    image = np.cumsum(np.asarray(views) == 0) - 1
+    sizes = np.bincount(image)
+    order = rng.permutation(len(sizes))
+    chosen = order[:max(1, int(np.searchsorted(np.cumsum(sizes[order]), keep, side="right")))]
+    mask[np.isin(image, chosen)] = True
     return mask

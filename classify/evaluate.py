@@ -1,4 +1,5 @@
 """Fit one classifier on cached codes by the split rules, and measure it on the reported split."""
+import os
 import time
 from dataclasses import dataclass
 
@@ -25,6 +26,30 @@ class CodesData:
     path: str
     rows: np.ndarray = None  # each row's index in the cache (None: all rows, in order)
     rows_total: int = None  # rows in the cache (more than len(X) when a memory budget subsampled them)
+    views: np.ndarray = None  # uint8 [N]: 0 a centre view, 1..K an augmented view of the image before it
+    stream: object = None   # a CodeStream when the codes exceed the budget: X is None, y/splits cover every row
+    seed: int = 0           # the subsample's seed (budget exceeded)
+    _subsample: "CodesData" = None
+
+    def in_memory_rows(self) -> int:
+        """Rows that ``in_memory()`` holds."""
+        from .budget import rows_that_fit
+        return len(self.y) if self.X is not None else rows_that_fit(len(self.y), self.stream.width, self.stream.budget)
+
+    def in_memory(self) -> "CodesData":
+        """These codes held in memory: themselves, or (budget exceeded) the seeded random subsample
+        of rows that fits, read once and kept for the next classifier."""
+        if self.X is not None:
+            return self
+        if self._subsample is None:
+            from .budget import subsample_mask
+            keep = subsample_mask(len(self.y), self.in_memory_rows(), self.seed, self.views)
+            with open_cache(self.path) as c:
+                X = c.codes(self.layer, rows=keep)
+            self._subsample = CodesData(X, self.y[keep], self.splits[keep], self.class_names, self.layer,
+                                        self.fingerprint, self.path, np.flatnonzero(keep), rows_total=len(self.y),
+                                        views=None if self.views is None else self.views[keep])
+        return self._subsample
 
     def cache_rows(self, positions) -> np.ndarray:
         positions = np.asarray(positions, dtype=np.int64)
@@ -32,19 +57,22 @@ class CodesData:
 
 
 def load_codes(cache_path, layer=None, max_memory=None, seed=0) -> CodesData:
-    """The cache's codes as float32, within ``max_memory`` bytes (None: no limit): beyond it, a
-    seeded random subsample of rows that fits (CodesData.rows_total says how many there were)."""
-    from .budget import rows_that_fit, subsample_mask
+    """The cache's codes as float32, when they fit in ``max_memory`` bytes (None: no limit).
+    layer: one layer, or several ("a,b" or "a+b"), concatenated; default every layer the cache holds.
+    Beyond it, no codes are read here: ``stream`` reads them a load at a time for the heads that
+    stream (logreg, linear), and ``in_memory()`` gives the others a seeded random subsample that fits."""
+    from .budget import rows_that_fit
+    from .stream import CodeStream
     with open_cache(cache_path) as c:
-        layer = layer or c.default_layer
+        layer = "+".join(layer.split(",")) if layer else "+".join(c.layers)  # default: every cached layer
         n, width = len(c), c.width(layer)
-        keep = n if max_memory is None else rows_that_fit(n, width, max_memory)
-        mask = None if keep == n else subsample_mask(n, keep, seed)
-        if mask is None:
-            return CodesData(c.codes(layer), c.labels, c.splits.astype(str), c.class_names, layer,
-                             c.fingerprint, c.path, rows_total=n)
-        return CodesData(c.codes(layer, rows=mask), c.labels[mask], c.splits.astype(str)[mask], c.class_names,
-                         layer, c.fingerprint, c.path, np.flatnonzero(mask), rows_total=n)
+        labels, splits, views = c.labels, c.splits.astype(str), c.views
+        if max_memory is None or rows_that_fit(n, width, max_memory) == n:
+            return CodesData(c.codes(layer), labels, splits, c.class_names, layer, c.fingerprint, c.path, rows_total=n,
+                             views=views)
+        meta = (c.class_names, layer, c.fingerprint, c.path)
+    return CodesData(None, labels, splits, *meta, rows_total=n, views=views,
+                     stream=CodeStream(cache_path, layer, max_memory), seed=seed)
 
 
 def metrics(y_true, y_pred, class_names) -> dict:
@@ -65,20 +93,24 @@ def metrics(y_true, y_pred, class_names) -> dict:
 def fit_and_evaluate(data: CodesData, name: str, scaling=DEFAULT_SCALING, seed=0):
     """(result dict, fitted pipeline). Hyper-parameters are chosen without the reported rows."""
     spec = get_classifier(name)
-    plan = plan_splits(data.splits, data.y, seed)
+    if data.X is None and spec.path:
+        return _fit_streamed(data, spec, scaling, seed)
+    data = data.in_memory()
+    plan = plan_splits(data.splits, data.y, seed, data.views)
     X_fit, y_fit = data.X[plan.fit_mask], data.y[plan.fit_mask]
     pipeline = spec.pipeline(scaling, seed)
     grid = _feasible(spec.param_grid(), int((plan.selection_fold == -1).sum()))
     started = time.perf_counter()
     sweep = []
     if spec.path:  # the estimator sweeps its grid itself, scored on the same selection rows
-        model = pipeline.fit(X_fit, y_fit, clf__selection=plan.selection_fold == 0)
+        model = pipeline.fit(X_fit, y_fit, clf__selection=plan.selection_fold == 0,
+                             clf__sweep_train=plan.selection_fold == -1)
         head = model.named_steps["clf"]
         chosen = head.best_params_
         sweep = [{"params": params, "selection_accuracy": accuracy} for params, accuracy in head.sweep_]
     elif grid:
-        search = GridSearchCV(pipeline, grid, cv=plan.predefined_split(), scoring="accuracy", refit=True,
-                              n_jobs=1, error_score="raise")
+        search = GridSearchCV(pipeline, grid, cv=plan.sweep_split(), scoring="accuracy", refit=True,
+                              n_jobs=_sweep_jobs(spec, grid), error_score="raise")
         search.fit(X_fit, y_fit)
         model, chosen = search.best_estimator_, search.best_params_
         sweep = [{"params": _plain(p), "selection_accuracy": float(s)}
@@ -87,13 +119,19 @@ def fit_and_evaluate(data: CodesData, name: str, scaling=DEFAULT_SCALING, seed=0
         model, chosen = clone(pipeline).fit(X_fit, y_fit), {}
     fit_seconds = time.perf_counter() - started
     proba = model.predict_proba(data.X[plan.eval_mask])
+    memory = ("all rows in memory" if len(data.y) == data.rows_total else
+              f"a seeded random subsample of {len(data.y):,} of {data.rows_total:,} rows ({name} does not stream)")
+    return _result(data, name, spec, scaling, plan, bool(grid), chosen, sweep, fit_seconds, proba, model, memory), model
+
+
+def _result(data, name, spec, scaling, plan, swept, chosen, sweep, fit_seconds, proba, model, memory) -> dict:
     y_pred = model.classes_[proba.argmax(axis=1)]
-    result = {
+    return {
         "classifier": name,
         "layer": data.layer,
         "scaling": spec.scaling or scaling,
         "eval_split": plan.eval_split,
-        "selection": plan.selection if grid else "none (no hyper-parameters)",
+        "selection": plan.selection if swept else "none (no hyper-parameters)",
         "n_fit": int(plan.fit_mask.sum()),
         "rows_used": int(len(data.y)),
         "rows_total": int(data.rows_total or len(data.y)),
@@ -102,9 +140,47 @@ def fit_and_evaluate(data: CodesData, name: str, scaling=DEFAULT_SCALING, seed=0
         "fit_seconds": round(fit_seconds, 3),
         "params": _plain(chosen),
         "sweep": sweep,
+        "memory": memory,
         "mistakes": _mistakes(data, plan.eval_mask, y_pred, proba),
     }
-    return result, model
+
+
+def _fit_streamed(data, spec, scaling, seed):
+    """A streaming head (logreg, linear) on every row of codes beyond the budget: the scaler fitted
+    in one streamed pass, the sweep and refit by minibatches in shuffled order, the reported rows
+    predicted a load at a time."""
+    from .path import STREAM_BATCH
+    from .registry import make_scaler
+    stream = data.stream
+    plan = plan_splits(data.splits, data.y, seed, data.views)
+    started = time.perf_counter()
+    scaler = make_scaler(spec.scaling or scaling)
+    if hasattr(scaler, "partial_fit"):
+        for _, X in stream.loads(plan.fit_mask):
+            scaler.partial_fit(X)
+    else:  # stateless scalings: fitting only records the width
+        scaler.fit(np.zeros((1, stream.width), dtype=np.float32))
+    classes = np.unique(data.y[plan.fit_mask])
+    targets = np.searchsorted(classes, data.y)
+    selection, sweep_rows = np.zeros(len(data.y), dtype=bool), np.zeros(len(data.y), dtype=bool)
+    selection[np.flatnonzero(plan.fit_mask)[plan.selection_fold == 0]] = True
+    sweep_rows[np.flatnonzero(plan.fit_mask)[plan.selection_fold == -1]] = True
+
+    def epochs(mask, salt):
+        return lambda e: stream.minibatches(mask, scaler.transform, targets, STREAM_BATCH,
+                                            np.random.default_rng([seed, salt, e]))
+    head = spec.build(seed)
+    head.fit_stream(epochs(sweep_rows, 0), int(sweep_rows.sum()), classes, stream.width,
+                    select=lambda: stream.minibatches(selection, scaler.transform, targets, STREAM_BATCH, None),
+                    refit=epochs(plan.fit_mask, 1), n_refit=int(plan.fit_mask.sum()))
+    from sklearn.pipeline import Pipeline
+    model = Pipeline([("scale", scaler), ("clf", head)])
+    fit_seconds = time.perf_counter() - started
+    proba = np.concatenate([model.predict_proba(X) for _, X in stream.loads(plan.eval_mask)])
+    sweep = [{"params": params, "selection_accuracy": accuracy} for params, accuracy in head.sweep_]
+    memory = f"every row, streamed in loads of up to {stream.load_rows:,} rows"
+    return _result(data, spec.name, spec, scaling, plan, True, head.best_params_, sweep, fit_seconds, proba,
+                   model, memory), model
 
 
 def _mistakes(data, eval_mask, y_pred, proba, limit=200) -> list:
@@ -133,6 +209,15 @@ def compare(data: CodesData, names=None, scaling=DEFAULT_SCALING, seed=0, on_res
         if on_result is not None:
             on_result(result)
     return results
+
+
+def _sweep_jobs(spec, grid) -> int:
+    """Processes for a GridSearchCV sweep: one per core for estimators that use one core each
+    (the others' BLAS or torch threads already use every core)."""
+    if not spec.single_threaded:
+        return 1
+    candidates = int(np.prod([len(v) for v in grid.values()]))
+    return max(1, min(candidates, len(os.sched_getaffinity(0))))
 
 
 def _feasible(grid: dict, n_train: int) -> dict:

@@ -11,7 +11,7 @@ the best is refitted on every row, warm-started from its own solution.
 import numpy as np
 import torch
 
-from .heads import LinearScores, _TorchClassifier
+from .heads import LinearScores, _TorchClassifier, torch_device
 
 HISTORY = 10
 # Warm-start stages along the regularisation path. Measured on flowers5 VGG16 fc7 codes: one
@@ -26,9 +26,11 @@ class _Heads:
     """H stacked linear heads over the same codes: one GEMM computes all their logits, one more
     all their gradients."""
 
-    def __init__(self, X, y, n_classes, lambdas):
+    def __init__(self, X, y, n_classes, lambdas, transposed_copy=True):
         self.X, self.k = X, n_classes
-        self.XT = X.T.contiguous()   # the gradient's product reads X by columns: keep a copy laid out for it
+        # The gradient's product reads X by columns: a full-batch solve keeps a copy laid out for
+        # it; a minibatch, used once, does not pay for the copy.
+        self.XT = X.T.contiguous() if transposed_copy else X.T
         self.onehot = torch.nn.functional.one_hot(y, n_classes).to(X.dtype)   # [n, K]
         self.lam = lambdas                                   # [H]
         self.h = len(lambdas)
@@ -143,13 +145,45 @@ def batched_lbfgs(heads: _Heads, theta, max_iter=1000, tol=1e-4):
     return theta, iterations
 
 
+# Streaming (codes beyond the memory budget): Adam on minibatches, every head at once. At least
+# STREAM_MIN_STEPS steps however few rows there are; the learning rate decays to zero (cosine).
+STREAM_EPOCHS = 2
+STREAM_MIN_STEPS = 400
+STREAM_BATCH = 1024
+STREAM_LR = 1e-3
+
+
+def adam_heads(epoch, n_rows, k, lambdas, theta, lr=STREAM_LR, batch_size=STREAM_BATCH):
+    """Minimise every head's objective over minibatches: ``epoch(e)`` yields (X [b, D], y [b]) as
+    numpy arrays, a fresh shuffle per epoch; the penalty uses ``lambdas`` as they are (the full
+    objective's, so each minibatch gradient is an unbiased estimate of the full one).
+    Returns (theta, steps run)."""
+    per_epoch = max(1, -(-n_rows // batch_size))
+    epochs = max(STREAM_EPOCHS, -(-STREAM_MIN_STEPS // per_epoch))
+    total = epochs * per_epoch
+    m, v = torch.zeros_like(theta), torch.zeros_like(theta)
+    beta1, beta2, step = 0.9, 0.999, 0
+    for e in range(epochs):
+        for X, y in epoch(e):
+            X = torch.as_tensor(X, device=theta.device)
+            y = torch.as_tensor(y, dtype=torch.long, device=theta.device)
+            _, g = _Heads(X, y, k, lambdas, transposed_copy=False).loss_and_grad(theta)
+            step += 1
+            rate = lr * 0.5 * (1 + np.cos(np.pi * min(step / total, 1.0)))
+            m.mul_(beta1).add_(g, alpha=1 - beta1)
+            v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+            theta -= rate * (m / (1 - beta1 ** step)) / ((v / (1 - beta2 ** step)).sqrt() + 1e-8)
+    return theta, step
+
+
 class LogisticPathClassifier(LinearScores, _TorchClassifier):
     """Multinomial logistic regression over a grid of regularisation strengths, fitted together.
 
     param: "C" (scikit-learn's inverse strength; lambda = 1 / (C n)) or "weight_decay" (lambda
-    itself). grid: the values. fit(X [n, D], y [n], selection=bool mask [n] or None): the heads
-    train on the rows outside ``selection`` and are scored on it; the best value is refitted on
-    all rows. Without a selection mask the single value ``grid[0]`` is fitted (no sweep).
+    itself). grid: the values. fit(X [n, D], y [n], selection=bool mask [n] or None,
+    sweep_train=bool mask or None): the heads train on the ``sweep_train`` rows (default: those
+    outside ``selection``) and are scored on ``selection``; the best value is refitted on all rows.
+    Without a selection mask the single value ``grid[0]`` is fitted (no sweep).
     After fit: coef_ [K, D], intercept_ [K], best_params_, sweep_ [(params, selection accuracy)].
     """
 
@@ -183,7 +217,7 @@ class LogisticPathClassifier(LinearScores, _TorchClassifier):
             start = solved[-1:]
         return theta, _Heads(X, y, len(self.classes_), lambdas), iterations
 
-    def fit(self, X, y, selection=None):
+    def fit(self, X, y, selection=None, sweep_train=None):
         if self.param not in ("C", "weight_decay"):
             raise ValueError(f"param={self.param!r}: choose 'C' or 'weight_decay'")
         Xt, yt, device = self._prepare(X, y)
@@ -192,7 +226,8 @@ class LogisticPathClassifier(LinearScores, _TorchClassifier):
         self.sweep_ = []
         if selection is not None and len(grid) > 1:
             selection = np.asarray(selection, dtype=bool)
-            train = torch.as_tensor(~selection, device=device)
+            sweep_train = ~selection if sweep_train is None else np.asarray(sweep_train, dtype=bool) & ~selection
+            train = torch.as_tensor(sweep_train, device=device)
             held = torch.as_tensor(selection, device=device)
             if len(selection) != len(yt):
                 raise ValueError(f"selection has {len(selection)} entries for {len(yt)} rows")
@@ -214,3 +249,44 @@ class LogisticPathClassifier(LinearScores, _TorchClassifier):
         self.best_params_ = {self.param: chosen}
         return self
 
+
+    def fit_stream(self, train, n_train, classes, n_features, select=None, refit=None, n_refit=None):
+        """The same sweep and refit for codes that do not fit in memory, by minibatch Adam.
+        train(epoch) / refit(epoch): minibatches (X float32 [b, D], y class indices [b]) of the
+        sweep's training rows / of every row, reshuffled per epoch; select(): the selection rows'
+        minibatches. Without ``select``, grid[0] is fitted on ``train`` (no sweep)."""
+        if self.param not in ("C", "weight_decay"):
+            raise ValueError(f"param={self.param!r}: choose 'C' or 'weight_decay'")
+        self.classes_, self.n_features_in_ = np.asarray(classes), int(n_features)
+        device, k = torch_device(self.device), len(classes)
+        grid = [float(v) for v in np.atleast_1d(self.grid)]
+        p = n_features * k + k
+        chosen, init, self.sweep_ = grid[0], torch.zeros(1, p, device=device), []
+        if select is not None and len(grid) > 1:
+            lambdas = self._lambdas(grid, n_train).to(device)
+            theta, _ = adam_heads(train, n_train, k, lambdas, torch.zeros(len(grid), p, device=device))
+            W, b = _Heads.split(_HeadShape(n_features, k, len(grid)), theta)
+            correct, seen = torch.zeros(len(grid)), 0
+            with torch.no_grad():
+                for X, y in select():
+                    scores = torch.addmm(b, torch.as_tensor(X, device=device), W).reshape(len(y), len(grid), k)
+                    correct += (scores.argmax(2).cpu() == torch.as_tensor(y)[:, None]).sum(0)
+                    seen += len(y)
+            accuracy = (correct / max(seen, 1)).numpy()
+            self.sweep_ = [({self.param: v}, float(a)) for v, a in zip(grid, accuracy)]
+            best = int(np.argmax(accuracy))
+            chosen, init = grid[best], theta[best:best + 1].clone()
+            train, n_train = refit, n_refit
+        theta, steps = adam_heads(train, n_train, k, self._lambdas([chosen], n_train).to(device), init)
+        self.n_iter_ = steps
+        self.coef_ = theta[0, :n_features * k].reshape(n_features, k).T.detach().cpu().double().numpy()
+        self.intercept_ = theta[0, n_features * k:].detach().cpu().double().numpy()
+        self.best_params_ = {self.param: chosen}
+        return self
+
+
+class _HeadShape:
+    """What _Heads.split needs to know: widths and head count, without any codes."""
+
+    def __init__(self, d, k, h):
+        self.d, self.k, self.h = d, k, h

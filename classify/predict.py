@@ -4,15 +4,18 @@ import numpy as np
 from .model_file import load_model
 
 
-def predict_images(model_path, inputs, top_k=3, weights_file=None, device="auto", batch_size=None, workers=None):
-    """(predictions, failures). Each prediction: {path, label, probability, top_k: [{label, probability}]}."""
+def predict_images(model_path, inputs, top_k=3, weights_file=None, device="auto", batch_size=None, workers=None,
+                   tta=False):
+    """(predictions, failures). Each prediction: {path, label, probability, top_k: [{label, probability}]}.
+    tta: average the head's probabilities over each image's centre view and its mirror image."""
     from extract.rebuild import encode_images  # the one door from stage two into stage one
     model = load_model(model_path)
     paths, codes, failures = encode_images(model.fingerprint, inputs, weights_file=weights_file, device=device,
-                                           batch_size=batch_size, workers=workers, layer=model.layer)
+                                           batch_size=batch_size, workers=workers, layer=model.layer, mirrored=tta)
     if not paths:
         return [], failures
-    proba = model.predict_proba(codes)
+    proba = (model.predict_proba(codes[:, 0]) + model.predict_proba(codes[:, 1])) / 2 if tta else \
+        model.predict_proba(codes)
     k = max(1, min(top_k, proba.shape[1]))
     predictions = []
     for path, row in zip(paths, proba):

@@ -3,11 +3,16 @@
 The reported split is `test` when the cache has one, else `val`; hyper-parameters are never
 chosen on it. They are chosen on `val` when `val` is not reported, otherwise on a stratified,
 seeded slice of train. The final model is refit on every row that is not reported.
+
+Augmented views (extract --views) are rows of a train image after its centre row. They train;
+they are never scored: the reported split and the selection rows are centre views, one row per
+photo, and the selection slice is drawn by image, so no image has rows on both sides of it (the
+views of a selection image sit the sweep out; they join the final refit).
 """
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.model_selection import PredefinedSplit, StratifiedShuffleSplit
+from sklearn.model_selection import StratifiedShuffleSplit
 
 SELECTION_FRACTION = 0.2
 
@@ -19,17 +24,23 @@ class SplitError(ValueError):
 @dataclass
 class SplitPlan:
     eval_split: str
-    eval_mask: np.ndarray       # rows reported
+    eval_mask: np.ndarray       # rows reported (centre views)
     fit_mask: np.ndarray        # rows the final model trains on (all not reported)
-    selection_fold: np.ndarray  # over fit rows: 0 = chooses hyper-parameters, -1 = trains during the sweep
+    selection_fold: np.ndarray  # over fit rows: 0 = chooses hyper-parameters, -1 = trains during the sweep,
+                                # -2 = sits the sweep out (an augmented view of a selection image)
     selection: str              # how the choosing rows were picked, in words
 
-    def predefined_split(self) -> PredefinedSplit:
-        return PredefinedSplit(self.selection_fold)
+    def sweep_split(self) -> list:
+        """The one (train, test) index pair over fit rows, as GridSearchCV's ``cv`` takes it."""
+        return [(np.flatnonzero(self.selection_fold == -1), np.flatnonzero(self.selection_fold == 0))]
 
 
-def plan_splits(splits, labels, seed=0) -> SplitPlan:
+def plan_splits(splits, labels, seed=0, views=None) -> SplitPlan:
+    """views: each row's view index (0: centre view; None: every row is one)."""
     splits = np.asarray(splits).astype(str)
+    views = np.zeros(len(splits), dtype=np.uint8) if views is None else np.asarray(views)
+    centre = views == 0
+    image = np.cumsum(centre) - 1   # each row's image: the rank of its centre row (views follow it)
     present = set(splits.tolist())
     if "test" in present:
         eval_split = "test"
@@ -38,23 +49,29 @@ def plan_splits(splits, labels, seed=0) -> SplitPlan:
     else:
         raise SplitError("the cache has no val or test rows to report on; extract with a split layout "
                          "(root/{train,val,test}/<class>) or from a plain folder (splits derived automatically)")
-    eval_mask = splits == eval_split
-    fit_mask = ~eval_mask
+    eval_mask = (splits == eval_split) & centre
+    fit_mask = splits != eval_split
     if not fit_mask.any():
         raise SplitError(f"the cache has only {eval_split} rows; nothing to train on")
     fit_splits = splits[fit_mask]
     fold = np.full(int(fit_mask.sum()), -1)
+    fit_centre = centre[fit_mask]
     if eval_split == "test" and "val" in present:
-        fold[fit_splits == "val"] = 0
+        fold[(fit_splits == "val") & fit_centre] = 0
+        fold[(fit_splits == "val") & ~fit_centre] = -2
         selection = "val"
     else:
-        fit_labels = np.asarray(labels)[fit_mask]
+        # Drawn over images (their centre rows), so the slice and its counts do not depend on views.
+        candidates = np.flatnonzero(fit_centre)
+        fit_labels = np.asarray(labels)[fit_mask][candidates]
         splitter = StratifiedShuffleSplit(n_splits=1, test_size=SELECTION_FRACTION, random_state=seed)
         try:
             _, chosen = next(splitter.split(np.zeros(len(fit_labels)), fit_labels))
         except ValueError:  # a class too small to stratify: fall back to a plain seeded slice
             rng = np.random.default_rng(seed)
             chosen = rng.permutation(len(fit_labels))[: max(1, int(SELECTION_FRACTION * len(fit_labels)))]
-        fold[chosen] = 0
+        held_out = np.isin(image[fit_mask], image[fit_mask][candidates[chosen]])
+        fold[held_out] = -2
+        fold[candidates[chosen]] = 0
         selection = f"a stratified {int(SELECTION_FRACTION * 100)}% slice of train (seed {seed})"
     return SplitPlan(eval_split, eval_mask, fit_mask, fold, selection)

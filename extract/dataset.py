@@ -42,9 +42,11 @@ class ImageRecords(Dataset):
     hash to the known key.
     """
 
-    def __init__(self, records, load):
+    def __init__(self, records, load, views=None, max_pixels=DEFAULT_MAX_PIXELS):
         self.records = records
         self.load = load
+        self.views = views   # a ViewPlan (extract/views.py): train records come back as [1 + K, 3, H, W]
+        self.max_pixels = max_pixels
 
     def __len__(self):
         return len(self.records)
@@ -59,6 +61,9 @@ class ImageRecords(Dataset):
         if known is not None and known.key == key:
             return i, UNCHANGED, None, key
         try:
+            count = self.views.count(record, key) if self.views is not None else 0
+            if count:
+                return i, self.views.load(record.abspath, data, key, count, self.max_pixels), None, key
             return i, self.load(record.abspath, data), None, key
         except DecodeError as exc:
             return i, None, str(exc), key
@@ -68,12 +73,13 @@ class ImageRecords(Dataset):
 
 @dataclass
 class Batch:
-    indices: list        # record indices of the rows in images, in order
+    indices: list        # record index of each row of images, in order (repeated for a record's views)
     images: torch.Tensor  # uint8 [n, 3, H, W]
     failed: list         # (record index, reason)
     jpegs: list = ()     # (record index, RawJpeg): still to decode on the device
     keys: dict = field(default_factory=dict)    # record index -> content key (every item)
     unchanged: list = field(default_factory=list)  # record indices whose bytes match the cache
+    views: list = None   # view index of each row of images (0: the centre view); None: all centre
 
     def pin_memory(self):
         self.images = self.images.pin_memory()
@@ -81,9 +87,15 @@ class Batch:
 
 
 def collate(items) -> Batch:
-    good = [(i, t) for i, t, _, _ in items if isinstance(t, torch.Tensor)]
+    good, views = [], []
+    for i, t, _, _ in items:
+        if isinstance(t, torch.Tensor):  # [3, H, W], or [1 + K, 3, H, W] with views: one row each
+            stack = t[None] if t.dim() == 3 else t
+            good += [(i, image) for image in stack]
+            views += range(len(stack))
     jpegs = [(i, t) for i, t, _, _ in items if t is not None and not isinstance(t, (torch.Tensor, str))]
     failed = [(i, reason) for i, t, reason, _ in items if t is None]
     images = torch.stack([t for _, t in good]) if good else torch.empty(0, dtype=torch.uint8)
     return Batch(indices=[i for i, _ in good], images=images, failed=failed, jpegs=jpegs,
-                 keys={i: key for i, _, _, key in items}, unchanged=[i for i, t, _, _ in items if isinstance(t, str)])
+                 keys={i: key for i, _, _, key in items}, unchanged=[i for i, t, _, _ in items if isinstance(t, str)],
+                 views=views if any(views) else None)

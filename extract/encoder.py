@@ -21,23 +21,35 @@ class EncodedBatch:
     failed: list    # (position, reason)
     keys: dict = field(default_factory=dict)        # position -> content key, for every record of the batch
     unchanged: list = field(default_factory=list)   # positions whose bytes match the key the cache holds
+    views: list = None   # view index of each row (0: centre; extract --views); None: every row a centre view
+    mirrored: dict = None  # layer -> codes of each row's mirror image (test-time views, predict --tta)
+
+    def images(self) -> int:
+        """Records encoded (a record with views has several rows)."""
+        return len(self.indices) if self.views is None else self.views.count(0)
 
     def __len__(self):
-        return len(self.indices) + len(self.failed) + len(self.unchanged)
+        """Records accounted for: encoded, failed or unchanged."""
+        return self.images() + len(self.failed) + len(self.unchanged)
 
 
 def encode_batches(model, preprocess, records, device, precision="fp32", batch_size=32, workers=0,
-                   channels_last=True, max_pixels=DEFAULT_MAX_PIXELS, decode_on_device=None, compile_model=False):
+                   channels_last=True, max_pixels=DEFAULT_MAX_PIXELS, decode_on_device=None, compile_model=False,
+                   views=None, mirrored=False):
     """Yield EncodedBatch for consecutive batches of records (objects with .abspath, optionally .known).
 
     decode_on_device: JPEGs decoded in the main process on ``device`` rather than in the workers
     (default: with the torchvision decoder on CUDA).
     compile_model: run the model through torch.compile; every batch is padded to batch_size so the
     last, shorter one does not trigger a second compilation.
+    views: a ViewPlan (extract/views.py): train records also yield their augmented views, as rows
+    that repeat the record's position. mirrored: also encode each image mirrored (predict --tta).
     """
     if decode_on_device is None:
         decode_on_device = preprocess.decoder == "torchvision" and device.type == "cuda"
-    dataset = ImageRecords(records, preprocess.loader(max_pixels, defer_jpegs=decode_on_device))
+    if views is not None and decode_on_device:
+        raise ValueError("augmented views are drawn from PIL images: use --decoder pil with --views")
+    dataset = ImageRecords(records, preprocess.loader(max_pixels, defer_jpegs=decode_on_device), views, max_pixels)
     device_transform = preprocess.tensor_transform() if decode_on_device else None
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate,
                         pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None)
@@ -54,13 +66,15 @@ def encode_batches(model, preprocess, records, device, precision="fp32", batch_s
             images = batch.images.to(device, non_blocking=True)
             if batch.jpegs:
                 images = _decode_on_device(batch, images, device_transform, device, max_pixels)
-            codes = {}
+            codes, flipped = {}, None
             if batch.indices:
                 x = normalize(images).contiguous(memory_format=memory_format)
                 with autocast_context(device, autocast_dtype):
                     out = model(x)
+                    if mirrored:
+                        flipped = {k: v.float().cpu().numpy() for k, v in model(x.flip(-1)).items()}
                 codes = {k: v.float().cpu().numpy() for k, v in out.items()}
-            yield EncodedBatch(batch.indices, codes, batch.failed, batch.keys, batch.unchanged)
+            yield EncodedBatch(batch.indices, codes, batch.failed, batch.keys, batch.unchanged, batch.views, flipped)
 
 
 def _padded(model, batch_size, memory_format):

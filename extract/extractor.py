@@ -23,6 +23,7 @@ from .device import batching, pick_device, pick_precision
 from .encoder import encode_batches
 from .errors import ExtractError, WeightsUnavailable
 from .preprocessing import Preprocess
+from .views import ViewPlan, ViewRecipe
 from .weights import resolve_weights
 
 DTYPES = {"float16": np.float16, "float32": np.float32}
@@ -59,7 +60,7 @@ class Extractor:
     @classmethod
     def for_new_codes(cls, backbone, layers=(), weights=None, dtype="float16", precision="auto", crop_size=None,
                       jpeg_draft=False, decoder="pil", data_root=".", split_seed=0, split_fractions=(0.8, 0.1, 0.1),
-                      options: RuntimeOptions = None, compute_device: str = None) -> "Extractor":
+                      options: RuntimeOptions = None, compute_device: str = None, views=0) -> "Extractor":
         """From the user's options; checks them and resolves the weights before any work.
 
         compute_device: where the codes will be computed when that is not this machine (a
@@ -71,6 +72,10 @@ class Extractor:
             raise ExtractError(f"--dtype {dtype}: choose float16 or float32")
         if decoder not in DECODERS:
             raise ExtractError(f"--decoder {decoder}: choose {' or '.join(DECODERS)}")
+        if views < 0:
+            raise ExtractError(f"--views {views}: give 0 (centre views only) or more")
+        if views and decoder != "pil":
+            raise ExtractError("--views draws its crops from PIL images: use it with --decoder pil")
         if jpeg_draft and decoder != "pil":
             raise ExtractError("--jpeg-draft works with --decoder pil only (torchvision decodes at full size)")
         preprocess = spec.preprocess.with_crop(crop_size) if crop_size else spec.preprocess
@@ -83,7 +88,7 @@ class Extractor:
         resolved = resolve_weights(spec, weights)  # fails here, before any work, if unavailable
         fingerprint = Fingerprint(
             backbone=spec.name, layers=layers, weights=resolved.identity, preprocess=preprocess.to_dict(),
-            dtype=dtype, precision=precision,
+            dtype=dtype, precision=precision, views=ViewRecipe(int(views)).to_dict() if views else None,
             provenance={"torch_version": str(torch.__version__), "torchvision_version": str(torchvision.__version__),
                         "python_version": platform.python_version(), "data_root": os.path.abspath(data_root),
                         "split_policy": {"seed": split_seed, "fractions": list(split_fractions)},
@@ -165,11 +170,22 @@ class Extractor:
         self._model, self._network = None, network
 
     # --- encoding -------------------------------------------------------------------------------
-    def encode(self, records):
-        """EncodedBatch for consecutive batches of records (objects with .abspath)."""
+    def encode(self, records, views=True, mirrored=False):
+        """EncodedBatch for consecutive batches of records (objects with .abspath). views: train
+        records also yield the augmented views the fingerprint asks for (extract; not predict).
+        mirrored: each image's mirror image is encoded too (predict --tta)."""
         return encode_batches(self.model, self.preprocess, records, self.device, self.precision, self.batch_size,
                               self.workers, self.options.channels_last, self.options.max_pixels,
-                              compile_model=self.options.compile)
+                              compile_model=self.options.compile, views=self.view_plan() if views else None,
+                              mirrored=mirrored)
+
+    def view_plan(self):
+        """The ViewPlan of the fingerprint's augmented views, or None."""
+        if not self.fingerprint.views:
+            return None
+        policy = self.fingerprint.provenance.get("split_policy") or {}
+        return ViewPlan(ViewRecipe.from_dict(self.fingerprint.views), self.preprocess, policy.get("seed", 0),
+                        policy.get("fractions", (0.8, 0.1, 0.1)))
 
     def round_to_storage(self, codes: np.ndarray) -> np.ndarray:
         """Codes as a classifier trained on the cache saw them (rounded to the stored dtype)."""

@@ -31,12 +31,24 @@ class VGGCodes(nn.Module):
 
 
 class EfficientNetCodes(nn.Module):
-    """Global average of EfficientNet's final feature map (1280-d for Lite0)."""
+    """Global average of EfficientNet's final feature map ("avgpool", 1280-d for Lite0) and of
+    intermediate stages' outputs ("stageN": the last block of stage N, by forward hooks)."""
 
-    def __init__(self, net: nn.Module, layers: tuple):
+    def __init__(self, net: nn.Module, layers: tuple, stage_blocks: dict):
         super().__init__()
         self.layers = layers
         self.net = net
+        self._pooled = {}
+        for name in layers:
+            if name in stage_blocks:
+                net._blocks[stage_blocks[name]].register_forward_hook(self._keeper(name))
+
+    def _keeper(self, name):
+        def keep(module, inputs, output):
+            self._pooled[name] = output.mean(dim=(2, 3))
+        return keep
 
     def forward(self, x):
-        return {"avgpool": self.net.extract_features(x).mean(dim=(2, 3))}
+        final = self.net.extract_features(x)
+        pooled, self._pooled = self._pooled, {}
+        return {name: final.mean(dim=(2, 3)) if name == "avgpool" else pooled[name] for name in self.layers}

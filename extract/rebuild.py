@@ -26,26 +26,31 @@ def expand_image_paths(inputs) -> list:
 
 
 def encode_images(fingerprint: dict, inputs, weights_file=None, device="auto", batch_size=None,
-                  workers=None, layer=None):
-    """Codes of ``layer`` for image files/folders, computed as the cache's extractor did.
+                  workers=None, layer=None, mirrored=False):
+    """Codes of ``layer`` for image files/folders, computed as the cache's extractor did (centre
+    views: augmented views are for training rows only).
 
-    Returns (paths, codes float32 [n, D], failures [(path, reason)]). Codes are rounded to the
-    cache's stored dtype, so a classifier sees what it was trained on.
+    Returns (paths, codes float32 [n, D], failures [(path, reason)]); with ``mirrored``, codes are
+    [n, 2, D]: each image's centre view and its mirror image (test-time views). Codes are rounded
+    to the cache's stored dtype, so a classifier sees what it was trained on.
     """
     extractor = Extractor.from_fingerprint(fingerprint, weights_file,
                                            RuntimeOptions(device=device, batch_size=batch_size, workers=workers))
-    layer = layer or extractor.fingerprint.layers[0]
+    layers = layer.split("+") if layer else [extractor.fingerprint.layers[0]]  # "a+b": concatenated
     paths = expand_image_paths(inputs)
     if not paths:
         raise ExtractError(f"no images found in {', '.join(map(str, inputs))}")
     records = [Record(path=p, abspath=os.path.abspath(p), label=None) for p in paths]
     ok, parts, failures = [], [], []
-    for batch in extractor.encode(records):
+    for batch in extractor.encode(records, views=False, mirrored=mirrored):
         ok += [paths[i] for i in batch.indices]
         if batch.indices:
-            parts.append(batch.codes[layer])
+            codes = np.concatenate([batch.codes[name] for name in layers], axis=1)
+            parts.append(np.stack([codes, np.concatenate([batch.mirrored[name] for name in layers], axis=1)], axis=1)
+                         if mirrored else codes)
         failures += [(paths[i], reason) for i, reason in batch.failed]
-    codes = np.concatenate(parts) if parts else np.zeros((0, extractor.widths[layer]), np.float32)
+    width = sum(extractor.widths[name] for name in layers)
+    codes = np.concatenate(parts) if parts else np.zeros((0, 2, width) if mirrored else (0, width), np.float32)
     return ok, extractor.round_to_storage(codes), failures
 
 
@@ -56,7 +61,8 @@ def recompute_rows(cache_path, count, seed=0, data_root=None, weights_file=None,
     with open_cache(cache_path) as c:
         layer = c.default_layer
         root = data_root or c.fingerprint.get("data_root")
-        picked = np.sort(np.random.default_rng(seed).choice(len(c), size=min(count, len(c)), replace=False))
+        centres = np.flatnonzero(c.views == 0)  # augmented views are drawn at random: not recomputed here
+        picked = np.sort(np.random.default_rng(seed).choice(centres, size=min(count, len(centres)), replace=False))
         mask = np.zeros(len(c), dtype=bool)
         mask[picked] = True  # read only these rows' paths and codes, not the whole cache
         stored = dict(zip(c.paths_of(picked), c.codes(layer, rows=mask)))

@@ -45,6 +45,7 @@ class ExtractConfig:
     prune: bool = False    # drop rows whose file is gone from the data root
     engine: str = "local"  # or "ray" (extract/ray_engine.py)
     ray_address: str = None  # --engine ray: a running cluster ("auto", host:port); None starts a local Ray
+    views: int = 0         # augmented views per train image, stored as extra rows (extract/views.py)
 
 
 @dataclass
@@ -88,7 +89,7 @@ def run_extract(config: ExtractConfig) -> ExtractSummary:
     extractor = Extractor.for_new_codes(
         config.backbone, config.layers, config.weights, config.dtype, config.precision, config.crop_size,
         config.jpeg_draft, config.decoder, config.data_root, config.split_seed, config.split_fractions, options,
-        compute_device=engine.compute_device(config.device))
+        compute_device=engine.compute_device(config.device), views=config.views)
     scan = scan_image_folder(config.data_root)
     summary = ExtractSummary(cache_path=config.cache_path, ignored=len(scan.ignored))
     started = time.perf_counter()
@@ -165,8 +166,8 @@ def _commit_batch(session, records, batch, config, summary):
         keys = [batch.keys[i] for i in batch.indices]
         splits = [r.split or derive_split(k, config.split_seed, config.split_fractions) for r, k in zip(rows, keys)]
         session.add_rows([r.path for r in rows], keys, splits, [r.label for r in rows], [r.stat for r in rows],
-                         batch.codes)
-        summary.written += len(rows)
+                         batch.codes, batch.views)
+        summary.written += batch.images()
     if batch.failed:
         failed = [(records[i], batch.keys.get(i, ""), reason) for i, reason in batch.failed]
         session.add_failures([r.path for r, _, _ in failed], [k for _, k, _ in failed],

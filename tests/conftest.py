@@ -86,6 +86,6 @@ def assert_same_cache(a, b):
     with open_cache(a) as x, open_cache(b) as y:
         assert x.paths == y.paths and x.keys == y.keys and x.class_names == y.class_names
         assert x.labels.tolist() == y.labels.tolist() and x.splits.tolist() == y.splits.tolist()
-        assert x.failures == y.failures
+        assert x.failures == y.failures and x.views.tolist() == y.views.tolist()
         for layer in x.layers:
             np.testing.assert_array_equal(x.codes(layer), y.codes(layer))

