@@ -2,7 +2,7 @@
 """Augmented views and test-time views on real photos: accuracy on the reported split per cache.
 
 For each cache (made with `extract --views K`, K = 0, 2, 4, ...): every classifier of `compare`
-on identical splits (views train; the reported split is centre views only). Then, for logreg and
+(the same loop: the ensemble reuses its members) on identical splits (views train; the reported split is centre views only). Then, for logreg and
 the best classifier, test-time views: the reported photos are encoded once more, centre and
 mirror image, and each model is scored with and without averaging the two (what `predict --tta`
 does). Labels of the re-encoded photos come from the cache rows with the same path.
@@ -18,10 +18,10 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from cache import open_cache  # noqa: E402
-from classify import compare, fit_and_evaluate, load_codes  # noqa: E402
+from classify import CLASSIFIERS, fit_and_evaluate, load_codes  # noqa: E402
 
 
-def reported_photos(data, result):
+def reported_photos(data):
     """(absolute paths, labels) of the reported split's centre rows."""
     from classify import plan_splits
     plan = plan_splits(data.splits, data.y, 0, data.views)
@@ -43,18 +43,21 @@ def main():
         data = load_codes(cache)
         with open_cache(cache) as c:
             views = (c.fingerprint.get("views") or {}).get("count", 0)
-        results = compare(data, args.classifiers.split(",") if args.classifiers else None)
+        fitted = {}  # compare's loop, keeping the models for the test-time views below
+        for name in args.classifiers.split(",") if args.classifiers else list(CLASSIFIERS):
+            fitted[name] = fit_and_evaluate(data, name, fitted=fitted)
+        results = [result for result, _ in fitted.values()]
         best = max(results, key=lambda r: r["accuracy"])
         print(f"\n{cache}: views {views}, {len(data.y)} rows; reported {results[0]['eval_split']} "
               f"({results[0]['n_eval']} photos)")
         for r in results:
             print(f"  {r['classifier']:<9}{r['accuracy']:.4f}  fit {r['fit_seconds']:.1f} s  {r['params']}")
         if mirrored_codes is None:  # the same photos for every cache: encode them once
-            paths, labels = reported_photos(data, results[0])
+            paths, labels = reported_photos(data)
             ok, mirrored_codes, _ = encode_images(data.fingerprint, paths, mirrored=True, layer=data.layer)
             assert ok == paths, "every reported photo must encode"
         for name in dict.fromkeys(["logreg", best["classifier"]]):
-            _, model = fit_and_evaluate(data, name)
+            model = fitted[name][1]
             centre = model.predict_proba(mirrored_codes[:, 0])
             both = (centre + model.predict_proba(mirrored_codes[:, 1])) / 2
             plain = float((model.classes_[centre.argmax(1)] == labels).mean())

@@ -1,5 +1,4 @@
 """Fit one classifier on cached codes by the split rules, and measure it on the reported split."""
-import os
 import time
 from dataclasses import dataclass
 
@@ -90,9 +89,13 @@ def metrics(y_true, y_pred, class_names) -> dict:
     }
 
 
-def fit_and_evaluate(data: CodesData, name: str, scaling=DEFAULT_SCALING, seed=0):
-    """(result dict, fitted pipeline). Hyper-parameters are chosen without the reported rows."""
+def fit_and_evaluate(data: CodesData, name: str, scaling=DEFAULT_SCALING, seed=0, fitted=None):
+    """(result dict, fitted pipeline). Hyper-parameters are chosen without the reported rows.
+    fitted: name -> (result, model) of classifiers fitted on the same data already (an ensemble
+    reuses its members)."""
     spec = get_classifier(name)
+    if spec.members:
+        return _fit_ensemble(data, spec, scaling, seed, fitted or {})
     if data.X is None and spec.path:
         return _fit_streamed(data, spec, scaling, seed)
     data = data.in_memory()
@@ -110,7 +113,7 @@ def fit_and_evaluate(data: CodesData, name: str, scaling=DEFAULT_SCALING, seed=0
         sweep = [{"params": params, "selection_accuracy": accuracy} for params, accuracy in head.sweep_]
     elif grid:
         search = GridSearchCV(pipeline, grid, cv=plan.sweep_split(), scoring="accuracy", refit=True,
-                              n_jobs=_sweep_jobs(spec, grid), error_score="raise")
+                              n_jobs=1, error_score="raise")  # parallel sweeps measured no faster (README)
         search.fit(X_fit, y_fit)
         model, chosen = search.best_estimator_, search.best_params_
         sweep = [{"params": _plain(p), "selection_accuracy": float(s)}
@@ -143,6 +146,28 @@ def _result(data, name, spec, scaling, plan, swept, chosen, sweep, fit_seconds, 
         "memory": memory,
         "mistakes": _mistakes(data, plan.eval_mask, y_pred, proba),
     }
+
+
+def _fit_ensemble(data, spec, scaling, seed, fitted):
+    """Each member fitted as alone (or taken from ``fitted``), then the mean of their probabilities.
+    Codes beyond the budget: every member on the same in-memory subsample, so they vote on the same rows."""
+    from .ensemble import SoftVote
+    reuse = data.X is not None
+    data = data.in_memory()
+    models, params, seconds = [], {}, 0.0
+    for member in spec.members:
+        result, model = fitted[member] if reuse and member in fitted else fit_and_evaluate(data, member, scaling, seed)
+        models.append(model)
+        params.update({f"{member}.{k}": v for k, v in result["params"].items()})
+        seconds += result["fit_seconds"]
+    model = SoftVote(models, spec.members)
+    plan = plan_splits(data.splits, data.y, seed, data.views)
+    proba = model.predict_proba(data.X[plan.eval_mask])
+    memory = ("all rows in memory" if len(data.y) == data.rows_total else
+              f"a seeded random subsample of {len(data.y):,} of {data.rows_total:,} rows (members fitted on it)")
+    result = _result(data, spec.name, spec, scaling, plan, True, params, [], seconds, proba, model, memory)
+    result["selection"] = f"each member's own ({plan.selection})"
+    return result, model
 
 
 def _fit_streamed(data, spec, scaling, seed):
@@ -200,24 +225,17 @@ def _mistakes(data, eval_mask, y_pred, proba, limit=200) -> list:
 def compare(data: CodesData, names=None, scaling=DEFAULT_SCALING, seed=0, on_result=None) -> list:
     """Every classifier in ``names`` (default: all) on identical splits and seeds: a list of result
     dicts, in order. ``on_result(result)`` is called as each one finishes (for progress lines).
+    An ensemble reuses the members fitted before it in the same run (its fit seconds are theirs).
     The one loop behind `compare`, `demo` and bench/stage2_bench.py."""
     from .registry import CLASSIFIERS
-    results = []
+    results, fitted = [], {}
     for name in names or list(CLASSIFIERS):
-        result, _ = fit_and_evaluate(data, name, scaling, seed)
+        result, model = fit_and_evaluate(data, name, scaling, seed, fitted)
+        fitted[name] = (result, model)
         results.append(result)
         if on_result is not None:
             on_result(result)
     return results
-
-
-def _sweep_jobs(spec, grid) -> int:
-    """Processes for a GridSearchCV sweep: one per core for estimators that use one core each
-    (the others' BLAS or torch threads already use every core)."""
-    if not spec.single_threaded:
-        return 1
-    candidates = int(np.prod([len(v) for v in grid.values()]))
-    return max(1, min(candidates, len(os.sched_getaffinity(0))))
 
 
 def _feasible(grid: dict, n_train: int) -> dict:

@@ -3,7 +3,8 @@ from the file, back into the very estimator classes that were evaluated.
 
 Layout: ``meta`` (a JSON string: classifier, params, class names, layer, the cache fingerprint,
 result, and for each of the two steps its class name, constructor parameters and which arrays
-hold its fitted state), ``scale__<attr>`` and ``clf__<attr>`` arrays. Loading checks each class
+hold its fitted state), ``scale__<attr>`` and ``clf__<attr>`` arrays; an ensemble lists its
+``members``, each with its own steps, arrays prefixed ``m<i>:``. Loading checks each class
 name against a fixed list, builds it with its parameters and sets the fitted attributes, so
 `predict` runs the same scikit-learn / cnncodes code as `fit` and `compare` did.
 """
@@ -58,15 +59,31 @@ def _params(step) -> dict:
     return params
 
 
-def save_model(path, pipeline, meta: dict) -> None:
+def _pipeline_state(pipeline, prefix="") -> tuple:
+    """(steps meta, arrays) of one fitted (scale, clf) pipeline; array names start with ``prefix``."""
     steps, arrays = {}, {}
     for step_name in ("scale", "clf"):
         step = pipeline.named_steps[step_name]
         state, scalars = _fitted_state(step)
         steps[step_name] = {"class": type(step).__name__, "params": _params(step), "scalars": scalars,
                             "arrays": sorted(state)}
-        arrays.update({f"{step_name}__{k}": v for k, v in state.items()})
-    meta = dict(meta, format=FORMAT, steps=steps)
+        arrays.update({f"{prefix}{step_name}__{k}": v for k, v in state.items()})
+    return steps, arrays
+
+
+def save_model(path, pipeline, meta: dict) -> None:
+    """``pipeline``: a fitted (scale, clf) Pipeline, or an ensemble's SoftVote of them."""
+    members = getattr(pipeline, "members", None)
+    if members is None:
+        steps, arrays = _pipeline_state(pipeline)
+        meta = dict(meta, format=FORMAT, steps=steps)
+    else:  # an ensemble: each member's pipeline under its own prefix
+        arrays, parts = {}, []
+        for i, (name, member) in enumerate(zip(pipeline.names, members)):
+            steps, member_arrays = _pipeline_state(member, f"m{i}:")
+            parts.append({"name": name, "steps": steps})
+            arrays.update(member_arrays)
+        meta = dict(meta, format=FORMAT, members=parts)
     tmp = f"{path}.tmp.npz"  # np.savez adds .npz to names without it
     np.savez(tmp, meta=np.array(json.dumps(meta, default=str)), **arrays)
     os.replace(tmp, path)
@@ -99,9 +116,16 @@ class LoadedModel:
         self.fingerprint = meta["fingerprint"]
         self.layer = meta["layer"]
         known = _known_classes()
-        self.pipeline = Pipeline([(name, _rebuild(meta["steps"][name], arrays, name, known))
-                                  for name in ("scale", "clf")])
-        self.classes = self.pipeline.named_steps["clf"].classes_  # label indices, in predict_proba's column order
+
+        def rebuild(steps, prefix=""):
+            return Pipeline([(name, _rebuild(steps[name], arrays, prefix + name, known)) for name in ("scale", "clf")])
+        if "members" in meta:
+            from .ensemble import SoftVote
+            self.pipeline = SoftVote([rebuild(m["steps"], f"m{i}:") for i, m in enumerate(meta["members"])],
+                                     [m["name"] for m in meta["members"]])
+        else:
+            self.pipeline = rebuild(meta["steps"])
+        self.classes = self.pipeline.classes_  # label indices, in predict_proba's column order
 
     def predict_proba(self, X):
         return self.pipeline.predict_proba(np.asarray(X, dtype=np.float32))

@@ -34,7 +34,7 @@ class ClassifierSpec:
     scaling: str = None              # fixed scaling (the seed recipe uses none); None: the user's choice
     description: str = ""
     path: bool = False               # sweeps its own grid in one fit (classify/path.py), not GridSearchCV
-    single_threaded: bool = False    # one core per fit (liblinear): the sweep fits candidates in parallel
+    members: tuple = ()              # an ensemble of these classifiers (classify/ensemble.py), no estimator
 
     def pipeline(self, scaling=DEFAULT_SCALING, random_state=0):
         """scikit-learn Pipeline: scaler, then the classifier."""
@@ -76,8 +76,7 @@ CLASSIFIERS = {spec.name: spec for spec in [
                    description="linear layer, cross-entropy + weight decay, all 5 values at once"),
     ClassifierSpec("svm", _head("SoftmaxLinearSVC", seeded=True, dual=True, tol=1e-3),
                    # Above C=0.01 liblinear converges slowly and flowers5 accuracy only drops.
-                   {"C": [float(c) for c in np.logspace(-5, -2, 4)]}, description="linear SVM, C swept",
-                   single_threaded=True),
+                   {"C": [float(c) for c in np.logspace(-5, -2, 4)]}, description="linear SVM, C swept"),
     ClassifierSpec("knn", _knn,
                    {"n_neighbors": [1, 3, 5, 10, 20], "weights": ["uniform", "distance"]},
                    description="k nearest neighbours (cosine), k swept"),
@@ -88,6 +87,8 @@ CLASSIFIERS = {spec.name: spec for spec in [
                    {"weight_decay": [1e-4, 1e-2]}, description="one hidden layer (512, ReLU, dropout), AdamW"),
     ClassifierSpec("seed", _head("SeedRecipeClassifier", seeded=True), scaling="none",
                    description="the classic exercise: SGD lr 0.001, batch 20, 2 epochs, raw codes"),
+    ClassifierSpec("ensemble", None, members=("logreg", "linear", "svm", "ridge", "mlp"),
+                   description="mean probability of logreg, linear, svm, ridge and mlp, each swept as alone"),
 ]}
 
 
