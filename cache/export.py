@@ -1,7 +1,7 @@
 """`export`: a cache's codes and metadata as Parquet, or as codes.npy + metadata.parquet.
 
-Parquet: one row per image, columns path, label (class name), split, key and code (a
-fixed-size list of float32), readable by pandas, DuckDB, Polars, Spark. npy: codes.npy [N, D]
+Parquet: one row per cache row, columns path, label (class name), split, key, view (0: the
+image's centre view, 1..K: augmented views of `extract --views`) and code (a fixed-size list of float32), readable by pandas, DuckDB, Polars, Spark. npy: codes.npy [N, D]
 plus metadata.parquet with the same columns but the code, in the same row order: the layout
 embedding readers and autofaiss consume. Both stream in blocks, so memory stays bounded.
 """
@@ -40,14 +40,14 @@ def export_cache(cache_path, out, fmt="parquet", layer=None) -> dict:
             files = [out]
             code_type = pa.list_(pa.float32(), width)
             schema = pa.schema([("path", pa.string()), ("label", pa.string()), ("split", pa.string()),
-                                ("key", pa.string()), ("code", code_type)],
+                                ("key", pa.string()), ("view", pa.uint8()), ("code", code_type)],
                                metadata={"cnncodes_layer": layer, "cnncodes_cache": os.path.abspath(cache_path)})
             codes_out = None
         else:
             os.makedirs(out, exist_ok=True)
             files = [os.path.join(out, "codes.npy"), os.path.join(out, "metadata.parquet")]
             schema = pa.schema([("path", pa.string()), ("label", pa.string()), ("split", pa.string()),
-                                ("key", pa.string())], metadata={"cnncodes_layer": layer})
+                                ("key", pa.string()), ("view", pa.uint8())], metadata={"cnncodes_layer": layer})
             codes_out = np.lib.format.open_memmap(files[0] + ".tmp", mode="w+", dtype=np.float32, shape=(n, width))
         table_path = files[0] if fmt == "parquet" else files[1]
         writer = pq.ParquetWriter(table_path + ".tmp", schema)
@@ -61,6 +61,7 @@ def export_cache(cache_path, out, fmt="parquet", layer=None) -> dict:
                     "label": names[c.labels[start:stop]].tolist(),
                     "split": as_text(splits_ds[start:stop]).tolist(),
                     "key": as_text(keys_ds[start:stop]).tolist(),
+                    "view": pa.array(c.views[start:stop], type=pa.uint8()),
                 }
                 if codes_out is None:
                     columns["code"] = pa.FixedSizeListArray.from_arrays(pa.array(codes.reshape(-1)), width)

@@ -60,6 +60,10 @@ def test_train_images_get_views_as_rows_after_their_centre_row(split_folder, tmp
         assert paths[row] == paths[row - 1] and views[row] == views[row - 1] + 1
     assert verify_cache(str(cache)).ok
     assert "30 view rows: 2 augmented views per train image" in run_cli("info", cache).stdout
+    import pyarrow.parquet as pq
+    run_cli("export", cache, "--out", tmp_path / "c.parquet")
+    table = pq.read_table(tmp_path / "c.parquet")
+    assert table.column("view").to_pylist() == views.tolist() and table.column("path").to_pylist() == paths
     again = tmp_path / "again.h5"
     extract(split_folder, again, views=2)
     assert_same_cache(cache, again)   # the same rows and codes, bit for bit
