@@ -22,6 +22,20 @@ STAGES = 1
 SWEEP_TOL_FACTOR = 10
 
 
+def split_theta(theta, d, k):
+    """theta [H, D*K + K] -> W [D, H*K], b [H*K]: every head's weights side by side."""
+    W = theta[:, :d * k].reshape(len(theta), d, k).permute(1, 0, 2).reshape(d, -1)
+    return W, theta[:, d * k:].reshape(-1)
+
+
+def heads_correct(theta, X, y, d, k):
+    """Per head [H]: how many rows of X (torch [n, D]) each head classifies as y (torch [n])."""
+    W, b = split_theta(theta, d, k)
+    with torch.no_grad():
+        pred = torch.addmm(b, X, W).reshape(len(X), len(theta), k).argmax(2)
+        return (pred == y[:, None]).sum(0).cpu()
+
+
 class _Heads:
     """H stacked linear heads over the same codes: one GEMM computes all their logits, one more
     all their gradients."""
@@ -42,14 +56,8 @@ class _Heads:
         sub.__dict__.update(self.__dict__, lam=self.lam[idx], h=len(idx))
         return sub
 
-    def split(self, theta):
-        """theta [H, D*K + K] -> W [D, H*K], b [H*K]."""
-        W = theta[:, :self.d * self.k].reshape(self.h, self.d, self.k).permute(1, 0, 2).reshape(self.d, -1)
-        b = theta[:, self.d * self.k:].reshape(-1)
-        return W, b
-
     def _forward(self, theta):
-        W, b = self.split(theta)
+        W, b = split_theta(theta, self.d, self.k)
         logits = torch.addmm(b, self.X, W).reshape(len(self.X), self.h, self.k)
         log_p = torch.log_softmax(logits, dim=2)
         ce = -(log_p * self.onehot[:, None, :]).sum(2).mean(0)           # [H]
@@ -154,26 +162,28 @@ STREAM_LR = 1e-3
 
 
 def adam_heads(epoch, n_rows, k, lambdas, theta, lr=STREAM_LR, batch_size=STREAM_BATCH):
-    """Minimise every head's objective over minibatches: ``epoch(e)`` yields (X [b, D], y [b]) as
-    numpy arrays, a fresh shuffle per epoch; the penalty uses ``lambdas`` as they are (the full
-    objective's, so each minibatch gradient is an unbiased estimate of the full one).
-    Returns (theta, steps run)."""
+    """Minimise every head's objective over minibatches with torch's Adam (elementwise, so the
+    stacked heads stay independent): ``epoch(e)`` yields (X [b, D], y [b]) as numpy arrays, a
+    fresh shuffle per epoch; the penalty uses ``lambdas`` as they are (the full objective's, so
+    each minibatch gradient is an unbiased estimate of the full one). Returns (theta, steps run)."""
     per_epoch = max(1, -(-n_rows // batch_size))
     epochs = max(STREAM_EPOCHS, -(-STREAM_MIN_STEPS // per_epoch))
     total = epochs * per_epoch
-    m, v = torch.zeros_like(theta), torch.zeros_like(theta)
-    beta1, beta2, step = 0.9, 0.999, 0
+    theta = theta.clone()
+    optimizer = torch.optim.Adam([theta], lr=lr)
+    # The rate of update t (from 1) is lr * (1 + cos(pi * t / total)) / 2, down to zero.
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda done: 0.5 * (1 + np.cos(np.pi * min((done + 1) / total, 1.0))))
+    step = 0
     for e in range(epochs):
         for X, y in epoch(e):
             X = torch.as_tensor(X, device=theta.device)
             y = torch.as_tensor(y, dtype=torch.long, device=theta.device)
-            _, g = _Heads(X, y, k, lambdas, transposed_copy=False).loss_and_grad(theta)
+            _, theta.grad = _Heads(X, y, k, lambdas, transposed_copy=False).loss_and_grad(theta)
+            optimizer.step()
+            schedule.step()
             step += 1
-            rate = lr * 0.5 * (1 + np.cos(np.pi * min(step / total, 1.0)))
-            m.mul_(beta1).add_(g, alpha=1 - beta1)
-            v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-            theta -= rate * (m / (1 - beta1 ** step)) / ((v / (1 - beta2 ** step)).sqrt() + 1e-8)
-    return theta, step
+    return theta.detach(), step
 
 
 class LogisticPathClassifier(LinearScores, _TorchClassifier):
@@ -217,9 +227,21 @@ class LogisticPathClassifier(LinearScores, _TorchClassifier):
             start = solved[-1:]
         return theta, _Heads(X, y, len(self.classes_), lambdas), iterations
 
-    def fit(self, X, y, selection=None, sweep_train=None):
+    def _check_param(self):
         if self.param not in ("C", "weight_decay"):
             raise ValueError(f"param={self.param!r}: choose 'C' or 'weight_decay'")
+
+    def _keep_solution(self, theta, d, chosen, iterations):
+        """The fitted head (theta [1, P]) as scikit-learn's attributes."""
+        k = len(self.classes_)
+        self.n_iter_ = int(iterations)
+        self.coef_ = theta[0, :d * k].reshape(d, k).T.detach().cpu().double().numpy()
+        self.intercept_ = theta[0, d * k:].detach().cpu().double().numpy()
+        self.best_params_ = {self.param: chosen}
+        return self
+
+    def fit(self, X, y, selection=None, sweep_train=None):
+        self._check_param()
         Xt, yt, device = self._prepare(X, y)
         grid = [float(v) for v in np.atleast_1d(self.grid)]
         chosen, init = grid[0], None
@@ -234,29 +256,19 @@ class LogisticPathClassifier(LinearScores, _TorchClassifier):
             if not held.any() or len(torch.unique(yt[train])) < len(self.classes_):
                 raise ValueError("the selection rows leave a class with no training rows")
             theta, heads, _ = self._solve(Xt[train], yt[train], grid, tol=self.tol * SWEEP_TOL_FACTOR)
-            W, b = heads.split(theta)
-            with torch.no_grad():
-                pred = (torch.addmm(b, Xt[held], W).reshape(int(held.sum()), len(grid), -1)).argmax(2)
-                accuracy = (pred == yt[held][:, None]).float().mean(0).cpu().numpy()
+            accuracy = (heads_correct(theta, Xt[held], yt[held], heads.d, heads.k).float() / int(held.sum())).numpy()
             self.sweep_ = [({self.param: v}, float(a)) for v, a in zip(grid, accuracy)]
             best = int(np.argmax(accuracy))  # the first best: the strongest regularisation among ties
             chosen, init = grid[best], theta[best:best + 1]
         theta, heads, iterations = self._solve(Xt, yt, [chosen], init)
-        self.n_iter_ = int(iterations[0])
-        d, k = heads.d, heads.k
-        self.coef_ = theta[0, :d * k].reshape(d, k).T.detach().cpu().double().numpy()
-        self.intercept_ = theta[0, d * k:].detach().cpu().double().numpy()
-        self.best_params_ = {self.param: chosen}
-        return self
-
+        return self._keep_solution(theta, heads.d, chosen, iterations[0])
 
     def fit_stream(self, train, n_train, classes, n_features, select=None, refit=None, n_refit=None):
         """The same sweep and refit for codes that do not fit in memory, by minibatch Adam.
         train(epoch) / refit(epoch): minibatches (X float32 [b, D], y class indices [b]) of the
         sweep's training rows / of every row, reshuffled per epoch; select(): the selection rows'
         minibatches. Without ``select``, grid[0] is fitted on ``train`` (no sweep)."""
-        if self.param not in ("C", "weight_decay"):
-            raise ValueError(f"param={self.param!r}: choose 'C' or 'weight_decay'")
+        self._check_param()
         self.classes_, self.n_features_in_ = np.asarray(classes), int(n_features)
         device, k = torch_device(self.device), len(classes)
         grid = [float(v) for v in np.atleast_1d(self.grid)]
@@ -265,28 +277,15 @@ class LogisticPathClassifier(LinearScores, _TorchClassifier):
         if select is not None and len(grid) > 1:
             lambdas = self._lambdas(grid, n_train).to(device)
             theta, _ = adam_heads(train, n_train, k, lambdas, torch.zeros(len(grid), p, device=device))
-            W, b = _Heads.split(_HeadShape(n_features, k, len(grid)), theta)
-            correct, seen = torch.zeros(len(grid)), 0
-            with torch.no_grad():
-                for X, y in select():
-                    scores = torch.addmm(b, torch.as_tensor(X, device=device), W).reshape(len(y), len(grid), k)
-                    correct += (scores.argmax(2).cpu() == torch.as_tensor(y)[:, None]).sum(0)
-                    seen += len(y)
-            accuracy = (correct / max(seen, 1)).numpy()
+            correct, seen = torch.zeros(len(grid), dtype=torch.long), 0
+            for X, y in select():
+                correct += heads_correct(theta, torch.as_tensor(X, device=device),
+                                         torch.as_tensor(y, dtype=torch.long, device=device), n_features, k)
+                seen += len(y)
+            accuracy = (correct.float() / max(seen, 1)).numpy()
             self.sweep_ = [({self.param: v}, float(a)) for v, a in zip(grid, accuracy)]
             best = int(np.argmax(accuracy))
             chosen, init = grid[best], theta[best:best + 1].clone()
             train, n_train = refit, n_refit
         theta, steps = adam_heads(train, n_train, k, self._lambdas([chosen], n_train).to(device), init)
-        self.n_iter_ = steps
-        self.coef_ = theta[0, :n_features * k].reshape(n_features, k).T.detach().cpu().double().numpy()
-        self.intercept_ = theta[0, n_features * k:].detach().cpu().double().numpy()
-        self.best_params_ = {self.param: chosen}
-        return self
-
-
-class _HeadShape:
-    """What _Heads.split needs to know: widths and head count, without any codes."""
-
-    def __init__(self, d, k, h):
-        self.d, self.k, self.h = d, k, h
+        return self._keep_solution(theta, n_features, chosen, steps)
