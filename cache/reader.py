@@ -130,13 +130,18 @@ class CodesCache:
             block_mask = mask[start:start + READ_BLOCK_ROWS]
             if not block_mask.any():
                 continue
-            column = 0
-            for dset in dsets:
-                block = self.read_rows(dset, start, start + len(block_mask))[block_mask]
-                out[filled:filled + len(block), column:column + dset.shape[1]] = block
-                column += dset.shape[1]
-            filled += int(block_mask.sum())
+            filled += self.read_rows_into(out, filled, dsets, start, block_mask)
         return out
+
+    def read_rows_into(self, out, at, dsets, start, keep, copy=np.copyto) -> int:
+        """The rows ``start + i`` for which ``keep[i]``, of each dataset side by side, into
+        ``out[at:]`` (converted by ``copy(destination, source)``); returns how many rows."""
+        n, column = int(keep.sum()), 0
+        for dset in dsets:
+            block = self.read_rows(dset, start, start + len(keep))
+            copy(out[at:at + n, column:column + dset.shape[1]], block if keep.all() else block[keep])
+            column += dset.shape[1]
+        return n
 
     def read_rows(self, dset, start, stop) -> np.ndarray:
         """Rows [start, stop) of a codes dataset as stored (float16 or float32); a damaged chunk is
