@@ -19,7 +19,11 @@ class PilLoader:
 
     def __call__(self, path, data=None):
         """data: the file's bytes when the caller has read them already (it hashes them too)."""
-        return self.transform(decode_rgb(path if data is None else data, self.max_pixels, self.draft_size))
+        return self.transform(self.decode(path, data))
+
+    def decode(self, path, data=None):
+        """The RGB PIL image, before any transform."""
+        return decode_rgb(path if data is None else data, self.max_pixels, self.draft_size)
 
 
 def read_and_hash(path):
@@ -42,11 +46,10 @@ class ImageRecords(Dataset):
     hash to the known key.
     """
 
-    def __init__(self, records, load, views=None, max_pixels=DEFAULT_MAX_PIXELS):
+    def __init__(self, records, load, views=None):
         self.records = records
         self.load = load
         self.views = views   # a ViewPlan (extract/views.py): train records come back as [1 + K, 3, H, W]
-        self.max_pixels = max_pixels
 
     def __len__(self):
         return len(self.records)
@@ -63,7 +66,7 @@ class ImageRecords(Dataset):
         try:
             count = self.views.count(record, key) if self.views is not None else 0
             if count:
-                return i, self.views.load(record.abspath, data, key, count, self.max_pixels), None, key
+                return i, self.views.stack(self.load.decode(record.abspath, data), key, count), None, key
             return i, self.load(record.abspath, data), None, key
         except DecodeError as exc:
             return i, None, str(exc), key

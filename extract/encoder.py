@@ -49,7 +49,7 @@ def encode_batches(model, preprocess, records, device, precision="fp32", batch_s
         decode_on_device = preprocess.decoder == "torchvision" and device.type == "cuda"
     if views is not None and decode_on_device:
         raise ValueError("augmented views are drawn from PIL images: use --decoder pil with --views")
-    dataset = ImageRecords(records, preprocess.loader(max_pixels, defer_jpegs=decode_on_device), views, max_pixels)
+    dataset = ImageRecords(records, preprocess.loader(max_pixels, defer_jpegs=decode_on_device), views)
     device_transform = preprocess.tensor_transform() if decode_on_device else None
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate,
                         pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None)

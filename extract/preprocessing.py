@@ -50,22 +50,21 @@ class Preprocess:
         """The size handed to the decoder's draft mode, or None for a full decode."""
         return self.resize if self.jpeg_draft else None
 
+    def resizer(self):
+        """The shorter side to ``resize`` (PIL image or tensor); the centre crop and the augmented
+        views (extract/views.py) both start from its output."""
+        from torchvision.transforms import InterpolationMode, v2
+        return v2.Resize(self.resize, interpolation=InterpolationMode(self.interpolation), antialias=True)
+
     def pil_transform(self):
         """PIL image -> uint8 tensor [3, crop, crop] (runs in DataLoader workers)."""
-        from torchvision.transforms import InterpolationMode, v2
-        return v2.Compose([
-            v2.Resize(self.resize, interpolation=InterpolationMode(self.interpolation), antialias=True),
-            v2.CenterCrop(self.crop),
-            v2.PILToTensor(),
-        ])
+        from torchvision.transforms import v2
+        return v2.Compose([self.resizer(), v2.CenterCrop(self.crop), v2.PILToTensor()])
 
     def tensor_transform(self):
         """uint8 tensor [3, H, W] -> uint8 tensor [3, crop, crop], on whatever device it lives."""
-        from torchvision.transforms import InterpolationMode, v2
-        return v2.Compose([
-            v2.Resize(self.resize, interpolation=InterpolationMode(self.interpolation), antialias=True),
-            v2.CenterCrop(self.crop),
-        ])
+        from torchvision.transforms import v2
+        return v2.Compose([self.resizer(), v2.CenterCrop(self.crop)])
 
     def loader(self, max_pixels, defer_jpegs=False):
         """path -> network input (uint8 [3, crop, crop]), picklable for DataLoader workers.

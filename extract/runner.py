@@ -12,7 +12,7 @@ from .decoding import DEFAULT_MAX_PIXELS
 from .engines import make_engine, make_shards
 from .errors import ExtractError
 from .extractor import Extractor, RuntimeOptions
-from .sources import DEFAULT_SPLIT_FRACTIONS, derive_split, scan_image_folder
+from .sources import DEFAULT_SPLIT_FRACTIONS, scan_image_folder, split_of
 
 SHARD_TARGET_ROWS = 512  # rows per committed shard: what a kill can lose at most
 
@@ -164,7 +164,7 @@ def _commit_batch(session, records, batch, config, summary):
     if batch.indices:
         rows = [records[i] for i in batch.indices]
         keys = [batch.keys[i] for i in batch.indices]
-        splits = [r.split or derive_split(k, config.split_seed, config.split_fractions) for r, k in zip(rows, keys)]
+        splits = [split_of(r, k, config.split_seed, config.split_fractions) for r, k in zip(rows, keys)]
         session.add_rows([r.path for r in rows], keys, splits, [r.label for r in rows], [r.stat for r in rows],
                          batch.codes, batch.views)
         summary.written += batch.images()

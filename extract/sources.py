@@ -116,3 +116,8 @@ def derive_split(key: str, seed: int = 0, fractions=DEFAULT_SPLIT_FRACTIONS) -> 
     u = int.from_bytes(digest[:8], "big") / 2.0 ** 64
     train, val = fractions[0], fractions[0] + fractions[1]
     return "train" if u < train else "val" if u < val else "test"
+
+
+def split_of(record, key: str, seed: int = 0, fractions=DEFAULT_SPLIT_FRACTIONS) -> str:
+    """A record's split: its folder's, or else derived from its content key."""
+    return getattr(record, "split", None) or derive_split(key, seed, fractions)
