@@ -112,8 +112,9 @@ class CodesCache:
             splits = [splits]
         return np.isin(self.splits, list(splits))
 
-    def split_counts(self) -> dict:
-        names, counts = np.unique(self.splits, return_counts=True)
+    def split_counts(self, rows=None) -> dict:
+        """Rows per split, among the boolean mask ``rows`` (all rows for None)."""
+        names, counts = np.unique(self.splits if rows is None else self.splits[rows], return_counts=True)
         return {str(n): int(c) for n, c in zip(names, counts)}
 
     def codes(self, layer=None, splits=None, rows=None) -> np.ndarray:
@@ -182,7 +183,6 @@ class CodesCache:
         centre = self.views == 0  # images, counted once however many augmented views they have
         counts = np.bincount(self.labels[centre], minlength=len(self.class_names)) if len(self.labels) else \
             np.zeros(len(self.class_names), dtype=np.int64)
-        names, split_counts = np.unique(self.splits[centre], return_counts=True)
         return {
             "path": self.path,
             "rows": len(self),
@@ -190,7 +190,7 @@ class CodesCache:
             "view_rows": int(len(self) - centre.sum()),
             "layers": {layer: self.width(layer) for layer in self.layers},
             "classes": {name: int(counts[i]) for i, name in enumerate(self.class_names)},
-            "splits": {str(n): int(c) for n, c in zip(names, split_counts)},
+            "splits": self.split_counts(centre),
             "failed": len(self.failures),
             "failures": [{"path": p, "reason": r} for p, r in self.failures],
             "vanished": self.fingerprint.get("vanished_rows"),

@@ -122,8 +122,7 @@ def fit_and_evaluate(data: CodesData, name: str, scaling=DEFAULT_SCALING, seed=0
         model, chosen = clone(pipeline).fit(X_fit, y_fit), {}
     fit_seconds = time.perf_counter() - started
     proba = model.predict_proba(data.X[plan.eval_mask])
-    memory = ("all rows in memory" if len(data.y) == data.rows_total else
-              f"a seeded random subsample of {len(data.y):,} of {data.rows_total:,} rows ({name} does not stream)")
+    memory = _held(data, f"{name} does not stream")
     return _result(data, name, spec, scaling, plan, bool(grid), chosen, sweep, fit_seconds, proba, model, memory), model
 
 
@@ -148,6 +147,13 @@ def _result(data, name, spec, scaling, plan, swept, chosen, sweep, fit_seconds, 
     }
 
 
+def _held(data, why_subsample) -> str:
+    """How the rows of in-memory codes were held, for the result's ``memory``."""
+    if len(data.y) == data.rows_total:
+        return "all rows in memory"
+    return f"a seeded random subsample of {len(data.y):,} of {data.rows_total:,} rows ({why_subsample})"
+
+
 def _fit_ensemble(data, spec, scaling, seed, fitted):
     """Each member fitted as alone (or taken from ``fitted``), then the mean of their probabilities.
     Codes beyond the budget: every member on the same in-memory subsample, so they vote on the same rows."""
@@ -163,8 +169,7 @@ def _fit_ensemble(data, spec, scaling, seed, fitted):
     model = SoftVote(models, spec.members)
     plan = plan_splits(data.splits, data.y, seed, data.views)
     proba = model.predict_proba(data.X[plan.eval_mask])
-    memory = ("all rows in memory" if len(data.y) == data.rows_total else
-              f"a seeded random subsample of {len(data.y):,} of {data.rows_total:,} rows (members fitted on it)")
+    memory = _held(data, "members fitted on it")
     result = _result(data, spec.name, spec, scaling, plan, True, params, [], seconds, proba, model, memory)
     result["selection"] = f"each member's own ({plan.selection})"
     return result, model

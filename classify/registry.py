@@ -8,6 +8,8 @@ from typing import Callable
 
 import numpy as np
 
+from .ensemble import MEMBERS
+
 # scikit-learn and torch are imported inside the builders: the registry's names and grids load
 # for the command line's help without them.
 
@@ -87,7 +89,7 @@ CLASSIFIERS = {spec.name: spec for spec in [
                    {"weight_decay": [1e-4, 1e-2]}, description="one hidden layer (512, ReLU, dropout), AdamW"),
     ClassifierSpec("seed", _head("SeedRecipeClassifier", seeded=True), scaling="none",
                    description="the classic exercise: SGD lr 0.001, batch 20, 2 epochs, raw codes"),
-    ClassifierSpec("ensemble", None, members=("logreg", "linear", "svm", "ridge", "mlp"),
+    ClassifierSpec("ensemble", None, members=MEMBERS,
                    description="mean probability of logreg, linear, svm, ridge and mlp, each swept as alone"),
 ]}
 

@@ -45,9 +45,10 @@ def encode_images(fingerprint: dict, inputs, weights_file=None, device="auto", b
     for batch in extractor.encode(records, views=False, mirrored=mirrored):
         ok += [paths[i] for i in batch.indices]
         if batch.indices:
-            codes = np.concatenate([batch.codes[name] for name in layers], axis=1)
-            parts.append(np.stack([codes, np.concatenate([batch.mirrored[name] for name in layers], axis=1)], axis=1)
-                         if mirrored else codes)
+            def side_by_side(by_layer):
+                return np.concatenate([by_layer[name] for name in layers], axis=1)
+            codes = side_by_side(batch.codes)
+            parts.append(np.stack([codes, side_by_side(batch.mirrored)], axis=1) if mirrored else codes)
         failures += [(paths[i], reason) for i, reason in batch.failed]
     width = sum(extractor.widths[name] for name in layers)
     codes = np.concatenate(parts) if parts else np.zeros((0, 2, width) if mirrored else (0, width), np.float32)
