@@ -23,9 +23,9 @@ class ModelFileError(ValueError):
 def _known_classes() -> dict:
     """The only classes a model file may name (nothing else is ever instantiated)."""
     from sklearn.preprocessing import FunctionTransformer, Normalizer, StandardScaler
-    from .heads import (CosineKNNClassifier, NearestCentroidClassifier, SeedRecipeClassifier, SoftmaxLinearSVC,
-                        SoftmaxRidgeClassifier, TorchMLPClassifier)
+    from .heads import CosineKNNClassifier, NearestCentroidClassifier, SoftmaxLinearSVC, SoftmaxRidgeClassifier
     from .path import LogisticPathClassifier
+    from .torch_heads import SeedRecipeClassifier, TorchMLPClassifier
     classes = (StandardScaler, Normalizer, FunctionTransformer, CosineKNNClassifier, NearestCentroidClassifier,
                SeedRecipeClassifier, SoftmaxLinearSVC, SoftmaxRidgeClassifier, TorchMLPClassifier,
                LogisticPathClassifier)

@@ -64,11 +64,12 @@ def _knn(rs):
     return CosineKNNClassifier()
 
 
-def _head(name, seeded=False, **params):
-    """One of our estimators (classify/heads.py; torch for some), built by class name."""
+def _head(name, seeded=False, module="heads", **params):
+    """One of our estimators, built by class name from classify/heads.py (or torch_heads.py)."""
     def build(rs):
-        from . import heads
-        return getattr(heads, name)(**(dict(params, random_state=rs) if seeded else params))
+        import importlib
+        estimator = getattr(importlib.import_module(f".{module}", __package__), name)
+        return estimator(**(dict(params, random_state=rs) if seeded else params))
     return build
 
 CLASSIFIERS = {spec.name: spec for spec in [
@@ -85,9 +86,9 @@ CLASSIFIERS = {spec.name: spec for spec in [
     ClassifierSpec("ridge", _head("SoftmaxRidgeClassifier"),
                    {"alpha": [float(a) for a in np.logspace(-1, 4, 6)]}, description="ridge classifier, alpha swept"),
     ClassifierSpec("centroid", _head("NearestCentroidClassifier"), description="nearest class mean"),
-    ClassifierSpec("mlp", _head("TorchMLPClassifier", seeded=True),
+    ClassifierSpec("mlp", _head("TorchMLPClassifier", seeded=True, module="torch_heads"),
                    {"weight_decay": [1e-4, 1e-2]}, description="one hidden layer (512, ReLU, dropout), AdamW"),
-    ClassifierSpec("seed", _head("SeedRecipeClassifier", seeded=True), scaling="none",
+    ClassifierSpec("seed", _head("SeedRecipeClassifier", seeded=True, module="torch_heads"), scaling="none",
                    description="the classic exercise: SGD lr 0.001, batch 20, 2 epochs, raw codes"),
     ClassifierSpec("ensemble", None, members=MEMBERS,
                    description="mean probability of logreg, linear, svm, ridge and mlp, each swept as alone"),

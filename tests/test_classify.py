@@ -266,3 +266,40 @@ def test_every_cached_layer_is_used_side_by_side_by_default(tmp_path):
     assert np.array_equal(load_codes(path, "g").X, G) and load_codes(path, "g,f").X.shape == (150, 11)
     streamed = np.concatenate([codes for _, codes in CodeStream(path, "f+g", 4 << 10).loads(np.ones(150, bool))])
     np.testing.assert_array_equal(streamed, both.X)
+
+
+def test_sweep_solver_runs_the_same_on_numpy_and_torch():
+    """One solver, written against the array API: numpy (the CPU's) and torch (the GPU's) reach the
+    same heads from the same start."""
+    import torch
+    from classify.path import _Heads, batched_lbfgs, to_numpy
+    X, y, _ = blobs(n_per_class=100, dim=24, separation=1.0)
+    lambdas = np.array([1e-1, 1e-2, 1e-3], dtype=np.float32)
+    p = 24 * 3 + 3
+    on_numpy, numpy_iterations = batched_lbfgs(_Heads(X, y, 3, lambdas), np.zeros((3, p), np.float32))
+    heads = _Heads(torch.from_numpy(X), torch.from_numpy(y), 3, torch.from_numpy(lambdas))
+    on_torch, torch_iterations = batched_lbfgs(heads, torch.zeros(3, p))
+    assert isinstance(on_numpy, np.ndarray) and isinstance(on_torch, torch.Tensor)
+    assert (numpy_iterations > 3).all() and (torch_iterations > 3).all()
+    objective_numpy = _Heads(X, y, 3, lambdas).forward(on_numpy)[0]
+    objective_torch = to_numpy(heads.forward(on_torch)[0])
+    np.testing.assert_allclose(objective_numpy, objective_torch, rtol=1e-4)
+    np.testing.assert_allclose(on_numpy, to_numpy(on_torch), atol=2e-2)
+
+
+def test_fitting_the_linear_heads_on_the_cpu_never_imports_torch(learnable):
+    """torch's import is a third of a whole `fit --classifier logreg` on 2 cores: the full-batch
+    solver runs on numpy where there is no GPU, and nothing else on that path imports torch."""
+    import subprocess
+    import sys
+    code = ("import sys, classify.path as path; path._nvidia_driver = lambda: False\n"
+            "from classify import load_codes, fit_and_evaluate, save_model\n"
+            f"data = load_codes({learnable.path!r})\n"
+            "for name in ('logreg', 'linear', 'svm', 'ridge', 'centroid', 'knn'):\n"
+            "    result, model = fit_and_evaluate(data, name)\n"
+            "    assert result['accuracy'] > 0.9, (name, result['accuracy'])\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

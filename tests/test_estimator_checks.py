@@ -4,9 +4,9 @@ The 7 skips come from scikit-learn itself: its array-API checks run only with SC
 """
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from classify.heads import (NearestCentroidClassifier, SeedRecipeClassifier, SoftmaxLinearSVC, SoftmaxRidgeClassifier,
-                            TorchMLPClassifier)
+from classify.heads import NearestCentroidClassifier, SoftmaxLinearSVC, SoftmaxRidgeClassifier
 from classify.path import LogisticPathClassifier
+from classify.torch_heads import SeedRecipeClassifier, TorchMLPClassifier
 
 WEAK_BY_DESIGN = ("the classic exercise's recipe (2 epochs of SGD at lr 0.001, unscaled) is deliberately weak: it "
                   "does not reach the 83% this check asks on its toy problem")
