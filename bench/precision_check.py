@@ -8,6 +8,12 @@ reported split (val when the folder has one) with the same sweep and splits.
 
 Bars for a reduced-precision default: cosine >= 0.999 and accuracy within 0.3 points of fp32.
 
+--reference CACHE adds a row for codes of the same images made elsewhere (another device, say
+the CPU's fp32 codes beside a GPU run), matched by path:
+
+    python bench/precision_check.py demo_data/flowers --backbone efficientnet_lite0 --device cuda \
+        --precisions fp32,fp16,bf16 --reference cpu_fp32.h5
+
     python bench/precision_check.py ../shared/data/flowers5 --backbone vgg16 --weights random \\
         --precisions fp32,int8@onednn,int8@x86 --limit 1000
 """
@@ -42,6 +48,7 @@ def main():
     ap.add_argument("--limit", type=int, default=1000, help="images, spread over split folders and classes")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--classifier", default="logreg")
+    ap.add_argument("--reference", help="a cache of the same images made elsewhere, compared like a precision")
     args = ap.parse_args()
     precisions = args.precisions.split(",")
 
@@ -60,6 +67,12 @@ def main():
                 rows = {path: i for i, path in enumerate(c.paths)}
             fit, _ = fit_and_evaluate(data, args.classifier)
             results[name] = (summary, data, rows, fit)
+        if args.reference:
+            data = load_codes(args.reference, results[precisions[0]][1].layer)
+            with open_cache(args.reference) as c:
+                rows = {path: i for i, path in enumerate(c.paths)}
+            results["reference"] = (None, data, rows, fit_and_evaluate(data, args.classifier)[0])
+            precisions.append("reference")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -71,7 +84,7 @@ def main():
         summary, data, rows, fit = results[precision]
         order = [rows[p] for p in ref_rows]
         cos = cosines(ref_data.X[list(ref_rows.values())], data.X[order])
-        speed = (summary.written + summary.failed) / summary.loop_seconds
+        speed = (summary.written + summary.failed) / summary.loop_seconds if summary else float("nan")
         delta = 100 * (fit["accuracy"] - ref_fit["accuracy"])
         print(f"{precision:<12}{speed:>9.2f}{cos.min():>10.5f}{np.percentile(cos, 1):>10.5f}{cos.mean():>10.5f}"
               f"{fit['accuracy']:>10.4f}{delta:>+8.2f}p")

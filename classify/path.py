@@ -6,7 +6,8 @@ objective (C * sum CE + ||W||^2 / 2, divided by C n); with lambda = weight_decay
 linear layer's. The heads are independent, so they are stacked into one [D, H*K] weight matrix:
 one matrix product per step serves all of them, and a batched L-BFGS (one history, step size and
 stopping test per head) drives each to its own optimum. Heads are scored on the selection rows,
-the best is refitted on every row, warm-started from its own solution.
+the best is refitted on every row, warm-started from its own solution. The solver is written
+against the array API: numpy arrays on a CPU, torch tensors on a GPU (see solver_device).
 """
 import os
 
