@@ -12,7 +12,7 @@ against the array API: numpy arrays on a CPU, torch tensors on a GPU (see solver
 import os
 
 import numpy as np
-from array_api_compat import array_namespace, device as device_of, is_torch_array, to_device
+from array_api_compat import array_namespace, device as device_of, to_device
 
 from .heads import LinearScores, ScoresClassifier
 
@@ -45,11 +45,6 @@ def to_numpy(x) -> np.ndarray:
     return np.asarray(to_device(x, "cpu"))
 
 
-def _transposed_copy(X):
-    """X.T laid out row by row: the gradient's product reads X by columns, ~20% faster so."""
-    return X.T.contiguous() if is_torch_array(X) else np.ascontiguousarray(X.T)
-
-
 def split_theta(theta, d, k):
     """theta [H, D*K + K] -> W [D, H*K], b [H*K]: every head's weights side by side."""
     xp = array_namespace(theta)
@@ -70,12 +65,9 @@ class _Heads:
     all their gradients. Written against the array API, so numpy (CPU) and torch (GPU, and the
     streamed minibatches) run the same code."""
 
-    def __init__(self, X, y, n_classes, lambdas, transposed_copy=True):
+    def __init__(self, X, y, n_classes, lambdas):
         xp = self.xp = array_namespace(X)
         self.X, self.k = X, n_classes
-        # A full-batch solve keeps X.T laid out for the gradient's product; a minibatch, used
-        # once, does not pay for the copy.
-        self.XT = _transposed_copy(X) if transposed_copy else X.T
         self.onehot = xp.astype(y[:, None] == xp.arange(n_classes, device=device_of(X)), X.dtype)   # [n, K]
         self.lam = lambdas                                   # [H]
         self.h = lambdas.shape[0]
@@ -104,7 +96,9 @@ class _Heads:
         xp, n, h, d, k = self.xp, self.X.shape[0], self.h, self.d, self.k
         loss, log_p = forward if forward is not None else self.forward(theta)
         residual = (xp.exp(log_p) - self.onehot[:, None, :]) / n                          # [n, H, K]
-        grad_w = xp.permute_dims(xp.reshape(self.XT @ xp.reshape(residual, (n, h * k)), (d, h, k)), (1, 0, 2))
+        # residual.T @ X reads X row by row as stored: as fast as X.T @ residual from a transposed
+        # copy of X (6.9 vs 7.5 ms here), without the copy.
+        grad_w = xp.permute_dims(xp.reshape(xp.reshape(residual, (n, h * k)).T @ self.X, (h, k, d)), (0, 2, 1))
         grad_w = grad_w + self.lam[:, None, None] * xp.reshape(theta[:, :d * k], (h, d, k))
         grad_b = xp.sum(residual, axis=0)                                                  # [H, K]
         return loss, xp.concat([xp.reshape(grad_w, (h, d * k)), grad_b], axis=1)
@@ -212,7 +206,7 @@ def adam_heads(epoch, n_rows, k, lambdas, theta, lr=STREAM_LR, batch_size=STREAM
         for X, y in epoch(e):
             X = torch.as_tensor(X, device=theta.device)
             y = torch.as_tensor(y, dtype=torch.long, device=theta.device)
-            _, theta.grad = _Heads(X, y, k, lambdas, transposed_copy=False).loss_and_grad(theta)
+            _, theta.grad = _Heads(X, y, k, lambdas).loss_and_grad(theta)
             optimizer.step()
             schedule.step()
             step += 1
