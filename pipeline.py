@@ -186,6 +186,8 @@ def _classify_args(p):
 
 
 def _result_line(r):
+    if "skipped" in r:
+        return f"{r['classifier']}: skipped: {r['skipped']}"
     params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["params"].items())
     sample = (f" ({r['memory']})" if r.get("memory", "all rows in memory") != "all rows in memory" else "")
     return (f"{r['classifier']}{sample}: {r['eval_split']} accuracy {r['accuracy']:.4f}, "
@@ -233,7 +235,7 @@ def cmd_compare(args):
 
 def _compare(data, report, classifiers=None, scaling=None, seed=0, as_json=False):
     from classify import DEFAULT_SCALING, compare
-    from classify.report import format_table, write_report
+    from classify.report import best_result, format_table, write_report
     scaling = scaling or DEFAULT_SCALING
     names = classifiers.split(",") if classifiers else None
     progress = None if as_json else (lambda result: print(_result_line(result), file=sys.stderr))
@@ -244,7 +246,8 @@ def _compare(data, report, classifiers=None, scaling=None, seed=0, as_json=False
     if as_json:
         print(json.dumps(results, indent=2))
         return 0
-    print(f"\nreported split: {results[0]['eval_split']} ({results[0]['n_eval']} rows)")
+    best = best_result(results)
+    print(f"\nreported split: {best['eval_split']} ({best['n_eval']} rows)")
     print(format_table(results))
     print(f"report: {paths['report.md']} (also report.json, confusion.png, accuracy.png)")
     return 0

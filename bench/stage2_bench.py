@@ -106,6 +106,9 @@ def main():
     print(f"{'classifier':<10}{'accuracy':>10}{'fit s':>9}{'speed-up vs classic':>22}")
 
     def line(result):
+        if "skipped" in result:
+            print(f"{result['classifier']:<10}skipped: {result['skipped']}", flush=True)
+            return
         print(f"{result['classifier']:<10}{result['accuracy']:>10.4f}{result['fit_seconds']:>9.2f}"
               f"{classic / max(result['fit_seconds'], 1e-6):>21.0f}x", flush=True)
     compare(data, args.classifiers.split(","), on_result=line)

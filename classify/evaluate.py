@@ -231,15 +231,24 @@ def compare(data: CodesData, names=None, scaling=DEFAULT_SCALING, seed=0, on_res
     """Every classifier in ``names`` (default: all) on identical splits and seeds: a list of result
     dicts, in order. ``on_result(result)`` is called as each one finishes (for progress lines).
     An ensemble reuses the members fitted before it in the same run (its fit seconds are theirs).
+    A classifier that cannot fit these rows (a ValueError: too few rows of a class for its sweep,
+    say, on a small subsample) is skipped: its result is {"classifier", "skipped": the reason},
+    and the others still run. Raises ValueError when every one was skipped.
     The one loop behind `compare`, `demo` and bench/stage2_bench.py."""
     from .registry import CLASSIFIERS
     results, fitted = [], {}
     for name in names or list(CLASSIFIERS):
-        result, model = fit_and_evaluate(data, name, scaling, seed, fitted)
-        fitted[name] = (result, model)
+        try:
+            result, model = fit_and_evaluate(data, name, scaling, seed, fitted)
+            fitted[name] = (result, model)
+        except ValueError as error:
+            result = {"classifier": name, "skipped": str(error)}
         results.append(result)
         if on_result is not None:
             on_result(result)
+    if not fitted:
+        raise ValueError("no classifier could fit these codes: " +
+                         "; ".join(f"{r['classifier']}: {r['skipped']}" for r in results))
     return results
 
 

@@ -17,10 +17,6 @@ from array_api_compat import array_namespace, device as device_of, to_device
 from .heads import LinearScores, ScoresClassifier
 
 HISTORY = 10
-# Warm-start stages along the regularisation path. Measured on flowers5 VGG16 fc7 codes: one
-# batched solve of all 11 heads (5.8 s) beat three stages each warm-started from the previous
-# one (7.9 s), because a stage waits for its slowest head; the refit is warm-started instead.
-STAGES = 1
 # The sweep only ranks the heads on the selection rows, so it stops earlier than the refit.
 SWEEP_TOL_FACTOR = 10
 

@@ -6,14 +6,21 @@ import os
 TABLE_COLUMNS = ("classifier", "accuracy", "balanced_accuracy", "macro_f1", "fit_seconds", "params")
 
 
+def fitted_results(results) -> list:
+    """The results of ``compare`` that are not skipped."""
+    return [r for r in results if "skipped" not in r]
+
+
 def best_result(results):
-    return max(results, key=lambda r: (r["accuracy"], r["balanced_accuracy"]))
+    return max(fitted_results(results), key=lambda r: (r["accuracy"], r["balanced_accuracy"]))
 
 
 def format_table(results, markdown=False) -> str:
+    """Best first; skipped classifiers last, with their reason."""
     rows = [[r["classifier"], f"{r['accuracy']:.4f}", f"{r['balanced_accuracy']:.4f}", f"{r['macro_f1']:.4f}",
              f"{r['fit_seconds']:.2f}", ", ".join(f"{k}={_short(v)}" for k, v in r["params"].items()) or "-"]
-            for r in sorted(results, key=lambda r: -r["accuracy"])]
+            for r in sorted(fitted_results(results), key=lambda r: -r["accuracy"])]
+    rows += [[r["classifier"], "skipped", "-", "-", "-", r["skipped"]] for r in results if "skipped" in r]
     header = ["classifier", "accuracy", "bal. acc.", "macro F1", "fit s", "chosen"]
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -35,7 +42,7 @@ def write_report(out_dir, results, data, context: dict) -> dict:
     with open(paths["report.json"], "w") as f:
         json.dump({**context, "best": best["classifier"], "results": results}, f, indent=2, default=str)
     _plot_confusion(paths["confusion.png"], best, data.class_names)
-    _plot_accuracy(paths["accuracy.png"], results, best["eval_split"])
+    _plot_accuracy(paths["accuracy.png"], fitted_results(results), best["eval_split"])
     mistakes_md = _mistakes_section(out_dir, best, data.fingerprint.get("data_root"))
     if os.path.exists(os.path.join(out_dir, "mistakes.png")):
         paths["mistakes.png"] = os.path.join(out_dir, "mistakes.png")
@@ -45,7 +52,7 @@ def write_report(out_dir, results, data, context: dict) -> dict:
         "# cnncodes compare report", "",
         f"- cache: `{context['cache']}` (backbone {context['backbone']}, layer {best['layer']}, weights {context['weights']})",
         f"- reported split: **{best['eval_split']}** ({best['n_eval']} rows); models fit on {best['n_fit']} rows",
-        f"- hyper-parameters chosen on: {results[0]['selection']}, then refit on all non-reported rows",
+        f"- hyper-parameters chosen on: {best['selection']}, then refit on all non-reported rows",
         f"- scaling: {context['scaling']} (the seed recipe uses raw codes); seed {context['seed']}", "",
         format_table(results, markdown=True), "",
         f"## Best: {best['classifier']}", "",

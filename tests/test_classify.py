@@ -303,3 +303,29 @@ def test_fitting_the_linear_heads_on_the_cpu_never_imports_torch(learnable):
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_compare_skips_a_classifier_that_cannot_fit_and_reports_why(learnable, tmp_path, monkeypatch):
+    from sklearn.base import BaseEstimator, ClassifierMixin
+    from classify import compare
+    from classify.registry import ClassifierSpec
+    from classify.report import format_table, write_report
+
+    class NeedsMoreRows(ClassifierMixin, BaseEstimator):
+        def fit(self, X, y):
+            raise ValueError(f"needs 10,000 rows, got {len(X)}")
+
+    monkeypatch.setitem(CLASSIFIERS, "picky", ClassifierSpec("picky", lambda rs: NeedsMoreRows()))
+    seen = []
+    results = compare(learnable, ["centroid", "picky", "logreg"], on_result=seen.append)
+    assert [r["classifier"] for r in results] == [r["classifier"] for r in seen] == ["centroid", "picky", "logreg"]
+    assert results[1] == {"classifier": "picky", "skipped": f"needs 10,000 rows, got {results[0]['n_fit']}"}
+    assert results[2]["accuracy"] > 0.9
+    table = format_table(results).splitlines()
+    assert table[-1].split()[:2] == ["picky", "skipped"] and "needs 10,000 rows" in table[-1]
+    paths = write_report(str(tmp_path / "r"), results, learnable, {"cache": "x", "backbone": "toy", "weights": "w",
+                                                                   "scaling": "standard", "seed": 0})
+    assert "| picky | skipped |" in open(paths["report.md"]).read()
+    assert json.load(open(paths["report.json"]))["results"][1]["skipped"].startswith("needs 10,000 rows")
+    with pytest.raises(ValueError, match="no classifier could fit these codes: picky: needs 10,000 rows"):
+        compare(learnable, ["picky"])
