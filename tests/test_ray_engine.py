@@ -34,6 +34,20 @@ def test_ray_engine_gives_the_local_engines_cache(ray_available, folder, tmp_pat
     assert "wrote 0, skipped 37 already cached" in again.stdout
 
 
+def test_ray_engine_with_views_gives_the_local_engines_cache(ray_available, tmp_path):
+    """Augmented views through Ray: the same rows, in the same order (each image's views right
+    after its centre row), bit for bit."""
+    data = tmp_path / "data"
+    make_folder(str(data), per_class=5)
+    run_cli("extract", data, "--cache", tmp_path / "local.h5", *ARGS, "--views", "2")
+    out = run_cli("extract", data, "--cache", tmp_path / "ray.h5", *ARGS, "--views", "2", "--engine", "ray")
+    assert "wrote 15, skipped 0 already cached, failed 0" in out.stdout
+    same_cache(tmp_path / "local.h5", tmp_path / "ray.h5")
+    from cache import open_cache
+    with open_cache(str(tmp_path / "ray.h5")) as c:
+        assert c.views.max() == 2 and len(c) > 15  # view rows are there, not only centre rows
+
+
 def _start(folder, cache, env=None, extra=()):
     return start_cli("extract", folder, "--cache", cache, *ARGS, "--engine", "ray", *extra, env=env)
 
