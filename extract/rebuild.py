@@ -25,6 +25,17 @@ def expand_image_paths(inputs) -> list:
     return paths
 
 
+def _encoder(fingerprint: dict, weights_file, device, batch_size=None, workers=None, layer=None):
+    """The cache's extractor, and the layers whose codes go side by side ("a+b"; default the first)."""
+    extractor = Extractor.from_fingerprint(fingerprint, weights_file,
+                                           RuntimeOptions(device=device, batch_size=batch_size, workers=workers))
+    return extractor, (layer.split("+") if layer else [extractor.fingerprint.layers[0]])
+
+
+def _side_by_side(by_layer: dict, layers) -> np.ndarray:
+    return np.concatenate([by_layer[name] for name in layers], axis=1)
+
+
 def encode_images(fingerprint: dict, inputs, weights_file=None, device="auto", batch_size=None,
                   workers=None, layer=None, mirrored=False):
     """Codes of ``layer`` for image files/folders, computed as the cache's extractor did (centre
@@ -34,9 +45,7 @@ def encode_images(fingerprint: dict, inputs, weights_file=None, device="auto", b
     [n, 2, D]: each image's centre view and its mirror image (test-time views). Codes are rounded
     to the cache's stored dtype, so a classifier sees what it was trained on.
     """
-    extractor = Extractor.from_fingerprint(fingerprint, weights_file,
-                                           RuntimeOptions(device=device, batch_size=batch_size, workers=workers))
-    layers = layer.split("+") if layer else [extractor.fingerprint.layers[0]]  # "a+b": concatenated
+    extractor, layers = _encoder(fingerprint, weights_file, device, batch_size, workers, layer)
     paths = expand_image_paths(inputs)
     if not paths:
         raise ExtractError(f"no images found in {', '.join(map(str, inputs))}")
@@ -45,10 +54,8 @@ def encode_images(fingerprint: dict, inputs, weights_file=None, device="auto", b
     for batch in extractor.encode(records, views=False, mirrored=mirrored):
         ok += [paths[i] for i in batch.indices]
         if batch.indices:
-            def side_by_side(by_layer):
-                return np.concatenate([by_layer[name] for name in layers], axis=1)
-            codes = side_by_side(batch.codes)
-            parts.append(np.stack([codes, side_by_side(batch.mirrored)], axis=1) if mirrored else codes)
+            codes = _side_by_side(batch.codes, layers)
+            parts.append(np.stack([codes, _side_by_side(batch.mirrored, layers)], axis=1) if mirrored else codes)
         failures += [(paths[i], reason) for i, reason in batch.failed]
     width = sum(extractor.widths[name] for name in layers)
     codes = np.concatenate(parts) if parts else np.zeros((0, 2, width) if mirrored else (0, width), np.float32)
@@ -57,27 +64,34 @@ def encode_images(fingerprint: dict, inputs, weights_file=None, device="auto", b
 
 def recompute_rows(cache_path, count, seed=0, data_root=None, weights_file=None, device="auto"):
     """Re-extract ``count`` random rows of a cache; (worst cosine to the stored codes, rows compared,
-    failures). The cosine is taken on the first layer, after rounding to the stored dtype."""
+    failures). Augmented views are recomputed too: each is seeded by its image's content key and
+    view index, so it comes out as it did (a changed crop sampler would show here). The cosine is
+    taken on the first layer, after rounding to the stored dtype."""
     from cache import open_cache
     with open_cache(cache_path) as c:
         layer = c.default_layer
         root = data_root or c.fingerprint.get("data_root")
-        centres = np.flatnonzero(c.views == 0)  # augmented views are drawn at random: not recomputed here
-        picked = np.sort(np.random.default_rng(seed).choice(centres, size=min(count, len(centres)), replace=False))
+        picked = np.sort(np.random.default_rng(seed).choice(len(c), size=min(count, len(c)), replace=False))
         mask = np.zeros(len(c), dtype=bool)
         mask[picked] = True  # read only these rows' paths and codes, not the whole cache
-        stored = dict(zip(c.paths_of(picked), c.codes(layer, rows=mask)))
+        paths, views, splits = c.paths_of(picked), c.views[picked], c.splits[picked]
+        stored = {(path, int(view)): code for path, view, code in zip(paths, views, c.codes(layer, rows=mask))}
         fingerprint = c.fingerprint
-    present = [p for p in stored if os.path.isfile(os.path.join(root, p))]
-    missing = [(p, "no such file under the data folder") for p in stored if p not in present]
+    split_of_image = dict(zip(paths, splits))  # the stored split decides whether an image has views
+    present = [p for p in split_of_image if os.path.isfile(os.path.join(root, p))]
+    missing = [(p, "no such file under the data folder") for p in split_of_image if p not in present]
     if not present:
         return None, 0, missing
-    ok, codes, failures = encode_images(fingerprint, [os.path.join(root, p) for p in present],
-                                        weights_file=weights_file, device=device, layer=layer)
-    rel = {os.path.join(root, p): p for p in present}
-    worst = 1.0
-    for full, code in zip(ok, codes):
-        old = stored[rel[full]]
-        cosine = float(code @ old / max(1e-12, np.linalg.norm(code) * np.linalg.norm(old)))
-        worst = min(worst, cosine)
-    return worst, len(ok), missing + [(rel[p], r) for p, r in failures]
+    extractor, layers = _encoder(fingerprint, weights_file, device, layer=layer)
+    records = [Record(path=p, abspath=os.path.abspath(os.path.join(root, p)), label=None,
+                      split=str(split_of_image[p])) for p in present]
+    worst, compared, failures = 1.0, 0, []
+    for batch in extractor.encode(records, views=bool(views.any())):
+        codes = extractor.round_to_storage(_side_by_side(batch.codes, layers)) if batch.indices else []
+        for code, i, view in zip(codes, batch.indices, batch.views or [0] * len(batch.indices)):
+            old = stored.get((present[i], view))
+            if old is not None:
+                worst = min(worst, float(code @ old / max(1e-12, np.linalg.norm(code) * np.linalg.norm(old))))
+                compared += 1
+        failures += [(present[i], reason) for i, reason in batch.failed]
+    return (worst if compared else None), compared, missing + failures
