@@ -2,7 +2,7 @@
 # One prepared pass over everything that needs a GPU, most valuable first (each step has its own
 # time limit, so one that hangs leaves the rest). Run from the repository root on a CUDA machine:
 #   bash bench/device_check.sh CARRY
-# CARRY holds what was made on a CPU machine beforehand:
+# CARRY holds what was made on a CPU machine beforehand (bash bench/device_carry.sh CARRY f5e32.h5 makes it):
 #   whl/*.whl           packages the GPU machine lacks (array-api-compat, the efficientnet pair)
 #   eff_cpu_fp32.h5     efficientnet_lite0 codes of demo_data/flowers, --precision fp32 --dtype float32 --device cpu
 #   vgg_cpu_fp32.h5     vgg16 --weights random:0 codes of the same, likewise
