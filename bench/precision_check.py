@@ -38,6 +38,14 @@ def cosines(reference, other):
     return (a * b).sum(axis=1)
 
 
+def codes_rows_fit(cache, classifier, layer=None):
+    """(codes, {path: row of its centre view}, the classifier's result) of one cache."""
+    data = load_codes(cache, layer)
+    with open_cache(cache) as c:
+        rows = {path: i for i, (path, view) in enumerate(zip(c.paths, c.views)) if view == 0}
+    return data, rows, fit_and_evaluate(data, classifier)[0]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data")
@@ -62,16 +70,10 @@ def main():
             summary = run_extract(ExtractConfig(os.path.join(tmp, "data"), cache, backbone=args.backbone,
                                                 weights=args.weights, device=args.device, precision=precision,
                                                 int8_engine=engine or int8.DEFAULT_ENGINE, progress=False))
-            data = load_codes(cache)
-            with open_cache(cache) as c:
-                rows = {path: i for i, path in enumerate(c.paths)}
-            fit, _ = fit_and_evaluate(data, args.classifier)
-            results[name] = (summary, data, rows, fit)
+            results[name] = (summary, *codes_rows_fit(cache, args.classifier))
         if args.reference:
-            data = load_codes(args.reference, results[precisions[0]][1].layer)
-            with open_cache(args.reference) as c:
-                rows = {path: i for i, path in enumerate(c.paths)}
-            results["reference"] = (None, data, rows, fit_and_evaluate(data, args.classifier)[0])
+            layer = results[precisions[0]][1].layer
+            results["reference"] = (None, *codes_rows_fit(args.reference, args.classifier, layer))
             precisions.append("reference")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -118,6 +118,7 @@ def batched_lbfgs(heads: _Heads, theta, max_iter=1000, tol=1e-4):
         sub = heads.subset(idx)
         th, gi, fi = theta[idx], g[idx], f[idx]
         q = xp.asarray(gi, copy=True)
+        g_norm = xp.clip(xp.linalg.vector_norm(gi, axis=1, keepdims=True), min=1e-12)   # [h, 1]
         alphas = []
         for s, yv, r in zip(reversed(S), reversed(Y), reversed(rho)):   # two-loop recursion
             a = r[idx] * xp.sum(s[idx] * q, axis=1)
@@ -126,10 +127,10 @@ def batched_lbfgs(heads: _Heads, theta, max_iter=1000, tol=1e-4):
         if S:
             sl, yl = S[-1][idx], Y[-1][idx]
             gamma = xp.sum(sl * yl, axis=1) / xp.clip(xp.sum(yl * yl, axis=1), min=1e-20)
-            gamma = xp.where(gamma > 0, gamma, 1.0 / xp.clip(xp.linalg.vector_norm(gi, axis=1), min=1e-12))
+            gamma = xp.where(gamma > 0, gamma, 1.0 / g_norm[:, 0])
             q *= gamma[:, None]
         else:
-            q /= xp.clip(xp.linalg.vector_norm(gi, axis=1, keepdims=True), min=1e-12)   # a unit first step
+            q /= g_norm   # a unit first step
         for s, yv, r, a in zip(S, Y, rho, reversed(alphas)):
             beta = r[idx] * xp.sum(yv[idx] * q, axis=1)
             q += s[idx] * (a - beta)[:, None]
@@ -137,8 +138,7 @@ def batched_lbfgs(heads: _Heads, theta, max_iter=1000, tol=1e-4):
         slope = xp.sum(gi * direction, axis=1)
         bad = slope >= 0  # not a descent direction: the gradient instead
         if xp.any(bad):
-            steepest = -gi / xp.clip(xp.linalg.vector_norm(gi, axis=1, keepdims=True), min=1e-12)
-            direction = xp.where(bad[:, None], steepest, direction)
+            direction = xp.where(bad[:, None], -gi / g_norm, direction)
             slope = xp.sum(gi * direction, axis=1)
         step = xp.ones(idx.shape[0], dtype=theta.dtype, device=dev)
         accepted = None  # the forward pass at the accepted point, reused for its gradient
@@ -251,6 +251,12 @@ class LogisticPathClassifier(LinearScores, ScoresClassifier):
         if self.param not in ("C", "weight_decay"):
             raise ValueError(f"param={self.param!r}: choose 'C' or 'weight_decay'")
 
+    def _keep_sweep(self, grid, accuracy) -> int:
+        """Records each grid value's selection accuracy (``sweep_``); returns the index of the first
+        best, i.e. the strongest regularisation among ties."""
+        self.sweep_ = [({self.param: v}, float(a)) for v, a in zip(grid, accuracy)]
+        return int(np.argmax(accuracy))
+
     def _keep_solution(self, theta, d, chosen, iterations):
         """The fitted head (theta [1, P], numpy or torch) as scikit-learn's attributes."""
         k = len(self.classes_)
@@ -288,9 +294,8 @@ class LogisticPathClassifier(LinearScores, ScoresClassifier):
                 raise ValueError("the selection rows leave a class with no training rows")
             train, held = xp.asarray(sweep_train, device=dev), xp.asarray(selection, device=dev)
             theta, heads, _ = self._solve(X[train], y[train], grid, tol=self.tol * SWEEP_TOL_FACTOR)
-            accuracy = heads_correct(theta, X[held], y[held], heads.d, heads.k) / int(selection.sum())
-            self.sweep_ = [({self.param: v}, float(a)) for v, a in zip(grid, accuracy)]
-            best = int(np.argmax(accuracy))  # the first best: the strongest regularisation among ties
+            correct = heads_correct(theta, X[held], y[held], heads.d, heads.k)
+            best = self._keep_sweep(grid, correct / int(selection.sum()))
             chosen, init = grid[best], theta[best:best + 1]
         theta, heads, iterations = self._solve(X, y, [chosen], init)
         return self._keep_solution(theta, heads.d, chosen, iterations[0])
@@ -317,9 +322,7 @@ class LogisticPathClassifier(LinearScores, ScoresClassifier):
                 correct += heads_correct(theta, torch.as_tensor(X, device=device),
                                          torch.as_tensor(y, dtype=torch.long, device=device), n_features, k)
                 seen += len(y)
-            accuracy = correct / max(seen, 1)
-            self.sweep_ = [({self.param: v}, float(a)) for v, a in zip(grid, accuracy)]
-            best = int(np.argmax(accuracy))
+            best = self._keep_sweep(grid, correct / max(seen, 1))
             chosen, init = grid[best], theta[best:best + 1].clone()
             train, n_train = refit, n_refit
         lambdas = torch.as_tensor(self._lambdas([chosen], n_train), device=device)
