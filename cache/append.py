@@ -65,17 +65,26 @@ def existing_fingerprint(cache_path):
 
 
 @contextlib.contextmanager
-def open_for_append(cache_path, fingerprint: Fingerprint, widths: dict, class_names=(), background=True):
+def open_for_append(cache_path, fingerprint: Fingerprint, widths: dict, class_names=(), background=True, lock=None):
     """An AppendSession under the cache's write lock; buffered rows are committed on exit.
 
     widths: layer -> code width. class_names: classes this run may add (kept sorted among themselves).
+    lock: the WriteLock a caller took first (``cache_lock``), before its expensive set-up; None takes it here.
     """
-    with cache_lock(cache_path):
+    with _locked(cache_path, lock):
         session = AppendSession(os.fspath(cache_path), fingerprint, widths, class_names, background)
         try:
             yield session
         finally:
             session.close()
+
+
+def _locked(cache_path, lock):
+    if lock is None:
+        return cache_lock(cache_path)
+    if os.path.abspath(lock.cache_path) != os.path.abspath(os.fspath(cache_path)):
+        raise ValueError(f"the write lock held is {lock.cache_path}'s, not {cache_path}'s")
+    return contextlib.nullcontext(lock)
 
 
 def recover(cache_path) -> int:

@@ -1,9 +1,24 @@
-"""One writer per cache: an advisory lock the kernel drops when the holder dies (even by SIGKILL)."""
+"""One writer per cache: a lock owned by the process that took it, and by nothing it forks.
+
+Why not ``flock``: a flock belongs to the open file description, and every forked child (the
+DataLoader's decoding workers) shares it, so after a ``kill -9`` of the main process the orphaned
+workers kept the lock for seconds and an immediate restart was refused, naming a dead pid.
+POSIX record locks (``fcntl``/``lockf``) belong to the process: ``fork`` does not pass them on, and
+the kernel drops them the moment their process dies, whatever children it leaves. Their one trap
+(closing *any* descriptor of the file in the process drops the lock) is avoided by opening the
+lock file exactly once per held lock; a second lock of the same cache in this process is refused
+like another process's.
+"""
 import contextlib
 import fcntl
 import os
+import struct
+import threading
 
 from .errors import CacheError, CacheLocked
+
+_held = set()             # lock files this process holds (by device and inode)
+_held_guard = threading.Lock()
 
 
 def lock_path(cache_path) -> str:
@@ -29,21 +44,57 @@ def check_writable(cache_path) -> None:
                          "in a writable folder") from None
 
 
+class WriteLock:
+    """A held write lock of one cache (what ``cache_lock`` yields); pass it on to
+    ``open_for_append(..., lock=...)`` so the session does not take a second one."""
+
+    def __init__(self, cache_path):
+        self.cache_path = os.fspath(cache_path)
+
+
 @contextlib.contextmanager
 def cache_lock(cache_path):
+    """Hold the cache's write lock, or raise CacheLocked naming the live process that holds it."""
+    cache_path = os.fspath(cache_path)
     check_writable(cache_path)
     path = lock_path(cache_path)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    stat = os.fstat(fd)
+    identity = (stat.st_dev, stat.st_ino)
+    with _held_guard:
+        mine = identity in _held
+        if not mine:
+            _held.add(identity)
+    if mine:
+        os.close(fd)  # this process already holds it: closing our extra descriptor must not drop it
+        raise CacheLocked(f"{cache_path}: another extract is writing this cache (pid {os.getpid()}, this process); "
+                          "wait for it to finish, stop it, or pass a different --cache")
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = _holder(fd) or os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             raise CacheLocked(
                 f"{cache_path}: another extract is writing this cache (pid {holder}); "
                 "wait for it to finish, stop it, or pass a different --cache") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield
+        yield WriteLock(cache_path)
     finally:
         os.close(fd)  # closing releases the lock
+        with _held_guard:
+            _held.discard(identity)
+
+
+# struct flock on Linux: short l_type, short l_whence, off_t l_start, off_t l_len, pid_t l_pid (+ padding)
+_FLOCK = "hhqqi4x"
+
+
+def _holder(fd):
+    """The pid holding the lock right now, as the kernel reports it (None where it cannot say)."""
+    try:
+        query = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+        l_type, _, _, _, pid = struct.unpack(_FLOCK, fcntl.fcntl(fd, fcntl.F_GETLK, query))
+    except (OSError, struct.error):
+        return None
+    return pid if l_type != fcntl.F_UNLCK and pid > 0 else None

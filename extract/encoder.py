@@ -12,6 +12,7 @@ from .dataset import ImageRecords, collate
 from .decoding import DEFAULT_MAX_PIXELS
 from .device import PRECISIONS
 from .tensor_decoding import finish_batch
+from .workers import ExitWithParent
 
 
 @dataclass
@@ -52,7 +53,8 @@ def encode_batches(model, preprocess, records, device, precision="fp32", batch_s
     dataset = ImageRecords(records, preprocess.loader(max_pixels, defer_jpegs=decode_on_device), views)
     device_transform = preprocess.tensor_transform() if decode_on_device else None
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate,
-                        pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None)
+                        pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None,
+                        worker_init_fn=ExitWithParent() if workers else None)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(device=device, memory_format=memory_format).eval()
     if compile_model:

@@ -82,7 +82,13 @@ class ExtractSummary:
 
 def run_extract(config: ExtractConfig) -> ExtractSummary:
     """Extract codes for every image under config.data_root that the cache lacks or that changed."""
-    cache_api.check_writable(config.cache_path)  # before any work
+    # The write lock comes first, as git takes index.lock before anything else: a second writer
+    # fails right after start-up, before weights, the folder scan, Ray or int8 calibration.
+    with cache_api.cache_lock(config.cache_path) as lock:
+        return _run_locked(config, lock)
+
+
+def _run_locked(config, lock) -> ExtractSummary:
     engine = make_engine(config.engine, config.ray_address)
     options = RuntimeOptions(config.device, config.batch_size, config.workers, config.channels_last,
                              config.compile, config.max_pixels)
@@ -96,7 +102,8 @@ def run_extract(config: ExtractConfig) -> ExtractSummary:
     if extractor.precision == "int8":
         _settle_calibration(extractor, config, scan.records)
     classes = sorted({r.label for r in scan.records})
-    with cache_api.open_for_append(config.cache_path, extractor.fingerprint, extractor.widths, classes) as session:
+    with cache_api.open_for_append(config.cache_path, extractor.fingerprint, extractor.widths, classes,
+                                   lock=lock) as session:
         pending = _plan(session, scan.records, config, summary)
         if pending:
             loop_started = time.perf_counter()

@@ -1,0 +1,114 @@
+"""A scheduler's way of stopping a job: `kill -9` of the main pid only (its decoding workers or
+Ray processes live on), then the same command again at once. No restart may be refused, the
+orphaned workers must go at once, and the finished cache must equal an uninterrupted run's."""
+import os
+import random
+import signal
+import time
+
+import pytest
+
+from conftest import assert_same_cache, committed_rows, make_folder, run_cli, start_cli
+
+ARGS = ["--weights", "random", "--crop-size", "64", "--no-progress", "--batch-size", "4", "--shard-rows", "4",
+        "--dtype", "float32"]
+REFUSED = "another extract is writing"
+
+
+def children_of(pid):
+    """Pids whose parent is ``pid`` (read from /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def alive(pid):
+    """Running (a zombie left for a parent that does not reap it counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def kill_and_restart(data, cache, extra, kills, seed, settle):
+    """Kill the main pid at random moments, starting the same command the moment it is dead;
+    returns (refused restarts, orphans that outlived their parent by more than ``settle`` seconds,
+    kills that found workers). The last restart is left running and returned too."""
+    rng = random.Random(seed)
+    refused, lingering, with_workers = [], 0, 0
+    proc = start_cli("extract", data, "--cache", cache, *ARGS, *extra)
+    for _ in range(kills):
+        target = committed_rows(cache) + rng.randint(1, 8)
+        deadline = time.time() + 120
+        while proc.poll() is None and committed_rows(cache) < target and time.time() < deadline:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.2))
+        workers = children_of(proc.pid)
+        proc.send_signal(signal.SIGKILL)  # the main pid only, not its process group
+        proc.wait()  # not communicate(): orphaned workers keep the pipes open while they live
+        dead, proc = proc, start_cli("extract", data, "--cache", cache, *ARGS, *extra)  # at once
+        with_workers += bool(workers)
+        gone_by = time.time() + settle
+        while time.time() < gone_by and any(alive(p) for p in workers):
+            time.sleep(0.02)
+        lingering += sum(alive(p) for p in workers)
+        _, err = dead.communicate()
+        if dead.returncode == 2 and REFUSED in err:
+            refused.append(err.strip())
+    out, err = proc.communicate()
+    if proc.returncode == 2 and REFUSED in err:
+        refused.append(err.strip())
+    return refused, lingering, with_workers, proc
+
+
+def test_kill_main_pid_while_workers_decode_restart_at_once(tmp_path):
+    data = tmp_path / "data"
+    make_folder(str(data), per_class=40)
+    (data / "red" / "zero.jpg").write_bytes(b"")
+    extra = ("--workers", "2")
+    run_cli("extract", data, "--cache", tmp_path / "clean.h5", *ARGS, *extra)
+    killed = tmp_path / "killed.h5"
+    refused, lingering, with_workers, last = kill_and_restart(data, killed, extra, kills=8, seed=20261201, settle=1.5)
+    assert not refused, f"{len(refused)} restarts refused; first: {refused[0]}"
+    assert last.returncode == 0
+    assert with_workers >= 4, f"only {with_workers} kills found decoding workers alive"
+    assert lingering == 0, f"{lingering} orphaned decoding workers outlived their parent by 1.5 s"
+    assert_same_cache(tmp_path / "clean.h5", killed)
+
+
+def test_kill_ray_driver_restart_at_once(tmp_path):
+    pytest.importorskip("ray", reason="Ray is an optional extra: pip install -e '.[ray]'")
+    data = tmp_path / "data"
+    make_folder(str(data), per_class=24)
+    run_cli("extract", data, "--cache", tmp_path / "clean.h5", *ARGS)
+    killed = tmp_path / "killed.h5"
+    refused, _, _, last = kill_and_restart(data, killed, ("--engine", "ray"), kills=2, seed=7, settle=0)
+    assert not refused, f"{len(refused)} restarts refused; first: {refused[0]}"
+    assert last.returncode == 0
+    assert_same_cache(tmp_path / "clean.h5", killed)
+
+
+def test_second_writer_fails_before_weights_scan_or_calibration(tmp_path):
+    """The lock comes first: with the cache held, an int8 run with weights and a data folder that
+    do not exist is refused for the lock, not for the weights or the folder (it looked at neither),
+    and well before the 34-40 s an int8 calibration takes."""
+    from cache import cache_lock
+    cache = tmp_path / "c.h5"
+    with cache_lock(str(cache)):
+        started = time.perf_counter()
+        out = run_cli("extract", tmp_path / "no-such-folder", "--cache", cache, "--precision", "int8",
+                      "--weights", tmp_path / "no-such-weights.pth", "--no-progress", check=False)
+        seconds = time.perf_counter() - started
+    assert out.returncode == 2 and REFUSED in out.stderr, out.stderr
+    assert f"pid {os.getpid()}" in out.stderr  # the live holder
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert seconds < 30, f"refused only after {seconds:.1f} s"
