@@ -132,6 +132,7 @@ def cmd_info(args):
     print(f"failed:  {info['failed']}")
     for item in info["failures"][:20]:
         print(f"  {item['path']}: {item['reason']}")
+    print(f"{'to copy:':<21}{info['how_to_copy']}")
     return 0
 
 
@@ -151,6 +152,9 @@ def cmd_verify(args):
         return 0 if report.ok else 1
     print(f"{report.path}: {report.rows} rows in {report.segments} segments, {report.chunks_checked} code chunks "
           "read and checksummed")
+    if report.retired:
+        print(f"retired: {len(report.retired)} segment file(s) no longer used, kept while a reader may hold an older "
+              "version of the cache; the next extract removes them once no reader does")
     if args.images:
         print(f"images: {report.images_checked} re-hashed, {len(report.changed)} changed, {len(report.missing)} missing")
         for path in (report.changed[:20]):
@@ -170,6 +174,13 @@ def cmd_export(args):
     from cache.export import export_cache
     done = export_cache(args.cache, args.out, args.format, args.layer)
     print(f"exported {done['rows']} rows of {done['layer']} ({done['width']}-d) to {', '.join(done['files'])}")
+    return 0
+
+
+def cmd_pack(args):
+    from cache.pack import pack_cache
+    done = pack_cache(args.cache, args.out)
+    print(f"packed {done['rows']} rows into {args.out} ({done['bytes'] / 1e6:.1f} MB, one self-contained file)")
     return 0
 
 
@@ -326,6 +337,11 @@ def build_parser(prog="pipeline.py"):
     p.add_argument("--format", default="parquet", choices=["parquet", "npy"])
     p.add_argument("--layer", default=None, help="code layer (default: the cache's first)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("pack", help="one self-contained HDF5 file (no .shards folder) to move or share the cache")
+    p.add_argument("cache")
+    p.add_argument("--out", required=True, help="the packed file to write (e.g. codes-packed.h5)")
+    p.set_defaults(func=cmd_pack)
 
     p = sub.add_parser("fit", help="train one classifier on cached codes (hyper-parameters swept)")
     p.add_argument("cache")

@@ -7,6 +7,7 @@ from .errors import CacheError, CacheLocked, DiskFull, FingerprintMismatch
 from .fingerprint import COMPARED_FINGERPRINT_KEYS, Fingerprint
 from .lock import cache_lock, check_writable
 from .manifest import segment_folder
+from .racy import smudged
 from .reader import CodesCache, open_cache
 from .schema import SCHEMA_VERSION
 
@@ -14,5 +15,5 @@ __all__ = [
     "AppendSession", "Known", "existing_fingerprint", "open_for_append", "recover", "CacheError", "CacheLocked",
     "DiskFull", "check_writable",
     "FingerprintMismatch", "COMPARED_FINGERPRINT_KEYS", "Fingerprint", "cache_lock", "segment_folder",
-    "CodesCache", "open_cache", "SCHEMA_VERSION",
+    "CodesCache", "open_cache", "SCHEMA_VERSION", "smudged",
 ]

@@ -31,6 +31,7 @@ from .lock import cache_lock
 from .manifest import (Manifest, check_segments_present, is_segmented, publish_manifest, read_manifest,
                        segment_folder)
 from .migrate import migrate_schema1
+from .readers import no_readers
 from .schema import SCHEMA_VERSION, read_attrs
 from .segments import (MERGED, SHARD, SegmentRows, read_segment_failures, read_segment_index, read_segment_rows,
                        segment_name, segment_seq, write_segment)
@@ -38,6 +39,7 @@ from .segments import (MERGED, SHARD, SegmentRows, read_segment_failures, read_s
 MERGE_CAP_BYTES = 256 << 20   # no merge writes a segment with more code bytes than this
 MAX_RANGES_PER_SEGMENT = 32   # more holes than this (replaced or pruned rows): rewrite the segment
 MAX_DEAD_FRACTION = 0.5       # more dead rows than this: rewrite the segment
+COLLECT_EVERY_SECONDS = 5.0   # how often a session looks for readers before deleting retired segments
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,8 @@ class AppendSession:
         self._error = None
         self._open = True
         self._index = {}       # segment name -> SegmentIndex
+        self._retired = set()  # segment files no cache file version names any more, not yet deleted
+        self._last_collect = None
         self._row_of = {}      # path -> (segment name, local row of its centre view; its views follow)
         self._remove_partial_files()
         self.manifest = self._open_manifest()
@@ -226,6 +230,7 @@ class AppendSession:
         if changed:
             with self._disk_errors(0):
                 self._publish(self._settle())
+        self._collect(force=True)
 
     # --- the writer thread ----------------------------------------------------------------------
     def _drain(self):
@@ -409,9 +414,24 @@ class AppendSession:
 
     def _publish(self, retired) -> None:
         publish_manifest(self.cache_path, self.manifest)
-        for name in retired:  # after the publish: the new cache file no longer needs them
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(os.path.join(self.folder, name))
+        self._retired.update(retired)  # after the publish: the new cache file no longer names them
+        self._collect()
+
+    def _collect(self, force=False) -> None:
+        """Delete the retired segments, unless a reader may still hold a cache file that names them
+        (cache/readers.py); then they wait for a later try, in this session or the next."""
+        now = time.monotonic()
+        if not self._retired or (not force and self._last_collect is not None
+                                 and now - self._last_collect < COLLECT_EVERY_SECONDS):
+            return
+        self._last_collect = now
+        with no_readers(self.cache_path) as free:
+            if not free:
+                return
+            for name in sorted(self._retired):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(self.folder, name))
+            self._retired.clear()
 
     def _row_bytes(self) -> int:
         return max(1, sum((self.widths or {}).values()) * np.dtype(self.fingerprint.dtype).itemsize)
@@ -461,7 +481,8 @@ class AppendSession:
             self._index_rows(name, paths, self.manifest.ranges_of(name))
 
     def _recover_orphans(self):
-        """Shards a killed run wrote but did not link are linked now; half-done merges are dropped."""
+        """Shards a killed run wrote but did not link are linked now; half-done merges and segments
+        retired earlier (kept then for readers) are dropped once no reader may need them."""
         linked_through = int(self.manifest.attrs.get("linked_through", 0))
         retired = []
         for name in _segment_files(self.cache_path):
@@ -477,8 +498,11 @@ class AppendSession:
                 self.recovered += 1
             else:
                 retired.append(name)
-        if retired:
-            self._publish(retired + self._settle())
+        self._retired.update(retired)
+        settled = self._settle()
+        if settled:
+            self._publish(settled)
+        self._collect(force=True)
 
     def _extend_classes(self, class_names):
         new = sorted(set(class_names) - set(self.manifest.class_names))

@@ -11,6 +11,9 @@ from .errors import FingerprintMismatch
 # network, layer, weights, preprocessing, int8 calibration, storage type or augmented-view recipe
 # cannot share a matrix.
 COMPARED_FINGERPRINT_KEYS = ("backbone", "layers", "weights", "preprocess", "quantization", "dtype", "views")
+# Kept with the provenance but compared where both sides record it: rows split by another seed or
+# other fractions would mix two split policies in one cache (caches older than the record pass).
+COMPARED_PROVENANCE_KEYS = ("split_policy",)
 # Recorded for provenance, never compared (a resumed run on another machine is welcome).
 PROVENANCE_KEYS = ("torch_version", "torchvision_version", "python_version", "data_root", "split_policy", "created")
 
@@ -33,7 +36,14 @@ class Fingerprint:
     # --- comparing -----------------------------------------------------------------------------
     def differences(self, other: "Fingerprint") -> list:
         """Names of the compared fields whose values differ."""
-        return [k for k in COMPARED_FINGERPRINT_KEYS if _norm(getattr(self, k)) != _norm(getattr(other, k))]
+        diffs = [k for k in COMPARED_FINGERPRINT_KEYS if _norm(getattr(self, k)) != _norm(getattr(other, k))]
+        return diffs + [k for k in COMPARED_PROVENANCE_KEYS
+                        if self.provenance.get(k) is not None and other.provenance.get(k) is not None
+                        and _norm(self.provenance[k]) != _norm(other.provenance[k])]
+
+    def value(self, key):
+        """A compared field's value (a field of its own, or kept with the provenance)."""
+        return self.provenance.get(key) if key in COMPARED_PROVENANCE_KEYS else getattr(self, key)
 
     def compatible_with(self, other: "Fingerprint") -> bool:
         return not self.differences(other)
@@ -42,8 +52,8 @@ class Fingerprint:
         """Raise FingerprintMismatch, naming every difference, if these codes may not join ``existing``."""
         diffs = existing.differences(self)
         if diffs:
-            detail = "; ".join(f"{k}: cache has {describe_value(getattr(existing, k))}, "
-                               f"this run {describe_value(getattr(self, k))}" for k in diffs)
+            detail = "; ".join(f"{k}: cache has {describe_value(existing.value(k))}, "
+                               f"this run {describe_value(self.value(k))}" for k in diffs)
             raise FingerprintMismatch(
                 f"{cache_path}: refusing to append codes from a different extractor ({detail}); "
                 "use the cache's settings or write to a new --cache file")
@@ -106,6 +116,9 @@ def describe_value(value) -> str:
     if isinstance(value, dict) and "count" in value and "scale" in value:
         return (f"{value['count']} augmented views per train image (crop scale {value['scale'][0]:g}-"
                 f"{value['scale'][1]:g}, odd views mirrored)")
+    if isinstance(value, dict) and set(value) == {"seed", "fractions"}:
+        return (f"--split-seed {value['seed']} with train/val/test fractions "
+                f"{'/'.join(f'{x:g}' for x in value['fractions'])}")
     if isinstance(value, tuple):
         value = list(value)
     return repr(value)

@@ -13,7 +13,7 @@ import numpy as np
 
 from .errors import CacheError
 from .files import new_hdf5
-from .schema import (CLASS_NAMES, CODES_GROUP, FAILED_FIELDS, FAILED_GROUP, ROW_FIELDS, SCHEMA_VERSION,
+from .schema import (CLASS_NAMES, CODES_GROUP, FAILED_FIELDS, FAILED_GROUP, LABELS, ROW_FIELDS, SCHEMA_VERSION,
                      SEGMENTS_GROUP, STAT, STAT_COLUMNS, STR, VIEW_DTYPE, VIEWS, read_attrs, read_strings,
                      write_attrs)
 
@@ -90,6 +90,19 @@ def publish_manifest(cache_path, manifest: Manifest) -> None:
         _write_segment_table(out, manifest)
 
 
+def missing_row_fill(name, folder):
+    """What a row reads as, by any HDF5 reader, when its segment file is not there (the cache file
+    copied without its folder): never data. HDF5 fills a virtual dataset's unreachable rows with its
+    fill value, which would otherwise be 0: all-zero codes, label 0 and an empty path.
+    None: leave HDF5's default (fixed-width strings, whose virtual fill values h5py 3.16 writes
+    as garbage; keys and splits then read empty, which is no key and no split)."""
+    if name.startswith(f"{CODES_GROUP}/"):
+        return np.nan
+    return {LABELS: -1, STAT: -1, VIEWS: np.iinfo(VIEW_DTYPE).max,
+            "paths": f"MISSING ROW: the segment folder {folder}/ is not beside this file; copy both, or one "
+                     "self-contained file made by `cnncodes pack`"}.get(name)
+
+
 def _virtual(out, name, dtype, tail, manifest: Manifest, folder):
     """One per-row dataset: a virtual dataset over the live ranges (a plain empty one for no rows)."""
     n = manifest.n_rows
@@ -105,7 +118,10 @@ def _virtual(out, name, dtype, tail, manifest: Manifest, folder):
                                               dtype=dtype)
         layout[offset:offset + stop - start] = sources[seg][start:stop]
         offset += stop - start
-    out.create_virtual_dataset(name, layout, fillvalue=None)
+    fill = missing_row_fill(name, folder)
+    if fill is not None:  # set on the layout's property list: h5py's fillvalue= cannot take a UTF-8 string
+        layout.dcpl.set_fill_value(np.array([fill], dtype=dtype))
+    out.create_virtual_dataset(name, layout)
 
 
 def _write_failures(out, failures: dict):
@@ -132,6 +148,10 @@ def check_segments_present(cache_path, manifest: Manifest) -> None:
     folder = segment_folder(cache_path)
     missing = [name for name in manifest.segments if not os.path.isfile(os.path.join(folder, name))]
     if missing:
+        if not os.path.isdir(folder):
+            raise CacheError(f"{cache_path}: its segment folder {folder} is missing (the file was moved or copied "
+                             "without it); keep the two together, or move one self-contained file made by "
+                             f"`cnncodes pack {cache_path} --out FILE.h5`")
         raise CacheError(f"{cache_path}: {len(missing)} segment file(s) missing from {folder} (first: {missing[0]}); "
                          "the cache file and its .shards folder must be kept together; restore the folder "
                          "or re-extract into a new --cache")

@@ -1,12 +1,12 @@
-"""Upgrading a schema-1 cache (every row inside the one file) to segments, once, on append."""
+"""Upgrading a cache whose rows are inside the one file (schema 1, or a packed cache) to segments, once, on append."""
 import os
 
 import h5py
 import numpy as np
 
 from .manifest import Manifest, publish_manifest, segment_folder
-from .schema import (CLASS_NAMES, CODES_GROUP, FAILED_FIELDS, FAILED_GROUP, LABELS, STAT_COLUMNS, read_attrs,
-                     read_strings)
+from .schema import (CLASS_NAMES, CODES_GROUP, FAILED_FIELDS, FAILED_GROUP, LABELS, STAT, STAT_COLUMNS, VIEWS,
+                     read_attrs, read_strings)
 from .segments import MERGED, SegmentRows, segment_name, write_segment
 
 UNKNOWN_STAT = (0, 0, 0)  # never equal to a real file's: such rows are re-hashed (not re-encoded) once
@@ -22,13 +22,18 @@ def migrate_schema1(cache_path, seq: int) -> None:
         names = read_strings(f[CLASS_NAMES])
         rows = SegmentRows(paths=read_strings(f["paths"]), keys=read_strings(f["keys"]),
                            splits=read_strings(f["splits"]), classes=[names[i] for i in f[LABELS][()]])
-        rows.stats = [UNKNOWN_STAT] * len(rows.paths)
+        # A packed cache (cache/pack.py) keeps its stat data and views; a schema-1 file has neither.
+        rows.stats = [tuple(int(v) for v in s) for s in f[STAT][()]] if STAT in f else [UNKNOWN_STAT] * len(rows.paths)
+        rows.views = f[VIEWS][()].tolist() if VIEWS in f else [0] * len(rows.paths)
         widths = {layer: int(f[CODES_GROUP][layer].shape[1]) for layer in attrs["layers"]}
         rows.codes = {layer: [f[CODES_GROUP][layer][()]] for layer in widths}
         failed = f[FAILED_GROUP]
-        failures = {p: (k, r, UNKNOWN_STAT) for p, k, r in zip(*(read_strings(failed[n]) for n in FAILED_FIELDS))}
+        stats = [tuple(int(v) for v in s) for s in failed[STAT][()]] if STAT in failed else None
+        columns = [read_strings(failed[n]) for n in FAILED_FIELDS]
+        failures = {p: (k, r, stats[i] if stats else UNKNOWN_STAT) for i, (p, k, r) in enumerate(zip(*columns))}
     n = len(rows.paths)
     name = segment_name(seq)
+    attrs.pop("packed_from", None)
     attrs.update(widths=widths, linked_through=seq, next_seq=seq + 1)
     manifest = Manifest(attrs, names, {name: n} if n else {}, [[name, 0, n]] if n else [], failures)
     if n:

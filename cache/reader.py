@@ -7,6 +7,7 @@ import numpy as np
 from .errors import CacheError
 from .fingerprint import Fingerprint
 from .manifest import check_segments_present, is_segmented, manifest_from_file, segment_folder
+from .readers import reader_registration
 from .schema import (CLASS_NAMES, CODES_GROUP, FAILED_GROUP, LABELS, VIEW_DTYPE, VIEWS, as_text, read_attrs,
                      read_strings)
 
@@ -23,15 +24,24 @@ class CodesCache:
     def __init__(self, path):
         self.path = os.fspath(path)
         self._file = None
+        self._registration = None
         if not os.path.exists(self.path):
             raise CacheError(f"{self.path}: no such cache; create it with `python pipeline.py extract DATA --cache {self.path}`")
+        # Registered before the file is opened, so no writer deletes a segment this version names.
+        self._registration = reader_registration(self.path)
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self):
         try:
             self._file = h5py.File(self.path, "r")
         except OSError as exc:
             raise CacheError(f"{self.path}: not a readable HDF5 cache ({exc}); re-run extract into a new --cache") from None
         f = self._file
         if CODES_GROUP not in f or LABELS not in f:
-            self.close()
             raise CacheError(f"{self.path}: HDF5 file without /codes and /labels, not a cnncodes cache; "
                              "re-run extract into a new --cache")
         try:
@@ -48,7 +58,6 @@ class CodesCache:
             failed = f[FAILED_GROUP]
             self.failures = list(zip(read_strings(failed["paths"]), read_strings(failed["reasons"])))
         except (OSError, KeyError) as exc:
-            self.close()
             raise CacheError(f"{self.path}: damaged cache ({exc}); run `python pipeline.py verify {self.path}` "
                              "or re-extract into a new --cache") from None
 
@@ -65,6 +74,9 @@ class CodesCache:
         if self._file is not None:
             self._file.close()
             self._file = None
+        if self._registration is not None:
+            os.close(self._registration)  # releases the reader's shared lock
+            self._registration = None
 
     @property
     def paths(self) -> list:
@@ -196,7 +208,16 @@ class CodesCache:
             "vanished": self.fingerprint.get("vanished_rows"),
             "fingerprint": self.fingerprint,
             "size_bytes": self.size_bytes(),
+            "how_to_copy": self.how_to_copy(),
         }
+
+    def how_to_copy(self) -> str:
+        """One line: what must travel with this file."""
+        if not self.segmented:
+            return "this one file is self-contained"
+        folder = os.path.basename(segment_folder(self.path))
+        return (f"copy {os.path.basename(self.path)} together with its folder {folder}/ (the rows live there), or "
+                f"make one self-contained file: cnncodes pack {self.path} --out FILE.h5")
 
 
 def open_cache(path) -> CodesCache:

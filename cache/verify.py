@@ -13,7 +13,7 @@ from .errors import CacheError
 from .fingerprint import Fingerprint
 from .manifest import is_segmented, manifest_from_file, segment_folder
 from .schema import CODES_GROUP, FAILED_GROUP, LABELS, STAT, VIEWS, as_text, read_attrs, read_strings
-from .segments import SHARD
+from .segments import SHARD, segment_seq
 
 SPLITS = {"train", "val", "test"}
 
@@ -30,6 +30,7 @@ class VerifyReport:
     images_checked: int = 0
     worst_cosine: float = None                     # --recompute
     recomputed: int = 0
+    retired: list = field(default_factory=list)    # segments no longer used, kept for readers (not a problem)
 
     @property
     def ok(self) -> bool:
@@ -48,6 +49,12 @@ def verify_cache(path, images=False, data_root=None) -> VerifyReport:
         return report
     with f:
         attrs = read_attrs(f)
+        folder = segment_folder(path)
+        if is_segmented(f) and not os.path.isdir(folder):
+            report.problems.append(f"the segment folder {folder} is missing: every row lives there (the cache file "
+                                   "was moved or copied without it); copy the two together, or move one "
+                                   f"self-contained file made by `cnncodes pack {path} --out FILE.h5`")
+            return report
         try:
             _check_rows(f, attrs, report)
             if is_segmented(f):
@@ -123,12 +130,15 @@ def _check_segments(path, f, attrs, report):
         name, start, stop = ranged
         if not 0 <= start < stop <= manifest.segments.get(name, -1):
             report.problems.append(f"live range {ranged} lies outside its segment")
-    unlisted = [n for n in os.listdir(folder) if n.endswith(".h5") and n not in manifest.segments]
+    unlisted = [n for n in os.listdir(folder) if segment_seq(n) is not None and n not in manifest.segments]
+    linked_through = int(attrs.get("linked_through", 0))
     stray = []
     for name in unlisted:
         with h5py.File(os.path.join(folder, name), "r") as seg:
-            if seg.attrs.get("kind") in (SHARD, SHARD.encode()):
+            if seg.attrs.get("kind") in (SHARD, SHARD.encode()) and segment_seq(name) > linked_through:
                 stray.append(name)
+            else:  # merged away or superseded: kept while a reader may still hold an older cache file
+                report.retired.append(name)
     if stray:
         report.problems.append(f"{len(stray)} committed shard(s) not yet linked (first: {stray[0]}); "
                                "the next extract links them")

@@ -1,6 +1,7 @@
 """The DataLoader side of the runner: workers read, hash, decode and transform; batches carry
 failures, content keys and unchanged files along."""
 import hashlib
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -39,7 +40,8 @@ UNCHANGED = "unchanged"
 
 
 class ImageRecords(Dataset):
-    """Item i: (i, network input or None or UNCHANGED, failure reason or None, content key).
+    """Item i: (i, network input or None or UNCHANGED, failure reason or None, content key, the
+    wall-clock ns at which the file's read began: what tells a racily clean stat, cache/racy.py).
 
     The input is a uint8 tensor [3, H, W], or a RawJpeg left for the device to decode. A record
     the cache already ``known``s (a file whose stat changed) is not decoded when its bytes still
@@ -55,6 +57,10 @@ class ImageRecords(Dataset):
         return len(self.records)
 
     def __getitem__(self, i):
+        started = time.time_ns()
+        return self._item(i) + (started,)
+
+    def _item(self, i):
         record = self.records[i]
         try:
             data, key = read_and_hash(record.abspath)
@@ -83,6 +89,7 @@ class Batch:
     keys: dict = field(default_factory=dict)    # record index -> content key (every item)
     unchanged: list = field(default_factory=list)  # record indices whose bytes match the cache
     views: list = None   # view index of each row of images (0: the centre view); None: all centre
+    read_ns: dict = field(default_factory=dict)  # record index -> when its file's read began (ns)
 
     def pin_memory(self):
         self.images = self.images.pin_memory()
@@ -91,14 +98,14 @@ class Batch:
 
 def collate(items) -> Batch:
     good, views = [], []
-    for i, t, _, _ in items:
+    for i, t, *_ in items:
         if isinstance(t, torch.Tensor):  # [3, H, W], or [1 + K, 3, H, W] with views: one row each
             stack = t[None] if t.dim() == 3 else t
             good += [(i, image) for image in stack]
             views += range(len(stack))
-    jpegs = [(i, t) for i, t, _, _ in items if t is not None and not isinstance(t, (torch.Tensor, str))]
-    failed = [(i, reason) for i, t, reason, _ in items if t is None]
+    jpegs = [(i, t) for i, t, *_ in items if t is not None and not isinstance(t, (torch.Tensor, str))]
+    failed = [(i, reason) for i, t, reason, *_ in items if t is None]
     images = torch.stack([t for _, t in good]) if good else torch.empty(0, dtype=torch.uint8)
     return Batch(indices=[i for i, _ in good], images=images, failed=failed, jpegs=jpegs,
-                 keys={i: key for i, _, _, key in items}, unchanged=[i for i, t, _, _ in items if isinstance(t, str)],
-                 views=views if any(views) else None)
+                 keys={i: key for i, _, _, key, _ in items}, unchanged=[i for i, t, *_ in items if isinstance(t, str)],
+                 views=views if any(views) else None, read_ns={i: ns for i, *_, ns in items})

@@ -24,6 +24,7 @@ class EncodedBatch:
     unchanged: list = field(default_factory=list)   # positions whose bytes match the key the cache holds
     views: list = None   # view index of each row (0: centre; extract --views); None: every row a centre view
     mirrored: dict = None  # layer -> codes of each row's mirror image (test-time views, predict --tta)
+    read_ns: dict = field(default_factory=dict)  # position -> when the file's read began (ns)
 
     def images(self) -> int:
         """Records encoded (a record with views has several rows)."""
@@ -76,7 +77,8 @@ def encode_batches(model, preprocess, records, device, precision="fp32", batch_s
                     if mirrored:
                         flipped = {k: v.float().cpu().numpy() for k, v in model(x.flip(-1)).items()}
                 codes = {k: v.float().cpu().numpy() for k, v in out.items()}
-            yield EncodedBatch(batch.indices, codes, batch.failed, batch.keys, batch.unchanged, batch.views, flipped)
+            yield EncodedBatch(batch.indices, codes, batch.failed, batch.keys, batch.unchanged, batch.views, flipped,
+                               batch.read_ns)
 
 
 def _padded(model, batch_size, memory_format):

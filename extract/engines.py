@@ -68,6 +68,7 @@ def shift_positions(batch, delta):
     batch.failed = [(i + delta, reason) for i, reason in batch.failed]
     batch.unchanged = [i + delta for i in batch.unchanged]
     batch.keys = {i + delta: key for i, key in batch.keys.items()}
+    batch.read_ns = {i + delta: ns for i, ns in batch.read_ns.items()}
 
 
 ENGINE_NAMES = ("local", "ray")

@@ -10,6 +10,7 @@ guard are the local engine's. Images must be readable by every node at the same 
 """
 import logging
 import os
+import socket
 
 import numpy as np
 
@@ -34,6 +35,31 @@ def check_available() -> None:
     _import_ray()
 
 
+START_HINT = ("start a head with `ray start --head` (it prints the address to pass), or leave out --ray-address "
+              "to run a local Ray on this machine")
+CONNECT_SECONDS = 5.0
+
+
+def check_reachable(address) -> None:
+    """A HOST:PORT that nothing answers on fails here in one line, within seconds: Ray itself retries
+    an unreachable head without end, printing warnings (measured: still retrying after 10 minutes)."""
+    if not address or address == "auto":
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ExtractError(f"--ray-address {address}: expected auto or HOST:PORT (e.g. 10.0.0.5:6379)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_SECONDS).close()
+    except OSError as exc:
+        raise ExtractError(f"--ray-address {address}: cannot reach a Ray head there ({exc.strerror or exc}); "
+                           f"{START_HINT}") from None
+
+
+def _first_line(exc) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 class RayEngine:
     """Shards → encoded batches on a Ray cluster (``address``: 'auto' or host:port; None starts
     a local Ray on this machine)."""
@@ -44,8 +70,12 @@ class RayEngine:
         self.ray = _import_ray()
         self.address = address
         if not self.ray.is_initialized():
-            self.ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                          logging_level=logging.WARNING, configure_logging=False)
+            check_reachable(address)
+            try:
+                self.ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                              logging_level=logging.WARNING, configure_logging=False)
+            except ConnectionError as exc:  # "auto" with no cluster running here, among others
+                raise ExtractError(f"--ray-address {address}: no Ray cluster there ({_first_line(exc)}); {START_HINT}") from None
         context = self.ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True  # shards are committed in order
         context.enable_progress_bars = False              # the runner draws its own bar

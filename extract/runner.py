@@ -168,27 +168,33 @@ def _encode_and_commit(engine, extractor, session, pending, config, summary):
 
 
 def _commit_batch(session, records, batch, config, summary):
+    position = {id(r): i for i, r in enumerate(records)}
+
+    def stats(rows):  # what the next run compares: a file read too close to its mtime has its stat smudged
+        now = time.time_ns()  # a file that could not be read: it will be, and will count, next time
+        return [cache_api.smudged(r.stat, batch.read_ns.get(position[id(r)], now)) for r in rows]
+
     if batch.indices:
         rows = [records[i] for i in batch.indices]
         keys = [batch.keys[i] for i in batch.indices]
         splits = [split_of(r, k, config.split_seed, config.split_fractions) for r, k in zip(rows, keys)]
-        session.add_rows([r.path for r in rows], keys, splits, [r.label for r in rows], [r.stat for r in rows],
+        session.add_rows([r.path for r in rows], keys, splits, [r.label for r in rows], stats(rows),
                          batch.codes, batch.views)
         summary.written += batch.images()
     if batch.failed:
         failed = [(records[i], batch.keys.get(i, ""), reason) for i, reason in batch.failed]
         session.add_failures([r.path for r, _, _ in failed], [k for _, k, _ in failed],
-                             [reason for _, _, reason in failed], [r.stat for r, _, _ in failed])
+                             [reason for _, _, reason in failed], stats(r for r, _, _ in failed))
         summary.failed += len(failed)
         summary.failures += [(r.path, reason) for r, _, reason in failed]
     if batch.unchanged:
         # Same bytes as cached: only a new stat to remember (nothing at all under --rehash).
         touched = [records[i] for i in batch.unchanged if records[i].known.stat != records[i].stat]
         rows = [r for r in touched if not r.known.failed]
-        session.carry_rows([r.path for r in rows], [r.stat for r in rows])
+        session.carry_rows([r.path for r in rows], stats(rows))
         broken = [r for r in touched if r.known.failed]  # the same broken bytes: not retried
         session.add_failures([r.path for r in broken], [r.known.key for r in broken],
-                             [r.known.reason for r in broken], [r.stat for r in broken])
+                             [r.known.reason for r in broken], stats(broken))
         summary.unchanged += len(batch.unchanged)
 
 

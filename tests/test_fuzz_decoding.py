@@ -90,7 +90,7 @@ def test_mutated_images_give_a_row_or_a_failure(tmp_path, decoder):
         for i in range(len(dataset)):
             signal.alarm(SECONDS_PER_CASE)
             try:
-                _, image, reason, key = dataset[i]
+                _, image, reason, key, _ = dataset[i]
             except Timeout:
                 pytest.fail(f"{records[i].abspath}: decoding hung for {SECONDS_PER_CASE} s")
             finally:

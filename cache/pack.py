@@ -1,0 +1,67 @@
+"""`pack`: one self-contained HDF5 file, to move or share a cache as a single file.
+
+A schema-2 cache is a small file plus its ``.shards`` folder; copied alone, its virtual datasets
+have nothing to read. The packed file holds the same datasets, attributes and row order as plain
+(non-virtual) datasets, so `info`, `fit`, `compare`, `predict`, `export` and plain h5py read it
+with no folder beside it, and `extract` into it turns it back into segments. It is written under
+a temporary name and renamed when complete, like every other write.
+"""
+import contextlib
+import os
+
+import h5py
+import numpy as np
+
+from .errors import CacheError
+from .files import fsync_dir
+from .reader import READ_BLOCK_ROWS, open_cache
+from .schema import CLASS_NAMES, CODE_CHUNK_ROWS, CODES_GROUP, FAILED_GROUP, ROW_FIELDS, VIEWS, read_attrs, write_attrs
+
+SEGMENT_ATTRS = ("linked_through", "next_seq")  # the segment list's counters: meaningless without segments
+
+
+def pack_cache(cache_path, out_path) -> dict:
+    """Write ``out_path``; returns {"rows", "bytes"}."""
+    cache_path, out_path = os.fspath(cache_path), os.fspath(out_path)
+    if os.path.abspath(out_path) == os.path.abspath(cache_path):
+        raise CacheError(f"{out_path}: pack writes a new file; pass an --out other than the cache itself")
+    tmp = f"{out_path}.tmp"
+    with open_cache(cache_path) as c:
+        source = c.raw
+        try:
+            with h5py.File(tmp, "w") as out:
+                attrs = {k: v for k, v in read_attrs(c._file).items() if k not in SEGMENT_ATTRS}
+                write_attrs(out, dict(attrs, packed_from=os.path.abspath(cache_path)))
+                out.create_dataset(CLASS_NAMES, data=c._file[CLASS_NAMES][()], dtype=c._file[CLASS_NAMES].dtype)
+                names = [n for n in list(ROW_FIELDS) + [VIEWS] if n in c._file]
+                names += [f"{CODES_GROUP}/{layer}" for layer in c.layers]
+                for name in names:
+                    _copy_rows(source(name), out, name)
+                c._file.copy(c._file[FAILED_GROUP], out, FAILED_GROUP)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            raise
+        rows = len(c)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, out_path)
+    fsync_dir(os.path.dirname(os.path.abspath(out_path)))
+    return {"rows": rows, "bytes": os.path.getsize(out_path)}
+
+
+def _copy_rows(dset, out, name):
+    """A per-row dataset copied in blocks as a plain one (codes chunked and checksummed as in segments)."""
+    n, tail = dset.shape[0], dset.shape[1:]
+    options = {}
+    if name.startswith(f"{CODES_GROUP}/"):
+        options = dict(chunks=(max(1, min(CODE_CHUNK_ROWS, n)),) + tail, maxshape=(None,) + tail, fletcher32=True)
+    target = out.create_dataset(name, shape=dset.shape, dtype=dset.dtype, **options)
+    for key, value in dset.attrs.items():
+        target.attrs[key] = value
+    for start in range(0, n, READ_BLOCK_ROWS):
+        block = dset[start:start + READ_BLOCK_ROWS]
+        if name.startswith(f"{CODES_GROUP}/") and not np.isfinite(block).all():
+            raise CacheError(f"{dset.file.filename}: /{name} rows {start}-{start + len(block) - 1} hold NaN; "
+                             f"run `cnncodes verify {dset.file.filename}` before packing")
+        target[start:start + len(block)] = block
