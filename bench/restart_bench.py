@@ -67,12 +67,16 @@ def main():
         assert start(data, clean, run).wait() == 0
         print(f"clean run: {time.perf_counter() - t0:.1f} s")
         rng = random.Random(args.seed)
-        refused, lingering, orphans, linger = 0, 0, 0, []
+        refused, orphans, linger = 0, 0, []
         proc = start(data, killed, run)
         for _ in range(args.kills):
-            deadline = time.time() + rng.uniform(1.0, 6.0)  # start-up, model build, mid-loop, commits
-            while proc.poll() is None and time.time() < deadline:
-                time.sleep(0.01)
+            if rng.random() < 0.2:  # any moment of start-up (imports, model build, first batches)
+                time.sleep(rng.uniform(0.0, 3.0))
+            else:  # mid-loop: some rows after the last kill's, during decoding, a commit or a merge
+                target, deadline = committed_rows(killed) + rng.randint(1, 64), time.time() + 60
+                while proc.poll() is None and committed_rows(killed) < target and time.time() < deadline:
+                    time.sleep(0.01)
+                time.sleep(rng.uniform(0.0, 0.3))
             workers = children_of(proc.pid)
             proc.send_signal(signal.SIGKILL)
             proc.wait()
@@ -90,7 +94,7 @@ def main():
         final_rc, final_err = final.wait(), final.stderr.read()
         assert final_rc == 0, final_err
         print(f"{args.kills} kills of the main pid, each restarted at once: {refused} restarts refused; "
-              f"{orphans} orphaned workers, gone within {max(linger, default=0):.2f} s of their parent "
+              f"{sum(1 for _ in linger)} kills left {orphans} orphaned workers, all gone within {max(linger, default=0):.2f} s of their parent "
               f"(median {sorted(linger)[len(linger) // 2] if linger else 0:.2f} s); {committed_rows(killed)} rows")
         assert_same_cache(clean, killed)
         print(f"final cache equals the uninterrupted run's, bit for bit ({args.photos} photos, {args.backbone})")
