@@ -33,8 +33,8 @@ def per_image_ms(records, preprocess, repeats=2):
     for _ in range(repeats):
         started = time.perf_counter()
         for i in range(len(dataset)):
-            _, tensor, reason, _key, _ = dataset[i]  # the worker reads, hashes and decodes
-            assert tensor is not None, reason
+            item = dataset[i]  # the worker reads, hashes and decodes
+            assert item.image is not None, item.failure
         best = min(best, time.perf_counter() - started)
     return 1000 * best / len(dataset)
 

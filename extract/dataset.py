@@ -3,6 +3,7 @@ failures, content keys and unchanged files along."""
 import hashlib
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 from torch.utils.data import Dataset
@@ -34,19 +35,20 @@ def read_and_hash(path):
     return data, hashlib.sha256(data).hexdigest()
 
 
-# The file's bytes hash to the key the cache already holds: no need to decode. A string, so it
-# survives pickling between DataLoader workers and the main process.
-UNCHANGED = "unchanged"
+class Item(NamedTuple):
+    """What a decoding worker returns for record ``index`` (a NamedTuple: pickled between processes)."""
+    index: int
+    image: object = None     # uint8 tensor [3, H, W] ([1 + K, 3, H, W] with views), a RawJpeg, or None
+    failure: str = None      # why there is no image
+    key: str = ""            # SHA-256 hex of the file's bytes ("" when it could not be read)
+    unchanged: bool = False  # the bytes hash to the key the cache already holds: nothing decoded
+    read_ns: int = 0         # when the file's read began (wall clock): what tells a racily clean stat
 
 
 class ImageRecords(Dataset):
-    """Item i: (i, network input or None or UNCHANGED, failure reason or None, content key, the
-    wall-clock ns at which the file's read began: what tells a racily clean stat, cache/racy.py).
-
-    The input is a uint8 tensor [3, H, W], or a RawJpeg left for the device to decode. A record
-    the cache already ``known``s (a file whose stat changed) is not decoded when its bytes still
-    hash to the known key.
-    """
+    """Item i for record i. A record the cache already ``known``s (a file whose stat changed) is
+    not decoded when its bytes still hash to the known key. An image is a uint8 tensor, or a
+    RawJpeg left for the device to decode."""
 
     def __init__(self, records, load, views=None):
         self.records = records
@@ -56,28 +58,26 @@ class ImageRecords(Dataset):
     def __len__(self):
         return len(self.records)
 
-    def __getitem__(self, i):
-        started = time.time_ns()
-        return self._item(i) + (started,)
-
-    def _item(self, i):
-        record = self.records[i]
+    def __getitem__(self, i) -> Item:
+        record, started = self.records[i], time.time_ns()
         try:
             data, key = read_and_hash(record.abspath)
         except OSError as exc:
-            return i, None, f"cannot read: {exc.strerror or exc}", ""
+            return Item(i, failure=f"cannot read: {exc.strerror or exc}", read_ns=started)
         known = getattr(record, "known", None)
         if known is not None and known.key == key:
-            return i, UNCHANGED, None, key
+            return Item(i, key=key, unchanged=True, read_ns=started)
         try:
             count = self.views.count(record, key) if self.views is not None else 0
             if count:
-                return i, self.views.stack(self.load.decode(record.abspath, data), key, count), None, key
-            return i, self.load(record.abspath, data), None, key
+                image = self.views.stack(self.load.decode(record.abspath, data), key, count)
+            else:
+                image = self.load(record.abspath, data)
         except DecodeError as exc:
-            return i, None, str(exc), key
+            return Item(i, failure=str(exc), key=key, read_ns=started)
         except Exception as exc:  # a file that breaks the transform is one failure, not a crash
-            return i, None, f"cannot preprocess: {type(exc).__name__}: {exc}", key
+            return Item(i, failure=f"cannot preprocess: {type(exc).__name__}: {exc}", key=key, read_ns=started)
+        return Item(i, image, key=key, read_ns=started)
 
 
 @dataclass
@@ -90,6 +90,8 @@ class Batch:
     unchanged: list = field(default_factory=list)  # record indices whose bytes match the cache
     views: list = None   # view index of each row of images (0: the centre view); None: all centre
     read_ns: dict = field(default_factory=dict)  # record index -> when its file's read began (ns)
+    start: int = 0       # the batch holds records [start, start + count): a loader batch, in order
+    count: int = 0
 
     def pin_memory(self):
         self.images = self.images.pin_memory()
@@ -98,14 +100,17 @@ class Batch:
 
 def collate(items) -> Batch:
     good, views = [], []
-    for i, t, *_ in items:
-        if isinstance(t, torch.Tensor):  # [3, H, W], or [1 + K, 3, H, W] with views: one row each
-            stack = t[None] if t.dim() == 3 else t
-            good += [(i, image) for image in stack]
+    for item in items:
+        if isinstance(item.image, torch.Tensor):  # [3, H, W], or [1 + K, 3, H, W] with views: one row each
+            stack = item.image[None] if item.image.dim() == 3 else item.image
+            good += [(item.index, image) for image in stack]
             views += range(len(stack))
-    jpegs = [(i, t) for i, t, *_ in items if t is not None and not isinstance(t, (torch.Tensor, str))]
-    failed = [(i, reason) for i, t, reason, *_ in items if t is None]
+    jpegs = [(item.index, item.image) for item in items
+             if item.image is not None and not isinstance(item.image, torch.Tensor)]
     images = torch.stack([t for _, t in good]) if good else torch.empty(0, dtype=torch.uint8)
-    return Batch(indices=[i for i, _ in good], images=images, failed=failed, jpegs=jpegs,
-                 keys={i: key for i, _, _, key, _ in items}, unchanged=[i for i, t, *_ in items if isinstance(t, str)],
-                 views=views if any(views) else None, read_ns={i: ns for i, *_, ns in items})
+    return Batch(indices=[i for i, _ in good], images=images,
+                 failed=[(item.index, item.failure) for item in items if item.failure is not None],
+                 jpegs=jpegs, keys={item.index: item.key for item in items},
+                 unchanged=[item.index for item in items if item.unchanged],
+                 views=views if any(views) else None, read_ns={item.index: item.read_ns for item in items},
+                 start=min(item.index for item in items), count=len(items))

@@ -17,6 +17,8 @@ from .workers import ExitWithParent
 
 @dataclass
 class EncodedBatch:
+    """One batch of records [start, start + count) of the list given to the encoder, encoded.
+    Every position is a position in that list (the one numbering of an extract run)."""
     indices: list   # positions in the record list of the rows in codes
     codes: dict     # layer -> float32 numpy [len(indices), D]
     failed: list    # (position, reason)
@@ -25,6 +27,8 @@ class EncodedBatch:
     views: list = None   # view index of each row (0: centre; extract --views); None: every row a centre view
     mirrored: dict = None  # layer -> codes of each row's mirror image (test-time views, predict --tta)
     read_ns: dict = field(default_factory=dict)  # position -> when the file's read began (ns)
+    start: int = 0
+    count: int = 0
 
     def images(self) -> int:
         """Records encoded (a record with views has several rows)."""
@@ -33,6 +37,17 @@ class EncodedBatch:
     def __len__(self):
         """Records accounted for: encoded, failed or unchanged."""
         return self.images() + len(self.failed) + len(self.unchanged)
+
+    def shifted(self, delta: int) -> "EncodedBatch":
+        """The same batch numbered in a list where its records begin ``delta`` later (a Ray worker
+        encodes one batch of the run's list at a time)."""
+        self.indices = [i + delta for i in self.indices]
+        self.failed = [(i + delta, reason) for i, reason in self.failed]
+        self.unchanged = [i + delta for i in self.unchanged]
+        self.keys = {i + delta: key for i, key in self.keys.items()}
+        self.read_ns = {i + delta: ns for i, ns in self.read_ns.items()}
+        self.start += delta
+        return self
 
 
 def encode_batches(model, preprocess, records, device, precision="fp32", batch_size=32, workers=0,
@@ -78,7 +93,7 @@ def encode_batches(model, preprocess, records, device, precision="fp32", batch_s
                         flipped = {k: v.float().cpu().numpy() for k, v in model(x.flip(-1)).items()}
                 codes = {k: v.float().cpu().numpy() for k, v in out.items()}
             yield EncodedBatch(batch.indices, codes, batch.failed, batch.keys, batch.unchanged, batch.views, flipped,
-                               batch.read_ns)
+                               batch.read_ns, batch.start, batch.count)
 
 
 def _padded(model, batch_size, memory_format):

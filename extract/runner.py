@@ -9,7 +9,7 @@ import cache as cache_api
 
 from . import int8
 from .decoding import DEFAULT_MAX_PIXELS
-from .engines import make_engine, make_shards
+from .engines import make_engine
 from .errors import ExtractError
 from .extractor import Extractor, RuntimeOptions
 from .sources import DEFAULT_SPLIT_FRACTIONS, scan_image_folder, split_of
@@ -43,7 +43,7 @@ class ExtractConfig:
     progress: bool = True
     rehash: bool = False   # read and hash every file, not only those whose stat changed
     prune: bool = False    # drop rows whose file is gone from the data root
-    engine: str = "local"  # or "ray" (extract/ray_engine.py)
+    engine: str = "local"  # or "ray" (extract/engines/ray.py)
     ray_address: str = None  # --engine ray: a running cluster ("auto", host:port); None starts a local Ray
     views: int = 0         # augmented views per train image, stored as extra rows (extract/views.py)
 
@@ -154,47 +154,47 @@ def _plan(session, records, config, summary) -> list:
 
 
 def _encode_and_commit(engine, extractor, session, pending, config, summary):
-    # Shards hold whole batches, so a resumed run batches the remaining images exactly as an
+    # Commits hold whole batches, so a resumed run batches the remaining images exactly as an
     # uninterrupted run would, and computes bit-identical codes.
     batch_size = extractor.batch_size
-    shard_records = batch_size * max(1, round(config.shard_rows / batch_size))
+    commit_every = batch_size * max(1, round(config.shard_rows / batch_size))  # records per committed shard
     progress = _progress(len(pending), config.progress)
-    for step in engine.run(extractor, make_shards(pending, shard_records)):
-        _commit_batch(session, step.shard.records, step.batch, config, summary)
-        if step.done:
+    for batch in engine.run(extractor, pending):
+        _commit_batch(session, pending, batch, config, summary)
+        end = batch.start + batch.count
+        if end % commit_every == 0 or end == len(pending):
             session.commit_shard()
-        progress.update(len(step.batch))
+        progress.update(batch.count)
     progress.close()
 
 
 def _commit_batch(session, records, batch, config, summary):
-    position = {id(r): i for i, r in enumerate(records)}
-
-    def stats(rows):  # what the next run compares: a file read too close to its mtime has its stat smudged
+    """Hand one encoded batch to the session; its positions index ``records`` (the pending list)."""
+    def stats(positions):  # what the next run compares: a file read too close to its mtime is smudged
         now = time.time_ns()  # a file that could not be read: it will be, and will count, next time
-        return [cache_api.smudged(r.stat, batch.read_ns.get(position[id(r)], now)) for r in rows]
+        return [cache_api.smudged(records[i].stat, batch.read_ns.get(i, now)) for i in positions]
 
     if batch.indices:
         rows = [records[i] for i in batch.indices]
         keys = [batch.keys[i] for i in batch.indices]
         splits = [split_of(r, k, config.split_seed, config.split_fractions) for r, k in zip(rows, keys)]
-        session.add_rows([r.path for r in rows], keys, splits, [r.label for r in rows], stats(rows),
+        session.add_rows([r.path for r in rows], keys, splits, [r.label for r in rows], stats(batch.indices),
                          batch.codes, batch.views)
         summary.written += batch.images()
     if batch.failed:
-        failed = [(records[i], batch.keys.get(i, ""), reason) for i, reason in batch.failed]
-        session.add_failures([r.path for r, _, _ in failed], [k for _, k, _ in failed],
-                             [reason for _, _, reason in failed], stats(r for r, _, _ in failed))
+        failed = [i for i, _ in batch.failed]
+        session.add_failures([records[i].path for i in failed], [batch.keys.get(i, "") for i in failed],
+                             [reason for _, reason in batch.failed], stats(failed))
         summary.failed += len(failed)
-        summary.failures += [(r.path, reason) for r, _, reason in failed]
+        summary.failures += [(records[i].path, reason) for i, reason in batch.failed]
     if batch.unchanged:
         # Same bytes as cached: only a new stat to remember (nothing at all under --rehash).
-        touched = [records[i] for i in batch.unchanged if records[i].known.stat != records[i].stat]
-        rows = [r for r in touched if not r.known.failed]
-        session.carry_rows([r.path for r in rows], stats(rows))
-        broken = [r for r in touched if r.known.failed]  # the same broken bytes: not retried
-        session.add_failures([r.path for r in broken], [r.known.key for r in broken],
-                             [r.known.reason for r in broken], stats(broken))
+        touched = [i for i in batch.unchanged if records[i].known.stat != records[i].stat]
+        rows = [i for i in touched if not records[i].known.failed]
+        session.carry_rows([records[i].path for i in rows], stats(rows))
+        broken = [i for i in touched if records[i].known.failed]  # the same broken bytes: not retried
+        session.add_failures([records[i].path for i in broken], [records[i].known.key for i in broken],
+                             [records[i].known.reason for i in broken], stats(broken))
         summary.unchanged += len(batch.unchanged)
 
 

@@ -90,18 +90,19 @@ def test_mutated_images_give_a_row_or_a_failure(tmp_path, decoder):
         for i in range(len(dataset)):
             signal.alarm(SECONDS_PER_CASE)
             try:
-                _, image, reason, key, _ = dataset[i]
+                item = dataset[i]
             except Timeout:
                 pytest.fail(f"{records[i].abspath}: decoding hung for {SECONDS_PER_CASE} s")
             finally:
                 signal.alarm(0)
             cases += 1
-            assert len(key) == 64
-            if reason is None:
+            assert len(item.key) == 64 and item.index == i and not item.unchanged
+            if item.failure is None:
+                image = item.image
                 assert isinstance(image, torch.Tensor) and image.shape == (3, 32, 32) and image.dtype == torch.uint8
                 outcomes["row"] += 1
             else:
-                assert image is None and isinstance(reason, str) and reason
+                assert item.image is None and isinstance(item.failure, str) and item.failure
                 outcomes["failure"] += 1
     finally:
         signal.signal(signal.SIGALRM, previous)

@@ -96,7 +96,7 @@ def test_a_dying_worker_is_replaced_and_the_result_is_complete(ray_available, tm
 
 def test_without_ray_the_engine_says_how_to_install_it(monkeypatch):
     from extract.errors import ExtractError
-    from extract.ray_engine import check_available
+    from extract.engines.ray import check_available
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
     with pytest.raises(ExtractError, match=r"pip install -e '\.\[ray\]'"):
         check_available()

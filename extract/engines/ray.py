@@ -1,7 +1,7 @@
 """`--engine ray`: the same extract spread over a Ray cluster, in Ray Data's batch-inference shape.
 
-The pending records become a Ray Dataset of batches (whole batches of the local engine, so a
-batch's images and therefore its codes are the same). ``map_batches`` runs a stateful callable
+The pending records become a Ray Dataset of batches (the local engine's batches, each named by
+its first position in the run's list, so a batch's images and therefore its codes are the same). ``map_batches`` runs a stateful callable
 class on a pool of actors; each builds the one Extractor from the fingerprint once and encodes
 batches; a file that cannot be read or decoded comes back as a failure row, never a dropped
 block. Ray retries the work of an actor that dies. The driver consumes the results in order and
@@ -14,8 +14,7 @@ import socket
 
 import numpy as np
 
-from .engines import shift_positions, track_shards
-from .errors import ExtractError
+from ..errors import ExtractError
 
 # Set by tests (and useful when debugging a cluster): each actor writes its pid into this folder.
 PID_DIR_ENV = "CNNCODES_RAY_PID_DIR"
@@ -102,12 +101,13 @@ class RayEngine:
             return actors, per_actor, 1, per_actor - 1
         return cpus, 1, 0, 0  # one actor per core: each decodes and encodes its own batches
 
-    def run(self, extractor, shards):
+    def run(self, extractor, records):
+        """EncodedBatch for each consecutive batch of ``records``, positions in ``records``, in order."""
         device = extractor.device.type
         actors, cpus, gpus, workers = self._pool(device)
         batch_size = extractor.batch_size
-        items = [{"batch": {"shard": shard.index, "start": start, "records": shard.records[start:start + batch_size]}}
-                 for shard in shards for start in range(0, len(shard.records), batch_size)]
+        items = [{"batch": {"start": start, "records": records[start:start + batch_size]}}
+                 for start in range(0, len(records), batch_size)]
         if not items:
             return
         dataset = self.ray.data.from_items(items).map_batches(
@@ -118,15 +118,15 @@ class RayEngine:
                                    "batch_size": batch_size, "workers": workers,
                                    "channels_last": extractor.options.channels_last,
                                    "max_pixels": extractor.options.max_pixels})
-        yield from track_shards(shards, ((row["result"]["shard"], row["result"]["batch"])
-                                         for row in dataset.iter_rows()))
+        for row in dataset.iter_rows():
+            yield row["result"]
 
 
 class RayEncoder:
     """One per actor: builds the Extractor once, then encodes one batch of records per call."""
 
     def __init__(self, fingerprint, weights_file, device, batch_size, workers, channels_last, max_pixels):
-        from .extractor import Extractor, RuntimeOptions
+        from ..extractor import Extractor, RuntimeOptions
         pid_dir = os.environ.get(PID_DIR_ENV)
         if pid_dir:
             open(os.path.join(pid_dir, str(os.getpid())), "w").close()
@@ -138,7 +138,6 @@ class RayEncoder:
         out = []
         for item in batch["batch"]:
             encoded, = self.extractor.encode(item["records"])  # at most batch_size records: one batch
-            shift_positions(encoded, item["start"])
-            out.append({"shard": item["shard"], "batch": encoded})
+            out.append(encoded.shifted(item["start"]))
         return {"result": np.array(out, dtype=object)}
 
