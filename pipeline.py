@@ -30,6 +30,7 @@ def _backbone_help():
 
 
 def add_extract_args(p):
+    from extract import options
     backbones, layers = _backbone_help()
     p.add_argument("data", help="image folder: root/<class>/<image> or root/{train,val,test}/<class>/<image>")
     p.add_argument("--cache", required=True, help="HDF5 cache file to create or extend (e.g. codes.h5)")
@@ -38,14 +39,15 @@ def add_extract_args(p):
     p.add_argument("--layer", type=_layers, default=(), help=f"code layer(s), comma-separated ({layers})")
     p.add_argument("--weights", default=None,
                    help="pretrained (default), random[:SEED] (tests and timing only) or a state-dict FILE")
-    p.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="stored code type")
+    p.add_argument("--dtype", default=options.DTYPES[0], choices=options.DTYPES, help="stored code type")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16", "int8"],
+    p.add_argument("--precision", default="auto", choices=options.PRECISIONS,
                    help="compute precision: auto = fp16 autocast on CUDA, fp32 on CPU; int8 (CPU, vgg16): "
                         "~1.9x fp32 on AVX2, calibrated on --calibration-images of your images")
     p.add_argument("--calibration-images", type=int, default=None,
-                   help="int8 only: images whose activations set the int8 ranges (default 64; first run only)")
-    p.add_argument("--int8-engine", default=None, choices=["x86", "onednn"],
+                   help="int8 only: images whose activations set the int8 ranges "
+                        f"(default {options.DEFAULT_CALIBRATION_IMAGES}; first run only)")
+    p.add_argument("--int8-engine", default=None, choices=options.INT8_ENGINES,
                    help="int8 only: kernel library, x86 (default: fbgemm, codes closer to fp32) or onednn "
                         "(~20%% faster on AVX2 CPUs, codes a little further); first run only, recorded in the cache")
     p.add_argument("--batch-size", type=int, default=None, help="images per batch (default 256 on CUDA, 32 on CPU)")
@@ -55,7 +57,7 @@ def add_extract_args(p):
     p.add_argument("--jpeg-draft", action="store_true",
                    help="decode large JPEGs at a reduced scale (never below the resize size): much faster "
                         "for photos far larger than the input; codes differ slightly, so the cache records it")
-    p.add_argument("--decoder", default="pil", choices=["pil", "torchvision"],
+    p.add_argument("--decoder", default=options.DECODERS[0], choices=options.DECODERS,
                    help="pil (default) or torchvision: JPEGs decoded by torchvision.io and resized as tensors; "
                         "on CUDA decoded (nvJPEG) and resized on the GPU, freeing the CPU cores")
     p.add_argument("--compile", action="store_true",
@@ -65,13 +67,13 @@ def add_extract_args(p):
     p.add_argument("--views", type=int, default=0, metavar="K",
                    help="also cache K augmented views of each train image (seeded random resized crops, odd "
                         "views mirrored), as extra rows; fit and compare train on them (default 0)")
-    p.add_argument("--shard-rows", type=int, default=512,
-                   help="images per committed shard: the most a crash can lose (default 512)")
+    p.add_argument("--shard-rows", type=int, default=options.DEFAULT_SHARD_ROWS,
+                   help=f"images per committed shard: the most a crash can lose (default {options.DEFAULT_SHARD_ROWS})")
     p.add_argument("--rehash", action="store_true",
                    help="read and hash every file, not only new ones and those whose size or mtime changed")
     p.add_argument("--prune", action="store_true",
                    help="drop cached rows whose file is no longer under DATA (without it they are only counted)")
-    p.add_argument("--engine", default="local", choices=["local", "ray"],
+    p.add_argument("--engine", default=options.ENGINE_NAMES[0], choices=options.ENGINE_NAMES,
                    help="local (default): this process; ray: spread over a Ray cluster (pip install -e '.[ray]'; "
                         "the images must be at the same path on every node)")
     p.add_argument("--ray-address", default=None,
@@ -185,9 +187,10 @@ def cmd_pack(args):
 
 
 def _classify_args(p):
+    from classify.registry import SCALINGS
     p.add_argument("--layer", default=None,
                    help="code layer(s), comma-separated, used side by side (default: every layer the cache holds)")
-    p.add_argument("--scaling", default=None, choices=["standard", "l2", "none"],
+    p.add_argument("--scaling", default=None, choices=SCALINGS,
                    help="feature scaling before the classifier (default: standard)")
     p.add_argument("--seed", type=int, default=0, help="seed for the selection slice and the torch heads")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -334,7 +337,8 @@ def build_parser(prog="pipeline.py"):
     p = sub.add_parser("export", help="codes and metadata as Parquet, or codes.npy + metadata.parquet")
     p.add_argument("cache")
     p.add_argument("--out", required=True, help="FILE.parquet, or a folder with --format npy")
-    p.add_argument("--format", default="parquet", choices=["parquet", "npy"])
+    from cache.export import FORMATS
+    p.add_argument("--format", default=FORMATS[0], choices=FORMATS)
     p.add_argument("--layer", default=None, help="code layer (default: the cache's first)")
     p.set_defaults(func=cmd_export)
 

@@ -4,9 +4,11 @@ import os
 import torch
 
 from .errors import ExtractError
+from .options import PRECISIONS as PRECISION_NAMES
 
 # Precision name -> autocast dtype. int8 is not autocast: the runner swaps in a quantized network.
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": None}
+assert set(PRECISIONS) == set(PRECISION_NAMES) - {"auto"}
 
 
 def pick_device(name="auto") -> torch.device:
@@ -36,7 +38,7 @@ def pick_precision(name, device: torch.device) -> str:
             return "fp16"
         return "bf16" if native_bf16() else "fp32"
     if name not in PRECISIONS:
-        raise ExtractError(f"--precision {name}: choose auto, fp32, bf16, fp16 or int8")
+        raise ExtractError(f"--precision {name}: choose {', '.join(PRECISION_NAMES[:-1])} or {PRECISION_NAMES[-1]}")
     if name == "int8" and device.type != "cpu":
         raise ExtractError(f"--precision int8 runs on the CPU only; on {device.type} use fp16 or bf16, "
                            "or pass --device cpu")

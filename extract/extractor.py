@@ -22,12 +22,11 @@ from .decoding import DEFAULT_MAX_PIXELS
 from .device import batching, pick_device, pick_precision
 from .encoder import encode_batches
 from .errors import ExtractError, WeightsUnavailable
+from .options import DECODERS, DTYPES
 from .preprocessing import Preprocess
 from .views import ViewPlan, ViewRecipe
 from .weights import resolve_weights
 
-DTYPES = {"float16": np.float16, "float32": np.float32}
-DECODERS = ("pil", "torchvision")
 
 
 @dataclass
@@ -69,7 +68,7 @@ class Extractor:
         spec = get_backbone(backbone)
         layers = spec.check_layers(layers)
         if dtype not in DTYPES:
-            raise ExtractError(f"--dtype {dtype}: choose float16 or float32")
+            raise ExtractError(f"--dtype {dtype}: choose {' or '.join(DTYPES)}")
         if decoder not in DECODERS:
             raise ExtractError(f"--decoder {decoder}: choose {' or '.join(DECODERS)}")
         if views < 0:

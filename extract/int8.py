@@ -17,6 +17,7 @@ import warnings
 import torch
 
 from .errors import ExtractError
+from .options import DEFAULT_CALIBRATION_IMAGES, DEFAULT_INT8_ENGINE, INT8_ENGINES
 
 with warnings.catch_warnings():
     # torch.ao.quantization announces its move to torchao; torchao's pt2e path needs
@@ -26,10 +27,8 @@ with warnings.catch_warnings():
     from torch.ao.quantization.observer import FixedQParamsObserver
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
-ENGINES = ("x86", "onednn")
-DEFAULT_ENGINE = "x86"
+ENGINES, DEFAULT_ENGINE = INT8_ENGINES, DEFAULT_INT8_ENGINE
 SCHEME = "fx-static-int8: per-channel symmetric int8 weights, histogram-calibrated uint8 activations"
-DEFAULT_CALIBRATION_IMAGES = 64
 
 
 def calibration_sample(records, count):

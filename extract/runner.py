@@ -12,9 +12,10 @@ from .decoding import DEFAULT_MAX_PIXELS
 from .engines import make_engine
 from .errors import ExtractError
 from .extractor import Extractor, RuntimeOptions
+from .options import DEFAULT_SHARD_ROWS
 from .sources import DEFAULT_SPLIT_FRACTIONS, scan_image_folder, split_of
 
-SHARD_TARGET_ROWS = 512  # rows per committed shard: what a kill can lose at most
+SHARD_TARGET_ROWS = DEFAULT_SHARD_ROWS
 
 
 @dataclass

@@ -4,8 +4,7 @@ positions in that list; the runner commits them through the cache's append API, 
 gives the same cache. Distributors over one worker, as in clip-retrieval: ``local`` (this process:
 one DataLoader) and ``ray`` (a Ray cluster, imported only when asked for: an optional extra)."""
 from ..errors import ExtractError
-
-ENGINE_NAMES = ("local", "ray")
+from ..options import ENGINE_NAMES
 
 
 def make_engine(name, ray_address=None):

@@ -1,0 +1,11 @@
+"""Stage one's vocabularies and defaults, in one torch-free place: the modules that act on an
+option and the command line (argparse choices, defaults and --help) read them from here."""
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")   # compute precision (auto: extract/device.py)
+DTYPES = ("float16", "float32")                         # how codes are stored
+DECODERS = ("pil", "torchvision")
+INT8_ENGINES = ("x86", "onednn")                        # int8 kernel libraries
+DEFAULT_INT8_ENGINE = "x86"
+DEFAULT_CALIBRATION_IMAGES = 64
+ENGINE_NAMES = ("local", "ray")                         # where encoding runs (extract/engines/)
+DEFAULT_SHARD_ROWS = 512                                # rows per committed shard: what a kill can lose at most
