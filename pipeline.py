@@ -394,10 +394,11 @@ def main(argv=None):
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _terminate)
     from cache.errors import CacheError      # error types live where importing them costs nothing;
-    from extract.errors import ExtractError  # stage two's (model file, splits) are ValueErrors
+    from classify.errors import ClassifyError  # any other exception is a bug: its traceback shows
+    from extract.errors import ExtractError
     try:
         return args.func(args)
-    except (CacheError, ExtractError, ValueError) as exc:
+    except (CacheError, ExtractError, ClassifyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:

@@ -8,6 +8,8 @@ import re
 
 import numpy as np
 
+from .errors import ClassifyError
+
 # float32 codes, the fit rows' copy and the scaler's copy: what a fit holds at its peak.
 COPIES = 3
 UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -17,7 +19,7 @@ def parse_size(text) -> int:
     """'1G', '512M', '2.5G', '1000000' -> bytes."""
     match = re.fullmatch(r"\s*([0-9.]+)\s*([KMGT]?)i?B?\s*", str(text), flags=re.IGNORECASE)
     if not match:
-        raise ValueError(f"--max-memory {text}: give a size such as 1G, 512M or 2.5G")
+        raise ClassifyError(f"--max-memory {text}: give a size such as 1G, 512M or 2.5G")
     return int(float(match.group(1)) * UNITS[match.group(2).upper()])
 
 

@@ -9,6 +9,7 @@ from sklearn.model_selection import GridSearchCV
 
 from cache import open_cache
 
+from .errors import ClassifyError
 from .registry import DEFAULT_SCALING, get_classifier
 from .splits import plan_splits
 
@@ -92,7 +93,17 @@ def metrics(y_true, y_pred, class_names) -> dict:
 def fit_and_evaluate(data: CodesData, name: str, scaling=DEFAULT_SCALING, seed=0, fitted=None):
     """(result dict, fitted pipeline). Hyper-parameters are chosen without the reported rows.
     fitted: name -> (result, model) of classifiers fitted on the same data already (an ensemble
-    reuses its members)."""
+    reuses its members). A classifier that refuses these rows (a ValueError from its fit, as
+    scikit-learn's estimators raise) is a ClassifyError with the same message."""
+    try:
+        return _fit_and_evaluate(data, name, scaling, seed, fitted)
+    except ClassifyError:
+        raise
+    except ValueError as exc:
+        raise ClassifyError(str(exc)) from exc
+
+
+def _fit_and_evaluate(data, name, scaling, seed, fitted):
     spec = get_classifier(name)
     if spec.members:
         return _fit_ensemble(data, spec, scaling, seed, fitted or {})
@@ -233,7 +244,7 @@ def compare(data: CodesData, names=None, scaling=DEFAULT_SCALING, seed=0, on_res
     An ensemble reuses the members fitted before it in the same run (its fit seconds are theirs).
     A classifier that cannot fit these rows (a ValueError: too few rows of a class for its sweep,
     say, on a small subsample) is skipped: its result is {"classifier", "skipped": the reason},
-    and the others still run. Raises ValueError when every one was skipped.
+    and the others still run. Raises ClassifyError when every one was skipped.
     The one loop behind `compare`, `demo` and bench/stage2_bench.py."""
     from .registry import CLASSIFIERS
     results, fitted = [], {}
@@ -241,13 +252,13 @@ def compare(data: CodesData, names=None, scaling=DEFAULT_SCALING, seed=0, on_res
         try:
             result, model = fit_and_evaluate(data, name, scaling, seed, fitted)
             fitted[name] = (result, model)
-        except ValueError as error:
+        except ClassifyError as error:
             result = {"classifier": name, "skipped": str(error)}
         results.append(result)
         if on_result is not None:
             on_result(result)
     if not fitted:
-        raise ValueError("no classifier could fit these codes: " +
+        raise ClassifyError("no classifier could fit these codes: " +
                          "; ".join(f"{r['classifier']}: {r['skipped']}" for r in results))
     return results
 

@@ -13,10 +13,12 @@ import os
 
 import numpy as np
 
+from .errors import ClassifyError
+
 FORMAT = "cnncodes-model-2"
 
 
-class ModelFileError(ValueError):
+class ModelFileError(ClassifyError):
     pass
 
 

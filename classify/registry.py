@@ -9,6 +9,7 @@ from typing import Callable
 import numpy as np
 
 from .ensemble import MEMBERS
+from .errors import ClassifyError
 
 # scikit-learn and torch are imported inside the builders: the registry's names and grids load
 # for the command line's help without them.
@@ -25,7 +26,7 @@ def make_scaler(kind: str):
         return Normalizer(norm="l2")
     if kind == "none":
         return FunctionTransformer(None)  # identity
-    raise ValueError(f"--scaling {kind}: choose one of {', '.join(SCALINGS)}")
+    raise ClassifyError(f"--scaling {kind}: choose one of {', '.join(SCALINGS)}")
 
 
 @dataclass(frozen=True)
@@ -99,4 +100,4 @@ def get_classifier(name: str) -> ClassifierSpec:
     try:
         return CLASSIFIERS[name]
     except KeyError:
-        raise ValueError(f"--classifier {name}: choose one of {', '.join(CLASSIFIERS)}") from None
+        raise ClassifyError(f"--classifier {name}: choose one of {', '.join(CLASSIFIERS)}") from None

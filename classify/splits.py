@@ -14,10 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.model_selection import StratifiedShuffleSplit
 
+from .errors import ClassifyError
+
 SELECTION_FRACTION = 0.2
 
 
-class SplitError(ValueError):
+class SplitError(ClassifyError):
     pass
 
 

@@ -96,3 +96,21 @@ def test_demo_runs_on_the_shipped_real_photos(tmp_path):
     if best["mistakes"]:  # the misclassified photos, drawn from the shipped folder
         assert (tmp_path / "demo" / "report" / "mistakes.png").stat().st_size > 0
         assert "![misclassified photos](mistakes.png)" in (tmp_path / "demo" / "report" / "report.md").read_text()
+
+
+def test_stage_two_refusals_are_one_line_and_bugs_keep_their_traceback(image_folder, tmp_path, monkeypatch, capsys):
+    import pytest
+
+    import pipeline
+    from classify import ClassifyError
+    cache = tmp_path / "c.h5"
+    run_cli("extract", image_folder, "--cache", cache, *FAST_VGG)
+    assert pipeline.main(["fit", str(cache), "--max-memory", "lots"]) == 2  # a user's mistake: one line
+    assert capsys.readouterr().err.strip() == "error: --max-memory lots: give a size such as 1G, 512M or 2.5G"
+
+    def broken(*args, **kwargs):
+        raise ValueError("a bug in the report code")
+    monkeypatch.setattr("classify.report.format_table", broken)
+    with pytest.raises(ValueError, match="a bug in the report code") as caught:  # not swallowed into a line
+        pipeline.main(["compare", str(cache), "--classifiers", "centroid", "--report", str(tmp_path / "r")])
+    assert not isinstance(caught.value, ClassifyError)
