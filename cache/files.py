@@ -1,9 +1,16 @@
 """Durable file operations: a file is visible under its final name only once complete."""
 import contextlib
+import hashlib
 import io
 import os
 
 import h5py
+
+
+def file_sha256(path) -> str:
+    """SHA-256 hex of a file's bytes, read in chunks: an image's content key, a weights file's identity."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def fsync_dir(path) -> None:

@@ -16,6 +16,7 @@ import struct
 import threading
 
 from .errors import CacheError, CacheLocked
+from .manifest import segment_folder
 
 _held = set()             # lock files this process holds (by device and inode)
 _held_guard = threading.Lock()
@@ -23,7 +24,7 @@ _held_guard = threading.Lock()
 
 def lock_path(cache_path) -> str:
     """The lock lives in the cache's one sidecar folder, beside the segment files."""
-    folder = f"{cache_path}.shards"
+    folder = segment_folder(cache_path)
     os.makedirs(folder, exist_ok=True)
     return os.path.join(folder, "lock")
 
@@ -31,7 +32,7 @@ def lock_path(cache_path) -> str:
 def check_writable(cache_path) -> None:
     """Fail at once, in one line, where the cache (or its sidecar folder) cannot be written."""
     cache_path = os.fspath(cache_path)
-    probe = f"{cache_path}.shards"
+    probe = segment_folder(cache_path)
     try:
         os.makedirs(probe, exist_ok=True)
         unique = f"probe-{os.getpid()}.tmp"  # never a name another process may be using

@@ -2,7 +2,6 @@
 
 Every code chunk is read back, so HDF5's fletcher32 checksums catch bytes that changed on disk.
 """
-import hashlib
 import os
 from dataclasses import dataclass, field
 
@@ -10,6 +9,7 @@ import h5py
 import numpy as np
 
 from .errors import CacheError
+from .files import file_sha256
 from .fingerprint import Fingerprint
 from .manifest import is_segmented, manifest_from_file, segment_folder
 from .schema import CODES_GROUP, FAILED_GROUP, LABELS, STAT, VIEWS, as_text, read_attrs, read_strings
@@ -172,8 +172,7 @@ def _check_images(f, data_root, report):
     for rel, key in zip(read_strings(f["paths"]), keys):
         full = os.path.join(data_root, rel)
         try:
-            with open(full, "rb") as image:
-                digest = hashlib.file_digest(image, "sha256").hexdigest()
+            digest = file_sha256(full)
         except FileNotFoundError:
             report.missing.append(rel)
             continue

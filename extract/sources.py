@@ -102,11 +102,6 @@ def scan_image_folder(root) -> Scan:
     return Scan(records=records, ignored=ignored, split_layout=split_layout)
 
 
-def content_key(path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def derive_split(key: str, seed: int = 0, fractions=DEFAULT_SPLIT_FRACTIONS) -> str:
     """train/val/test from the content key alone, so a row's split never moves when images are added.
 

@@ -1,7 +1,8 @@
 """Where a backbone's weights come from, and how they are named in the cache's fingerprint."""
-import hashlib
 import os
 from dataclasses import dataclass
+
+from cache.files import file_sha256  # noqa: F401  (backbones take it from here)
 
 from .errors import WeightsUnavailable
 
@@ -13,11 +14,6 @@ class ResolvedWeights:
     identity: str             # recorded in the cache: name and SHA-256, or random:<seed>
     state_dict: dict = None   # None with a seed: random initialisation
     seed: int = None
-
-
-def file_sha256(path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def load_state_dict_file(path) -> dict:

@@ -5,7 +5,8 @@ import pytest
 
 from conftest import make_folder, make_image
 from extract.errors import ExtractError
-from extract.sources import content_key, derive_split, scan_image_folder
+from cache.files import file_sha256 as content_key
+from extract.sources import derive_split, scan_image_folder
 
 
 def test_class_folders_hidden_and_non_images(tmp_path):
