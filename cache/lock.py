@@ -59,25 +59,21 @@ def cache_lock(cache_path):
     cache_path = os.fspath(cache_path)
     check_writable(cache_path)
     path = lock_path(cache_path)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    stat = os.fstat(fd)
-    identity = (stat.st_dev, stat.st_ino)
-    with _held_guard:
-        mine = identity in _held
-        if not mine:
-            _held.add(identity)
-    if mine:
-        os.close(fd)  # this process already holds it: closing our extra descriptor must not drop it
-        raise CacheLocked(f"{cache_path}: another extract is writing this cache (pid {os.getpid()}, this process); "
-                          "wait for it to finish, stop it, or pass a different --cache")
+    with _held_guard:  # checked before a descriptor is opened: closing one would drop the held lock
+        with contextlib.suppress(FileNotFoundError):
+            stat = os.stat(path)
+            if (stat.st_dev, stat.st_ino) in _held:
+                raise _locked_error(cache_path, f"{os.getpid()}, this process")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        stat = os.fstat(fd)
+        identity = (stat.st_dev, stat.st_ino)
+        _held.add(identity)
     try:
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            holder = _holder(fd) or os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise CacheLocked(
-                f"{cache_path}: another extract is writing this cache (pid {holder}); "
-                "wait for it to finish, stop it, or pass a different --cache") from None
+            raise _locked_error(cache_path, _holder(fd) or os.pread(fd, 32, 0).decode(errors="replace").strip()
+                                or "unknown") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield WriteLock(cache_path)
@@ -85,6 +81,11 @@ def cache_lock(cache_path):
         os.close(fd)  # closing releases the lock
         with _held_guard:
             _held.discard(identity)
+
+
+def _locked_error(cache_path, holder) -> CacheLocked:
+    return CacheLocked(f"{cache_path}: another extract is writing this cache (pid {holder}); "
+                       "wait for it to finish, stop it, or pass a different --cache")
 
 
 # struct flock on Linux: short l_type, short l_whence, off_t l_start, off_t l_len, pid_t l_pid (+ padding)

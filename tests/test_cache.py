@@ -197,3 +197,20 @@ def test_missing_or_foreign_file_is_a_clear_error(tmp_path):
         f["x"] = 1
     with pytest.raises(CacheError, match="not a cnncodes cache"):
         open_cache(other)
+
+
+def test_a_refused_second_lock_in_the_same_process_keeps_the_first(tmp_path):
+    """POSIX record locks drop when the process closes *any* descriptor of the file: the refusal
+    must not open (and close) one, or the held lock is gone for every other process."""
+    import subprocess
+    import sys
+    cache = str(tmp_path / "c.h5")
+    probe = ("import sys; sys.path.insert(0, sys.argv[2]); from cache import cache_lock, CacheLocked\n"
+             "try:\n    with cache_lock(sys.argv[1]): print('taken')\nexcept CacheLocked: print('refused')")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with cache_lock(cache):
+        with pytest.raises(CacheLocked, match="this process"):
+            with cache_lock(cache):
+                pass
+        other = subprocess.run([sys.executable, "-c", probe, cache, root], capture_output=True, text=True)
+        assert other.stdout.strip() == "refused", other.stderr
