@@ -24,7 +24,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from extract import ExtractConfig, get_backbone, int8, run_extract  # noqa: E402
+from extract import ExtractConfig, get_backbone, int8, options, run_extract  # noqa: E402
 from extract.device import PRECISIONS, batching, pick_device, pick_precision  # noqa: E402
 from extract.encoder import autocast_context  # noqa: E402
 from extract.sources import scan_image_folder  # noqa: E402
@@ -112,8 +112,8 @@ def main():
     ap.add_argument("--decoder", default="pil", choices=["pil", "torchvision"])
     ap.add_argument("--jpeg-draft", action="store_true")
     ap.add_argument("--compile", action="store_true", help="torch.compile the network (both paths)")
-    ap.add_argument("--calibration-images", type=int, default=int8.DEFAULT_CALIBRATION_IMAGES)
-    ap.add_argument("--int8-engine", default=int8.DEFAULT_ENGINE, choices=int8.ENGINES)
+    ap.add_argument("--calibration-images", type=int, default=options.DEFAULT_CALIBRATION_IMAGES)
+    ap.add_argument("--int8-engine", default=options.DEFAULT_INT8_ENGINE, choices=options.INT8_ENGINES)
     ap.add_argument("--skip-classic", action="store_true")
     args = ap.parse_args()
 

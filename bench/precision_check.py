@@ -28,7 +28,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from cache import open_cache  # noqa: E402
 from classify import fit_and_evaluate, load_codes  # noqa: E402
-from extract import ExtractConfig, int8, run_extract  # noqa: E402
+from extract import ExtractConfig, options, run_extract  # noqa: E402
 from extract_bench import subset_folder  # noqa: E402
 
 
@@ -69,7 +69,7 @@ def main():
             cache = os.path.join(tmp, f"{name}.h5")
             summary = run_extract(ExtractConfig(os.path.join(tmp, "data"), cache, backbone=args.backbone,
                                                 weights=args.weights, device=args.device, precision=precision,
-                                                int8_engine=engine or int8.DEFAULT_ENGINE, progress=False))
+                                                int8_engine=engine or options.DEFAULT_INT8_ENGINE, progress=False))
             results[name] = (summary, *codes_rows_fit(cache, args.classifier))
         if args.reference:
             layer = results[precisions[0]][1].layer

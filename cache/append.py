@@ -33,8 +33,8 @@ from .manifest import (Manifest, check_segments_present, is_segmented, publish_m
 from .migrate import migrate_schema1
 from .readers import no_readers
 from .schema import SCHEMA_VERSION, read_attrs
-from .segments import (MERGED, SHARD, SegmentRows, read_segment_failures, read_segment_index, read_segment_rows,
-                       segment_name, segment_seq, write_segment)
+from .segments import (MERGED, SHARD, SegmentRows, awaits_link, read_segment_failures, read_segment_index,
+                       read_segment_rows, segment_name, segment_seq, write_segment)
 
 MERGE_CAP_BYTES = 256 << 20   # no merge writes a segment with more code bytes than this
 MAX_RANGES_PER_SEGMENT = 32   # more holes than this (replaced or pruned rows): rewrite the segment
@@ -488,12 +488,10 @@ class AppendSession:
         for name in _segment_files(self.cache_path):
             if name in self.manifest.segments:
                 continue
-            with h5py.File(os.path.join(self.folder, name), "r") as f:
-                kind = f.attrs.get("kind", SHARD)
-                kind = kind.decode() if isinstance(kind, bytes) else kind
-                widths = {layer: f["codes"][layer].shape[1] for layer in f["codes"]}
-            if kind == SHARD and segment_seq(name) > linked_through:
-                self._set_widths(widths)
+            path = os.path.join(self.folder, name)
+            if awaits_link(path, linked_through):
+                with h5py.File(path, "r") as f:
+                    self._set_widths({layer: f["codes"][layer].shape[1] for layer in f["codes"]})
                 self._link(name)  # links, settles and publishes
                 self.recovered += 1
             else:

@@ -143,15 +143,20 @@ def _write_segment_table(out, manifest: Manifest):
                                                  dtype=np.int64).reshape(-1, 3))
 
 
+def missing_folder(cache_path) -> str:
+    """Why a segmented cache file has no rows here, and the fix (said by open_cache and verify)."""
+    return (f"the segment folder {segment_folder(cache_path)} is missing (every row lives there; the file was "
+            "moved or copied without it): keep the two together, or move one self-contained file made by "
+            f"`cnncodes pack {cache_path} --out FILE.h5`")
+
+
 def check_segments_present(cache_path, manifest: Manifest) -> None:
     """A missing segment would read as zeros through HDF5's virtual datasets: refuse instead."""
     folder = segment_folder(cache_path)
     missing = [name for name in manifest.segments if not os.path.isfile(os.path.join(folder, name))]
     if missing:
         if not os.path.isdir(folder):
-            raise CacheError(f"{cache_path}: its segment folder {folder} is missing (the file was moved or copied "
-                             "without it); keep the two together, or move one self-contained file made by "
-                             f"`cnncodes pack {cache_path} --out FILE.h5`")
+            raise CacheError(f"{cache_path}: {missing_folder(cache_path)}")
         raise CacheError(f"{cache_path}: {len(missing)} segment file(s) missing from {folder} (first: {missing[0]}); "
                          "the cache file and its .shards folder must be kept together; restore the folder "
                          "or re-extract into a new --cache")

@@ -15,7 +15,7 @@ import numpy as np
 from .errors import CacheError
 from .files import fsync_dir
 from .reader import READ_BLOCK_ROWS, open_cache
-from .schema import CLASS_NAMES, CODE_CHUNK_ROWS, CODES_GROUP, FAILED_GROUP, ROW_FIELDS, VIEWS, read_attrs, write_attrs
+from .schema import CLASS_NAMES, CODE_CHUNK_ROWS, CODES_GROUP, FAILED_GROUP, ROW_FIELDS, VIEWS, write_attrs
 
 SEGMENT_ATTRS = ("linked_through", "next_seq")  # the segment list's counters: meaningless without segments
 
@@ -27,16 +27,15 @@ def pack_cache(cache_path, out_path) -> dict:
         raise CacheError(f"{out_path}: pack writes a new file; pass an --out other than the cache itself")
     tmp = f"{out_path}.tmp"
     with open_cache(cache_path) as c:
-        source = c.raw
         try:
             with h5py.File(tmp, "w") as out:
-                attrs = {k: v for k, v in read_attrs(c._file).items() if k not in SEGMENT_ATTRS}
+                attrs = {k: v for k, v in c.fingerprint.items() if k not in SEGMENT_ATTRS}  # the file's attributes
                 write_attrs(out, dict(attrs, packed_from=os.path.abspath(cache_path)))
                 out.create_dataset(CLASS_NAMES, data=c._file[CLASS_NAMES][()], dtype=c._file[CLASS_NAMES].dtype)
                 names = [n for n in list(ROW_FIELDS) + [VIEWS] if n in c._file]
                 names += [f"{CODES_GROUP}/{layer}" for layer in c.layers]
                 for name in names:
-                    _copy_rows(source(name), out, name)
+                    _copy_rows(c.raw(name), out, name)
                 c._file.copy(c._file[FAILED_GROUP], out, FAILED_GROUP)
         except BaseException:
             with contextlib.suppress(OSError):

@@ -84,6 +84,15 @@ def write_segment(path, attrs: dict, class_names, rows: SegmentRows, widths: dic
         failed.create_dataset(STAT, data=np.asarray(rows.failed_stats, dtype=np.int64).reshape(-1, len(STAT_COLUMNS)))
 
 
+def awaits_link(path, linked_through: int) -> bool:
+    """For a segment file the cache file does not name: is it a shard a killed run committed but did
+    not link (the next writer links it)? Otherwise it is retired: merged away, or a half-done merge."""
+    with h5py.File(path, "r") as f:
+        kind = f.attrs.get("kind", SHARD)
+    kind = kind.decode() if isinstance(kind, bytes) else kind
+    return kind == SHARD and segment_seq(os.path.basename(path)) > linked_through
+
+
 @dataclass
 class SegmentIndex:
     """What the append API keeps in memory of one segment: enough to decide what to re-read."""

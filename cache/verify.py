@@ -11,9 +11,9 @@ import numpy as np
 from .errors import CacheError
 from .files import file_sha256
 from .fingerprint import Fingerprint
-from .manifest import is_segmented, manifest_from_file, segment_folder
+from .manifest import is_segmented, manifest_from_file, missing_folder, segment_folder
 from .schema import CODES_GROUP, FAILED_GROUP, LABELS, STAT, VIEWS, as_text, read_attrs, read_strings
-from .segments import SHARD, segment_seq
+from .segments import awaits_link, segment_seq
 
 SPLITS = {"train", "val", "test"}
 
@@ -49,11 +49,8 @@ def verify_cache(path, images=False, data_root=None) -> VerifyReport:
         return report
     with f:
         attrs = read_attrs(f)
-        folder = segment_folder(path)
-        if is_segmented(f) and not os.path.isdir(folder):
-            report.problems.append(f"the segment folder {folder} is missing: every row lives there (the cache file "
-                                   "was moved or copied without it); copy the two together, or move one "
-                                   f"self-contained file made by `cnncodes pack {path} --out FILE.h5`")
+        if is_segmented(f) and not os.path.isdir(segment_folder(path)):
+            report.problems.append(missing_folder(path))
             return report
         try:
             _check_rows(f, attrs, report)
@@ -132,13 +129,9 @@ def _check_segments(path, f, attrs, report):
             report.problems.append(f"live range {ranged} lies outside its segment")
     unlisted = [n for n in os.listdir(folder) if segment_seq(n) is not None and n not in manifest.segments]
     linked_through = int(attrs.get("linked_through", 0))
-    stray = []
-    for name in unlisted:
-        with h5py.File(os.path.join(folder, name), "r") as seg:
-            if seg.attrs.get("kind") in (SHARD, SHARD.encode()) and segment_seq(name) > linked_through:
-                stray.append(name)
-            else:  # merged away or superseded: kept while a reader may still hold an older cache file
-                report.retired.append(name)
+    stray = [name for name in unlisted if awaits_link(os.path.join(folder, name), linked_through)]
+    # the others are retired: kept while a reader may still hold an older cache file
+    report.retired += [name for name in unlisted if name not in stray]
     if stray:
         report.problems.append(f"{len(stray)} committed shard(s) not yet linked (first: {stray[0]}); "
                                "the next extract links them")

@@ -22,7 +22,7 @@ from .decoding import DEFAULT_MAX_PIXELS
 from .device import batching, pick_device, pick_precision
 from .encoder import encode_batches
 from .errors import ExtractError, WeightsUnavailable
-from .options import DECODERS, DTYPES
+from .options import DECODERS, DEFAULT_CALIBRATION_IMAGES, DTYPES
 from .preprocessing import Preprocess
 from .views import ViewPlan, ViewRecipe
 from .weights import resolve_weights
@@ -155,7 +155,7 @@ class Extractor:
         int8.check_engine(engine)
         if count < 1:
             raise ExtractError(f"--calibration-images {count}: int8 needs at least 1 "
-                               f"(default {int8.DEFAULT_CALIBRATION_IMAGES})")
+                               f"(default {DEFAULT_CALIBRATION_IMAGES})")
         sample = int8.calibration_sample(records, count)
         network = self.spec.build(self.weights, self.fingerprint.layers)
         keys = []

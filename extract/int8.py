@@ -17,7 +17,7 @@ import warnings
 import torch
 
 from .errors import ExtractError
-from .options import DEFAULT_CALIBRATION_IMAGES, DEFAULT_INT8_ENGINE, INT8_ENGINES
+from .options import DEFAULT_INT8_ENGINE, INT8_ENGINES
 
 with warnings.catch_warnings():
     # torch.ao.quantization announces its move to torchao; torchao's pt2e path needs
@@ -27,7 +27,6 @@ with warnings.catch_warnings():
     from torch.ao.quantization.observer import FixedQParamsObserver
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
-ENGINES, DEFAULT_ENGINE = INT8_ENGINES, DEFAULT_INT8_ENGINE
 SCHEME = "fx-static-int8: per-channel symmetric int8 weights, histogram-calibrated uint8 activations"
 
 
@@ -48,8 +47,8 @@ def _quiet():
 
 
 def check_engine(engine) -> None:
-    if engine not in ENGINES:
-        raise ExtractError(f"--int8-engine {engine}: choose {' or '.join(ENGINES)}")
+    if engine not in INT8_ENGINES:
+        raise ExtractError(f"--int8-engine {engine}: choose {' or '.join(INT8_ENGINES)}")
 
 
 def _prepare(model, crop, engine):
@@ -69,7 +68,7 @@ def _activation_observers(prepared):
             if name.startswith("activation_post_process_")]
 
 
-def calibrate(model, crop, run_batches, calibration_keys, engine=DEFAULT_ENGINE) -> dict:
+def calibrate(model, crop, run_batches, calibration_keys, engine=DEFAULT_INT8_ENGINE) -> dict:
     """Observe activations while ``run_batches(prepared_model)`` feeds it calibration images.
 
     Returns the quantization record for the fingerprint (JSON-ready).

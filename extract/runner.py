@@ -7,15 +7,13 @@ from dataclasses import dataclass, field, replace
 
 import cache as cache_api
 
-from . import int8
 from .decoding import DEFAULT_MAX_PIXELS
 from .engines import make_engine
 from .errors import ExtractError
 from .extractor import Extractor, RuntimeOptions
-from .options import DEFAULT_SHARD_ROWS
+from .options import DEFAULT_CALIBRATION_IMAGES, DEFAULT_INT8_ENGINE, DEFAULT_SHARD_ROWS
 from .sources import DEFAULT_SPLIT_FRACTIONS, scan_image_folder, split_of
 
-SHARD_TARGET_ROWS = DEFAULT_SHARD_ROWS
 
 
 @dataclass
@@ -28,8 +26,8 @@ class ExtractConfig:
     dtype: str = "float16"
     device: str = "auto"
     precision: str = "auto"
-    calibration_images: int = int8.DEFAULT_CALIBRATION_IMAGES  # int8 only
-    int8_engine: str = int8.DEFAULT_ENGINE                      # int8 only, first run only
+    calibration_images: int = DEFAULT_CALIBRATION_IMAGES  # int8 only
+    int8_engine: str = DEFAULT_INT8_ENGINE                # int8 only, first run only
     batch_size: int = None
     workers: int = None
     crop_size: int = None
@@ -38,7 +36,7 @@ class ExtractConfig:
     compile: bool = False  # torch.compile the network (a one-off compile; pays off on long GPU runs)
     split_seed: int = 0
     split_fractions: tuple = DEFAULT_SPLIT_FRACTIONS
-    shard_rows: int = SHARD_TARGET_ROWS
+    shard_rows: int = DEFAULT_SHARD_ROWS
     channels_last: bool = True
     max_pixels: int = DEFAULT_MAX_PIXELS
     progress: bool = True
@@ -172,8 +170,7 @@ def _encode_and_commit(engine, extractor, session, pending, config, summary):
 def _commit_batch(session, records, batch, config, summary):
     """Hand one encoded batch to the session; its positions index ``records`` (the pending list)."""
     def stats(positions):  # what the next run compares: a file read too close to its mtime is smudged
-        now = time.time_ns()  # a file that could not be read: it will be, and will count, next time
-        return [cache_api.smudged(records[i].stat, batch.read_ns.get(i, now)) for i in positions]
+        return [cache_api.smudged(records[i].stat, batch.read_ns[i]) for i in positions]
 
     if batch.indices:
         rows = [records[i] for i in batch.indices]

@@ -5,6 +5,7 @@ import os
 import random
 import signal
 import time
+from dataclasses import dataclass
 
 import pytest
 
@@ -39,35 +40,48 @@ def alive(pid):
         return False
 
 
-def kill_and_restart(data, cache, extra, kills, seed, settle):
-    """Kill the main pid at random moments, starting the same command the moment it is dead;
-    returns (refused restarts, orphans that outlived their parent by more than ``settle`` seconds,
-    kills that found workers). The last restart is left running and returned too."""
+@dataclass
+class Campaign:
+    refused: list    # the stderr of each restart refused as "another extract is writing"
+    orphans: int     # decoding workers alive when their parent was killed
+    lingering: int   # of them, still alive ``settle`` seconds later
+    outlived: list   # per kill that left workers: seconds until the last was gone (at most ``settle``)
+    last: object     # the last restart, run to its end
+
+
+def kill_and_restart(cache, command, kills, seed, settle, rows_step=8, delay=0.2, startup_share=0.0):
+    """Kill the main pid of ``command`` (pipeline.py arguments writing ``cache``) at random moments,
+    starting it again the moment it is dead. A kill lands ``startup_share`` of the time at any moment
+    of the first 3 s, otherwise up to ``delay`` s after 1..``rows_step`` more rows were committed."""
     rng = random.Random(seed)
-    refused, lingering, with_workers = [], 0, 0
-    proc = start_cli("extract", data, "--cache", cache, *ARGS, *extra)
+    campaign = Campaign([], 0, 0, [], None)
+    proc = start_cli(*command)
     for _ in range(kills):
-        target = committed_rows(cache) + rng.randint(1, 8)
-        deadline = time.time() + 120
-        while proc.poll() is None and committed_rows(cache) < target and time.time() < deadline:
-            time.sleep(0.01)
-        time.sleep(rng.uniform(0.0, 0.2))
+        if startup_share and rng.random() < startup_share:  # imports, model build, first batches
+            time.sleep(rng.uniform(0.0, 3.0))
+        else:  # mid-loop: during decoding, a commit or a merge
+            target, deadline = committed_rows(cache) + rng.randint(1, rows_step), time.time() + 120
+            while proc.poll() is None and committed_rows(cache) < target and time.time() < deadline:
+                time.sleep(0.01)
+            time.sleep(rng.uniform(0.0, delay))
         workers = children_of(proc.pid)
         proc.send_signal(signal.SIGKILL)  # the main pid only, not its process group
         proc.wait()  # not communicate(): orphaned workers keep the pipes open while they live
-        dead, proc = proc, start_cli("extract", data, "--cache", cache, *ARGS, *extra)  # at once
-        with_workers += bool(workers)
-        gone_by = time.time() + settle
-        while time.time() < gone_by and any(alive(p) for p in workers):
-            time.sleep(0.02)
-        lingering += sum(alive(p) for p in workers)
+        dead, proc, died = proc, start_cli(*command), time.time()  # at once
+        while time.time() < died + settle and any(alive(p) for p in workers):
+            time.sleep(0.01)
+        campaign.orphans += len(workers)
+        campaign.lingering += sum(alive(p) for p in workers)
+        if workers:
+            campaign.outlived.append(time.time() - died)
         _, err = dead.communicate()
         if dead.returncode == 2 and REFUSED in err:
-            refused.append(err.strip())
-    out, err = proc.communicate()
+            campaign.refused.append(err.strip())
+    _, err = proc.communicate()
     if proc.returncode == 2 and REFUSED in err:
-        refused.append(err.strip())
-    return refused, lingering, with_workers, proc
+        campaign.refused.append(err.strip())
+    campaign.last = proc
+    return campaign
 
 
 def test_kill_main_pid_while_workers_decode_restart_at_once(tmp_path):
@@ -77,11 +91,12 @@ def test_kill_main_pid_while_workers_decode_restart_at_once(tmp_path):
     extra = ("--workers", "2")
     run_cli("extract", data, "--cache", tmp_path / "clean.h5", *ARGS, *extra)
     killed = tmp_path / "killed.h5"
-    refused, lingering, with_workers, last = kill_and_restart(data, killed, extra, kills=8, seed=20261201, settle=1.5)
-    assert not refused, f"{len(refused)} restarts refused; first: {refused[0]}"
-    assert last.returncode == 0
-    assert with_workers >= 4, f"only {with_workers} kills found decoding workers alive"
-    assert lingering == 0, f"{lingering} orphaned decoding workers outlived their parent by 1.5 s"
+    run = kill_and_restart(killed, ["extract", data, "--cache", killed, *ARGS, *extra], kills=8, seed=20261201,
+                           settle=1.5)
+    assert not run.refused, f"{len(run.refused)} restarts refused; first: {run.refused[0]}"
+    assert run.last.returncode == 0
+    assert len(run.outlived) >= 4, f"only {len(run.outlived)} kills found decoding workers alive"
+    assert run.lingering == 0, f"{run.lingering} orphaned decoding workers outlived their parent by 1.5 s"
     assert_same_cache(tmp_path / "clean.h5", killed)
 
 
@@ -91,9 +106,10 @@ def test_kill_ray_driver_restart_at_once(tmp_path):
     make_folder(str(data), per_class=24)
     run_cli("extract", data, "--cache", tmp_path / "clean.h5", *ARGS)
     killed = tmp_path / "killed.h5"
-    refused, _, _, last = kill_and_restart(data, killed, ("--engine", "ray"), kills=2, seed=7, settle=0)
-    assert not refused, f"{len(refused)} restarts refused; first: {refused[0]}"
-    assert last.returncode == 0
+    run = kill_and_restart(killed, ["extract", data, "--cache", killed, *ARGS, "--engine", "ray"], kills=2, seed=7,
+                           settle=0)
+    assert not run.refused, f"{len(run.refused)} restarts refused; first: {run.refused[0]}"
+    assert run.last.returncode == 0
     assert_same_cache(tmp_path / "clean.h5", killed)
 
 
