@@ -34,8 +34,11 @@ def add_extract_args(p):
     backbones, layers = _backbone_help()
     p.add_argument("data", help="image folder: root/<class>/<image> or root/{train,val,test}/<class>/<image>")
     p.add_argument("--cache", required=True, help="HDF5 cache file to create or extend (e.g. codes.h5)")
-    p.add_argument("--backbone", default="vgg16", choices=list(backbones),
-                   help="; ".join(f"{name}: {spec.description}" for name, spec in backbones.items()))
+    p.add_argument("--backbone", default="vgg16",
+                   help="; ".join(f"{name}: {spec.description}" for name, spec in backbones.items())
+                   + "; any torchvision classification model (resnet50, resnet50.IMAGENET1K_V1, convnext_tiny, "
+                     "vit_b_16, ...), timm:NAME.TAG (timm:vit_small_patch14_dinov2.lvd142m) and "
+                     "open_clip:ARCH/TAG (open_clip:ViT-B-32/openai): `backbones` lists them")
     p.add_argument("--layer", type=_layers, default=(), help=f"code layer(s), comma-separated ({layers})")
     p.add_argument("--weights", default=None,
                    help="pretrained (default), random[:SEED] (tests and timing only) or a state-dict FILE")
@@ -105,6 +108,28 @@ def cmd_extract(args):
     return 0
 
 
+def cmd_backbones(args):
+    from extract.backbones import get_backbone
+    from extract.backbones.listing import format_rows, list_backbones
+    if args.nodes:
+        spec = get_backbone(args.pattern or "vgg16")
+        print(f"{spec.name}: named layers {', '.join(spec.layers)} (default {','.join(spec.defaults)})")
+        others = spec.other_layers()
+        print(f"{len(others)} more: " + " ".join(others) if others else "no other layers")
+        return 0
+    rows, notes = list_backbones(args.pattern, probe=True if args.widths else None)
+    if args.json:
+        print(json.dumps({"backbones": rows, "notes": notes}, indent=2))
+        return 0
+    if rows:
+        print("\n".join(format_rows(rows)))
+    for note in notes:
+        print(note)
+    if not rows and args.pattern:
+        print(f"no backbone matches {args.pattern!r} (a pattern is matched whole: try '*{args.pattern}*')")
+    return 0
+
+
 def cmd_info(args):
     from cache import open_cache
     from cache.fingerprint import describe_value
@@ -120,7 +145,9 @@ def cmd_info(args):
     print("classes: " + ", ".join(f"{k} {v}" for k, v in info["classes"].items()))
     print("splits:  " + ", ".join(f"{k} {v}" for k, v in info["splits"].items()))
     for key in ("backbone", "weights", "preprocess", "precision", "torch_version", "torchvision_version",
-                "data_root", "schema_version"):
+                "backbone_library", "data_root", "schema_version"):
+        if key == "backbone_library" and key not in fp:
+            continue  # caches made before the zoo did not record it
         value = json.dumps(fp[key]) if isinstance(fp.get(key), dict) else fp.get(key)
         print(f"{key + ':':<21}{value}")
     if fp.get("quantization"):
@@ -317,6 +344,14 @@ def build_parser(prog="pipeline.py"):
     p = sub.add_parser("extract", help="run every image through the backbone once, into an HDF5 cache")
     add_extract_args(p)
     p.set_defaults(func=cmd_extract)
+    p = sub.add_parser("backbones", help="the networks extract can use: family, layers, width, input size, "
+                                         "cost, ImageNet top-1 and whether the weights are here (no network)")
+    p.add_argument("pattern", nargs="?", default=None,
+                   help="shell pattern over names, e.g. 'resnet*', 'timm:*dinov2*', 'open_clip:ViT-B-32/*'")
+    p.add_argument("--nodes", action="store_true", help="every layer name one backbone (the pattern) accepts")
+    p.add_argument("--widths", action="store_true", help="probe every listed row's width (slower for long lists)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_backbones)
     p = sub.add_parser("info", help="rows, classes, splits, fingerprint and failures of a cache")
     p.add_argument("cache")
     p.add_argument("--json", action="store_true", help="one JSON object")

@@ -15,7 +15,7 @@ COMPARED_FINGERPRINT_KEYS = ("backbone", "layers", "weights", "preprocess", "qua
 # other fractions would mix two split policies in one cache (caches older than the record pass).
 COMPARED_PROVENANCE_KEYS = ("split_policy",)
 # Recorded for provenance, never compared (a resumed run on another machine is welcome).
-PROVENANCE_KEYS = ("torch_version", "torchvision_version", "python_version", "data_root", "split_policy", "created")
+PROVENANCE_KEYS = ("torch_version", "torchvision_version", "backbone_library", "python_version", "data_root", "split_policy", "created")
 
 
 @dataclass(frozen=True)

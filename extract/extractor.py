@@ -89,7 +89,7 @@ class Extractor:
             backbone=spec.name, layers=layers, weights=resolved.identity, preprocess=preprocess.to_dict(),
             dtype=dtype, precision=precision, views=ViewRecipe(int(views)).to_dict() if views else None,
             provenance={"torch_version": str(torch.__version__), "torchvision_version": str(torchvision.__version__),
-                        "python_version": platform.python_version(), "data_root": os.path.abspath(data_root),
+                        "backbone_library": spec.library_version, "python_version": platform.python_version(), "data_root": os.path.abspath(data_root),
                         "split_policy": {"seed": split_seed, "fractions": list(split_fractions)},
                         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
         weights_file = os.path.abspath(weights) if resolved.identity.startswith("file:") else None
@@ -121,7 +121,7 @@ class Extractor:
 
     @property
     def widths(self) -> dict:
-        return {layer: self.spec.layers[layer] for layer in self.fingerprint.layers}
+        return self.spec.widths(self.fingerprint.layers)
 
     @property
     def model(self):
@@ -129,7 +129,7 @@ class Extractor:
         if self._model is None:
             model = self._network
             if model is None:
-                model = self.spec.build(self.weights, self.fingerprint.layers)
+                model = self.spec.build(self.weights, self.fingerprint.layers, self.preprocess.crop)
             self._network = None
             if self.precision == "int8":
                 if not self.fingerprint.quantization:
@@ -157,7 +157,7 @@ class Extractor:
             raise ExtractError(f"--calibration-images {count}: int8 needs at least 1 "
                                f"(default {DEFAULT_CALIBRATION_IMAGES})")
         sample = int8.calibration_sample(records, count)
-        network = self.spec.build(self.weights, self.fingerprint.layers)
+        network = self.spec.build(self.weights, self.fingerprint.layers, self.preprocess.crop)
         keys = []
 
         def feed(prepared):

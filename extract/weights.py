@@ -14,6 +14,7 @@ class ResolvedWeights:
     identity: str             # recorded in the cache: name and SHA-256, or random:<seed>
     state_dict: dict = None   # None with a seed: random initialisation
     seed: int = None
+    path: str = None          # a file the family's library loads itself (timm, open_clip)
 
 
 def load_state_dict_file(path) -> dict:
@@ -43,6 +44,4 @@ def resolve_weights(spec, choice) -> ResolvedWeights:
         if not seed_text.isdigit():
             raise WeightsUnavailable(f"--weights {choice}: the seed must be a whole number, e.g. random:0")
         return ResolvedWeights(identity=f"random:{int(seed_text)}", seed=int(seed_text))
-    path = os.path.abspath(choice)
-    state = load_state_dict_file(path)
-    return ResolvedWeights(identity=f"file:{os.path.basename(path)} sha256:{file_sha256(path)}", state_dict=state)
+    return spec.weights_file(os.path.abspath(choice))

@@ -1,0 +1,165 @@
+"""What every backbone family shares: a spec per network name, and the rules common to all.
+
+A family file subclasses `BackboneSpec` with four things only its library knows: how to build
+the bare network, how its pretrained weights are found, its preprocessing (read from the
+library, never re-typed) and how to cut it at named layers (extract/backbones/cut.py). Building,
+weight loading, layer and precision checks and the width probe live here, once.
+Importing this module costs no torch import: the command line's help lists specs.
+"""
+import difflib
+import functools
+import os
+
+from ..errors import ExtractError, WeightsUnavailable
+
+
+class BackboneSpec:
+    family = ""            # the family's name, as `backbones` lists it
+    library = ""           # the distribution that builds the network (its version goes into the fingerprint)
+    int8 = False           # measured faster in int8 than fp32 on the CPU (see extract/int8.py)
+
+    def __init__(self, name: str, layers=(), default_layers=None, description=""):
+        self.name = name                      # as typed, and as recorded in the fingerprint
+        self.layers = tuple(layers)           # layers known by name, the default first
+        self._defaults = tuple(default_layers) if default_layers else None
+        self.description = description
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.name!r})"
+
+    # --- what a family provides --------------------------------------------------------------
+    def network(self, weights, input_size=None):
+        """The bare network on the CPU with ``weights`` (ResolvedWeights) loaded."""
+        raise NotImplementedError
+
+    def pretrained_weights(self):
+        """The network's pretrained weights, found the library's standard way (ResolvedWeights);
+        raises WeightsUnavailable, naming where they go, when they are not on this machine."""
+        raise NotImplementedError
+
+    def weights_file(self, path):
+        """--weights FILE (an absolute path): a state dict, loaded here (no code in the file runs)."""
+        from ..weights import ResolvedWeights, file_sha256, load_state_dict_file
+        state = load_state_dict_file(path)
+        return ResolvedWeights(identity=f"file:{os.path.basename(path)} sha256:{file_sha256(path)}", state_dict=state)
+
+    def make_preprocess(self):
+        """The Preprocess its weights expect, read from the library."""
+        raise NotImplementedError
+
+    def cut(self, network, layers, shapes=None):
+        """nn.Module: network input -> {layer: [B, D]}. ``shapes`` (from the probe) lets a traced cut
+        decide its pooling once, so the module stays traceable for int8."""
+        raise NotImplementedError
+
+    def other_layers(self) -> list:
+        """Layer names accepted beyond ``layers`` (graph nodes, blocks); may build the network."""
+        return []
+
+    # --- shared rules ------------------------------------------------------------------------
+    @property
+    def defaults(self) -> tuple:
+        return self._defaults or self.layers[:1]
+
+    @property
+    def default_layer(self) -> str:
+        return self.defaults[0]
+
+    @functools.cached_property
+    def preprocess(self):
+        return self.make_preprocess()
+
+    @property
+    def library_version(self) -> str:
+        from importlib.metadata import version
+        return f"{self.library} {version(self.library)}"
+
+    def check_layers(self, layers) -> tuple:
+        layers = tuple(layers) if layers else self.defaults
+        if len(set(layers)) != len(layers):
+            raise ExtractError(f"--layer {','.join(layers)}: a layer is named twice")
+        unknown = [name for name in layers if name not in self.layers]
+        if unknown:
+            offered = list(self.layers) + self.other_layers()
+            # a module's name stands for its last node, as create_feature_extractor reads it
+            unknown = [name for name in unknown if not any(o == name or o.startswith(name + ".") for o in offered)]
+        if unknown:
+            raise ExtractError(f"--layer {','.join(unknown)}: {self.name} has no such layer"
+                               f"{did_you_mean(unknown[0], offered)}; named layers: {', '.join(self.layers)}"
+                               f"{self.more_layers_hint()}")
+        return layers
+
+    def more_layers_hint(self) -> str:
+        return ""
+
+    def check_precision(self, precision: str) -> None:
+        if precision == "int8" and not self.int8:
+            raise ExtractError(f"--precision int8: not offered for {self.name} (only vgg16's int8 kernels were "
+                               "measured faster than fp32 on the CPU); use fp32 on the CPU")
+
+    def build(self, weights, layers, input_size=None):
+        """The extractor (an nn.Module) in eval mode, on the CPU, with the resolved weights loaded.
+        input_size: the crop when it is not the weights' own (families whose network fixes one)."""
+        import torch
+        layers = tuple(layers)
+        if weights.seed is not None:
+            torch.manual_seed(weights.seed)
+        network = self.network(weights, input_size)
+        return self.cut(network.eval(), layers, self.probe(layers)).eval()
+
+    def load_state(self, network, weights):
+        """Load a resolved state dict; a dict of another network is refused in one line."""
+        if weights.state_dict is None:
+            return network
+        try:
+            network.load_state_dict(weights.state_dict)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise WeightsUnavailable(f"weights {weights.identity} do not fit {self.name} ({first}); "
+                                     f"pass a state dict saved from a {self.name} model") from None
+        return network
+
+    def widths(self, layers) -> dict:
+        """layer -> code width, probed by one forward (no weights needed)."""
+        return {layer: code_width(shape) for layer, shape in self.probe(tuple(layers)).items()}
+
+    def probe(self, layers: tuple) -> dict:
+        """layer -> output shape of the cut network before pooling, at the default input size."""
+        return _probe(self, tuple(layers))
+
+
+def code_width(shape) -> int:
+    """Width of a layer's code: channels of a map [B, C, H, W], features of tokens [B, N, D]."""
+    return int(shape[1] if len(shape) == 4 else shape[-1] if len(shape) == 3 else _product(shape[1:]))
+
+
+def _product(dims) -> int:
+    out = 1
+    for d in dims:
+        out *= int(d)
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _probe(spec, layers):
+    """One forward of a randomly initialised copy, on the meta device when the network can be
+    built there (no memory, no arithmetic), else on the CPU at batch 1."""
+    import torch
+    from ..weights import ResolvedWeights
+    crop = spec.preprocess.crop
+    random = ResolvedWeights(identity="random:0", seed=0)
+    for device in ("meta", "cpu"):
+        try:
+            with torch.device(device):
+                cut = spec.cut(spec.network(random).eval(), layers)
+                with torch.no_grad():
+                    out = cut(torch.zeros(1, 3, crop, crop))
+            return {layer: tuple(out[layer].shape) for layer in layers}
+        except (NotImplementedError, RuntimeError, TypeError, AssertionError):
+            if device == "cpu":
+                raise
+
+
+def did_you_mean(name: str, choices) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.6)
+    return f" (did you mean {' or '.join(close)}?)" if close else ""
