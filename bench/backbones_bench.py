@@ -1,0 +1,91 @@
+#!/usr/bin/env python
+"""Backbones side by side, in one process on the same photos: per backbone, the network alone
+vs `extract` end to end (images/s and their ratio), the cache's size per image, and with
+--accuracy the flowers5 val accuracy of one recipe fixed in advance (the `ensemble` head, as
+`compare` fits it) on codes of the whole folder.
+
+    python bench/backbones_bench.py ../shared/data/flowers5 --accuracy
+    python bench/backbones_bench.py ../shared/data/flowers5 --weights random \
+        --backbones resnet18,convnext_tiny,timm:convnext_atto.d2_in1k,open_clip:ViT-B-32/openai
+"""
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from extract import ExtractConfig, Extractor, RuntimeOptions, run_extract  # noqa: E402
+from extract_bench import model_only, subset_folder  # noqa: E402
+
+
+def cache_bytes(path):
+    total = os.path.getsize(path)
+    folder = path + ".shards"
+    for name in os.listdir(folder) if os.path.isdir(folder) else []:
+        total += os.path.getsize(os.path.join(folder, name))
+    return total
+
+
+def speed(name, weights, photos_folder, tmp, seconds):
+    extractor = Extractor.for_new_codes(name, weights=weights, options=RuntimeOptions())
+    model, crop = extractor.model, extractor.preprocess.crop
+    precision, device, batch = extractor.precision, extractor.device, extractor.batch_size
+    before = model_only(model, batch, crop, device, precision, True, seconds / 2)
+    cache = os.path.join(tmp, "speed.h5")
+    summary = run_extract(ExtractConfig(photos_folder, cache, backbone=name, weights=weights, progress=False))
+    e2e = (summary.written + summary.failed) / summary.loop_seconds
+    after = model_only(model, batch, crop, device, precision, True, seconds / 2)
+    per_image = cache_bytes(cache) / max(1, summary.written)
+    shutil.rmtree(cache + ".shards", ignore_errors=True)
+    os.remove(cache)
+    return {"model": (before + after) / 2, "e2e": e2e, "precision": precision, "batch": batch, "crop": crop,
+            "bytes": per_image, "layers": ",".join(extractor.fingerprint.layers)}
+
+
+def accuracy(name, weights, data, tmp):
+    from classify import fit_and_evaluate, load_codes
+    cache = os.path.join(tmp, name.replace(":", "_").replace("/", "_") + ".h5")
+    summary = run_extract(ExtractConfig(data, cache, backbone=name, weights=weights, progress=False))
+    result, _ = fit_and_evaluate(load_codes(cache), "ensemble")
+    return {"val": result["accuracy"], "n_eval": result["n_eval"], "eval_split": result["eval_split"],
+            "fit_seconds": result["fit_seconds"], "extract_seconds": summary.seconds}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("data")
+    ap.add_argument("--backbones", default="efficientnet_lite0,efficientnet_lite1,efficientnet_lite2")
+    ap.add_argument("--weights", default=None, help="pretrained (default) or random")
+    ap.add_argument("--limit", type=int, default=160, help="photos for the speed runs")
+    ap.add_argument("--seconds", type=float, default=10.0, help="network-alone timing, split around the run")
+    ap.add_argument("--accuracy", action="store_true", help="extract the whole folder and fit the ensemble")
+    args = ap.parse_args()
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    flags = open("/proc/cpuinfo").read()
+    isa = "avx512_bf16" if "avx512_bf16" in flags else "avx2" if "avx2" in flags else "other"
+    print(f"machine: {cpu} ({isa}), {os.cpu_count()} CPUs, torch {torch.__version__}, threads {torch.get_num_threads()}")
+    tmp = tempfile.mkdtemp(prefix="cnncodes-backbones-")
+    try:
+        subset_folder(args.data, args.limit, os.path.join(tmp, "photos"))
+        print(f"{'backbone':<34}{'layers':<16}{'input':>6}{'prec':>6}{'model/s':>9}{'e2e/s':>8}{'ratio':>7}"
+              f"{'kB/img':>8}" + (f"{'val acc':>9}{'fit s':>7}{'extract s':>10}" if args.accuracy else ""))
+        for name in args.backbones.split(","):
+            s = speed(name, args.weights, os.path.join(tmp, "photos"), tmp, args.seconds)
+            line = (f"{name:<34}{s['layers']:<16}{s['crop']:>6}{s['precision']:>6}{s['model']:>9.1f}{s['e2e']:>8.1f}"
+                    f"{s['e2e'] / s['model']:>7.2f}{s['bytes'] / 1e3:>8.1f}")
+            if args.accuracy:
+                a = accuracy(name, args.weights, args.data, tmp)
+                line += f"{a['val']:>9.4f}{a['fit_seconds']:>7.1f}{a['extract_seconds']:>10.0f}"
+            print(line, flush=True)
+        if args.accuracy:
+            print(f"accuracy: the `ensemble` head on the {a['eval_split']} split ({a['n_eval']} photos)")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
