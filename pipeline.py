@@ -220,6 +220,9 @@ def _classify_args(p):
     p.add_argument("--scaling", default=None, choices=SCALINGS,
                    help="feature scaling before the classifier (default: standard)")
     p.add_argument("--seed", type=int, default=0, help="seed for the selection slice and the torch heads")
+    p.add_argument("--with", dest="with_caches", action="append", default=[], metavar="CACHE",
+                   help="another cache of the same photos (e.g. another backbone's): its codes (every layer) go "
+                        "side by side with this one's, rows joined by path; repeatable; predict encodes with both")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--max-memory", default=None, metavar="SIZE",
                    help="codes held at most (e.g. 1G; default a quarter of this machine's memory): beyond it, "
@@ -243,6 +246,12 @@ def _load_codes(args):
     from classify.budget import default_budget, parse_size
     budget = parse_size(args.max_memory) if args.max_memory else default_budget()
     data = load_codes(args.cache, args.layer, budget, args.seed)
+    if getattr(args, "with_caches", None):
+        from classify.joined import join_caches
+        data = join_caches(data, args.with_caches)
+        print(f"side by side: {data.path} ({data.layer}) + " + " + ".join(
+            f"{part['cache']} ({part['layer']}, {part['fingerprint'].get('backbone')})" for part in data.side_by_side)
+            + f": {data.X.shape[1]}-d codes", file=sys.stderr)
     if data.stream is not None:
         print(f"note: the codes ({data.rows_total:,} rows x {data.stream.width} float32, held about 3 times while "
               f"fitting) exceed --max-memory {budget / 2**30:.2f} GiB: logreg and linear stream every row in loads "
@@ -259,6 +268,7 @@ def cmd_fit(args):
         save_model(args.model, model, {"classifier": args.classifier, "params": result["params"],
                                        "class_names": data.class_names, "layer": data.layer,
                                        "fingerprint": data.fingerprint, "cache": data.path,
+                                       "side_by_side": data.side_by_side or [],
                                        "result": {k: v for k, v in result.items() if k not in ("sweep", "mistakes")}})
         result["model"] = args.model
     if args.json:
@@ -282,7 +292,7 @@ def _compare(data, report, classifiers=None, scaling=None, seed=0, as_json=False
     progress = None if as_json else (lambda result: print(_result_line(result), file=sys.stderr))
     results = compare(data, names, scaling, seed, on_result=progress)
     paths = write_report(report, results, data, {
-        "cache": data.path, "backbone": data.fingerprint.get("backbone"), "weights": data.fingerprint.get("weights"),
+        "cache": " + ".join([data.path] + [part["cache"] for part in data.side_by_side or []]), "backbone": data.fingerprint.get("backbone"), "weights": data.fingerprint.get("weights"),
         "layer": data.layer, "scaling": scaling, "seed": seed})
     if as_json:
         print(json.dumps(results, indent=2))

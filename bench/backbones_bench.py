@@ -2,9 +2,10 @@
 """Backbones side by side, in one process on the same photos: per backbone, the network alone
 vs `extract` end to end (images/s and their ratio), the cache's size per image, and with
 --accuracy the flowers5 val accuracy of one recipe fixed in advance (the `ensemble` head, as
-`compare` fits it) on codes of the whole folder.
+`compare` fits it) on codes of the whole folder, each backbone alone and, with --pairs, every
+pair side by side (`fit --with`: the rows joined by path).
 
-    python bench/backbones_bench.py ../shared/data/flowers5 --accuracy
+    python bench/backbones_bench.py ../shared/data/flowers5 --accuracy --pairs --caches /tmp/bb
     python bench/backbones_bench.py ../shared/data/flowers5 --weights random \
         --backbones resnet18,convnext_tiny,timm:convnext_atto.d2_in1k,open_clip:ViT-B-32/openai
 """
@@ -46,13 +47,22 @@ def speed(name, weights, photos_folder, tmp, seconds):
             "bytes": per_image, "layers": ",".join(extractor.fingerprint.layers)}
 
 
-def accuracy(name, weights, data, tmp):
+def cache_of(name, folder):
+    return os.path.join(folder, name.replace(":", "_").replace("/", "_") + ".h5")
+
+
+def accuracy(names, weights, data, folder):
+    """The ensemble's accuracy on the codes of ``names`` (one, or several side by side)."""
     from classify import fit_and_evaluate, load_codes
-    cache = os.path.join(tmp, name.replace(":", "_").replace("/", "_") + ".h5")
-    summary = run_extract(ExtractConfig(data, cache, backbone=name, weights=weights, progress=False))
-    result, _ = fit_and_evaluate(load_codes(cache), "ensemble")
+    from classify.joined import join_caches
+    seconds = 0.0
+    for name in names:  # a cache kept in --caches from an earlier run is only re-checked
+        seconds += run_extract(ExtractConfig(data, cache_of(name, folder), backbone=name, weights=weights,
+                                             progress=False)).seconds
+    codes = join_caches(load_codes(cache_of(names[0], folder)), [cache_of(n, folder) for n in names[1:]])
+    result, _ = fit_and_evaluate(codes, "ensemble")
     return {"val": result["accuracy"], "n_eval": result["n_eval"], "eval_split": result["eval_split"],
-            "fit_seconds": result["fit_seconds"], "extract_seconds": summary.seconds}
+            "fit_seconds": result["fit_seconds"], "extract_seconds": seconds, "width": int(codes.X.shape[1])}
 
 
 def main():
@@ -63,24 +73,37 @@ def main():
     ap.add_argument("--limit", type=int, default=160, help="photos for the speed runs")
     ap.add_argument("--seconds", type=float, default=10.0, help="network-alone timing, split around the run")
     ap.add_argument("--accuracy", action="store_true", help="extract the whole folder and fit the ensemble")
+    ap.add_argument("--pairs", action="store_true", help="with --accuracy: every pair of backbones side by side")
+    ap.add_argument("--caches", default=None, help="folder to keep the whole-folder caches in (reused when present)")
+    ap.add_argument("--skip-speed", action="store_true", help="accuracy only")
     args = ap.parse_args()
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     flags = open("/proc/cpuinfo").read()
     isa = "avx512_bf16" if "avx512_bf16" in flags else "avx2" if "avx2" in flags else "other"
     print(f"machine: {cpu} ({isa}), {os.cpu_count()} CPUs, torch {torch.__version__}, threads {torch.get_num_threads()}")
     tmp = tempfile.mkdtemp(prefix="cnncodes-backbones-")
+    folder = args.caches or tmp
+    os.makedirs(folder, exist_ok=True)
+    names = args.backbones.split(",")
     try:
         subset_folder(args.data, args.limit, os.path.join(tmp, "photos"))
         print(f"{'backbone':<34}{'layers':<16}{'input':>6}{'prec':>6}{'model/s':>9}{'e2e/s':>8}{'ratio':>7}"
               f"{'kB/img':>8}" + (f"{'val acc':>9}{'fit s':>7}{'extract s':>10}" if args.accuracy else ""))
-        for name in args.backbones.split(","):
+        for name in [] if args.skip_speed else names:
             s = speed(name, args.weights, os.path.join(tmp, "photos"), tmp, args.seconds)
             line = (f"{name:<34}{s['layers']:<16}{s['crop']:>6}{s['precision']:>6}{s['model']:>9.1f}{s['e2e']:>8.1f}"
                     f"{s['e2e'] / s['model']:>7.2f}{s['bytes'] / 1e3:>8.1f}")
             if args.accuracy:
-                a = accuracy(name, args.weights, args.data, tmp)
+                a = accuracy([name], args.weights, args.data, folder)
                 line += f"{a['val']:>9.4f}{a['fit_seconds']:>7.1f}{a['extract_seconds']:>10.0f}"
             print(line, flush=True)
+        groups = [[n] for n in names] if args.skip_speed and args.accuracy else []
+        if args.pairs and args.accuracy:
+            groups += [[a, b] for i, a in enumerate(names) for b in names[i + 1:]] + ([names] if len(names) > 2 else [])
+        for group in groups:
+            a = accuracy(group, args.weights, args.data, folder)
+            print(f"{' + '.join(group):<60} {a['width']:>6}-d  val acc {a['val']:.4f}  fit {a['fit_seconds']:.1f} s",
+                  flush=True)
         if args.accuracy:
             print(f"accuracy: the `ensemble` head on the {a['eval_split']} split ({a['n_eval']} photos)")
     finally:

@@ -29,6 +29,7 @@ class CodesData:
     views: np.ndarray = None  # uint8 [N]: 0 a centre view, 1..K an augmented view of the image before it
     stream: object = None   # a CodeStream when the codes exceed the budget: X is None, y/splits cover every row
     seed: int = 0           # the subsample's seed (budget exceeded)
+    side_by_side: list = None  # other caches' codes appended as columns (classify/joined.py): cache, layer, fingerprint
     _subsample: "CodesData" = None
 
     def in_memory_rows(self) -> int:

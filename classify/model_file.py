@@ -117,6 +117,8 @@ class LoadedModel:
         self.class_names = meta["class_names"]
         self.fingerprint = meta["fingerprint"]
         self.layer = meta["layer"]
+        # other caches whose codes went side by side (classify/joined.py): [{cache, layer, fingerprint, width}]
+        self.side_by_side = meta.get("side_by_side") or []
         known = _known_classes()
 
         def rebuild(steps, prefix=""):

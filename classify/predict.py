@@ -12,6 +12,15 @@ def predict_images(model_path, inputs, top_k=3, weights_file=None, device="auto"
     model = load_model(model_path)
     paths, codes, failures = encode_images(model.fingerprint, inputs, weights_file=weights_file, device=device,
                                            batch_size=batch_size, workers=workers, layer=model.layer, mirrored=tta)
+    for part in model.side_by_side:  # each other backbone's codes, side by side as in training
+        more_paths, more, more_failures = encode_images(part["fingerprint"], inputs, device=device,
+                                                        batch_size=batch_size, workers=workers, layer=part["layer"],
+                                                        mirrored=tta)
+        at = {p: i for i, p in enumerate(more_paths)}
+        keep = [i for i, p in enumerate(paths) if p in at]
+        codes = np.concatenate([codes[keep], more[[at[paths[i]] for i in keep]]], axis=-1)
+        paths = [paths[i] for i in keep]
+        failures += [f for f in more_failures if f[0] not in {g[0] for g in failures}]
     if not paths:
         return [], failures
     proba = (model.predict_proba(codes[:, 0]) + model.predict_proba(codes[:, 1])) / 2 if tta else \

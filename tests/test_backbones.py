@@ -199,3 +199,47 @@ def test_listing_names_every_torchvision_classifier_and_no_torch_for_help():
              "except SystemExit:\n    pass\nprint([m for m in ('torch', 'timm', 'open_clip') if m in sys.modules])")
     heavy = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, cwd=ROOT)
     assert heavy.stdout.strip().endswith("[]"), heavy.stdout + heavy.stderr
+
+
+# --- several backbones side by side ------------------------------------------------------------
+
+def test_two_backbones_side_by_side_fit_compare_and_predict(tmp_path):
+    import json
+    import shutil
+    from cache import open_cache
+    from classify import load_codes
+    from classify.errors import ClassifyError
+    from classify.joined import join_caches
+    data = tmp_path / "data"
+    make_folder(str(data), per_class=4)
+    shutil.copy(data / "red" / "0000.jpg", data / "red" / "twin.jpg")  # byte-identical under two names
+    a, b = tmp_path / "a.h5", tmp_path / "b.h5"
+    fast = ("--weights", "random:1", "--crop-size", "64", "--workers", "0", "--no-progress", "--dtype", "float32")
+    run_cli("extract", data, "--cache", a, "--backbone", "resnet18", *fast)
+    run_cli("extract", data, "--cache", b, "--backbone", "mobilenet_v3_small", "--layer", "pre_logits,features.6",
+            *fast)
+    joined = join_caches(load_codes(str(a)), [str(b)])
+    alone_a, alone_b = load_codes(str(a)), load_codes(str(b))
+    assert joined.X.shape == (13, 512 + 1024 + 40)
+    np.testing.assert_array_equal(joined.X[:, :512], alone_a.X)
+    # the other cache's rows in the primary's order, matched by path (the twin has the same content key)
+    with open_cache(str(a)) as ca, open_cache(str(b)) as cb:
+        at = {p: i for i, p in enumerate(cb.paths)}
+        order = [at[p] for p in ca.paths]
+    np.testing.assert_array_equal(joined.X[:, 512:], alone_b.X[order])
+
+    model = tmp_path / "m.npz"
+    fitted = run_cli("fit", a, "--with", b, "--classifier", "centroid", "--model", model)
+    assert "side by side" in fitted.stderr and "1576-d" in fitted.stderr
+    out = run_cli("predict", model, data / "red", "--json")
+    assert len(json.loads(out.stdout)) == 5
+    compared = run_cli("compare", a, "--with", b, "--classifiers", "centroid,ridge", "--report", tmp_path / "r")
+    assert "ridge" in compared.stdout
+
+    os.remove(data / "blue" / "0001.jpg")
+    c = tmp_path / "c.h5"
+    run_cli("extract", data, "--cache", c, "--backbone", "mobilenet_v3_small", *fast)
+    with pytest.raises(ClassifyError, match=r"rows do not match .*\(1 missing there"):
+        join_caches(load_codes(str(a)), [str(c)])
+    refused = run_cli("fit", a, "--with", c, "--classifier", "centroid", check=False)
+    assert refused.returncode == 2 and "rows do not match" in refused.stderr and "Traceback" not in refused.stderr
