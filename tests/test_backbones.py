@@ -243,3 +243,47 @@ def test_two_backbones_side_by_side_fit_compare_and_predict(tmp_path):
         join_caches(load_codes(str(a)), [str(c)])
     refused = run_cli("fit", a, "--with", c, "--classifier", "centroid", check=False)
     assert refused.returncode == 2 and "rows do not match" in refused.stderr and "Traceback" not in refused.stderr
+
+
+@pytest.mark.parametrize("name", ["timm:convnext_atto.d2_in1k", "open_clip:ViT-B-32/openai"])
+def test_weights_file_loads_through_the_library(name, photos, tmp_path):
+    """--weights FILE for the families whose library loads the file itself (with the tag's config)."""
+    pytest.importorskip(name.partition(":")[0], reason="the optional extra [zoo]")
+    spec = get_backbone(name)
+    from extract.weights import ResolvedWeights
+    torch.manual_seed(7)
+    network = spec.network(ResolvedWeights(identity="random:7", seed=7))
+    if name.startswith("open_clip"):  # open_clip reads a whole CLIP checkpoint: save the full model's
+        import open_clip
+        torch.manual_seed(7)
+        state = open_clip.create_model(spec.arch, pretrained=None).state_dict()
+    else:
+        state = network.state_dict()
+    path = tmp_path / "weights.pt"
+    torch.save(state, path)
+    extractor = Extractor.for_new_codes(name, weights=str(path), dtype="float32", precision="fp32")
+    assert extractor.fingerprint.weights.startswith("file:weights.pt sha256:")
+    extractor.options.workers = 0
+    records = [Record(path=p, abspath=p, label=None) for p in photos[:2]]
+    ours = np.concatenate([b.codes[extractor.spec.default_layer] for b in extractor.encode(records, views=False)])
+    _, random_codes = cnncodes_codes(name, photos[:2])
+    expected = extractor.spec.cut(network.eval(), extractor.spec.defaults)
+    x = torch.stack([extractor.preprocess.normalizer("cpu")(extractor.preprocess.pil_transform()(
+        Image.open(p).convert("RGB"))[None])[0] for p in photos[:2]])
+    with torch.no_grad():
+        theirs = expected(x)[extractor.spec.default_layer].numpy()
+    assert_cosine(ours, theirs)
+    assert not np.allclose(ours, random_codes[extractor.spec.default_layer])  # the file's weights, not seed 0's
+
+
+def test_zoo_backbone_with_views_and_verify_recompute(tmp_path):
+    pytest.importorskip("timm", reason="timm is the optional extra [zoo]")
+    data = tmp_path / "data"
+    make_folder(str(data), per_class=3)
+    cache = tmp_path / "c.h5"
+    run_cli("extract", data, "--cache", cache, "--backbone", "timm:vit_tiny_patch16_224.augreg_in21k_ft_in1k",
+            "--weights", "random:2", "--views", "1", "--workers", "0", "--no-progress")
+    verified = run_cli("verify", cache, "--recompute", "6", "--json")
+    import json
+    report = json.loads(verified.stdout)
+    assert report["ok"] and report["recomputed"] >= 6 and report["worst_cosine"] > 0.999
