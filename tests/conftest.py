@@ -58,12 +58,42 @@ def start_cli(*args, env=None):
 
 
 def run_cli(*args, check=True):
-    """Run pipeline.py in a subprocess; returns CompletedProcess with text output."""
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "pipeline.py"), *map(str, args)],
-                          capture_output=True, text=True, cwd=ROOT)
+    """Run the command line and return a CompletedProcess with text output. In this process
+    (`pipeline.main(argv)`: no interpreter and torch start-up per call), except for runs that
+    start a Ray cluster (kept out of the test process) or when CNNCODES_TEST_SUBPROCESS=1.
+    Tests that kill or signal a run use start_cli."""
+    args = [str(a) for a in args]
+    if os.environ.get("CNNCODES_TEST_SUBPROCESS") == "1" or "ray" in args:
+        proc = subprocess.run([sys.executable, os.path.join(ROOT, "pipeline.py"), *args],
+                              capture_output=True, text=True, cwd=ROOT)
+    else:
+        proc = _run_in_process(args)
     if check and proc.returncode != 0:
-        raise AssertionError(f"pipeline.py {' '.join(map(str, args))} exited {proc.returncode}:\n{proc.stderr}")
+        raise AssertionError(f"pipeline.py {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
     return proc
+
+
+def _run_in_process(args):
+    """pipeline.main(args) with its output captured and its exit status as a process would give
+    it: argparse's exit code, 1 and the traceback for an uncaught exception."""
+    import contextlib
+    import io
+    import traceback
+    import pipeline
+    out, err, cwd = io.StringIO(), io.StringIO(), os.getcwd()
+    os.chdir(ROOT)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = pipeline.main(args)
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            except Exception:
+                traceback.print_exc()
+                code = 1
+    finally:
+        os.chdir(cwd)
+    return subprocess.CompletedProcess(["pipeline.py", *args], code or 0, out.getvalue(), err.getvalue())
 
 
 # Small, fast VGG16 settings for mechanics tests: random weights, 32-pixel inputs.
