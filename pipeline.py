@@ -39,7 +39,8 @@ def add_extract_args(p):
                    + "; any torchvision classification model (resnet50, resnet50.IMAGENET1K_V1, convnext_tiny, "
                      "vit_b_16, ...), timm:NAME.TAG (timm:vit_small_patch14_dinov2.lvd142m) and "
                      "open_clip:ARCH/TAG (open_clip:ViT-B-32/openai): `backbones` lists them")
-    p.add_argument("--layer", type=_layers, default=(), help=f"code layer(s), comma-separated ({layers})")
+    p.add_argument("--layer", dest="layers", type=_layers, default=(),
+                   help=f"code layer(s), comma-separated ({layers})")
     p.add_argument("--weights", default=None,
                    help="pretrained (default), random[:SEED] (tests and timing only) or a state-dict FILE")
     p.add_argument("--dtype", default=options.DTYPES[0], choices=options.DTYPES, help="stored code type")
@@ -81,22 +82,13 @@ def add_extract_args(p):
                         "the images must be at the same path on every node)")
     p.add_argument("--ray-address", default=None,
                    help="--engine ray: join a running cluster (auto, or HOST:PORT); default: start a local Ray")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
 def cmd_extract(args):
     from extract import ExtractConfig, run_extract
-    config = ExtractConfig(
-        data_root=args.data, cache_path=args.cache, backbone=args.backbone, layers=args.layer,
-        weights=args.weights, dtype=args.dtype, device=args.device, precision=args.precision,
-        batch_size=args.batch_size, workers=args.workers, crop_size=args.crop_size,
-        jpeg_draft=args.jpeg_draft, decoder=args.decoder, compile=args.compile,
-        split_seed=args.split_seed, shard_rows=args.shard_rows, progress=not args.no_progress,
-        rehash=args.rehash, prune=args.prune, engine=args.engine, ray_address=args.ray_address, views=args.views)
-    if args.calibration_images is not None:
-        config.calibration_images = args.calibration_images
-    if args.int8_engine is not None:
-        config.int8_engine = args.int8_engine
+    from extract.config import CodeSpec, RunOptions
+    config = ExtractConfig(args.data, args.cache, codes=CodeSpec.from_args(args), run=RunOptions.from_args(args))
     summary = run_extract(config)
     for path, reason in summary.failures[:20]:
         print(f"failed: {path}: {reason}", file=sys.stderr)

@@ -19,7 +19,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from extract import ExtractConfig, Extractor, RuntimeOptions, run_extract  # noqa: E402
+from extract import ExtractConfig, Extractor, run_extract  # noqa: E402
+from extract.config import CodeSpec  # noqa: E402
 from extract_bench import model_only, subset_folder  # noqa: E402
 
 
@@ -32,7 +33,7 @@ def cache_bytes(path):
 
 
 def speed(name, weights, photos_folder, tmp, seconds):
-    extractor = Extractor.for_new_codes(name, weights=weights, options=RuntimeOptions())
+    extractor = Extractor.for_new_codes(CodeSpec(name, weights=weights))
     model, crop = extractor.model, extractor.preprocess.crop
     precision, device, batch = extractor.precision, extractor.device, extractor.batch_size
     before = model_only(model, batch, crop, device, precision, True, seconds / 2)

@@ -47,7 +47,8 @@ def synthetic_cache(path, rows, photos_root, chunk=65536):
     import numpy as np
     from cache import open_for_append
     from extract import Extractor, RuntimeOptions
-    extractor = Extractor.for_new_codes("efficientnet_lite0", crop_size=64, data_root=photos_root,
+    from extract.config import CodeSpec
+    extractor = Extractor.for_new_codes(CodeSpec("efficientnet_lite0", crop_size=64), data_root=photos_root,
                                         options=RuntimeOptions(device="cpu"))
     rng = np.random.default_rng(0)
     classes = [f"class{c}" for c in range(5)]

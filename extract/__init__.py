@@ -8,7 +8,7 @@ from .errors import ExtractError, WeightsUnavailable
 
 _LAZY = {"BACKBONES": "backbones", "BackboneSpec": "backbones", "Preprocess": "backbones",
          "get_backbone": "backbones", "Extractor": "extractor", "RuntimeOptions": "extractor",
-         "ExtractConfig": "runner", "ExtractSummary": "runner", "run_extract": "runner"}
+         "CodeSpec": "config", "RunOptions": "config", "ExtractConfig": "runner", "ExtractSummary": "runner", "run_extract": "runner"}
 
 __all__ = ["ExtractError", "WeightsUnavailable", *_LAZY]
 

@@ -8,7 +8,7 @@ workers, compile) are options of the object, not of the fingerprint.
 import os
 import platform
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -18,26 +18,18 @@ from cache import Fingerprint
 
 from . import int8
 from .backbones import get_backbone
-from .decoding import DEFAULT_MAX_PIXELS
+from .config import CodeSpec, RunOptions
 from .device import batching, pick_device, pick_precision
 from .encoder import encode_batches
 from .errors import ExtractError, WeightsUnavailable
-from .options import DECODERS, DEFAULT_CALIBRATION_IMAGES, DTYPES
 from .preprocessing import Preprocess
 from .views import ViewPlan, ViewRecipe
 from .weights import resolve_weights
 
 
 
-@dataclass
-class RuntimeOptions:
-    """How to run, not what to compute: never part of the fingerprint."""
-    device: str = "auto"
-    batch_size: int = None
-    workers: int = None
-    channels_last: bool = True
-    compile: bool = False
-    max_pixels: int = DEFAULT_MAX_PIXELS
+# How an Extractor runs (device, batch, workers, ...): the run's own options, never fingerprinted.
+RuntimeOptions = RunOptions
 
 
 class Extractor:
@@ -57,42 +49,33 @@ class Extractor:
 
     # --- building -------------------------------------------------------------------------------
     @classmethod
-    def for_new_codes(cls, backbone, layers=(), weights=None, dtype="float16", precision="auto", crop_size=None,
-                      jpeg_draft=False, decoder="pil", data_root=".", split_seed=0, split_fractions=(0.8, 0.1, 0.1),
-                      options: RuntimeOptions = None, compute_device: str = None, views=0) -> "Extractor":
-        """From the user's options; checks them and resolves the weights before any work.
+    def for_new_codes(cls, codes: CodeSpec, data_root=".", options: RunOptions = None,
+                      compute_device: str = None) -> "Extractor":
+        """From what the user asked for (a CodeSpec, already checked in itself); checks it against
+        the backbone and resolves the weights before any work.
 
         compute_device: where the codes will be computed when that is not this machine (a
         cluster's workers); it decides the automatic precision."""
-        options = options or RuntimeOptions()
-        spec = get_backbone(backbone)
-        layers = spec.check_layers(layers)
-        if dtype not in DTYPES:
-            raise ExtractError(f"--dtype {dtype}: choose {' or '.join(DTYPES)}")
-        if decoder not in DECODERS:
-            raise ExtractError(f"--decoder {decoder}: choose {' or '.join(DECODERS)}")
-        if views < 0:
-            raise ExtractError(f"--views {views}: give 0 (centre views only) or more")
-        if views and decoder != "pil":
-            raise ExtractError("--views draws its crops from PIL images: use it with --decoder pil")
-        if jpeg_draft and decoder != "pil":
-            raise ExtractError("--jpeg-draft works with --decoder pil only (torchvision decodes at full size)")
-        preprocess = spec.preprocess.with_crop(crop_size) if crop_size else spec.preprocess
-        preprocess = replace(preprocess, jpeg_draft=jpeg_draft, decoder=decoder)
+        options = options or RunOptions()
+        spec = get_backbone(codes.backbone)
+        layers = spec.check_layers(codes.layers)
+        preprocess = spec.preprocess.with_crop(codes.crop_size) if codes.crop_size else spec.preprocess
+        preprocess = replace(preprocess, jpeg_draft=codes.jpeg_draft, decoder=codes.decoder)
         device = torch.device(compute_device) if compute_device else pick_device(options.device)
-        precision = pick_precision(precision, device)
+        precision = pick_precision(codes.precision, device)
         spec.check_precision(precision)
         if precision == "int8" and options.compile:
             raise ExtractError("--compile does not apply to --precision int8 (its kernels are already fused)")
-        resolved = resolve_weights(spec, weights)  # fails here, before any work, if unavailable
+        resolved = resolve_weights(spec, codes.weights)  # fails here, before any work, if unavailable
         fingerprint = Fingerprint(
             backbone=spec.name, layers=layers, weights=resolved.identity, preprocess=preprocess.to_dict(),
-            dtype=dtype, precision=precision, views=ViewRecipe(int(views)).to_dict() if views else None,
+            dtype=codes.dtype, precision=precision,
+            views=ViewRecipe(int(codes.views)).to_dict() if codes.views else None,
             provenance={"torch_version": str(torch.__version__), "torchvision_version": str(torchvision.__version__),
-                        "backbone_library": spec.library_version, "python_version": platform.python_version(), "data_root": os.path.abspath(data_root),
-                        "split_policy": {"seed": split_seed, "fractions": list(split_fractions)},
+                        "backbone_library": spec.library_version, "python_version": platform.python_version(),
+                        "data_root": os.path.abspath(data_root), "split_policy": codes.split_policy,
                         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-        weights_file = os.path.abspath(weights) if resolved.identity.startswith("file:") else None
+        weights_file = os.path.abspath(codes.weights) if resolved.identity.startswith("file:") else None
         return cls(fingerprint, resolved, options, device, weights_file)
 
     @classmethod
@@ -151,11 +134,8 @@ class Extractor:
         self._model = None
 
     def calibrate(self, records, count, engine) -> None:
-        """int8's activation ranges from a fixed sample of ``records`` (first run of a cache only)."""
-        int8.check_engine(engine)
-        if count < 1:
-            raise ExtractError(f"--calibration-images {count}: int8 needs at least 1 "
-                               f"(default {DEFAULT_CALIBRATION_IMAGES})")
+        """int8's activation ranges from a fixed sample of ``records`` (first run of a cache only;
+        ``count`` and ``engine`` were checked by the CodeSpec)."""
         sample = int8.calibration_sample(records, count)
         network = self.spec.build(self.weights, self.fingerprint.layers, self.preprocess.crop)
         keys = []

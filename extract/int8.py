@@ -17,7 +17,7 @@ import warnings
 import torch
 
 from .errors import ExtractError
-from .options import DEFAULT_INT8_ENGINE, INT8_ENGINES
+from .options import DEFAULT_INT8_ENGINE
 
 with warnings.catch_warnings():
     # torch.ao.quantization announces its move to torchao; torchao's pt2e path needs
@@ -46,13 +46,7 @@ def _quiet():
         yield
 
 
-def check_engine(engine) -> None:
-    if engine not in INT8_ENGINES:
-        raise ExtractError(f"--int8-engine {engine}: choose {' or '.join(INT8_ENGINES)}")
-
-
-def _prepare(model, crop, engine):
-    check_engine(engine)
+def _prepare(model, crop, engine):  # engine: one of INT8_ENGINES (extract/config.py checks it)
     torch.backends.quantized.engine = engine
     return prepare_fx(model.eval(), get_default_qconfig_mapping(engine), _example_input(crop))
 

@@ -7,44 +7,33 @@ from dataclasses import dataclass, field, replace
 
 import cache as cache_api
 
-from .decoding import DEFAULT_MAX_PIXELS
+from .config import CodeSpec, RunOptions
 from .engines import make_engine
 from .errors import ExtractError
-from .extractor import Extractor, RuntimeOptions
-from .options import DEFAULT_CALIBRATION_IMAGES, DEFAULT_INT8_ENGINE, DEFAULT_SHARD_ROWS
-from .sources import DEFAULT_SPLIT_FRACTIONS, scan_image_folder, split_of
+from .extractor import Extractor
+from .sources import scan_image_folder, split_of
 
 
-
-@dataclass
 class ExtractConfig:
-    data_root: str
-    cache_path: str
-    backbone: str = "vgg16"
-    layers: tuple = ()
-    weights: str = None
-    dtype: str = "float16"
-    device: str = "auto"
-    precision: str = "auto"
-    calibration_images: int = DEFAULT_CALIBRATION_IMAGES  # int8 only
-    int8_engine: str = DEFAULT_INT8_ENGINE                # int8 only, first run only
-    batch_size: int = None
-    workers: int = None
-    crop_size: int = None
-    jpeg_draft: bool = False
-    decoder: str = "pil"
-    compile: bool = False  # torch.compile the network (a one-off compile; pays off on long GPU runs)
-    split_seed: int = 0
-    split_fractions: tuple = DEFAULT_SPLIT_FRACTIONS
-    shard_rows: int = DEFAULT_SHARD_ROWS
-    channels_last: bool = True
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    progress: bool = True
-    rehash: bool = False   # read and hash every file, not only those whose stat changed
-    prune: bool = False    # drop rows whose file is gone from the data root
-    engine: str = "local"  # or "ray" (extract/engines/ray.py)
-    ray_address: str = None  # --engine ray: a running cluster ("auto", host:port); None starts a local Ray
-    views: int = 0         # augmented views per train image, stored as extra rows (extract/views.py)
+    """One extract run: where (the data folder, the cache), what codes (a CodeSpec) and how to run
+    (RunOptions). Fields of either may be given by name, ``ExtractConfig(data, cache, weights=...,
+    workers=0)``: each goes to the dataclass that owns it, and reads back the same way."""
+
+    def __init__(self, data_root, cache_path, codes: CodeSpec = None, run: RunOptions = None, **options):
+        unknown = set(options) - CodeSpec.field_names() - RunOptions.field_names()
+        if unknown:
+            raise TypeError(f"ExtractConfig: unknown option(s) {', '.join(sorted(unknown))}")
+        self.data_root, self.cache_path = data_root, cache_path
+        self.codes = replace(codes or CodeSpec(), **{k: v for k, v in options.items() if k in CodeSpec.field_names()})
+        self.run = replace(run or RunOptions(), **{k: v for k, v in options.items() if k in RunOptions.field_names()})
+
+    def __getattr__(self, name):
+        if name in ("codes", "run"):  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        for part in (self.codes, self.run):
+            if name in type(part).field_names():
+                return getattr(part, name)
+        raise AttributeError(f"ExtractConfig has no option {name!r}")
 
 
 @dataclass
@@ -89,12 +78,8 @@ def run_extract(config: ExtractConfig) -> ExtractSummary:
 
 def _run_locked(config, lock) -> ExtractSummary:
     engine = make_engine(config.engine, config.ray_address)
-    options = RuntimeOptions(config.device, config.batch_size, config.workers, config.channels_last,
-                             config.compile, config.max_pixels)
-    extractor = Extractor.for_new_codes(
-        config.backbone, config.layers, config.weights, config.dtype, config.precision, config.crop_size,
-        config.jpeg_draft, config.decoder, config.data_root, config.split_seed, config.split_fractions, options,
-        compute_device=engine.compute_device(config.device), views=config.views)
+    extractor = Extractor.for_new_codes(config.codes, config.data_root, config.run,
+                                        compute_device=engine.compute_device(config.device))
     scan = scan_image_folder(config.data_root)
     summary = ExtractSummary(cache_path=config.cache_path, ignored=len(scan.ignored))
     started = time.perf_counter()

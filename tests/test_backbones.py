@@ -12,6 +12,7 @@ from PIL import Image
 
 from conftest import ROOT, make_folder, run_cli
 from extract import Extractor
+from extract.config import CodeSpec, RunOptions
 from extract.backbones import get_backbone
 from extract.errors import ExtractError
 from extract.sources import Record
@@ -32,9 +33,8 @@ def photos(tmp_path_factory):
 
 
 def cnncodes_codes(name, photos, layers=(), crop_size=None):
-    extractor = Extractor.for_new_codes(name, layers, weights="random:0", dtype="float32", precision="fp32",
-                                        crop_size=crop_size)
-    extractor.options.workers = 0
+    extractor = Extractor.for_new_codes(CodeSpec(name, layers, weights="random:0", dtype="float32", precision="fp32",
+                                                 crop_size=crop_size), options=RunOptions(workers=0))
     records = [Record(path=p, abspath=p, label=None) for p in photos]
     batches = list(extractor.encode(records, views=False))
     assert [i for b in batches for i in b.indices] == list(range(len(photos)))
@@ -159,8 +159,8 @@ def test_lite_real_weights_see_daisies(k, flowers5):
     name = f"efficientnet_lite{k}"
     folder = os.path.join(flowers5, "val", "daisy")
     photos = [os.path.join(folder, f) for f in sorted(os.listdir(folder))[:8]]
-    extractor = Extractor.for_new_codes(name, ("avgpool",), dtype="float32", precision="fp32")
-    extractor.options.workers = 0
+    extractor = Extractor.for_new_codes(CodeSpec(name, ("avgpool",), dtype="float32", precision="fp32"),
+                                        options=RunOptions(workers=0))
     records = [Record(path=p, abspath=p, label=None) for p in photos]
     codes = np.concatenate([b.codes["avgpool"] for b in extractor.encode(records, views=False)])
     assert extractor.fingerprint.preprocess["crop"] == (224, 240, 260)[k]
@@ -261,9 +261,9 @@ def test_weights_file_loads_through_the_library(name, photos, tmp_path):
         state = network.state_dict()
     path = tmp_path / "weights.pt"
     torch.save(state, path)
-    extractor = Extractor.for_new_codes(name, weights=str(path), dtype="float32", precision="fp32")
+    extractor = Extractor.for_new_codes(CodeSpec(name, weights=str(path), dtype="float32", precision="fp32"),
+                                        options=RunOptions(workers=0))
     assert extractor.fingerprint.weights.startswith("file:weights.pt sha256:")
-    extractor.options.workers = 0
     records = [Record(path=p, abspath=p, label=None) for p in photos[:2]]
     ours = np.concatenate([b.codes[extractor.spec.default_layer] for b in extractor.encode(records, views=False)])
     _, random_codes = cnncodes_codes(name, photos[:2])

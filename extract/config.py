@@ -1,0 +1,93 @@
+"""The whole vocabulary of stage one, in two frozen dataclasses: *what* codes (`CodeSpec`) and
+*how* to run (`RunOptions`). Each option is a field of exactly one of them, with its default
+there; both check their values when made, and the command line fills them from its parsed
+arguments by field name. Importing this module costs no torch import.
+"""
+from dataclasses import dataclass, fields
+
+from .decoding import DEFAULT_MAX_PIXELS
+from .errors import ExtractError
+from .options import (DECODERS, DEFAULT_CALIBRATION_IMAGES, DEFAULT_INT8_ENGINE, DEFAULT_SHARD_ROWS, DTYPES,
+                      ENGINE_NAMES, INT8_ENGINES, PRECISIONS)
+from .sources import DEFAULT_SPLIT_FRACTIONS
+
+
+class _FromArgs:
+    @classmethod
+    def from_args(cls, args, **overrides):
+        """From an argparse namespace: every field the namespace has a value for (None keeps the default)."""
+        given = {f.name: getattr(args, f.name) for f in fields(cls) if getattr(args, f.name, None) is not None}
+        return cls(**{**given, **overrides})
+
+    @classmethod
+    def field_names(cls) -> set:
+        return {f.name for f in fields(cls)}
+
+
+@dataclass(frozen=True)
+class CodeSpec(_FromArgs):
+    """What codes: everything that decides their values, so everything the fingerprint records
+    (with the resolved weights and the backbone's preprocessing, extract/extractor.py)."""
+    backbone: str = "vgg16"
+    layers: tuple = ()                  # () = the backbone's default layers
+    weights: str = None                 # None = pretrained; random[:SEED]; a FILE
+    dtype: str = DTYPES[0]              # how codes are stored
+    precision: str = "auto"             # compute precision (auto: extract/device.py)
+    crop_size: int = None               # None = the weights' own input size
+    jpeg_draft: bool = False
+    decoder: str = DECODERS[0]
+    views: int = 0                      # augmented views per train image (extract/views.py)
+    split_seed: int = 0
+    split_fractions: tuple = DEFAULT_SPLIT_FRACTIONS
+    calibration_images: int = DEFAULT_CALIBRATION_IMAGES  # int8 only, first run only
+    int8_engine: str = DEFAULT_INT8_ENGINE                # int8 only, first run only
+
+    def __post_init__(self):
+        object.__setattr__(self, "layers", tuple(self.layers or ()))
+        object.__setattr__(self, "split_fractions", tuple(self.split_fractions))
+        _choice("--dtype", self.dtype, DTYPES)
+        _choice("--decoder", self.decoder, DECODERS)
+        _choice("--precision", self.precision, PRECISIONS)
+        _choice("--int8-engine", self.int8_engine, INT8_ENGINES)
+        if self.views < 0:
+            raise ExtractError(f"--views {self.views}: give 0 (centre views only) or more")
+        if self.views and self.decoder != "pil":
+            raise ExtractError("--views draws its crops from PIL images: use it with --decoder pil")
+        if self.jpeg_draft and self.decoder != "pil":
+            raise ExtractError("--jpeg-draft works with --decoder pil only (torchvision decodes at full size)")
+        if self.crop_size is not None and self.crop_size < 1:
+            raise ExtractError(f"--crop-size {self.crop_size}: give a positive number of pixels")
+        if self.precision == "int8" and self.calibration_images < 1:
+            raise ExtractError(f"--calibration-images {self.calibration_images}: int8 needs at least 1 "
+                               f"(default {DEFAULT_CALIBRATION_IMAGES})")
+
+    @property
+    def split_policy(self) -> dict:
+        return {"seed": self.split_seed, "fractions": list(self.split_fractions)}
+
+
+@dataclass(frozen=True)
+class RunOptions(_FromArgs):
+    """How to run: never part of the fingerprint (a resumed run may change any of these)."""
+    device: str = "auto"
+    batch_size: int = None              # None = the device's default (extract/device.py)
+    workers: int = None
+    channels_last: bool = True
+    compile: bool = False               # torch.compile the network (pays off on long GPU runs)
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    engine: str = ENGINE_NAMES[0]       # or "ray" (extract/engines/ray.py)
+    ray_address: str = None             # --engine ray: a running cluster; None starts a local Ray
+    shard_rows: int = DEFAULT_SHARD_ROWS
+    rehash: bool = False                # read and hash every file, not only those whose stat changed
+    prune: bool = False                 # drop rows whose file is gone from the data root
+    progress: bool = True
+
+    def __post_init__(self):
+        _choice("--engine", self.engine, ENGINE_NAMES)
+        if self.shard_rows < 1:
+            raise ExtractError(f"--shard-rows {self.shard_rows}: give 1 or more")
+
+
+def _choice(option, value, allowed):
+    if value not in allowed:
+        raise ExtractError(f"{option} {value}: choose {' or '.join(allowed) if len(allowed) < 3 else ', '.join(allowed)}")
