@@ -8,9 +8,7 @@ loses at most the shard in flight; the next open finishes any interrupted link.
 
 Costs grow with the new work: a link rewrites the small cache file (segments, live ranges,
 failures), never the rows already stored. Replaced and pruned rows are cut out of the virtual
-datasets' ranges; segments are merged geometrically (the newer is merged into the older while
-the older is no larger), so there are O(log rows) of them and each row is copied O(log rows)
-times, up to a size cap that bounds what any one merge writes.
+datasets' ranges; which segments to merge is cache/compaction.py's pure policy.
 """
 import contextlib
 import errno
@@ -25,6 +23,7 @@ import numpy as np
 
 import h5py
 
+from . import compaction
 from .errors import CacheError, DiskFull
 from .fingerprint import Fingerprint
 from .lock import cache_lock
@@ -36,9 +35,6 @@ from .schema import SCHEMA_VERSION, read_attrs
 from .segments import (MERGED, SHARD, SegmentRows, awaits_link, read_segment_failures, read_segment_index,
                        read_segment_rows, segment_name, segment_seq, write_segment)
 
-MERGE_CAP_BYTES = 256 << 20   # no merge writes a segment with more code bytes than this
-MAX_RANGES_PER_SEGMENT = 32   # more holes than this (replaced or pruned rows): rewrite the segment
-MAX_DEAD_FRACTION = 0.5       # more dead rows than this: rewrite the segment
 COLLECT_EVERY_SECONDS = 5.0   # how often a session looks for readers before deleting retired segments
 
 
@@ -333,47 +329,19 @@ class AppendSession:
         for p in paths:
             segment, local = self._row_of.pop(p)
             holes.setdefault(segment, set()).update(range(local, local + self._index[segment].span(local)))
-        ranges = []
-        for segment, start, stop in self.manifest.ranges:
-            cut = holes.get(segment)
-            if not cut:
-                ranges.append([segment, start, stop])
-                continue
-            run_start = None
-            for i in range(start, stop):
-                if i in cut:
-                    if run_start is not None:
-                        ranges.append([segment, run_start, i])
-                        run_start = None
-                elif run_start is None:
-                    run_start = i
-            if run_start is not None:
-                ranges.append([segment, run_start, stop])
-        self.manifest.ranges = ranges
+        self.manifest.ranges = compaction.cut_ranges(self.manifest.ranges, holes)
 
     def _settle(self) -> list:
-        """Merge segments by the rules above; returns the segment files no longer referenced."""
-        retired = []
-        for name in list(self.manifest.segments):
-            if self.manifest.live_rows(name) == 0:
-                retired.append(name)
-                self._forget(name)
-        for name in list(self.manifest.segments):
-            stored, pieces = self.manifest.segments[name], self.manifest.ranges_of(name)
-            dead = stored - self.manifest.live_rows(name)
-            if len(pieces) > MAX_RANGES_PER_SEGMENT or dead > MAX_DEAD_FRACTION * stored:
-                retired += self._merge([name])
-        while len(self.manifest.segments) >= 2:
-            cap = max(4096, MERGE_CAP_BYTES // self._row_bytes())
-            older, newer = list(self.manifest.segments)[-2:]
-            a, b = self.manifest.live_rows(older), self.manifest.live_rows(newer)
-            if a > b or a + b > cap:
-                break
-            retired += self._merge([older, newer])
+        """Merge segments as cache/compaction.py says; returns the segment files no longer referenced."""
+        retired = compaction.unreferenced(self.manifest)
+        for name in retired:
+            self._forget(name)
+        while (names := compaction.next_merge(self.manifest, self._row_bytes())) is not None:
+            retired += self._merge(names)
         return retired
 
     def _merge(self, names) -> list:
-        """Copy the live rows of adjacent segments into one new segment."""
+        """Copy the live rows of ``names`` (adjacent segments) into one new segment."""
         rows = SegmentRows()
         for name in names:
             selection = [i for start, stop in self.manifest.ranges_of(name) for i in range(start, stop)]
@@ -383,17 +351,8 @@ class AppendSession:
         attrs = dict(Fingerprint.from_attrs(self.manifest.attrs).to_attrs(), kind=MERGED, seq=seq)
         write_segment(os.path.join(self.folder, merged), attrs, self.manifest.class_names, rows, self.widths,
                       np.dtype(self.fingerprint.dtype))
-        first = next(i for i, r in enumerate(self.manifest.ranges) if r[0] in names)
-        kept = [r for r in self.manifest.ranges if r[0] not in names]
         n = len(rows.paths)
-        self.manifest.ranges = kept[:first] + [[merged, 0, n]] + kept[first:]
-        segments = {}
-        for name, count in self.manifest.segments.items():
-            if name == names[0]:
-                segments[merged] = n
-            if name not in names:
-                segments[name] = count
-        self.manifest.segments = segments
+        compaction.apply_merge(self.manifest, names, merged, n)
         for name in names:
             self._index.pop(name, None)
         self._index[merged], _, _ = read_segment_index(os.path.join(self.folder, merged), with_paths=False)
@@ -408,8 +367,7 @@ class AppendSession:
                 self._row_of[paths[local]] = (segment, local)
 
     def _forget(self, name):
-        self.manifest.segments.pop(name, None)
-        self.manifest.ranges = [r for r in self.manifest.ranges if r[0] != name]
+        compaction.forget(self.manifest, name)
         self._index.pop(name, None)
 
     def _publish(self, retired) -> None:
