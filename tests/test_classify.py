@@ -6,6 +6,7 @@ import pytest
 
 from cache import Fingerprint, open_cache, open_for_append
 from classify import CLASSIFIERS, fit_and_evaluate, load_codes, load_model, plan_splits, save_model
+from classify.model_file import ModelFileError
 from classify.splits import SplitError
 from conftest import FAST_VGG, run_cli
 
@@ -69,8 +70,26 @@ def test_model_file_round_trip_gives_identical_predictions(learnable, name, tmp_
     loaded = load_model(path)
     np.testing.assert_array_equal(loaded.predict(learnable.X), model.predict(learnable.X))
     np.testing.assert_allclose(loaded.predict_proba(learnable.X), model.predict_proba(learnable.X), rtol=1e-5, atol=1e-6)
-    with np.load(path, allow_pickle=False) as f:  # nothing in the file needs pickle
-        assert "meta" in f.files
+    with np.load(path, allow_pickle=False) as f:  # nothing in the file needs pickle: reading an
+        assert "meta" in f.files                  # object array here would raise
+        assert all(f[k].dtype.kind != "O" for k in f.files)
+
+
+def test_a_model_file_naming_another_class_is_refused(learnable, tmp_path):
+    """The allow-list: a model file can only rebuild our estimators and scalers, never run code."""
+    import json
+    _, model = fit_and_evaluate(learnable, "centroid")
+    path = str(tmp_path / "m.npz")
+    save_model(path, model, {"classifier": "centroid", "class_names": learnable.class_names, "layer": "f",
+                             "fingerprint": learnable.fingerprint})
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    meta = json.loads(str(arrays.pop("meta")))
+    meta["steps"]["clf"]["class"] = "Popen"
+    forged = str(tmp_path / "forged.npz")
+    np.savez(forged, meta=np.array(json.dumps(meta)), **arrays)
+    with pytest.raises(ModelFileError, match="unknown estimator 'Popen'"):
+        load_model(forged)
 
 
 def test_split_rules():

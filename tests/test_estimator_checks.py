@@ -1,10 +1,11 @@
 """scikit-learn's own estimator test suite, run on every estimator of ours.
 
-The 7 skips come from scikit-learn itself: its array-API checks run only with SCIPY_ARRAY_API=1 set.
+The skips come from scikit-learn itself: its array-API checks run only with SCIPY_ARRAY_API=1 set,
+and its decision_function checks skip k-nearest neighbours (which has none).
 """
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from classify.heads import NearestCentroidClassifier, SoftmaxLinearSVC, SoftmaxRidgeClassifier
+from classify.heads import CosineKNNClassifier, NearestCentroidClassifier, SoftmaxLinearSVC, SoftmaxRidgeClassifier
 from classify.path import LogisticPathClassifier
 from classify.torch_heads import SeedRecipeClassifier, TorchMLPClassifier
 
@@ -13,6 +14,7 @@ WEAK_BY_DESIGN = ("the classic exercise's recipe (2 epochs of SGD at lr 0.001, u
 
 ESTIMATORS = [
     NearestCentroidClassifier(),
+    CosineKNNClassifier(),
     LogisticPathClassifier(param="C", grid=(1.0,)),
     LogisticPathClassifier(param="weight_decay", grid=(1e-3,)),
     TorchMLPClassifier(hidden=32, epochs=30),

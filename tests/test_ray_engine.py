@@ -24,6 +24,7 @@ def folder(tmp_path):
     return data
 
 
+@pytest.mark.ray
 def test_ray_engine_gives_the_local_engines_cache(ray_available, folder, tmp_path):
     run_cli("extract", folder, "--cache", tmp_path / "local.h5", *ARGS)
     out = run_cli("extract", folder, "--cache", tmp_path / "ray.h5", *ARGS, "--engine", "ray")
@@ -34,6 +35,7 @@ def test_ray_engine_gives_the_local_engines_cache(ray_available, folder, tmp_pat
     assert "wrote 0, skipped 37 already cached" in again.stdout
 
 
+@pytest.mark.ray
 def test_ray_engine_with_views_gives_the_local_engines_cache(ray_available, tmp_path):
     """Augmented views through Ray: the same rows, in the same order (each image's views right
     after its centre row), bit for bit."""
@@ -59,6 +61,7 @@ def _wait_for(predicate, seconds=180):
     return predicate()
 
 
+@pytest.mark.ray
 def test_killed_driver_resumes_to_the_uninterrupted_cache(ray_available, tmp_path):
     data = tmp_path / "data"
     make_folder(str(data), per_class=30)
@@ -75,6 +78,7 @@ def test_killed_driver_resumes_to_the_uninterrupted_cache(ray_available, tmp_pat
     same_cache(tmp_path / "local64.h5", killed)
 
 
+@pytest.mark.ray
 def test_a_dying_worker_is_replaced_and_the_result_is_complete(ray_available, tmp_path):
     data = tmp_path / "data"
     make_folder(str(data), per_class=30)

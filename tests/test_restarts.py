@@ -84,6 +84,7 @@ def kill_and_restart(cache, command, kills, seed, settle, rows_step=8, delay=0.2
     return campaign
 
 
+@pytest.mark.slow
 def test_kill_main_pid_while_workers_decode_restart_at_once(tmp_path):
     data = tmp_path / "data"
     make_folder(str(data), per_class=40)
@@ -100,6 +101,7 @@ def test_kill_main_pid_while_workers_decode_restart_at_once(tmp_path):
     assert_same_cache(tmp_path / "clean.h5", killed)
 
 
+@pytest.mark.ray
 def test_kill_ray_driver_restart_at_once(tmp_path):
     pytest.importorskip("ray", reason="Ray is an optional extra: pip install -e '.[ray]'")
     data = tmp_path / "data"

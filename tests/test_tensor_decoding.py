@@ -12,6 +12,7 @@ from cache import open_cache
 from extract import ExtractConfig, run_extract
 from extract.backbones import get_backbone
 from extract.decoding import DecodeError
+from extract.errors import ExtractError
 from extract.encoder import encode_batches
 from extract.sources import Record
 from extract.tensor_decoding import RawJpeg, finish_batch, orient
@@ -100,6 +101,6 @@ def test_decoder_is_recorded_and_never_mixed(image_folder, tmp_path):
         assert c.fingerprint["preprocess"]["decoder"] == "torchvision" and len(c.paths) == 18
     out = run_cli("extract", image_folder, "--cache", cache, *FAST_VGG, check=False)
     assert out.returncode == 2 and "preprocess" in out.stderr
-    with pytest.raises(Exception, match="--jpeg-draft works with --decoder pil"):
+    with pytest.raises(ExtractError, match="--jpeg-draft works with --decoder pil"):
         run_extract(ExtractConfig(str(image_folder), str(tmp_path / "x.h5"), weights="random",
                                   decoder="torchvision", jpeg_draft=True))
