@@ -14,7 +14,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class Preprocess:
-    """Resize the shorter side to ``resize``, centre-crop ``crop``, scale to [0, 1], normalise."""
+    """Resize the shorter side (or, squashed, both sides) to ``resize``, centre-crop ``crop``,
+    scale to [0, 1], normalise."""
     resize: int = 256
     crop: int = 224
     mean: tuple = IMAGENET_MEAN
@@ -25,6 +26,9 @@ class Preprocess:
     jpeg_draft: bool = False
     # "pil" or "torchvision" (extract/tensor_decoding.py): pixels differ slightly between the two.
     decoder: str = "pil"
+    # Both sides to ``resize`` (the aspect ratio not kept), then the centre crop: the "squash" mode
+    # of SigLIP's open_clip configs and some timm weights.
+    squash: bool = False
 
     def with_crop(self, crop: int) -> "Preprocess":
         """The same recipe at another input size, keeping the resize/crop ratio."""
@@ -43,6 +47,8 @@ class Preprocess:
             del d["jpeg_draft"]
         if self.decoder == "pil":
             del d["decoder"]
+        if not self.squash:
+            del d["squash"]
         return d
 
     @property
@@ -54,7 +60,8 @@ class Preprocess:
         """The shorter side to ``resize`` (PIL image or tensor); the centre crop and the augmented
         views (extract/views.py) both start from its output."""
         from torchvision.transforms import InterpolationMode, v2
-        return v2.Resize(self.resize, interpolation=InterpolationMode(self.interpolation), antialias=True)
+        size = (self.resize, self.resize) if self.squash else self.resize
+        return v2.Resize(size, interpolation=InterpolationMode(self.interpolation), antialias=True)
 
     def pil_transform(self):
         """PIL image -> uint8 tensor [3, crop, crop] (runs in DataLoader workers)."""

@@ -22,14 +22,23 @@ PHOTOS = 3
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
-    """A few photo-like images of different shapes (real flowers where present)."""
+    """A few photos of different shapes: real flowers (square in flowers5) re-saved wide and tall
+    too, so resize rules that differ only off the square (shorter side vs squash) are told apart."""
     from conftest import FLOWERS5
+    root = tmp_path_factory.mktemp("photos")
     if os.path.isdir(FLOWERS5):
         folder = os.path.join(FLOWERS5, "val", "daisy")
-        return [os.path.join(folder, f) for f in sorted(os.listdir(folder))[:PHOTOS]]
-    root = tmp_path_factory.mktemp("photos")
-    make_folder(str(root), per_class=1)
-    return sorted(str(p) for p in root.rglob("*.jpg"))[:PHOTOS]
+        sources = [os.path.join(folder, f) for f in sorted(os.listdir(folder))[:PHOTOS]]
+    else:
+        make_folder(str(root / "made"), per_class=1)
+        sources = sorted(str(p) for p in (root / "made").rglob("*.jpg"))[:PHOTOS]
+    out = []
+    for i, (source, size) in enumerate(zip(sources, [(320, 200), (180, 300), None])):
+        image = Image.open(source).convert("RGB")
+        path = str(root / f"p{i}.png")  # lossless: the shape changes, nothing else
+        (image.resize(size, Image.BICUBIC) if size else image).save(path)
+        out.append(path)
+    return out
 
 
 def cnncodes_codes(name, photos, layers=(), crop_size=None):
@@ -287,3 +296,20 @@ def test_zoo_backbone_with_views_and_verify_recompute(tmp_path):
     import json
     report = json.loads(verified.stdout)
     assert report["ok"] and report["recomputed"] >= 6 and report["worst_cosine"] > 0.999
+
+
+def test_open_clip_siglip_squashes_as_its_config_says(photos):
+    """SigLIP's configs resize both sides (no crop): the tag's own transform, pixel for pixel."""
+    open_clip = pytest.importorskip("open_clip", reason="open_clip_torch is the optional extra [zoo]")
+    pytest.importorskip("timm", reason="SigLIP's tower is a timm model")
+    extractor, codes = cnncodes_codes("open_clip:ViT-B-16-SigLIP/webli", photos[:2], layers=("embedding",))
+    assert extractor.fingerprint.preprocess["squash"] is True
+    torch.manual_seed(0)
+    model = open_clip.create_model("ViT-B-16-SigLIP", pretrained=None).eval()
+    cfg = open_clip.get_pretrained_cfg("ViT-B-16-SigLIP", "webli")
+    transform = open_clip.image_transform(224, is_train=False, mean=cfg["mean"], std=cfg["std"],
+                                          interpolation=cfg["interpolation"], resize_mode=cfg["resize_mode"])
+    assert_same_pixels(extractor.preprocess, transform, photos[0])
+    with torch.no_grad():
+        theirs = model.encode_image(library_inputs(transform, photos[:2])).numpy()
+    assert_cosine(codes["embedding"], theirs)

@@ -61,11 +61,11 @@ class OpenClipBackbone(BackboneSpec):
         config = merge_preprocess_dict(asdict(PreprocessCfg()), self.pretrained_cfg)  # as create_model merges
         size = open_clip.get_model_config(self.arch)["vision_cfg"].get("image_size", config["size"])
         size = size if isinstance(size, int) else size[-1]
-        if config["resize_mode"] != "shortest":
+        if config["resize_mode"] not in ("shortest", "squash"):
             raise ExtractError(f"{self.name}: open_clip resize mode {config['resize_mode']!r} is not supported "
-                               "(shortest side, then the centre crop, only)")
+                               "(shortest side or squash, then the centre crop)")
         return Preprocess(resize=size, crop=size, mean=tuple(config["mean"]), std=tuple(config["std"]),
-                          interpolation=config["interpolation"])
+                          interpolation=config["interpolation"], squash=config["resize_mode"] == "squash")
 
     def pretrained_weights(self):
         from open_clip.pretrained import download_pretrained

@@ -59,12 +59,13 @@ class TimmBackbone(BackboneSpec):
         from timm.data import resolve_data_config
         from ..preprocessing import Preprocess
         config = resolve_data_config(pretrained_cfg=self.pretrained_cfg.to_dict())
-        if config.get("crop_mode", "center") != "center":
-            raise ExtractError(f"{self.name}: timm crop mode {config['crop_mode']!r} is not supported (center only)")
+        mode = config.get("crop_mode") or "center"
+        if mode not in ("center", "squash"):
+            raise ExtractError(f"{self.name}: timm crop mode {mode!r} is not supported (center or squash)")
         crop = int(config["input_size"][-1])
-        # timm's eval transform: shorter side to floor(crop / crop_pct), then the centre crop.
+        # timm's eval transform: the shorter side (squash: both sides) to floor(crop / crop_pct), then the centre crop.
         return Preprocess(resize=int(crop / config["crop_pct"]), crop=crop, mean=tuple(config["mean"]),
-                          std=tuple(config["std"]), interpolation=config["interpolation"])
+                          std=tuple(config["std"]), interpolation=config["interpolation"], squash=mode == "squash")
 
     def pretrained_weights(self):
         from ..weights import ResolvedWeights, file_sha256
