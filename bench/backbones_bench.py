@@ -32,13 +32,14 @@ def cache_bytes(path):
     return total
 
 
-def speed(name, weights, photos_folder, tmp, seconds):
+def speed(name, weights, photos_folder, tmp, seconds, workers=None):
     extractor = Extractor.for_new_codes(CodeSpec(name, weights=weights))
     model, crop = extractor.model, extractor.preprocess.crop
     precision, device, batch = extractor.precision, extractor.device, extractor.batch_size
     before = model_only(model, batch, crop, device, precision, True, seconds / 2)
     cache = os.path.join(tmp, "speed.h5")
-    summary = run_extract(ExtractConfig(photos_folder, cache, backbone=name, weights=weights, progress=False))
+    summary = run_extract(ExtractConfig(photos_folder, cache, backbone=name, weights=weights, progress=False,
+                                        workers=workers))
     e2e = (summary.written + summary.failed) / summary.loop_seconds
     after = model_only(model, batch, crop, device, precision, True, seconds / 2)
     per_image = cache_bytes(cache) / max(1, summary.written)
@@ -77,6 +78,7 @@ def main():
     ap.add_argument("--pairs", action="store_true", help="with --accuracy: every pair of backbones side by side")
     ap.add_argument("--caches", default=None, help="folder to keep the whole-folder caches in (reused when present)")
     ap.add_argument("--skip-speed", action="store_true", help="accuracy only")
+    ap.add_argument("--workers", type=int, default=None, help="decoding workers of the end-to-end runs (default: the device's)")
     args = ap.parse_args()
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     flags = open("/proc/cpuinfo").read()
@@ -91,7 +93,7 @@ def main():
         print(f"{'backbone':<34}{'layers':<16}{'input':>6}{'prec':>6}{'model/s':>9}{'e2e/s':>8}{'ratio':>7}"
               f"{'kB/img':>8}" + (f"{'val acc':>9}{'fit s':>7}{'extract s':>10}" if args.accuracy else ""))
         for name in [] if args.skip_speed else names:
-            s = speed(name, args.weights, os.path.join(tmp, "photos"), tmp, args.seconds)
+            s = speed(name, args.weights, os.path.join(tmp, "photos"), tmp, args.seconds, args.workers)
             line = (f"{name:<34}{s['layers']:<16}{s['crop']:>6}{s['precision']:>6}{s['model']:>9.1f}{s['e2e']:>8.1f}"
                     f"{s['e2e'] / s['model']:>7.2f}{s['bytes'] / 1e3:>8.1f}")
             if args.accuracy:
