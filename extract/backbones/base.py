@@ -160,6 +160,12 @@ def _probe(spec, layers):
                 raise
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception as the short reason inside a one-line error (a download's, a library's)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def did_you_mean(name: str, choices) -> str:
     close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.6)
     return f" (did you mean {' or '.join(close)}?)" if close else ""

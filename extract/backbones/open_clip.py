@@ -10,7 +10,7 @@ projection matrix; "embedding", `encode_image`'s projected output.
 from torch import nn
 
 from ..errors import ExtractError, WeightsUnavailable
-from .base import BackboneSpec, did_you_mean
+from .base import BackboneSpec, did_you_mean, first_line
 from .timm import file_weights
 
 PRE_PROJECTION, EMBEDDING = "pre_projection", "embedding"
@@ -74,10 +74,9 @@ class OpenClipBackbone(BackboneSpec):
         try:
             path = download_pretrained(cfg)
         except Exception as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise WeightsUnavailable(
-                f"cannot load {self.name} weights ({reason}). Connect once to the internet so open_clip downloads "
-                f"them ({cfg.get('hf_hub') or cfg.get('url')}); or pass --weights FILE; or --weights random") from None
+                f"cannot load {self.name} weights ({first_line(exc)}). Connect once to the internet so open_clip "
+                f"downloads them ({cfg.get('hf_hub') or cfg.get('url')}); or pass --weights FILE; or --weights random") from None
         return ResolvedWeights(identity=f"open_clip:{self.arch}/{self.tag} sha256:{file_sha256(path)}", path=path)
 
     def weights_file(self, path):

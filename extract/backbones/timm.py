@@ -12,7 +12,7 @@ import os
 from torch import nn
 
 from ..errors import ExtractError, WeightsUnavailable
-from .base import BackboneSpec, did_you_mean
+from .base import BackboneSpec, did_you_mean, first_line
 
 PRE_LOGITS = "pre_logits"
 INSTALL = "timm backbones need `pip install timm` (or the project's extra: pip install -e '.[zoo]')"
@@ -73,9 +73,8 @@ class TimmBackbone(BackboneSpec):
         try:
             path = _cached_file(cfg)
         except Exception as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise WeightsUnavailable(
-                f"cannot load {self.name} weights ({reason}). Connect once to the internet so timm downloads "
+                f"cannot load {self.name} weights ({first_line(exc)}). Connect once to the internet so timm downloads "
                 f"them into the Hugging Face cache ({cfg.hf_hub_id or cfg.url}); or pass --weights FILE; "
                 "or --weights random (tests and timing only)") from None
         return ResolvedWeights(identity=f"timm:{self.model} sha256:{file_sha256(path)}", path=path)

@@ -9,7 +9,7 @@ node names such as `layer3`); VGG keeps its classic names fc7, fc6 and pool5.
 import os
 
 from ..errors import ExtractError, WeightsUnavailable
-from .base import BackboneSpec, did_you_mean
+from .base import BackboneSpec, did_you_mean, first_line
 
 PRE_LOGITS = "pre_logits"
 # VGG's classic codes as graph nodes: fc7 and fc6 after their ReLU, pool5 the last conv block's
@@ -70,9 +70,8 @@ class TorchvisionBackbone(BackboneSpec):
         try:
             state = weights.get_state_dict(progress=True, check_hash=True)
         except Exception as exc:  # offline, proxy, disk full, corrupt download...
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise WeightsUnavailable(
-                f"cannot load {weights} ({reason}). Three ways out: connect once to the internet so "
+                f"cannot load {weights} ({first_line(exc)}). Three ways out: connect once to the internet so "
                 f"torchvision downloads them to {path}; or pass --weights FILE with a {self.model} state dict; "
                 "or pass --weights random (for tests and timing only)") from None
         return ResolvedWeights(identity=f"torchvision:{weights} sha256:{file_sha256(path)}", state_dict=state)
