@@ -34,7 +34,7 @@ def add_extract_args(p):
     backbones, layers = _backbone_help()
     p.add_argument("data", help="image folder: root/<class>/<image> or root/{train,val,test}/<class>/<image>")
     p.add_argument("--cache", required=True, help="HDF5 cache file to create or extend (e.g. codes.h5)")
-    p.add_argument("--backbone", default="vgg16",
+    p.add_argument("--backbone", default=options.DEFAULT_BACKBONE,
                    help="; ".join(f"{name}: {spec.description}" for name, spec in backbones.items())
                    + "; any torchvision classification model (resnet50, resnet50.IMAGENET1K_V1, convnext_tiny, "
                      "vit_b_16, ...), timm:NAME.TAG (timm:vit_small_patch14_dinov2.lvd142m) and "

@@ -20,7 +20,8 @@ def predict_images(model_path, inputs, top_k=3, weights_file=None, device="auto"
         keep = [i for i, p in enumerate(paths) if p in at]
         codes = np.concatenate([codes[keep], more[[at[paths[i]] for i in keep]]], axis=-1)
         paths = [paths[i] for i in keep]
-        failures += [f for f in more_failures if f[0] not in {g[0] for g in failures}]
+        failed = {path for path, _ in failures}
+        failures += [f for f in more_failures if f[0] not in failed]
     if not paths:
         return [], failures
     proba = (model.predict_proba(codes[:, 0]) + model.predict_proba(codes[:, 1])) / 2 if tta else \

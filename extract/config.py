@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields
 
 from .decoding import DEFAULT_MAX_PIXELS
 from .errors import ExtractError
-from .options import (DECODERS, DEFAULT_CALIBRATION_IMAGES, DEFAULT_INT8_ENGINE, DEFAULT_SHARD_ROWS, DTYPES,
+from .options import (DECODERS, DEFAULT_BACKBONE, DEFAULT_CALIBRATION_IMAGES, DEFAULT_INT8_ENGINE, DEFAULT_SHARD_ROWS, DTYPES,
                       ENGINE_NAMES, INT8_ENGINES, PRECISIONS)
 from .sources import DEFAULT_SPLIT_FRACTIONS
 
@@ -28,7 +28,7 @@ class _FromArgs:
 class CodeSpec(_FromArgs):
     """What codes: everything that decides their values, so everything the fingerprint records
     (with the resolved weights and the backbone's preprocessing, extract/extractor.py)."""
-    backbone: str = "vgg16"
+    backbone: str = DEFAULT_BACKBONE
     layers: tuple = ()                  # () = the backbone's default layers
     weights: str = None                 # None = pretrained; random[:SEED]; a FILE
     dtype: str = DTYPES[0]              # how codes are stored

@@ -1,6 +1,7 @@
 """Stage one's vocabularies and defaults, in one torch-free place: the modules that act on an
 option and the command line (argparse choices, defaults and --help) read them from here."""
 
+DEFAULT_BACKBONE = "vgg16"                              # the classic exercise's network (extract/backbones/)
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")   # compute precision (auto: extract/device.py)
 DTYPES = ("float16", "float32")                         # how codes are stored
 DECODERS = ("pil", "torchvision")

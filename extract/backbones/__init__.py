@@ -21,7 +21,6 @@ FAMILIES = {"timm": ("timm", "TimmBackbone"), "open_clip": ("open_clip", "OpenCl
 # Names without a prefix: EfficientNet-Lite's, else torchvision's.
 LITE = ("efficientnet_lite", "EfficientNetLite")
 TORCHVISION = ("torchvision", "TorchvisionBackbone")
-DEFAULT_BACKBONE = "vgg16"
 FEATURED = ("vgg16", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 
 
@@ -49,8 +48,6 @@ def get_backbone(name: str) -> BackboneSpec:
     if module == LITE[0] and name not in family.VARIANTS:
         raise ExtractError(f"--backbone {name}: unknown{did_you_mean(name, family.VARIANTS)}; "
                            f"choose {', '.join(family.VARIANTS)}")
-    if module == TORCHVISION[0] and name == DEFAULT_BACKBONE:
-        return family.TorchvisionBackbone(name, description="torchvision VGG16 (ImageNet); fc7 after ReLU by default")
     return getattr(family, cls)(name)
 
 

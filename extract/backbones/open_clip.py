@@ -7,10 +7,12 @@ FILE keeps it: the tag names the config). Codes: "pre_projection", the tower's p
 before the projection (what CLIP's own linear probes read), default where the tower has a
 projection matrix; "embedding", `encode_image`'s projected output.
 """
+import os
+
 from torch import nn
 
 from ..errors import ExtractError, WeightsUnavailable
-from .base import BackboneSpec, did_you_mean, first_line
+from .base import BackboneSpec, did_you_mean, first_line, in_hf_cache, matching, require
 from .timm import file_weights
 
 PRE_PROJECTION, EMBEDDING = "pre_projection", "embedding"
@@ -18,17 +20,11 @@ INSTALL = "open_clip backbones need `pip install open_clip_torch` (or the projec
 
 
 def _open_clip():
-    try:
-        import open_clip
-    except ImportError:
-        raise ExtractError(INSTALL) from None
-    return open_clip
+    return require("open_clip", INSTALL)
 
 
 def names(pattern=None) -> list:
-    import fnmatch
-    found = [f"open_clip:{arch}/{tag}" for arch, tag in _open_clip().list_pretrained()]
-    return [n for n in found if not pattern or fnmatch.fnmatch(n, pattern)]
+    return matching([f"open_clip:{arch}/{tag}" for arch, tag in _open_clip().list_pretrained()], pattern)
 
 
 class OpenClipBackbone(BackboneSpec):
@@ -81,6 +77,15 @@ class OpenClipBackbone(BackboneSpec):
 
     def weights_file(self, path):
         return file_weights(path)
+
+    def weights_here(self) -> bool:
+        """The tag's "org/repo/" or "org/repo/file" in the Hugging Face cache (open_clip's naming)."""
+        hub = (self.pretrained_cfg.get("hf_hub") or "").rstrip("/")
+        if not hub:
+            return False
+        repo, files = ((os.path.dirname(hub), [os.path.basename(hub)]) if hub.count("/") > 1 else
+                       (hub, ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]))
+        return in_hf_cache(repo, files) is not None
 
     def network(self, weights, input_size=None):
         open_clip = _open_clip()

@@ -12,25 +12,20 @@ import os
 from torch import nn
 
 from ..errors import ExtractError, WeightsUnavailable
-from .base import BackboneSpec, did_you_mean, first_line
+from .base import (BackboneSpec, did_you_mean, first_line, in_hf_cache, matching, on_meta_else_cpu,
+                   random_network, require)
 
 PRE_LOGITS = "pre_logits"
 INSTALL = "timm backbones need `pip install timm` (or the project's extra: pip install -e '.[zoo]')"
 
 
 def _timm():
-    try:
-        import timm
-    except ImportError:
-        raise ExtractError(INSTALL) from None
-    return timm
+    return require("timm", INSTALL)
 
 
 def names(pattern=None) -> list:
     """`timm:NAME.TAG` for every pretrained tag timm knows (no network), matched whole by ``pattern``."""
-    import fnmatch
-    found = ["timm:" + n for n in _timm().list_models(pretrained=True)]
-    return [n for n in found if not pattern or fnmatch.fnmatch(n, pattern)]
+    return matching(["timm:" + n for n in _timm().list_models(pretrained=True)], pattern)
 
 
 class TimmBackbone(BackboneSpec):
@@ -82,6 +77,9 @@ class TimmBackbone(BackboneSpec):
     def weights_file(self, path):
         return file_weights(path)
 
+    def weights_here(self) -> bool:
+        return _in_hf_cache(self.pretrained_cfg) is not None
+
     def network(self, weights, input_size=None):
         timm = _timm()
         kwargs = {"num_classes": 0}
@@ -101,16 +99,8 @@ class TimmBackbone(BackboneSpec):
         return TimmCut(network, layers)
 
     def other_layers(self) -> list:
-        from ..weights import ResolvedWeights
-        import torch
-        with torch.device("meta"):
-            try:
-                network = self.network(ResolvedWeights(identity="random:0", seed=0))
-            except (NotImplementedError, RuntimeError):
-                network = None
-        if network is None:
-            network = self.network(ResolvedWeights(identity="random:0", seed=0))
-        return [f"block{i}" for i in range(len(getattr(network, "feature_info", None) or []))]
+        blocks = on_meta_else_cpu(lambda: len(getattr(random_network(self), "feature_info", None) or []))
+        return [f"block{i}" for i in range(blocks)]
 
     def more_layers_hint(self) -> str:
         return ", or blockN (the N-th output of timm's forward_intermediates, from 0)"
@@ -124,19 +114,27 @@ def file_weights(path):
     return ResolvedWeights(identity=f"file:{os.path.basename(path)} sha256:{file_sha256(path)}", path=path)
 
 
-def _cached_file(cfg) -> str:
-    """The weights file of a pretrained config, from the Hugging Face cache (downloaded once)."""
+def _hf_filenames(cfg) -> list:
+    """The names timm looks for in a config's Hugging Face repository, in its order."""
+    return [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]
+
+
+def _in_hf_cache(cfg):
+    """The weights file of a pretrained config already on this machine, or None (no network)."""
     if cfg.file:
         return cfg.file
+    return in_hf_cache(cfg.hf_hub_id, _hf_filenames(cfg)) if cfg.hf_hub_id else None
+
+
+def _cached_file(cfg) -> str:
+    """The weights file of a pretrained config, from the Hugging Face cache (downloaded once)."""
+    cached = _in_hf_cache(cfg)
+    if cached:
+        return cached
     if cfg.hf_hub_id:
-        from huggingface_hub import hf_hub_download, try_to_load_from_cache
+        from huggingface_hub import hf_hub_download
         error = None
-        filenames = [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]
-        for filename in filenames:  # already cached: no network at all
-            cached = try_to_load_from_cache(cfg.hf_hub_id, filename)
-            if isinstance(cached, str):
-                return cached
-        for filename in filenames:
+        for filename in _hf_filenames(cfg):
             try:
                 return hf_hub_download(cfg.hf_hub_id, filename)
             except Exception as exc:  # the next name, or the first error
