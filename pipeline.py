@@ -206,7 +206,7 @@ def cmd_pack(args):
 
 
 def _classify_args(p):
-    from classify.registry import SCALINGS
+    from classify.scaling import SCALINGS
     p.add_argument("--layer", default=None,
                    help="code layer(s), comma-separated, used side by side (default: every layer the cache holds)")
     p.add_argument("--scaling", default=None, choices=SCALINGS,

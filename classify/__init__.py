@@ -7,8 +7,8 @@ import importlib
 _LAZY = {"CodesData": "evaluate", "compare": "evaluate", "fit_and_evaluate": "evaluate", "load_codes": "evaluate",
          "metrics": "evaluate",
          "LoadedModel": "model_file", "ModelFileError": "model_file", "load_model": "model_file",
-         "save_model": "model_file", "CLASSIFIERS": "registry", "DEFAULT_SCALING": "registry",
-         "SCALINGS": "registry", "get_classifier": "registry", "SplitError": "splits", "plan_splits": "splits",
+         "save_model": "model_file", "CLASSIFIERS": "registry", "DEFAULT_SCALING": "scaling",
+         "SCALINGS": "scaling", "get_classifier": "registry", "SplitError": "splits", "plan_splits": "splits",
          "ClassifyError": "errors"}
 
 __all__ = list(_LAZY)

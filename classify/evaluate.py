@@ -3,12 +3,11 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.base import clone
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score
-from sklearn.model_selection import GridSearchCV
 
 from cache import open_cache
 
+from .ensemble import final_model, members_of, soft_vote
 from .errors import ClassifyError
 from .registry import DEFAULT_SCALING, get_classifier
 from .splits import plan_splits
@@ -52,6 +51,13 @@ class CodesData:
                                         views=None if self.views is None else self.views[keep])
         return self._subsample
 
+    def codes_of(self, mask):
+        """The codes of the rows in ``mask``: an array, or StreamedRows when they are streamed."""
+        if self.X is not None:
+            return self.X[mask]
+        from .stream import StreamedRows
+        return StreamedRows(self.stream, np.asarray(mask, dtype=bool))
+
     def cache_rows(self, positions) -> np.ndarray:
         positions = np.asarray(positions, dtype=np.int64)
         return positions if self.rows is None else self.rows[positions]
@@ -92,12 +98,12 @@ def metrics(y_true, y_pred, class_names) -> dict:
 
 
 def fit_and_evaluate(data: CodesData, name: str, scaling=DEFAULT_SCALING, seed=0, fitted=None):
-    """(result dict, fitted pipeline). Hyper-parameters are chosen without the reported rows.
+    """(result dict, fitted model). Hyper-parameters are chosen without the reported rows.
     fitted: name -> (result, model) of classifiers fitted on the same data already (an ensemble
     reuses its members). A classifier that refuses these rows (a ValueError from its fit, as
     scikit-learn's estimators raise) is a ClassifyError with the same message."""
     try:
-        return _fit_and_evaluate(data, name, scaling, seed, fitted)
+        return _fit_and_evaluate(data, name, scaling, seed, fitted or {})
     except ClassifyError:
         raise
     except ValueError as exc:
@@ -105,54 +111,70 @@ def fit_and_evaluate(data: CodesData, name: str, scaling=DEFAULT_SCALING, seed=0
 
 
 def _fit_and_evaluate(data, name, scaling, seed, fitted):
+    """The one path: the memory policy picks the rows (every row streamed, or the rows held in
+    memory), the registry builds the estimator for the split plan, it fits on the fit rows and
+    predicts the reported ones."""
     spec = get_classifier(name)
-    if spec.members:
-        return _fit_ensemble(data, spec, scaling, seed, fitted or {})
-    if data.X is None and spec.path:
-        return _fit_streamed(data, spec, scaling, seed)
-    data = data.in_memory()
+    streamed = data.X is None and spec.sweeps
+    reuse = {m: model for m, (_, model) in fitted.items()} if data.X is not None else {}
+    if not streamed:
+        data = data.in_memory()
     plan = plan_splits(data.splits, data.y, seed, data.views)
-    X_fit, y_fit = data.X[plan.fit_mask], data.y[plan.fit_mask]
-    pipeline = spec.pipeline(scaling, seed)
-    grid = _feasible(spec.param_grid(), int((plan.selection_fold == -1).sum()))
+    estimator = spec.estimator(plan.sweep_split(), scaling, seed, streamed=streamed, fitted=reuse)
     started = time.perf_counter()
-    sweep = []
-    if spec.path:  # the estimator sweeps its grid itself, scored on the same selection rows
-        model = pipeline.fit(X_fit, y_fit, clf__selection=plan.selection_fold == 0,
-                             clf__sweep_train=plan.selection_fold == -1)
-        head = model.named_steps["clf"]
-        chosen = head.best_params_
-        sweep = [{"params": params, "selection_accuracy": accuracy} for params, accuracy in head.sweep_]
-    elif grid:
-        search = GridSearchCV(pipeline, grid, cv=plan.sweep_split(), scoring="accuracy", refit=True,
-                              n_jobs=1, error_score="raise")  # parallel sweeps measured no faster (README)
-        search.fit(X_fit, y_fit)
-        model, chosen = search.best_estimator_, search.best_params_
-        sweep = [{"params": _plain(p), "selection_accuracy": float(s)}
-                 for p, s in zip(search.cv_results_["params"], search.cv_results_["mean_test_score"])]
-    else:
-        model, chosen = clone(pipeline).fit(X_fit, y_fit), {}
+    estimator.fit(data.codes_of(plan.fit_mask), data.y[plan.fit_mask])
     fit_seconds = time.perf_counter() - started
-    proba = model.predict_proba(data.X[plan.eval_mask])
-    memory = _held(data, f"{name} does not stream")
-    return _result(data, name, spec, scaling, plan, bool(grid), chosen, sweep, fit_seconds, proba, model, memory), model
+    proba = estimator.predict_proba(data.codes_of(plan.eval_mask))
+    swept = bool(spec.grid) or bool(spec.members)
+    selection = plan.selection if swept else "none (no hyper-parameters)"
+    if spec.members:  # a soft vote: members' own choices and seconds; the kept model holds their models
+        model = soft_vote(members_of(estimator), estimator.classes_)
+        chosen, sweep = {}, []
+        for member, member_model in members_of(estimator):
+            params = fitted[member][0]["params"] if member in reuse else _chosen(member_model, estimator,
+                                                                                   member)[0]
+            chosen.update({f"{member}.{k}": v for k, v in params.items()})
+        fit_seconds += sum(fitted[m][0]["fit_seconds"] for m in reuse if m in spec.members)
+        selection, memory = f"each member's own ({plan.selection})", _held(data, "members fitted on it")
+    else:
+        model = final_model(estimator)
+        chosen, sweep = _chosen(model, estimator)
+        memory = (f"every row, streamed in loads of up to {data.stream.load_rows:,} rows" if streamed else
+                  _held(data, f"{name} does not stream"))
+    result = _result(data, name, spec, scaling, plan, selection, chosen, sweep, fit_seconds, proba, model, memory)
+    return result, model
 
 
-def _result(data, name, spec, scaling, plan, swept, chosen, sweep, fit_seconds, proba, model, memory) -> dict:
+def _chosen(model, estimator, member=None) -> tuple:
+    """(chosen parameters, sweep [{params, selection_accuracy}]) from whichever holds the search's
+    results: GridSearchCV or a streamed sweep (``estimator``), or the LogisticSweepCV inside the model.
+    member: the search is that member of a fitted vote."""
+    if member is not None:
+        estimator = estimator.named_estimators_[member]
+    holder = estimator if hasattr(estimator, "cv_results_") else model.steps[-1][1]
+    if not hasattr(holder, "cv_results_"):
+        return _plain(getattr(holder, "best_params_", {})), []
+    results = holder.cv_results_
+    sweep = [{"params": _plain(p), "selection_accuracy": float(s)}
+             for p, s in zip(results["params"], results["mean_test_score"])]
+    return _plain(holder.best_params_), sweep
+
+
+def _result(data, name, spec, scaling, plan, selection, chosen, sweep, fit_seconds, proba, model, memory) -> dict:
     y_pred = model.classes_[proba.argmax(axis=1)]
     return {
         "classifier": name,
         "layer": data.layer,
         "scaling": spec.scaling or scaling,
         "eval_split": plan.eval_split,
-        "selection": plan.selection if swept else "none (no hyper-parameters)",
+        "selection": selection,
         "n_fit": int(plan.fit_mask.sum()),
         "rows_used": int(len(data.y)),
         "rows_total": int(data.rows_total or len(data.y)),
         "n_eval": int(plan.eval_mask.sum()),
         **metrics(data.y[plan.eval_mask], y_pred, data.class_names),
         "fit_seconds": round(fit_seconds, 3),
-        "params": _plain(chosen),
+        "params": chosen,
         "sweep": sweep,
         "memory": memory,
         "mistakes": _mistakes(data, plan.eval_mask, y_pred, proba),
@@ -164,65 +186,6 @@ def _held(data, why_subsample) -> str:
     if len(data.y) == data.rows_total:
         return "all rows in memory"
     return f"a seeded random subsample of {len(data.y):,} of {data.rows_total:,} rows ({why_subsample})"
-
-
-def _fit_ensemble(data, spec, scaling, seed, fitted):
-    """Each member fitted as alone (or taken from ``fitted``), then the mean of their probabilities.
-    Codes beyond the budget: every member on the same in-memory subsample, so they vote on the same rows."""
-    from .ensemble import SoftVote
-    reuse = data.X is not None
-    data = data.in_memory()
-    models, params, seconds = [], {}, 0.0
-    for member in spec.members:
-        result, model = fitted[member] if reuse and member in fitted else fit_and_evaluate(data, member, scaling, seed)
-        models.append(model)
-        params.update({f"{member}.{k}": v for k, v in result["params"].items()})
-        seconds += result["fit_seconds"]
-    model = SoftVote(models, spec.members)
-    plan = plan_splits(data.splits, data.y, seed, data.views)
-    proba = model.predict_proba(data.X[plan.eval_mask])
-    memory = _held(data, "members fitted on it")
-    result = _result(data, spec.name, spec, scaling, plan, True, params, [], seconds, proba, model, memory)
-    result["selection"] = f"each member's own ({plan.selection})"
-    return result, model
-
-
-def _fit_streamed(data, spec, scaling, seed):
-    """A streaming head (logreg, linear) on every row of codes beyond the budget: the scaler fitted
-    in one streamed pass, the sweep and refit by minibatches in shuffled order, the reported rows
-    predicted a load at a time."""
-    from .path import STREAM_BATCH
-    from .registry import make_scaler
-    stream = data.stream
-    plan = plan_splits(data.splits, data.y, seed, data.views)
-    started = time.perf_counter()
-    scaler = make_scaler(spec.scaling or scaling)
-    if hasattr(scaler, "partial_fit"):
-        for _, X in stream.loads(plan.fit_mask):
-            scaler.partial_fit(X)
-    else:  # stateless scalings: fitting only records the width
-        scaler.fit(np.zeros((1, stream.width), dtype=np.float32))
-    classes = np.unique(data.y[plan.fit_mask])
-    targets = np.searchsorted(classes, data.y)
-    selection, sweep_rows = np.zeros(len(data.y), dtype=bool), np.zeros(len(data.y), dtype=bool)
-    selection[np.flatnonzero(plan.fit_mask)[plan.selection_fold == 0]] = True
-    sweep_rows[np.flatnonzero(plan.fit_mask)[plan.selection_fold == -1]] = True
-
-    def epochs(mask, salt):
-        return lambda e: stream.minibatches(mask, scaler.transform, targets, STREAM_BATCH,
-                                            np.random.default_rng([seed, salt, e]))
-    head = spec.build(seed)
-    head.fit_stream(epochs(sweep_rows, 0), int(sweep_rows.sum()), classes, stream.width,
-                    select=lambda: stream.minibatches(selection, scaler.transform, targets, STREAM_BATCH, None),
-                    refit=epochs(plan.fit_mask, 1), n_refit=int(plan.fit_mask.sum()))
-    from sklearn.pipeline import Pipeline
-    model = Pipeline([("scale", scaler), ("clf", head)])
-    fit_seconds = time.perf_counter() - started
-    proba = np.concatenate([model.predict_proba(X) for _, X in stream.loads(plan.eval_mask)])
-    sweep = [{"params": params, "selection_accuracy": accuracy} for params, accuracy in head.sweep_]
-    memory = f"every row, streamed in loads of up to {stream.load_rows:,} rows"
-    return _result(data, spec.name, spec, scaling, plan, True, head.best_params_, sweep, fit_seconds, proba,
-                   model, memory), model
 
 
 def _mistakes(data, eval_mask, y_pred, proba, limit=200) -> list:
@@ -262,13 +225,6 @@ def compare(data: CodesData, names=None, scaling=DEFAULT_SCALING, seed=0, on_res
         raise ClassifyError("no classifier could fit these codes: " +
                          "; ".join(f"{r['classifier']}: {r['skipped']}" for r in results))
     return results
-
-
-def _feasible(grid: dict, n_train: int) -> dict:
-    """Drop neighbour counts larger than the rows that train during the sweep (tiny data sets)."""
-    if "clf__n_neighbors" in grid:
-        grid = dict(grid, clf__n_neighbors=[k for k in grid["clf__n_neighbors"] if k <= n_train] or [1])
-    return grid
 
 
 def _plain(params: dict) -> dict:

@@ -26,12 +26,12 @@ def _known_classes() -> dict:
     """The only classes a model file may name (nothing else is ever instantiated)."""
     from sklearn.preprocessing import FunctionTransformer, Normalizer, StandardScaler
     from .heads import CosineKNNClassifier, NearestCentroidClassifier, SoftmaxLinearSVC, SoftmaxRidgeClassifier
-    from .path import LogisticPathClassifier
+    from .sweep import LogisticSweepCV
     from .torch_heads import SeedRecipeClassifier, TorchMLPClassifier
     classes = (StandardScaler, Normalizer, FunctionTransformer, CosineKNNClassifier, NearestCentroidClassifier,
-               SeedRecipeClassifier, SoftmaxLinearSVC, SoftmaxRidgeClassifier, TorchMLPClassifier,
-               LogisticPathClassifier)
-    return {cls.__name__: cls for cls in classes}
+               SeedRecipeClassifier, SoftmaxLinearSVC, SoftmaxRidgeClassifier, TorchMLPClassifier, LogisticSweepCV)
+    # Files written before the sweep estimator got its scikit-learn name keep reading.
+    return {cls.__name__: cls for cls in classes} | {"LogisticPathClassifier": LogisticSweepCV}
 
 
 def _fitted_state(step) -> tuple:
@@ -52,12 +52,19 @@ def _fitted_state(step) -> tuple:
     return arrays, scalars
 
 
+PLAIN = (type(None), bool, int, float, str)
+
+
 def _params(step) -> dict:
+    """Constructor parameters that JSON holds as they are. Others are left at their defaults when
+    the file loads: a callable (FunctionTransformer(func=None) only) never travels in a file, nor
+    does a sweep's ``cv`` (index arrays of the rows it was fitted on, which predicting never uses)."""
     params = {}
     for key, value in step.get_params(deep=False).items():
-        if callable(value):
-            continue  # FunctionTransformer(func=None) only; a callable never travels in a file
-        params[key] = list(value) if isinstance(value, tuple) else value
+        if isinstance(value, (tuple, list)) and all(isinstance(v, PLAIN) for v in value):
+            params[key] = list(value)
+        elif isinstance(value, PLAIN):
+            params[key] = value
     return params
 
 
@@ -74,18 +81,18 @@ def _pipeline_state(pipeline, prefix="") -> tuple:
 
 
 def save_model(path, pipeline, meta: dict) -> None:
-    """``pipeline``: a fitted (scale, clf) Pipeline, or an ensemble's SoftVote of them."""
-    members = getattr(pipeline, "members", None)
-    if members is None:
+    """``pipeline``: a fitted (scale, clf) Pipeline, or an ensemble's soft vote of them."""
+    if not hasattr(pipeline, "named_estimators_"):
         steps, arrays = _pipeline_state(pipeline)
         meta = dict(meta, format=FORMAT, steps=steps)
-    else:  # an ensemble: each member's pipeline under its own prefix
+    else:  # an ensemble: each member's pipeline under its own prefix, and the vote's classes
+        from .ensemble import members_of
         arrays, parts = {}, []
-        for i, (name, member) in enumerate(zip(pipeline.names, members)):
+        for i, (name, member) in enumerate(members_of(pipeline)):
             steps, member_arrays = _pipeline_state(member, f"m{i}:")
             parts.append({"name": name, "steps": steps})
             arrays.update(member_arrays)
-        meta = dict(meta, format=FORMAT, members=parts)
+        meta = dict(meta, format=FORMAT, members=parts, classes=np.asarray(pipeline.classes_).tolist())
     tmp = f"{path}.tmp.npz"  # np.savez adds .npz to names without it
     np.savez(tmp, meta=np.array(json.dumps(meta, default=str)), **arrays)
     os.replace(tmp, path)
@@ -124,9 +131,9 @@ class LoadedModel:
         def rebuild(steps, prefix=""):
             return Pipeline([(name, _rebuild(steps[name], arrays, prefix + name, known)) for name in ("scale", "clf")])
         if "members" in meta:
-            from .ensemble import SoftVote
-            self.pipeline = SoftVote([rebuild(m["steps"], f"m{i}:") for i, m in enumerate(meta["members"])],
-                                     [m["name"] for m in meta["members"]])
+            from .ensemble import soft_vote
+            members = [(m["name"], rebuild(m["steps"], f"m{i}:")) for i, m in enumerate(meta["members"])]
+            self.pipeline = soft_vote(members, meta.get("classes", members[0][1].classes_))
         else:
             self.pipeline = rebuild(meta["steps"])
         self.classes = self.pipeline.classes_  # label indices, in predict_proba's column order

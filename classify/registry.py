@@ -1,7 +1,9 @@
-"""The classifiers `fit` and `compare` know: name -> estimator, hyper-parameter grid, scaling.
+"""The classifiers `fit` and `compare` know: name -> one scikit-learn estimator, grid and scaling.
 
-Each entry builds a scikit-learn Pipeline (scaler, classifier), so one loop fits, sweeps and
-evaluates them all.
+Each entry builds the estimator that fits it on the split plan's rows, sweep included
+(``ClassifierSpec.estimator``): GridSearchCV over a (scaler, classifier) Pipeline, a Pipeline
+whose LogisticSweepCV sweeps its own grid, that sweep streamed (StreamedSweep) where the codes
+exceed the memory budget, or a soft vote of other entries. So one loop fits them all.
 """
 from dataclasses import dataclass, field
 from typing import Callable
@@ -10,34 +12,21 @@ import numpy as np
 
 from .ensemble import MEMBERS
 from .errors import ClassifyError
+from .scaling import DEFAULT_SCALING, make_scaler
 
 # scikit-learn and torch are imported inside the builders: the registry's names and grids load
 # for the command line's help without them.
-
-SCALINGS = ("standard", "l2", "none")
-DEFAULT_SCALING = "standard"  # see README: measured against l2 on flowers5 codes
-
-
-def make_scaler(kind: str):
-    from sklearn.preprocessing import FunctionTransformer, Normalizer, StandardScaler
-    if kind == "standard":
-        return StandardScaler()
-    if kind == "l2":
-        return Normalizer(norm="l2")
-    if kind == "none":
-        return FunctionTransformer(None)  # identity
-    raise ClassifyError(f"--scaling {kind}: choose one of {', '.join(SCALINGS)}")
 
 
 @dataclass(frozen=True)
 class ClassifierSpec:
     name: str
-    build: Callable[[int], object]   # random_state -> estimator
+    build: Callable[[int], object]   # random_state -> the classifier step
     grid: dict = field(default_factory=dict)  # parameter -> values, swept on selection data
     scaling: str = None              # fixed scaling (the seed recipe uses none); None: the user's choice
     description: str = ""
-    path: bool = False               # sweeps its own grid in one fit (classify/path.py), not GridSearchCV
-    members: tuple = ()              # an ensemble of these classifiers (classify/ensemble.py), no estimator
+    sweeps: bool = False             # a LogisticSweepCV: sweeps its own grid in one fit, and can stream
+    members: tuple = ()              # a soft vote of these classifiers (classify/ensemble.py)
 
     def pipeline(self, scaling=DEFAULT_SCALING, random_state=0):
         """scikit-learn Pipeline: scaler, then the classifier."""
@@ -47,16 +36,46 @@ class ClassifierSpec:
     def param_grid(self) -> dict:
         return {f"clf__{k}": list(v) for k, v in self.grid.items()}
 
+    def estimator(self, cv, scaling=DEFAULT_SCALING, random_state=0, streamed=False, fitted=None):
+        """The unfitted estimator whose ``fit(X, y)`` on the fit rows is this classifier's whole fit:
+        hyper-parameters chosen over ``cv`` ((train, selection) index pairs over those rows, the split
+        plan's), then refitted on every one. streamed: X will be StreamedRows (codes beyond the budget).
+        fitted: name -> a model fitted on the same rows already, which an ensemble reuses."""
+        if self.members:
+            from .ensemble import voting
+            fitted = fitted or {}
+            return voting([(m, fitted[m], True) if m in fitted else
+                           (m, get_classifier(m).estimator(cv, scaling, random_state), False) for m in self.members])
+        if streamed:
+            from .sweep import StreamedSweep
+            return StreamedSweep(self.build(random_state), self.scaling or scaling, cv, random_state)
+        pipeline = self.pipeline(scaling, random_state)
+        if self.sweeps:
+            return pipeline.set_params(clf__cv=cv)
+        grid = _feasible(self.param_grid(), min(len(train) for train, _ in cv))
+        if not grid:
+            return pipeline
+        from sklearn.model_selection import GridSearchCV
+        return GridSearchCV(pipeline, grid, cv=cv, scoring="accuracy", refit=True,
+                            n_jobs=1, error_score="raise")  # parallel sweeps measured no faster (README)
+
+
+def _feasible(grid: dict, n_train: int) -> dict:
+    """Drop neighbour counts larger than the rows that train during the sweep (tiny data sets)."""
+    if "clf__n_neighbors" in grid:
+        grid = dict(grid, clf__n_neighbors=[k for k in grid["clf__n_neighbors"] if k <= n_train] or [1])
+    return grid
+
 
 LOG_C = [float(c) for c in np.logspace(-4, 1, 11)]
 WEIGHT_DECAYS = [1e-4, 1e-3, 1e-2, 1e-1, 1.0]
 
 
-def _path(param, grid):
+def _sweep(param, grid):
     """The multi-head sweep solver for the linear heads: the whole grid in one fit."""
     def build(rs):
-        from .path import LogisticPathClassifier
-        return LogisticPathClassifier(param=param, grid=grid, random_state=rs)
+        from .sweep import LogisticSweepCV
+        return LogisticSweepCV(param=param, grid=grid, random_state=rs)
     return build
 
 
@@ -74,9 +93,10 @@ def _head(name, seeded=False, module="heads", **params):
     return build
 
 CLASSIFIERS = {spec.name: spec for spec in [
-    ClassifierSpec("logreg", _path("C", LOG_C), {"C": LOG_C}, path=True,
+    ClassifierSpec("logreg", _sweep("C", LOG_C), {"C": LOG_C}, sweeps=True,
                    description="multinomial logistic regression (scikit-learn's objective), all 11 C at once"),
-    ClassifierSpec("linear", _path("weight_decay", WEIGHT_DECAYS), {"weight_decay": WEIGHT_DECAYS}, path=True,
+    ClassifierSpec("linear", _sweep("weight_decay", WEIGHT_DECAYS), {"weight_decay": WEIGHT_DECAYS},
+                   sweeps=True,
                    description="linear layer, cross-entropy + weight decay, all 5 values at once"),
     ClassifierSpec("svm", _head("SoftmaxLinearSVC", seeded=True, dual=True, tol=1e-3),
                    # Above C=0.01 liblinear converges slowly and flowers5 accuracy only drops.

@@ -5,6 +5,8 @@ float32 for that load only. For training, the blocks come in a seeded random ord
 in the file and the rows of a load are shuffled: rows are stored in commit order (often class by
 class), so reading them in file order would feed a stochastic solver one class at a time.
 """
+from dataclasses import dataclass
+
 import numpy as np
 
 from cache import open_cache
@@ -65,3 +67,21 @@ def _vectorised_copy(destination, source):
     """float16 -> float32 through torch: vectorised, where numpy's conversion is several times slower."""
     import torch
     torch.from_numpy(destination).copy_(torch.from_numpy(source))
+
+
+@dataclass(frozen=True)
+class StreamedRows:
+    """Some rows of a CodeStream (boolean ``mask`` over the cache), standing in for X where the
+    codes do not fit in memory: what StreamedSweep fits on and predicts."""
+    stream: CodeStream
+    mask: np.ndarray
+
+    @property
+    def rows(self) -> np.ndarray:
+        return np.flatnonzero(self.mask)
+
+    def __len__(self) -> int:
+        return int(np.count_nonzero(self.mask))
+
+    def loads(self, rng=None):
+        return self.stream.loads(self.mask, rng)

@@ -291,7 +291,7 @@ def test_sweep_solver_runs_the_same_on_numpy_and_torch():
     """One solver, written against the array API: numpy (the CPU's) and torch (the GPU's) reach the
     same heads from the same start."""
     import torch
-    from classify.path import _Heads, batched_lbfgs, to_numpy
+    from classify.lbfgs import _Heads, batched_lbfgs, to_numpy
     X, y, _ = blobs(n_per_class=100, dim=24, separation=1.0)
     lambdas = np.array([1e-1, 1e-2, 1e-3], dtype=np.float32)
     p = 24 * 3 + 3
@@ -311,7 +311,7 @@ def test_fitting_the_linear_heads_on_the_cpu_never_imports_torch(learnable):
     solver runs on numpy where there is no GPU, and nothing else on that path imports torch."""
     import subprocess
     import sys
-    code = ("import sys, classify.path as path; path._nvidia_driver = lambda: False\n"
+    code = ("import sys, classify.lbfgs as lbfgs; lbfgs._nvidia_driver = lambda: False\n"
             "from classify import load_codes, fit_and_evaluate, save_model\n"
             f"data = load_codes({learnable.path!r})\n"
             "for name in ('logreg', 'linear', 'svm', 'ridge', 'centroid', 'knn'):\n"
@@ -348,3 +348,16 @@ def test_compare_skips_a_classifier_that_cannot_fit_and_reports_why(learnable, t
     assert json.load(open(paths["report.json"]))["results"][1]["skipped"].startswith("needs 10,000 rows")
     with pytest.raises(ValueError, match="no classifier could fit these codes: picky: needs 10,000 rows"):
         compare(learnable, ["picky"])
+
+
+@pytest.mark.parametrize("name", ["logreg", "ensemble"])
+def test_model_files_written_before_the_estimator_redesign_still_predict_the_same(name):
+    """tests/data holds model files written by the code before stage two became one estimator per
+    entry (LogisticPathClassifier, the hand-written SoftVote), with their predictions then."""
+    folder = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+    expected = json.load(open(os.path.join(folder, "model-format2-expected.json")))
+    model = load_model(os.path.join(folder, f"model-format2-{name}.npz"))
+    X = np.asarray(expected["X"], dtype=np.float32)
+    np.testing.assert_allclose(model.predict_proba(X), expected["proba"][name], atol=1e-6)
+    assert model.predict_names(X)[:3] == [model.class_names[int(i)] for i in np.argmax(expected["proba"][name],
+                                                                                         axis=1)[:3]]

@@ -6,7 +6,7 @@ and its decision_function checks skip k-nearest neighbours (which has none).
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from classify.heads import CosineKNNClassifier, NearestCentroidClassifier, SoftmaxLinearSVC, SoftmaxRidgeClassifier
-from classify.path import LogisticPathClassifier
+from classify.sweep import LogisticSweepCV
 from classify.torch_heads import SeedRecipeClassifier, TorchMLPClassifier
 
 WEAK_BY_DESIGN = ("the classic exercise's recipe (2 epochs of SGD at lr 0.001, unscaled) is deliberately weak: it "
@@ -15,8 +15,9 @@ WEAK_BY_DESIGN = ("the classic exercise's recipe (2 epochs of SGD at lr 0.001, u
 ESTIMATORS = [
     NearestCentroidClassifier(),
     CosineKNNClassifier(),
-    LogisticPathClassifier(param="C", grid=(1.0,)),
-    LogisticPathClassifier(param="weight_decay", grid=(1e-3,)),
+    LogisticSweepCV(param="C", grid=(1.0,)),
+    LogisticSweepCV(param="C", grid=(0.1, 1.0), cv=2),
+    LogisticSweepCV(param="weight_decay", grid=(1e-3,)),
     TorchMLPClassifier(hidden=32, epochs=30),
     SeedRecipeClassifier(),
     SoftmaxLinearSVC(),

@@ -1,4 +1,5 @@
-"""A whole regularisation grid of multinomial logistic regressions, fitted at once.
+"""The solver behind the linear heads' sweeps: a whole regularisation grid of multinomial logistic
+regressions, fitted at once (the estimators that use it live in sweep.py).
 
 Every head h minimises  mean_i CE(x_i W_h + b_h, y_i) + lambda_h / 2 * ||W_h||^2  (the intercept
 is not penalised). With lambda = 1 / (C n) that is exactly scikit-learn's LogisticRegression
@@ -13,8 +14,6 @@ import os
 
 import numpy as np
 from array_api_compat import array_namespace, device as device_of, to_device
-
-from .heads import LinearScores, ScoresClassifier
 
 HISTORY = 10
 # The sweep only ranks the heads on the selection rows, so it stops earlier than the refit.
@@ -207,124 +206,3 @@ def adam_heads(epoch, n_rows, k, lambdas, theta, lr=STREAM_LR, batch_size=STREAM
             schedule.step()
             step += 1
     return theta.detach(), step
-
-
-class LogisticPathClassifier(LinearScores, ScoresClassifier):
-    """Multinomial logistic regression over a grid of regularisation strengths, fitted together.
-
-    param: "C" (scikit-learn's inverse strength; lambda = 1 / (C n)) or "weight_decay" (lambda
-    itself). grid: the values. fit(X [n, D], y [n], selection=bool mask [n] or None,
-    sweep_train=bool mask or None): the heads train on the ``sweep_train`` rows (default: those
-    outside ``selection``) and are scored on ``selection``; the best value is refitted on all rows.
-    Without a selection mask the single value ``grid[0]`` is fitted (no sweep).
-    device: "auto" (the GPU through torch when there is one, else numpy), "cpu" (numpy) or a
-    torch device name. After fit: coef_ [K, D], intercept_ [K], best_params_, sweep_ [(params,
-    selection accuracy)].
-    """
-
-    def __init__(self, param="C", grid=(1.0,), max_iter=1000, tol=1e-4, device="auto", random_state=0):
-        self.param = param
-        self.grid = grid
-        self.max_iter = max_iter
-        self.tol = tol
-        self.device = device
-        self.random_state = random_state
-
-    def _lambdas(self, values, n) -> np.ndarray:
-        values = np.asarray(values, dtype=np.float64)
-        return (1.0 / (values * n) if self.param == "C" else values).astype(np.float32)
-
-    def _solve(self, X, y, values, init=None, tol=None):
-        """(theta [H, P] for each value, the heads, iterations per head). One batched solve of the
-        whole grid, from ``init`` or zero: measured on flowers5 VGG16 fc7 codes, it beat three
-        stages warm-started along the path (5.8 s vs 7.9 s), as a stage waits for its slowest head."""
-        xp, dev = array_namespace(X), device_of(X)
-        heads = _Heads(X, y, len(self.classes_), xp.asarray(self._lambdas(values, X.shape[0]), device=dev))
-        p = X.shape[1] * len(self.classes_) + len(self.classes_)
-        theta = xp.zeros((len(values), p), dtype=X.dtype, device=dev)
-        if init is not None:
-            theta = theta + xp.reshape(init, (1, p))
-        theta, iterations = batched_lbfgs(heads, theta, self.max_iter, tol or self.tol)
-        return theta, heads, iterations
-
-    def _check_param(self):
-        if self.param not in ("C", "weight_decay"):
-            raise ValueError(f"param={self.param!r}: choose 'C' or 'weight_decay'")
-
-    def _keep_sweep(self, grid, accuracy) -> int:
-        """Records each grid value's selection accuracy (``sweep_``); returns the index of the first
-        best, i.e. the strongest regularisation among ties."""
-        self.sweep_ = [({self.param: v}, float(a)) for v, a in zip(grid, accuracy)]
-        return int(np.argmax(accuracy))
-
-    def _keep_solution(self, theta, d, chosen, iterations):
-        """The fitted head (theta [1, P], numpy or torch) as scikit-learn's attributes."""
-        k = len(self.classes_)
-        theta = to_numpy(theta).astype(np.float64)
-        self.n_iter_ = int(iterations)
-        self.coef_ = theta[0, :d * k].reshape(d, k).T.copy()
-        self.intercept_ = theta[0, d * k:].copy()
-        self.best_params_ = {self.param: chosen}
-        return self
-
-    def _arrays(self, X, y):
-        """Validated codes (float32) and class indices, on the solver's device."""
-        X, y_idx = self._validated_fit(X, y)
-        X, y_idx = np.asarray(X, dtype=np.float32), y_idx.astype(np.int64)
-        device = solver_device(self.device)
-        if device is None:
-            return X, y_idx
-        import torch
-        return torch.as_tensor(X, device=device), torch.as_tensor(y_idx, device=device)
-
-    def fit(self, X, y, selection=None, sweep_train=None):
-        self._check_param()
-        X, y = self._arrays(X, y)
-        xp, dev = array_namespace(X), device_of(X)
-        grid = [float(v) for v in np.atleast_1d(self.grid)]
-        chosen, init = grid[0], None
-        self.sweep_ = []
-        if selection is not None and len(grid) > 1:
-            selection = np.asarray(selection, dtype=bool)
-            sweep_train = ~selection if sweep_train is None else np.asarray(sweep_train, dtype=bool) & ~selection
-            if len(selection) != y.shape[0]:
-                raise ValueError(f"selection has {len(selection)} entries for {y.shape[0]} rows")
-            y_numpy = to_numpy(y)
-            if not selection.any() or len(np.unique(y_numpy[sweep_train])) < len(self.classes_):
-                raise ValueError("the selection rows leave a class with no training rows")
-            train, held = xp.asarray(sweep_train, device=dev), xp.asarray(selection, device=dev)
-            theta, heads, _ = self._solve(X[train], y[train], grid, tol=self.tol * SWEEP_TOL_FACTOR)
-            correct = heads_correct(theta, X[held], y[held], heads.d, heads.k)
-            best = self._keep_sweep(grid, correct / int(selection.sum()))
-            chosen, init = grid[best], theta[best:best + 1]
-        theta, heads, iterations = self._solve(X, y, [chosen], init)
-        return self._keep_solution(theta, heads.d, chosen, iterations[0])
-
-    def fit_stream(self, train, n_train, classes, n_features, select=None, refit=None, n_refit=None):
-        """The same sweep and refit for codes that do not fit in memory, by minibatch Adam (torch).
-        train(epoch) / refit(epoch): minibatches (X float32 [b, D], y class indices [b]) of the
-        sweep's training rows / of every row, reshuffled per epoch; select(): the selection rows'
-        minibatches. Without ``select``, grid[0] is fitted on ``train`` (no sweep)."""
-        import torch
-
-        from .torch_heads import torch_device
-        self._check_param()
-        self.classes_, self.n_features_in_ = np.asarray(classes), int(n_features)
-        device, k = torch_device(self.device), len(classes)
-        grid = [float(v) for v in np.atleast_1d(self.grid)]
-        p = n_features * k + k
-        chosen, init, self.sweep_ = grid[0], torch.zeros(1, p, device=device), []
-        if select is not None and len(grid) > 1:
-            lambdas = torch.as_tensor(self._lambdas(grid, n_train), device=device)
-            theta, _ = adam_heads(train, n_train, k, lambdas, torch.zeros(len(grid), p, device=device))
-            correct, seen = np.zeros(len(grid), dtype=np.int64), 0
-            for X, y in select():
-                correct += heads_correct(theta, torch.as_tensor(X, device=device),
-                                         torch.as_tensor(y, dtype=torch.long, device=device), n_features, k)
-                seen += len(y)
-            best = self._keep_sweep(grid, correct / max(seen, 1))
-            chosen, init = grid[best], theta[best:best + 1].clone()
-            train, n_train = refit, n_refit
-        lambdas = torch.as_tensor(self._lambdas([chosen], n_train), device=device)
-        theta, steps = adam_heads(train, n_train, k, lambdas, init)
-        return self._keep_solution(theta, n_features, chosen, steps)
