@@ -361,3 +361,22 @@ def test_model_files_written_before_the_estimator_redesign_still_predict_the_sam
     np.testing.assert_allclose(model.predict_proba(X), expected["proba"][name], atol=1e-6)
     assert model.predict_names(X)[:3] == [model.class_names[int(i)] for i in np.argmax(expected["proba"][name],
                                                                                          axis=1)[:3]]
+
+
+def test_logistic_sweep_cv_scores_folds_as_grid_search_does():
+    """LogisticSweepCV over k folds: cv_results_ shaped as GridSearchCV's, and its choice within a
+    grid step of LogisticRegression's in GridSearchCV on the same folds."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from classify.sweep import LogisticSweepCV
+    X, y, _ = blobs(n_per_class=60, dim=12, separation=0.6)
+    grid = [float(c) for c in np.logspace(-4, 1, 6)]
+    folds = list(StratifiedKFold(3, shuffle=True, random_state=0).split(X, y))
+    ours = LogisticSweepCV(grid=grid, cv=folds, device="cpu").fit(X, y)
+    theirs = GridSearchCV(LogisticRegression(max_iter=1000), {"C": grid}, cv=folds).fit(X, y)
+    assert [p["C"] for p in ours.cv_results_["params"]] == grid
+    assert ours.cv_results_["mean_test_score"].shape == (6,) and "split2_test_score" in ours.cv_results_
+    np.testing.assert_allclose(ours.cv_results_["mean_test_score"], theirs.cv_results_["mean_test_score"], atol=0.04)
+    assert abs(grid.index(ours.best_params_["C"]) - grid.index(theirs.best_params_["C"])) <= 1
+    with pytest.raises(ValueError, match="no training rows"):
+        LogisticSweepCV(grid=grid, cv=[(np.flatnonzero(y != 2), np.flatnonzero(y == 2))]).fit(X, y)
