@@ -242,7 +242,7 @@ def _load_codes(args):
         from classify.joined import join_caches
         data = join_caches(data, args.with_caches)
         print(f"side by side: {data.path} ({data.layer}) + " + " + ".join(
-            f"{part['cache']} ({part['layer']}, {part['fingerprint'].get('backbone')})" for part in data.side_by_side)
+            f"{part['cache']} ({part['layer']}, {part['fingerprint'].backbone})" for part in data.side_by_side)
             + f": {data.X.shape[1]}-d codes", file=sys.stderr)
     if data.stream is not None:
         print(f"note: the codes ({data.rows_total:,} rows x {data.stream.width} float32, held about 3 times while "
@@ -254,14 +254,11 @@ def _load_codes(args):
 
 def cmd_fit(args):
     from classify import DEFAULT_SCALING, fit_and_evaluate, save_model
+    from classify.model_file import model_meta
     data = _load_codes(args)
     result, model = fit_and_evaluate(data, args.classifier, args.scaling or DEFAULT_SCALING, args.seed)
     if args.model:
-        save_model(args.model, model, {"classifier": args.classifier, "params": result["params"],
-                                       "class_names": data.class_names, "layer": data.layer,
-                                       "fingerprint": data.fingerprint, "cache": data.path,
-                                       "side_by_side": data.side_by_side or [],
-                                       "result": {k: v for k, v in result.items() if k not in ("sweep", "mistakes")}})
+        save_model(args.model, model, model_meta(args.classifier, result, data))
         result["model"] = args.model
     if args.json:
         print(json.dumps(result, indent=2))
@@ -284,7 +281,7 @@ def _compare(data, report, classifiers=None, scaling=None, seed=0, as_json=False
     progress = None if as_json else (lambda result: print(_result_line(result), file=sys.stderr))
     results = compare(data, names, scaling, seed, on_result=progress)
     paths = write_report(report, results, data, {
-        "cache": " + ".join([data.path] + [part["cache"] for part in data.side_by_side or []]), "backbone": data.fingerprint.get("backbone"), "weights": data.fingerprint.get("weights"),
+        "cache": " + ".join([data.path] + [part["cache"] for part in data.side_by_side or []]), "backbone": data.fingerprint.backbone, "weights": data.fingerprint.weights,
         "layer": data.layer, "scaling": scaling, "seed": seed})
     if as_json:
         print(json.dumps(results, indent=2))

@@ -94,7 +94,7 @@ def main():
     with open_cache(args.cache) as c:
         size = c.size_bytes()
     rows_per_s, shape = read_throughput(args.cache, data.layer)
-    print(f"cache {args.cache}: {shape[0]} rows x {shape[1]} ({data.fingerprint.get('dtype')}), "
+    print(f"cache {args.cache}: {shape[0]} rows x {shape[1]} ({data.fingerprint.dtype}), "
           f"{size / 1e6:.1f} MB, {size / shape[0] / 1e3:.2f} kB per image; "
           f"read {rows_per_s:,.0f} rows/s into float32")
 

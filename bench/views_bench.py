@@ -27,7 +27,7 @@ def reported_photos(data):
     plan = plan_splits(data.splits, data.y, 0, data.views)
     rows = np.flatnonzero(plan.eval_mask)
     with open_cache(data.path) as c:
-        root = c.fingerprint.get("data_root")
+        root = c.fingerprint.provenance.get("data_root")
         paths = c.paths_of(rows)
     return [os.path.join(root, p) for p in paths], data.y[rows]
 
@@ -42,7 +42,7 @@ def main():
     for cache in args.caches:
         data = load_codes(cache)
         with open_cache(cache) as c:
-            views = (c.fingerprint.get("views") or {}).get("count", 0)
+            views = (c.fingerprint.views or {}).get("count", 0)
         fitted = {}  # compare's loop, keeping the models for the test-time views below
         for name in args.classifiers.split(",") if args.classifiers else list(CLASSIFIERS):
             fitted[name] = fit_and_evaluate(data, name, fitted=fitted)

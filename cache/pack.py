@@ -29,7 +29,7 @@ def pack_cache(cache_path, out_path) -> dict:
     with open_cache(cache_path) as c:
         try:
             with h5py.File(tmp, "w") as out:
-                attrs = {k: v for k, v in c.fingerprint.items() if k not in SEGMENT_ATTRS}  # the file's attributes
+                attrs = {k: v for k, v in c.attrs.items() if k not in SEGMENT_ATTRS}  # the file's attributes
                 write_attrs(out, dict(attrs, packed_from=os.path.abspath(cache_path)))
                 out.create_dataset(CLASS_NAMES, data=c._file[CLASS_NAMES][()], dtype=c._file[CLASS_NAMES].dtype)
                 names = [n for n in list(ROW_FIELDS) + [VIEWS] if n in c._file]

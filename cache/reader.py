@@ -48,7 +48,8 @@ class CodesCache:
             self.segmented = is_segmented(f)
             if self.segmented:
                 check_segments_present(self.path, manifest_from_file(f))
-            self.fingerprint = read_attrs(f)
+            self.attrs = read_attrs(f)  # the file's raw attributes
+            self.fingerprint = Fingerprint.from_attrs(self.attrs)  # the typed extractor identity
             self.class_names = read_strings(f[CLASS_NAMES])
             self.labels = f[LABELS][()].astype(np.int64)
             self.splits = as_text(f["splits"][()])
@@ -99,12 +100,8 @@ class CodesCache:
         return as_text(self._file["keys"][()]).tolist()
 
     @property
-    def fingerprint_object(self) -> Fingerprint:
-        return Fingerprint.from_attrs(self.fingerprint)
-
-    @property
     def default_layer(self) -> str:
-        layers = self.fingerprint.get("layers") or self.layers
+        layers = self.fingerprint.layers or self.layers
         return layers[0]
 
     def width(self, layer=None) -> int:
@@ -205,8 +202,8 @@ class CodesCache:
             "splits": self.split_counts(centre),
             "failed": len(self.failures),
             "failures": [{"path": p, "reason": r} for p, r in self.failures],
-            "vanished": self.fingerprint.get("vanished_rows"),
-            "fingerprint": self.fingerprint,
+            "vanished": self.attrs.get("vanished_rows"),
+            "fingerprint": self.attrs,
             "size_bytes": self.size_bytes(),
             "how_to_copy": self.how_to_copy(),
         }

@@ -21,7 +21,7 @@ class CodesData:
     splits: np.ndarray     # str [N]
     class_names: list
     layer: str
-    fingerprint: dict
+    fingerprint: object    # cache.Fingerprint
     path: str
     rows: np.ndarray = None  # each row's index in the cache (None: all rows, in order)
     rows_total: int = None  # rows in the cache (more than len(X) when a memory budget subsampled them)

@@ -80,8 +80,25 @@ def _pipeline_state(pipeline, prefix="") -> tuple:
     return steps, arrays
 
 
+def model_meta(classifier: str, result: dict, data) -> dict:
+    """What a model file records beside the fitted estimators: the classifier and its chosen
+    parameters, the class names, the layer(s), the cache's fingerprint (exactly
+    ``Fingerprint.to_attrs()``, so predict rebuilds the same extractor), the cache, any other
+    caches' codes that went side by side, and the result without its sweep and mistakes."""
+    return {"classifier": classifier, "params": result["params"], "class_names": list(data.class_names),
+            "layer": data.layer, "fingerprint": data.fingerprint, "cache": data.path,
+            "side_by_side": data.side_by_side or [],
+            "result": {k: v for k, v in result.items() if k not in ("sweep", "mistakes")}}
+
+
+def _json_value(value):
+    """JSON for what json.dumps cannot write itself: a Fingerprint as its attributes."""
+    return value.to_attrs() if hasattr(value, "to_attrs") else str(value)
+
+
 def save_model(path, pipeline, meta: dict) -> None:
-    """``pipeline``: a fitted (scale, clf) Pipeline, or an ensemble's soft vote of them."""
+    """``pipeline``: a fitted (scale, clf) Pipeline, or an ensemble's soft vote of them.
+    meta: ``model_meta(...)`` (fingerprints are written as their attributes)."""
     if not hasattr(pipeline, "named_estimators_"):
         steps, arrays = _pipeline_state(pipeline)
         meta = dict(meta, format=FORMAT, steps=steps)
@@ -94,7 +111,7 @@ def save_model(path, pipeline, meta: dict) -> None:
             arrays.update(member_arrays)
         meta = dict(meta, format=FORMAT, members=parts, classes=np.asarray(pipeline.classes_).tolist())
     tmp = f"{path}.tmp.npz"  # np.savez adds .npz to names without it
-    np.savez(tmp, meta=np.array(json.dumps(meta, default=str)), **arrays)
+    np.savez(tmp, meta=np.array(json.dumps(meta, default=_json_value)), **arrays)
     os.replace(tmp, path)
 
 
@@ -122,10 +139,12 @@ class LoadedModel:
         from sklearn.pipeline import Pipeline
         self.meta = meta
         self.class_names = meta["class_names"]
-        self.fingerprint = meta["fingerprint"]
+        from cache.fingerprint import Fingerprint
+        self.fingerprint = Fingerprint.from_attrs(meta["fingerprint"])
         self.layer = meta["layer"]
         # other caches whose codes went side by side (classify/joined.py): [{cache, layer, fingerprint, width}]
-        self.side_by_side = meta.get("side_by_side") or []
+        self.side_by_side = [dict(part, fingerprint=Fingerprint.from_attrs(part["fingerprint"]))
+                             for part in meta.get("side_by_side") or []]
         known = _known_classes()
 
         def rebuild(steps, prefix=""):

@@ -43,7 +43,7 @@ def write_report(out_dir, results, data, context: dict) -> dict:
         json.dump({**context, "best": best["classifier"], "results": results}, f, indent=2, default=str)
     _plot_confusion(paths["confusion.png"], best, data.class_names)
     _plot_accuracy(paths["accuracy.png"], fitted_results(results), best["eval_split"])
-    mistakes_md = _mistakes_section(out_dir, best, data.fingerprint.get("data_root"))
+    mistakes_md = _mistakes_section(out_dir, best, data.fingerprint.provenance.get("data_root"))
     if os.path.exists(os.path.join(out_dir, "mistakes.png")):
         paths["mistakes.png"] = os.path.join(out_dir, "mistakes.png")
     per_class = "\n".join(f"| {name} | {acc:.4f} |" if acc is not None else f"| {name} | - |"

@@ -25,7 +25,7 @@ def expand_image_paths(inputs) -> list:
     return paths
 
 
-def _encoder(fingerprint: dict, weights_file, device, batch_size=None, workers=None, layer=None):
+def _encoder(fingerprint, weights_file, device, batch_size=None, workers=None, layer=None):
     """The cache's extractor, and the layers whose codes go side by side ("a+b"; default the first)."""
     extractor = Extractor.from_fingerprint(fingerprint, weights_file,
                                            RuntimeOptions(device=device, batch_size=batch_size, workers=workers))
@@ -36,7 +36,7 @@ def _side_by_side(by_layer: dict, layers) -> np.ndarray:
     return np.concatenate([by_layer[name] for name in layers], axis=1)
 
 
-def encode_images(fingerprint: dict, inputs, weights_file=None, device="auto", batch_size=None,
+def encode_images(fingerprint, inputs, weights_file=None, device="auto", batch_size=None,
                   workers=None, layer=None, mirrored=False):
     """Codes of ``layer`` for image files/folders, computed as the cache's extractor did (centre
     views: augmented views are for training rows only).
@@ -70,7 +70,7 @@ def recompute_rows(cache_path, count, seed=0, data_root=None, weights_file=None,
     from cache import open_cache
     with open_cache(cache_path) as c:
         layer = c.default_layer
-        root = data_root or c.fingerprint.get("data_root")
+        root = data_root or c.fingerprint.provenance.get("data_root")
         picked = np.sort(np.random.default_rng(seed).choice(len(c), size=min(count, len(c)), replace=False))
         mask = np.zeros(len(c), dtype=bool)
         mask[picked] = True  # read only these rows' paths and codes, not the whole cache

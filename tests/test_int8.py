@@ -38,8 +38,8 @@ def test_int8_codes_track_fp32_and_record_their_calibration(image_folder, tmp_pa
     cosines = [_cosine(fp32[p], int8[p]) for p in fp32]
     assert min(cosines) > 0.99, cosines
     assert any(not np.array_equal(fp32[p], int8[p]) for p in fp32)  # it really ran in int8
-    quantization = fingerprint["quantization"]
-    assert fingerprint["precision"] == "int8" and quantization["engine"] == engine
+    quantization = fingerprint.quantization
+    assert fingerprint.precision == "int8" and quantization["engine"] == engine
     with open_cache(tmp_path / "int8.h5") as c:  # the sample: 8 paths chosen by a hash of the path
         by_path = dict(zip(c.paths, c.keys))
     chosen = sorted(by_path, key=lambda p: hashlib.sha256(p.encode()).hexdigest())[:8]
@@ -59,7 +59,7 @@ def test_int8_resume_reuses_the_calibration_and_predict_rebuilds_it(tmp_path):
     summary = _extract(folder, cache, "int8", calibration_images=6)
     assert (summary.written, summary.skipped) == (9, 12)
     codes, second = _codes_by_path(cache)
-    assert second["quantization"] == first["quantization"]  # not recalibrated on the new images
+    assert second.quantization == first.quantization  # not recalibrated on the new images
 
     # predict's path: the same int8 network from the fingerprint, other batching, same codes.
     paths, rebuilt, failures = encode_images(second, new_paths, batch_size=5, workers=0)
@@ -110,4 +110,4 @@ def test_auto_precision_is_recorded_in_the_fingerprint(image_folder, tmp_path, m
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
     _extract(image_folder, tmp_path / "c.h5", "auto")
     with open_cache(tmp_path / "c.h5") as c:
-        assert c.fingerprint["precision"] == "bf16"
+        assert c.fingerprint.precision == "bf16"

@@ -98,7 +98,7 @@ def test_decoder_is_recorded_and_never_mixed(image_folder, tmp_path):
     cache = tmp_path / "tv.h5"
     run_cli("extract", image_folder, "--cache", cache, *FAST_VGG, "--decoder", "torchvision")
     with open_cache(cache) as c:
-        assert c.fingerprint["preprocess"]["decoder"] == "torchvision" and len(c.paths) == 18
+        assert c.fingerprint.preprocess["decoder"] == "torchvision" and len(c.paths) == 18
     out = run_cli("extract", image_folder, "--cache", cache, *FAST_VGG, check=False)
     assert out.returncode == 2 and "preprocess" in out.stderr
     with pytest.raises(ExtractError, match="--jpeg-draft works with --decoder pil"):

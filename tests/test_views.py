@@ -52,7 +52,7 @@ def test_train_images_get_views_as_rows_after_their_centre_row(split_folder, tmp
     assert summary.written == 21  # images, not rows
     with open_cache(cache) as c:
         views, splits, paths = c.views, c.splits, c.paths
-        assert len(c) == 15 * 3 + 6 and c.fingerprint["views"]["count"] == 2
+        assert len(c) == 15 * 3 + 6 and c.fingerprint.views["count"] == 2
         summary = c.summary()
     assert summary["images"] == 21 and summary["view_rows"] == 30 and summary["splits"] == {"train": 15, "val": 6}
     assert set(splits[views > 0].tolist()) == {"train"} and (views[splits == "val"] == 0).all()
