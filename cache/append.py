@@ -17,8 +17,6 @@ import shutil
 import queue
 import threading
 import time
-from dataclasses import dataclass
-
 import numpy as np
 
 import h5py
@@ -31,20 +29,12 @@ from .manifest import (Manifest, check_segments_present, is_segmented, publish_m
                        segment_folder)
 from .migrate import migrate_schema1
 from .readers import no_readers
+from .row_index import Known, RowIndex
 from .schema import SCHEMA_VERSION, read_attrs
 from .segments import (MERGED, SHARD, SegmentRows, awaits_link, read_segment_failures, read_segment_index,
                        read_segment_rows, segment_name, segment_seq, write_segment)
 
 COLLECT_EVERY_SECONDS = 5.0   # how often a session looks for readers before deleting retired segments
-
-
-@dataclass(frozen=True)
-class Known:
-    """What the cache holds for one path: a row or a recorded failure."""
-    key: str
-    stat: tuple
-    failed: bool
-    reason: str = None  # why it failed
 
 
 def existing_fingerprint(cache_path):
@@ -120,10 +110,9 @@ class AppendSession:
         self._vanished = None
         self._error = None
         self._open = True
-        self._index = {}       # segment name -> SegmentIndex
+        self._rows = RowIndex()  # where each path's rows live
         self._retired = set()  # segment files no cache file version names any more, not yet deleted
         self._last_collect = None
-        self._row_of = {}      # path -> (segment name, local row of its centre view; its views follow)
         self._remove_partial_files()
         self.manifest = self._open_manifest()
         self._next_seq = max([int(self.manifest.attrs.get("next_seq", 1))]
@@ -143,10 +132,9 @@ class AppendSession:
     # --- what the cache holds -------------------------------------------------------------------
     def lookup(self, path):
         """Known(key, stat, failed) for a path the cache holds, else None."""
-        where = self._row_of.get(path)
-        if where is not None:
-            index = self._index[where[0]]
-            return Known(index.keys[where[1]].decode(), tuple(int(v) for v in index.stats[where[1]]), False)
+        known = self._rows.known(path)
+        if known is not None:
+            return known
         failure = self.manifest.failures.get(path)
         if failure is not None:
             return Known(failure[0], tuple(failure[2]), True, failure[1])
@@ -154,7 +142,7 @@ class AppendSession:
 
     def paths(self):
         """Every path with a row or a recorded failure."""
-        return list(self._row_of) + [p for p in self.manifest.failures if p not in self._row_of]
+        return self._rows.paths() + [p for p in self.manifest.failures if p not in self._rows]
 
     # --- adding ---------------------------------------------------------------------------------
     def add_rows(self, paths, keys, splits, classes, stats, codes: dict, views=None) -> None:
@@ -216,7 +204,7 @@ class AppendSession:
         self._raise_pending()
         changed = bool(self._removals)
         if self._removals:
-            self._cut({p for p in self._removals if p in self._row_of})
+            self._cut({p for p in self._removals if p in self._rows})
             for path in self._removals:
                 self.manifest.failures.pop(path, None)
             self._removals = set()
@@ -278,17 +266,11 @@ class AppendSession:
         self.committed += len(rows)
 
     def _append_carried(self, rows: SegmentRows, carried):
-        by_segment = {}
-        for path, stat in carried:
-            segment, local = self._row_of[path]
-            by_segment.setdefault(segment, []).append((local, stat))
-        for segment, items in by_segment.items():
-            items.sort()
-            index = self._index[segment]
-            spans = [(local, index.span(local), stat) for local, stat in items]  # an image's views go with it
+        stat_of = dict(carried)
+        for segment, images in self._rows.image_rows(stat_of).items():  # an image's views go with it
             old = read_segment_rows(os.path.join(self.folder, segment),
-                                    [i for local, n, _ in spans for i in range(local, local + n)], self.widths)
-            old.stats = [stat for _, n, stat in spans for _ in range(n)]  # the same rows, the file's new stat
+                                    [i for local, n, _ in images for i in range(local, local + n)], self.widths)
+            old.stats = [stat_of[path] for _, n, path in images for _ in range(n)]  # the same rows, new stat
             rows.extend_rows(old)
 
     def _allocate_seq(self) -> int:
@@ -306,7 +288,7 @@ class AppendSession:
         incoming.check_can_join(Fingerprint.from_attrs(self.manifest.attrs), self.cache_path)
         self._adopt_classes(index.class_names, path)
         failures = read_segment_failures(path)
-        self._cut({p for p in paths if p in self._row_of} | {f[0] for f in failures if f[0] in self._row_of})
+        self._cut({p for p in paths if p in self._rows} | {f[0] for f in failures if f[0] in self._rows})
         for p in paths:
             self.manifest.failures.pop(p, None)
         for p, key, reason, stat in failures:
@@ -314,8 +296,7 @@ class AppendSession:
         self.manifest.segments[name] = index.rows
         if index.rows:
             self.manifest.ranges.append([name, 0, index.rows])
-        self._index[name] = index
-        self._index_rows(name, paths, [(0, index.rows)])
+        self._rows.add(index, paths, [(0, index.rows)])
         stored = Fingerprint.from_attrs(self.manifest.attrs).merged_precision(incoming)
         self.manifest.attrs["precision"] = stored.precision
         self.manifest.attrs["linked_through"] = segment_seq(name)
@@ -325,11 +306,7 @@ class AppendSession:
         """Remove these paths' rows from the live ranges (their segments keep the bytes until merged)."""
         if not paths:
             return
-        holes = {}
-        for p in paths:
-            segment, local = self._row_of.pop(p)
-            holes.setdefault(segment, set()).update(range(local, local + self._index[segment].span(local)))
-        self.manifest.ranges = compaction.cut_ranges(self.manifest.ranges, holes)
+        self.manifest.ranges = compaction.cut_ranges(self.manifest.ranges, self._rows.take(paths))
 
     def _settle(self) -> list:
         """Merge segments as cache/compaction.py says; returns the segment files no longer referenced."""
@@ -354,21 +331,14 @@ class AppendSession:
         n = len(rows.paths)
         compaction.apply_merge(self.manifest, names, merged, n)
         for name in names:
-            self._index.pop(name, None)
-        self._index[merged], _, _ = read_segment_index(os.path.join(self.folder, merged), with_paths=False)
-        self._index_rows(merged, rows.paths, [(0, n)])
+            self._rows.forget(name)
+        index, _, _ = read_segment_index(os.path.join(self.folder, merged), with_paths=False)
+        self._rows.add(index, rows.paths, [(0, n)])
         return list(names)
-
-    def _index_rows(self, segment, paths, ranges) -> None:
-        """Point each path at its centre row in ``segment`` (view rows follow it)."""
-        views = self._index[segment].views
-        for start, stop in ranges:
-            for local in (start + np.flatnonzero(views[start:stop] == 0)).tolist():
-                self._row_of[paths[local]] = (segment, local)
 
     def _forget(self, name):
         compaction.forget(self.manifest, name)
-        self._index.pop(name, None)
+        self._rows.forget(name)
 
     def _publish(self, retired) -> None:
         publish_manifest(self.cache_path, self.manifest)
@@ -435,8 +405,7 @@ class AppendSession:
     def _load_index(self):
         for name in self.manifest.segments:
             index, paths, _ = read_segment_index(os.path.join(self.folder, name))
-            self._index[name] = index
-            self._index_rows(name, paths, self.manifest.ranges_of(name))
+            self._rows.add(index, paths, self.manifest.ranges_of(name))
 
     def _recover_orphans(self):
         """Shards a killed run wrote but did not link are linked now; half-done merges and segments
