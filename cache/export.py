@@ -11,7 +11,7 @@ import numpy as np
 
 from .errors import CacheError
 from .reader import open_cache
-from .schema import as_text
+from .schema import as_text, text
 
 FORMATS = ("parquet", "npy")
 BLOCK_ROWS = 32768
@@ -57,7 +57,7 @@ def export_cache(cache_path, out, fmt="parquet", layer=None) -> dict:
                 stop = min(n, start + BLOCK_ROWS)
                 codes = dset[start:stop].astype(np.float32)
                 columns = {
-                    "path": [p.decode("utf-8") if isinstance(p, bytes) else p for p in paths_ds[start:stop]],
+                    "path": [text(p) for p in paths_ds[start:stop]],
                     "label": names[c.labels[start:stop]].tolist(),
                     "split": as_text(splits_ds[start:stop]).tolist(),
                     "key": as_text(keys_ds[start:stop]).tolist(),

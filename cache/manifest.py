@@ -13,8 +13,8 @@ import numpy as np
 
 from .errors import CacheError
 from .files import new_hdf5
-from .schema import (CLASS_NAMES, CODES_GROUP, FAILED_FIELDS, FAILED_GROUP, LABELS, ROW_FIELDS, SCHEMA_VERSION,
-                     SEGMENTS_GROUP, STAT, STAT_COLUMNS, STR, VIEW_DTYPE, VIEWS, read_attrs, read_strings,
+from .schema import (CLASS_NAMES, CODES_GROUP, FAILED_GROUP, LABELS, ROW_FIELDS, SCHEMA_VERSION,
+                     SEGMENTS_GROUP, STAT, STAT_COLUMNS, STR, VIEW_DTYPE, VIEWS, read_attrs, read_failures, read_strings,
                      write_attrs)
 
 
@@ -58,10 +58,7 @@ def manifest_from_file(f) -> Manifest:
     rows = group["rows"][()].tolist()
     live = group["ranges"][()]
     ranges = [[names[int(s)], int(a), int(b)] for s, a, b in live]
-    failed = f[FAILED_GROUP]
-    columns = [read_strings(failed[n]) for n in FAILED_FIELDS]
-    stats = failed[STAT][()] if STAT in failed else np.zeros((len(columns[0]), len(STAT_COLUMNS)), np.int64)
-    failures = {p: (k, r, tuple(int(v) for v in s)) for p, k, r, s in zip(*columns, stats)}
+    failures = {p: (k, r, s) for p, k, r, s in read_failures(f[FAILED_GROUP])}
     return Manifest(attrs, read_strings(f[CLASS_NAMES]), dict(zip(names, rows)), ranges, failures)
 
 

@@ -5,8 +5,8 @@ import h5py
 import numpy as np
 
 from .manifest import Manifest, publish_manifest, segment_folder
-from .schema import (CLASS_NAMES, CODES_GROUP, FAILED_FIELDS, FAILED_GROUP, LABELS, STAT, STAT_COLUMNS, VIEWS,
-                     read_attrs, read_strings)
+from .schema import (CLASS_NAMES, CODES_GROUP, FAILED_GROUP, LABELS, STAT, STAT_COLUMNS, VIEWS,
+                     read_attrs, read_failures, read_strings)
 from .segments import MERGED, SegmentRows, segment_name, write_segment
 
 UNKNOWN_STAT = (0, 0, 0)  # never equal to a real file's: such rows are re-hashed (not re-encoded) once
@@ -27,10 +27,7 @@ def migrate_schema1(cache_path, seq: int) -> None:
         rows.views = f[VIEWS][()].tolist() if VIEWS in f else [0] * len(rows.paths)
         widths = {layer: int(f[CODES_GROUP][layer].shape[1]) for layer in attrs["layers"]}
         rows.codes = {layer: [f[CODES_GROUP][layer][()]] for layer in widths}
-        failed = f[FAILED_GROUP]
-        stats = [tuple(int(v) for v in s) for s in failed[STAT][()]] if STAT in failed else None
-        columns = [read_strings(failed[n]) for n in FAILED_FIELDS]
-        failures = {p: (k, r, stats[i] if stats else UNKNOWN_STAT) for i, (p, k, r) in enumerate(zip(*columns))}
+        failures = {p: (k, r, s) for p, k, r, s in read_failures(f[FAILED_GROUP])}
     n = len(rows.paths)
     name = segment_name(seq)
     attrs.pop("packed_from", None)

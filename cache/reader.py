@@ -9,7 +9,7 @@ from .fingerprint import Fingerprint
 from .manifest import check_segments_present, is_segmented, manifest_from_file, segment_folder
 from .readers import reader_registration
 from .schema import (CLASS_NAMES, CODES_GROUP, FAILED_GROUP, LABELS, VIEW_DTYPE, VIEWS, as_text, read_attrs,
-                     read_strings)
+                     read_failures, read_strings, text)
 
 READ_BLOCK_ROWS = 8192
 
@@ -56,8 +56,7 @@ class CodesCache:
             # 0: an image's centre view; 1..K: its augmented views (extract --views), same path
             self.views = f[VIEWS][()] if VIEWS in f else np.zeros(len(self.labels), dtype=VIEW_DTYPE)
             self.layers = list(f[CODES_GROUP].keys())
-            failed = f[FAILED_GROUP]
-            self.failures = list(zip(read_strings(failed["paths"]), read_strings(failed["reasons"])))
+            self.failures = [(p, reason) for p, _, reason, _ in read_failures(f[FAILED_GROUP])]
         except (OSError, KeyError) as exc:
             raise CacheError(f"{self.path}: damaged cache ({exc}); run `python pipeline.py verify {self.path}` "
                              "or re-extract into a new --cache") from None
@@ -92,7 +91,7 @@ class CodesCache:
         picked = self._file["paths"][rows[order]]  # h5py reads increasing indices
         out = [None] * len(rows)
         for position, value in zip(order, picked):
-            out[position] = value.decode("utf-8") if isinstance(value, bytes) else value
+            out[position] = text(value)
         return out
 
     @property

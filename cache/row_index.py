@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .schema import text
+
 
 @dataclass(frozen=True)
 class Known:
@@ -47,7 +49,7 @@ class RowIndex:
         if where is None:
             return None
         index = self.segments[where[0]]
-        return Known(index.keys[where[1]].decode(), tuple(int(v) for v in index.stats[where[1]]), False)
+        return Known(text(index.keys[where[1]]), tuple(int(v) for v in index.stats[where[1]]), False)
 
     def image_rows(self, paths) -> dict:
         """segment -> [(local centre row, rows of the image, path)] for these paths, sorted by row."""

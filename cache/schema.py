@@ -52,11 +52,21 @@ def encode_attr(value):
     return value
 
 
+def text(value) -> str:
+    """One stored string (bytes in fixed-width datasets, str in variable-length ones) as str."""
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def image_of_rows(views) -> np.ndarray:
+    """Each row's image number: the rank of its centre row (view 0), which its augmented views follow."""
+    return np.cumsum(np.asarray(views) == 0) - 1
+
+
 def decode_attr(value):
     if isinstance(value, bytes):
-        return value.decode("utf-8")
+        return text(value)
     if isinstance(value, np.ndarray):
-        return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in value]
+        return [text(v) for v in value]
     if isinstance(value, np.generic):
         return value.item()
     return value
@@ -77,7 +87,18 @@ def write_attrs(h5file, attrs: dict) -> None:
 
 
 def read_strings(dataset) -> list:
-    return [s.decode("utf-8") if isinstance(s, bytes) else s for s in dataset[()]]
+    return [text(s) for s in dataset[()]]
+
+
+def read_failures(group) -> list:
+    """[(path, key, reason, stat)] of a failure table (a cache file's, a segment's, a schema-1
+    file's); stat (0, 0, 0), never a real file's, where the table predates stat data."""
+    columns = [read_strings(group[name]) for name in FAILED_FIELDS]
+    if STAT in group:
+        stats = [tuple(int(v) for v in s) for s in group[STAT][()]]
+    else:
+        stats = [(0,) * len(STAT_COLUMNS)] * len(columns[0])
+    return list(zip(*columns, stats))
 
 
 def as_text(array) -> np.ndarray:
@@ -85,4 +106,4 @@ def as_text(array) -> np.ndarray:
     array = np.asarray(array)
     if array.dtype.kind == "S":
         return array.astype(str)
-    return np.array([s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in array], dtype=str)
+    return np.array([text(s) for s in array], dtype=str)

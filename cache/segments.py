@@ -12,7 +12,8 @@ import numpy as np
 
 from .files import new_hdf5
 from .schema import (CLASS_NAMES, CODE_CHUNK_ROWS, CODES_GROUP, FAILED_FIELDS, FAILED_GROUP, KEY_DTYPE, LABELS,
-                     SPLIT_DTYPE, STAT, STAT_COLUMNS, STR, VIEW_DTYPE, VIEWS, read_attrs, read_strings, write_attrs)
+                     SPLIT_DTYPE, STAT, STAT_COLUMNS, STR, VIEW_DTYPE, VIEWS, read_attrs, read_failures, read_strings, text,
+                     write_attrs)
 
 SEGMENT_NAME = re.compile(r"^seg-(\d{8})\.h5$")
 SHARD = "shard"    # rows and failures written by an extract run: new work
@@ -89,7 +90,7 @@ def awaits_link(path, linked_through: int) -> bool:
     not link (the next writer links it)? Otherwise it is retired: merged away, or a half-done merge."""
     with h5py.File(path, "r") as f:
         kind = f.attrs.get("kind", SHARD)
-    kind = kind.decode() if isinstance(kind, bytes) else kind
+    kind = text(kind)
     return kind == SHARD and segment_seq(os.path.basename(path)) > linked_through
 
 
@@ -127,10 +128,7 @@ def read_segment_index(path, with_paths=True):
 def read_segment_failures(path):
     """[(path, key, reason, stat)] that a shard recorded."""
     with h5py.File(path, "r") as f:
-        failed = f[FAILED_GROUP]
-        columns = [read_strings(failed[n]) for n in FAILED_FIELDS]
-        stats = failed[STAT][()] if STAT in failed else np.zeros((len(columns[0]), len(STAT_COLUMNS)), np.int64)
-    return [(p, k, r, tuple(int(v) for v in s)) for p, k, r, s in zip(*columns, stats)]
+        return read_failures(f[FAILED_GROUP])
 
 
 def read_segment_rows(path, selection, layers) -> SegmentRows:
@@ -143,9 +141,9 @@ def read_segment_rows(path, selection, layers) -> SegmentRows:
             return rows
         lo, hi = int(sel[0]), int(sel[-1]) + 1
         local = sel - lo  # read one contiguous block, then pick: fast for the dense runs merges copy
-        rows.paths = [p.decode("utf-8") if isinstance(p, bytes) else p for p in f["paths"][lo:hi][local]]
-        rows.keys = [k.decode() for k in f["keys"][lo:hi][local]]
-        rows.splits = [s.decode() for s in f["splits"][lo:hi][local]]
+        rows.paths = [text(p) for p in f["paths"][lo:hi][local]]
+        rows.keys = [text(k) for k in f["keys"][lo:hi][local]]
+        rows.splits = [text(s) for s in f["splits"][lo:hi][local]]
         rows.classes = [names[i] for i in f[LABELS][lo:hi][local]]
         rows.stats = [tuple(int(v) for v in s) for s in f[STAT][lo:hi][local]]
         rows.views = _views(f, hi)[lo:hi][local].tolist()

@@ -8,6 +8,8 @@ import re
 
 import numpy as np
 
+from cache.schema import image_of_rows
+
 from .errors import ClassifyError
 
 # float32 codes, the fit rows' copy and the scaler's copy: what a fit holds at its peak.
@@ -41,7 +43,7 @@ def subsample_mask(n_rows, keep, seed=0, views=None) -> np.ndarray:
     if views is None or not np.any(views):
         mask[rng.choice(n_rows, size=keep, replace=False)] = True
         return mask
-    image = np.cumsum(np.asarray(views) == 0) - 1
+    image = image_of_rows(views)
     sizes = np.bincount(image)
     order = rng.permutation(len(sizes))
     chosen = order[:max(1, int(np.searchsorted(np.cumsum(sizes[order]), keep, side="right")))]

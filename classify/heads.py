@@ -36,14 +36,6 @@ def full_decision(decision: np.ndarray) -> np.ndarray:
     return decision
 
 
-def linear_form(coef, intercept):
-    """coef/intercept in the [C, D]/[C] form that full_decision gives for the binary case."""
-    coef, intercept = np.atleast_2d(coef), np.atleast_1d(intercept)
-    if coef.shape[0] == 1:
-        coef, intercept = np.vstack([-coef / 2, coef / 2]), np.hstack([-intercept / 2, intercept / 2])
-    return coef, intercept
-
-
 class SoftmaxScoresMixin:
     """predict_proba for margin classifiers: the softmax of their scores (not calibrated)."""
 

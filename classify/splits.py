@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.model_selection import StratifiedShuffleSplit
 
+from cache.schema import image_of_rows
+
 from .errors import ClassifyError
 
 SELECTION_FRACTION = 0.2
@@ -42,7 +44,7 @@ def plan_splits(splits, labels, seed=0, views=None) -> SplitPlan:
     splits = np.asarray(splits).astype(str)
     views = np.zeros(len(splits), dtype=np.uint8) if views is None else np.asarray(views)
     centre = views == 0
-    image = np.cumsum(centre) - 1   # each row's image: the rank of its centre row (views follow it)
+    image = image_of_rows(views)
     present = set(splits.tolist())
     if "test" in present:
         eval_split = "test"

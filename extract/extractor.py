@@ -23,6 +23,7 @@ from .device import batching, pick_device, pick_precision
 from .encoder import encode_batches
 from .errors import ExtractError, WeightsUnavailable
 from .preprocessing import Preprocess
+from .sources import DEFAULT_SPLIT_FRACTIONS
 from .views import ViewPlan, ViewRecipe
 from .weights import resolve_weights
 
@@ -164,7 +165,7 @@ class Extractor:
             return None
         policy = self.fingerprint.provenance.get("split_policy") or {}
         return ViewPlan(ViewRecipe.from_dict(self.fingerprint.views), self.preprocess, policy.get("seed", 0),
-                        policy.get("fractions", (0.8, 0.1, 0.1)))
+                        policy.get("fractions", DEFAULT_SPLIT_FRACTIONS))
 
     def round_to_storage(self, codes: np.ndarray) -> np.ndarray:
         """Codes as a classifier trained on the cache saw them (rounded to the stored dtype)."""

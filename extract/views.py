@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .sources import split_of
+from .sources import DEFAULT_SPLIT_FRACTIONS, split_of
 
 DEFAULT_SCALE = (0.5, 1.0)
 DEFAULT_RATIO = (3 / 4, 4 / 3)
@@ -45,7 +45,7 @@ class ViewRecipe:
 class ViewPlan:
     """Which records get views (train rows only) and how to draw them; picklable for workers."""
 
-    def __init__(self, recipe: ViewRecipe, preprocess, split_seed=0, split_fractions=(0.8, 0.1, 0.1)):
+    def __init__(self, recipe: ViewRecipe, preprocess, split_seed=0, split_fractions=DEFAULT_SPLIT_FRACTIONS):
         self.recipe = recipe
         self.split_seed, self.split_fractions = split_seed, tuple(split_fractions)
         self.preprocess = preprocess
