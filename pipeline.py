@@ -4,6 +4,7 @@
 Argument parsing and printing only; the work lives in extract/, cache/ and classify/.
 """
 import argparse
+import functools
 import json
 import os
 import signal
@@ -159,15 +160,13 @@ def cmd_info(args):
 
 def cmd_verify(args):
     from cache.verify import verify_cache
-    report = verify_cache(args.cache, images=args.images, data_root=args.data)
-    if args.recompute and not report.problems:
-        from extract.rebuild import recompute_rows
-        worst, compared, failures = recompute_rows(args.cache, args.recompute, data_root=args.data,
-                                                   weights_file=args.weights, device=args.device)
-        report.worst_cosine, report.recomputed = worst, compared
-        report.missing += [f"{p} ({reason})" for p, reason in failures]
-        if worst is not None and worst < args.min_cosine:
-            report.problems.append(f"re-extracted codes differ: worst cosine {worst:.5f} < {args.min_cosine}")
+    recompute = None
+    if args.recompute:
+        from extract.encode_new import recompute_rows
+        recompute = functools.partial(recompute_rows, args.cache, args.recompute, data_root=args.data,
+                                      weights_file=args.weights, device=args.device)
+    report = verify_cache(args.cache, images=args.images, data_root=args.data, recompute=recompute,
+                          min_cosine=args.min_cosine)
     if args.json:
         print(json.dumps(report.__dict__ | {"ok": report.ok}, indent=2))
         return 0 if report.ok else 1
@@ -235,7 +234,7 @@ def _result_line(r):
 def _load_codes(args):
     """The cache's codes within --max-memory; one line on stderr when that meant a subsample."""
     from classify import load_codes
-    from classify.budget import default_budget, parse_size
+    from classify.budget import default_budget, over_budget_note, parse_size
     budget = parse_size(args.max_memory) if args.max_memory else default_budget()
     data = load_codes(args.cache, args.layer, budget, args.seed)
     if getattr(args, "with_caches", None):
@@ -245,10 +244,7 @@ def _load_codes(args):
             f"{part['cache']} ({part['layer']}, {part['fingerprint'].backbone})" for part in data.side_by_side)
             + f": {data.X.shape[1]}-d codes", file=sys.stderr)
     if data.stream is not None:
-        print(f"note: the codes ({data.rows_total:,} rows x {data.stream.width} float32, held about 3 times while "
-              f"fitting) exceed --max-memory {budget / 2**30:.2f} GiB: logreg and linear stream every row in loads "
-              f"of up to {data.stream.load_rows:,} rows; the other classifiers fit on a seeded random subsample of "
-              f"{data.in_memory_rows():,} rows", file=sys.stderr)
+        print(over_budget_note(data, budget), file=sys.stderr)
     return data
 
 
@@ -338,6 +334,7 @@ def cmd_demo(args):
 
 def build_parser(prog="pipeline.py"):
     from classify.registry import CLASSIFIERS as classifiers
+    from extract import options
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("extract", help="run every image through the backbone once, into an HDF5 cache")
@@ -361,7 +358,8 @@ def build_parser(prog="pipeline.py"):
     p.add_argument("--images", action="store_true", help="also re-hash the images still present; list changed and missing")
     p.add_argument("--recompute", type=int, default=0, metavar="N",
                    help="re-extract N random rows and report the worst cosine to the stored codes")
-    p.add_argument("--min-cosine", type=float, default=0.99, help="--recompute: below this is a problem (default 0.99)")
+    p.add_argument("--min-cosine", type=float, default=options.RECOMPUTE_MIN_COSINE,
+                   help=f"--recompute: below this is a problem (default {options.RECOMPUTE_MIN_COSINE})")
     p.add_argument("--data", default=None, help="the image folder (default: the cache's data_root)")
     p.add_argument("--weights", default=None, help="--recompute with codes from --weights FILE: that file")
     p.add_argument("--device", default="auto")

@@ -37,8 +37,24 @@ class VerifyReport:
         return not (self.problems or self.changed or self.missing)
 
 
-def verify_cache(path, images=False, data_root=None) -> VerifyReport:
-    path = os.fspath(path)
+def verify_cache(path, images=False, data_root=None, recompute=None, min_cosine=None) -> VerifyReport:
+    """Structure, checksums and (images) the photos' bytes. recompute: a callable giving (worst
+    cosine or None, rows compared, failures [(path, reason)]) of re-extracted rows (stage one's
+    ``recompute_rows``: the cache package imports no stage), run once the file itself checks out;
+    a worst cosine below ``min_cosine`` is a problem."""
+    if recompute is not None and min_cosine is None:
+        raise ValueError("verify_cache: recompute needs the min_cosine bar (extract.options.RECOMPUTE_MIN_COSINE)")
+    report = _verify_file(os.fspath(path), images, data_root)
+    if recompute is not None and not report.problems:
+        worst, report.recomputed, failures = recompute()
+        report.worst_cosine = worst
+        report.missing += [f"{p} ({reason})" for p, reason in failures]
+        if worst is not None and worst < min_cosine:
+            report.problems.append(f"re-extracted codes differ: worst cosine {worst:.5f} < {min_cosine}")
+    return report
+
+
+def _verify_file(path, images, data_root) -> VerifyReport:
     report = VerifyReport(path)
     if not os.path.exists(path):
         raise CacheError(f"{path}: no such cache")

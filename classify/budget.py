@@ -49,3 +49,13 @@ def subsample_mask(n_rows, keep, seed=0, views=None) -> np.ndarray:
     chosen = order[:max(1, int(np.searchsorted(np.cumsum(sizes[order]), keep, side="right")))]
     mask[np.isin(image, chosen)] = True
     return mask
+
+
+def over_budget_note(data, budget) -> str:
+    """The line that says what exceeding ``budget`` means for these codes (a CodesData with a stream)."""
+    from .registry import CLASSIFIERS
+    streaming = [name for name, spec in CLASSIFIERS.items() if spec.sweeps]
+    return (f"note: the codes ({data.rows_total:,} rows x {data.stream.width} float32, held about {COPIES} times while "
+            f"fitting) exceed --max-memory {budget / 2**30:.2f} GiB: {' and '.join(streaming)} stream every row in "
+            f"loads of up to {data.stream.load_rows:,} rows; the other classifiers fit on a seeded random subsample "
+            f"of {data.in_memory_rows():,} rows")

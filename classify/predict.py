@@ -8,7 +8,7 @@ def predict_images(model_path, inputs, top_k=3, weights_file=None, device="auto"
                    tta=False):
     """(predictions, failures). Each prediction: {path, label, probability, top_k: [{label, probability}]}.
     tta: average the head's probabilities over each image's centre view and its mirror image."""
-    from extract.rebuild import encode_images  # the one door from stage two into stage one
+    from extract.encode_new import encode_images  # the one door from stage two into stage one
     model = load_model(model_path)
     paths, codes, failures = encode_images(model.fingerprint, inputs, weights_file=weights_file, device=device,
                                            batch_size=batch_size, workers=workers, layer=model.layer, mirrored=tta)

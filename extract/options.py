@@ -10,3 +10,6 @@ DEFAULT_INT8_ENGINE = "x86"
 DEFAULT_CALIBRATION_IMAGES = 64
 ENGINE_NAMES = ("local", "ray")                         # where encoding runs (extract/engines/)
 DEFAULT_SHARD_ROWS = 512                                # rows per committed shard: what a kill can lose at most
+
+# verify --recompute: a re-extracted code whose cosine to the stored one is below this is a problem.
+RECOMPUTE_MIN_COSINE = 0.99

@@ -116,3 +116,17 @@ def derive_split(key: str, seed: int = 0, fractions=DEFAULT_SPLIT_FRACTIONS) -> 
 def split_of(record, key: str, seed: int = 0, fractions=DEFAULT_SPLIT_FRACTIONS) -> str:
     """A record's split: its folder's, or else derived from its content key."""
     return getattr(record, "split", None) or derive_split(key, seed, fractions)
+
+
+def expand_image_paths(inputs) -> list:
+    """Files as given, folders searched recursively for images (sorted); hidden files skipped."""
+    paths = []
+    for item in inputs:
+        item = os.fspath(item)
+        if os.path.isdir(item):
+            paths += [p for p, _ in walk_images(item, [])]
+        elif os.path.isfile(item):
+            paths.append(item)
+        else:
+            raise ExtractError(f"{item}: no such file or folder; pass image files or folders of images")
+    return paths

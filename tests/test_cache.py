@@ -214,3 +214,26 @@ def test_a_refused_second_lock_in_the_same_process_keeps_the_first(tmp_path):
                 pass
         other = subprocess.run([sys.executable, "-c", probe, cache, root], capture_output=True, text=True)
         assert other.stdout.strip() == "refused", other.stderr
+
+
+def test_verify_merges_a_recompute_into_its_report_and_applies_the_bar(tmp_path):
+    """verify_cache owns the --recompute merge (once pipeline.py's): the re-extraction runs only on
+    a sound file, its failures are missing images, and a worst cosine under the bar is a problem."""
+    from cache.verify import verify_cache
+    cache = str(tmp_path / "c.h5")
+    write(cache, [("a.jpg", "k1", "train", "x", 1.0), ("b.jpg", "k2", "val", "y", 2.0)])
+    calls = []
+
+    def recompute(result):
+        return lambda: calls.append(1) or result
+    good = verify_cache(cache, recompute=recompute((0.9995, 2, [])), min_cosine=0.99)
+    assert good.ok and (good.worst_cosine, good.recomputed) == (0.9995, 2)
+    low = verify_cache(cache, recompute=recompute((0.5, 1, [("b.jpg", "cannot be decoded")])), min_cosine=0.99)
+    assert low.problems == ["re-extracted codes differ: worst cosine 0.50000 < 0.99"]
+    assert low.missing == ["b.jpg (cannot be decoded)"] and not low.ok
+    with open(cache, "r+b") as f:
+        f.truncate(os.path.getsize(cache) // 2)
+    broken = verify_cache(cache, recompute=recompute((1.0, 2, [])), min_cosine=0.99)
+    assert broken.problems and broken.recomputed == 0 and len(calls) == 2  # not re-extracted: the file failed first
+    with pytest.raises(ValueError, match="min_cosine"):
+        verify_cache(cache, recompute=recompute((1.0, 2, [])))

@@ -10,7 +10,7 @@ from cache import FingerprintMismatch, open_cache
 from extract import ExtractConfig, run_extract
 from extract.device import pick_precision
 from extract.errors import ExtractError
-from extract.rebuild import encode_images
+from extract.encode_new import encode_images
 
 
 def _extract(folder, cache, precision, **overrides):

@@ -1,6 +1,6 @@
 """Encode new images with the exact extractor a cache's fingerprint names.
 
-This is the one function stage two imports from stage one (for predict).
+The one door from stage two into stage one (predict), and verify --recompute's re-extraction.
 """
 import os
 
@@ -8,21 +8,7 @@ import numpy as np
 
 from .errors import ExtractError
 from .extractor import Extractor, RuntimeOptions
-from .sources import Record, walk_images
-
-
-def expand_image_paths(inputs) -> list:
-    """Files as given, folders searched recursively for images (sorted); hidden files skipped."""
-    paths = []
-    for item in inputs:
-        item = os.fspath(item)
-        if os.path.isdir(item):
-            paths += [p for p, _ in walk_images(item, [])]
-        elif os.path.isfile(item):
-            paths.append(item)
-        else:
-            raise ExtractError(f"{item}: no such file or folder; pass image files or folders of images")
-    return paths
+from .sources import Record, expand_image_paths
 
 
 def _encoder(fingerprint, weights_file, device, batch_size=None, workers=None, layer=None):
