@@ -11,18 +11,15 @@ failures), never the rows already stored. Replaced and pruned rows are cut out o
 datasets' ranges; which segments to merge is cache/compaction.py's pure policy.
 """
 import contextlib
-import errno
 import os
-import shutil
-import queue
-import threading
 import time
 import numpy as np
 
 import h5py
 
 from . import compaction
-from .errors import CacheError, DiskFull
+from .errors import CacheError
+from .files import disk_full_as_one_line
 from .fingerprint import Fingerprint
 from .lock import cache_lock
 from .manifest import (Manifest, check_segments_present, is_segmented, publish_manifest, read_manifest,
@@ -31,6 +28,7 @@ from .migrate import migrate_schema1
 from .readers import no_readers
 from .row_index import Known, RowIndex
 from .schema import SCHEMA_VERSION, read_attrs
+from .writer_thread import OrderedWriter
 from .segments import (MERGED, SHARD, SegmentRows, awaits_link, read_segment_failures, read_segment_index,
                        read_segment_rows, segment_name, segment_seq, write_segment)
 
@@ -108,7 +106,6 @@ class AppendSession:
         self._buffer, self._carried = SegmentRows(), []
         self._removals = set()
         self._vanished = None
-        self._error = None
         self._open = True
         self._rows = RowIndex()  # where each path's rows live
         self._retired = set()  # segment files no cache file version names any more, not yet deleted
@@ -123,11 +120,7 @@ class AppendSession:
         if widths is not None:
             self._set_widths(widths)
         self._extend_classes(class_names)
-        self._queue = queue.Queue(maxsize=2) if background else None
-        self._thread = None
-        if background:
-            self._thread = threading.Thread(target=self._drain, name="cache-writer", daemon=True)
-            self._thread.start()
+        self._writer = OrderedWriter(lambda job: self._write_and_link(*job), background)
 
     # --- what the cache holds -------------------------------------------------------------------
     def lookup(self, path):
@@ -148,7 +141,7 @@ class AppendSession:
     def add_rows(self, paths, keys, splits, classes, stats, codes: dict, views=None) -> None:
         """codes: layer -> array [len(paths), width]. views: each row's view index (None: all 0,
         centre views); an image's augmented views come right after its centre row, same path."""
-        self._raise_pending()
+        self._writer.raise_pending()
         self._buffer.extend_rows(SegmentRows(
             paths=list(paths), keys=list(keys), splits=list(splits), classes=list(classes),
             stats=[tuple(s) for s in stats], views=[0] * len(paths) if views is None else [int(v) for v in views],
@@ -182,11 +175,7 @@ class AppendSession:
             return
         job = (self._buffer, self._carried)
         self._buffer, self._carried = SegmentRows(), []
-        if self._queue is None:
-            self._write_and_link(*job)
-        else:
-            self._raise_pending()
-            self._queue.put(job)
+        self._writer.submit(job)
 
     def close(self) -> None:
         """Commit what is buffered, wait for the writer, apply removals."""
@@ -196,12 +185,8 @@ class AppendSession:
         try:
             self.commit_shard()
         finally:
-            if self._thread is not None:
-                self._queue.put(None)
-                self._thread.join()
-                self._thread = None
-            self._queue = None
-        self._raise_pending()
+            self._writer.close()
+        self._writer.raise_pending()
         changed = bool(self._removals)
         if self._removals:
             self._cut({p for p in self._removals if p in self._rows})
@@ -216,43 +201,15 @@ class AppendSession:
                 self._publish(self._settle())
         self._collect(force=True)
 
-    # --- the writer thread ----------------------------------------------------------------------
-    def _drain(self):
-        while True:
-            job = self._queue.get()
-            if job is None:
-                return
-            if self._error is None:
-                try:
-                    self._write_and_link(*job)
-                except BaseException as exc:  # reported on the main thread
-                    self._error = exc
-
-    def _raise_pending(self):
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
-
+    # --- the writer's work ------------------------------------------------------------------------
     def _write_and_link(self, rows: SegmentRows, carried) -> None:
         with self._disk_errors(len(rows.paths) + len(carried)):
             self._write_and_link_unguarded(rows, carried)
 
-    @contextlib.contextmanager
     def _disk_errors(self, rows):
-        """A full disk or quota becomes one clear error naming the cache and the space it needs."""
-        try:
-            yield
-        except OSError as exc:
-            text = str(exc)
-            if getattr(exc, "errno", None) not in (errno.ENOSPC, errno.EDQUOT) and \
-                    "No space left" not in text and "quota" not in text.lower():
-                raise
-            folder = os.path.dirname(os.path.abspath(self.cache_path))
-            free = shutil.disk_usage(folder).free
-            needed = rows * self._row_bytes() * 2 + (64 << 20)  # the shard, a merge's share, the cache file
-            raise DiskFull(f"{self.cache_path}: the disk is full ({free / 1e6:.0f} MB free in {folder}; this step "
-                           f"needs about {needed / 1e6:.0f} MB more); every row committed before is intact: "
-                           "free some space and re-run the same command to go on") from None
+        """A full disk or quota is one clear error (cache/files.py); the space a step needs: the shard,
+        a merge's share, the cache file."""
+        return disk_full_as_one_line(self.cache_path, rows * self._row_bytes() * 2 + (64 << 20))
 
     def _write_and_link_unguarded(self, rows: SegmentRows, carried) -> None:
         if carried:

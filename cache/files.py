@@ -1,10 +1,14 @@
 """Durable file operations: a file is visible under its final name only once complete."""
 import contextlib
+import errno
 import hashlib
 import io
 import os
+import shutil
 
 import h5py
+
+from .errors import DiskFull
 
 
 def file_sha256(path) -> str:
@@ -46,3 +50,21 @@ def new_hdf5(final_path):
         raise
     os.replace(tmp, final_path)
     fsync_dir(os.path.dirname(os.path.abspath(final_path)))
+
+
+@contextlib.contextmanager
+def disk_full_as_one_line(cache_path, needed_bytes):
+    """A full disk or quota inside the block becomes DiskFull: one line naming the cache, the free
+    space and about what the step needs, saying that what was committed is intact."""
+    try:
+        yield
+    except OSError as exc:
+        text = str(exc)
+        if getattr(exc, "errno", None) not in (errno.ENOSPC, errno.EDQUOT) and \
+                "No space left" not in text and "quota" not in text.lower():
+            raise
+        folder = os.path.dirname(os.path.abspath(cache_path))
+        free = shutil.disk_usage(folder).free
+        raise DiskFull(f"{cache_path}: the disk is full ({free / 1e6:.0f} MB free in {folder}; this step "
+                       f"needs about {needed_bytes / 1e6:.0f} MB more); every row committed before is intact: "
+                       "free some space and re-run the same command to go on") from None
