@@ -8,12 +8,15 @@ import numpy as np
 import pytest
 
 from cache import open_cache
-from conftest import FAST_VGG, ROOT, run_cli
+from conftest import FAST_VGG, ROOT, make_folder, run_cli
 
 
-@pytest.fixture
-def cache(image_folder, tmp_path):
-    path = tmp_path / "c.h5"
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One small cache shared by the tests that only read it."""
+    image_folder = tmp_path_factory.mktemp("images")
+    make_folder(str(image_folder))
+    path = tmp_path_factory.mktemp("cache") / "c.h5"
     (image_folder / "red" / "broken.jpg").write_bytes(b"nope")
     run_cli("extract", image_folder, "--cache", path, *FAST_VGG, "--layer", "fc7,pool5")
     return path
