@@ -10,6 +10,7 @@ stopping test per head) drives each to its own optimum. Heads are scored on the 
 the best is refitted on every row, warm-started from its own solution. The solver is written
 against the array API: numpy arrays on a CPU, torch tensors on a GPU (see solver_device).
 """
+import copy
 import os
 
 import numpy as np
@@ -70,8 +71,8 @@ class _Heads:
 
     def subset(self, idx) -> "_Heads":
         """The same codes with only the heads at ``idx``."""
-        sub = object.__new__(_Heads)
-        sub.__dict__.update(self.__dict__, lam=self.lam[idx], h=idx.shape[0])
+        sub = copy.copy(self)  # shares the codes and targets, not a copy of them
+        sub.lam, sub.h = self.lam[idx], idx.shape[0]
         return sub
 
     def forward(self, theta):

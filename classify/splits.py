@@ -19,6 +19,9 @@ from cache.schema import image_of_rows
 from .errors import ClassifyError
 
 SELECTION_FRACTION = 0.2
+# A fit row's part in the sweep (SplitPlan.selection_fold): GridSearchCV's one test fold, its
+# training rows, or neither (an augmented view of a selection image: it joins the final refit only).
+SELECTS, SWEEP_TRAINS, SITS_OUT = 0, -1, -2
 
 
 class SplitError(ClassifyError):
@@ -30,13 +33,12 @@ class SplitPlan:
     eval_split: str
     eval_mask: np.ndarray       # rows reported (centre views)
     fit_mask: np.ndarray        # rows the final model trains on (all not reported)
-    selection_fold: np.ndarray  # over fit rows: 0 = chooses hyper-parameters, -1 = trains during the sweep,
-                                # -2 = sits the sweep out (an augmented view of a selection image)
+    selection_fold: np.ndarray  # over fit rows: SELECTS, SWEEP_TRAINS or SITS_OUT
     selection: str              # how the choosing rows were picked, in words
 
     def sweep_split(self) -> list:
         """The one (train, test) index pair over fit rows, as GridSearchCV's ``cv`` takes it."""
-        return [(np.flatnonzero(self.selection_fold == -1), np.flatnonzero(self.selection_fold == 0))]
+        return [(np.flatnonzero(self.selection_fold == SWEEP_TRAINS), np.flatnonzero(self.selection_fold == SELECTS))]
 
 
 def plan_splits(splits, labels, seed=0, views=None) -> SplitPlan:
@@ -58,11 +60,11 @@ def plan_splits(splits, labels, seed=0, views=None) -> SplitPlan:
     if not fit_mask.any():
         raise SplitError(f"the cache has only {eval_split} rows; nothing to train on")
     fit_splits = splits[fit_mask]
-    fold = np.full(int(fit_mask.sum()), -1)
+    fold = np.full(int(fit_mask.sum()), SWEEP_TRAINS)
     fit_centre = centre[fit_mask]
     if eval_split == "test" and "val" in present:
-        fold[(fit_splits == "val") & fit_centre] = 0
-        fold[(fit_splits == "val") & ~fit_centre] = -2
+        fold[(fit_splits == "val") & fit_centre] = SELECTS
+        fold[(fit_splits == "val") & ~fit_centre] = SITS_OUT
         selection = "val"
     else:
         # Drawn over images (their centre rows), so the slice and its counts do not depend on views.
@@ -75,7 +77,7 @@ def plan_splits(splits, labels, seed=0, views=None) -> SplitPlan:
             rng = np.random.default_rng(seed)
             chosen = rng.permutation(len(fit_labels))[: max(1, int(SELECTION_FRACTION * len(fit_labels)))]
         held_out = np.isin(image[fit_mask], image[fit_mask][candidates[chosen]])
-        fold[held_out] = -2
-        fold[candidates[chosen]] = 0
+        fold[held_out] = SITS_OUT
+        fold[candidates[chosen]] = SELECTS
         selection = f"a stratified {int(SELECTION_FRACTION * 100)}% slice of train (seed {seed})"
     return SplitPlan(eval_split, eval_mask, fit_mask, fold, selection)
