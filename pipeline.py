@@ -165,8 +165,9 @@ def cmd_verify(args):
         from extract.encode_new import recompute_rows
         recompute = functools.partial(recompute_rows, args.cache, args.recompute, data_root=args.data,
                                       weights_file=args.weights, device=args.device)
+    from extract.sources import source_hasher
     report = verify_cache(args.cache, images=args.images, data_root=args.data, recompute=recompute,
-                          min_cosine=args.min_cosine)
+                          min_cosine=args.min_cosine, source_hasher=source_hasher)
     if args.json:
         print(json.dumps(report.__dict__ | {"ok": report.ok}, indent=2))
         return 0 if report.ok else 1
@@ -245,6 +246,9 @@ def _load_codes(args):
             + f": {data.X.shape[1]}-d codes", file=sys.stderr)
     if data.stream is not None:
         print(over_budget_note(data, budget), file=sys.stderr)
+    if data.unlabeled:
+        print(f"note: {data.unlabeled:,} unlabeled rows left out (fit and compare use the labelled ones)",
+              file=sys.stderr)
     return data
 
 

@@ -24,6 +24,15 @@ from extract.config import CodeSpec  # noqa: E402
 from extract_bench import model_only, subset_folder  # noqa: E402
 
 
+def replicate(folder, copies):
+    """Each photo of ``folder`` linked ``copies`` times under other names: more images for a short
+    end-to-end run (each copy is read, hashed and decoded like any photo)."""
+    for dirpath, _, files in os.walk(folder):
+        for name in files:
+            for k in range(1, copies):
+                os.symlink(os.path.realpath(os.path.join(dirpath, name)), os.path.join(dirpath, f"copy{k}-{name}"))
+
+
 def cache_bytes(path):
     total = os.path.getsize(path)
     folder = path + ".shards"
@@ -72,7 +81,10 @@ def main():
     ap.add_argument("data")
     ap.add_argument("--backbones", default="efficientnet_lite0,efficientnet_lite1,efficientnet_lite2")
     ap.add_argument("--weights", default=None, help="pretrained (default) or random")
-    ap.add_argument("--limit", type=int, default=160, help="photos for the speed runs")
+    ap.add_argument("--limit", type=int, default=1000, help="photos for the speed runs (a short run's fixed "
+                    "costs, worker start-up above all, weigh on fast networks)")
+    ap.add_argument("--copies", type=int, default=1, help="link each of those photos this many times (a small "
+                    "folder such as demo_data/flowers made big enough for a GPU)")
     ap.add_argument("--seconds", type=float, default=10.0, help="network-alone timing, split around the run")
     ap.add_argument("--accuracy", action="store_true", help="extract the whole folder and fit the ensemble")
     ap.add_argument("--pairs", action="store_true", help="with --accuracy: every pair of backbones side by side")
@@ -83,13 +95,17 @@ def main():
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     flags = open("/proc/cpuinfo").read()
     isa = "avx512_bf16" if "avx512_bf16" in flags else "avx2" if "avx2" in flags else "other"
-    print(f"machine: {cpu} ({isa}), {os.cpu_count()} CPUs, torch {torch.__version__}, threads {torch.get_num_threads()}")
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    print(f"machine: {cpu} ({isa}), {os.cpu_count()} CPUs, {gpu}, torch {torch.__version__}, "
+          f"threads {torch.get_num_threads()}")
     tmp = tempfile.mkdtemp(prefix="cnncodes-backbones-")
     folder = args.caches or tmp
     os.makedirs(folder, exist_ok=True)
     names = args.backbones.split(",")
     try:
         subset_folder(args.data, args.limit, os.path.join(tmp, "photos"))
+        if args.copies > 1:
+            replicate(os.path.join(tmp, "photos"), args.copies)
         print(f"{'backbone':<34}{'layers':<16}{'input':>6}{'prec':>6}{'model/s':>9}{'e2e/s':>8}{'ratio':>7}"
               f"{'kB/img':>8}" + (f"{'val acc':>9}{'fit s':>7}{'extract s':>10}" if args.accuracy else ""))
         for name in [] if args.skip_speed else names:

@@ -11,7 +11,7 @@ import numpy as np
 
 from .errors import CacheError
 from .reader import open_cache
-from .schema import as_text, text
+from .schema import as_text, class_of, text
 
 FORMATS = ("parquet", "npy")
 BLOCK_ROWS = 32768
@@ -35,7 +35,7 @@ def export_cache(cache_path, out, fmt="parquet", layer=None) -> dict:
         layer = layer or c.default_layer
         dset = c.dataset(layer)
         n, width = dset.shape
-        names = np.array(c.class_names, dtype=object)
+        names = list(c.class_names)
         if fmt == "parquet":
             files = [out]
             code_type = pa.list_(pa.float32(), width)
@@ -58,7 +58,7 @@ def export_cache(cache_path, out, fmt="parquet", layer=None) -> dict:
                 codes = dset[start:stop].astype(np.float32)
                 columns = {
                     "path": [text(p) for p in paths_ds[start:stop]],
-                    "label": names[c.labels[start:stop]].tolist(),
+                    "label": class_of(c.labels[start:stop], names),
                     "split": as_text(splits_ds[start:stop]).tolist(),
                     "key": as_text(keys_ds[start:stop]).tolist(),
                     "view": pa.array(c.views[start:stop], type=pa.uint8()),

@@ -9,7 +9,8 @@ from .fingerprint import Fingerprint
 from .manifest import check_segments_present, is_segmented, manifest_from_file, segment_folder
 from .readers import reader_registration
 from .schema import (CLASS_NAMES, CODES_GROUP, FAILED_GROUP, LABELS, VIEW_DTYPE, VIEWS, as_text, read_attrs,
-                     read_failures, read_strings, text)
+                     read_failures, read_strings, text,
+                     UNLABELED)
 
 READ_BLOCK_ROWS = 8192
 
@@ -189,7 +190,8 @@ class CodesCache:
     def summary(self) -> dict:
         """What `pipeline.py info` prints: counts, classes, splits, fingerprint, failures."""
         centre = self.views == 0  # images, counted once however many augmented views they have
-        counts = np.bincount(self.labels[centre], minlength=len(self.class_names)) if len(self.labels) else \
+        labelled = centre & (self.labels >= 0)
+        counts = np.bincount(self.labels[labelled], minlength=len(self.class_names)) if labelled.any() else \
             np.zeros(len(self.class_names), dtype=np.int64)
         return {
             "path": self.path,
@@ -198,6 +200,7 @@ class CodesCache:
             "view_rows": int(len(self) - centre.sum()),
             "layers": {layer: self.width(layer) for layer in self.layers},
             "classes": {name: int(counts[i]) for i, name in enumerate(self.class_names)},
+            "unlabeled": int((centre & (self.labels == UNLABELED)).sum()),
             "splits": self.split_counts(centre),
             "failed": len(self.failures),
             "failures": [{"path": p, "reason": r} for p, r in self.failures],

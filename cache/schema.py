@@ -18,6 +18,9 @@ SPLIT_DTYPE = np.dtype("S5")   # train, val, test
 STAT_COLUMNS = ("size", "mtime_ns", "inode")  # what a re-run compares before reading a file
 
 LABELS = "labels"
+# The label of an unlabeled image (a flat folder, a manifest without labels). -1 is the virtual
+# datasets' fill for a row whose segment is missing (manifest.missing_row_fill): never data.
+UNLABELED = -2
 CLASS_NAMES = "class_names"
 CODES_GROUP = "codes"
 FAILED_GROUP = "failed"
@@ -55,6 +58,11 @@ def encode_attr(value):
 def text(value) -> str:
     """One stored string (bytes in fixed-width datasets, str in variable-length ones) as str."""
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def class_of(labels, class_names) -> list:
+    """Each label's class name, None for an unlabeled row."""
+    return [class_names[int(i)] if i >= 0 else None for i in labels]
 
 
 def image_of_rows(views) -> np.ndarray:

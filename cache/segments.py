@@ -13,6 +13,7 @@ import numpy as np
 from .files import new_hdf5
 from .schema import (CLASS_NAMES, CODE_CHUNK_ROWS, CODES_GROUP, FAILED_FIELDS, FAILED_GROUP, KEY_DTYPE, LABELS,
                      SPLIT_DTYPE, STAT, STAT_COLUMNS, STR, VIEW_DTYPE, VIEWS, read_attrs, read_failures, read_strings, text,
+                     UNLABELED, class_of,
                      write_attrs)
 
 SEGMENT_NAME = re.compile(r"^seg-(\d{8})\.h5$")
@@ -63,7 +64,7 @@ def write_segment(path, attrs: dict, class_names, rows: SegmentRows, widths: dic
         f.attrs["rows"] = n
         f.create_dataset(CLASS_NAMES, data=np.array(list(class_names), dtype=STR))
         index = {name: i for i, name in enumerate(class_names)}
-        labels = np.array([index[c] for c in rows.classes], dtype=np.int32).reshape(n)
+        labels = np.array([UNLABELED if c is None else index[c] for c in rows.classes], dtype=np.int32).reshape(n)
         f.create_dataset(LABELS, data=labels)
         f.create_dataset("paths", data=np.array(rows.paths, dtype=STR).reshape(n))
         f.create_dataset("keys", data=np.array(rows.keys, dtype=KEY_DTYPE).reshape(n))
@@ -144,7 +145,7 @@ def read_segment_rows(path, selection, layers) -> SegmentRows:
         rows.paths = [text(p) for p in f["paths"][lo:hi][local]]
         rows.keys = [text(k) for k in f["keys"][lo:hi][local]]
         rows.splits = [text(s) for s in f["splits"][lo:hi][local]]
-        rows.classes = [names[i] for i in f[LABELS][lo:hi][local]]
+        rows.classes = class_of(f[LABELS][lo:hi][local], names)
         rows.stats = [tuple(int(v) for v in s) for s in f[STAT][lo:hi][local]]
         rows.views = _views(f, hi)[lo:hi][local].tolist()
         rows.codes = {layer: [f[CODES_GROUP][layer][lo:hi][local]] for layer in layers}

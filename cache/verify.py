@@ -12,7 +12,7 @@ from .errors import CacheError
 from .files import file_sha256
 from .fingerprint import Fingerprint
 from .manifest import is_segmented, manifest_from_file, missing_folder, segment_folder
-from .schema import CODES_GROUP, FAILED_GROUP, LABELS, STAT, VIEWS, as_text, read_attrs, read_strings
+from .schema import CODES_GROUP, FAILED_GROUP, LABELS, STAT, UNLABELED, VIEWS, as_text, read_attrs, read_strings
 from .segments import awaits_link, segment_seq
 
 SPLITS = {"train", "val", "test"}
@@ -37,14 +37,15 @@ class VerifyReport:
         return not (self.problems or self.changed or self.missing)
 
 
-def verify_cache(path, images=False, data_root=None, recompute=None, min_cosine=None) -> VerifyReport:
+def verify_cache(path, images=False, data_root=None, recompute=None, min_cosine=None,
+                 source_hasher=None) -> VerifyReport:
     """Structure, checksums and (images) the photos' bytes. recompute: a callable giving (worst
     cosine or None, rows compared, failures [(path, reason)]) of re-extracted rows (stage one's
     ``recompute_rows``: the cache package imports no stage), run once the file itself checks out;
     a worst cosine below ``min_cosine`` is a problem."""
     if recompute is not None and min_cosine is None:
         raise ValueError("verify_cache: recompute needs the min_cosine bar (extract.options.RECOMPUTE_MIN_COSINE)")
-    report = _verify_file(os.fspath(path), images, data_root)
+    report = _verify_file(os.fspath(path), images, data_root, source_hasher)
     if recompute is not None and not report.problems:
         worst, report.recomputed, failures = recompute()
         report.worst_cosine = worst
@@ -54,7 +55,7 @@ def verify_cache(path, images=False, data_root=None, recompute=None, min_cosine=
     return report
 
 
-def _verify_file(path, images, data_root) -> VerifyReport:
+def _verify_file(path, images, data_root, source_hasher) -> VerifyReport:
     report = VerifyReport(path)
     if not os.path.exists(path):
         raise CacheError(f"{path}: no such cache")
@@ -78,7 +79,7 @@ def _verify_file(path, images, data_root) -> VerifyReport:
             report.problems.append(f"cannot read the cache's structure: {exc}")
             return report
         if images and not report.problems:
-            _check_images(f, data_root or attrs.get("data_root"), report)
+            _check_images(f, data_root or attrs.get("data_root"), report, source_hasher)
     return report
 
 
@@ -95,7 +96,7 @@ def _check_rows(f, attrs, report):
             report.problems.append(f"/codes/{layer} has {f[CODES_GROUP][layer].shape[0]} rows, /labels {n}")
     labels = f[LABELS][()]
     classes = len(f["class_names"])
-    if n and (labels.min() < 0 or labels.max() >= classes):
+    if n and (((labels < 0) & (labels != UNLABELED)).any() or labels.max() >= classes):
         report.problems.append(f"labels outside the {classes} class names")
     bad_splits = set(as_text(f["splits"][()]).tolist()) - SPLITS
     if bad_splits:
@@ -172,16 +173,22 @@ def _read_all_codes(h5, report, where):
                 break
 
 
-def _check_images(f, data_root, report):
-    """Re-hash every row's image still under data_root; list changed and missing files."""
-    if not data_root or not os.path.isdir(data_root):
+def _check_images(f, data_root, report, source_hasher=None):
+    """Re-hash every row's image still in the source; list changed and missing images. A folder is
+    read here; another source (a manifest, tar shards) through ``source_hasher(data_root)``, stage
+    one's (extract/sources.py), which gives rel -> SHA-256 hex."""
+    if data_root and os.path.isdir(data_root):
+        def digest_of(rel):
+            return file_sha256(os.path.join(data_root, rel))
+    elif data_root and source_hasher is not None and (os.path.exists(data_root) or "{" in data_root):
+        digest_of = source_hasher(data_root)
+    else:
         report.problems.append(f"--images: the data folder {data_root!r} is not here; pass --data DIR")
         return
     keys = as_text(f["keys"][()])
     for rel, key in zip(read_strings(f["paths"]), keys):
-        full = os.path.join(data_root, rel)
         try:
-            digest = file_sha256(full)
+            digest = digest_of(rel)
         except FileNotFoundError:
             report.missing.append(rel)
             continue

@@ -6,11 +6,12 @@ import numpy as np
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score
 
 from cache import open_cache
+from cache.schema import UNLABELED
 
 from .ensemble import final_model, members_of, soft_vote
 from .errors import ClassifyError
 from .registry import DEFAULT_SCALING, get_classifier
-from .splits import plan_splits
+from .splits import UNLABELED_SPLIT, plan_splits
 
 
 @dataclass
@@ -30,6 +31,11 @@ class CodesData:
     seed: int = 0           # the subsample's seed (budget exceeded)
     side_by_side: list = None  # other caches' codes appended as columns (classify/joined.py): cache, layer, fingerprint
     _subsample: "CodesData" = None
+
+    @property
+    def unlabeled(self) -> int:
+        """Rows without a label: left out of fitting and reporting."""
+        return int(np.count_nonzero(self.splits == UNLABELED_SPLIT))
 
     def in_memory_rows(self) -> int:
         """Rows that ``in_memory()`` holds."""
@@ -74,6 +80,7 @@ def load_codes(cache_path, layer=None, max_memory=None, seed=0) -> CodesData:
         layer = "+".join(layer.split(",")) if layer else "+".join(c.layers)  # default: every cached layer
         n, width = len(c), c.width(layer)
         labels, splits, views = c.labels, c.splits.astype(str), c.views
+        splits = np.where(labels == UNLABELED, UNLABELED_SPLIT, splits)  # never reported, never trained on
         if max_memory is None or rows_that_fit(n, width, max_memory) == n:
             return CodesData(c.codes(layer), labels, splits, c.class_names, layer, c.fingerprint, c.path, rows_total=n,
                              views=views)
@@ -142,6 +149,8 @@ def _fit_and_evaluate(data, name, scaling, seed, fitted):
         memory = (f"every row, streamed in loads of up to {data.stream.load_rows:,} rows" if streamed else
                   _held(data, f"{name} does not stream"))
     result = _result(data, name, spec, scaling, plan, selection, chosen, sweep, fit_seconds, proba, model, memory)
+    if data.unlabeled:
+        result["unlabeled_left_out"] = data.unlabeled
     return result, model
 
 

@@ -11,6 +11,7 @@ from dataclasses import replace
 import numpy as np
 
 from cache import open_cache
+from cache.schema import class_of
 
 from .errors import ClassifyError
 
@@ -38,8 +39,7 @@ def join_caches(data, others):
                 raise ClassifyError(f"{other}: {len(differ)} photos differ in bytes from {data.path}'s "
                                     f"(e.g. {paths[differ[0]]}); extract both caches from the same folder, "
                                     "at the same time")
-            names = np.asarray(c.class_names)[c.labels[order]]
-            if not np.array_equal(names, np.asarray(data.class_names)[data.y]) or \
+            if class_of(c.labels[order], c.class_names) != class_of(data.y, data.class_names) or \
                     not np.array_equal(c.splits.astype(str)[order], data.splits):
                 raise ClassifyError(f"{other}: labels or splits differ from {data.path}'s for the same photos; "
                                     "extract both with the same --split-seed (or split folders)")

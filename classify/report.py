@@ -128,6 +128,8 @@ def _plot_mistakes(path, mistakes, data_root) -> int:
     import numpy as np
     from PIL import Image
     images, missing = [], 0
+    if data_root and os.path.isfile(data_root):  # a manifest: its relative paths start at its folder
+        data_root = os.path.dirname(data_root)
     for m in mistakes:
         try:
             with Image.open(os.path.join(data_root or "", m["path"] or "")) as img:

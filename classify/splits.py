@@ -22,6 +22,8 @@ SELECTION_FRACTION = 0.2
 # A fit row's part in the sweep (SplitPlan.selection_fold): GridSearchCV's one test fold, its
 # training rows, or neither (an augmented view of a selection image: it joins the final refit only).
 SELECTS, SWEEP_TRAINS, SITS_OUT = 0, -1, -2
+# The split stage two gives an unlabeled row (load_codes): neither reported nor trained on.
+UNLABELED_SPLIT = "unlabeled"
 
 
 class SplitError(ClassifyError):
@@ -47,7 +49,11 @@ def plan_splits(splits, labels, seed=0, views=None) -> SplitPlan:
     views = np.zeros(len(splits), dtype=np.uint8) if views is None else np.asarray(views)
     centre = views == 0
     image = image_of_rows(views)
-    present = set(splits.tolist())
+    labelled = splits != UNLABELED_SPLIT
+    if not labelled.any():
+        raise SplitError("the cache has no labelled rows: fit and compare need labels (class folders, or a "
+                         "manifest's label column); unlabeled rows serve predict-side and audit uses")
+    present = set(splits[labelled].tolist())
     if "test" in present:
         eval_split = "test"
     elif "val" in present:
@@ -56,7 +62,7 @@ def plan_splits(splits, labels, seed=0, views=None) -> SplitPlan:
         raise SplitError("the cache has no val or test rows to report on; extract with a split layout "
                          "(root/{train,val,test}/<class>) or from a plain folder (splits derived automatically)")
     eval_mask = (splits == eval_split) & centre
-    fit_mask = splits != eval_split
+    fit_mask = (splits != eval_split) & labelled
     if not fit_mask.any():
         raise SplitError(f"the cache has only {eval_split} rows; nothing to train on")
     fit_splits = splits[fit_mask]

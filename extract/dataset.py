@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .decoding import DEFAULT_MAX_PIXELS, DecodeError, decode_rgb
+from .sources import read_bytes
 
 
 class PilLoader:
@@ -28,10 +29,10 @@ class PilLoader:
         return decode_rgb(path if data is None else data, self.max_pixels, self.draft_size)
 
 
-def read_and_hash(path):
-    """(bytes, SHA-256 hex): the one read of an image file; the key is what identifies its content."""
-    with open(path, "rb") as f:
-        data = f.read()
+def read_and_hash(record):
+    """(bytes, SHA-256 hex): the one read of an image (a file, or a tar member); the key is what
+    identifies its content."""
+    data = read_bytes(record)
     return data, hashlib.sha256(data).hexdigest()
 
 
@@ -61,7 +62,7 @@ class ImageRecords(Dataset):
     def __getitem__(self, i) -> Item:
         record, started = self.records[i], time.time_ns()
         try:
-            data, key = read_and_hash(record.abspath)
+            data, key = read_and_hash(record)
         except OSError as exc:
             return Item(i, failure=f"cannot read: {exc.strerror or exc}", read_ns=started)
         known = getattr(record, "known", None)

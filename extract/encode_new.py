@@ -3,12 +3,13 @@
 The one door from stage two into stage one (predict), and verify --recompute's re-extraction.
 """
 import os
+from dataclasses import replace
 
 import numpy as np
 
 from .errors import ExtractError
 from .extractor import Extractor, RuntimeOptions
-from .sources import Record, expand_image_paths
+from .sources import Record, expand_image_paths, scan_source
 
 
 def _encoder(fingerprint, weights_file, device, batch_size=None, workers=None, layer=None):
@@ -48,6 +49,15 @@ def encode_images(fingerprint, inputs, weights_file=None, device="auto", batch_s
     return ok, extractor.round_to_storage(codes), failures
 
 
+def _records_in(root, paths) -> dict:
+    """path -> Record of these paths in the source ``root``: a folder is looked up file by file
+    (no walk of a big folder for a few rows); a manifest or tar shards are scanned."""
+    if os.path.isdir(root):
+        return {p: Record(path=p, abspath=os.path.abspath(os.path.join(root, p)), label=None)
+                for p in paths if os.path.isfile(os.path.join(root, p))}
+    return {r.path: r for r in scan_source(root).records if r.path in paths}
+
+
 def recompute_rows(cache_path, count, seed=0, data_root=None, weights_file=None, device="auto"):
     """Re-extract ``count`` random rows of a cache; (worst cosine to the stored codes, rows compared,
     failures). Augmented views are recomputed too: each is seeded by its image's content key and
@@ -64,13 +74,13 @@ def recompute_rows(cache_path, count, seed=0, data_root=None, weights_file=None,
         stored = {(path, int(view)): code for path, view, code in zip(paths, views, c.codes(layer, rows=mask))}
         fingerprint = c.fingerprint
     split_of_image = dict(zip(paths, splits))  # the stored split decides whether an image has views
-    present = [p for p in split_of_image if os.path.isfile(os.path.join(root, p))]
+    source = _records_in(root, split_of_image)
+    present = [p for p in split_of_image if p in source]
     missing = [(p, "no such file under the data folder") for p in split_of_image if p not in present]
     if not present:
         return None, 0, missing
     extractor, layers = _encoder(fingerprint, weights_file, device, layer=layer)
-    records = [Record(path=p, abspath=os.path.abspath(os.path.join(root, p)), label=None,
-                      split=str(split_of_image[p])) for p in present]
+    records = [replace(source[p], label=None, split=str(split_of_image[p])) for p in present]
     worst, compared, failures = 1.0, 0, []
     for batch in extractor.encode(records, views=bool(views.any())):
         codes = extractor.round_to_storage(_side_by_side(batch.codes, layers)) if batch.indices else []

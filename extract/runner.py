@@ -11,7 +11,7 @@ from .config import CodeSpec, RunOptions
 from .engines import make_engine
 from .errors import ExtractError
 from .extractor import Extractor
-from .sources import scan_image_folder, split_of
+from .sources import scan_source, split_of
 
 
 class ExtractConfig:
@@ -80,15 +80,15 @@ def _run_locked(config, lock) -> ExtractSummary:
     engine = make_engine(config.engine, config.ray_address)
     extractor = Extractor.for_new_codes(config.codes, config.data_root, config.run,
                                         compute_device=engine.compute_device(config.device))
-    scan = scan_image_folder(config.data_root)
+    scan = scan_source(config.data_root)
     summary = ExtractSummary(cache_path=config.cache_path, ignored=len(scan.ignored))
     started = time.perf_counter()
     if extractor.precision == "int8":
         _settle_calibration(extractor, config, scan.records)
-    classes = sorted({r.label for r in scan.records})
+    classes = sorted({r.label for r in scan.records if r.label is not None})
     with cache_api.open_for_append(config.cache_path, extractor.fingerprint, extractor.widths, classes,
                                    lock=lock) as session:
-        pending = _plan(session, scan.records, config, summary)
+        pending = _plan(session, scan, config, summary)
         if pending:
             loop_started = time.perf_counter()
             try:
@@ -111,15 +111,25 @@ def _settle_calibration(extractor, config, records):
         extractor.calibrate(records, config.calibration_images, config.int8_engine)
 
 
-def _plan(session, records, config, summary) -> list:
+def _plan(session, scan, config, summary) -> list:
     """The records to read: new files, and files whose stat changed (or all, with --rehash).
 
     A file the cache knows is read again with its old key attached: if its bytes still hash to
-    it, the worker skips decoding and the row keeps its codes.
+    it, the worker skips decoding and the row keeps its codes. The source's own bad entries (a
+    manifest row naming no file, a truncated shard) are recorded as failures once.
     """
     pending = []
     seen = set()
-    for record in records:
+    for path, reason in scan.failures:
+        seen.add(path)
+        held = session.lookup(path)
+        if held is not None and held.failed and held.reason == reason:
+            summary.skipped += 1
+            continue
+        session.add_failures([path], [""], [reason], [(0, 0, 0)])
+        summary.failed += 1
+        summary.failures.append((path, reason))
+    for record in scan.records:
         seen.add(record.path)
         held = session.lookup(record.path)
         if held is None:

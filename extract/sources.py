@@ -1,12 +1,14 @@
 """Finding images, their classes and splits. Yields plain records; opens no image.
 
 The walk stats every file (size, mtime in ns, inode): that is what a re-run compares with the
-cache before deciding to read a file, as git's index does.
+cache before deciding to read a file, as git's index does. A source is a folder (this module), a
+manifest (manifests.py) or tar shards (tar_shards.py); ``scan_source`` tells which from the
+argument, and every one yields the same Records.
 """
 import hashlib
 import os
 import stat as stat_module
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import ExtractError
 
@@ -18,12 +20,13 @@ DEFAULT_SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 
 @dataclass(frozen=True)
 class Record:
-    path: str          # relative to the data root, with forward slashes
-    abspath: str
-    label: str         # class name
-    split: str = None  # from the folder layout, or None to derive from the content key
+    path: str          # the row's identity in the cache: relative to the source, forward slashes
+    abspath: str       # the file holding the bytes (for a tar member: its shard)
+    label: str         # class name, or None (unlabeled)
+    split: str = None  # from the folder layout or manifest, or None to derive from the content key
     stat: tuple = (0, 0, 0)  # (size, mtime_ns, inode) seen by the walk
     known: object = None     # what the cache holds for this path (cache.Known), when re-reading it
+    member: tuple = None     # a tar member's (offset, size) of its bytes inside ``abspath``
 
 
 @dataclass
@@ -31,6 +34,36 @@ class Scan:
     records: list
     ignored: list      # non-image files seen and left alone
     split_layout: bool
+    failures: list = field(default_factory=list)  # (path, reason): entries of the source that name no image
+
+
+def read_bytes(record) -> bytes:
+    """The record's image bytes: the whole file, or a tar member's slice of its shard (a shard cut
+    short is an OSError, as an unreadable file is)."""
+    with open(record.abspath, "rb") as f:
+        if record.member is None:
+            return f.read()
+        offset, size = record.member
+        f.seek(offset)
+        data = f.read(size)
+    if len(data) != size:
+        raise OSError(f"the shard ends {size - len(data)} bytes into this member (truncated)")
+    return data
+
+
+def scan_source(data) -> Scan:
+    """Records of whatever ``data`` names: a folder (class folders, split folders, or a flat
+    folder of unlabeled images), a manifest (.csv, .parquet), or tar shards (a .tar file or a
+    brace pattern such as data-{000000..000099}.tar)."""
+    data = os.fspath(data)
+    lower = data.lower()
+    if lower.endswith((".csv", ".parquet")):
+        from .manifests import scan_manifest
+        return scan_manifest(data)
+    if lower.endswith(".tar") or ("{" in data and ".." in data):
+        from .tar_shards import scan_tar_shards
+        return scan_tar_shards(data)
+    return scan_image_folder(data)
 
 
 def _visible(name: str) -> bool:
@@ -78,11 +111,15 @@ def walk_images(top, ignored, visited=None):
 
 
 def scan_image_folder(root) -> Scan:
-    """Records of root/<class>/<image>, or of root/{train,val,test}/<class>/<image>."""
+    """Records of root/<class>/<image>, of root/{train,val,test}/<class>/<image>, or (a folder
+    with images and no subfolders) of unlabeled root/<image>."""
     root = os.path.abspath(os.fspath(root))
     if not os.path.isdir(root):
-        raise ExtractError(f"{root}: no such folder; pass a folder laid out as root/<class>/<image>")
+        raise ExtractError(f"{root}: no such folder or source; pass a folder (root/<class>/<image>, or images "
+                           "without labels), a manifest (.csv, .parquet) or tar shards (.tar, data-{000..009}.tar)")
     top = sorted(d for d in os.listdir(root) if _visible(d) and os.path.isdir(os.path.join(root, d)))
+    if not top:
+        return _unlabeled_folder(root)
     split_layout = bool(top) and all(d.lower() in SPLIT_FOLDERS for d in top)
     ignored, records, visited = [], [], set()
     groups = [(os.path.join(root, d), SPLIT_FOLDERS[d.lower()]) for d in top] if split_layout else [(root, None)]
@@ -100,6 +137,17 @@ def scan_image_folder(root) -> Scan:
             f"{root}: no images found; expected root/<class>/<image> or root/{{train,val,test}}/<class>/<image> "
             f"with extensions {', '.join(sorted(IMAGE_EXTENSIONS))}")
     return Scan(records=records, ignored=ignored, split_layout=split_layout)
+
+
+def _unlabeled_folder(root) -> Scan:
+    ignored = []
+    records = [Record(path=os.path.relpath(full, root).replace(os.sep, "/"), abspath=full, label=None, stat=st)
+               for full, st in walk_images(root, ignored)]
+    if not records:
+        raise ExtractError(f"{root}: no images found; expected root/<class>/<image>, "
+                           f"root/{{train,val,test}}/<class>/<image> or images directly in the folder, "
+                           f"with extensions {', '.join(sorted(IMAGE_EXTENSIONS))}")
+    return Scan(records=records, ignored=ignored, split_layout=False)
 
 
 def derive_split(key: str, seed: int = 0, fractions=DEFAULT_SPLIT_FRACTIONS) -> str:
@@ -130,3 +178,15 @@ def expand_image_paths(inputs) -> list:
         else:
             raise ExtractError(f"{item}: no such file or folder; pass image files or folders of images")
     return paths
+
+
+def source_hasher(data):
+    """rel path -> SHA-256 hex of that image's bytes in the source ``data`` (verify --images on a
+    manifest or tar shards); FileNotFoundError for a path the source no longer has."""
+    by_path = {r.path: r for r in scan_source(data).records}
+
+    def digest(rel):
+        if rel not in by_path:
+            raise FileNotFoundError(rel)
+        return hashlib.sha256(read_bytes(by_path[rel])).hexdigest()
+    return digest

@@ -1,0 +1,84 @@
+#!/usr/bin/env python
+"""The same photos from each source, in one process: a folder, a CSV manifest and tar shards.
+Prints each one's scan time and extract images/s (whole run, and the encode loop alone), and the
+tar/folder ratio. A fast network (default mobilenet_v3_small, random weights) so that reading the
+source, not the network, is what differs.
+
+    python bench/sources_bench.py ../shared/data/flowers5 --limit 1000
+"""
+import argparse
+import csv
+import io
+import os
+import shutil
+import sys
+import tarfile
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from extract import ExtractConfig, run_extract  # noqa: E402
+from extract.sources import scan_source  # noqa: E402
+from extract_bench import subset_folder  # noqa: E402
+
+
+def make_sources(photos, tmp, shard_size):
+    """(folder, manifest, shard pattern) holding the same photos."""
+    records = scan_source(photos).records
+    manifest = os.path.join(tmp, "list.csv")
+    with open(manifest, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label"])
+        for r in records:
+            writer.writerow([os.path.realpath(r.abspath), r.label])
+    shards = os.path.join(tmp, "shards")
+    os.makedirs(shards)
+    count = 0
+    for start in range(0, len(records), shard_size):
+        with tarfile.open(os.path.join(shards, f"data-{count:06d}.tar"), "w") as tar:
+            for i, r in enumerate(records[start:start + shard_size]):
+                for name, data in ((f"{start + i:08d}.jpg", open(r.abspath, "rb").read()),
+                                   (f"{start + i:08d}.cls", r.label.encode())):
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+        count += 1
+    return photos, manifest, os.path.join(shards, f"data-{{000000..{count - 1:06d}}}.tar")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("data")
+    ap.add_argument("--limit", type=int, default=1000)
+    ap.add_argument("--backbone", default="mobilenet_v3_small")
+    ap.add_argument("--weights", default="random")
+    ap.add_argument("--shard-size", type=int, default=250, help="photos per tar shard")
+    args = ap.parse_args()
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    flags = open("/proc/cpuinfo").read()
+    isa = "avx512_bf16" if "avx512_bf16" in flags else "avx2" if "avx2" in flags else "other"
+    print(f"machine: {cpu} ({isa}), {os.cpu_count()} CPUs; {args.backbone} ({args.weights} weights), "
+          f"{args.limit} photos")
+    tmp = tempfile.mkdtemp(prefix="cnncodes-sources-")
+    try:
+        photos = os.path.join(tmp, "photos")
+        subset_folder(args.data, args.limit, photos)
+        sources = dict(zip(("folder", "manifest", "tar shards"), make_sources(photos, tmp, args.shard_size)))
+        rates = {}
+        print(f"{'source':<12}{'scan s':>8}{'images/s':>10}{'loop images/s':>15}")
+        for name, source in sources.items():
+            started = time.perf_counter()
+            scan_source(source)
+            scan = time.perf_counter() - started
+            cache = os.path.join(tmp, f"{name.replace(' ', '_')}.h5")
+            s = run_extract(ExtractConfig(source, cache, backbone=args.backbone, weights=args.weights, progress=False))
+            rates[name] = s.written / s.loop_seconds
+            print(f"{name:<12}{scan:>8.3f}{s.images_per_second:>10.1f}{rates[name]:>15.1f}", flush=True)
+        print(f"tar shards / folder (loop): {rates['tar shards'] / rates['folder']:.2f}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

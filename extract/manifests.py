@@ -1,0 +1,72 @@
+"""A manifest as a source: a CSV or Parquet table with a ``path`` column, and optionally ``label``
+and ``split`` (train/val/test as the folder layout spells them; absent: content-key splits).
+
+Relative paths are relative to the manifest's folder. A bad row (an empty path, a file that is
+not there, a split word the layout does not know) becomes a recorded failure naming its row
+number; it never stops the run. A path listed twice is refused in one line, since a row's
+identity is its path.
+"""
+import csv
+import os
+
+from .errors import ExtractError
+from .sources import SPLIT_FOLDERS, Record, Scan, file_stat
+
+COLUMNS = ("path", "label", "split")
+
+
+def read_table(manifest) -> tuple:
+    """(rows as dicts of the known columns, missing ones None, in the file's order; the column names)."""
+    if manifest.lower().endswith(".parquet"):
+        import pyarrow.parquet as pq
+        try:
+            table = pq.read_table(manifest)
+        except Exception as exc:
+            raise ExtractError(f"{manifest}: not a readable Parquet file ({exc})") from None
+        names = set(table.column_names)
+        columns = {name: table.column(name).to_pylist() if name in names else [None] * table.num_rows
+                   for name in COLUMNS}
+        return [{name: columns[name][i] for name in COLUMNS} for i in range(table.num_rows)], names
+    with open(manifest, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        names = set(reader.fieldnames or ())
+        return [{name: row.get(name) for name in COLUMNS} for row in reader], names
+
+
+def scan_manifest(manifest) -> Scan:
+    manifest = os.path.abspath(os.fspath(manifest))
+    if not os.path.isfile(manifest):
+        raise ExtractError(f"{manifest}: no such manifest")
+    rows, names = read_table(manifest)
+    if "path" not in names:
+        raise ExtractError(f"{manifest}: no 'path' column (it has {', '.join(sorted(names)) or 'none'}); "
+                           "a manifest needs path, and optionally label and split")
+    base, label_column = os.path.dirname(manifest), "label" in names
+    records, failures, first_row = [], [], {}
+    for number, row in enumerate(rows, start=2 if manifest.lower().endswith(".csv") else 1):
+        where = f"{os.path.basename(manifest)} row {number}"  # CSV rows counted as a spreadsheet shows them
+        path = str(row["path"] or "").strip()
+        if not path:
+            failures.append((f"{where}", "empty path"))
+            continue
+        path = path.replace(os.sep, "/")
+        if path in first_row:
+            raise ExtractError(f"{manifest}: {path} is listed twice (rows {first_row[path]} and {number}); "
+                               "a row's identity is its path, so list each image once")
+        first_row[path] = number
+        split = str(row["split"] or "").strip().lower()
+        if split and split not in SPLIT_FOLDERS:
+            failures.append((path, f"{where}: unknown split {row['split']!r}; use train, val or test"))
+            continue
+        full = path if os.path.isabs(path) else os.path.join(base, path)
+        try:
+            st = os.stat(full)
+        except OSError:
+            failures.append((path, f"{where}: no such file {full}"))
+            continue
+        label = row["label"] if label_column else None
+        label = None if label is None or str(label).strip() == "" else str(label).strip()
+        records.append(Record(path=path, abspath=full, label=label, split=SPLIT_FOLDERS.get(split), stat=file_stat(st)))
+    if not records and not failures:
+        raise ExtractError(f"{manifest}: the manifest lists no images")
+    return Scan(records=records, ignored=[], split_layout=False, failures=failures)
