@@ -54,6 +54,7 @@ def main():
     ap.add_argument("--backbone", default="mobilenet_v3_small")
     ap.add_argument("--weights", default="random")
     ap.add_argument("--shard-size", type=int, default=250, help="photos per tar shard")
+    ap.add_argument("--rounds", type=int, default=3, help="runs of each source, in a rotating order")
     args = ap.parse_args()
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     flags = open("/proc/cpuinfo").read()
@@ -65,17 +66,23 @@ def main():
         photos = os.path.join(tmp, "photos")
         subset_folder(args.data, args.limit, photos)
         sources = dict(zip(("folder", "manifest", "tar shards"), make_sources(photos, tmp, args.shard_size)))
-        rates = {}
-        print(f"{'source':<12}{'scan s':>8}{'images/s':>10}{'loop images/s':>15}")
-        for name, source in sources.items():
-            started = time.perf_counter()
-            scan_source(source)
-            scan = time.perf_counter() - started
-            cache = os.path.join(tmp, f"{name.replace(' ', '_')}.h5")
-            s = run_extract(ExtractConfig(source, cache, backbone=args.backbone, weights=args.weights, progress=False))
-            rates[name] = s.written / s.loop_seconds
-            print(f"{name:<12}{scan:>8.3f}{s.images_per_second:>10.1f}{rates[name]:>15.1f}", flush=True)
-        print(f"tar shards / folder (loop): {rates['tar shards'] / rates['folder']:.2f}")
+        rates = {name: [] for name in sources}
+        print(f"{'round':<7}{'source':<12}{'scan s':>8}{'images/s':>10}{'loop images/s':>15}")
+        names = list(sources)
+        for round_ in range(args.rounds):  # the order rotates: a run's place in the sequence shows in its speed
+            for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+                started = time.perf_counter()
+                scan_source(sources[name])
+                scan = time.perf_counter() - started
+                cache = os.path.join(tmp, f"{name.replace(' ', '_')}-{round_}.h5")
+                s = run_extract(ExtractConfig(sources[name], cache, backbone=args.backbone, weights=args.weights,
+                                              progress=False))
+                rates[name].append(s.written / s.loop_seconds)
+                print(f"{round_:<7}{name:<12}{scan:>8.3f}{s.images_per_second:>10.1f}{rates[name][-1]:>15.1f}",
+                      flush=True)
+        median = {name: sorted(r)[len(r) // 2] for name, r in rates.items()}
+        print("median loop images/s: " + ", ".join(f"{n} {v:.1f}" for n, v in median.items()))
+        print(f"tar shards / folder (median loop): {median['tar shards'] / median['folder']:.2f}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
