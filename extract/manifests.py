@@ -1,5 +1,8 @@
 """A manifest as a source: a CSV or Parquet table with a ``path`` column, and optionally ``label``
-and ``split`` (train/val/test as the folder layout spells them; absent: content-key splits).
+and ``split`` (train/val/test as the folder layout spells them; absent: content-key splits). A
+Parquet file may hold the images themselves instead: an ``image`` column of encoded bytes, or of
+structs with ``bytes`` (and ``path``), as Hugging Face ``datasets`` writes them; its rows are read
+a row group at a time by the decoding workers, never unpacked to disk.
 
 Relative paths are relative to the manifest's folder. A bad row (an empty path, a file that is
 not there, a split word the layout does not know) becomes a recorded failure naming its row
@@ -37,6 +40,8 @@ def scan_manifest(manifest) -> Scan:
     manifest = os.path.abspath(os.fspath(manifest))
     if not os.path.isfile(manifest):
         raise ExtractError(f"{manifest}: no such manifest")
+    if manifest.lower().endswith(".parquet") and _has_image_column(manifest):
+        return _scan_image_rows(manifest)
     rows, names = read_table(manifest)
     if "path" not in names:
         raise ExtractError(f"{manifest}: no 'path' column (it has {', '.join(sorted(names)) or 'none'}); "
@@ -70,3 +75,67 @@ def scan_manifest(manifest) -> Scan:
     if not records and not failures:
         raise ExtractError(f"{manifest}: the manifest lists no images")
     return Scan(records=records, ignored=[], split_layout=False, failures=failures)
+
+
+def _has_image_column(manifest) -> bool:
+    import pyarrow.parquet as pq
+    try:
+        return "image" in pq.read_schema(manifest).names
+    except Exception as exc:
+        raise ExtractError(f"{manifest}: not a readable Parquet file ({exc})") from None
+
+
+def _scan_image_rows(manifest) -> Scan:
+    """Rows of a Parquet file of images: ``FILE/ROW_KEY`` each (the ``key`` or ``id`` column, else
+    the row number), read later by row group and index (Record.member). Its stat is the file's,
+    so a re-run reads nothing from an unchanged file."""
+    import pyarrow.parquet as pq
+    f = pq.ParquetFile(manifest)
+    names = set(f.schema_arrow.names)
+    columns = [c for c in ("key", "id", "label", "split") if c in names]
+    st = os.stat(manifest)
+    base = os.path.basename(manifest)
+    records, failures, seen, row = [], [], {}, 0
+    for group in range(f.num_row_groups):
+        table = f.read_row_group(group, columns=columns)
+        values = {c: table.column(c).to_pylist() for c in columns}
+        for i in range(table.num_rows):
+            key = values.get("key", values.get("id", [None] * table.num_rows))[i]
+            path = f"{base}/{key if key not in (None, '') else row}"
+            if path in seen:
+                raise ExtractError(f"{manifest}: row key {path.split('/', 1)[1]} appears twice (rows {seen[path]} and "
+                                   f"{row}); a row's identity is its key")
+            seen[path] = row
+            split = str(values["split"][i] or "").strip().lower() if "split" in values else ""
+            if split and split not in SPLIT_FOLDERS:
+                failures.append((path, f"{base} row {row}: unknown split {values['split'][i]!r}; use train, val or test"))
+            else:
+                label = values["label"][i] if "label" in values else None
+                label = None if label is None or str(label).strip() == "" else str(label).strip()
+                records.append(Record(path=path, abspath=manifest, label=label, split=SPLIT_FOLDERS.get(split),
+                                      stat=(0, int(st.st_mtime_ns), int(st.st_ino)), member=("parquet", group, i)))
+            row += 1
+    return Scan(records=records, ignored=[], split_layout=False, failures=failures)
+
+
+_ROW_GROUP = {}  # (file, mtime, group) -> that row group's image cells: one group kept per process
+
+
+def parquet_image_bytes(path, group, index) -> bytes:
+    """The encoded image of one row of a Parquet file of images; the row group is read once for all
+    its rows (a decoding worker gets consecutive rows)."""
+    import pyarrow.parquet as pq
+    cache_key = (path, os.stat(path).st_mtime_ns, group)
+    if cache_key not in _ROW_GROUP:
+        _ROW_GROUP.clear()
+        _ROW_GROUP[cache_key] = pq.ParquetFile(path).read_row_group(group, columns=["image"]).column("image").to_pylist()
+    cell = _ROW_GROUP[cache_key][index]
+    if isinstance(cell, dict):  # datasets' Image feature: {"bytes": ..., "path": ...}
+        data = cell.get("bytes")
+        if data is None and cell.get("path"):
+            with open(cell["path"], "rb") as image:
+                data = image.read()
+        cell = data
+    if not cell:
+        raise OSError("the row holds no image bytes")
+    return bytes(cell)

@@ -26,7 +26,7 @@ class Record:
     split: str = None  # from the folder layout or manifest, or None to derive from the content key
     stat: tuple = (0, 0, 0)  # (size, mtime_ns, inode) seen by the walk
     known: object = None     # what the cache holds for this path (cache.Known), when re-reading it
-    member: tuple = None     # a tar member's (offset, size) of its bytes inside ``abspath``
+    member: tuple = None     # where in ``abspath``: a tar member's (offset, size), or ("parquet", row group, row)
 
 
 @dataclass
@@ -40,6 +40,9 @@ class Scan:
 def read_bytes(record) -> bytes:
     """The record's image bytes: the whole file, or a tar member's slice of its shard (a shard cut
     short is an OSError, as an unreadable file is)."""
+    if record.member is not None and record.member[0] == "parquet":
+        from .manifests import parquet_image_bytes
+        return parquet_image_bytes(record.abspath, *record.member[1:])
     with open(record.abspath, "rb") as f:
         if record.member is None:
             return f.read()

@@ -202,3 +202,29 @@ def test_a_shard_cut_inside_a_header_keeps_the_members_before_it(tmp_path):
     assert len(scan.failures) == 1 and "truncated" in scan.failures[0][1]
     from extract.sources import read_bytes
     assert read_bytes(scan.records[0]) == b"A" * 700
+
+
+def test_a_parquet_file_of_image_bytes_is_read_by_row_group(reference, tmp_path):
+    """Hugging Face datasets' shape: an image column of {bytes, path} structs, a label, in several
+    row groups; a corrupt row and an empty one are failures, the rest equal the folder's rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    images, folder_cache = reference
+    files = image_files(images)
+    cells = [{"bytes": (images / rel).read_bytes(), "path": rel} for rel in files]
+    labels = [rel.split("/")[0] for rel in files]
+    cells += [{"bytes": b"\xff\xd8 not really a jpeg", "path": "bad.jpg"}, {"bytes": None, "path": None}]
+    labels += ["red", "red"]
+    table = pa.table({"image": cells, "label": labels})
+    data = tmp_path / "train.parquet"
+    pq.write_table(table, data, row_group_size=5)
+    assert pq.ParquetFile(data).num_row_groups == 4
+    cache = tmp_path / "pq.h5"
+    out = run_cli("extract", data, "--cache", cache, *ARGS)
+    assert "wrote 18" in out.stdout and "failed 2" in out.stdout
+    assert_same_rows(folder_cache, cache)
+    with open_cache(str(cache)) as c:
+        assert sorted(c.paths)[:2] == ["train.parquet/0", "train.parquet/1"]
+        failures = dict(c.failures)
+    assert "no image bytes" in failures["train.parquet/19"] and "train.parquet/18" in failures
+    assert "wrote 0, skipped 20" in run_cli("extract", data, "--cache", cache, *ARGS).stdout
