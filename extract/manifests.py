@@ -63,18 +63,26 @@ def scan_manifest(manifest) -> Scan:
         if split and split not in SPLIT_FOLDERS:
             failures.append((path, f"{where}: unknown split {row['split']!r}; use train, val or test"))
             continue
-        full = path if os.path.isabs(path) else os.path.join(base, path)
+        full = path if os.path.isabs(path) or "://" in path else os.path.join(base, path)
         try:
-            st = os.stat(full)
+            st = _stat_of(full)
         except OSError:
             failures.append((path, f"{where}: no such file {full}"))
             continue
         label = row["label"] if label_column else None
         label = None if label is None or str(label).strip() == "" else str(label).strip()
-        records.append(Record(path=path, abspath=full, label=label, split=SPLIT_FOLDERS.get(split), stat=file_stat(st)))
+        records.append(Record(path=path, abspath=full, label=label, split=SPLIT_FOLDERS.get(split), stat=st))
     if not records and not failures:
         raise ExtractError(f"{manifest}: the manifest lists no images")
     return Scan(records=records, ignored=[], split_layout=False, failures=failures)
+
+
+def _stat_of(full) -> tuple:
+    """A row's stat data: the file's, or a URL's size and ETag (remote.py)."""
+    if "://" in full:
+        from .remote import stat_url
+        return stat_url(full)
+    return file_stat(os.stat(full))
 
 
 def _has_image_column(manifest) -> bool:

@@ -153,7 +153,7 @@ def _encode_and_commit(engine, extractor, session, pending, config, summary):
     batch_size = extractor.batch_size
     commit_every = batch_size * max(1, round(config.shard_rows / batch_size))  # records per committed shard
     progress = _progress(len(pending), config.progress)
-    for batch in engine.run(extractor, pending):
+    for batch in _storage_errors_in_one_line(engine.run(extractor, pending)):
         _commit_batch(session, pending, batch, config, summary)
         end = batch.start + batch.count
         if end % commit_every == 0 or end == len(pending):
@@ -189,6 +189,17 @@ def _commit_batch(session, records, batch, config, summary):
         session.add_failures([records[i].path for i in broken], [records[i].known.key for i in broken],
                              [records[i].known.reason for i in broken], stats(broken))
         summary.unchanged += len(batch.unchanged)
+
+
+def _storage_errors_in_one_line(batches):
+    """A StorageUnavailable raised in a decoding worker reaches here with the worker's traceback
+    in its message (DataLoader re-raises it so): keep its own line."""
+    from .remote import StorageUnavailable
+    try:
+        yield from batches
+    except StorageUnavailable as exc:
+        lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+        raise StorageUnavailable(lines[-1].split("StorageUnavailable: ", 1)[-1]) from None
 
 
 class _NoProgress:

@@ -40,6 +40,9 @@ class Scan:
 def read_bytes(record) -> bytes:
     """The record's image bytes: the whole file, or a tar member's slice of its shard (a shard cut
     short is an OSError, as an unreadable file is)."""
+    if "://" in record.abspath:  # object storage or a URL (remote.py)
+        from .remote import read_url
+        return read_url(record.abspath)
     if record.member is not None and record.member[0] == "parquet":
         from .manifests import parquet_image_bytes
         return parquet_image_bytes(record.abspath, *record.member[1:])
@@ -57,9 +60,12 @@ def read_bytes(record) -> bytes:
 def scan_source(data) -> Scan:
     """Records of whatever ``data`` names: a folder (class folders, split folders, or a flat
     folder of unlabeled images), a manifest (.csv, .parquet), or tar shards (a .tar file or a
-    brace pattern such as data-{000000..000099}.tar)."""
+    brace pattern such as data-{000000..000099}.tar), or a URL prefix in object storage (s3://...)."""
     data = os.fspath(data)
     lower = data.lower()
+    if "://" in data and not lower.endswith((".csv", ".parquet")):
+        from .remote import scan_remote
+        return scan_remote(data)
     if lower.endswith((".csv", ".parquet")):
         from .manifests import scan_manifest
         return scan_manifest(data)

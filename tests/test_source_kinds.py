@@ -228,3 +228,101 @@ def test_a_parquet_file_of_image_bytes_is_read_by_row_group(reference, tmp_path)
         failures = dict(c.failures)
     assert "no image bytes" in failures["train.parquet/19"] and "train.parquet/18" in failures
     assert "wrote 0, skipped 20" in run_cli("extract", data, "--cache", cache, *ARGS).stdout
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    """A real S3-compatible server (moto's) on 127.0.0.1, reached through the AWS environment
+    variables as a user's s3fs would; yields (filesystem, restart) where restart() brings the
+    server back on the same port after a stop (its objects live in this process)."""
+    pytest.importorskip("s3fs")
+    moto_server = pytest.importorskip("moto.server")
+    import logging
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                        ("AWS_DEFAULT_REGION", "us-east-1"), ("AWS_ENDPOINT_URL", f"http://{host}:{port}")):
+        monkeypatch.setenv(name, value)
+    import s3fs
+    s3fs.S3FileSystem.clear_instance_cache()
+    fs = s3fs.S3FileSystem()
+    fs.makedirs("bucket", exist_ok=True)  # moto keeps its buckets for the whole process
+    servers = [server]
+
+    def restart():
+        servers.append(moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False))
+        servers[-1].start()
+    yield fs, restart, servers
+    for running in servers:
+        try:
+            running.stop()
+        except Exception:
+            pass
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
+def test_object_storage_gives_the_folders_rows_and_reruns_by_etag(reference, tmp_path, s3):
+    fs, restart, servers = s3
+    images, folder_cache = reference
+    for rel in image_files(images):
+        fs.pipe(f"bucket/photos/{rel}", (images / rel).read_bytes())
+    cache = tmp_path / "s3.h5"
+    out = run_cli("extract", "s3://bucket/photos", "--cache", cache, *ARGS)
+    assert "wrote 18" in out.stdout
+    assert_same_rows(folder_cache, cache)
+    assert "wrote 0, skipped 18" in run_cli("extract", "s3://bucket/photos/", "--cache", cache, *ARGS).stdout
+    forked = tmp_path / "workers.h5"  # decoding workers (forked processes) fetch the objects themselves
+    run_cli("extract", "s3://bucket/photos", "--cache", forked, *ARGS, "--workers", "2")
+    assert_same_rows(folder_cache, forked)
+
+    files = image_files(images)
+    fs.rm(f"bucket/photos/{files[0]}")                                          # deleted
+    fs.pipe(f"bucket/photos/{files[1]}", (images / files[2]).read_bytes())     # changed in place
+    fs.pipe("bucket/photos/red/new.jpg", (images / files[3]).read_bytes())     # new
+    out = run_cli("extract", "s3://bucket/photos", "--cache", cache, *ARGS)
+    assert "wrote 2, skipped 16" in out.stdout and "1 cached rows have no file" in out.stdout
+
+
+def test_storage_that_stops_mid_run_keeps_the_committed_rows_and_the_rerun_finishes(reference, tmp_path, s3,
+                                                                                     monkeypatch):
+    from extract import remote
+    fs, restart, servers = s3
+    images, folder_cache = reference
+    for rel in image_files(images):
+        fs.pipe(f"bucket/p/{rel}", (images / rel).read_bytes())
+    reads, original = [], remote.read_url
+
+    def read_then_stop(url):
+        reads.append(url)
+        if len(reads) == 9:
+            servers[0].stop()  # the store goes away after eight images were read
+        return original(url)
+    monkeypatch.setattr(remote, "read_url", read_then_stop)
+    monkeypatch.setattr(remote, "RETRIES", 2)
+    cache = tmp_path / "stopped.h5"
+    out = run_cli("extract", "s3://bucket/p", "--cache", cache, *ARGS, "--shard-rows", "4", check=False)
+    assert out.returncode == 2 and "the storage did not answer after 2 tries" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    with open_cache(str(cache)) as c:
+        assert len(c) == 8 and not c.failures  # two shards of four committed; nothing recorded as failed
+    monkeypatch.setattr(remote, "read_url", original)
+    restart()
+    out = run_cli("extract", "s3://bucket/p", "--cache", cache, *ARGS, "--shard-rows", "4")
+    assert "wrote 10, skipped 8" in out.stdout
+    assert_same_rows(folder_cache, cache)
+
+
+@pytest.mark.ray
+def test_ray_workers_read_object_storage_themselves(reference, tmp_path, s3):
+    """--engine ray from s3://: the workers fetch the objects, no folder is shared with them."""
+    pytest.importorskip("ray")
+    fs, _, _ = s3
+    images, folder_cache = reference
+    for rel in image_files(images):
+        fs.pipe(f"bucket/ray/{rel}", (images / rel).read_bytes())
+    cache = tmp_path / "ray.h5"
+    out = run_cli("extract", "s3://bucket/ray", "--cache", cache, *ARGS, "--engine", "ray", "--shard-rows", "8")
+    assert "wrote 18" in out.stdout
+    assert_same_rows(folder_cache, cache)
