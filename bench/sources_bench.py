@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""The same photos from each source, in one process: a folder, a CSV manifest and tar shards.
+"""The same photos from each source, in one process: a folder, a CSV manifest, tar shards and (with
+moto and s3fs installed) a local S3-compatible server on 127.0.0.1.
 Prints each one's scan time and extract images/s (whole run, and the encode loop alone), and the
 tar/folder ratio. A fast network (default mobilenet_v3_small, random weights) so that reading the
 source, not the network, is what differs.
@@ -47,6 +48,27 @@ def make_sources(photos, tmp, shard_size):
     return photos, manifest, os.path.join(shards, f"data-{{000000..{count - 1:06d}}}.tar")
 
 
+def local_s3(photos):
+    """moto's S3 server on 127.0.0.1 holding the photos (None without moto and s3fs)."""
+    try:
+        import s3fs
+        from moto.server import ThreadedMotoServer
+    except ImportError:
+        return None
+    import logging
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1",
+                      AWS_ENDPOINT_URL=f"http://{host}:{port}")
+    fs = s3fs.S3FileSystem()
+    fs.mkdir("bench")
+    for r in scan_source(photos).records:
+        fs.pipe(f"bench/photos/{r.path}", open(r.abspath, "rb").read())
+    return server
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data")
@@ -61,11 +83,14 @@ def main():
     isa = "avx512_bf16" if "avx512_bf16" in flags else "avx2" if "avx2" in flags else "other"
     print(f"machine: {cpu} ({isa}), {os.cpu_count()} CPUs; {args.backbone} ({args.weights} weights), "
           f"{args.limit} photos")
-    tmp = tempfile.mkdtemp(prefix="cnncodes-sources-")
+    tmp, server = tempfile.mkdtemp(prefix="cnncodes-sources-"), None
     try:
         photos = os.path.join(tmp, "photos")
         subset_folder(args.data, args.limit, photos)
         sources = dict(zip(("folder", "manifest", "tar shards"), make_sources(photos, tmp, args.shard_size)))
+        server = local_s3(photos)
+        if server is not None:
+            sources["local S3"] = "s3://bench/photos"
         rates = {name: [] for name in sources}
         print(f"{'round':<7}{'source':<12}{'scan s':>8}{'images/s':>10}{'loop images/s':>15}")
         names = list(sources)
@@ -83,7 +108,11 @@ def main():
         median = {name: sorted(r)[len(r) // 2] for name, r in rates.items()}
         print("median loop images/s: " + ", ".join(f"{n} {v:.1f}" for n, v in median.items()))
         print(f"tar shards / folder (median loop): {median['tar shards'] / median['folder']:.2f}")
+        if "local S3" in median:
+            print(f"local S3 / folder (median loop): {median['local S3'] / median['folder']:.2f}")
     finally:
+        if server is not None:
+            server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
