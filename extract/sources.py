@@ -40,16 +40,17 @@ class Scan:
 def read_bytes(record) -> bytes:
     """The record's image bytes: the whole file, or a tar member's slice of its shard (a shard cut
     short is an OSError, as an unreadable file is)."""
+    member = getattr(record, "member", None)  # any object with .abspath is a plain file
     if "://" in record.abspath:  # object storage or a URL (remote.py)
         from .remote import read_url
         return read_url(record.abspath)
-    if record.member is not None and record.member[0] == "parquet":
+    if member is not None and member[0] == "parquet":
         from .manifests import parquet_image_bytes
-        return parquet_image_bytes(record.abspath, *record.member[1:])
+        return parquet_image_bytes(record.abspath, *member[1:])
     with open(record.abspath, "rb") as f:
-        if record.member is None:
+        if member is None:
             return f.read()
-        offset, size = record.member
+        offset, size = member
         f.seek(offset)
         data = f.read(size)
     if len(data) != size:
