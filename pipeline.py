@@ -219,6 +219,10 @@ def _classify_args(p):
     p.add_argument("--max-memory", default=None, metavar="SIZE",
                    help="codes held at most (e.g. 1G; default a quarter of this machine's memory): beyond it, "
                         "a seeded random subsample of rows that fits is used, and the output says so")
+    p.add_argument("--exclude", default=None, metavar="FILE",
+                   help="rows to leave out of training and selection: an audit's audit.json or a list of paths")
+    p.add_argument("--exclude-reported", action="store_true",
+                   help="with --exclude: drop those rows from the reported split too (not done unless asked)")
 
 
 def _result_line(r):
@@ -226,7 +230,9 @@ def _result_line(r):
         return f"{r['classifier']}: skipped: {r['skipped']}"
     params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["params"].items())
     sample = (f" ({r['memory']})" if r.get("memory", "all rows in memory") != "all rows in memory" else "")
-    return (f"{r['classifier']}{sample}: {r['eval_split']} accuracy {r['accuracy']:.4f}, "
+    low, high = r.get("accuracy_ci95") or (0.0, 1.0)
+    return (f"{r['classifier']}{sample}: {r['eval_split']} accuracy {r['accuracy']:.4f} "
+            f"(95% CI {low:.3f}-{high:.3f}, {r['n_eval']} rows), "
             f"balanced {r['balanced_accuracy']:.4f}, "
             f"macro F1 {r['macro_f1']:.4f}, fit {r['fit_seconds']:.2f} s; chosen on {r['selection']}"
             + (f": {params}" if params else ""))
@@ -249,6 +255,14 @@ def _load_codes(args):
     if data.unlabeled:
         print(f"note: {data.unlabeled:,} unlabeled rows left out (fit and compare use the labelled ones)",
               file=sys.stderr)
+    if getattr(args, "exclude", None):
+        from classify.evaluate import exclude_rows, read_exclusions
+        paths = read_exclusions(args.exclude)
+        data = exclude_rows(data, paths, reported=args.exclude_reported)
+        where = "training, selection and the reported split" if args.exclude_reported else \
+            "training and selection (the reported split keeps them; --exclude-reported drops them there too)"
+        print(f"note: --exclude {args.exclude}: {data.excluded:,} rows of {len(paths):,} listed paths left out of "
+              f"{where}", file=sys.stderr)
     return data
 
 
@@ -275,7 +289,7 @@ def cmd_compare(args):
 
 def _compare(data, report, classifiers=None, scaling=None, seed=0, as_json=False):
     from classify import DEFAULT_SCALING, compare
-    from classify.report import best_result, format_table, write_report
+    from classify.report import TABLE_NOTE, best_result, format_table, write_report
     scaling = scaling or DEFAULT_SCALING
     names = classifiers.split(",") if classifiers else None
     progress = None if as_json else (lambda result: print(_result_line(result), file=sys.stderr))
@@ -289,7 +303,28 @@ def _compare(data, report, classifiers=None, scaling=None, seed=0, as_json=False
     best = best_result(results)
     print(f"\nreported split: {best['eval_split']} ({best['n_eval']} rows)")
     print(format_table(results))
+    print(TABLE_NOTE)
     print(f"report: {paths['report.md']} (also report.json, confusion.png, accuracy.png)")
+    return 0
+
+
+def cmd_audit(args):
+    from classify.audit import audit, effect_on_score
+    from classify.audit_report import summary_lines, write_audit
+    data = _load_codes(args)
+    found = audit(data, threshold=args.threshold, k=args.k, top=args.top, seed=args.seed)
+    from classify.errors import ClassifyError
+    try:
+        found["effect_on_score"] = effect_on_score(data, found["leaked"], args.seed)
+    except ClassifyError as exc:  # no split to report on, say: the audit itself still stands
+        found["effect_on_score"] = {"skipped": str(exc)}
+    paths = write_audit(args.report, found, data.fingerprint.provenance.get("data_root"))
+    if args.json:
+        print(json.dumps(found, indent=2, default=str))
+        return 0
+    for line in summary_lines(found):
+        print(line)
+    print(f"report: {paths['audit.md']} (also audit.json: its \"exclude\" list feeds fit/compare --exclude)")
     return 0
 
 
@@ -398,6 +433,17 @@ def build_parser(prog="pipeline.py"):
                    "(default: all)")
     _classify_args(p)
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("audit", help="what is wrong with the data, from the codes: duplicates, leaks across "
+                                     "splits, likely label errors, outliers")
+    p.add_argument("cache")
+    p.add_argument("--report", default="audit_report", help="folder for audit.md, audit.json and picture sheets")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="cosine at or above which two photos are near duplicates (default: calibrated per backbone)")
+    p.add_argument("--k", type=int, default=5, help="neighbours for the outlier score (default 5)")
+    p.add_argument("--top", type=int, default=50, help="label errors and outliers listed (default 50)")
+    _classify_args(p)
+    p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("predict", help="classify image files or folders with a saved model")
     p.add_argument("model")

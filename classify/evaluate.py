@@ -11,7 +11,7 @@ from cache.schema import UNLABELED
 from .ensemble import final_model, members_of, soft_vote
 from .errors import ClassifyError
 from .registry import DEFAULT_SCALING, get_classifier
-from .splits import UNLABELED_SPLIT, plan_splits
+from .splits import EXCLUDED_SPLIT, UNLABELED_SPLIT, plan_splits, reported_split
 
 
 @dataclass
@@ -36,6 +36,11 @@ class CodesData:
     def unlabeled(self) -> int:
         """Rows without a label: left out of fitting and reporting."""
         return int(np.count_nonzero(self.splits == UNLABELED_SPLIT))
+
+    @property
+    def excluded(self) -> int:
+        """Rows dropped by exclude_rows (--exclude)."""
+        return int(np.count_nonzero(self.splits == EXCLUDED_SPLIT))
 
     def in_memory_rows(self) -> int:
         """Rows that ``in_memory()`` holds."""
@@ -89,6 +94,57 @@ def load_codes(cache_path, layer=None, max_memory=None, seed=0) -> CodesData:
                      stream=CodeStream(cache_path, layer, max_memory), seed=seed)
 
 
+def wilson_interval(correct: int, n: int, confidence=0.95) -> list:
+    """[low, high] of the Wilson score interval for an accuracy of correct / n (scipy's)."""
+    if n == 0:
+        return [0.0, 1.0]
+    from scipy.stats import binomtest
+    ci = binomtest(correct, n).proportion_ci(confidence_level=confidence, method="wilson")
+    return [round(float(ci.low), 4), round(float(ci.high), 4)]
+
+
+def mcnemar_p(a_correct, b_correct) -> float:
+    """Two-sided exact McNemar test of two classifiers on the same rows: the binomial test of the
+    rows only one of them gets right (1.0 when there are none)."""
+    a, b = np.asarray(a_correct, dtype=bool), np.asarray(b_correct, dtype=bool)
+    only_a, only_b = int(np.sum(a & ~b)), int(np.sum(~a & b))
+    if only_a + only_b == 0:
+        return 1.0
+    from scipy.stats import binomtest
+    return float(binomtest(only_a, only_a + only_b, 0.5).pvalue)
+
+
+def read_exclusions(path) -> list:
+    """Paths to leave out: an audit's JSON (its "exclude" list) or a text file, one path a line."""
+    import json
+    import os
+    if not os.path.isfile(path):
+        raise ClassifyError(f"--exclude {path}: no such file; give an audit's audit.json or a list of paths")
+    with open(path) as f:
+        text = f.read()
+    if text.lstrip().startswith("{"):
+        try:
+            return list(json.loads(text)["exclude"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ClassifyError(f"--exclude {path}: a JSON file needs an \"exclude\" list of paths ({exc})") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def exclude_rows(data: "CodesData", paths, reported=False) -> "CodesData":
+    """These paths' rows (their views too) neither train nor choose hyper-parameters; with
+    ``reported`` they leave the reported split as well. Returns a CodesData whose ``excluded``
+    says how many rows went."""
+    from dataclasses import replace
+    with open_cache(data.path) as c:
+        cache_paths = np.asarray(c.paths_of(data.cache_rows(np.arange(len(data.y)))), dtype=object)
+    drop = np.isin(cache_paths, np.asarray(list(paths), dtype=object))
+    eval_split = reported_split(data.splits[~np.isin(data.splits, (UNLABELED_SPLIT, EXCLUDED_SPLIT))])
+    if not reported:
+        drop &= data.splits != eval_split
+    splits = np.where(drop, EXCLUDED_SPLIT, data.splits)
+    return replace(data, splits=splits, _subsample=None)
+
+
 def metrics(y_true, y_pred, class_names) -> dict:
     labels = list(range(len(class_names)))
     cm = confusion_matrix(y_true, y_pred, labels=labels)
@@ -96,6 +152,7 @@ def metrics(y_true, y_pred, class_names) -> dict:
     per_class = {name: (float(cm[i, i] / support[i]) if support[i] else None) for i, name in enumerate(class_names)}
     return {
         "accuracy": float(accuracy_score(y_true, y_pred)),
+        "accuracy_ci95": wilson_interval(int(np.sum(np.asarray(y_true) == np.asarray(y_pred))), len(y_true)),
         "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
         # Over the classes present in the reported rows (or predicted), as scikit-learn's default does.
         "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
@@ -104,13 +161,18 @@ def metrics(y_true, y_pred, class_names) -> dict:
     }
 
 
-def fit_and_evaluate(data: CodesData, name: str, scaling=DEFAULT_SCALING, seed=0, fitted=None):
+def fit_and_evaluate(data: CodesData, name: str, scaling=DEFAULT_SCALING, seed=0, fitted=None, keep_rows=False):
     """(result dict, fitted model). Hyper-parameters are chosen without the reported rows.
+    keep_rows: the result also holds ``eval_correct``, whether each reported row was right (what
+    compare's paired test needs; compare removes it).
     fitted: name -> (result, model) of classifiers fitted on the same data already (an ensemble
     reuses its members). A classifier that refuses these rows (a ValueError from its fit, as
     scikit-learn's estimators raise) is a ClassifyError with the same message."""
     try:
-        return _fit_and_evaluate(data, name, scaling, seed, fitted or {})
+        result, model = _fit_and_evaluate(data, name, scaling, seed, fitted or {})
+        if not keep_rows:
+            result.pop("eval_correct")
+        return result, model
     except ClassifyError:
         raise
     except ValueError as exc:
@@ -151,6 +213,8 @@ def _fit_and_evaluate(data, name, scaling, seed, fitted):
     result = _result(data, name, spec, scaling, plan, selection, chosen, sweep, fit_seconds, proba, model, memory)
     if data.unlabeled:
         result["unlabeled_left_out"] = data.unlabeled
+    if data.excluded:
+        result["excluded"] = data.excluded
     return result, model
 
 
@@ -187,6 +251,7 @@ def _result(data, name, spec, scaling, plan, selection, chosen, sweep, fit_secon
         "sweep": sweep,
         "memory": memory,
         "mistakes": _mistakes(data, plan.eval_mask, y_pred, proba),
+        "eval_correct": (y_pred == data.y[plan.eval_mask]).astype(int).tolist(),
     }
 
 
@@ -223,7 +288,7 @@ def compare(data: CodesData, names=None, scaling=DEFAULT_SCALING, seed=0, on_res
     results, fitted = [], {}
     for name in names or list(CLASSIFIERS):
         try:
-            result, model = fit_and_evaluate(data, name, scaling, seed, fitted)
+            result, model = fit_and_evaluate(data, name, scaling, seed, fitted, keep_rows=True)
             fitted[name] = (result, model)
         except ClassifyError as error:
             result = {"classifier": name, "skipped": str(error)}
@@ -233,7 +298,23 @@ def compare(data: CodesData, names=None, scaling=DEFAULT_SCALING, seed=0, on_res
     if not fitted:
         raise ClassifyError("no classifier could fit these codes: " +
                          "; ".join(f"{r['classifier']}: {r['skipped']}" for r in results))
+    _against_the_best(results)
     return results
+
+
+def _against_the_best(results) -> None:
+    """Each fitted result gets ``p_vs_best``: McNemar's exact test against the best on the same
+    reported rows (None for the best itself), and ``indistinguishable_from_best`` (p >= 0.05)."""
+    done = [r for r in results if "skipped" not in r]
+    best = max(done, key=lambda r: (r["accuracy"], r["balanced_accuracy"]))
+    for r in done:
+        if r is best:
+            r["p_vs_best"], r["indistinguishable_from_best"] = None, True
+        else:
+            r["p_vs_best"] = round(mcnemar_p(best["eval_correct"], r["eval_correct"]), 4)
+            r["indistinguishable_from_best"] = r["p_vs_best"] >= 0.05
+    for r in done:
+        del r["eval_correct"]
 
 
 def _plain(params: dict) -> dict:

@@ -17,17 +17,36 @@ def best_result(results):
 
 def format_table(results, markdown=False) -> str:
     """Best first; skipped classifiers last, with their reason."""
-    rows = [[r["classifier"], f"{r['accuracy']:.4f}", f"{r['balanced_accuracy']:.4f}", f"{r['macro_f1']:.4f}",
-             f"{r['fit_seconds']:.2f}", ", ".join(f"{k}={_short(v)}" for k, v in r["params"].items()) or "-"]
+    rows = [[r["classifier"], f"{r['accuracy']:.4f}", _interval(r), f"{r['balanced_accuracy']:.4f}",
+             f"{r['macro_f1']:.4f}", f"{r['fit_seconds']:.2f}", _versus_best(r),
+             ", ".join(f"{k}={_short(v)}" for k, v in r["params"].items()) or "-"]
             for r in sorted(fitted_results(results), key=lambda r: -r["accuracy"])]
-    rows += [[r["classifier"], "skipped", "-", "-", "-", r["skipped"]] for r in results if "skipped" in r]
-    header = ["classifier", "accuracy", "bal. acc.", "macro F1", "fit s", "chosen"]
+    rows += [[r["classifier"], "skipped", "-", "-", "-", "-", "-", r["skipped"]] for r in results if "skipped" in r]
+    header = ["classifier", "accuracy", "95% CI", "bal. acc.", "macro F1", "fit s", "vs best", "chosen"]
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     return "\n".join([fmt.format(*header)] + [fmt.format(*row) for row in rows])
+
+
+# Under the table: what its intervals and its "vs best" column mean.
+TABLE_NOTE = ("95% CI: Wilson interval of the accuracy on these rows. vs best: McNemar's exact test against the "
+              "best on the same rows; '~' = not distinguishable from it (p >= 0.05), 'worse' = p < 0.05")
+
+
+def _interval(r) -> str:
+    low, high = r.get("accuracy_ci95") or (None, None)
+    return f"{low:.3f}-{high:.3f}" if low is not None else "-"
+
+
+def _versus_best(r) -> str:
+    if "p_vs_best" not in r:
+        return "-"
+    if r["p_vs_best"] is None:
+        return "best"
+    return f"{'~' if r['indistinguishable_from_best'] else 'worse'} p={r['p_vs_best']:.2g}"
 
 
 def _short(v):
@@ -54,7 +73,7 @@ def write_report(out_dir, results, data, context: dict) -> dict:
         f"- reported split: **{best['eval_split']}** ({best['n_eval']} rows); models fit on {best['n_fit']} rows",
         f"- hyper-parameters chosen on: {best['selection']}, then refit on all non-reported rows",
         f"- scaling: {context['scaling']} (the seed recipe uses raw codes); seed {context['seed']}", "",
-        format_table(results, markdown=True), "",
+        format_table(results, markdown=True), "", TABLE_NOTE, "",
         f"## Best: {best['classifier']}", "",
         "![confusion matrix](confusion.png)", "", "| class | accuracy |", "|---|---|", per_class, "",
         "![accuracy by classifier](accuracy.png)", "",

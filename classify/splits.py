@@ -22,8 +22,17 @@ SELECTION_FRACTION = 0.2
 # A fit row's part in the sweep (SplitPlan.selection_fold): GridSearchCV's one test fold, its
 # training rows, or neither (an augmented view of a selection image: it joins the final refit only).
 SELECTS, SWEEP_TRAINS, SITS_OUT = 0, -1, -2
-# The split stage two gives an unlabeled row (load_codes): neither reported nor trained on.
+# The splits stage two gives rows it leaves out, neither reported nor trained on: an unlabeled row
+# (load_codes), and a row dropped by --exclude (exclude_rows).
 UNLABELED_SPLIT = "unlabeled"
+EXCLUDED_SPLIT = "excluded"
+LEFT_OUT = (UNLABELED_SPLIT, EXCLUDED_SPLIT)
+
+
+def reported_split(splits) -> str:
+    """test when the rows have a test split, else val (None: neither)."""
+    present = set(np.asarray(splits).astype(str).tolist())
+    return "test" if "test" in present else "val" if "val" in present else None
 
 
 class SplitError(ClassifyError):
@@ -49,16 +58,13 @@ def plan_splits(splits, labels, seed=0, views=None) -> SplitPlan:
     views = np.zeros(len(splits), dtype=np.uint8) if views is None else np.asarray(views)
     centre = views == 0
     image = image_of_rows(views)
-    labelled = splits != UNLABELED_SPLIT
-    if not labelled.any():
+    labelled = ~np.isin(splits, LEFT_OUT)
+    if not (splits != UNLABELED_SPLIT).any():
         raise SplitError("the cache has no labelled rows: fit and compare need labels (class folders, or a "
                          "manifest's label column); unlabeled rows serve predict-side and audit uses")
     present = set(splits[labelled].tolist())
-    if "test" in present:
-        eval_split = "test"
-    elif "val" in present:
-        eval_split = "val"
-    else:
+    eval_split = reported_split(splits[labelled])
+    if eval_split is None:
         raise SplitError("the cache has no val or test rows to report on; extract with a split layout "
                          "(root/{train,val,test}/<class>) or from a plain folder (splits derived automatically)")
     eval_mask = (splits == eval_split) & centre

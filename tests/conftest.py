@@ -43,7 +43,7 @@ def image_folder(tmp_path):
     return root
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def flowers5():
     if not os.path.isdir(FLOWERS5):
         pytest.skip(f"real photos not present at {FLOWERS5} (a clone outside the cnncodes workspace lacks them)")

@@ -1,0 +1,93 @@
+#!/usr/bin/env python
+"""Calibrate the audit's near-duplicate threshold for a backbone on planted copies.
+
+N photos are copied four ways (JPEG re-encoded at quality 60, resized to 80%, centre-cropped to
+90%, mirrored); originals and copies go through `extract` (the backbone's default layers, as the
+audit reads them). Printed per cosine threshold: the recall on the copies (each copy against its
+original, per kind and overall) and the false-pair rate over every pair of distinct originals.
+Suggested default: the lowest threshold whose false-pair rate is at most --max-false.
+
+    python bench/audit_calibration.py ../shared/data/flowers5 --backbone efficientnet_lite0 --photos 300
+"""
+import argparse
+import itertools
+import os
+import shutil
+import sys
+import tempfile
+
+import numpy as np
+from PIL import Image, ImageOps
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from classify import load_codes  # noqa: E402
+from classify.audit import normalised  # noqa: E402
+from extract import ExtractConfig, run_extract  # noqa: E402
+from extract.sources import scan_source  # noqa: E402
+
+KINDS = {
+    "jpeg q60": lambda img: img,  # saved at quality 60 below
+    "resized 80%": lambda img: img.resize((int(img.width * 0.8), int(img.height * 0.8)), Image.BICUBIC),
+    "cropped 90%": lambda img: ImageOps.crop(img, (int(img.width * 0.05), int(img.height * 0.05)) * 2),
+    "mirrored": ImageOps.mirror,
+}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("data")
+    ap.add_argument("--backbone", default="efficientnet_lite0")
+    ap.add_argument("--weights", default=None)
+    ap.add_argument("--photos", type=int, default=300)
+    ap.add_argument("--max-false", type=float, default=3e-5,
+                    help="false-pair rate the suggestion allows (pairs grow as N^2: 3e-5 of flowers5's 4.9M "
+                         "pairs is about 150)")
+    args = ap.parse_args()
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    records = scan_source(args.data).records
+    picked = [records[i] for i in np.random.default_rng(0).choice(len(records), args.photos, replace=False)]
+    tmp = tempfile.mkdtemp(prefix="cnncodes-audit-cal-")
+    try:
+        folder = os.path.join(tmp, "photos")
+        os.makedirs(folder)
+        for n, r in enumerate(picked):
+            with Image.open(r.abspath) as img:
+                img = img.convert("RGB")
+                img.save(os.path.join(folder, f"{n:05d}-original.jpg"), quality=95)
+                for k, (kind, change) in enumerate(KINDS.items()):
+                    change(img).save(os.path.join(folder, f"{n:05d}-copy{k}.jpg"), quality=60 if k == 0 else 95)
+        cache = os.path.join(tmp, "c.h5")
+        run_extract(ExtractConfig(folder, cache, backbone=args.backbone, weights=args.weights, progress=False))
+        data = load_codes(cache)
+        from cache import open_cache
+        with open_cache(cache) as c:
+            names = [os.path.basename(p) for p in c.paths]
+        Xn = normalised(data.X)
+        at = {name: i for i, name in enumerate(names)}
+        originals = [at[f"{n:05d}-original.jpg"] for n in range(len(picked))]
+        positives = {kind: np.array([float(Xn[at[f"{n:05d}-copy{k}.jpg"]] @ Xn[originals[n]])
+                                     for n in range(len(picked))]) for k, kind in enumerate(KINDS)}
+        O = Xn[originals]
+        S = O @ O.T
+        keys = [picked[n].abspath for n in range(len(picked))]
+        negatives = np.array([S[a, b] for a, b in itertools.combinations(range(len(picked)), 2)
+                              if keys[a] != keys[b]])
+        print(f"machine: {cpu}; {args.backbone} ({data.layer}), {len(picked)} photos of {args.data}, "
+              f"{len(negatives):,} pairs of distinct photos")
+        print(f"{'threshold':>9}  " + "  ".join(f"{k:>11}" for k in KINDS) + f"  {'recall':>7}  {'false pairs':>11}")
+        suggestion = None
+        for t in np.round(np.arange(0.70, 0.991, 0.01), 2):
+            recalls = [float((p >= t).mean()) for p in positives.values()]
+            false = float((negatives >= t).mean())
+            if suggestion is None and false <= args.max_false:
+                suggestion = (t, float(np.mean(recalls)), false)
+            print(f"{t:>9.2f}  " + "  ".join(f"{r:>11.3f}" for r in recalls) + f"  {np.mean(recalls):>7.3f}  {false:>11.5f}")
+        if suggestion:
+            print(f"suggested default: {suggestion[0]:.2f} (recall {suggestion[1]:.3f}, false-pair rate "
+                  f"{suggestion[2]:.5f} <= {args.max_false:g})")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

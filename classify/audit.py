@@ -1,0 +1,202 @@
+"""`audit CACHE`: what is wrong with the data, found from the cached codes alone.
+
+- exact duplicates: rows sharing a content key under different paths; a leak when they sit in
+  different splits, a label conflict when in different classes;
+- near duplicates: pairs of photos whose L2-normalised codes have a cosine at or above a
+  threshold, found by exact matrix products in blocks that fit the memory budget; a leak is a
+  val/test photo with a near (or exact) twin in train;
+- likely label errors: out-of-sample class probabilities (a cross-validated linear head on the
+  centre rows, so an image's views never sit on both sides of a fold) and confident learning's
+  rule (cleanlab's find_label_issues when it is installed, else the same rule written here);
+- outliers: rows far from their nearest neighbours (mean cosine distance to the k nearest);
+- the effect on the score: the reported split's accuracy with and without its leaked rows.
+Augmented views (extract --views) are left out: they are copies by construction.
+"""
+import numpy as np
+
+from cache import open_cache
+from cache.schema import UNLABELED
+
+from .errors import ClassifyError
+
+# Cosine thresholds for near duplicates, calibrated on planted copies (re-encoded, resized,
+# cropped, mirrored) by bench/audit_calibration.py; README, "Audit", has the recall and the
+# false-pair rate measured there. (backbone, layers as the audit reads them) -> threshold.
+CALIBRATED = {
+    ("efficientnet_lite0", "avgpool+stage6"): 0.94,
+}
+GENERIC_THRESHOLD = 0.95  # backbones not calibrated: a conservative default; --threshold overrides
+PAIRS_CAP = 100_000       # near pairs kept (the closest first) so a degenerate cache cannot fill memory
+
+
+def default_threshold(backbone, layer) -> tuple:
+    """(threshold, how it was chosen) for codes of this backbone and layer(s)."""
+    if (backbone, layer) in CALIBRATED:
+        return CALIBRATED[backbone, layer], f"calibrated for {backbone} {layer} on planted copies"
+    return GENERIC_THRESHOLD, (f"a generic default: {backbone} {layer} is not calibrated; "
+                               "bench/audit_calibration.py or --threshold")
+
+
+def normalised(X) -> np.ndarray:
+    X = np.asarray(X, dtype=np.float32)
+    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+
+
+def neighbours(Xn, threshold, k, budget_bytes=256 << 20):
+    """(pairs [(i, j, cosine)] with i < j and cosine >= threshold, mean cosine distance of each row
+    to its k nearest others [m]), by exact products of row blocks with all rows."""
+    m = len(Xn)
+    block = max(1, min(m, budget_bytes // max(1, m * 4 * 2)))
+    k = min(k, m - 1)
+    pairs, knn = [], np.zeros(m, dtype=np.float32)
+    for start in range(0, m, block):
+        S = Xn[start:start + block] @ Xn.T
+        rows = np.arange(start, start + len(S))
+        S[np.arange(len(S)), rows] = -np.inf  # a row is not its own neighbour
+        if k > 0:
+            top = np.partition(S, m - k, axis=1)[:, m - k:]
+            knn[rows] = 1.0 - top.mean(axis=1)
+        i, j = np.nonzero(S >= threshold)
+        keep = rows[i] < j
+        pairs += list(zip(rows[i][keep].tolist(), j[keep].tolist(), S[i[keep], j[keep]].tolist()))
+        if len(pairs) > PAIRS_CAP:
+            pairs = sorted(pairs, key=lambda p: -p[2])[:PAIRS_CAP]
+    return pairs, knn
+
+
+def label_issues(X, y, seed=0, folds=5) -> tuple:
+    """(ranked row indices of likely label errors, out-of-sample probabilities [n, K], rule used)."""
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from .sweep import LogisticSweepCV
+    counts = np.bincount(y)
+    folds = int(min(folds, counts[counts > 0].min()))
+    if folds < 2:
+        raise ClassifyError("the label check needs at least 2 photos of every class")
+    head = make_pipeline(StandardScaler(), LogisticSweepCV(param="C", grid=(0.1,)))
+    proba = cross_val_predict(head, X, y, cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
+                              method="predict_proba")
+    try:
+        from cleanlab.filter import find_label_issues
+        ranked = find_label_issues(labels=y, pred_probs=proba, return_indices_ranked_by="self_confidence")
+        return np.asarray(ranked, dtype=np.int64), proba, "cleanlab.filter.find_label_issues (prune by noise rate)"
+    except ImportError:
+        return confident_learning(y, proba), proba, "confident learning's off-diagonal rule (cleanlab not installed)"
+
+
+def confident_learning(y, proba) -> np.ndarray:
+    """Rows whose given class falls below its per-class threshold (the mean probability the model
+    gives that class on rows labelled with it) while another class reaches its own; ranked by the
+    probability of the given class, lowest first (Northcutt et al. 2021, the confident joint)."""
+    classes = proba.shape[1]
+    thresholds = np.array([proba[y == c, c].mean() if np.any(y == c) else 1.0 for c in range(classes)])
+    confident = proba >= thresholds[None, :]
+    given = proba[np.arange(len(y)), y]
+    other = confident.copy()
+    other[np.arange(len(y)), y] = False
+    suspects = np.flatnonzero(other.any(axis=1) & (np.argmax(proba, axis=1) != y))
+    return suspects[np.argsort(given[suspects], kind="stable")]
+
+
+def audit(data, threshold=None, k=5, top=50, seed=0) -> dict:
+    """The audit of a CodesData held in memory (every row: duplicates cannot be found on a sample)."""
+    if data.X is None or len(data.y) != data.rows_total:
+        raise ClassifyError(f"{data.path}: the audit compares every row with every other and holds the codes in "
+                            "memory; they exceed --max-memory: raise it")
+    backbone = data.fingerprint.backbone
+    threshold, threshold_source = (threshold, "given (--threshold)") if threshold is not None else \
+        default_threshold(backbone, data.layer)
+    with open_cache(data.path) as c:
+        keys, paths = np.asarray(c.keys), np.asarray(c.paths, dtype=object)
+        stored_splits = c.splits.astype(str)
+        labels = c.labels
+    centre = np.flatnonzero(data.views == 0) if data.views is not None else np.arange(len(data.y))
+    if len(centre) < 2:
+        raise ClassifyError(f"{data.path}: {len(centre)} photo(s): an audit needs at least two")
+    names = list(data.class_names)
+
+    def row(i, **extra):
+        label = None if labels[i] == UNLABELED else names[int(labels[i])]
+        return {"path": paths[i], "split": stored_splits[i], "label": label, **extra}
+
+    # Exact duplicates: one content key, several paths.
+    groups = {}
+    for i in centre:
+        groups.setdefault(keys[i], []).append(int(i))
+    exact = []
+    for members in groups.values():
+        if len(members) > 1:
+            exact.append({"rows": [row(i) for i in members],
+                          "crosses_splits": len({stored_splits[i] for i in members}) > 1,
+                          "label_conflict": len({int(labels[i]) for i in members}) > 1})
+    # Near duplicates and each photo's distance to its neighbours.
+    Xn = normalised(data.X[centre])
+    pairs, knn = neighbours(Xn, threshold, k)
+    near = []
+    for a, b, cosine in sorted(pairs, key=lambda p: -p[2]):
+        i, j = int(centre[a]), int(centre[b])
+        if keys[i] == keys[j]:
+            continue  # an exact duplicate, listed above
+        near.append({"rows": [row(i), row(j)], "cosine": round(float(cosine), 4),
+                     "crosses_splits": stored_splits[i] != stored_splits[j],
+                     "label_conflict": int(labels[i]) != int(labels[j])})
+    # Leaks: a reported-side photo (val/test) with an exact or near twin in train.
+    twins = [[r["path"] for r in g["rows"]] for g in exact] + [[r["path"] for r in p["rows"]] for p in near]
+    split_of = dict(zip(paths[centre], stored_splits[centre]))
+    leaked = sorted({p for group in twins for p in group if split_of[p] in ("val", "test")
+                     and any(split_of[q] == "train" for q in group if q != p)})
+    train_twins = sorted({q for group in twins for p in group if p in leaked for q in group
+                          if split_of[q] == "train"})
+    # Likely label errors, on the labelled centre rows.
+    labelled = centre[labels[centre] >= 0]
+    issues, rule = [], None
+    if len(np.unique(labels[labelled])) >= 2:
+        y = labels[labelled].astype(np.int64)
+        present = np.unique(y)
+        y_dense = np.searchsorted(present, y)
+        ranked, proba, rule = label_issues(data.X[labelled], y_dense, seed)
+        for r in ranked[:top]:
+            i = int(labelled[r])
+            suggested = int(present[int(np.argmax(proba[r]))])
+            issues.append(row(i, suggested=names[suggested], p_given=round(float(proba[r, y_dense[r]]), 4),
+                              p_suggested=round(float(proba[r].max()), 4)))
+        suspects = len(ranked)
+    else:
+        suspects = 0
+    # Outliers: the farthest from their k nearest neighbours.
+    order = np.argsort(-knn, kind="stable")[:top]
+    outliers = [row(int(centre[a]), knn_distance=round(float(knn[a]), 4)) for a in order]
+    return {
+        "cache": data.path, "backbone": backbone, "layer": data.layer, "photos": int(len(centre)),
+        "threshold": threshold, "threshold_source": threshold_source, "k": k,
+        "exact_duplicates": exact, "near_duplicates": near, "leaked": leaked, "train_twins_of_leaked": train_twins,
+        "label_rule": rule, "label_issues_total": int(suspects), "label_issues": issues, "outliers": outliers,
+        "counts": {
+            "exact_groups": len(exact), "exact_crossing_splits": sum(g["crosses_splits"] for g in exact),
+            "exact_label_conflicts": sum(g["label_conflict"] for g in exact),
+            "near_pairs": len(near), "near_crossing_splits": sum(p["crosses_splits"] for p in near),
+            "near_label_conflicts": sum(p["label_conflict"] for p in near),
+            "leaked": len(leaked), "likely_label_errors": int(suspects)},
+        # What `fit`/`compare --exclude` should drop from training: the later copies of each exact
+        # group, the train twins of leaked photos, and the likely label errors.
+        "exclude": sorted({r["path"] for g in exact for r in g["rows"][1:]} | set(train_twins)
+                          | {r["path"] for r in issues}),
+    }
+
+
+def effect_on_score(data, leaked, seed=0) -> dict:
+    """The reported split's logreg accuracy with every row and without the leaked ones."""
+    from .evaluate import fit_and_evaluate
+    from .splits import plan_splits
+    result, _ = fit_and_evaluate(data, "logreg", seed=seed, keep_rows=True)
+    plan = plan_splits(data.splits, data.y, seed, data.views)
+    rows = np.flatnonzero(plan.eval_mask)
+    with open_cache(data.path) as c:
+        eval_paths = c.paths_of(data.cache_rows(rows))
+    correct = np.asarray(result["eval_correct"], dtype=bool)
+    clean = np.array([p not in set(leaked) for p in eval_paths])
+    return {"classifier": "logreg", "eval_split": result["eval_split"], "n_eval": int(len(rows)),
+            "accuracy": result["accuracy"], "n_without_leaked": int(clean.sum()),
+            "accuracy_without_leaked": float(correct[clean].mean()) if clean.any() else None}

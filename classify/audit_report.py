@@ -1,0 +1,97 @@
+"""The audit's words and files: summary lines, audit.md, audit.json and a picture sheet of the
+closest pairs (thumbnails from the photos, or a note where they are gone)."""
+import json
+import os
+
+
+def summary_lines(found) -> list:
+    c = found["counts"]
+    lines = [f"{found['cache']}: {found['photos']:,} photos ({found['backbone']} {found['layer']})",
+             f"exact duplicates: {c['exact_groups']} groups, {c['exact_crossing_splits']} across splits, "
+             f"{c['exact_label_conflicts']} with conflicting labels",
+             f"near duplicates (cosine >= {found['threshold']:g}, {found['threshold_source']}): {c['near_pairs']} "
+             f"pairs, {c['near_crossing_splits']} across splits, {c['near_label_conflicts']} with different labels",
+             f"leaks: {c['leaked']} val/test photos have an exact or near twin in train",
+             f"likely label errors: {c['likely_label_errors']} ({found['label_rule'] or 'no labels to check'})"]
+    effect = found.get("effect_on_score") or {}
+    if effect.get("accuracy") is not None:
+        without = effect["accuracy_without_leaked"]
+        lines.append(f"{effect['eval_split']} accuracy (logreg): {effect['accuracy']:.4f} on {effect['n_eval']} rows; "
+                     + (f"{without:.4f} on the {effect['n_without_leaked']} without leaked rows"
+                        if without is not None else "no rows left without the leaked ones"))
+    elif effect.get("skipped"):
+        lines.append(f"effect on the score: not measured ({effect['skipped']})")
+    return lines
+
+
+def _row(r) -> str:
+    return f"`{r['path']}` ({r['split']}, {r['label']})"
+
+
+def write_audit(out_dir, found, data_root) -> dict:
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {"audit.md": os.path.join(out_dir, "audit.md"), "audit.json": os.path.join(out_dir, "audit.json")}
+    with open(paths["audit.json"], "w") as f:
+        json.dump(found, f, indent=2, default=str)
+    md = ["# cnncodes audit", "", *[f"- {line}" for line in summary_lines(found)], ""]
+    md += ["## Exact duplicates", ""] + [
+        "- " + " = ".join(_row(r) for r in g["rows"]) + (" **(across splits)**" if g["crosses_splits"] else "")
+        + (" **(labels differ)**" if g["label_conflict"] else "") for g in found["exact_duplicates"][:200]] + [""]
+    md += ["## Near duplicates (closest first)", ""] + [
+        f"- {p['cosine']:.4f}: {_row(p['rows'][0])} ~ {_row(p['rows'][1])}"
+        + (" **(across splits)**" if p["crosses_splits"] else "") for p in found["near_duplicates"][:200]] + [""]
+    md += ["## Likely label errors (most suspicious first)", "",
+           "| photo | split | given | suggested | p(given) | p(suggested) |", "|---|---|---|---|---|---|"] + [
+        f"| `{r['path']}` | {r['split']} | {r['label']} | {r['suggested']} | {r['p_given']:.3f} | {r['p_suggested']:.3f} |"
+        for r in found["label_issues"]] + [""]
+    md += ["## Outliers (farthest from their neighbours)", ""] + [
+        f"- {r['knn_distance']:.4f}: {_row(r)}" for r in found["outliers"][:20]] + [""]
+    sheet = os.path.join(out_dir, "pairs.png")
+    missing = _pair_sheet(sheet, (found["exact_duplicates"] + found["near_duplicates"])[:12], data_root)
+    if os.path.exists(sheet):
+        paths["pairs.png"] = sheet
+        md += ["## The closest pairs", "", "![pairs](pairs.png)", ""]
+        if missing:
+            md += [f"{missing} photos are no longer under {data_root} (grey tiles).", ""]
+    elif found["exact_duplicates"] or found["near_duplicates"]:
+        md += [f"The photos are not under {data_root}, so no picture sheet could be drawn.", ""]
+    with open(paths["audit.md"], "w") as f:
+        f.write("\n".join(md))
+    return paths
+
+
+def _pair_sheet(path, groups, data_root) -> int:
+    """Pairs side by side (first two rows of each group), captioned with their splits; returns
+    how many photos were missing. Writes nothing when every photo is missing."""
+    if not groups:
+        return 0
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from PIL import Image
+    root = os.path.dirname(data_root) if data_root and os.path.isfile(data_root) else (data_root or "")
+    tiles, missing = [], 0
+    for g in groups:
+        pair = []
+        for r in g["rows"][:2]:
+            try:
+                with Image.open(os.path.join(root, r["path"])) as img:
+                    img.draft("RGB", (128, 128))
+                    pair.append((np.asarray(img.convert("RGB").resize((128, 128))), r))
+            except OSError:
+                missing += 1
+                pair.append((np.full((128, 128, 3), 200, np.uint8), r))
+        tiles.append(pair)
+    if missing == 2 * len(tiles):
+        return missing
+    fig, axes = plt.subplots(len(tiles), 2, figsize=(4.4, 2.2 * len(tiles)), squeeze=False)
+    for (a, b), row in zip(tiles, axes):
+        for (img, r), ax in zip((a, b), row):
+            ax.imshow(img)
+            ax.set_title(f"{r['split']} / {r['label']}", fontsize=7)
+            ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return missing

@@ -1,0 +1,147 @@
+"""`audit`: planted copies and flips in real photos are found; honest numbers in fit and compare."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from conftest import make_folder, run_cli
+
+LITE = ["--backbone", "efficientnet_lite0", "--no-progress", "--workers", "0"]
+
+
+@pytest.fixture(scope="module")
+def planted(flowers5, tmp_path_factory):
+    """Twenty photos per class and split (train, val) of flowers5, plus planted trouble:
+    exact copies (one within train, one from train into val), near copies (JPEG at quality 60,
+    resized, mirrored; two of them into val) and label flips (a train photo filed again under
+    another class)."""
+    root = tmp_path_factory.mktemp("audit")
+    data = root / "data"
+    photos = {}
+    for split in ("train", "val"):
+        for cls in sorted(os.listdir(os.path.join(flowers5, split))):
+            os.makedirs(data / split / cls)
+            for name in sorted(os.listdir(os.path.join(flowers5, split, cls)))[:20]:
+                shutil.copy(os.path.join(flowers5, split, cls, name), data / split / cls / name)
+                photos.setdefault((split, cls), []).append(name)
+    classes = sorted({cls for _, cls in photos})
+    a, b = classes[0], classes[1]
+    plant = {}
+    # exact copies: byte-identical under other names
+    shutil.copy(data / "train" / a / photos["train", a][0], data / "train" / a / "copy-exact.jpg")
+    shutil.copy(data / "train" / b / photos["train", b][0], data / "val" / b / "leak-exact.jpg")
+    plant["exact"] = [f"train/{a}/copy-exact.jpg", f"val/{b}/leak-exact.jpg"]
+    # near copies
+    with Image.open(data / "train" / a / photos["train", a][1]) as img:
+        img.convert("RGB").save(data / "val" / a / "leak-jpeg.jpg", quality=60)
+    with Image.open(data / "train" / b / photos["train", b][1]) as img:
+        img = img.convert("RGB")
+        img.resize((img.width * 4 // 5, img.height * 4 // 5)).save(data / "val" / b / "leak-resized.jpg", quality=95)
+    with Image.open(data / "train" / classes[2] / photos["train", classes[2]][1]) as img:
+        ImageOps.mirror(img.convert("RGB")).save(data / "train" / classes[2] / "mirrored.jpg", quality=95)
+    plant["near"] = [f"val/{a}/leak-jpeg.jpg", f"val/{b}/leak-resized.jpg", f"train/{classes[2]}/mirrored.jpg"]
+    # label flips: photos of one class filed (moved) under another
+    flips = []
+    # daisy, dandelion, roses, sunflowers, tulips: each filed under a class that looks unlike it
+    pairs = [(classes[3], classes[2]), (classes[2], classes[1]), (classes[1], classes[4]), (classes[0], classes[3])]
+    for k, (src, dst) in enumerate(pairs):
+        name = photos["train", src][5 + k]
+        shutil.move(data / "train" / src / name, data / "train" / dst / f"flip-{name}")
+        flips.append(f"train/{dst}/flip-{name}")
+    plant["flips"] = flips
+    cache = root / "c.h5"
+    run_cli("extract", data, "--cache", cache, *LITE)
+    return data, cache, plant, root
+
+
+def test_audit_finds_the_planted_copies_leaks_and_flips(planted):
+    data, cache, plant, root = planted
+    report = root / "report"
+    out = run_cli("audit", cache, "--report", report, "--json")
+    found = json.loads(out.stdout)
+    assert found["threshold"] == 0.94 and "calibrated for efficientnet_lite0" in found["threshold_source"]
+    exact_paths = {r["path"] for g in found["exact_duplicates"] for r in g["rows"]}
+    assert set(plant["exact"]) <= exact_paths
+    assert found["counts"]["exact_crossing_splits"] >= 1  # the one filed into val
+    near_paths = {r["path"] for p in found["near_duplicates"] for r in p["rows"]}
+    assert set(plant["near"]) <= near_paths, sorted(near_paths)
+    for leak in ("leak-exact.jpg", "leak-jpeg.jpg", "leak-resized.jpg"):
+        assert any(p.endswith(leak) for p in found["leaked"])
+    ranked = [r["path"] for r in found["label_issues"]]
+    ranks = sorted(ranked.index(f) if f in ranked else len(ranked) for f in plant["flips"])
+    assert ranks[2] < 12, (ranks, ranked[:12])  # at least three of the four flips among the first twelve
+    assert "cleanlab" in found["label_rule"]
+    effect = found["effect_on_score"]
+    assert effect["n_eval"] - effect["n_without_leaked"] == len(found["leaked"])
+    assert 0.0 <= effect["accuracy_without_leaked"] <= 1.0
+    assert {f for f in plant["flips"] if f in ranked} <= set(found["exclude"])
+    text = (report / "audit.md").read_text()
+    assert "## Near duplicates" in text and "pairs.png" in text and (report / "pairs.png").stat().st_size > 0
+
+    # The human-readable run, then fit with the audit's exclusions.
+    lines = run_cli("audit", cache, "--report", report).stdout
+    assert "leaks: " in lines and "likely label errors: " in lines and "accuracy (logreg)" in lines
+    fit = run_cli("fit", cache, "--classifier", "logreg", "--exclude", report / "audit.json", "--json")
+    result = json.loads(fit.stdout)
+    kept_in_val = sum(p.startswith("val/") for p in found["exclude"])
+    assert result["excluded"] == len(found["exclude"]) - kept_in_val and "left out of training and selection" in fit.stderr
+    dropped = json.loads(run_cli("fit", cache, "--classifier", "logreg", "--exclude", report / "audit.json",
+                                 "--exclude-reported", "--json").stdout)
+    assert dropped["excluded"] == len(found["exclude"]) and dropped["n_eval"] == result["n_eval"] - kept_in_val
+
+
+def test_audit_says_in_one_line_what_it_cannot_do(planted, tmp_path):
+    data, cache, plant, root = planted
+    tiny = tmp_path / "tiny"
+    make_folder(str(tiny), per_class=1, classes=("red",))
+    one = tmp_path / "one.h5"
+    run_cli("extract", tiny, "--cache", one, "--weights", "random", "--crop-size", "32", "--no-progress",
+            "--workers", "0")
+    out = run_cli("audit", one, "--report", tmp_path / "r", check=False)
+    assert out.returncode == 2 and "an audit needs at least two" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+    # One class, photos gone: the audit still runs, with a generic threshold, and says what it skipped.
+    flat = tmp_path / "flat"
+    make_folder(str(flat), per_class=6, classes=("red",))
+    single = tmp_path / "single.h5"
+    run_cli("extract", flat, "--cache", single, "--weights", "random", "--crop-size", "32", "--no-progress",
+            "--workers", "0")
+    shutil.rmtree(flat)
+    out = run_cli("audit", single, "--report", tmp_path / "r2")
+    assert "a generic default" in out.stdout and "no labels to check" in out.stdout
+    assert "Traceback" not in out.stderr
+
+
+def test_confident_learning_rule_flags_confident_disagreement():
+    from classify.audit import confident_learning
+    y = np.array([0, 0, 0, 1, 1, 1])
+    proba = np.array([[0.9, 0.1], [0.8, 0.2], [0.1, 0.9],   # row 2: labelled 0, confidently 1
+                      [0.2, 0.8], [0.3, 0.7], [0.6, 0.4]])  # row 5: labelled 1, but 0 is above 0's threshold?
+    flagged = confident_learning(y, proba)
+    assert flagged[0] == 2 and 0 not in flagged and 3 not in flagged
+
+
+def test_every_accuracy_has_its_interval_and_compare_says_what_ties_the_best(tmp_path):
+    from classify.evaluate import mcnemar_p, wilson_interval
+    low, high = wilson_interval(45, 50)
+    assert low < 0.9 < high and round(high - low, 2) == 0.17  # 0.786-0.957: the demo's 50 val photos
+    assert mcnemar_p([1] * 10, [1] * 10) == 1.0
+    assert mcnemar_p([1] * 10 + [0] * 0, [0] * 10) < 0.01 and mcnemar_p([1, 1, 0], [1, 0, 1]) == 1.0
+    data = tmp_path / "d"
+    make_folder(str(data), per_class=20)
+    cache = tmp_path / "c.h5"
+    run_cli("extract", data, "--cache", cache, "--weights", "random", "--crop-size", "32", "--no-progress",
+            "--workers", "0")
+    out = run_cli("compare", cache, "--classifiers", "centroid,logreg,seed", "--report", tmp_path / "r", "--json")
+    results = json.loads(out.stdout)
+    for r in results:
+        assert r["accuracy_ci95"][0] <= r["accuracy"] <= r["accuracy_ci95"][1]
+        assert "eval_correct" not in r
+    best = max(results, key=lambda r: (r["accuracy"], r["balanced_accuracy"]))
+    assert best["p_vs_best"] is None and all(r["p_vs_best"] is not None for r in results if r is not best)
+    table = run_cli("compare", cache, "--classifiers", "centroid,logreg", "--report", tmp_path / "r").stdout
+    assert "95% CI" in table and "vs best" in table and "McNemar" in table
