@@ -311,6 +311,10 @@ def _compare(data, report, classifiers=None, scaling=None, seed=0, as_json=False
 def cmd_audit(args):
     from classify.audit import audit, effect_on_score
     from classify.audit_report import summary_lines, write_audit
+    if args.layer is None:  # the final layer alone: what the threshold is calibrated on (classify/audit.py)
+        from cache import open_cache
+        with open_cache(args.cache) as c:
+            args.layer = c.default_layer
     data = _load_codes(args)
     found = audit(data, threshold=args.threshold, k=args.k, top=args.top, seed=args.seed)
     from classify.errors import ClassifyError
