@@ -13,7 +13,7 @@ import csv
 import os
 
 from .errors import ExtractError
-from .sources import SPLIT_FOLDERS, Record, Scan, file_stat
+from .records import SPLIT_FOLDERS, Record, Scan, file_stat
 
 COLUMNS = ("path", "label", "split")
 

@@ -12,7 +12,7 @@ run in one line (every committed row stays; the same command goes on from there)
 import time
 
 from .errors import ExtractError
-from .sources import IMAGE_EXTENSIONS, SPLIT_FOLDERS, Record, Scan
+from .records import IMAGE_EXTENSIONS, SPLIT_FOLDERS, Record, Scan
 
 RETRIES = 3
 TIMEOUT_SECONDS = 30

@@ -8,34 +8,10 @@ argument, and every one yields the same Records.
 import hashlib
 import os
 import stat as stat_module
-from dataclasses import dataclass, field
 
 from .errors import ExtractError
-
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
-# Split folder names accepted in the layout root/<split>/<class>/<image>, and what they mean.
-SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
-DEFAULT_SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
-
-
-@dataclass(frozen=True)
-class Record:
-    path: str          # the row's identity in the cache: relative to the source, forward slashes
-    abspath: str       # the file holding the bytes (for a tar member: its shard)
-    label: str         # class name, or None (unlabeled)
-    split: str = None  # from the folder layout or manifest, or None to derive from the content key
-    stat: tuple = (0, 0, 0)  # (size, mtime_ns, inode) seen by the walk
-    known: object = None     # what the cache holds for this path (cache.Known), when re-reading it
-    member: tuple = None     # where in ``abspath``: a tar member's (offset, size), or ("parquet", row group, row)
-
-
-@dataclass
-class Scan:
-    records: list
-    ignored: list      # non-image files seen and left alone
-    split_layout: bool
-    failures: list = field(default_factory=list)  # (path, reason): entries of the source that name no image
-
+from .records import (DEFAULT_SPLIT_FRACTIONS, IMAGE_EXTENSIONS, SPLIT_FOLDERS, Record, Scan,  # noqa: F401
+                      file_stat)
 
 def read_bytes(record) -> bytes:
     """The record's image bytes: the whole file, or a tar member's slice of its shard (a shard cut
@@ -78,10 +54,6 @@ def scan_source(data) -> Scan:
 
 def _visible(name: str) -> bool:
     return not name.startswith(".") and not name.startswith("__")
-
-
-def file_stat(st) -> tuple:
-    return (int(st.st_size), int(st.st_mtime_ns), int(st.st_ino))
 
 
 def walk_images(top, ignored, visited=None):

@@ -15,7 +15,7 @@ import re
 import tarfile
 
 from .errors import ExtractError
-from .sources import IMAGE_EXTENSIONS, Record, Scan
+from .records import IMAGE_EXTENSIONS, Record, Scan
 
 _RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")
 _CHOICES = re.compile(r"\{([^{}]*,[^{}]*)\}")
