@@ -46,24 +46,37 @@ def write_audit(out_dir, found, data_root) -> dict:
         for r in found["label_issues"]] + [""]
     md += ["## Outliers (farthest from their neighbours)", ""] + [
         f"- {r['knn_distance']:.4f}: {_row(r)}" for r in found["outliers"][:20]] + [""]
-    sheet = os.path.join(out_dir, "pairs.png")
-    missing = _pair_sheet(sheet, (found["exact_duplicates"] + found["near_duplicates"])[:12], data_root)
-    if os.path.exists(sheet):
-        paths["pairs.png"] = sheet
-        md += ["## The closest pairs", "", "![pairs](pairs.png)", ""]
-        if missing:
-            md += [f"{missing} photos are no longer under {data_root} (grey tiles).", ""]
-    elif found["exact_duplicates"] or found["near_duplicates"]:
-        md += [f"The photos are not under {data_root}, so no picture sheet could be drawn.", ""]
+    groups = (found["exact_duplicates"] + found["near_duplicates"])[:12]
+    sheets = {
+        "pairs.png": ("The closest pairs", [[(r, f"{r['split']} / {r['label']}") for r in g["rows"][:2]] for g in groups]),
+        "label_errors.png": ("Likely label errors: given -> suggested",
+                             _rows_of([(r, f"{r['label']} -> {r['suggested']}") for r in found["label_issues"][:16]])),
+        "outliers.png": ("Outliers", _rows_of([(r, f"{r['label']} d={r['knn_distance']:.2f}")
+                                               for r in found["outliers"][:16]])),
+    }
+    for name, (title, tiles) in sheets.items():
+        sheet = os.path.join(out_dir, name)
+        missing = _tile_sheet(sheet, tiles, data_root)
+        if os.path.exists(sheet):
+            paths[name] = sheet
+            md += [f"## {title}", "", f"![{title}]({name})", ""]
+            if missing:
+                md += [f"{missing} photos are no longer under {data_root} (grey tiles).", ""]
+        elif tiles:
+            md += [f"## {title}", "", f"The photos are not under {data_root}, so no picture sheet could be drawn.", ""]
     with open(paths["audit.md"], "w") as f:
         f.write("\n".join(md))
     return paths
 
 
-def _pair_sheet(path, groups, data_root) -> int:
-    """Pairs side by side (first two rows of each group), captioned with their splits; returns
-    how many photos were missing. Writes nothing when every photo is missing."""
-    if not groups:
+def _rows_of(tiles, per_row=4) -> list:
+    return [tiles[i:i + per_row] for i in range(0, len(tiles), per_row)]
+
+
+def _tile_sheet(path, tiles, data_root) -> int:
+    """A grid of thumbnails, ``tiles`` a list of rows of (audit row, caption); returns how many
+    photos were missing. Writes nothing when every photo is missing (or there are none)."""
+    if not tiles:
         return 0
     import matplotlib
     matplotlib.use("Agg")
@@ -71,26 +84,29 @@ def _pair_sheet(path, groups, data_root) -> int:
     import numpy as np
     from PIL import Image
     root = os.path.dirname(data_root) if data_root and os.path.isfile(data_root) else (data_root or "")
-    tiles, missing = [], 0
-    for g in groups:
-        pair = []
-        for r in g["rows"][:2]:
+    images, missing, total = [], 0, 0
+    for line in tiles:
+        drawn = []
+        for r, caption in line:
+            total += 1
             try:
                 with Image.open(os.path.join(root, r["path"])) as img:
                     img.draft("RGB", (128, 128))
-                    pair.append((np.asarray(img.convert("RGB").resize((128, 128))), r))
+                    drawn.append((np.asarray(img.convert("RGB").resize((128, 128))), caption))
             except OSError:
                 missing += 1
-                pair.append((np.full((128, 128, 3), 200, np.uint8), r))
-        tiles.append(pair)
-    if missing == 2 * len(tiles):
+                drawn.append((np.full((128, 128, 3), 200, np.uint8), caption))
+        images.append(drawn)
+    if missing == total:
         return missing
-    fig, axes = plt.subplots(len(tiles), 2, figsize=(4.4, 2.2 * len(tiles)), squeeze=False)
-    for (a, b), row in zip(tiles, axes):
-        for (img, r), ax in zip((a, b), row):
-            ax.imshow(img)
-            ax.set_title(f"{r['split']} / {r['label']}", fontsize=7)
+    columns = max(len(line) for line in images)
+    fig, axes = plt.subplots(len(images), columns, figsize=(2.2 * columns, 2.2 * len(images)), squeeze=False)
+    for line, row in zip(images, axes):
+        for k, ax in enumerate(row):
             ax.axis("off")
+            if k < len(line):
+                ax.imshow(line[k][0])
+                ax.set_title(line[k][1], fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)

@@ -80,6 +80,7 @@ def test_audit_finds_the_planted_copies_leaks_and_flips(planted):
     assert {f for f in plant["flips"] if f in ranked} <= set(found["exclude"])
     text = (report / "audit.md").read_text()
     assert "## Near duplicates" in text and "pairs.png" in text and (report / "pairs.png").stat().st_size > 0
+    assert (report / "label_errors.png").stat().st_size > 0 and (report / "outliers.png").stat().st_size > 0
 
     # The human-readable run, then fit with the audit's exclusions.
     lines = run_cli("audit", cache, "--report", report).stdout
@@ -145,3 +146,19 @@ def test_every_accuracy_has_its_interval_and_compare_says_what_ties_the_best(tmp
     assert best["p_vs_best"] is None and all(r["p_vs_best"] is not None for r in results if r is not best)
     table = run_cli("compare", cache, "--classifiers", "centroid,logreg", "--report", tmp_path / "r").stdout
     assert "95% CI" in table and "vs best" in table and "McNemar" in table
+
+
+def test_augmented_views_are_not_duplicates_and_the_audit_reads_centre_rows(tmp_path):
+    """A cache with --views: each train image has two augmented rows, copies by construction; the
+    audit counts photos, not rows, and finds only the planted copy."""
+    data = tmp_path / "d"
+    make_folder(str(data), per_class=8)
+    shutil.copy(data / "red" / "0000.jpg", data / "red" / "again.jpg")
+    cache = tmp_path / "v.h5"
+    run_cli("extract", data, "--cache", cache, "--weights", "random", "--crop-size", "32", "--no-progress",
+            "--workers", "0", "--views", "2")
+    found = json.loads(run_cli("audit", cache, "--report", tmp_path / "r", "--json", "--threshold", "0.999").stdout)
+    assert found["photos"] == 25
+    assert [sorted(r["path"] for r in g["rows"]) for g in found["exact_duplicates"]] == [["red/0000.jpg",
+                                                                                           "red/again.jpg"]]
+    assert all(p["rows"][0]["path"] != p["rows"][1]["path"] for p in found["near_duplicates"])  # no view vs its photo
