@@ -162,3 +162,23 @@ def test_augmented_views_are_not_duplicates_and_the_audit_reads_centre_rows(tmp_
     assert [sorted(r["path"] for r in g["rows"]) for g in found["exact_duplicates"]] == [["red/0000.jpg",
                                                                                            "red/again.jpg"]]
     assert all(p["rows"][0]["path"] != p["rows"][1]["path"] for p in found["near_duplicates"])  # no view vs its photo
+
+
+def test_the_index_finds_the_pairs_the_exact_products_find(monkeypatch):
+    """Past EXACT_ROWS the audit asks faiss's HNSW index for each photo's nearest: on clustered
+    codes with planted copies it finds the same pairs as the exact products, and close distances."""
+    pytest.importorskip("faiss")
+    from classify import audit as audit_module
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 1, (5, 64))
+    X = centres[rng.integers(0, 5, 600)] + rng.normal(0, 1.0, (600, 64))
+    X[500:520] = X[:20] + rng.normal(0, 0.02, (20, 64))  # twenty planted near copies
+    Xn = audit_module.normalised(X)
+    exact_pairs, exact_knn, how = audit_module.neighbours(Xn, 0.99, 5)
+    assert how.startswith("exact")
+    monkeypatch.setattr(audit_module, "EXACT_ROWS", 100)
+    index_pairs, index_knn, how = audit_module.neighbours(Xn, 0.99, 5)
+    assert how.startswith("approximate")
+    assert {(i, j) for i, j, _ in exact_pairs} == {(i, j) for i, j, _ in index_pairs}
+    assert len(exact_pairs) >= 20
+    np.testing.assert_allclose(index_knn, exact_knn, atol=0.02)
