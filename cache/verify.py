@@ -175,14 +175,17 @@ def _read_all_codes(h5, report, where):
 
 def _check_images(f, data_root, report, source_hasher=None):
     """Re-hash every row's image still in the source; list changed and missing images. A folder is
-    read here; another source (a manifest, tar shards) through ``source_hasher(data_root)``, stage
-    one's (extract/sources.py), which gives rel -> SHA-256 hex."""
+    read here; another source (a manifest, tar shards, a URL prefix) through
+    ``source_hasher(data_root)``, stage one's (extract/sources.py), which gives rel -> SHA-256 hex,
+    or None where the source is not there."""
     if data_root and os.path.isdir(data_root):
         def digest_of(rel):
             return file_sha256(os.path.join(data_root, rel))
-    elif data_root and source_hasher is not None and (os.path.exists(data_root) or "{" in data_root):
+    elif data_root and source_hasher is not None:  # the source decides what it is (manifest, shards, URL)
         digest_of = source_hasher(data_root)
     else:
+        digest_of = None
+    if digest_of is None:
         report.problems.append(f"--images: the data folder {data_root!r} is not here; pass --data DIR")
         return
     keys = as_text(f["keys"][()])

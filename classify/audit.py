@@ -234,7 +234,8 @@ def effect_on_score(data, leaked, seed=0) -> dict:
     with open_cache(data.path) as c:
         eval_paths = c.paths_of(data.cache_rows(rows))
     correct = np.asarray(result["eval_correct"], dtype=bool)
-    clean = np.array([p not in set(leaked) for p in eval_paths])
+    leaked = set(leaked)
+    clean = np.array([p not in leaked for p in eval_paths])
     return {"classifier": "logreg", "eval_split": result["eval_split"], "n_eval": int(len(rows)),
             "accuracy": result["accuracy"], "n_without_leaked": int(clean.sum()),
             "accuracy_without_leaked": float(correct[clean].mean()) if clean.any() else None}

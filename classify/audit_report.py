@@ -82,20 +82,16 @@ def _tile_sheet(path, tiles, data_root) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
-    from PIL import Image
-    root = os.path.dirname(data_root) if data_root and os.path.isfile(data_root) else (data_root or "")
+
+    from .report import thumbnail
     images, missing, total = [], 0, 0
     for line in tiles:
         drawn = []
         for r, caption in line:
             total += 1
-            try:
-                with Image.open(os.path.join(root, r["path"])) as img:
-                    img.draft("RGB", (128, 128))
-                    drawn.append((np.asarray(img.convert("RGB").resize((128, 128))), caption))
-            except OSError:
-                missing += 1
-                drawn.append((np.full((128, 128, 3), 200, np.uint8), caption))
+            image = thumbnail(data_root, r["path"], 128)
+            missing += image is None
+            drawn.append((np.full((128, 128, 3), 200, np.uint8) if image is None else image, caption))
         images.append(drawn)
     if missing == total:
         return missing

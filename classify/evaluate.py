@@ -11,7 +11,7 @@ from cache.schema import UNLABELED
 from .ensemble import final_model, members_of, soft_vote
 from .errors import ClassifyError
 from .registry import DEFAULT_SCALING, get_classifier
-from .splits import EXCLUDED_SPLIT, UNLABELED_SPLIT, plan_splits, reported_split
+from .splits import EXCLUDED_SPLIT, LEFT_OUT, UNLABELED_SPLIT, plan_splits, reported_split
 
 
 @dataclass
@@ -138,7 +138,7 @@ def exclude_rows(data: "CodesData", paths, reported=False) -> "CodesData":
     with open_cache(data.path) as c:
         cache_paths = np.asarray(c.paths_of(data.cache_rows(np.arange(len(data.y)))), dtype=object)
     drop = np.isin(cache_paths, np.asarray(list(paths), dtype=object))
-    eval_split = reported_split(data.splits[~np.isin(data.splits, (UNLABELED_SPLIT, EXCLUDED_SPLIT))])
+    eval_split = reported_split(data.splits[~np.isin(data.splits, LEFT_OUT)])
     if not reported:
         drop &= data.splits != eval_split
     splits = np.where(drop, EXCLUDED_SPLIT, data.splits)
@@ -305,8 +305,8 @@ def compare(data: CodesData, names=None, scaling=DEFAULT_SCALING, seed=0, on_res
 def _against_the_best(results) -> None:
     """Each fitted result gets ``p_vs_best``: McNemar's exact test against the best on the same
     reported rows (None for the best itself), and ``indistinguishable_from_best`` (p >= 0.05)."""
-    done = [r for r in results if "skipped" not in r]
-    best = max(done, key=lambda r: (r["accuracy"], r["balanced_accuracy"]))
+    from .report import best_result, fitted_results
+    done, best = fitted_results(results), best_result(results)
     for r in done:
         if r is best:
             r["p_vs_best"], r["indistinguishable_from_best"] = None, True

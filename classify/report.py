@@ -11,6 +11,23 @@ def fitted_results(results) -> list:
     return [r for r in results if "skipped" not in r]
 
 
+def thumbnail(data_root, path, size):
+    """The photo at ``path`` under the source ``data_root`` as an RGB array of at most size x size,
+    or None where it cannot be read (gone, or a source such as tar shards). A manifest's relative
+    paths start at its folder."""
+    import numpy as np
+    from PIL import Image
+    root = os.path.dirname(data_root) if data_root and os.path.isfile(data_root) else (data_root or "")
+    try:
+        with Image.open(os.path.join(root, path or "")) as img:
+            img.draft("RGB", (size, size))
+            img = img.convert("RGB")
+            img.thumbnail((size, size))
+            return np.asarray(img)
+    except (OSError, ValueError):
+        return None
+
+
 def best_result(results):
     return max(fitted_results(results), key=lambda r: (r["accuracy"], r["balanced_accuracy"]))
 
@@ -145,20 +162,8 @@ def _plot_mistakes(path, mistakes, data_root) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
-    from PIL import Image
-    images, missing = [], 0
-    if data_root and os.path.isfile(data_root):  # a manifest: its relative paths start at its folder
-        data_root = os.path.dirname(data_root)
-    for m in mistakes:
-        try:
-            with Image.open(os.path.join(data_root or "", m["path"] or "")) as img:
-                img.draft("RGB", (160, 160))
-                img = img.convert("RGB")
-                img.thumbnail((160, 160))
-                images.append(np.asarray(img))
-        except (OSError, ValueError):
-            images.append(None)
-            missing += 1
+    images = [thumbnail(data_root, m["path"], 160) for m in mistakes]
+    missing = sum(image is None for image in images)
     if missing == len(mistakes):
         return missing
     cols = min(8, len(mistakes))

@@ -23,7 +23,7 @@ from .device import batching, pick_device, pick_precision
 from .encoder import encode_batches
 from .errors import ExtractError, WeightsUnavailable
 from .preprocessing import Preprocess
-from .sources import DEFAULT_SPLIT_FRACTIONS
+from .sources import DEFAULT_SPLIT_FRACTIONS, source_location
 from .views import ViewPlan, ViewRecipe
 from .weights import resolve_weights
 
@@ -74,7 +74,7 @@ class Extractor:
             views=ViewRecipe(int(codes.views)).to_dict() if codes.views else None,
             provenance={"torch_version": str(torch.__version__), "torchvision_version": str(torchvision.__version__),
                         "backbone_library": spec.library_version, "python_version": platform.python_version(),
-                        "data_root": os.path.abspath(data_root), "split_policy": codes.split_policy,
+                        "data_root": source_location(data_root), "split_policy": codes.split_policy,
                         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
         weights_file = os.path.abspath(codes.weights) if resolved.identity.startswith("file:") else None
         return cls(fingerprint, resolved, options, device, weights_file)

@@ -52,7 +52,7 @@ def scan_manifest(manifest) -> Scan:
         where = f"{os.path.basename(manifest)} row {number}"  # CSV rows counted as a spreadsheet shows them
         path = str(row["path"] or "").strip()
         if not path:
-            failures.append((f"{where}", "empty path"))
+            failures.append((where, "empty path"))
             continue
         path = path.replace(os.sep, "/")
         if path in first_row:

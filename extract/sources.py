@@ -13,6 +13,12 @@ from .errors import ExtractError
 from .records import (DEFAULT_SPLIT_FRACTIONS, IMAGE_EXTENSIONS, SPLIT_FOLDERS, Record, Scan,  # noqa: F401
                       file_stat)
 
+def source_location(data) -> str:
+    """Where a source lives, as the cache records it: an absolute path, or a URL as given."""
+    data = os.fspath(data)
+    return data if "://" in data else os.path.abspath(data)
+
+
 def read_bytes(record) -> bytes:
     """The record's image bytes: the whole file, or a tar member's slice of its shard (a shard cut
     short is an OSError, as an unreadable file is)."""
@@ -164,8 +170,12 @@ def expand_image_paths(inputs) -> list:
 
 def source_hasher(data):
     """rel path -> SHA-256 hex of that image's bytes in the source ``data`` (verify --images on a
-    manifest or tar shards); FileNotFoundError for a path the source no longer has."""
-    by_path = {r.path: r for r in scan_source(data).records}
+    manifest, tar shards or a URL prefix); FileNotFoundError for a path the source no longer has.
+    None when the source itself cannot be read (not there, say)."""
+    try:
+        by_path = {r.path: r for r in scan_source(data).records}
+    except ExtractError:
+        return None
 
     def digest(rel):
         if rel not in by_path:

@@ -66,7 +66,7 @@ def scan_tar_shards(pattern) -> Scan:
         images, labels, truncated = {}, {}, False
         try:
             with tarfile.open(full, "r:") as tar:
-                for info in _members(tar, full):
+                for info in _members(tar):
                     key, ext = os.path.splitext(info.name)
                     if ext.lower() in IMAGE_EXTENSIONS:
                         images[key] = info
@@ -108,7 +108,7 @@ class _Truncated(Exception):
     pass
 
 
-def _members(tar, path):
+def _members(tar):
     """The shard's regular members, in order; a shard cut short inside a header ends the listing
     with _Truncated, after the members before it."""
     while True:

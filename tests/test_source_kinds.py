@@ -273,6 +273,7 @@ def test_object_storage_gives_the_folders_rows_and_reruns_by_etag(reference, tmp
     assert "wrote 18" in out.stdout
     assert_same_rows(folder_cache, cache)
     assert "wrote 0, skipped 18" in run_cli("extract", "s3://bucket/photos/", "--cache", cache, *ARGS).stdout
+    assert run_cli("verify", cache, "--images").stdout.strip().endswith("ok")  # re-hashed in the bucket
     forked = tmp_path / "workers.h5"  # decoding workers (forked processes) fetch the objects themselves
     run_cli("extract", "s3://bucket/photos", "--cache", forked, *ARGS, "--workers", "2")
     assert_same_rows(folder_cache, forked)
