@@ -134,7 +134,9 @@ def cmd_info(args):
     fp = info["fingerprint"]
     print(f"{info['path']}: {info['rows']} rows, {info['size_bytes'] / 1e6:.1f} MB "
           f"({info['size_bytes'] / max(1, info['rows']) / 1e3:.1f} kB per row)")
-    print("layers:  " + ", ".join(f"{k} ({v}-d)" for k, v in info["layers"].items()) + f", stored as {fp.get('dtype')}")
+    maps = fp.get("map_shapes") or {}
+    print("layers:  " + ", ".join(f"{k} ({v}-d" + (f", a {'x'.join(map(str, maps[k]))} map)" if k in maps else ")")
+                                  for k, v in info["layers"].items()) + f", stored as {fp.get('dtype')}")
     print("classes: " + ", ".join(f"{k} {v}" for k, v in info["classes"].items()))
     print("splits:  " + ", ".join(f"{k} {v}" for k, v in info["splits"].items()))
     for key in ("backbone", "weights", "preprocess", "precision", "torch_version", "torchvision_version",

@@ -5,9 +5,12 @@ For each classifier: seconds from the cache file to a trained model (sweep and r
 Classic: the exercise trains its final layer for 2 epochs while every image goes through VGG16
 again in every epoch. A real slice of that loop is timed here (batches of 20 through VGG16 in
 fp32, backward through the new last layer, SGD step) and scaled to 2 epochs over the cache's
-training rows; the output says so.
+training rows; the output says so. On a map layer (pool5_map) the classic loop trains what the
+seed's own code trains, fc6, fc7 and a new fc8 (dropout between), beside `seed-top`, the same
+recipe on the cached maps.
 
     python bench/stage2_bench.py f5.h5 --classic-batches 3
+    python bench/stage2_bench.py vgg_maps.h5 --layer pool5_map --whole-process seed-top
 """
 import argparse
 import os
@@ -20,17 +23,21 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from cache import open_cache  # noqa: E402
-from classify import CLASSIFIERS, compare, load_codes, plan_splits  # noqa: E402
+from classify import compare, load_codes, plan_splits  # noqa: E402
 
 
-def classic_seconds_per_image(batches, batch=20, crop=224, n_classes=5):
+def classic_seconds_per_image(batches, batch=20, crop=224, n_classes=5, whole_top=False):
+    """whole_top: fc6, fc7 and the new fc8 train (the seed's code); else the new fc8 alone."""
     from torchvision.models import vgg16
     torch.manual_seed(0)
     net = vgg16(weights=None)
     for p in net.parameters():
         p.requires_grad = False
-    net.classifier[6] = torch.nn.Linear(4096, n_classes)  # the fresh final layer, the only one trained
-    opt = torch.optim.SGD(net.classifier[6].parameters(), lr=0.001, momentum=0.9)
+    net.classifier[6] = torch.nn.Linear(4096, n_classes)  # the fresh final layer
+    trained = net.classifier if whole_top else net.classifier[6]
+    for p in trained.parameters():
+        p.requires_grad = True
+    opt = torch.optim.SGD(trained.parameters(), lr=0.001, momentum=0.9)
     net.train()
     x = torch.randn(batch, 3, crop, crop)
     y = torch.randint(0, n_classes, (batch,))
@@ -80,7 +87,8 @@ with open_for_append({big!r}, fp, widths, names) as s:
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("cache")
-    ap.add_argument("--classifiers", default=",".join(CLASSIFIERS))
+    ap.add_argument("--layer", default=None, help="the layer to fit on (default: fit's default)")
+    ap.add_argument("--classifiers", default=None, help="default: every classifier that fits the layer")
     ap.add_argument("--classic-batches", type=int, default=3, help="batches of 20 timed for the classic loop")
     ap.add_argument("--million", type=int, default=0, metavar="ROWS",
                     help="also build a ROWS-row cache by repeating the cache's real rows (labels and splits kept) "
@@ -90,7 +98,8 @@ def main():
                     help="classifiers also timed as a whole `pipeline.py fit` process (imports included)")
     args = ap.parse_args()
 
-    data = load_codes(args.cache)
+    data = load_codes(args.cache, args.layer)
+    maps = bool(data.fingerprint.maps_in(data.layer))
     with open_cache(args.cache) as c:
         size = c.size_bytes()
     rows_per_s, shape = read_throughput(args.cache, data.layer)
@@ -99,10 +108,11 @@ def main():
           f"read {rows_per_s:,.0f} rows/s into float32")
 
     n_fit = int(plan_splits(data.splits, data.y).fit_mask.sum())
-    per_image = classic_seconds_per_image(args.classic_batches)
+    per_image = classic_seconds_per_image(args.classic_batches, whole_top=maps)
     classic = per_image * n_fit * 2
     print(f"classic: {per_image * 1e3:.0f} ms per image through VGG16 (fp32, batch 20, "
-          f"{args.classic_batches} batches timed), scaled to 2 epochs x {n_fit} rows = {classic:.0f} s (estimate)")
+          f"{'fc6-fc8' if maps else 'fc8'} trained, {args.classic_batches} batches timed), scaled to 2 epochs x "
+          f"{n_fit} rows = {classic:.0f} s (estimate)")
     print(f"{'classifier':<10}{'accuracy':>10}{'fit s':>9}{'speed-up vs classic':>22}")
 
     def line(result):
@@ -111,11 +121,11 @@ def main():
             return
         print(f"{result['classifier']:<10}{result['accuracy']:>10.4f}{result['fit_seconds']:>9.2f}"
               f"{classic / max(result['fit_seconds'], 1e-6):>21.0f}x", flush=True)
-    compare(data, args.classifiers.split(","), on_result=line)
+    compare(data, args.classifiers.split(",") if args.classifiers else None, on_result=line)
     for name in args.whole_process.split(",") if args.whole_process else []:
         started = time.perf_counter()
-        subprocess.run([sys.executable, os.path.join(ROOT, "pipeline.py"), "fit", args.cache, "--classifier", name],
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([sys.executable, os.path.join(ROOT, "pipeline.py"), "fit", args.cache, "--classifier", name,
+                        *(["--layer", args.layer] if args.layer else [])], check=True, stdout=subprocess.DEVNULL)
         seconds = time.perf_counter() - started
         print(f"`pipeline.py fit {args.cache} --classifier {name}`, whole process: {seconds:.2f} s, "
               f"{classic / seconds:.0f}x sooner than the classic training")

@@ -18,7 +18,8 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from cache import open_cache  # noqa: E402
-from classify import CLASSIFIERS, fit_and_evaluate, load_codes  # noqa: E402
+from classify import fit_and_evaluate, load_codes  # noqa: E402
+from classify.registry import CODE_HEADS  # noqa: E402
 
 
 def reported_photos(data):
@@ -44,7 +45,7 @@ def main():
         with open_cache(cache) as c:
             views = (c.fingerprint.views or {}).get("count", 0)
         fitted = {}  # compare's loop, keeping the models for the test-time views below
-        for name in args.classifiers.split(",") if args.classifiers else list(CLASSIFIERS):
+        for name in args.classifiers.split(",") if args.classifiers else list(CODE_HEADS):
             fitted[name] = fit_and_evaluate(data, name, fitted=fitted)
         results = [result for result, _ in fitted.values()]
         best = max(results, key=lambda r: r["accuracy"])

@@ -15,7 +15,8 @@ COMPARED_FINGERPRINT_KEYS = ("backbone", "layers", "weights", "preprocess", "qua
 # other fractions would mix two split policies in one cache (caches older than the record pass).
 COMPARED_PROVENANCE_KEYS = ("split_policy",)
 # Recorded for provenance, never compared (a resumed run on another machine is welcome).
-PROVENANCE_KEYS = ("torch_version", "torchvision_version", "backbone_library", "python_version", "data_root", "split_policy", "created")
+PROVENANCE_KEYS = ("torch_version", "torchvision_version", "backbone_library", "python_version", "data_root", "split_policy", "created",
+                   "map_shapes")
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,17 @@ class Fingerprint:
         if self.views:
             text += f", {describe_value(self.views)}"
         return text
+
+    # --- maps ------------------------------------------------------------------------------------
+    @property
+    def map_shapes(self) -> dict:
+        """map layer -> [C, H, W]: layers stored as whole maps (flattened), not pooled codes."""
+        shapes = self.provenance.get("map_shapes") or {}
+        return json.loads(shapes) if isinstance(shapes, str) else dict(shapes)
+
+    def maps_in(self, layer: str) -> list:
+        """The map layers among ``layer`` ("a+b")."""
+        return [name for name in layer.split("+") if name in self.map_shapes]
 
     # --- storing -------------------------------------------------------------------------------
     def with_precision(self, precision: str) -> "Fingerprint":

@@ -38,7 +38,7 @@ VIEWS = "views"
 VIEW_DTYPE = np.dtype(np.uint8)
 
 # Attributes stored as JSON objects.
-JSON_ATTRS = ("preprocess", "quantization", "split_policy", "widths", "views")
+JSON_ATTRS = ("preprocess", "quantization", "split_policy", "widths", "views", "map_shapes")
 
 # Rows per HDF5 chunk of /codes/<layer>: a few MB per chunk, so reading a layer streams.
 CODE_CHUNK_ROWS = 256

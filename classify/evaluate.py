@@ -82,7 +82,7 @@ def load_codes(cache_path, layer=None, max_memory=None, seed=0) -> CodesData:
     from .budget import rows_that_fit
     from .stream import CodeStream
     with open_cache(cache_path) as c:
-        layer = "+".join(layer.split(",")) if layer else "+".join(c.layers)  # default: every cached layer
+        layer = "+".join(layer.split(",")) if layer else default_layer(c.layers, c.fingerprint)
         n, width = len(c), c.width(layer)
         labels, splits, views = c.labels, c.splits.astype(str), c.views
         splits = np.where(labels == UNLABELED, UNLABELED_SPLIT, splits)  # never reported, never trained on
@@ -92,6 +92,12 @@ def load_codes(cache_path, layer=None, max_memory=None, seed=0) -> CodesData:
         meta = (c.class_names, layer, c.fingerprint, c.path)
     return CodesData(None, labels, splits, *meta, rows_total=n, views=views,
                      stream=CodeStream(cache_path, layer, max_memory), seed=seed)
+
+
+def default_layer(layers, fingerprint) -> str:
+    """Every cached layer of codes side by side; a cache of maps alone: its first map."""
+    codes = [name for name in layers if name not in fingerprint.map_shapes]
+    return "+".join(codes) if codes else layers[0]
 
 
 def wilson_interval(correct: int, n: int, confidence=0.95) -> list:
@@ -184,12 +190,15 @@ def _fit_and_evaluate(data, name, scaling, seed, fitted):
     memory), the registry builds the estimator for the split plan, it fits on the fit rows and
     predicts the reported ones."""
     spec = get_classifier(name)
+    source = spec.check_layer(data.layer, data.fingerprint, data.path)
+    if source and data.side_by_side:
+        raise ClassifyError(f"--classifier {name}: trains on one map layer, not on codes of several caches side by side")
     streamed = data.X is None and spec.sweeps
     reuse = {m: model for m, (_, model) in fitted.items()} if data.X is not None else {}
     if not streamed:
         data = data.in_memory()
     plan = plan_splits(data.splits, data.y, seed, data.views)
-    estimator = spec.estimator(plan.sweep_split(), scaling, seed, streamed=streamed, fitted=reuse)
+    estimator = spec.estimator(plan.sweep_split(), scaling, seed, streamed=streamed, fitted=reuse, source=source)
     started = time.perf_counter()
     estimator.fit(data.codes_of(plan.fit_mask), data.y[plan.fit_mask])
     fit_seconds = time.perf_counter() - started
@@ -277,16 +286,16 @@ def _mistakes(data, eval_mask, y_pred, proba, limit=200) -> list:
 
 
 def compare(data: CodesData, names=None, scaling=DEFAULT_SCALING, seed=0, on_result=None) -> list:
-    """Every classifier in ``names`` (default: all) on identical splits and seeds: a list of result
+    """Every classifier in ``names`` (default: all that fit the layer) on identical splits and seeds: a list of result
     dicts, in order. ``on_result(result)`` is called as each one finishes (for progress lines).
     An ensemble reuses the members fitted before it in the same run (its fit seconds are theirs).
     A classifier that cannot fit these rows (a ValueError: too few rows of a class for its sweep,
     say, on a small subsample) is skipped: its result is {"classifier", "skipped": the reason},
     and the others still run. Raises ClassifyError when every one was skipped.
     The one loop behind `compare`, `demo` and bench/stage2_bench.py."""
-    from .registry import CLASSIFIERS
+    from .registry import classifiers_for
     results, fitted = [], {}
-    for name in names or list(CLASSIFIERS):
+    for name in names or classifiers_for(data.layer, data.fingerprint):
         try:
             result, model = fit_and_evaluate(data, name, scaling, seed, fitted, keep_rows=True)
             fitted[name] = (result, model)

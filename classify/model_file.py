@@ -27,9 +27,11 @@ def _known_classes() -> dict:
     from sklearn.preprocessing import FunctionTransformer, Normalizer, StandardScaler
     from .heads import CosineKNNClassifier, NearestCentroidClassifier, SoftmaxLinearSVC, SoftmaxRidgeClassifier
     from .sweep import LogisticSweepCV
+    from .network_top import NetworkTopClassifier
     from .torch_heads import SeedRecipeClassifier, TorchMLPClassifier
     classes = (StandardScaler, Normalizer, FunctionTransformer, CosineKNNClassifier, NearestCentroidClassifier,
-               SeedRecipeClassifier, SoftmaxLinearSVC, SoftmaxRidgeClassifier, TorchMLPClassifier, LogisticSweepCV)
+               SeedRecipeClassifier, SoftmaxLinearSVC, SoftmaxRidgeClassifier, TorchMLPClassifier, LogisticSweepCV,
+               NetworkTopClassifier)
     # Files written before the sweep estimator got its scikit-learn name keep reading.
     return {cls.__name__: cls for cls in classes} | {"LogisticPathClassifier": LogisticSweepCV}
 

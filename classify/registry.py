@@ -3,7 +3,9 @@
 Each entry builds the estimator that fits it on the split plan's rows, sweep included
 (``ClassifierSpec.estimator``): GridSearchCV over a (scaler, classifier) Pipeline, a Pipeline
 whose LogisticSweepCV sweeps its own grid, that sweep streamed (StreamedSweep) where the codes
-exceed the memory budget, or a soft vote of other entries. So one loop fits them all.
+exceed the memory budget, or a soft vote of other entries. So one loop fits them all. The entries
+marked ``maps`` train the network's own top on an unpooled map layer (classify/network_top.py);
+the others need codes, and each kind refuses the other's layers in one line.
 """
 from dataclasses import dataclass, field
 from typing import Callable
@@ -27,20 +29,41 @@ class ClassifierSpec:
     description: str = ""
     sweeps: bool = False             # a LogisticSweepCV: sweeps its own grid in one fit, and can stream
     members: tuple = ()              # a soft vote of these classifiers (classify/ensemble.py)
+    maps: bool = False               # trains the network's top on a map layer; build(rs, **map_source)
 
-    def pipeline(self, scaling=DEFAULT_SCALING, random_state=0):
-        """scikit-learn Pipeline: scaler, then the classifier."""
+    def pipeline(self, scaling=DEFAULT_SCALING, random_state=0, source=None):
+        """scikit-learn Pipeline: scaler, then the classifier. source: the map layer's backbone,
+        weights, layer and map_shape (``map_source``), for the heads that train a network's top."""
         from sklearn.pipeline import Pipeline
-        return Pipeline([("scale", make_scaler(self.scaling or scaling)), ("clf", self.build(random_state))])
+        clf = self.build(random_state, **source) if self.maps else self.build(random_state)
+        return Pipeline([("scale", make_scaler(self.scaling or scaling)), ("clf", clf)])
+
+    def check_layer(self, layer: str, fingerprint, cache="the cache") -> dict:
+        """The map source for a map head (None for the others); a layer of the other kind is
+        refused in one line."""
+        maps = fingerprint.maps_in(layer) if fingerprint is not None else []
+        if self.maps and (len(maps) != 1 or "+" in layer):
+            raise ClassifyError(f"--classifier {self.name}: trains the network's own top on one unpooled map layer, "
+                                f"and {cache} layer {layer} holds pooled codes; extract a map layer (--layer "
+                                "pool5_map for vgg16, stage7_map for efficientnet_lite*) and fit with --layer NAME")
+        if not self.maps and maps:
+            raise ClassifyError(f"--classifier {self.name}: needs pooled codes, and {cache} layer {maps[0]} is an "
+                                f"unpooled map; fit --classifier {' or '.join(MAP_HEADS)} on it, or choose a layer "
+                                "of codes with --layer")
+        if not self.maps:
+            return None
+        return {"backbone": fingerprint.backbone, "weights": fingerprint.weights, "layer": layer,
+                "map_shape": list(fingerprint.map_shapes[layer])}
 
     def param_grid(self) -> dict:
         return {f"clf__{k}": list(v) for k, v in self.grid.items()}
 
-    def estimator(self, cv, scaling=DEFAULT_SCALING, random_state=0, streamed=False, fitted=None):
+    def estimator(self, cv, scaling=DEFAULT_SCALING, random_state=0, streamed=False, fitted=None, source=None):
         """The unfitted estimator whose ``fit(X, y)`` on the fit rows is this classifier's whole fit:
         hyper-parameters chosen over ``cv`` ((train, selection) index pairs over those rows, the split
         plan's), then refitted on every one. streamed: X will be StreamedRows (codes beyond the budget).
-        fitted: name -> a model fitted on the same rows already, which an ensemble reuses."""
+        fitted: name -> a model fitted on the same rows already, which an ensemble reuses.
+        source: a map head's map layer (``check_layer``)."""
         if self.members:
             from .ensemble import voting
             fitted = fitted or {}
@@ -49,7 +72,7 @@ class ClassifierSpec:
         if streamed:
             from .sweep import StreamedSweep
             return StreamedSweep(self.build(random_state), self.scaling or scaling, cv, random_state)
-        pipeline = self.pipeline(scaling, random_state)
+        pipeline = self.pipeline(scaling, random_state, source)
         if self.sweeps:
             return pipeline.set_params(clf__cv=cv)
         grid = _feasible(self.param_grid(), min(len(train) for train, _ in cv))
@@ -76,6 +99,14 @@ def _sweep(param, grid):
     def build(rs):
         from .sweep import LogisticSweepCV
         return LogisticSweepCV(param=param, grid=grid, random_state=rs)
+    return build
+
+
+def _top(**recipe):
+    """The network's own top on cached maps (classify/network_top.py)."""
+    def build(rs, **source):
+        from .network_top import NetworkTopClassifier
+        return NetworkTopClassifier(**source, **recipe, random_state=rs)
     return build
 
 
@@ -113,7 +144,20 @@ CLASSIFIERS = {spec.name: spec for spec in [
                    description="the classic exercise: SGD lr 0.001, batch 20, 2 epochs, raw codes"),
     ClassifierSpec("ensemble", None, members=MEMBERS,
                    description="mean probability of logreg, linear, svm, ridge and mlp, each swept as alone"),
+    ClassifierSpec("top", _top(recipe="adamw"), {"lr": [1e-4, 3e-4]}, scaling="none", maps=True,
+                   description="the network's own top on a cached map (VGG16 fc6, fc7 + new fc8; EfficientNet-Lite "
+                               "head conv + new classifier), pretrained start, AdamW + cosine, lr swept"),
+    ClassifierSpec("seed-top", _top(recipe="seed"), scaling="none", maps=True,
+                   description="the classic exercise exactly, on cached maps: the top from pretrained weights, new "
+                               "final layer, SGD lr 0.001 (momentum 0.9), batch 20, 2 epochs, its dropout"),
 ]}
+MAP_HEADS = tuple(name for name, spec in CLASSIFIERS.items() if spec.maps)
+CODE_HEADS = tuple(name for name, spec in CLASSIFIERS.items() if not spec.maps)
+
+
+def classifiers_for(layer: str, fingerprint) -> list:
+    """The classifiers that fit ``layer``: the map heads on a map layer, the others on codes."""
+    return list(MAP_HEADS if fingerprint is not None and fingerprint.maps_in(layer) else CODE_HEADS)
 
 
 def get_classifier(name: str) -> ClassifierSpec:

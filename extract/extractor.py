@@ -75,7 +75,9 @@ class Extractor:
             provenance={"torch_version": str(torch.__version__), "torchvision_version": str(torchvision.__version__),
                         "backbone_library": spec.library_version, "python_version": platform.python_version(),
                         "data_root": source_location(data_root), "split_policy": codes.split_policy,
-                        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+                        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                        **({"map_shapes": spec.map_shapes(layers, preprocess.crop)} if set(layers) & set(spec.maps)
+                           else {})})
         weights_file = os.path.abspath(codes.weights) if resolved.identity.startswith("file:") else None
         return cls(fingerprint, resolved, options, device, weights_file)
 
@@ -105,7 +107,7 @@ class Extractor:
 
     @property
     def widths(self) -> dict:
-        return self.spec.widths(self.fingerprint.layers)
+        return self.spec.widths(self.fingerprint.layers, self.preprocess.crop)
 
     @property
     def model(self):

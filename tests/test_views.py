@@ -141,7 +141,7 @@ def test_fit_trains_on_views_and_reports_centre_views(split_folder, tmp_path):
     a, _ = fit_and_evaluate(load_codes(str(with_views)), "centroid")
     b, _ = fit_and_evaluate(load_codes(str(without)), "centroid")
     assert a["n_eval"] == b["n_eval"] == 6 and a["n_fit"] == 45 and b["n_fit"] == 15
-    small = json.loads(run_cli("fit", with_views, "--classifier", "logreg", "--max-memory", "150K", "--json").stdout)
+    small = json.loads(run_cli("fit", with_views, "--classifier", "logreg", "--max-memory", "500K", "--json").stdout)
     assert small["n_eval"] == 6 and small["memory"].startswith("every row, streamed")
 
 

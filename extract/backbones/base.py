@@ -18,9 +18,10 @@ class BackboneSpec:
     library = ""           # the distribution that builds the network (its version goes into the fingerprint)
     int8 = False           # measured faster in int8 than fp32 on the CPU (see extract/int8.py)
 
-    def __init__(self, name: str, layers=(), default_layers=None, description=""):
+    def __init__(self, name: str, layers=(), default_layers=None, description="", maps=()):
         self.name = name                      # as typed, and as recorded in the fingerprint
-        self.layers = tuple(layers)           # layers known by name, the default first
+        self.maps = tuple(maps)               # map layers: unpooled, at the boundary of the network's own top
+        self.layers = tuple(layers) + self.maps  # layers known by name, the default first
         self._defaults = tuple(default_layers) if default_layers else None
         self.description = description
 
@@ -51,6 +52,12 @@ class BackboneSpec:
         """nn.Module: network input -> {layer: [B, D]}. ``shapes`` (from the probe) lets a traced cut
         decide its pooling once, so the module stays traceable for int8."""
         raise NotImplementedError
+
+    def top(self, network, layer):
+        """(body, final): the network's own layers above the map ``layer`` (a map [B, C, H, W] in,
+        the final classifier's input out) and that final classifier (an nn.Linear), sharing the
+        network's modules and weights. What stage two trains on cached maps (classify/network_top.py)."""
+        raise ExtractError(f"{self.name} has no map layer to train its top on")
 
     def other_layers(self) -> list:
         """Layer names accepted beyond ``layers`` (graph nodes, blocks); may build the network."""
@@ -120,13 +127,20 @@ class BackboneSpec:
                                      f"pass a state dict saved from a {self.name} model") from None
         return network
 
-    def widths(self, layers) -> dict:
-        """layer -> code width, probed by one forward (no weights needed)."""
-        return {layer: code_width(shape) for layer, shape in self.probe(tuple(layers)).items()}
+    def widths(self, layers, crop=None) -> dict:
+        """layer -> code width, probed by one forward (no weights needed); a map's at ``crop``."""
+        shapes = self.probe(tuple(layers), crop)
+        return {layer: _product(shape[1:]) if layer in self.maps else code_width(shape) for layer, shape in shapes.items()}
 
-    def probe(self, layers: tuple) -> dict:
-        """layer -> output shape of the cut network before pooling, at the default input size."""
-        return _probe(self, tuple(layers))
+    def map_shapes(self, layers, crop=None) -> dict:
+        """map layer -> [C, H, W] of its stored map at ``crop`` (default: the weights' own)."""
+        maps = tuple(layer for layer in layers if layer in self.maps)
+        return {layer: list(shape[1:]) for layer, shape in self.probe(maps, crop).items()} if maps else {}
+
+    def probe(self, layers: tuple, crop=None) -> dict:
+        """layer -> output shape of the cut network before pooling, at ``crop`` (default: the
+        weights' own input size)."""
+        return _probe(self, tuple(layers), crop or self.preprocess.crop)
 
 
 def code_width(shape) -> int:
@@ -165,10 +179,9 @@ def _seeded_network(spec, weights, input_size):
 
 
 @functools.lru_cache(maxsize=64)
-def _probe(spec, layers):
+def _probe(spec, layers, crop):
     """One forward of a randomly initialised copy at batch 1 (on the meta device where it can be)."""
     import torch
-    crop = spec.preprocess.crop
 
     def forward():
         cut = spec.cut(random_network(spec), layers)

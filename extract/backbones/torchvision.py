@@ -14,8 +14,10 @@ from .base import BackboneSpec, did_you_mean, first_line, matching, on_meta_else
 
 PRE_LOGITS = "pre_logits"
 # VGG's classic codes as graph nodes: fc7 and fc6 after their ReLU, pool5 the last conv block's
-# output (global-average-pooled by the cut).
+# output (global-average-pooled by the cut); pool5_map the same output kept whole (512 x 7 x 7 at
+# 224), on which stage two trains VGG's own classifier block.
 VGG_LAYERS = {"fc7": "classifier.4", "fc6": "classifier.1", "pool5": "features"}
+VGG_MAPS = {"pool5_map": "features"}
 
 
 def names(pattern=None) -> list:
@@ -30,7 +32,7 @@ class TorchvisionBackbone(BackboneSpec):
     def __init__(self, name: str):
         model, _, tag = name.partition(".")
         vgg = model.startswith("vgg")
-        super().__init__(name, layers=tuple(VGG_LAYERS) if vgg else (PRE_LOGITS,),
+        super().__init__(name, layers=tuple(VGG_LAYERS) if vgg else (PRE_LOGITS,), maps=tuple(VGG_MAPS) if vgg else (),
                          description=f"torchvision {model.upper()} (ImageNet); fc7 after ReLU by default" if vgg
                          else f"torchvision {name}")
         self.model, self.tag = model, tag
@@ -107,14 +109,22 @@ class TorchvisionBackbone(BackboneSpec):
 
     def cut(self, network, layers, shapes=None):
         from .cut import NodeCut
-        return NodeCut(network, {layer: self._node(network, layer) for layer in layers}, shapes)
+        return NodeCut(network, {layer: self._node(network, layer) for layer in layers}, shapes, self.maps)
 
     def _node(self, network, layer):
         if layer == PRE_LOGITS:
             if self._pre_logits_node is None:
                 self._pre_logits_node = pre_logits_node(network)
             return self._pre_logits_node
-        return VGG_LAYERS.get(layer, layer) if self.model.startswith("vgg") else layer
+        return {**VGG_LAYERS, **VGG_MAPS}.get(layer, layer) if self.model.startswith("vgg") else layer
+
+    def top(self, network, layer):
+        """VGG above pool5: its adaptive pool to 7 x 7, then fc6 and fc7 (with their ReLU and
+        dropout); the final classifier is fc8."""
+        from torch import nn
+        if layer not in self.maps:
+            return super().top(network, layer)
+        return nn.Sequential(network.avgpool, nn.Flatten(1), *network.classifier[:-1]), network.classifier[-1]
 
     def other_layers(self) -> list:
         return ([PRE_LOGITS] if PRE_LOGITS not in self.layers else []) + graph_nodes(self)
