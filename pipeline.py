@@ -335,9 +335,17 @@ def cmd_audit(args):
 
 
 def cmd_predict(args):
-    from classify.predict import predict_images
-    predictions, failures = predict_images(args.model, args.images, top_k=args.top_k, weights_file=args.weights,
-                                           device=args.device, tta=args.tta)
+    runtime = args.runtime or ("onnxruntime" if args.model.endswith(".onnx") else "torch")
+    if runtime == "onnxruntime":  # no torch imported on this path
+        from classify.errors import ClassifyError
+        if args.tta or args.weights:
+            raise ClassifyError("--runtime onnxruntime: the graph holds its weights and one view; drop --tta/--weights")
+        from classify.onnx_predict import predict_images_onnx
+        predictions, failures = predict_images_onnx(args.model, args.images, top_k=args.top_k)
+    else:
+        from classify.predict import predict_images
+        predictions, failures = predict_images(args.model, args.images, top_k=args.top_k, weights_file=args.weights,
+                                               device=args.device, tta=args.tta, precision=args.precision)
     for path, reason in failures:
         print(f"failed: {path}: {reason}", file=sys.stderr)
     if args.json:
@@ -354,6 +362,21 @@ def cmd_predict(args):
             tops = "  ".join(f"{t['label']} {t['probability']:.3f}" for t in p["top_k"])
             print(f"{p['path']:<{width}}  {tops}")
     return 1 if failures and not predictions else 0
+
+
+def cmd_export_model(args):
+    from classify.onnx_export import export_onnx
+    done = export_onnx(args.model, args.out, weights_file=args.weights)
+    print(f"wrote {done['path']}: {done['bytes'] / 1e6:.1f} MB, {done['backbone']} {done['layer']} -> "
+          f"{done['classes']} classes, input uint8 [batch, 3, {done['crop']}, {done['crop']}]")
+    return 0
+
+
+def cmd_serve(args):
+    from classify.serve import serve
+    serve(args.model, host=args.host, port=args.port, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+          max_bytes=args.max_bytes)
+    return 0
 
 
 DEMO_PHOTOS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo_data", "flowers")
@@ -462,7 +485,28 @@ def build_parser(prog="pipeline.py"):
                         "(two forward passes per image)")
     p.add_argument("--csv", action="store_true", help="CSV output")
     p.add_argument("--json", action="store_true", help="a JSON list of {path, label, probability, top_k}")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="the codes' compute precision (auto: the device's; fp32 gives what an exported graph gives)")
+    p.add_argument("--runtime", choices=("torch", "onnxruntime"), default=None,
+                   help="torch (a .npz model) or onnxruntime (a .onnx model from export-model; no torch needed); "
+                        "default: by the model file's extension")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export-model", help="a fitted model as one ONNX file: image -> class probabilities")
+    p.add_argument("model", help="a model file from fit --model")
+    p.add_argument("--out", required=True, help="the .onnx file to write")
+    p.add_argument("--weights", default=None, help="the weights file, when the model's codes came from --weights FILE")
+    p.set_defaults(func=cmd_export_model)
+
+    p = sub.add_parser("serve", help="an HTTP service for an exported model: POST /predict, GET /health")
+    p.add_argument("model", help="a .onnx file from export-model")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--max-batch", type=int, default=32, help="requests run together at most (default 32)")
+    p.add_argument("--max-wait-ms", type=float, default=5.0,
+                   help="how long the first waiting request waits for others to join its batch (default 5)")
+    p.add_argument("--max-bytes", type=int, default=20 * 2**20, help="largest upload accepted (default 20 MiB)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo", help="the whole flow offline on 200 real flower photos: extract, compare")
     p.add_argument("--data", default=None, help="run on this image folder instead of the shipped photos")

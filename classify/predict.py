@@ -5,17 +5,19 @@ from .model_file import load_model
 
 
 def predict_images(model_path, inputs, top_k=3, weights_file=None, device="auto", batch_size=None, workers=None,
-                   tta=False):
+                   tta=False, precision=None):
     """(predictions, failures). Each prediction: {path, label, probability, top_k: [{label, probability}]}.
-    tta: average the head's probabilities over each image's centre view and its mirror image."""
+    tta: average the head's probabilities over each image's centre view and its mirror image.
+    precision: compute the codes in this float precision (default: the device's automatic one)."""
     from extract.encode_new import encode_images  # the one door from stage two into stage one
     model = load_model(model_path)
     paths, codes, failures = encode_images(model.fingerprint, inputs, weights_file=weights_file, device=device,
-                                           batch_size=batch_size, workers=workers, layer=model.layer, mirrored=tta)
+                                           batch_size=batch_size, workers=workers, layer=model.layer, mirrored=tta,
+                                           precision=precision)
     for part in model.side_by_side:  # each other backbone's codes, side by side as in training
         more_paths, more, more_failures = encode_images(part["fingerprint"], inputs, device=device,
                                                         batch_size=batch_size, workers=workers, layer=part["layer"],
-                                                        mirrored=tta)
+                                                        mirrored=tta, precision=precision)
         at = {p: i for i, p in enumerate(more_paths)}
         keep = [i for i, p in enumerate(paths) if p in at]
         codes = np.concatenate([codes[keep], more[[at[paths[i]] for i in keep]]], axis=-1)

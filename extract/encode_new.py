@@ -12,10 +12,16 @@ from .extractor import Extractor, RuntimeOptions
 from .sources import Record, expand_image_paths, scan_source
 
 
-def _encoder(fingerprint, weights_file, device, batch_size=None, workers=None, layer=None):
-    """The cache's extractor, and the layers whose codes go side by side ("a+b"; default the first)."""
-    extractor = Extractor.from_fingerprint(fingerprint, weights_file,
-                                           RuntimeOptions(device=device, batch_size=batch_size, workers=workers))
+def _encoder(fingerprint, weights_file, device, batch_size=None, workers=None, layer=None, precision=None):
+    """The cache's extractor, and the layers whose codes go side by side ("a+b"; default the first).
+    precision: a float precision to compute in (default: the device's automatic one)."""
+    if isinstance(fingerprint, dict):
+        from cache import Fingerprint
+        fingerprint = Fingerprint.from_attrs(fingerprint)
+    keep = bool(precision and precision != "auto" and not fingerprint.quantization)
+    extractor = Extractor.from_fingerprint(fingerprint.with_precision(precision) if keep else fingerprint, weights_file,
+                                           RuntimeOptions(device=device, batch_size=batch_size, workers=workers),
+                                           keep_precision=keep)
     return extractor, (layer.split("+") if layer else [extractor.fingerprint.layers[0]])
 
 
@@ -24,7 +30,7 @@ def _side_by_side(by_layer: dict, layers) -> np.ndarray:
 
 
 def encode_images(fingerprint, inputs, weights_file=None, device="auto", batch_size=None,
-                  workers=None, layer=None, mirrored=False):
+                  workers=None, layer=None, mirrored=False, precision=None):
     """Codes of ``layer`` for image files/folders, computed as the cache's extractor did (centre
     views: augmented views are for training rows only).
 
@@ -32,7 +38,7 @@ def encode_images(fingerprint, inputs, weights_file=None, device="auto", batch_s
     [n, 2, D]: each image's centre view and its mirror image (test-time views). Codes are rounded
     to the cache's stored dtype, so a classifier sees what it was trained on.
     """
-    extractor, layers = _encoder(fingerprint, weights_file, device, batch_size, workers, layer)
+    extractor, layers = _encoder(fingerprint, weights_file, device, batch_size, workers, layer, precision)
     paths = expand_image_paths(inputs)
     if not paths:
         raise ExtractError(f"no images found in {', '.join(map(str, inputs))}")
