@@ -49,6 +49,9 @@ def add_extract_args(p):
     p.add_argument("--precision", default="auto", choices=options.PRECISIONS,
                    help="compute precision: auto = fp16 autocast on CUDA, fp32 on CPU; int8 (CPU, vgg16): "
                         "~1.9x fp32 on AVX2, calibrated on --calibration-images of your images")
+    p.add_argument("--runtime", default=None, choices=options.RUNTIMES,
+                   help="what runs the network: torch (default) or onnxruntime (CPU, fp32; the network exported "
+                        "once to ONNX; recorded as precision onnxruntime-fp32)")
     p.add_argument("--calibration-images", type=int, default=None,
                    help="int8 only: images whose activations set the int8 ranges "
                         f"(default {options.DEFAULT_CALIBRATION_IMAGES}; first run only)")

@@ -8,7 +8,7 @@ from dataclasses import dataclass, fields
 from .decoding import DEFAULT_MAX_PIXELS
 from .errors import ExtractError
 from .options import (DECODERS, DEFAULT_BACKBONE, DEFAULT_CALIBRATION_IMAGES, DEFAULT_INT8_ENGINE, DEFAULT_SHARD_ROWS, DTYPES,
-                      ENGINE_NAMES, INT8_ENGINES, PRECISIONS)
+                      ENGINE_NAMES, INT8_ENGINES, PRECISIONS, RUNTIMES)
 from .sources import DEFAULT_SPLIT_FRACTIONS
 
 
@@ -33,6 +33,7 @@ class CodeSpec(_FromArgs):
     weights: str = None                 # None = pretrained; random[:SEED]; a FILE
     dtype: str = DTYPES[0]              # how codes are stored
     precision: str = "auto"             # compute precision (auto: extract/device.py)
+    runtime: str = RUNTIMES[0]          # torch, or onnxruntime (fp32 on the CPU): recorded as the precision
     crop_size: int = None               # None = the weights' own input size
     jpeg_draft: bool = False
     decoder: str = DECODERS[0]
@@ -49,6 +50,10 @@ class CodeSpec(_FromArgs):
         _choice("--decoder", self.decoder, DECODERS)
         _choice("--precision", self.precision, PRECISIONS)
         _choice("--int8-engine", self.int8_engine, INT8_ENGINES)
+        _choice("--runtime", self.runtime, RUNTIMES)
+        if self.runtime == "onnxruntime" and self.precision not in ("auto", "fp32"):
+            raise ExtractError(f"--runtime onnxruntime computes in fp32; drop --precision {self.precision} "
+                               "(or use --runtime torch for it)")
         if self.views < 0:
             raise ExtractError(f"--views {self.views}: give 0 (centre views only) or more")
         if self.views and self.decoder != "pil":

@@ -25,6 +25,7 @@ from .errors import ExtractError, WeightsUnavailable
 from .preprocessing import Preprocess
 from .sources import DEFAULT_SPLIT_FRACTIONS, source_location
 from .views import ViewPlan, ViewRecipe
+from .onnx_network import PRECISION as ONNX_PRECISION
 from .weights import resolve_weights
 
 
@@ -67,6 +68,11 @@ class Extractor:
         spec.check_precision(precision)
         if precision == "int8" and options.compile:
             raise ExtractError("--compile does not apply to --precision int8 (its kernels are already fused)")
+        if codes.runtime == "onnxruntime":
+            if device.type != "cpu" or options.compile:
+                raise ExtractError("--runtime onnxruntime runs the network on the CPU without torch.compile; "
+                                   "pass --device cpu (and no --compile), or use --runtime torch")
+            precision = ONNX_PRECISION
         resolved = resolve_weights(spec, codes.weights)  # fails here, before any work, if unavailable
         fingerprint = Fingerprint(
             backbone=spec.name, layers=layers, weights=resolved.identity, preprocess=preprocess.to_dict(),
@@ -114,15 +120,32 @@ class Extractor:
         """Built on first use: a re-run with nothing to do never builds the network."""
         if self._model is None:
             model = self._network
-            if model is None:
+            if model is None and self.precision != ONNX_PRECISION:  # an exported graph needs no torch network
                 model = self.spec.build(self.weights, self.fingerprint.layers, self.preprocess.crop)
             self._network = None
             if self.precision == "int8":
                 if not self.fingerprint.quantization:
                     raise ExtractError("int8 extractor used before calibration")
                 model = int8.quantize(model, self.preprocess.crop, self.fingerprint.quantization)
+            if self.precision == ONNX_PRECISION:
+                model = self._onnx_network(model)
             self._model = model
         return self._model
+
+    def _onnx_network(self, model):
+        """--runtime onnxruntime: the cut network exported once (kept by what decides the graph)."""
+        from .onnx_network import onnx_network
+        fp = self.fingerprint
+        identity = {"backbone": fp.backbone, "layers": list(fp.layers), "weights": fp.weights,
+                    "crop": self.preprocess.crop}
+        build = (lambda: model) if model is not None else \
+            (lambda: self.spec.build(self.weights, fp.layers, self.preprocess.crop))
+        return onnx_network(build, identity, fp.layers, self.preprocess.crop)
+
+    @property
+    def compute_precision(self) -> str:
+        """What the encoder's autocast runs: ONNX Runtime's graph is fp32 and never autocast."""
+        return "fp32" if self.precision == ONNX_PRECISION else self.precision
 
     # --- int8 -----------------------------------------------------------------------------------
     def adopt_calibration(self, existing: Fingerprint) -> None:
@@ -156,7 +179,7 @@ class Extractor:
         """EncodedBatch for consecutive batches of records (objects with .abspath). views: train
         records also yield the augmented views the fingerprint asks for (extract; not predict).
         mirrored: each image's mirror image is encoded too (predict --tta)."""
-        return encode_batches(self.model, self.preprocess, records, self.device, self.precision, self.batch_size,
+        return encode_batches(self.model, self.preprocess, records, self.device, self.compute_precision, self.batch_size,
                               self.workers, self.options.channels_last, self.options.max_pixels,
                               compile_model=self.options.compile, views=self.view_plan() if views else None,
                               mirrored=mirrored)

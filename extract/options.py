@@ -9,6 +9,7 @@ INT8_ENGINES = ("x86", "onednn")                        # int8 kernel libraries
 DEFAULT_INT8_ENGINE = "x86"
 DEFAULT_CALIBRATION_IMAGES = 64
 ENGINE_NAMES = ("local", "ray")                         # where encoding runs (extract/engines/)
+RUNTIMES = ("torch", "onnxruntime")                     # what runs the network (extract/onnx_network.py)
 DEFAULT_SHARD_ROWS = 512                                # rows per committed shard: what a kill can lose at most
 
 # verify --recompute: a re-extracted code whose cosine to the stored one is below this is a problem.

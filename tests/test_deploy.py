@@ -193,3 +193,28 @@ def test_the_server_batches_refuses_bad_uploads_and_keeps_serving(lite):
     finally:
         server.terminate()
         server.communicate(timeout=30)
+
+
+def test_extract_with_onnxruntime_gives_torchs_codes_and_records_it(tmp_path, monkeypatch):
+    from cache import open_cache
+    monkeypatch.setenv("CNNCODES_ONNX_DIR", str(tmp_path / "graphs"))
+    folder = os.path.join(DEMO, "val")
+    run_cli("extract", folder, "--cache", tmp_path / "torch.h5", *LITE)
+    run_cli("extract", folder, "--cache", tmp_path / "ort.h5", *LITE[:2], "--runtime", "onnxruntime",
+            "--no-progress", "--workers", "0")
+    graphs = os.listdir(tmp_path / "graphs")
+    assert len(graphs) == 1 and graphs[0].endswith(".onnx")
+    exported = os.path.getmtime(tmp_path / "graphs" / graphs[0])
+    with open_cache(str(tmp_path / "torch.h5")) as a, open_cache(str(tmp_path / "ort.h5")) as b:
+        assert b.fingerprint.precision == "onnxruntime-fp32" and a.fingerprint.precision == "fp32"
+        assert a.paths == b.paths
+        for layer in a.layers:
+            x, y = a.codes(layer), b.codes(layer)
+            cosine = (x * y).sum(1) / np.linalg.norm(x, axis=1) / np.linalg.norm(y, axis=1)
+            assert cosine.min() > 0.9999, layer
+    run_cli("extract", folder, "--cache", tmp_path / "again.h5", *LITE[:2], "--runtime", "onnxruntime",
+            "--no-progress", "--workers", "0")
+    assert os.path.getmtime(tmp_path / "graphs" / graphs[0]) == exported  # the graph is exported once
+    out = run_cli("extract", folder, "--cache", tmp_path / "x.h5", "--runtime", "onnxruntime", "--precision", "bf16",
+                  check=False)
+    assert out.returncode == 2 and "computes in fp32" in out.stderr and out.stderr.strip().count("\n") == 0
