@@ -26,6 +26,8 @@ from .errors import ClassifyError
 # false-pair rate measured there. (backbone, layers as the audit reads them) -> threshold.
 CALIBRATED = {
     ("efficientnet_lite0", "avgpool"): 0.90,
+    ("efficientnet_lite1", "avgpool"): 0.89,
+    ("efficientnet_lite2", "avgpool"): 0.92,
 }
 GENERIC_THRESHOLD = 0.95  # backbones not calibrated: a conservative default; --threshold overrides
 PAIRS_CAP = 100_000       # near pairs kept (the closest first) so a degenerate cache cannot fill memory
