@@ -42,6 +42,7 @@ def synthetic_cache(path, n, width=1280, seed=0):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="10000,30000")
+    ap.add_argument("--max-memory", default=None, help="audit's --max-memory (its default is a quarter of RAM)")
     args = ap.parse_args()
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     print(f"machine: {cpu}, {os.cpu_count()} CPUs")
@@ -52,7 +53,7 @@ def main():
             synthetic_cache(cache, n)
             code = (f"import resource, sys; sys.path.insert(0, {ROOT!r}); import pipeline; "
                     f"rc = pipeline.main(['audit', {cache!r}, '--report', {os.path.join(tmp, 'r')!r}, "
-                    "'--threshold', '0.9']); "
+                    f"'--threshold', '0.9'{', ' + repr('--max-memory') + ', ' + repr(args.max_memory) if args.max_memory else ''}]); "
                     "print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20); sys.exit(rc)")
             started = time.perf_counter()
             out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
