@@ -488,9 +488,9 @@ def build_parser(prog="pipeline.py"):
                         "(two forward passes per image)")
     p.add_argument("--csv", action="store_true", help="CSV output")
     p.add_argument("--json", action="store_true", help="a JSON list of {path, label, probability, top_k}")
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+    p.add_argument("--precision", default="auto", choices=[name for name in options.PRECISIONS if name != "int8"],
                    help="the codes' compute precision (auto: the device's; fp32 gives what an exported graph gives)")
-    p.add_argument("--runtime", choices=("torch", "onnxruntime"), default=None,
+    p.add_argument("--runtime", choices=options.RUNTIMES, default=None,
                    help="torch (a .npz model) or onnxruntime (a .onnx model from export-model; no torch needed); "
                         "default: by the model file's extension")
     p.set_defaults(func=cmd_predict)

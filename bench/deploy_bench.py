@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -24,10 +23,12 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from classify.model_file import load_model  # noqa: E402
 from classify.onnx_export import deployed_model, export_onnx  # noqa: E402
 from classify.onnx_predict import OnnxModel  # noqa: E402
 from extract.device import pick_precision  # noqa: E402
+from startup_bench import timed  # noqa: E402  (a whole pipeline.py process, median of runs)
 
 
 def images_per_second(run, batch, seconds=3.0):
@@ -37,16 +38,6 @@ def images_per_second(run, batch, seconds=3.0):
         run(batch)
         done += len(batch)
     return done / (time.perf_counter() - started)
-
-
-def whole_process(args, repeats=3):
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        subprocess.run([sys.executable, os.path.join(ROOT, "pipeline.py"), *args], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def serve_figures(onnx_path, photo, clients, requests_each):
@@ -122,8 +113,8 @@ def main():
                 row["torch bf16"] = images_per_second(eager_bf16, batch)
             print(f"  batch {size:>2}: " + ", ".join(f"{k} {v:.1f} img/s" for k, v in row.items()) +
                   f"; onnxruntime / torch fp32 {row['onnxruntime'] / row['torch fp32']:.2f}x", flush=True)
-        with_torch = whole_process(["predict", path, args.photo])
-        without = whole_process(["predict", onnx_path, args.photo])
+        with_torch = timed(["predict", path, args.photo], 3)
+        without = timed(["predict", onnx_path, args.photo], 3)
         print(f"  predict one photo, whole process (median of 3): torch {with_torch:.2f} s, onnxruntime "
               f"{without:.2f} s ({with_torch / without:.1f}x)")
         s = serve_figures(onnx_path, args.photo, args.clients, args.requests)

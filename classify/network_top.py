@@ -10,7 +10,7 @@ array (``state_``), so a model file stores it as it stores any head, without pic
 import numpy as np
 import torch
 
-from .torch_heads import _linear_layer, _TorchClassifier, torch_device
+from .torch_heads import _linear_layer, _TorchClassifier, train_minibatches
 
 RECIPES = ("adamw", "seed")
 PREDICT_BATCH = 256
@@ -33,7 +33,7 @@ class NetworkTopClassifier(_TorchClassifier):
     2 epochs, no schedule)."""
 
     def __init__(self, backbone="", weights="", layer="", map_shape=(), recipe="adamw", lr=3e-4, weight_decay=1e-4,
-                 epochs=8, batch_size=32, momentum=0.9, device="auto", random_state=0):
+                 epochs=8, batch_size=32, device="auto", random_state=0):
         self.backbone = backbone
         self.weights = weights
         self.layer = layer
@@ -43,7 +43,6 @@ class NetworkTopClassifier(_TorchClassifier):
         self.weight_decay = weight_decay
         self.epochs = epochs
         self.batch_size = batch_size
-        self.momentum = momentum
         self.device = device
         self.random_state = random_state
 
@@ -74,14 +73,7 @@ class NetworkTopClassifier(_TorchClassifier):
         _keep_norms_frozen(net)
         with torch.random.fork_rng(devices=[]):  # dropout draws from the global generator: keep it local
             torch.manual_seed(int(self.random_state or 0))
-            for _ in range(epochs):
-                for idx in torch.randperm(len(Xt), generator=gen).split(batch):
-                    idx = idx.to(device)
-                    opt.zero_grad()
-                    torch.nn.functional.cross_entropy(net(Xt[idx]), yt[idx]).backward()
-                    opt.step()
-                    if schedule is not None:
-                        schedule.step()
+            train_minibatches(net, opt, Xt, yt, batch, epochs, gen, schedule)
         from extract.top import state_vector
         self.state_ = state_vector(net).numpy()
         self._net = net.eval()
@@ -98,7 +90,7 @@ class NetworkTopClassifier(_TorchClassifier):
 
     def _scores(self, X):
         net = self._trained()
-        device = next(net.parameters()).device if self.device == "auto" else torch_device(self.device)
+        device = next(net.parameters()).device  # where it was trained, or the CPU after a model file loads
         out = []
         with torch.no_grad():
             for start in range(0, len(X), PREDICT_BATCH):

@@ -13,10 +13,9 @@ import torch
 from torch import nn
 
 from .errors import ClassifyError
+from .onnx_predict import FORMAT, INPUT, OUTPUT
 
-FORMAT = "cnncodes-onnx-1"
 OPSET = 18
-INPUT, OUTPUT = "image", "probabilities"
 
 
 class _Affine(nn.Module):
@@ -128,12 +127,11 @@ class Deployed(nn.Module):
     def __init__(self, network, layers, preprocess, storage_dtype, head):
         super().__init__()
         self.network, self.layers, self.head = network, tuple(layers), head
-        self.register_buffer("shift", torch.tensor(preprocess.mean).view(1, 3, 1, 1) * 255.0)
-        self.register_buffer("scale", torch.tensor(preprocess.std).view(1, 3, 1, 1) * 255.0)
+        self.normalize = preprocess.normalizer("cpu")  # the encoder's own (uint8 -> normalised float32)
         self.half = np.dtype(storage_dtype) == np.float16
 
     def forward(self, image):
-        out = self.network((image.float() - self.shift) / self.scale)
+        out = self.network(self.normalize(image))
         codes = torch.cat([out[layer] for layer in self.layers], dim=1)
         if self.half:  # the codes as the cache stored them, as predict rounds them
             codes = codes.half().float()
@@ -143,7 +141,6 @@ class Deployed(nn.Module):
 def deployed_model(model, weights_file=None) -> tuple:
     """(Deployed module in eval mode, fp32, on the CPU; the fingerprint's Preprocess) of a LoadedModel."""
     from extract.extractor import Extractor, RuntimeOptions
-    from extract.preprocessing import Preprocess
     if model.side_by_side:
         raise ClassifyError("export-model: codes of several caches side by side (--with) are not exported yet; "
                             "export a model fitted on one cache")
@@ -152,11 +149,9 @@ def deployed_model(model, weights_file=None) -> tuple:
                             "not write; fit on a float cache (--precision fp32, bf16 or auto) to export")
     extractor = Extractor.from_fingerprint(model.fingerprint.with_precision("fp32"), weights_file,
                                            RuntimeOptions(device="cpu"), keep_precision=True)
-    preprocess = Preprocess.from_dict(model.fingerprint.preprocess)
-    layers = model.layer.split("+")
-    network = extractor.spec.build(extractor.weights, model.fingerprint.layers, preprocess.crop)
-    deployed = Deployed(network, layers, preprocess, model.fingerprint.dtype, head_module(model.pipeline))
-    return deployed.eval().float(), preprocess
+    deployed = Deployed(extractor.model, model.layer.split("+"), extractor.preprocess, model.fingerprint.dtype,
+                        head_module(model.pipeline))
+    return deployed.eval().float(), extractor.preprocess
 
 
 def metadata(model, preprocess) -> dict:
@@ -175,19 +170,13 @@ def export_onnx(model_path, out_path, weights_file=None, opset=OPSET) -> dict:
     import os
 
     import onnx
+    from extract.onnx_network import export_graph
     from .model_file import load_model
     model = load_model(model_path)
     deployed, preprocess = deployed_model(model, weights_file)
     example = torch.zeros(2, 3, preprocess.crop, preprocess.crop, dtype=torch.uint8)
     tmp = f"{out_path}.tmp"
-    import contextlib
-    import io
-    with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):  # the exporter's progress lines
-        # torch.export's exporter (onnxscript): it writes what the TorchScript one refuses, e.g.
-        # VGG16's adaptive pool at crops other than 224.
-        torch.onnx.export(deployed, (example,), tmp, input_names=[INPUT], output_names=[OUTPUT],
-                          dynamic_shapes={"image": {0: torch.export.Dim("batch")}}, opset_version=opset,
-                          dynamo=True, external_data=False, verbose=False)
+    export_graph(deployed, example, tmp, INPUT, [OUTPUT], opset)
     graph = onnx.load(tmp)
     for key, value in metadata(model, preprocess).items():
         graph.metadata_props.add(key=key, value=str(value))

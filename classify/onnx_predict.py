@@ -12,6 +12,11 @@ import numpy as np
 from PIL import Image
 
 from .errors import ClassifyError
+from .predict import prediction, ranked
+
+# What an exported graph is called and calls its ends (classify/onnx_export.py writes them).
+FORMAT = "cnncodes-onnx-1"
+INPUT, OUTPUT = "image", "probabilities"
 
 # torchvision's InterpolationMode values -> PIL's filters (what torchvision passes PIL).
 PIL_FILTERS = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC,
@@ -61,7 +66,7 @@ class OnnxModel:
             raise ClassifyError(f"{path}: not an ONNX model ONNX Runtime can load ({str(exc).splitlines()[0]}); "
                                 "re-export it with `pipeline.py export-model`") from None
         meta = self.session.get_modelmeta().custom_metadata_map
-        if meta.get("format") != "cnncodes-onnx-1":
+        if meta.get("format") != FORMAT:
             raise ClassifyError(f"{path}: an ONNX model without cnncodes metadata; export it with "
                                 "`pipeline.py export-model`")
         self.path = path
@@ -84,8 +89,7 @@ class OnnxModel:
         return self.session.run([self.output], {self.input: np.ascontiguousarray(batch, dtype=np.uint8)})[0]
 
     def top_k(self, row, k=3) -> list:
-        order = np.argsort(-row, kind="stable")[:max(1, min(k, len(row)))]
-        return [{"label": self.class_names[int(j)], "probability": float(row[j])} for j in order]
+        return ranked(row, self.class_names, k)
 
 
 def predict_images_onnx(model_path, inputs, top_k=3, batch_size=32):
@@ -107,8 +111,6 @@ def predict_images_onnx(model_path, inputs, top_k=3, batch_size=32):
                 failures.append((path, str(exc)))
         if not ok:
             continue
-        for path, row in zip(ok, model.predict_proba(np.stack(arrays))):
-            top = model.top_k(row, top_k)
-            predictions.append({"path": path, "label": top[0]["label"], "probability": top[0]["probability"],
-                                "top_k": top})
+        predictions += [prediction(path, row, model.class_names, top_k)
+                        for path, row in zip(ok, model.predict_proba(np.stack(arrays)))]
     return predictions, failures

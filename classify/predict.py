@@ -28,10 +28,18 @@ def predict_images(model_path, inputs, top_k=3, weights_file=None, device="auto"
         return [], failures
     proba = (model.predict_proba(codes[:, 0]) + model.predict_proba(codes[:, 1])) / 2 if tta else \
         model.predict_proba(codes)
-    k = max(1, min(top_k, proba.shape[1]))
-    predictions = []
-    for path, row in zip(paths, proba):
-        order = np.argsort(-row, kind="stable")[:k]
-        top = [{"label": model.class_names[int(model.classes[j])], "probability": float(row[j])} for j in order]
-        predictions.append({"path": path, "label": top[0]["label"], "probability": top[0]["probability"], "top_k": top})
-    return predictions, failures
+    labels = [model.class_names[int(c)] for c in model.classes]  # predict_proba's column order
+    return [prediction(path, row, labels, top_k) for path, row in zip(paths, proba)], failures
+
+
+def ranked(row, labels, k) -> list:
+    """The ``k`` most probable columns of one probability row: [{label, probability}], ties in
+    column order."""
+    order = np.argsort(-row, kind="stable")[:max(1, min(k, len(row)))]
+    return [{"label": labels[int(j)], "probability": float(row[j])} for j in order]
+
+
+def prediction(path, row, labels, k) -> dict:
+    """One image's answer: {path, label, probability, top_k}."""
+    top = ranked(row, labels, k)
+    return {"path": path, "label": top[0]["label"], "probability": top[0]["probability"], "top_k": top}

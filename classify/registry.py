@@ -42,7 +42,7 @@ class ClassifierSpec:
         """The map source for a map head (None for the others); a layer of the other kind is
         refused in one line."""
         maps = fingerprint.maps_in(layer) if fingerprint is not None else []
-        if self.maps and (len(maps) != 1 or "+" in layer):
+        if self.maps and maps != [layer]:  # one map layer alone
             raise ClassifyError(f"--classifier {self.name}: trains the network's own top on one unpooled map layer, "
                                 f"and {cache} layer {layer} holds pooled codes; extract a map layer (--layer "
                                 "pool5_map for vgg16, stage7_map for efficientnet_lite*) and fit with --layer NAME")

@@ -37,14 +37,17 @@ def _linear_layer(d, k, device, generator):
     return layer.to(device)
 
 
-def train_minibatches(net, opt, Xt, yt, batch_size, epochs, gen):
-    """Shuffled mini-batch cross-entropy training, seeded (shared by the seed recipe and the MLP)."""
+def train_minibatches(net, opt, Xt, yt, batch_size, epochs, gen, schedule=None):
+    """Shuffled mini-batch cross-entropy training, seeded (shared by the seed recipe, the MLP and
+    the network top); ``schedule``: a learning-rate scheduler stepped after every batch."""
     for _ in range(epochs):
         for idx in torch.randperm(len(Xt), generator=gen).split(batch_size):
             idx = idx.to(Xt.device)
             opt.zero_grad()
             torch.nn.functional.cross_entropy(net(Xt[idx]), yt[idx]).backward()
             opt.step()
+            if schedule is not None:
+                schedule.step()
 
 
 class SeedRecipeClassifier(LinearScores, _TorchClassifier):

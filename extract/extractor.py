@@ -128,19 +128,19 @@ class Extractor:
                     raise ExtractError("int8 extractor used before calibration")
                 model = int8.quantize(model, self.preprocess.crop, self.fingerprint.quantization)
             if self.precision == ONNX_PRECISION:
-                model = self._onnx_network(model)
+                model = self._onnx_network()
             self._model = model
         return self._model
 
-    def _onnx_network(self, model):
-        """--runtime onnxruntime: the cut network exported once (kept by what decides the graph)."""
+    def _onnx_network(self):
+        """--runtime onnxruntime: the cut network exported once (kept by what decides the graph);
+        the torch network is built only when no exported file exists yet."""
         from .onnx_network import onnx_network
         fp = self.fingerprint
         identity = {"backbone": fp.backbone, "layers": list(fp.layers), "weights": fp.weights,
                     "crop": self.preprocess.crop}
-        build = (lambda: model) if model is not None else \
-            (lambda: self.spec.build(self.weights, fp.layers, self.preprocess.crop))
-        return onnx_network(build, identity, fp.layers, self.preprocess.crop)
+        return onnx_network(lambda: self.spec.build(self.weights, fp.layers, self.preprocess.crop), identity,
+                            fp.layers, self.preprocess.crop)
 
     @property
     def compute_precision(self) -> str:

@@ -54,7 +54,7 @@ def onnx_network(build, identity: dict, layers, crop) -> OnnxNetwork:
     path = os.path.join(folder, f"{_key({**identity, 'torch': torch.__version__})}.onnx")
     if not os.path.isfile(path):
         os.makedirs(folder, exist_ok=True)
-        _export(build().eval(), layers, crop, path)
+        export_graph(_Outputs(build().eval(), layers), torch.zeros(2, 3, crop, crop), path, "x", layers)
     return OnnxNetwork(path, layers)
 
 
@@ -70,15 +70,17 @@ class _Outputs(nn.Module):
         return tuple(out[layer] for layer in self.layers)
 
 
-def _export(cut, layers, crop, path):
+def export_graph(module, example, path, input_name, output_names, opset=None):
+    """``module`` as one ONNX file at ``path`` (weights inside), batch dimension dynamic, through
+    torch.export's exporter (it writes what the TorchScript one refuses, e.g. VGG16's adaptive
+    pool at crops other than 224); written beside and renamed, so nobody loads half a file."""
     import contextlib
     import io
     import warnings
     tmp = f"{path}.{os.getpid()}.tmp"
-    example = torch.zeros(2, 3, crop, crop)
     with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the exporter's notes on the traced graph are not the user's
-        torch.onnx.export(_Outputs(cut, layers), (example,), tmp, input_names=["x"], output_names=list(layers),
-                          dynamic_shapes={"x": {0: torch.export.Dim("batch")}}, dynamo=True, external_data=False,
-                          verbose=False)
-    os.replace(tmp, path)  # atomic: a worker never loads half a file
+        warnings.simplefilter("ignore")  # the exporter's progress lines and notes on the traced graph
+        torch.onnx.export(module, (example,), tmp, input_names=[input_name], output_names=list(output_names),
+                          dynamic_shapes={input_name: {0: torch.export.Dim("batch")}}, opset_version=opset,
+                          dynamo=True, external_data=False, verbose=False)
+    os.replace(tmp, path)

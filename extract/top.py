@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .backbones import get_backbone
-from .backbones.base import _seeded_network, on_meta_else_cpu
+from .backbones.base import on_meta_else_cpu
 from .errors import ExtractError
 from .weights import ResolvedWeights
 
@@ -40,7 +40,7 @@ def network_top(backbone: str, weights: str, layer: str, map_shape, weights_file
     if pretrained:
         from .extractor import _weights_for
         resolved = _weights_for(spec, weights, weights_file)
-        network = _seeded_network(spec, resolved, None) if resolved.seed is not None else spec.network(resolved)
+        network = spec.weighted_network(resolved)
     else:
         network = on_meta_else_cpu(lambda: spec.network(ResolvedWeights(identity="random:0", seed=0)))
     body, final = spec.top(network.eval(), layer)

@@ -112,9 +112,12 @@ class BackboneSpec:
         """The extractor (an nn.Module) in eval mode, on the CPU, with the resolved weights loaded.
         input_size: the crop when it is not the weights' own (families whose network fixes one)."""
         layers = tuple(layers)
-        network = _seeded_network(self, weights, input_size) if weights.seed is not None else \
+        return self.cut(self.weighted_network(weights, input_size).eval(), layers, self.probe(layers)).eval()
+
+    def weighted_network(self, weights, input_size=None):
+        """The bare network with ``weights``: a random one (a seed) made once per process and copied."""
+        return _seeded_network(self, weights, input_size) if weights.seed is not None else \
             self.network(weights, input_size)
-        return self.cut(network.eval(), layers, self.probe(layers)).eval()
 
     def load_state(self, network, weights):
         """Load a resolved state dict; a dict of another network is refused in one line."""
