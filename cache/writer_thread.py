@@ -1,7 +1,9 @@
 """The append session's writer: jobs done in order, on a thread so encoding goes on meanwhile.
 
 A job's error is kept and raised on the caller's thread at its next call; jobs after a failed
-one are dropped (their rows were never committed, so a re-run does them again).
+one are dropped, also those submitted after the error was raised (the session's close commits
+what is buffered): their rows come after rows that were never committed, so committing them
+would leave a gap that a re-run fills at the end, out of order. A re-run does them all again.
 """
 import queue
 import threading
@@ -13,7 +15,8 @@ class OrderedWriter:
 
     def __init__(self, do, background=True):
         self._do = do
-        self._error = None
+        self._error = None     # a failed job's exception, not yet raised on the caller's thread
+        self._failed = False   # a job failed: nothing after it is done
         self._queue = queue.Queue(maxsize=2) if background else None
         self._thread = None
         if background:
@@ -21,10 +24,16 @@ class OrderedWriter:
             self._thread.start()
 
     def submit(self, job) -> None:
-        if self._queue is None:
-            self._do(job)
+        if self._failed:
+            self.raise_pending()
             return
-        self.raise_pending()
+        if self._queue is None:
+            try:
+                self._do(job)
+            except BaseException:
+                self._failed = True
+                raise
+            return
         self._queue.put(job)
 
     def raise_pending(self) -> None:
@@ -46,8 +55,8 @@ class OrderedWriter:
             job = self._queue.get()
             if job is None:
                 return
-            if self._error is None:
+            if not self._failed:
                 try:
                     self._do(job)
                 except BaseException as exc:  # reported on the caller's thread
-                    self._error = exc
+                    self._error, self._failed = exc, True

@@ -126,6 +126,32 @@ def test_full_disk_stops_in_one_line_and_resumes_after_space_is_freed(tmp_path):
         assert verify_cache(cache).ok
 
 
+@pytest.mark.parametrize("background", [True, False])
+def test_no_shard_is_written_after_a_failed_one(background):
+    """Once a shard's write fails, no later shard is written, not even those a session's close
+    commits after the error was raised: a committed shard after an uncommitted one would leave a
+    gap that the re-run fills at the end, so the resumed cache would not equal a clean run's (seen:
+    a full disk, then a write that fitted in the space the failed one freed)."""
+    from cache.writer_thread import OrderedWriter
+    done = []
+
+    def write(job):
+        if job == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        done.append(job)
+    writer = OrderedWriter(write, background)
+    with pytest.raises(OSError):
+        for job in range(1, 6):
+            writer.submit(job)
+        writer.close()
+        writer.raise_pending()
+    for job in (6, 7):  # what the session's close hands over after the error
+        writer.submit(job)
+    writer.close()
+    writer.raise_pending()
+    assert done == [1]
+
+
 def test_injected_enospc_is_one_clear_error_and_loses_nothing(tmp_path, monkeypatch):
     from cache import DiskFull
     from cache import append as append_module
