@@ -1,11 +1,12 @@
 #!/usr/bin/env python
 """The audit's cost: rows, seconds and peak memory of `pipeline.py audit` on synthetic caches
-(clustered 1280-d float16 codes in the documented schema, five classes, 80/10/10 splits, a few
-planted copies), each size in a fresh process.
+(clustered 1280-d float16 codes in the documented schema, five classes, 80/10/10 splits, copies
+planted at four cosines), each size in a fresh process.
 
     python bench/audit_bench.py --sizes 10000,30000,100000
 """
 import argparse
+import json
 import os
 
 import subprocess
@@ -18,6 +19,25 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from cache import Fingerprint, open_for_append  # noqa: E402
+from peak import VMHWM_KB  # noqa: E402
+
+
+# Per-dimension noise added to a copy and the cosine it gives (a code's variance is 1 + 1.5^2 a
+# dimension: cosine ~ 1 / sqrt(1 + sigma^2 / 3.25)); each level plants PER_LEVEL copies.
+PLANTED = [(0.01, 1.0), (0.26, 0.99), (0.53, 0.96), (0.71, 0.93)]
+PER_LEVEL = 20
+
+
+def planted_found(report, n) -> list:
+    """How many planted copies of each level audit.json lists as near (or exact) duplicates."""
+    with open(os.path.join(report, "audit.json")) as f:
+        found = json.load(f)
+    number = {}
+    for pair in found["near_duplicates"]:
+        a, b = sorted(int(r["path"].split("/")[1][:7]) for r in pair["rows"])
+        number[a] = b
+    return [sum(number.get(i) == i + n // 2 for i in range(level * PER_LEVEL, (level + 1) * PER_LEVEL))
+            for level in range(len(PLANTED))]
 
 
 def synthetic_cache(path, n, width=1280, seed=0):
@@ -25,7 +45,9 @@ def synthetic_cache(path, n, width=1280, seed=0):
     centres = rng.normal(0, 1, (5, width)).astype(np.float32)
     y = rng.integers(0, 5, n)
     X = centres[y] + rng.normal(0, 1.5, (n, width)).astype(np.float32)
-    X[n // 2: n // 2 + 20] = X[:20] + rng.normal(0, 0.01, (20, width))  # planted near copies
+    for level, (sigma, _) in enumerate(PLANTED):  # planted near copies: row i + n // 2 copies row i
+        rows = np.arange(level * PER_LEVEL, (level + 1) * PER_LEVEL)
+        X[n // 2 + rows] = X[rows] + rng.normal(0, sigma, (PER_LEVEL, width))
     splits = rng.choice(["train", "val", "test"], n, p=[0.8, 0.1, 0.1])
     fingerprint = Fingerprint(backbone="synthetic", layers=("avgpool",), weights="random:0", preprocess={"crop": 224})
     names = [f"c{k}" for k in range(5)]
@@ -46,21 +68,25 @@ def main():
     args = ap.parse_args()
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     print(f"machine: {cpu}, {os.cpu_count()} CPUs")
-    print(f"{'rows':>8}{'seconds':>9}{'peak GB':>9}  result")
+    levels = ", ".join(f"cos~{cos}" for _, cos in PLANTED)
+    print(f"{'rows':>8}{'seconds':>9}{'peak GB':>9}  planted copies found of {PER_LEVEL} each ({levels}); search")
     with tempfile.TemporaryDirectory() as tmp:
         for n in [int(s) for s in args.sizes.split(",")]:
             cache = os.path.join(tmp, f"c{n}.h5")
             synthetic_cache(cache, n)
-            code = (f"import resource, sys; sys.path.insert(0, {ROOT!r}); import pipeline; "
+            code = (f"import sys; sys.path.insert(0, {ROOT!r}); import pipeline; "
                     f"rc = pipeline.main(['audit', {cache!r}, '--report', {os.path.join(tmp, 'r')!r}, "
                     f"'--threshold', '0.9'{', ' + repr('--max-memory') + ', ' + repr(args.max_memory) if args.max_memory else ''}]); "
-                    "print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20); sys.exit(rc)")
+                    f"print('PEAK', {VMHWM_KB} / 2**20); sys.exit(rc)")
             started = time.perf_counter()
             out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
             seconds = time.perf_counter() - started
             peak = next((float(line.split()[1]) for line in out.stdout.splitlines() if line.startswith("PEAK")), 0.0)
-            near = next((line for line in out.stdout.splitlines() if line.startswith("near duplicates")), out.stderr[-200:])
-            print(f"{n:>8}{seconds:>9.1f}{peak:>9.2f}  {near}", flush=True)
+            if out.returncode:
+                print(f"{n:>8}  failed: {out.stderr[-300:]}", flush=True)
+                continue
+            search = next((line for line in out.stdout.splitlines() if line.startswith("near duplicates")), "")
+            print(f"{n:>8}{seconds:>9.1f}{peak:>9.2f}  {planted_found(os.path.join(tmp, 'r'), n)}; {search}", flush=True)
 
 
 

@@ -23,7 +23,7 @@ from PIL import Image, ImageOps
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from classify import load_codes  # noqa: E402
-from classify.audit import normalised  # noqa: E402
+from classify.neighbours import normalised  # noqa: E402
 from extract import ExtractConfig, run_extract  # noqa: E402
 from extract.sources import scan_source  # noqa: E402
 

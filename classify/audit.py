@@ -3,7 +3,8 @@
 - exact duplicates: rows sharing a content key under different paths; a leak when they sit in
   different splits, a label conflict when in different classes;
 - near duplicates: pairs of photos whose L2-normalised codes have a cosine at or above a
-  threshold, found by exact matrix products in blocks that fit the memory budget; a leak is a
+  threshold, found by exact matrix products in blocks (beyond 100,000 photos confined to k-means
+  cells: classify/neighbours.py); a leak is a
   val/test photo with a near (or exact) twin in train. The audit reads the cache's first layer
   unless told otherwise: measured on Lite0, the final pool tells two different daisies apart where
   the pool and stage 6 side by side (stage 6 dominating the cosine) do not;
@@ -20,6 +21,7 @@ from cache import open_cache
 from cache.schema import UNLABELED
 
 from .errors import ClassifyError
+from .neighbours import neighbours
 
 # Cosine thresholds for near duplicates, calibrated on planted copies (re-encoded, resized,
 # cropped, mirrored) by bench/audit_calibration.py; README, "Audit", has the recall and the
@@ -30,11 +32,6 @@ CALIBRATED = {
     ("efficientnet_lite2", "avgpool"): 0.92,
 }
 GENERIC_THRESHOLD = 0.95  # backbones not calibrated: a conservative default; --threshold overrides
-PAIRS_CAP = 100_000       # near pairs kept (the closest first) so a degenerate cache cannot fill memory
-# Beyond this many photos the pairwise products (quadratic: 151.6 s at 100,000 rows here) give way
-# to a faiss HNSW index where faiss is installed: each photo's INDEX_NEIGHBOURS nearest, approximately.
-EXACT_ROWS = 200_000
-INDEX_NEIGHBOURS = 16
 
 
 def default_threshold(backbone, layer) -> tuple:
@@ -45,88 +42,39 @@ def default_threshold(backbone, layer) -> tuple:
                                "bench/audit_calibration.py or --threshold")
 
 
-def normalised(X) -> np.ndarray:
-    X = np.asarray(X, dtype=np.float32)
-    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+# Each fold of the label check, and the model that measures the effect of leaks, trains on at
+# most this many rows (a sample): out-of-sample probabilities and a with/without comparison need
+# a good model, not every row, and memory stays bounded.
+AUDIT_FIT_ROWS = 100_000
+PREDICT_BLOCK = 65536
 
 
-INDEX_BLOCK = 65536  # rows normalised at a time for the index: no second copy of every code
-
-
-def neighbours(X, threshold, k, budget_bytes=256 << 20):
-    """(pairs [(i, j, cosine)] with i < j and cosine >= threshold, mean cosine distance of each row
-    to its k nearest others [m], how they were found), on the cosines of the rows of ``X``: exact
-    products of row blocks with all rows, or beyond EXACT_ROWS a faiss index."""
-    if len(X) > EXACT_ROWS:
-        try:
-            return _indexed_neighbours(X, threshold, k)
-        except ImportError:
-            pass  # without faiss: exact, however long it takes
-    return (*_exact_neighbours(normalised(X), threshold, k, budget_bytes), "exact (blocked matrix products)")
-
-
-def _indexed_neighbours(X, threshold, k):
-    """Each row's INDEX_NEIGHBOURS nearest by faiss's HNSW graph on inner products (= cosines of
-    normalised codes): near pairs are those among them at or above the threshold. Rows are
-    normalised a block at a time, as they are added and as they are looked up."""
-    import faiss
-    m, d = X.shape
-    index = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
-    index.hnsw.efSearch = 64
-    blocks = [(start, min(m, start + INDEX_BLOCK)) for start in range(0, m, INDEX_BLOCK)]
-    for start, stop in blocks:
-        index.add(normalised(X[start:stop]))
-    found = min(m, max(k, INDEX_NEIGHBOURS) + 1)
-    sims, ids = np.empty((m, found), dtype=np.float32), np.empty((m, found), dtype=np.int64)
-    for start, stop in blocks:
-        sims[start:stop], ids[start:stop] = index.search(normalised(X[start:stop]), found)
-    del index
-    pairs, knn = {}, np.zeros(m, dtype=np.float32)
-    for i in range(m):
-        others = [(j, s) for j, s in zip(ids[i], sims[i]) if j != i and j >= 0]
-        knn[i] = 1.0 - float(np.mean([s for _, s in others[:k]])) if others[:k] else 0.0
-        for j, s in others:
-            if s >= threshold:
-                pairs[min(i, j), max(i, j)] = float(s)
-    ranked = sorted(((i, j, s) for (i, j), s in pairs.items()), key=lambda p: -p[2])[:PAIRS_CAP]
-    return ranked, knn, (f"approximate: each photo's {found - 1} nearest by a faiss HNSW index "
-                         f"(beyond {EXACT_ROWS:,} photos)")
-
-
-def _exact_neighbours(Xn, threshold, k, budget_bytes):
-    m = len(Xn)
-    block = max(1, min(m, budget_bytes // max(1, m * 4 * 2)))
-    k = min(k, m - 1)
-    pairs, knn = [], np.zeros(m, dtype=np.float32)
-    for start in range(0, m, block):
-        S = Xn[start:start + block] @ Xn.T
-        rows = np.arange(start, start + len(S))
-        S[np.arange(len(S)), rows] = -np.inf  # a row is not its own neighbour
-        if k > 0:
-            top = np.partition(S, m - k, axis=1)[:, m - k:]
-            knn[rows] = 1.0 - top.mean(axis=1)
-        i, j = np.nonzero(S >= threshold)
-        keep = rows[i] < j
-        pairs += list(zip(rows[i][keep].tolist(), j[keep].tolist(), S[i[keep], j[keep]].tolist()))
-        if len(pairs) > PAIRS_CAP:
-            pairs = sorted(pairs, key=lambda p: -p[2])[:PAIRS_CAP]
-    return pairs, knn
-
-
-def label_issues(X, y, seed=0, folds=5) -> tuple:
-    """(ranked row indices of likely label errors, out-of-sample probabilities [n, K], rule used)."""
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+def label_issues(X, y, seed=0, folds=5, rows=None) -> tuple:
+    """(ranked row indices of likely label errors, out-of-sample probabilities [n, K], rule used),
+    for the codes X (or X[rows]) labelled y. Each row's probabilities come from the fold that held
+    it out (scikit-learn's cross_val_predict, written out so that past AUDIT_FIT_ROWS a fold
+    trains on a stratified sample of its rows and no fold copies every code)."""
+    from sklearn.base import clone
+    from sklearn.model_selection import StratifiedKFold, train_test_split
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     from .sweep import LogisticSweepCV
+    rows = np.arange(len(y)) if rows is None else np.asarray(rows)
     counts = np.bincount(y)
     folds = int(min(folds, counts[counts > 0].min()))
     if folds < 2:
         raise ClassifyError("the label check needs at least 2 photos of every class")
     head = make_pipeline(StandardScaler(), LogisticSweepCV(param="C", grid=(0.1,)))
-    proba = cross_val_predict(head, X, y, cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
-                              method="predict_proba")
+    proba = np.zeros((len(y), int(y.max()) + 1), dtype=np.float64)
+    for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y):
+        if len(train) > AUDIT_FIT_ROWS:
+            train, _ = train_test_split(train, train_size=AUDIT_FIT_ROWS, stratify=y[train], random_state=seed)
+            train = np.sort(train)
+        fitted = clone(head).fit(X[rows[train]], y[train])
+        for start in range(0, len(test), PREDICT_BLOCK):
+            block = test[start:start + PREDICT_BLOCK]
+            proba[np.ix_(block, fitted.classes_)] = fitted.predict_proba(X[rows[block]])
     try:
         from cleanlab.filter import find_label_issues
         ranked = find_label_issues(labels=y, pred_probs=proba, return_indices_ranked_by="self_confidence")
@@ -147,12 +95,6 @@ def confident_learning(y, proba) -> np.ndarray:
     other[np.arange(len(y)), y] = False
     suspects = np.flatnonzero(other.any(axis=1) & (np.argmax(proba, axis=1) != y))
     return suspects[np.argsort(given[suspects], kind="stable")]
-
-
-def _rows(X, rows):
-    """X[rows] without a copy when ``rows`` is every row in order (a cache without views or
-    unlabeled rows: at 1,000,000 x 1280 a copy is 5 GB)."""
-    return X if len(rows) == len(X) and np.array_equal(rows, np.arange(len(X))) else X[rows]
 
 
 def audit(data, threshold=None, k=5, top=50, seed=0) -> dict:
@@ -187,7 +129,7 @@ def audit(data, threshold=None, k=5, top=50, seed=0) -> dict:
                           "crosses_splits": len({stored_splits[i] for i in members}) > 1,
                           "label_conflict": len({int(labels[i]) for i in members}) > 1})
     # Near duplicates and each photo's distance to its neighbours.
-    pairs, knn, search = neighbours(_rows(data.X, centre), threshold, k)
+    pairs, knn, search = neighbours(data.X, threshold, k, rows=centre)
     near = []
     for a, b, cosine in sorted(pairs, key=lambda p: -p[2]):
         i, j = int(centre[a]), int(centre[b])
@@ -210,7 +152,7 @@ def audit(data, threshold=None, k=5, top=50, seed=0) -> dict:
         y = labels[labelled].astype(np.int64)
         present = np.unique(y)
         y_dense = np.searchsorted(present, y)
-        ranked, proba, rule = label_issues(_rows(data.X, labelled), y_dense, seed)
+        ranked, proba, rule = label_issues(data.X, y_dense, seed, rows=labelled)
         for r in ranked[:top]:
             i = int(labelled[r])
             suggested = int(present[int(np.argmax(proba[r]))])
@@ -241,9 +183,22 @@ def audit(data, threshold=None, k=5, top=50, seed=0) -> dict:
 
 
 def effect_on_score(data, leaked, seed=0) -> dict:
-    """The reported split's logreg accuracy with every row and without the leaked ones."""
+    """The reported split's logreg accuracy with every row and without the leaked ones. Past
+    AUDIT_FIT_ROWS training rows the model trains on a seeded sample of them (an image's views
+    with it): both accuracies come from one model, and a million-row fit would hold the codes
+    three times over (19.3 GB of the audit's peak at 1,000,000 rows, the rest 8.9 GB)."""
+    from dataclasses import replace
+
+    from .budget import subsample_mask
     from .evaluate import fit_and_evaluate
-    from .splits import plan_splits
+    from .splits import EXCLUDED_SPLIT, LEFT_OUT, plan_splits, reported_split
+    eval_split = reported_split(data.splits[~np.isin(data.splits, LEFT_OUT)])
+    fitting = np.flatnonzero(~np.isin(data.splits, (*LEFT_OUT, eval_split)))
+    if len(fitting) > AUDIT_FIT_ROWS:
+        keep = subsample_mask(len(fitting), AUDIT_FIT_ROWS, seed, None if data.views is None else data.views[fitting])
+        splits = data.splits.copy()
+        splits[fitting[~keep]] = EXCLUDED_SPLIT  # neither trains nor chooses hyper-parameters
+        data = replace(data, splits=splits, _subsample=None)
     result, _ = fit_and_evaluate(data, "logreg", seed=seed, keep_rows=True)
     plan = plan_splits(data.splits, data.y, seed, data.views)
     rows = np.flatnonzero(plan.eval_mask)
@@ -253,5 +208,6 @@ def effect_on_score(data, leaked, seed=0) -> dict:
     leaked = set(leaked)
     clean = np.array([p not in leaked for p in eval_paths])
     return {"classifier": "logreg", "eval_split": result["eval_split"], "n_eval": int(len(rows)),
+            "trained_on": int(np.count_nonzero(plan.fit_mask)), "training_rows": int(len(fitting)),
             "accuracy": result["accuracy"], "n_without_leaked": int(clean.sum()),
             "accuracy_without_leaked": float(correct[clean].mean()) if clean.any() else None}

@@ -16,7 +16,9 @@ def summary_lines(found) -> list:
     effect = found.get("effect_on_score") or {}
     if effect.get("accuracy") is not None:
         without = effect["accuracy_without_leaked"]
-        lines.append(f"{effect['eval_split']} accuracy (logreg): {effect['accuracy']:.4f} on {effect['n_eval']} rows; "
+        sampled = (f" (trained on a sample of {effect['trained_on']:,} of the {effect['training_rows']:,} training rows)"
+                   if effect.get("trained_on", 0) < effect.get("training_rows", 0) else "")
+        lines.append(f"{effect['eval_split']} accuracy (logreg{sampled}): {effect['accuracy']:.4f} on {effect['n_eval']} rows; "
                      + (f"{without:.4f} on the {effect['n_without_leaked']} without leaked rows"
                         if without is not None else "no rows left without the leaked ones"))
     elif effect.get("skipped"):

@@ -164,21 +164,54 @@ def test_augmented_views_are_not_duplicates_and_the_audit_reads_centre_rows(tmp_
     assert all(p["rows"][0]["path"] != p["rows"][1]["path"] for p in found["near_duplicates"])  # no view vs its photo
 
 
-def test_the_index_finds_the_pairs_the_exact_products_find(monkeypatch):
-    """Past EXACT_ROWS the audit asks faiss's HNSW index for each photo's nearest: on clustered
-    codes with planted copies it finds the same pairs as the exact products, and close distances."""
-    pytest.importorskip("faiss")
-    from classify import audit as audit_module
+def test_cells_find_the_pairs_the_exact_products_find(monkeypatch):
+    """Past EXACT_ROWS the comparisons are confined to k-means cells: on clustered codes with
+    planted copies they find the same pairs as the exact products, and close distances."""
+    from classify import neighbours as nb
     rng = np.random.default_rng(0)
     centres = rng.normal(0, 1, (5, 64))
     X = centres[rng.integers(0, 5, 600)] + rng.normal(0, 1.0, (600, 64))
     X[500:520] = X[:20] + rng.normal(0, 0.02, (20, 64))  # twenty planted near copies
-    Xn = audit_module.normalised(X)
-    exact_pairs, exact_knn, how = audit_module.neighbours(Xn, 0.99, 5)
+    exact_pairs, exact_knn, how = nb.neighbours(X, 0.99, 5)
     assert how.startswith("exact")
-    monkeypatch.setattr(audit_module, "EXACT_ROWS", 100)
-    index_pairs, index_knn, how = audit_module.neighbours(Xn, 0.99, 5)
-    assert how.startswith("approximate")
-    assert {(i, j) for i, j, _ in exact_pairs} == {(i, j) for i, j, _ in index_pairs}
-    assert len(exact_pairs) >= 20
-    np.testing.assert_allclose(index_knn, exact_knn, atol=0.02)
+    monkeypatch.setattr(nb, "EXACT_ROWS", 100)
+    cell_pairs, cell_knn, how = nb.neighbours(X, 0.99, 5)
+    assert how.startswith("in cells: 49 k-means cells")
+    assert {(i, j) for i, j, _ in exact_pairs} == {(i, j) for i, j, _ in cell_pairs} >= {(i, 500 + i) for i in range(20)}
+    assert [s for *_, s in cell_pairs] == sorted((s for *_, s in cell_pairs), reverse=True)
+    assert np.all(cell_knn >= exact_knn - 1e-6)  # a cell holds only some of the neighbours: never nearer
+    assert np.median(cell_knn - exact_knn) < 0.02
+
+
+def test_label_check_past_the_fit_cap_still_ranks_the_flips_first(monkeypatch):
+    """Past AUDIT_FIT_ROWS each fold's head trains on a stratified sample of its rows: every row
+    still gets out-of-sample probabilities, and planted flips still rank first."""
+    from classify import audit as audit_module
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 900)
+    X = (np.eye(3)[y] * 3 + rng.normal(0, 1, (900, 3))).astype(np.float32)
+    X = np.hstack([X, rng.normal(0, 1, (900, 13)).astype(np.float32)])
+    flipped = np.arange(0, 900, 90)
+    given = y.copy()
+    given[flipped] = (y[flipped] + 1) % 3
+    monkeypatch.setattr(audit_module, "AUDIT_FIT_ROWS", 200)
+    ranked, proba, _ = audit_module.label_issues(X, given, seed=0)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-5)
+    assert set(ranked[:len(flipped)].tolist()) == set(flipped.tolist())
+
+
+def test_the_effect_on_the_score_past_the_fit_cap_trains_on_a_sample(planted, monkeypatch):
+    """Past AUDIT_FIT_ROWS training rows the leak's effect is measured with a model trained on a
+    sample of them: the reported rows are all there, and both accuracies come from it."""
+    from classify import audit as audit_module
+    from classify.evaluate import load_codes
+    data, cache, plant, root = planted
+    codes = load_codes(str(cache), "avgpool")
+    leaked = [p for p in plant["exact"] + plant["near"] if p.startswith("val/")]
+    full = audit_module.effect_on_score(codes, leaked)
+    monkeypatch.setattr(audit_module, "AUDIT_FIT_ROWS", 40)
+    sampled = audit_module.effect_on_score(codes, leaked)
+    assert full["trained_on"] == full["training_rows"] == sampled["training_rows"] > 40 >= sampled["trained_on"] > 30
+    assert sampled["n_eval"] == full["n_eval"] and sampled["n_without_leaked"] == full["n_without_leaked"]
+    assert sampled["n_eval"] - sampled["n_without_leaked"] == len(leaked)
+    assert 0.0 <= sampled["accuracy_without_leaked"] <= 1.0
