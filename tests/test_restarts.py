@@ -48,6 +48,8 @@ class Campaign:
     lingering: int   # of them, still alive ``settle`` seconds later
     outlived: list   # per kill that left workers: seconds until the last was gone (at most ``settle``)
     last: object     # the last restart, run to its end
+    rows_at_kill: list  # rows committed when each kill was sent
+    last_out: str = ""  # the last restart's stdout
 
 
 def kill_and_restart(cache, command, kills, seed, settle, rows_step=8, delay=0.2, startup_share=0.0):
@@ -55,7 +57,7 @@ def kill_and_restart(cache, command, kills, seed, settle, rows_step=8, delay=0.2
     starting it again the moment it is dead. A kill lands ``startup_share`` of the time at any moment
     of the first 3 s, otherwise up to ``delay`` s after 1..``rows_step`` more rows were committed."""
     rng = random.Random(seed)
-    campaign = Campaign([], 0, 0, [], None)
+    campaign = Campaign([], 0, 0, [], None, [])
     proc = start_cli(*command)
     for _ in range(kills):
         if startup_share and rng.random() < startup_share:  # imports, model build, first batches
@@ -66,6 +68,7 @@ def kill_and_restart(cache, command, kills, seed, settle, rows_step=8, delay=0.2
                 time.sleep(0.01)
             time.sleep(rng.uniform(0.0, delay))
         workers = children_of(proc.pid)
+        campaign.rows_at_kill.append(committed_rows(cache))
         proc.send_signal(signal.SIGKILL)  # the main pid only, not its process group
         proc.wait()  # not communicate(): orphaned workers keep the pipes open while they live
         dead, proc, died = proc, start_cli(*command), time.time()  # at once
@@ -78,7 +81,7 @@ def kill_and_restart(cache, command, kills, seed, settle, rows_step=8, delay=0.2
         _, err = dead.communicate()
         if dead.returncode == 2 and REFUSED in err:
             campaign.refused.append(err.strip())
-    _, err = proc.communicate()
+    campaign.last_out, err = proc.communicate()
     if proc.returncode == 2 and REFUSED in err:
         campaign.refused.append(err.strip())
     campaign.last = proc
@@ -104,6 +107,8 @@ def test_kill_main_pid_while_workers_decode_restart_at_once(tmp_path):
 
 @pytest.mark.ray
 def test_kill_ray_driver_restart_at_once(tmp_path):
+    """The driver of a local Ray killed twice mid-run: each restart resumes (it skips the committed
+    rows and writes the rest) to the uninterrupted local engine's cache."""
     pytest.importorskip("ray", reason="Ray is an optional extra: pip install -e '.[ray]'")
     data = tmp_path / "data"
     make_folder(str(data), per_class=24)
@@ -113,6 +118,8 @@ def test_kill_ray_driver_restart_at_once(tmp_path):
                            settle=0)
     assert not run.refused, f"{len(run.refused)} restarts refused; first: {run.refused[0]}"
     assert run.last.returncode == 0
+    assert all(0 < rows < 72 for rows in run.rows_at_kill), f"not every kill landed mid-run: {run.rows_at_kill}"
+    assert "skipped" in run.last_out and "wrote 0," not in run.last_out, run.last_out
     assert_same_cache(tmp_path / "clean.h5", killed)
 
 
