@@ -95,7 +95,7 @@ def test_onnx_probabilities_equal_the_torch_path_for_lite0(lite, name, layer):
 def test_onnx_of_vgg16_and_a_zoo_backbone_equal_the_torch_path(tmp_path):
     """VGG16 (random weights, 32-pixel input, fc7 codes) and torchvision's resnet18 (random weights)."""
     for backbone, args in (("vgg16", FAST_VGG), ("resnet18", ("--backbone", "resnet18", "--weights", "random:3",
-                                                               "--no-progress", "--workers", "0"))):
+                                                               "--crop-size", "64", "--no-progress", "--workers", "0"))):
         cache, model = str(tmp_path / f"{backbone}.h5"), str(tmp_path / f"{backbone}.npz")
         run_cli("extract", DEMO, "--cache", cache, *args, "--precision", "fp32")
         run_cli("fit", cache, "--classifier", "logreg", "--model", model)
