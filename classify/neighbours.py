@@ -66,8 +66,9 @@ def _compare(take, m, rows, candidates, threshold, k, budget_bytes, pairs, knn):
     missing = k - nearest if len(candidates) < m else 0
     for start in range(0, len(rows), block):
         chunk = rows[start:start + block]
-        S = Q[np.searchsorted(candidates, chunk)] @ Q.T
-        S[np.arange(len(chunk)), np.searchsorted(candidates, chunk)] = -np.inf  # a row is not its own neighbour
+        at = np.searchsorted(candidates, chunk)  # the chunk's places among the candidates
+        S = Q[at] @ Q.T
+        S[np.arange(len(chunk)), at] = -np.inf  # a row is not its own neighbour
         top = np.partition(S, S.shape[1] - nearest, axis=1)[:, S.shape[1] - nearest:] if nearest else S[:, :0]
         knn[chunk] = ((1.0 - top).sum(axis=1) + missing) / max(1, nearest + missing)
         a, b = np.nonzero(S >= threshold)
@@ -95,17 +96,18 @@ def _cells(take, m, seed) -> tuple:
     cells = int(round(np.sqrt(PROBE * m)))
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(m, size=min(m, cells * SAMPLE_PER_CELL), replace=False))
-    kmeans = KMeans(cells, init="random", n_init=1, max_iter=KMEANS_ITERATIONS, random_state=seed).fit(normalised(take(sample)))
+    sampled = normalised(take(sample))
+    kmeans = KMeans(cells, init="random", n_init=1, max_iter=KMEANS_ITERATIONS, random_state=seed).fit(sampled)
     C = normalised(kmeans.cluster_centers_)
     # Hub centroids (near a class's mean: closer to every member than a centroid of a few photos)
     # would draw many times the mean cell, and a cell costs its rows times the rows listed in it.
     # Ranked by cosine less each centroid's mean cosine to its nearest sampled rows (after CSLS's
     # local scaling, Conneau et al. 2018), a hub pays for its popularity: with it and the homes'
     # capacity, the work at 200,000 synthetic rows fell from 4.3% to 2.0% of all pairs.
-    sample_scores = normalised(take(sample)) @ C.T
-    top = min(len(sample), HUB_NEIGHBOURS)
-    popularity = np.partition(sample_scores, len(sample) - top, axis=0)[len(sample) - top:].mean(axis=0)
-    del sample_scores
+    sample_scores = sampled @ C.T
+    hub_rows = min(len(sample), HUB_NEIGHBOURS)
+    popularity = np.partition(sample_scores, len(sample) - hub_rows, axis=0)[len(sample) - hub_rows:].mean(axis=0)
+    del sampled, sample_scores
     nearest = np.empty((m, PROBE), dtype=np.int32)
     affinity = np.empty((m, PROBE), dtype=np.float32)
     for start in range(0, m, NORM_BLOCK):
