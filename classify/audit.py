@@ -77,7 +77,11 @@ def label_issues(X, y, seed=0, folds=5, rows=None) -> tuple:
             proba[np.ix_(block, fitted.classes_)] = fitted.predict_proba(X[rows[block]])
     try:
         from cleanlab.filter import find_label_issues
-        ranked = find_label_issues(labels=y, pred_probs=proba, return_indices_ranked_by="self_confidence")
+        # n_jobs=1: cleanlab's default forks a multiprocessing pool, and a fork of a process that
+        # already runs threads (torch's, BLAS's, a test runner's) can deadlock in the child: seen as
+        # an audit that hung for minutes under pytest-xdist. One process sorts these rows in ms.
+        ranked = find_label_issues(labels=y, pred_probs=proba, return_indices_ranked_by="self_confidence",
+                                   n_jobs=1)
         return np.asarray(ranked, dtype=np.int64), proba, "cleanlab.filter.find_label_issues (prune by noise rate)"
     except ImportError:
         return confident_learning(y, proba), proba, "confident learning's off-diagonal rule (cleanlab not installed)"
