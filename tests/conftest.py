@@ -6,6 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+# Under pytest-xdist the test processes share the cores: one torch thread each, and in the runs
+# they start, so no thread waits spinning on a core another process needs (set before torch loads).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLOWERS5 = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "flowers5"))
 sys.path.insert(0, ROOT)
@@ -51,10 +56,16 @@ def flowers5():
 
 
 def start_cli(*args, env=None):
-    """Start pipeline.py in a subprocess without waiting (to kill or signal it); text pipes."""
-    return subprocess.Popen([sys.executable, os.path.join(ROOT, "pipeline.py"), *map(str, args)], cwd=ROOT,
-                            env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    """Start pipeline.py as a process of its own without waiting (to kill or signal it), with
+    Popen's interface and text output: forked from a server that did the torch imports once
+    (tests/forked_cli.py), or a fresh interpreter when CNNCODES_TEST_SUBPROCESS=1."""
+    args = [str(a) for a in args]
+    if os.environ.get("CNNCODES_TEST_SUBPROCESS") == "1":
+        return subprocess.Popen([sys.executable, os.path.join(ROOT, "pipeline.py"), *args], cwd=ROOT,
+                                env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+    from forked_cli import ForkedCli
+    return ForkedCli(args, env or {}, ROOT)
 
 
 def run_cli(*args, check=True):

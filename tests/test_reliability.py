@@ -45,8 +45,8 @@ def test_twenty_kills_at_random_moments_then_the_clean_result(tmp_path):
     total = 121
     args = [*ARGS, "--shard-rows", "4", "--crop-size", "64"]
     clean = tmp_path / "clean.h5"
-    started = time.perf_counter()
     proc = start(data, clean, "--shard-rows", "4", "--crop-size", "64")
+    started = time.perf_counter()  # once it runs (the first start also brings up tests/forked_cli.py's server)
     while proc.poll() is None and committed_rows(clean) == 0:
         time.sleep(0.005)
     first_commit = time.perf_counter() - started  # start-up: imports, scan, model build, first shard
