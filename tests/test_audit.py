@@ -215,3 +215,20 @@ def test_the_effect_on_the_score_past_the_fit_cap_trains_on_a_sample(planted, mo
     assert sampled["n_eval"] == full["n_eval"] and sampled["n_without_leaked"] == full["n_without_leaked"]
     assert sampled["n_eval"] - sampled["n_without_leaked"] == len(leaked)
     assert 0.0 <= sampled["accuracy_without_leaked"] <= 1.0
+
+
+def test_the_label_check_forks_no_process(monkeypatch):
+    """cleanlab's default forks a multiprocessing pool; a fork of a process with threads running can
+    deadlock in the child (an audit hung under pytest-xdist). The check runs in this process."""
+    pytest.importorskip("cleanlab")
+    import multiprocessing.pool
+    from classify import audit as audit_module
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the label check started a process pool")
+    monkeypatch.setattr(multiprocessing.pool.Pool, "__init__", refuse)
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 3, 120)
+    X = (np.eye(3)[y] * 3 + rng.normal(0, 1, (120, 3))).astype(np.float32)
+    ranked, _, method = audit_module.label_issues(X, y, seed=0)
+    assert method.startswith("cleanlab.") and ranked.dtype == np.int64
