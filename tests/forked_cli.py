@@ -57,12 +57,11 @@ def _run(argv, env, cwd, out_path, err_path):
 
 class ForkedCli:
     def __init__(self, argv, env, cwd):
-        folder = tempfile.mkdtemp(prefix="cnncodes-cli-")
-        self._out, self._err = os.path.join(folder, "stdout"), os.path.join(folder, "stderr")
+        self._folder = tempfile.TemporaryDirectory(prefix="cnncodes-cli-")  # removed with this object
+        self._out, self._err = (os.path.join(self._folder.name, name) for name in ("stdout", "stderr"))
         self._process = _server().Process(target=_run, args=(list(argv), dict(env), cwd, self._out, self._err))
         self._process.start()
         self.pid = self._process.pid
-        self._output = None
 
     @property
     def returncode(self):
@@ -90,12 +89,8 @@ class ForkedCli:
         """(stdout, stderr) once the process has ended (TimeoutError if it has not within timeout)."""
         if self.wait(timeout) is None:
             raise TimeoutError(f"pipeline.py (pid {self.pid}) still running after {timeout} s")
-        if self._output is None:
-            texts = []
-            for path in (self._out, self._err):
-                with open(path, encoding="utf-8", errors="replace") as f:
-                    texts.append(f.read())
-                os.remove(path)
-            os.rmdir(os.path.dirname(self._out))
-            self._output = tuple(texts)
-        return self._output
+        texts = []
+        for path in (self._out, self._err):
+            with open(path, encoding="utf-8", errors="replace") as f:
+                texts.append(f.read())
+        return tuple(texts)
