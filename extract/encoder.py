@@ -52,13 +52,19 @@ class EncodedBatch:
 
 def encode_batches(model, preprocess, records, device, precision="fp32", batch_size=32, workers=0,
                    channels_last=True, max_pixels=DEFAULT_MAX_PIXELS, decode_on_device=None, compile_model=False,
-                   views=None, mirrored=False):
+                   views=None, mirrored=False, fixed_size=True):
     """Yield EncodedBatch for consecutive batches of records (objects with .abspath, optionally .known).
 
     decode_on_device: JPEGs decoded in the main process on ``device`` rather than in the workers
     (default: with the torchvision decoder on CUDA).
-    compile_model: run the model through torch.compile; every batch is padded to batch_size so the
-    last, shorter one does not trigger a second compilation.
+    compile_model: run the model through torch.compile.
+    fixed_size: the network always sees exactly ``batch_size`` rows (fixed_batch): a short batch (the last one,
+    or one with failed or unchanged records) is padded with zeros and a longer one (augmented
+    views, mirrored images) is cut into full ones. A CPU's fp32 kernels (and any compiled graph)
+    choose their blocking by batch size, so an image's codes would otherwise change in the 7th
+    digit with the number of images that share its batch; this way they do not depend on which
+    or how many photos share it, across sources, resumes and kills. (Off only for int8's
+    calibration, whose range observers must not see the zero padding.)
     views: a ViewPlan (extract/views.py): train records also yield their augmented views, as rows
     that repeat the record's position. mirrored: also encode each image mirrored (predict --tta).
     """
@@ -74,7 +80,9 @@ def encode_batches(model, preprocess, records, device, precision="fp32", batch_s
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(device=device, memory_format=memory_format).eval()
     if compile_model:
-        model = _padded(torch.compile(model), batch_size, memory_format)
+        model = torch.compile(model)
+    if fixed_size or compile_model:  # a compiled graph also keeps one shape: no second compilation
+        model = fixed_batch(model, batch_size, memory_format)
     normalize = preprocess.normalizer(device)
     autocast_dtype = PRECISIONS[precision]
     if device.type == "cuda":
@@ -96,12 +104,23 @@ def encode_batches(model, preprocess, records, device, precision="fp32", batch_s
                                batch.read_ns, batch.start, batch.count)
 
 
-def _padded(model, batch_size, memory_format):
+def fixed_batch(model, batch_size, memory_format=torch.contiguous_format):
+    """``model`` ({layer: tensor} out) run on exactly ``batch_size`` rows at a time, whatever the
+    number of rows given: full chunks, the last one padded with zeros (whose rows are dropped).
+    Padding costs at most one batch's compute, once per short batch."""
     def forward(x):
         n = x.shape[0]
-        if n < batch_size:
-            x = torch.cat([x, x.new_zeros((batch_size - n, *x.shape[1:]))]).contiguous(memory_format=memory_format)
-        return {k: v[:n] for k, v in model(x).items()}
+        parts = []
+        for start in range(0, n, batch_size):
+            chunk = x[start:start + batch_size]
+            if chunk.shape[0] < batch_size:
+                padding = chunk.new_zeros((batch_size - chunk.shape[0], *chunk.shape[1:]))
+                chunk = torch.cat([chunk, padding])
+            out = model(chunk.contiguous(memory_format=memory_format))
+            parts.append({k: v[:min(batch_size, n - start)] for k, v in out.items()})
+        if len(parts) == 1:
+            return parts[0]
+        return {k: torch.cat([part[k] for part in parts]) for k in parts[0]}
     return forward
 
 

@@ -168,7 +168,8 @@ class Extractor:
 
         def feed(prepared):
             for batch in encode_batches(prepared, self.preprocess, sample, self.device, "fp32", self.batch_size,
-                                        self.workers, self.options.channels_last, self.options.max_pixels):
+                                        self.workers, self.options.channels_last, self.options.max_pixels,
+                                        fixed_size=False):  # the observers must not see zero padding
                 keys.extend(batch.keys.values())
         quantization = int8.calibrate(network, self.preprocess.crop, feed, keys, engine)
         self.fingerprint = replace(self.fingerprint, quantization=quantization)

@@ -214,3 +214,30 @@ def test_compiled_model_gives_the_eager_codes(image_folder, tmp_path):
     eager, compiled = read_all(tmp_path / "eager.h5"), read_all(tmp_path / "compiled.h5")
     assert eager["paths"] == compiled["paths"]
     np.testing.assert_allclose(compiled["codes"]["fc7"], eager["codes"]["fc7"], rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "vgg16"])
+def test_an_images_codes_do_not_depend_on_its_batch(image_folder, backbone):
+    """fp32 on the CPU (where kernels choose their blocking by batch size): each photo's codes are
+    bit-identical whether it sits first or last in a full batch, in a short last batch, alone, or
+    in a batch with a failed file, because the network always sees --batch-size images."""
+    from extract.config import CodeSpec, RunOptions
+    from extract.extractor import Extractor
+    from extract.records import Record
+    paths = sorted(str(p) for p in image_folder.rglob("*.jpg"))[:11]
+    broken = image_folder / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    extractor = Extractor.for_new_codes(CodeSpec(backbone=backbone, weights="random", precision="fp32", crop_size=64),
+                                        options=RunOptions(device="cpu", batch_size=4, workers=0))
+
+    def codes(order):
+        records = [Record(path=p, abspath=p, label=None) for p in order]
+        out = {}
+        for batch in extractor.encode(records, views=False):
+            for row, i in enumerate(batch.indices):
+                out[order[i]] = batch.codes[extractor.fingerprint.layers[0]][row]
+        return out
+    reference = codes(paths)                               # batches of 4, 4 and a short 3
+    for order in (paths[::-1], paths[5:], paths[:1], [paths[2], str(broken), paths[7]]):
+        again = codes(order)
+        assert again and all(np.array_equal(again[p], reference[p]) for p in again), order

@@ -94,6 +94,8 @@ def test_int8_is_refused_where_it_does_not_apply(image_folder, tmp_path):
 def test_auto_precision_follows_the_cpus_bf16_hardware(monkeypatch):
     from extract import device as device_module
     cpu = torch.device("cpu")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)  # the suite may run with an AVX2 cap
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
     assert pick_precision("auto", cpu) == "fp32"
@@ -102,11 +104,17 @@ def test_auto_precision_follows_the_cpus_bf16_hardware(monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
     assert device_module.native_bf16() and pick_precision("auto", cpu) == "bf16"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")  # oneDNN capped below bf16: emulated, so fp32
+    assert not device_module.native_bf16() and pick_precision("auto", cpu) == "fp32"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")
+    assert pick_precision("auto", cpu) == "bf16"
     assert pick_precision("fp32", cpu) == "fp32"  # asked for explicitly: kept
     assert pick_precision("auto", torch.device("cuda")) == "fp16"
 
 
 def test_auto_precision_is_recorded_in_the_fingerprint(image_folder, tmp_path, monkeypatch):
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
     _extract(image_folder, tmp_path / "c.h5", "auto")
     with open_cache(tmp_path / "c.h5") as c:
