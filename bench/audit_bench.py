@@ -17,8 +17,7 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from cache import Fingerprint, open_for_append  # noqa: E402
+from cnncodes.cache import Fingerprint, open_for_append  # noqa: E402
 from peak import VMHWM_KB  # noqa: E402
 
 
@@ -74,8 +73,8 @@ def main():
         for n in [int(s) for s in args.sizes.split(",")]:
             cache = os.path.join(tmp, f"c{n}.h5")
             synthetic_cache(cache, n)
-            code = (f"import sys; sys.path.insert(0, {ROOT!r}); import pipeline; "
-                    f"rc = pipeline.main(['audit', {cache!r}, '--report', {os.path.join(tmp, 'r')!r}, "
+            code = (f"import sys; from cnncodes import cli; "
+                    f"rc = cli.main(['audit', {cache!r}, '--report', {os.path.join(tmp, 'r')!r}, "
                     f"'--threshold', '0.9'{', ' + repr('--max-memory') + ', ' + repr(args.max_memory) if args.max_memory else ''}]); "
                     f"print('PEAK', {VMHWM_KB} / 2**20); sys.exit(rc)")
             started = time.perf_counter()

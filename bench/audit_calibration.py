@@ -21,11 +21,10 @@ import tempfile
 import numpy as np
 from PIL import Image, ImageOps
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from classify import load_codes  # noqa: E402
-from classify.neighbours import normalised  # noqa: E402
-from extract import ExtractConfig, run_extract  # noqa: E402
-from extract.sources import scan_source  # noqa: E402
+from cnncodes.classify import load_codes  # noqa: E402
+from cnncodes.classify.neighbours import normalised  # noqa: E402
+from cnncodes.extract import ExtractConfig, run_extract  # noqa: E402
+from cnncodes.extract.sources import scan_source  # noqa: E402
 
 KINDS = {
     "jpeg q60": lambda img: img,  # saved at quality 60 below
@@ -63,7 +62,7 @@ def main():
         cache = os.path.join(tmp, "c.h5")
         run_extract(ExtractConfig(folder, cache, backbone=args.backbone, weights=args.weights, progress=False))
         data = load_codes(cache, args.layers)
-        from cache import open_cache
+        from cnncodes.cache import open_cache
         with open_cache(cache) as c:
             names = [os.path.basename(p) for p in c.paths]
         Xn = normalised(data.X)

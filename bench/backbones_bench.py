@@ -17,10 +17,8 @@ import tempfile
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from extract import ExtractConfig, Extractor, run_extract  # noqa: E402
-from extract.config import CodeSpec  # noqa: E402
+from cnncodes.extract import ExtractConfig, Extractor, run_extract  # noqa: E402
+from cnncodes.extract.config import CodeSpec  # noqa: E402
 from extract_bench import model_only, subset_folder  # noqa: E402
 
 
@@ -64,8 +62,8 @@ def cache_of(name, folder):
 
 def accuracy(names, weights, data, folder):
     """The ensemble's accuracy on the codes of ``names`` (one, or several side by side)."""
-    from classify import fit_and_evaluate, load_codes
-    from classify.joined import join_caches
+    from cnncodes.classify import fit_and_evaluate, load_codes
+    from cnncodes.classify.joined import join_caches
     seconds = 0.0
     for name in names:  # a cache kept in --caches from an earlier run is only re-checked
         seconds += run_extract(ExtractConfig(data, cache_of(name, folder), backbone=name, weights=weights,
@@ -84,7 +82,7 @@ def main():
     ap.add_argument("--limit", type=int, default=1000, help="photos for the speed runs (a short run's fixed "
                     "costs, worker start-up above all, weigh on fast networks)")
     ap.add_argument("--copies", type=int, default=1, help="link each of those photos this many times (a small "
-                    "folder such as demo_data/flowers made big enough for a GPU)")
+                    "folder such as cnncodes/demo_data/flowers made big enough for a GPU)")
     ap.add_argument("--seconds", type=float, default=10.0, help="network-alone timing, split around the run")
     ap.add_argument("--accuracy", action="store_true", help="extract the whole folder and fit the ensemble")
     ap.add_argument("--pairs", action="store_true", help="with --accuracy: every pair of backbones side by side")

@@ -19,11 +19,10 @@ from dataclasses import replace
 
 from PIL import Image
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from extract import get_backbone  # noqa: E402
-from extract.dataset import ImageRecords  # noqa: E402
-from extract.decoding import DEFAULT_MAX_PIXELS  # noqa: E402
-from extract.sources import Record  # noqa: E402
+from cnncodes.extract import get_backbone  # noqa: E402
+from cnncodes.extract.dataset import ImageRecords  # noqa: E402
+from cnncodes.extract.decoding import DEFAULT_MAX_PIXELS  # noqa: E402
+from cnncodes.extract.sources import Record  # noqa: E402
 from extract_bench import subset_folder  # noqa: E402
 
 

@@ -6,7 +6,7 @@ probabilities) at batch 1 and 32 through torch eager (channels-last as extract r
 bf16 autocast where the CPU has it) and ONNX Runtime (fp32); `predict` of one photo as a whole process with torch (.npz) and
 without (.onnx); then `serve` on localhost: requests/s and p50/p99 latency with concurrent clients.
 
-    python bench/deploy_bench.py lite.npz vgg.npz resnet.npz --photo demo_data/flowers/val/daisy/X.jpg
+    python bench/deploy_bench.py lite.npz vgg.npz resnet.npz --photo cnncodes/demo_data/flowers/val/daisy/X.jpg
 """
 import argparse
 import json
@@ -22,12 +22,10 @@ import numpy as np
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from classify.model_file import load_model  # noqa: E402
-from classify.onnx_export import deployed_model, export_onnx  # noqa: E402
-from classify.onnx_predict import OnnxModel  # noqa: E402
-from extract.device import pick_precision  # noqa: E402
+from cnncodes.classify.model_file import load_model  # noqa: E402
+from cnncodes.classify.onnx_export import deployed_model, export_onnx  # noqa: E402
+from cnncodes.classify.onnx_predict import OnnxModel  # noqa: E402
+from cnncodes.extract.device import pick_precision  # noqa: E402
 from startup_bench import timed  # noqa: E402  (a whole pipeline.py process, median of runs)
 
 

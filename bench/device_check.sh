@@ -4,7 +4,7 @@
 #   bash bench/device_check.sh CARRY
 # CARRY holds what was made on a CPU machine beforehand (bash bench/device_carry.sh CARRY f5e32.h5 makes it):
 #   whl/*.whl           packages the GPU machine lacks (array-api-compat, the efficientnet pair)
-#   eff_cpu_fp32.h5     efficientnet_lite0 codes of demo_data/flowers, --precision fp32 --dtype float32 --device cpu
+#   eff_cpu_fp32.h5     efficientnet_lite0 codes of cnncodes/demo_data/flowers, --precision fp32 --dtype float32 --device cpu
 #   vgg_cpu_fp32.h5     vgg16 --weights random:0 codes of the same, likewise
 #   f5e32.h5            flowers5 efficientnet_lite0 avgpool codes (fp32), for stage two on the GPU
 # Output: stdout (tee it); caches and logs under ${OUT:-/tmp/device_check}.
@@ -29,13 +29,13 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 nproc; python3 -c "import torch, torchvision, sklearn, numpy, h5py; print('torch', torch.__version__, 'torchvision', \
 torchvision.__version__, 'sklearn', sklearn.__version__, 'numpy', numpy.__version__, 'h5py', h5py.__version__); \
 print('cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')"
-python3 -c "import sys; sys.path.insert(0, '.'); from classify.lbfgs import solver_device; \
+python3 -c "from cnncodes.classify.lbfgs import solver_device; \
 print('stage two full-batch solver device (auto):', solver_device('auto'))"
 
 # 1. Do the GPU's codes agree with the CPU's fp32 codes of the same photos, per precision?
-step 100 python3 bench/precision_check.py demo_data/flowers --backbone efficientnet_lite0 --device "$DEVICE" \
+step 100 python3 bench/precision_check.py cnncodes/demo_data/flowers --backbone efficientnet_lite0 --device "$DEVICE" \
   --precisions "$PRECISIONS" --limit 1000 --reference "$CARRY/eff_cpu_fp32.h5"
-step 100 python3 bench/precision_check.py demo_data/flowers --backbone vgg16 --weights random:0 --device "$DEVICE" \
+step 100 python3 bench/precision_check.py cnncodes/demo_data/flowers --backbone vgg16 --weights random:0 --device "$DEVICE" \
   --precisions "$PRECISIONS" --limit 1000 --reference "$CARRY/vgg_cpu_fp32.h5"
 
 # 2. Stage two on the GPU: every classifier (torch heads on CUDA), then the streamed path.
@@ -50,12 +50,12 @@ step 200 env N="${N:-2000}" SECONDS_MODEL="${SECONDS_MODEL:-5}" DEVICE="$DEVICE"
   --classic-batches 1 --whole-process "" --million "$MILLION" --budget 1G
 big="$CARRY/f5e32.h5.$MILLION.h5"
 [ -e "$big" ] && step 90 python3 -c "import resource, sys, time; t = time.perf_counter(); import pipeline; \
-code = pipeline.main(['fit', '$big', '--classifier', 'logreg']); \
+code = cli.main(['fit', '$big', '--classifier', 'logreg']); \
 print(f'{time.perf_counter() - t:.1f} s, peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB')"
 
 # 5. The zoo end to end vs the network alone (issue 20 asks >= 0.9x for every family; 2 CPU cores
 #    cannot show it, as decoding there takes the cores the network needs): random weights, the
 #    200 demo photos linked 10 times each.
-step 300 python3 bench/backbones_bench.py demo_data/flowers --weights random --limit 200 --copies 10 --seconds 4 \
+step 300 python3 bench/backbones_bench.py cnncodes/demo_data/flowers --weights random --limit 200 --copies 10 --seconds 4 \
   --backbones resnet18,mobilenet_v3_small,efficientnet_b0,convnext_tiny,vit_b_16,swin_t,efficientnet_lite0
 true

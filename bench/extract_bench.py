@@ -23,12 +23,11 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from extract import ExtractConfig, get_backbone, int8, options, run_extract  # noqa: E402
-from extract.device import PRECISIONS, batching, pick_device, pick_precision  # noqa: E402
-from extract.encoder import autocast_context  # noqa: E402
-from extract.sources import scan_image_folder  # noqa: E402
-from extract.weights import resolve_weights  # noqa: E402
+from cnncodes.extract import ExtractConfig, get_backbone, int8, options, run_extract  # noqa: E402
+from cnncodes.extract.device import PRECISIONS, batching, pick_device, pick_precision  # noqa: E402
+from cnncodes.extract.encoder import autocast_context  # noqa: E402
+from cnncodes.extract.sources import scan_image_folder  # noqa: E402
+from cnncodes.extract.weights import resolve_weights  # noqa: E402
 
 
 def subset_folder(src, limit, dst):

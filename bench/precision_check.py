@@ -11,7 +11,7 @@ Bars for a reduced-precision default: cosine >= 0.999 and accuracy within 0.3 po
 --reference CACHE adds a row for codes of the same images made elsewhere (another device, say
 the CPU's fp32 codes beside a GPU run), matched by path:
 
-    python bench/precision_check.py demo_data/flowers --backbone efficientnet_lite0 --device cuda \
+    python bench/precision_check.py cnncodes/demo_data/flowers --backbone efficientnet_lite0 --device cuda \
         --precisions fp32,fp16,bf16 --reference cpu_fp32.h5
 
     python bench/precision_check.py ../shared/data/flowers5 --backbone vgg16 --weights random \\
@@ -25,10 +25,9 @@ import tempfile
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from cache import open_cache  # noqa: E402
-from classify import fit_and_evaluate, load_codes  # noqa: E402
-from extract import ExtractConfig, options, run_extract  # noqa: E402
+from cnncodes.cache import open_cache  # noqa: E402
+from cnncodes.classify import fit_and_evaluate, load_codes  # noqa: E402
+from cnncodes.extract import ExtractConfig, options, run_extract  # noqa: E402
 from extract_bench import subset_folder  # noqa: E402
 
 

@@ -14,12 +14,10 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 from conftest import assert_same_cache, committed_rows, run_cli  # noqa: E402
 from test_restarts import kill_and_restart  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from extract_bench import subset_folder  # noqa: E402
 
 def cpu():

@@ -19,17 +19,15 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from peak import VMHWM_KB  # noqa: E402
-sys.path.insert(0, ROOT)
 
 # A forward pass at 64 pixels keeps the 32 new photos cheap: the bench measures the cache's costs.
 EXTRACT_ARGS = ["--backbone", "efficientnet_lite0", "--crop-size", "64", "--no-progress", "--workers", "0"]
 
 CHILD = r"""
 import json, sys, time
-sys.path.insert(0, {root!r})
 started = time.perf_counter()
-import pipeline
-code = pipeline.main({argv!r})
+from cnncodes import cli
+code = cli.main({argv!r})
 print(json.dumps({{"seconds": time.perf_counter() - started, "peak_mb": PEAK / 1024, "rc": code}}))
 """.replace("PEAK", VMHWM_KB)
 
@@ -46,9 +44,9 @@ def timed_cli(argv) -> dict:
 def synthetic_cache(path, rows, photos_root, chunk=65536):
     """``rows`` rows of random codes under the fingerprint `extract` uses with EXTRACT_ARGS."""
     import numpy as np
-    from cache import open_for_append
-    from extract import Extractor, RuntimeOptions
-    from extract.config import CodeSpec
+    from cnncodes.cache import open_for_append
+    from cnncodes.extract import Extractor, RuntimeOptions
+    from cnncodes.extract.config import CodeSpec
     extractor = Extractor.for_new_codes(CodeSpec("efficientnet_lite0", crop_size=64), data_root=photos_root,
                                         options=RuntimeOptions(device="cpu"))
     rng = np.random.default_rng(0)

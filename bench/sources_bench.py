@@ -17,10 +17,8 @@ import tarfile
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from extract import ExtractConfig, run_extract  # noqa: E402
-from extract.sources import scan_source  # noqa: E402
+from cnncodes.extract import ExtractConfig, run_extract  # noqa: E402
+from cnncodes.extract.sources import scan_source  # noqa: E402
 from extract_bench import subset_folder  # noqa: E402
 
 

@@ -21,10 +21,9 @@ import time
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from cache import open_cache  # noqa: E402
+from cnncodes.cache import open_cache  # noqa: E402
 from peak import VMHWM_KB  # noqa: E402
-from classify import compare, load_codes, plan_splits  # noqa: E402
+from cnncodes.classify import compare, load_codes, plan_splits  # noqa: E402
 
 
 def classic_seconds_per_image(batches, batch=20, crop=224, n_classes=5, whole_top=False):
@@ -67,8 +66,7 @@ def repeated_cache(path, rows, chunk=65536):
     if not os.path.exists(big):
         code = f"""
 import sys, numpy as np
-sys.path.insert(0, {ROOT!r})
-from cache import open_cache, open_for_append
+from cnncodes.cache import open_cache, open_for_append
 with open_cache({path!r}) as src:
     X, y, splits, names, fp = src.codes(), src.labels, src.splits, src.class_names, src.fingerprint_object
     widths = {{layer: src.width(layer) for layer in src.layers}}
@@ -133,7 +131,7 @@ def main():
     if args.million:
         big = repeated_cache(args.cache, args.million)
         child = ("import sys, time; sys.argv = ['pipeline.py'] + sys.argv[1:]; t = time.perf_counter(); "
-                 "import pipeline; code = pipeline.main(); "
+                 "from cnncodes import cli; code = cli.main(); "
                  f"peak = {VMHWM_KB}; print(f'{{time.perf_counter() - t:.1f}} s, peak {{peak / 2**20:.2f}} GB'); "
                  "sys.exit(code)")
         out = subprocess.run([sys.executable, "-c", child, "fit", big, "--classifier", "logreg", "--max-memory",

@@ -14,11 +14,10 @@ import os
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from cache import open_cache  # noqa: E402
-from classify import ClassifyError, fit_and_evaluate, load_codes  # noqa: E402
-from classify.evaluate import _against_the_best  # noqa: E402
-from classify.registry import classifiers_for  # noqa: E402
+from cnncodes.cache import open_cache  # noqa: E402
+from cnncodes.classify import ClassifyError, fit_and_evaluate, load_codes  # noqa: E402
+from cnncodes.classify.evaluate import _against_the_best  # noqa: E402
+from cnncodes.classify.registry import classifiers_for  # noqa: E402
 
 
 def main():

@@ -16,15 +16,14 @@ import sys
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from cache import open_cache  # noqa: E402
-from classify import fit_and_evaluate, load_codes  # noqa: E402
-from classify.registry import CODE_HEADS  # noqa: E402
+from cnncodes.cache import open_cache  # noqa: E402
+from cnncodes.classify import fit_and_evaluate, load_codes  # noqa: E402
+from cnncodes.classify.registry import CODE_HEADS  # noqa: E402
 
 
 def reported_photos(data):
     """(absolute paths, labels) of the reported split's centre rows."""
-    from classify import plan_splits
+    from cnncodes.classify import plan_splits
     plan = plan_splits(data.splits, data.y, 0, data.views)
     rows = np.flatnonzero(plan.eval_mask)
     with open_cache(data.path) as c:
@@ -38,7 +37,7 @@ def main():
     ap.add_argument("caches", nargs="+")
     ap.add_argument("--classifiers", default=None, help="comma-separated (default: all)")
     args = ap.parse_args()
-    from extract.encode_new import encode_images
+    from cnncodes.extract.encode_new import encode_images
     mirrored_codes = None
     for cache in args.caches:
         data = load_codes(cache)

@@ -17,8 +17,8 @@ Augmented views (extract --views) are left out: they are copies by construction.
 """
 import numpy as np
 
-from cache import open_cache
-from cache.schema import UNLABELED
+from ..cache import open_cache
+from ..cache.schema import UNLABELED
 
 from .errors import ClassifyError
 from .neighbours import neighbours

@@ -8,7 +8,7 @@ import re
 
 import numpy as np
 
-from cache.schema import image_of_rows
+from ..cache.schema import image_of_rows
 
 from .errors import ClassifyError
 

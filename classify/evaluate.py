@@ -5,8 +5,8 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score
 
-from cache import open_cache
-from cache.schema import UNLABELED
+from ..cache import open_cache
+from ..cache.schema import UNLABELED
 
 from .ensemble import final_model, members_of, soft_vote
 from .errors import ClassifyError

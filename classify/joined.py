@@ -10,8 +10,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from cache import open_cache
-from cache.schema import class_of
+from ..cache import open_cache
+from ..cache.schema import class_of
 
 from .errors import ClassifyError
 

@@ -141,7 +141,7 @@ class LoadedModel:
         from sklearn.pipeline import Pipeline
         self.meta = meta
         self.class_names = meta["class_names"]
-        from cache.fingerprint import Fingerprint
+        from ..cache.fingerprint import Fingerprint
         self.fingerprint = Fingerprint.from_attrs(meta["fingerprint"])
         self.layer = meta["layer"]
         # other caches whose codes went side by side (classify/joined.py): [{cache, layer, fingerprint, width}]

@@ -140,7 +140,7 @@ class Deployed(nn.Module):
 
 def deployed_model(model, weights_file=None) -> tuple:
     """(Deployed module in eval mode, fp32, on the CPU; the fingerprint's Preprocess) of a LoadedModel."""
-    from extract.extractor import Extractor, RuntimeOptions
+    from ..extract.extractor import Extractor, RuntimeOptions
     if model.side_by_side:
         raise ClassifyError("export-model: codes of several caches side by side (--with) are not exported yet; "
                             "export a model fitted on one cache")
@@ -166,13 +166,14 @@ def metadata(model, preprocess) -> dict:
 
 
 def export_onnx(model_path, out_path, weights_file=None, opset=OPSET) -> dict:
-    """Write ``out_path`` (one file, weights inside) from a model file; returns a summary dict."""
+    """Write ``out_path`` (one file, weights inside) from a model file (or a fitted model: what
+    load_model gives, or cnncodes.Model); returns a summary dict."""
     import os
 
     import onnx
-    from extract.onnx_network import export_graph
+    from ..extract.onnx_network import export_graph
     from .model_file import load_model
-    model = load_model(model_path)
+    model = model_path if hasattr(model_path, "pipeline") else load_model(model_path)
     deployed, preprocess = deployed_model(model, weights_file)
     example = torch.zeros(2, 3, preprocess.crop, preprocess.crop, dtype=torch.uint8)
     tmp = f"{out_path}.tmp"

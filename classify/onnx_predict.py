@@ -81,7 +81,7 @@ class OnnxModel:
 
     def prepare(self, source) -> np.ndarray:
         """A path or an image file's bytes -> uint8 [3, crop, crop]; DecodeError with the reason."""
-        from extract.decoding import decode_rgb
+        from ..extract.decoding import decode_rgb
         return network_input(decode_rgb(source, draft_size=self.draft_size), self.preprocess)
 
     def predict_proba(self, batch: np.ndarray) -> np.ndarray:
@@ -94,8 +94,8 @@ class OnnxModel:
 
 def predict_images_onnx(model_path, inputs, top_k=3, batch_size=32):
     """(predictions, failures) as classify.predict.predict_images gives them, through ONNX Runtime."""
-    from extract.decoding import DecodeError
-    from extract.sources import expand_image_paths
+    from ..extract.decoding import DecodeError
+    from ..extract.sources import expand_image_paths
     model = OnnxModel(model_path)
     paths = expand_image_paths(inputs)
     if not paths:

@@ -6,11 +6,12 @@ from .model_file import load_model
 
 def predict_images(model_path, inputs, top_k=3, weights_file=None, device="auto", batch_size=None, workers=None,
                    tta=False, precision=None):
-    """(predictions, failures). Each prediction: {path, label, probability, top_k: [{label, probability}]}.
+    """(predictions, failures) with the model of a file (or a fitted model: what load_model gives, or
+    cnncodes.Model). Each prediction: {path, label, probability, top_k: [{label, probability}]}.
     tta: average the head's probabilities over each image's centre view and its mirror image.
     precision: compute the codes in this float precision (default: the device's automatic one)."""
-    from extract.encode_new import encode_images  # the one door from stage two into stage one
-    model = load_model(model_path)
+    from ..extract.encode_new import encode_images  # the one door from stage two into stage one
+    model = model_path if hasattr(model_path, "pipeline") else load_model(model_path)
     paths, codes, failures = encode_images(model.fingerprint, inputs, weights_file=weights_file, device=device,
                                            batch_size=batch_size, workers=workers, layer=model.layer, mirrored=tta,
                                            precision=precision)

@@ -106,7 +106,7 @@ def make_app(model_path, max_batch=32, max_wait_ms=5.0, max_bytes=MAX_BYTES, dec
     started = time.time()
 
     async def predict(request):
-        from extract.decoding import DecodeError
+        from ..extract.decoding import DecodeError
 
         from .errors import ClassifyError
         try:

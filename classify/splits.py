@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.model_selection import StratifiedShuffleSplit
 
-from cache.schema import image_of_rows
+from ..cache.schema import image_of_rows
 
 from .errors import ClassifyError
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cache import open_cache
-from cache.schema import CODE_CHUNK_ROWS
+from ..cache import open_cache
+from ..cache.schema import CODE_CHUNK_ROWS
 
 from .budget import rows_that_fit
 

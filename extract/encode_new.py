@@ -16,7 +16,7 @@ def _encoder(fingerprint, weights_file, device, batch_size=None, workers=None, l
     """The cache's extractor, and the layers whose codes go side by side ("a+b"; default the first).
     precision: a float precision to compute in (default: the device's automatic one)."""
     if isinstance(fingerprint, dict):
-        from cache import Fingerprint
+        from ..cache import Fingerprint
         fingerprint = Fingerprint.from_attrs(fingerprint)
     keep = bool(precision and precision != "auto" and not fingerprint.quantization)
     extractor = Extractor.from_fingerprint(fingerprint.with_precision(precision) if keep else fingerprint, weights_file,
@@ -69,7 +69,7 @@ def recompute_rows(cache_path, count, seed=0, data_root=None, weights_file=None,
     failures). Augmented views are recomputed too: each is seeded by its image's content key and
     view index, so it comes out as it did (a changed crop sampler would show here). The cosine is
     taken on the first layer, after rounding to the stored dtype."""
-    from cache import open_cache
+    from ..cache import open_cache
     with open_cache(cache_path) as c:
         layer = c.default_layer
         root = data_root or c.fingerprint.provenance.get("data_root")

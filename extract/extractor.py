@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torchvision
 
-from cache import Fingerprint
+from ..cache import Fingerprint
 
 from . import int8
 from .backbones import get_backbone

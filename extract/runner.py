@@ -5,7 +5,7 @@ It knows the cache only through ``cache.open_for_append`` and never the order of
 import time
 from dataclasses import dataclass, field, replace
 
-import cache as cache_api
+from .. import cache as cache_api
 
 from .config import CodeSpec, RunOptions
 from .engines import make_engine

@@ -13,7 +13,6 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLOWERS5 = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "flowers5"))
-sys.path.insert(0, ROOT)
 
 
 def make_image(path, seed, size=(48, 40), tint=(0, 0, 0), mode="RGB", fmt=None):
@@ -70,7 +69,7 @@ def start_cli(*args, env=None):
 
 def run_cli(*args, check=True):
     """Run the command line and return a CompletedProcess with text output. In this process
-    (`pipeline.main(argv)`: no interpreter and torch start-up per call), except for runs that
+    (`cli.main(argv)`: no interpreter and torch start-up per call), except for runs that
     start a Ray cluster (kept out of the test process) or when CNNCODES_TEST_SUBPROCESS=1.
     Tests that kill or signal a run use start_cli."""
     args = [str(a) for a in args]
@@ -85,18 +84,18 @@ def run_cli(*args, check=True):
 
 
 def _run_in_process(args):
-    """pipeline.main(args) with its output captured and its exit status as a process would give
+    """cli.main(args) with its output captured and its exit status as a process would give
     it: argparse's exit code, 1 and the traceback for an uncaught exception."""
     import contextlib
     import io
     import traceback
-    import pipeline
+    from cnncodes import cli
     out, err, cwd = io.StringIO(), io.StringIO(), os.getcwd()
     os.chdir(ROOT)
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
-                code = pipeline.main(args)
+                code = cli.main(args)
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
             except Exception:
@@ -123,7 +122,7 @@ def committed_rows(cache):
 
 def assert_same_cache(a, b):
     """Two caches hold the same rows: paths, keys, labels, splits, classes, failures, codes bit for bit."""
-    from cache import open_cache
+    from cnncodes.cache import open_cache
     with open_cache(a) as x, open_cache(b) as y:
         assert x.paths == y.paths and x.keys == y.keys and x.class_names == y.class_names
         assert x.labels.tolist() == y.labels.tolist() and x.splits.tolist() == y.splits.tolist()

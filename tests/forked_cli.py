@@ -19,8 +19,8 @@ import tempfile
 
 # Imported by the server before any fork: the whole start-up cost of `python pipeline.py extract`
 # (measured with -X importtime). Nothing here runs a torch op, so no thread pool exists to fork.
-PRELOAD = ["torch", "torchvision", "h5py", "numpy", "PIL.Image", "pipeline", "cache", "extract.runner",
-           "extract.extractor", "forked_cli"]
+PRELOAD = ["torch", "torchvision", "h5py", "numpy", "PIL.Image", "cnncodes.cli", "cnncodes.cache",
+           "cnncodes.extract.runner", "cnncodes.extract.extractor", "forked_cli"]
 
 _context = None
 
@@ -51,8 +51,8 @@ def _run(argv, env, cwd, out_path, err_path):
     # decoding workers are forked by this process (multiprocessing made the server its default).
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     multiprocessing.set_start_method(None, force=True)
-    import pipeline
-    sys.exit(pipeline.main(argv))  # multiprocessing turns SystemExit into the exit status
+    from cnncodes import cli
+    sys.exit(cli.main(argv))  # multiprocessing turns SystemExit into the exit status
 
 
 class ForkedCli:

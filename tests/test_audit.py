@@ -118,7 +118,7 @@ def test_audit_says_in_one_line_what_it_cannot_do(planted, tmp_path):
 
 
 def test_confident_learning_rule_flags_confident_disagreement():
-    from classify.audit import confident_learning
+    from cnncodes.classify.audit import confident_learning
     y = np.array([0, 0, 0, 1, 1, 1])
     proba = np.array([[0.9, 0.1], [0.8, 0.2], [0.1, 0.9],   # row 2: labelled 0, confidently 1
                       [0.2, 0.8], [0.3, 0.7], [0.6, 0.4]])  # row 5: labelled 1, but 0 is above 0's threshold?
@@ -127,7 +127,7 @@ def test_confident_learning_rule_flags_confident_disagreement():
 
 
 def test_every_accuracy_has_its_interval_and_compare_says_what_ties_the_best(tmp_path):
-    from classify.evaluate import mcnemar_p, wilson_interval
+    from cnncodes.classify.evaluate import mcnemar_p, wilson_interval
     low, high = wilson_interval(45, 50)
     assert low < 0.9 < high and round(high - low, 2) == 0.17  # 0.786-0.957: the demo's 50 val photos
     assert mcnemar_p([1] * 10, [1] * 10) == 1.0
@@ -167,7 +167,7 @@ def test_augmented_views_are_not_duplicates_and_the_audit_reads_centre_rows(tmp_
 def test_cells_find_the_pairs_the_exact_products_find(monkeypatch):
     """Past EXACT_ROWS the comparisons are confined to k-means cells: on clustered codes with
     planted copies they find the same pairs as the exact products, and close distances."""
-    from classify import neighbours as nb
+    from cnncodes.classify import neighbours as nb
     rng = np.random.default_rng(0)
     centres = rng.normal(0, 1, (5, 64))
     X = centres[rng.integers(0, 5, 600)] + rng.normal(0, 1.0, (600, 64))
@@ -186,7 +186,7 @@ def test_cells_find_the_pairs_the_exact_products_find(monkeypatch):
 def test_label_check_past_the_fit_cap_still_ranks_the_flips_first(monkeypatch):
     """Past AUDIT_FIT_ROWS each fold's head trains on a stratified sample of its rows: every row
     still gets out-of-sample probabilities, and planted flips still rank first."""
-    from classify import audit as audit_module
+    from cnncodes.classify import audit as audit_module
     rng = np.random.default_rng(1)
     y = rng.integers(0, 3, 900)
     X = (np.eye(3)[y] * 3 + rng.normal(0, 1, (900, 3))).astype(np.float32)
@@ -203,8 +203,8 @@ def test_label_check_past_the_fit_cap_still_ranks_the_flips_first(monkeypatch):
 def test_the_effect_on_the_score_past_the_fit_cap_trains_on_a_sample(planted, monkeypatch):
     """Past AUDIT_FIT_ROWS training rows the leak's effect is measured with a model trained on a
     sample of them: the reported rows are all there, and both accuracies come from it."""
-    from classify import audit as audit_module
-    from classify.evaluate import load_codes
+    from cnncodes.classify import audit as audit_module
+    from cnncodes.classify.evaluate import load_codes
     data, cache, plant, root = planted
     codes = load_codes(str(cache), "avgpool")
     leaked = [p for p in plant["exact"] + plant["near"] if p.startswith("val/")]
@@ -222,7 +222,7 @@ def test_the_label_check_forks_no_process(monkeypatch):
     deadlock in the child (an audit hung under pytest-xdist). The check runs in this process."""
     pytest.importorskip("cleanlab")
     import multiprocessing.pool
-    from classify import audit as audit_module
+    from cnncodes.classify import audit as audit_module
 
     def refuse(*args, **kwargs):
         raise AssertionError("the label check started a process pool")

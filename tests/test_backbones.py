@@ -11,11 +11,11 @@ import torch
 from PIL import Image
 
 from conftest import ROOT, make_folder, run_cli
-from extract import Extractor
-from extract.config import CodeSpec, RunOptions
-from extract.backbones import get_backbone
-from extract.errors import ExtractError
-from extract.sources import Record
+from cnncodes.extract import Extractor
+from cnncodes.extract.config import CodeSpec, RunOptions
+from cnncodes.extract.backbones import get_backbone
+from cnncodes.extract.errors import ExtractError
+from cnncodes.extract.sources import Record
 
 PHOTOS = 3
 
@@ -192,7 +192,7 @@ def test_a_model_trained_on_another_family_predicts(tmp_path):
 
 def test_listing_names_every_torchvision_classifier_and_no_torch_for_help():
     import torchvision
-    from extract.backbones.listing import list_backbones
+    from cnncodes.extract.backbones.listing import list_backbones
     rows, _ = list_backbones(probe=False)
     names = {r["name"] for r in rows}
     assert set(torchvision.models.list_models(module=torchvision.models)) <= names
@@ -201,10 +201,10 @@ def test_listing_names_every_torchvision_classifier_and_no_torch_for_help():
     assert vgg["layers"] == "fc7" and vgg["top1"] == pytest.approx(71.592) and vgg["gmacs"] == pytest.approx(15.47)
     listed = run_cli("backbones", "resnet1*")
     assert "resnet18" in listed.stdout and " 512 " in listed.stdout
-    probe = "import sys, pipeline; pipeline.build_parser().parse_args(['extract', '-h'])"
+    probe = "import sys; from cnncodes import cli; cli.build_parser().parse_args(['extract', '-h'])"
     out = subprocess.run([sys.executable, "-c", probe + "\n"], capture_output=True, text=True, cwd=ROOT)
     assert "timm:NAME" in out.stdout
-    check = ("import sys, pipeline\ntry:\n    pipeline.build_parser().parse_args(['extract', '-h'])\n"
+    check = ("import sys\nfrom cnncodes import cli\ntry:\n    cli.build_parser().parse_args(['extract', '-h'])\n"
              "except SystemExit:\n    pass\nprint([m for m in ('torch', 'timm', 'open_clip') if m in sys.modules])")
     heavy = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, cwd=ROOT)
     assert heavy.stdout.strip().endswith("[]"), heavy.stdout + heavy.stderr
@@ -215,10 +215,10 @@ def test_listing_names_every_torchvision_classifier_and_no_torch_for_help():
 def test_two_backbones_side_by_side_fit_compare_and_predict(tmp_path):
     import json
     import shutil
-    from cache import open_cache
-    from classify import load_codes
-    from classify.errors import ClassifyError
-    from classify.joined import join_caches
+    from cnncodes.cache import open_cache
+    from cnncodes.classify import load_codes
+    from cnncodes.classify.errors import ClassifyError
+    from cnncodes.classify.joined import join_caches
     data = tmp_path / "data"
     make_folder(str(data), per_class=4)
     shutil.copy(data / "red" / "0000.jpg", data / "red" / "twin.jpg")  # byte-identical under two names
@@ -259,7 +259,7 @@ def test_weights_file_loads_through_the_library(name, photos, tmp_path):
     """--weights FILE for the families whose library loads the file itself (with the tag's config)."""
     pytest.importorskip(name.partition(":")[0], reason="the optional extra [zoo]")
     spec = get_backbone(name)
-    from extract.weights import ResolvedWeights
+    from cnncodes.extract.weights import ResolvedWeights
     torch.manual_seed(7)
     network = spec.network(ResolvedWeights(identity="random:7", seed=7))
     if name.startswith("open_clip"):  # open_clip reads a whole CLIP checkpoint: save the full model's

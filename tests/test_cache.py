@@ -4,9 +4,9 @@ import h5py
 import numpy as np
 import pytest
 
-from cache import (CacheError, CacheLocked, Fingerprint, FingerprintMismatch, cache_lock, existing_fingerprint,
+from cnncodes.cache import (CacheError, CacheLocked, Fingerprint, FingerprintMismatch, cache_lock, existing_fingerprint,
                    open_cache, open_for_append, recover, segment_folder)
-from cache import append as append_module
+from cnncodes.cache import append as append_module
 
 FP = Fingerprint(backbone="toy", layers=("f",), weights="random:0", preprocess={"crop": 8}, dtype="float16")
 WIDTHS = {"f": 3}
@@ -158,7 +158,7 @@ def test_different_fingerprint_is_refused(tmp_path):
 
 
 def test_schema1_cache_is_read_and_upgraded(tmp_path):
-    from cache.schema import STR
+    from cnncodes.cache.schema import STR
     cache = str(tmp_path / "old.h5")
     with h5py.File(cache, "w") as f:
         for k, v in FP.to_attrs().items():
@@ -205,7 +205,7 @@ def test_a_refused_second_lock_in_the_same_process_keeps_the_first(tmp_path):
     import subprocess
     import sys
     cache = str(tmp_path / "c.h5")
-    probe = ("import sys; sys.path.insert(0, sys.argv[2]); from cache import cache_lock, CacheLocked\n"
+    probe = ("import sys; from cnncodes.cache import cache_lock, CacheLocked\n"
              "try:\n    with cache_lock(sys.argv[1]): print('taken')\nexcept CacheLocked: print('refused')")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     with cache_lock(cache):
@@ -219,7 +219,7 @@ def test_a_refused_second_lock_in_the_same_process_keeps_the_first(tmp_path):
 def test_verify_merges_a_recompute_into_its_report_and_applies_the_bar(tmp_path):
     """verify_cache owns the --recompute merge (once pipeline.py's): the re-extraction runs only on
     a sound file, its failures are missing images, and a worst cosine under the bar is a problem."""
-    from cache.verify import verify_cache
+    from cnncodes.cache.verify import verify_cache
     cache = str(tmp_path / "c.h5")
     write(cache, [("a.jpg", "k1", "train", "x", 1.0), ("b.jpg", "k2", "val", "y", 2.0)])
     calls = []

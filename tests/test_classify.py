@@ -4,11 +4,11 @@ import os
 import numpy as np
 import pytest
 
-from cache import Fingerprint, open_cache, open_for_append
-from classify.registry import CODE_HEADS
-from classify import CLASSIFIERS, fit_and_evaluate, load_codes, load_model, plan_splits, save_model
-from classify.model_file import ModelFileError
-from classify.splits import SplitError
+from cnncodes.cache import Fingerprint, open_cache, open_for_append
+from cnncodes.classify.registry import CODE_HEADS
+from cnncodes.classify import CLASSIFIERS, fit_and_evaluate, load_codes, load_model, plan_splits, save_model
+from cnncodes.classify.model_file import ModelFileError
+from cnncodes.classify.splits import SplitError
 from conftest import FAST_VGG, run_cli
 
 FINGERPRINT = Fingerprint(backbone="toy", layers=("f",), weights="random:0", preprocess={"crop": 8},
@@ -194,9 +194,9 @@ def test_sweep_solver_equals_scikit_learn_at_every_C_on_real_codes(flowers5, tmp
     held-out probabilities. Selection is tested apart (below), on synthetic rows."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
-    from classify.registry import LOG_C
-    from classify.sweep import LogisticSweepCV
-    from extract import ExtractConfig, run_extract
+    from cnncodes.classify.registry import LOG_C
+    from cnncodes.classify.sweep import LogisticSweepCV
+    from cnncodes.extract import ExtractConfig, run_extract
     data = tmp_path / "f5"
     for split, per_class in (("train", 120), ("val", 40)):  # 600 photos to fit, 200 held out
         for cls in sorted(os.listdir(os.path.join(flowers5, split))):
@@ -229,8 +229,8 @@ def test_sweep_scores_every_C_as_grid_search_does_and_keeps_the_first_best(tmp_p
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GridSearchCV
     from sklearn.preprocessing import StandardScaler
-    from classify.lbfgs import SWEEP_TOL_FACTOR
-    from classify.registry import LOG_C
+    from cnncodes.classify.lbfgs import SWEEP_TOL_FACTOR
+    from cnncodes.classify.registry import LOG_C
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(3), 300)
     centres = np.zeros((3, 300))
@@ -256,7 +256,7 @@ def test_sweep_scores_every_C_as_grid_search_does_and_keeps_the_first_best(tmp_p
 
 
 def test_report_lists_mistakes_and_says_when_photos_are_gone(random_labels, tmp_path):
-    from classify.report import write_report
+    from cnncodes.classify.report import write_report
     data = random_labels  # plenty of mistakes; its rows have no photos on disk
     results = [fit_and_evaluate(data, "centroid")[0]]
     mistakes = results[0]["mistakes"]
@@ -285,7 +285,7 @@ def test_max_memory_subsamples_rows_and_says_so(tmp_path):
 
 
 def test_stream_loads_cover_each_row_once_within_the_budget(tmp_path):
-    from classify.stream import CodeStream
+    from cnncodes.classify.stream import CodeStream
     X, y, s = blobs(n_per_class=3000, dim=16)  # 9,000 rows, stored class by class
     stream = CodeStream(codes_cache(tmp_path / "c.h5", X, y, s, 3), "f", 200 << 10)
     assert stream.load_rows < 9000 // 4
@@ -320,7 +320,7 @@ def test_max_memory_streams_the_linear_heads_over_every_row(tmp_path):
 
 
 def test_every_cached_layer_is_used_side_by_side_by_default(tmp_path):
-    from classify.stream import CodeStream
+    from cnncodes.classify.stream import CodeStream
     X, y, s = blobs(n_per_class=50, dim=8)
     G = np.random.default_rng(1).normal(size=(len(y), 3)).astype(np.float32)
     fingerprint = Fingerprint(backbone="toy", layers=("f", "g"), weights="random:0", preprocess={"crop": 8},
@@ -340,7 +340,7 @@ def test_sweep_solver_runs_the_same_on_numpy_and_torch():
     """One solver, written against the array API: numpy (the CPU's) and torch (the GPU's) reach the
     same heads from the same start."""
     import torch
-    from classify.lbfgs import _Heads, batched_lbfgs, to_numpy
+    from cnncodes.classify.lbfgs import _Heads, batched_lbfgs, to_numpy
     X, y, _ = blobs(n_per_class=100, dim=24, separation=1.0)
     lambdas = np.array([1e-1, 1e-2, 1e-3], dtype=np.float32)
     p = 24 * 3 + 3
@@ -360,8 +360,8 @@ def test_fitting_the_linear_heads_on_the_cpu_never_imports_torch(learnable):
     solver runs on numpy where there is no GPU, and nothing else on that path imports torch."""
     import subprocess
     import sys
-    code = ("import sys, classify.lbfgs as lbfgs; lbfgs._nvidia_driver = lambda: False\n"
-            "from classify import load_codes, fit_and_evaluate, save_model\n"
+    code = ("import sys, cnncodes.classify.lbfgs as lbfgs; lbfgs._nvidia_driver = lambda: False\n"
+            "from cnncodes.classify import load_codes, fit_and_evaluate, save_model\n"
             f"data = load_codes({learnable.path!r})\n"
             "for name in ('logreg', 'linear', 'svm', 'ridge', 'centroid', 'knn'):\n"
             "    result, model = fit_and_evaluate(data, name)\n"
@@ -375,9 +375,9 @@ def test_fitting_the_linear_heads_on_the_cpu_never_imports_torch(learnable):
 
 def test_compare_skips_a_classifier_that_cannot_fit_and_reports_why(learnable, tmp_path, monkeypatch):
     from sklearn.base import BaseEstimator, ClassifierMixin
-    from classify import compare
-    from classify.registry import ClassifierSpec
-    from classify.report import format_table, write_report
+    from cnncodes.classify import compare
+    from cnncodes.classify.registry import ClassifierSpec
+    from cnncodes.classify.report import format_table, write_report
 
     class NeedsMoreRows(ClassifierMixin, BaseEstimator):
         def fit(self, X, y):
@@ -417,7 +417,7 @@ def test_logistic_sweep_cv_scores_folds_as_grid_search_does():
     grid step of LogisticRegression's in GridSearchCV on the same folds."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
-    from classify.sweep import LogisticSweepCV
+    from cnncodes.classify.sweep import LogisticSweepCV
     X, y, _ = blobs(n_per_class=60, dim=12, separation=0.6)
     grid = [float(c) for c in np.logspace(-4, 1, 6)]
     folds = list(StratifiedKFold(3, shuffle=True, random_state=0).split(X, y))

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from cache import open_cache
+from cnncodes.cache import open_cache
 from conftest import FAST_VGG, ROOT, make_folder, run_cli
 
 
@@ -69,8 +69,8 @@ def test_console_command_has_the_same_verbs(cache):
 
 
 def test_help_lists_come_from_the_registries():
-    from classify.registry import CLASSIFIERS
-    from extract.backbones import BACKBONES
+    from cnncodes.classify.registry import CLASSIFIERS
+    from cnncodes.extract.backbones import BACKBONES
     extract_help = run_cli("extract", "--help").stdout
     for name, spec in BACKBONES.items():
         assert name in extract_help and all(layer in extract_help for layer in spec.layers)
@@ -82,7 +82,7 @@ def test_help_lists_come_from_the_registries():
 
 def test_help_and_info_import_no_torch(cache):
     import subprocess
-    probe = ("import sys, pipeline; sys.argv = ['pipeline.py', 'info', sys.argv[1]]; code = pipeline.main(); "
+    probe = ("import sys; from cnncodes import cli; sys.argv = ['cnncodes', 'info', sys.argv[1]]; code = cli.main(); "
              "heavy = [m for m in ('torch', 'sklearn', 'matplotlib') if m in sys.modules]; print(heavy); sys.exit(code)")
     out = subprocess.run([sys.executable, "-c", probe, str(cache)], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0 and out.stdout.strip().endswith("[]"), out.stdout + out.stderr
@@ -104,16 +104,16 @@ def test_demo_runs_on_the_shipped_real_photos(tmp_path):
 def test_stage_two_refusals_are_one_line_and_bugs_keep_their_traceback(image_folder, tmp_path, monkeypatch, capsys):
     import pytest
 
-    import pipeline
-    from classify import ClassifyError
+    from cnncodes import cli
+    from cnncodes.classify import ClassifyError
     cache = tmp_path / "c.h5"
     run_cli("extract", image_folder, "--cache", cache, *FAST_VGG)
-    assert pipeline.main(["fit", str(cache), "--max-memory", "lots"]) == 2  # a user's mistake: one line
+    assert cli.main(["fit", str(cache), "--max-memory", "lots"]) == 2  # a user's mistake: one line
     assert capsys.readouterr().err.strip() == "error: --max-memory lots: give a size such as 1G, 512M or 2.5G"
 
     def broken(*args, **kwargs):
         raise ValueError("a bug in the report code")
-    monkeypatch.setattr("classify.report.format_table", broken)
+    monkeypatch.setattr("cnncodes.classify.report.format_table", broken)
     with pytest.raises(ValueError, match="a bug in the report code") as caught:  # not swallowed into a line
-        pipeline.main(["compare", str(cache), "--classifiers", "centroid", "--report", str(tmp_path / "r")])
+        cli.main(["compare", str(cache), "--classifiers", "centroid", "--report", str(tmp_path / "r")])
     assert not isinstance(caught.value, ClassifyError)

@@ -1,17 +1,17 @@
 """Stage one's options have one owner each: CodeSpec (what codes) or RunOptions (how to run)."""
 import pytest
 
-from extract.config import CodeSpec, RunOptions
-from extract.errors import ExtractError
-from extract.runner import ExtractConfig
+from cnncodes.extract.config import CodeSpec, RunOptions
+from cnncodes.extract.errors import ExtractError
+from cnncodes.extract.runner import ExtractConfig
 
 # Fields the command line does not offer (library callers and benchmarks set them).
 LIBRARY_ONLY = {"split_fractions", "channels_last", "max_pixels"}
 
 
 def test_every_extract_option_is_a_field_of_one_dataclass():
-    import pipeline
-    args = pipeline.build_parser().parse_args(["extract", "data", "--cache", "c.h5"])
+    from cnncodes import cli
+    args = cli.build_parser().parse_args(["extract", "data", "--cache", "c.h5"])
     cli = set(vars(args)) - {"command", "func", "data", "cache"}
     code_fields, run_fields = CodeSpec.field_names(), RunOptions.field_names()
     assert not code_fields & run_fields
@@ -20,14 +20,14 @@ def test_every_extract_option_is_a_field_of_one_dataclass():
 
 
 def test_the_cli_fills_the_dataclasses_by_name():
-    import pipeline
-    args = pipeline.build_parser().parse_args(
+    from cnncodes import cli
+    args = cli.build_parser().parse_args(
         ["extract", "d", "--cache", "c.h5", "--backbone", "resnet18", "--layer", "layer3,pre_logits", "--views", "2",
          "--workers", "0", "--no-progress", "--shard-rows", "64", "--precision", "int8", "--calibration-images", "8"])
     codes, run = CodeSpec.from_args(args), RunOptions.from_args(args)
     assert codes == CodeSpec("resnet18", ("layer3", "pre_logits"), views=2, precision="int8", calibration_images=8)
     assert run == RunOptions(workers=0, progress=False, shard_rows=64)
-    assert CodeSpec.from_args(pipeline.build_parser().parse_args(["extract", "d", "--cache", "c"])) == CodeSpec()
+    assert CodeSpec.from_args(cli.build_parser().parse_args(["extract", "d", "--cache", "c"])) == CodeSpec()
 
 
 @pytest.mark.parametrize("bad,message", [

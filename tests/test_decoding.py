@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 
 from conftest import make_image
-from extract.decoding import DecodeError, decode_rgb
+from cnncodes.extract.decoding import DecodeError, decode_rgb
 
 
 @pytest.mark.parametrize("fmt,ext,mode", [

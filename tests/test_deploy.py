@@ -16,7 +16,7 @@ import pytest
 from conftest import FAST_VGG, ROOT, make_image, run_cli, start_cli
 
 pytest.importorskip("onnxruntime", reason="deployment is the optional extra: pip install -e '.[deploy]'")
-DEMO = os.path.join(ROOT, "demo_data", "flowers")
+DEMO = os.path.join(ROOT, "cnncodes", "demo_data", "flowers")
 LITE = ("--backbone", "efficientnet_lite0", "--precision", "fp32", "--no-progress", "--workers", "0")
 MAX_ABS = 1e-4  # ONNX Runtime against torch, fp32 (stated in README)
 
@@ -47,9 +47,9 @@ def _export(model):
 def _torch_and_onnx(model_path, onnx_path, paths):
     """Probabilities of the torch path (the model's extractor in fp32, codes rounded to the cache's
     dtype, the fitted pipeline) and of ONNX Runtime on the numpy/PIL inputs, for ``paths``."""
-    from classify import load_model
-    from classify.onnx_predict import OnnxModel
-    from extract.encode_new import encode_images
+    from cnncodes.classify import load_model
+    from cnncodes.classify.onnx_predict import OnnxModel
+    from cnncodes.extract.encode_new import encode_images
     loaded = load_model(model_path)
     got, codes, failures = encode_images(loaded.fingerprint, paths, device="cpu", layer=loaded.layer, precision="fp32")
     assert not failures and got == paths
@@ -66,9 +66,9 @@ def _photos(n=12):
 def test_numpy_preprocessing_gives_torchvisions_pixels(tmp_path):
     """The PIL-only resize and crop equal Preprocess.pil_transform's uint8 pixels, for shapes that
     round differently (portrait, landscape, odd sizes, smaller than the resize) and for squash."""
-    from extract.decoding import decode_rgb
-    from extract.preprocessing import Preprocess
-    from classify.onnx_predict import network_input
+    from cnncodes.extract.decoding import decode_rgb
+    from cnncodes.extract.preprocessing import Preprocess
+    from cnncodes.classify.onnx_predict import network_input
     sizes = [(500, 375), (375, 500), (333, 257), (1001, 99), (224, 224), (257, 256)]
     paths = [make_image(str(tmp_path / f"{w}x{h}.png"), seed=w, size=(w, h)) for w, h in sizes] + _photos(4)
     recipes = [Preprocess(), Preprocess(resize=256, crop=224, interpolation="bicubic"),
@@ -117,8 +117,8 @@ def test_knn_is_refused_in_one_line(lite):
 def test_predict_with_onnxruntime_imports_no_torch_and_agrees(lite):
     root, cache = lite
     onnx_path = _export(_fit(root, cache, "ensemble"))
-    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import pipeline; "
-            "code = pipeline.main(['predict', sys.argv[2], sys.argv[3], '--json']); "
+    code = ("import json, sys; from cnncodes import cli; "
+            "code = cli.main(['predict', sys.argv[2], sys.argv[3], '--json']); "
             "assert 'torch' not in sys.modules, 'torch was imported'; sys.exit(code)")
     out = subprocess.run([sys.executable, "-c", code, ROOT, onnx_path, os.path.join(DEMO, "val")],
                          capture_output=True, text=True)
@@ -171,7 +171,7 @@ def test_the_server_batches_refuses_bad_uploads_and_keeps_serving(lite):
             seconds = time.time() - started
         assert all(status == 200 for status, _ in answers) and seconds < 60
         assert all(len(body["top_k"]) == 2 and body["label"] in health["classes"] for _, body in answers)
-        from classify.onnx_predict import predict_images_onnx
+        from cnncodes.classify.onnx_predict import predict_images_onnx
         local, _ = predict_images_onnx(onnx_path, photos)
         assert [body["label"] for _, body in answers] == [p["label"] for p in local]
         _, after = _request(f"{base}/health")
@@ -196,7 +196,7 @@ def test_the_server_batches_refuses_bad_uploads_and_keeps_serving(lite):
 
 
 def test_extract_with_onnxruntime_gives_torchs_codes_and_records_it(tmp_path, monkeypatch):
-    from cache import open_cache
+    from cnncodes.cache import open_cache
     monkeypatch.setenv("CNNCODES_ONNX_DIR", str(tmp_path / "graphs"))
     folder = os.path.join(DEMO, "val")
     run_cli("extract", folder, "--cache", tmp_path / "torch.h5", *LITE)

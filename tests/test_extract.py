@@ -8,11 +8,11 @@ import pytest
 import torch
 import torchvision
 
-from cache import open_cache
+from cnncodes.cache import open_cache
 from conftest import FAST_VGG, committed_rows, make_folder, make_image, run_cli, start_cli
-from extract import ExtractConfig, run_extract
-from extract.backbones import get_backbone
-from extract.errors import WeightsUnavailable
+from cnncodes.extract import ExtractConfig, run_extract
+from cnncodes.extract.backbones import get_backbone
+from cnncodes.extract.errors import WeightsUnavailable
 
 
 def read_all(cache):
@@ -50,7 +50,7 @@ def test_fc7_codes_equal_torchvision_classifier(image_folder, tmp_path):
     torch.manual_seed(3)
     vgg = torchvision.models.vgg16(weights=None).eval()
     pre = spec.preprocess.with_crop(32)
-    from extract.decoding import decode_rgb
+    from cnncodes.extract.decoding import decode_rgb
     transform = pre.pil_transform()
     x = torch.stack([transform(decode_rgb(os.path.join(image_folder, p))) for p in stored["paths"]]).float() / 255
     x = (x - torch.tensor(pre.mean).view(1, 3, 1, 1)) / torch.tensor(pre.std).view(1, 3, 1, 1)
@@ -114,7 +114,7 @@ def test_weights_file_round_trip(image_folder, tmp_path):
 
 
 def test_second_concurrent_extract_fails_fast(image_folder, tmp_path):
-    from cache import cache_lock
+    from cnncodes.cache import cache_lock
     cache = tmp_path / "c.h5"
     with cache_lock(str(cache)):
         started = time.perf_counter()
@@ -221,9 +221,9 @@ def test_an_images_codes_do_not_depend_on_its_batch(image_folder, backbone):
     """fp32 on the CPU (where kernels choose their blocking by batch size): each photo's codes are
     bit-identical whether it sits first or last in a full batch, in a short last batch, alone, or
     in a batch with a failed file, because the network always sees --batch-size images."""
-    from extract.config import CodeSpec, RunOptions
-    from extract.extractor import Extractor
-    from extract.records import Record
+    from cnncodes.extract.config import CodeSpec, RunOptions
+    from cnncodes.extract.extractor import Extractor
+    from cnncodes.extract.records import Record
     paths = sorted(str(p) for p in image_folder.rglob("*.jpg"))[:11]
     broken = image_folder / "broken.jpg"
     broken.write_bytes(b"not a jpeg")

@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from extract.backbones import get_backbone
-from extract.dataset import ImageRecords
+from cnncodes.extract.backbones import get_backbone
+from cnncodes.extract.dataset import ImageRecords
 
 CASES_PER_FORMAT = 400
 SECONDS_PER_CASE = 10

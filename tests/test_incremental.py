@@ -5,10 +5,10 @@ import os
 
 import numpy as np
 
-from cache import open_cache
+from cnncodes.cache import open_cache
 from conftest import FAST_VGG, make_image, run_cli
-from extract import ExtractConfig, run_extract
-from extract.backbones import BackboneSpec
+from cnncodes.extract import ExtractConfig, run_extract
+from cnncodes.extract.backbones import BackboneSpec
 
 IMAGE_SUFFIXES = (".jpg", ".png")
 

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from conftest import FAST_VGG, make_folder, run_cli
-from cache import FingerprintMismatch, open_cache
-from extract import ExtractConfig, run_extract
-from extract.device import pick_precision
-from extract.errors import ExtractError
-from extract.encode_new import encode_images
+from cnncodes.cache import FingerprintMismatch, open_cache
+from cnncodes.extract import ExtractConfig, run_extract
+from cnncodes.extract.device import pick_precision
+from cnncodes.extract.errors import ExtractError
+from cnncodes.extract.encode_new import encode_images
 
 
 def _extract(folder, cache, precision, **overrides):
@@ -92,7 +92,7 @@ def test_int8_is_refused_where_it_does_not_apply(image_folder, tmp_path):
 
 
 def test_auto_precision_follows_the_cpus_bf16_hardware(monkeypatch):
-    from extract import device as device_module
+    from cnncodes.extract import device as device_module
     cpu = torch.device("cpu")
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)  # the suite may run with an AVX2 cap
     monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)

@@ -26,10 +26,10 @@ def lite_maps(tmp_path_factory):
 def test_the_top_on_a_map_is_the_network_from_the_boundary(backbone, layer, pooled):
     """Before training, the top with the network's own final layer on the cut's map gives the
     network's own logits; the map's average is the pooled code."""
-    from extract.backbones import get_backbone
-    from extract.backbones.base import _seeded_network
-    from extract.top import network_top
-    from extract.weights import ResolvedWeights
+    from cnncodes.extract.backbones import get_backbone
+    from cnncodes.extract.backbones.base import _seeded_network
+    from cnncodes.extract.top import network_top
+    from cnncodes.extract.weights import ResolvedWeights
     spec = get_backbone(backbone)
     shape = spec.map_shapes([layer])[layer]
     assert spec.widths([layer])[layer] == int(np.prod(shape)) and spec.widths([pooled])[pooled] == shape[0]
@@ -45,7 +45,7 @@ def test_the_top_on_a_map_is_the_network_from_the_boundary(backbone, layer, pool
 
 
 def test_a_map_cache_records_its_shapes_and_maps_average_to_the_pooled_codes(lite_maps):
-    from cache import open_cache
+    from cnncodes.cache import open_cache
     cache, _ = lite_maps
     with open_cache(cache) as c:
         assert c.fingerprint.map_shapes == {"stage7_map": [320, 7, 7]}
@@ -57,9 +57,9 @@ def test_a_map_cache_records_its_shapes_and_maps_average_to_the_pooled_codes(lit
 
 def test_the_top_starts_from_the_weights_the_codes_came_from(lite_maps):
     """With a learning rate of 0 the fitted top is the network's own top, number for number."""
-    from classify import load_codes
-    from classify.network_top import NetworkTopClassifier
-    from extract.top import network_top, state_vector
+    from cnncodes.classify import load_codes
+    from cnncodes.classify.network_top import NetworkTopClassifier
+    from cnncodes.extract.top import network_top, state_vector
     data = load_codes(lite_maps[0], "stage7_map")
     weights = data.fingerprint.weights
     head = NetworkTopClassifier("efficientnet_lite0", weights, "stage7_map", [320, 7, 7], lr=0.0, epochs=1)
@@ -70,9 +70,9 @@ def test_the_top_starts_from_the_weights_the_codes_came_from(lite_maps):
 
 
 def test_top_fits_round_trips_and_predict_rebuilds_backbone_and_top(lite_maps, tmp_path):
-    from classify import fit_and_evaluate, load_codes, load_model, save_model
-    from classify.model_file import model_meta
-    from classify.predict import predict_images
+    from cnncodes.classify import fit_and_evaluate, load_codes, load_model, save_model
+    from cnncodes.classify.model_file import model_meta
+    from cnncodes.classify.predict import predict_images
     cache, images = lite_maps
     data = load_codes(cache, "stage7_map")
     result, model = fit_and_evaluate(data, "top")
@@ -86,7 +86,7 @@ def test_top_fits_round_trips_and_predict_rebuilds_backbone_and_top(lite_maps, t
         assert all(f[k].dtype.kind != "O" for k in f.files)
 
     centre = np.flatnonzero(data.views == 0)
-    from cache import open_cache
+    from cnncodes.cache import open_cache
     with open_cache(cache) as c:
         paths = c.paths_of(centre)
     predictions, failures = predict_images(path, [str(images)], top_k=3)
@@ -100,7 +100,7 @@ def test_top_fits_round_trips_and_predict_rebuilds_backbone_and_top(lite_maps, t
 
 
 def test_maps_and_codes_refuse_each_others_heads_in_one_line(lite_maps):
-    from classify import ClassifyError, compare, fit_and_evaluate, load_codes
+    from cnncodes.classify import ClassifyError, compare, fit_and_evaluate, load_codes
     cache, _ = lite_maps
     maps, codes = load_codes(cache, "stage7_map"), load_codes(cache, "stage7")
     assert load_codes(cache).layer == "stage7"  # the default layer leaves maps out
@@ -118,7 +118,7 @@ def test_maps_and_codes_refuse_each_others_heads_in_one_line(lite_maps):
 def test_seed_top_replays_the_exercise_on_vgg16_pool5_maps(tmp_path, monkeypatch):
     """fc6, fc7 from the weights and a new fc8 train with SGD lr 0.001 (momentum 0.9), batches of
     20, 2 epochs, VGG's dropout on."""
-    from classify import fit_and_evaluate, load_codes
+    from cnncodes.classify import fit_and_evaluate, load_codes
     make_folder(str(tmp_path / "images"), per_class=9)
     cache = str(tmp_path / "vgg.h5")
     run_cli("extract", tmp_path / "images", "--cache", cache, *FAST_VGG, "--layer", "pool5_map")

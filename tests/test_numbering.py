@@ -4,9 +4,9 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from extract.encoder import EncodedBatch
-from extract.runner import ExtractConfig, ExtractSummary, _encode_and_commit
-from extract.sources import Record
+from cnncodes.extract.encoder import EncodedBatch
+from cnncodes.extract.runner import ExtractConfig, ExtractSummary, _encode_and_commit
+from cnncodes.extract.sources import Record
 
 
 class Session:

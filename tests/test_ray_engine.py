@@ -36,7 +36,7 @@ def test_ray_engine_gives_the_local_engines_cache(ray_available, folder, tmp_pat
     assert "wrote 36, skipped 0 already cached, failed 1" in out.stdout
     assert "failed: red/broken.jpg: not an image" in out.stderr
     same_cache(tmp_path / "local.h5", tmp_path / "ray.h5")
-    from cache import open_cache
+    from cnncodes.cache import open_cache
     with open_cache(str(tmp_path / "ray.h5")) as c:
         assert c.views.max() == 2 and len(c) > 36  # view rows are there, not only centre rows
     again = run_cli("extract", folder, "--cache", tmp_path / "ray.h5", *ARGS, "--views", "2", "--engine", "ray")
@@ -75,8 +75,8 @@ def test_a_dying_worker_is_replaced_and_the_result_is_complete(ray_available, tm
 
 
 def test_without_ray_the_engine_says_how_to_install_it(monkeypatch):
-    from extract.errors import ExtractError
-    from extract.engines.ray import check_available
+    from cnncodes.extract.errors import ExtractError
+    from cnncodes.extract.engines.ray import check_available
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
     with pytest.raises(ExtractError, match=r"pip install -e '\.\[ray\]'"):
         check_available()

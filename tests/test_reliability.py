@@ -10,8 +10,8 @@ import time
 import h5py
 import pytest
 
-from cache import open_cache, segment_folder
-from cache.verify import verify_cache
+from cnncodes.cache import open_cache, segment_folder
+from cnncodes.cache.verify import verify_cache
 from conftest import assert_same_cache as assert_same, committed_rows, make_folder, make_image, run_cli, start_cli
 
 # A small network: each of the many process starts here builds it (VGG16 took 2.2 s more per start).
@@ -132,7 +132,7 @@ def test_no_shard_is_written_after_a_failed_one(background):
     commits after the error was raised: a committed shard after an uncommitted one would leave a
     gap that the re-run fills at the end, so the resumed cache would not equal a clean run's (seen:
     a full disk, then a write that fitted in the space the failed one freed)."""
-    from cache.writer_thread import OrderedWriter
+    from cnncodes.cache.writer_thread import OrderedWriter
     done = []
 
     def write(job):
@@ -153,9 +153,9 @@ def test_no_shard_is_written_after_a_failed_one(background):
 
 
 def test_injected_enospc_is_one_clear_error_and_loses_nothing(tmp_path, monkeypatch):
-    from cache import DiskFull
-    from cache import append as append_module
-    from extract import ExtractConfig, run_extract
+    from cnncodes.cache import DiskFull
+    from cnncodes.cache import append as append_module
+    from cnncodes.extract import ExtractConfig, run_extract
     data = tmp_path / "data"
     make_folder(str(data), per_class=8)
     settings = dict(weights="random", crop_size=32, workers=0, batch_size=4, progress=False, dtype="float32",

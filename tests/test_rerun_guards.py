@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from cache import open_cache
+from cnncodes.cache import open_cache
 from conftest import FAST_VGG, make_image, run_cli
 
 

@@ -127,7 +127,7 @@ def test_second_writer_fails_before_weights_scan_or_calibration(tmp_path):
     """The lock comes first: with the cache held, an int8 run with weights and a data folder that
     do not exist is refused for the lock, not for the weights or the folder (it looked at neither),
     and well before the 34-40 s an int8 calibration takes."""
-    from cache import cache_lock
+    from cnncodes.cache import cache_lock
     cache = tmp_path / "c.h5"
     with cache_lock(str(cache)):
         started = time.perf_counter()

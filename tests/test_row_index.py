@@ -1,8 +1,8 @@
 """The writer's row index (cache/row_index.py): pure bookkeeping, tested without HDF5."""
 import numpy as np
 
-from cache.row_index import Known, RowIndex
-from cache.segments import SegmentIndex
+from cnncodes.cache.row_index import Known, RowIndex
+from cnncodes.cache.segments import SegmentIndex
 
 
 def segment(name, keys, views):

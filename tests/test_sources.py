@@ -4,9 +4,9 @@ from collections import Counter
 import pytest
 
 from conftest import make_folder, make_image
-from extract.errors import ExtractError
-from cache.files import file_sha256 as content_key
-from extract.sources import derive_split, scan_image_folder
+from cnncodes.extract.errors import ExtractError
+from cnncodes.cache.files import file_sha256 as content_key
+from cnncodes.extract.sources import derive_split, scan_image_folder
 
 
 def test_class_folders_hidden_and_non_images(tmp_path):

@@ -8,15 +8,15 @@ from PIL import Image, ImageOps
 from torchvision.transforms.v2.functional import pil_to_tensor
 
 from conftest import FAST_VGG, make_image, run_cli
-from cache import open_cache
-from extract import ExtractConfig, run_extract
-from extract.backbones import get_backbone
-from extract.decoding import DecodeError
-from extract.errors import ExtractError
-from extract.encoder import encode_batches
-from extract.sources import Record
-from extract.tensor_decoding import RawJpeg, finish_batch, orient
-from extract.weights import resolve_weights
+from cnncodes.cache import open_cache
+from cnncodes.extract import ExtractConfig, run_extract
+from cnncodes.extract.backbones import get_backbone
+from cnncodes.extract.decoding import DecodeError
+from cnncodes.extract.errors import ExtractError
+from cnncodes.extract.encoder import encode_batches
+from cnncodes.extract.sources import Record
+from cnncodes.extract.tensor_decoding import RawJpeg, finish_batch, orient
+from cnncodes.extract.weights import resolve_weights
 
 PRE = get_backbone("vgg16").preprocess.with_crop(32)
 

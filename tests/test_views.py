@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cache import open_cache
-from cache.verify import verify_cache
-from classify import fit_and_evaluate, load_codes, plan_splits
+from cnncodes.cache import open_cache
+from cnncodes.cache.verify import verify_cache
+from cnncodes.classify import fit_and_evaluate, load_codes, plan_splits
 from conftest import FAST_VGG, assert_same_cache, committed_rows, make_folder, make_image, run_cli, start_cli
-from extract import ExtractConfig, run_extract
-from extract.preprocessing import Preprocess
-from extract.views import ViewPlan, ViewRecipe
+from cnncodes.extract import ExtractConfig, run_extract
+from cnncodes.extract.preprocessing import Preprocess
+from cnncodes.extract.views import ViewPlan, ViewRecipe
 
 KEY = "ab" * 32
 
@@ -160,7 +160,7 @@ def test_verify_recompute_recomputes_augmented_views_too(split_folder, tmp_path,
     """View rows are seeded, so `verify --recompute` re-extracts them like centre rows, and a
     changed crop sampler (here: other seeds) shows as a lower cosine (random weights on tinted
     toy images keep every code close, hence the tight bar)."""
-    from extract.encode_new import recompute_rows
+    from cnncodes.extract.encode_new import recompute_rows
     cache = tmp_path / "v.h5"
     extract(split_folder, cache, views=2)
     with open_cache(str(cache)) as c:

@@ -1,0 +1,55 @@
+"""cnncodes: transfer learning on frozen CNN features.
+
+Every image goes through a pretrained network once; its codes land in one crash-safe HDF5 cache;
+classifiers train on the cached codes in seconds. The whole workflow from Python::
+
+    import cnncodes
+    summary = cnncodes.extract_codes("photos/", "codes.h5", backbone="efficientnet_lite0")
+    model = cnncodes.fit("codes.h5", "logreg")
+    model.predict_images(["new.jpg"])
+
+Names load on first use: ``import cnncodes`` imports no torch (nor scikit-learn).
+"""
+import importlib
+import os
+
+# A checkout that was not installed: the stage folders beside this one are its sub-packages (an
+# installed wheel holds them inside this folder; an editable install maps them the same way).
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_CHECKOUT = os.path.dirname(_HERE)
+if not os.path.isdir(os.path.join(_HERE, "extract")) and all(
+        os.path.isfile(os.path.join(_CHECKOUT, name, "__init__.py")) for name in ("extract", "cache", "classify")):
+    __path__.append(_CHECKOUT)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("cnncodes")
+    except PackageNotFoundError:  # a checkout that was not installed
+        return "0+unknown"
+
+
+__version__ = _version()
+
+# face name -> module (relative to this package) that defines it
+_LAZY = {
+    "list_backbones": "_api", "extract_codes": "_api", "load_codes": "_api", "fit": "_api", "load_model": "_api",
+    "predict": "_api",
+    "compare": "_api", "audit": "_api", "Model": "_model", "Comparison": "_api", "Encoder": "_encoder",
+    "open_cache": "cache",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

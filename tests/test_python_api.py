@@ -1,0 +1,105 @@
+"""`import cnncodes`: one installed name, the workflow in Python, and the command line over it."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import cnncodes
+from conftest import FAST_VGG, ROOT, run_cli
+
+LITE = ["--backbone", "efficientnet_lite0", "--crop-size", "64", "--no-progress", "--workers", "0",
+        "--batch-size", "4"]
+
+
+@pytest.fixture(scope="module")
+def lite_cache(tmp_path_factory):
+    """Eighteen tinted photos in class folders, train/val/test from their content, Lite0 codes."""
+    from conftest import make_folder
+    root = tmp_path_factory.mktemp("api")
+    make_folder(str(root / "images"), per_class=8)
+    cache = root / "c.h5"
+    run_cli("extract", root / "images", "--cache", cache, *LITE)
+    return root, cache
+
+
+def test_import_cnncodes_imports_no_torch_and_names_its_version():
+    probe = ("import sys, cnncodes; heavy = [m for m in ('torch', 'sklearn', 'torchvision') if m in sys.modules]; "
+             "print(cnncodes.__version__, heavy)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0 and out.stdout.strip().endswith("[]"), out.stdout + out.stderr
+    from importlib.metadata import version
+    assert cnncodes.__version__ == version("cnncodes") == out.stdout.split()[0]
+    assert run_cli("--version", check=False).stdout.strip() == f"cnncodes {version('cnncodes')}"
+    assert {"extract_codes", "load_codes", "fit", "compare", "audit", "Encoder", "Model"} <= set(dir(cnncodes))
+
+
+def test_a_folder_of_generic_module_names_shadows_nothing(tmp_path):
+    """A notebook's folder holding pipeline.py, extract.py, cache.py and classify.py (each raising on
+    import) breaks neither `import cnncodes` nor the command: nothing of ours goes by those names."""
+    for name in ("pipeline", "extract", "cache", "classify"):
+        (tmp_path / f"{name}.py").write_text(f"raise ImportError('the user\\'s own {name}.py was imported')\n")
+    probe = ("import cnncodes, cnncodes.extract.runner, cnncodes.classify.evaluate, cnncodes.cache; "
+             "print(len(cnncodes.list_backbones('resnet1*')))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0 and int(out.stdout) >= 2, out.stderr
+    command = shutil.which("cnncodes", path=os.path.dirname(sys.executable))
+    assert command, "the console script is installed beside this interpreter"
+    helped = subprocess.run([command, "backbones", "resnet1*"], capture_output=True, text=True, cwd=tmp_path)
+    assert helped.returncode == 0 and "resnet18" in helped.stdout, helped.stderr
+    module = subprocess.run([sys.executable, "-m", "cnncodes", "--version"], capture_output=True, text=True,
+                            cwd=tmp_path)
+    assert module.stdout.startswith("cnncodes "), module.stderr
+
+
+def test_fit_in_python_equals_fit_on_the_command_line(lite_cache, tmp_path):
+    root, cache = lite_cache
+    model = cnncodes.fit(str(cache), "logreg")
+    cli = json.loads(run_cli("fit", cache, "--classifier", "logreg", "--json", "--model", tmp_path / "m.npz").stdout)
+    for key in ("accuracy", "params", "n_fit", "n_eval", "confusion_matrix", "sweep"):
+        assert model.result[key] == cli[key], key
+    images = [str(root / "images")]
+    ours, failures = model.predict_images(images)
+    theirs = json.loads(run_cli("predict", tmp_path / "m.npz", *images, "--json").stdout)
+    assert not failures and [(p["path"], p["label"]) for p in ours] == [(p["path"], p["label"]) for p in theirs]
+    np.testing.assert_allclose([p["probability"] for p in ours], [p["probability"] for p in theirs], rtol=1e-6)
+    loaded = cnncodes.load_model(model.save(tmp_path / "again.npz"))
+    codes = cnncodes.load_codes(str(cache))
+    assert loaded.predict(codes.X) == model.predict(codes.X) and repr(loaded).startswith("Model(logreg")
+    table = cnncodes.compare(codes, "centroid,logreg")
+    assert [r["classifier"] for r in table] == ["centroid", "logreg"] and "logreg" in table.table()
+    assert os.path.isfile(table.write_report(tmp_path / "report")["report.md"])
+
+
+def test_audit_in_python_equals_audit_on_the_command_line(lite_cache, tmp_path):
+    """The command line's defaults by construction: the cache's first layer and its calibrated
+    threshold, and the leaks' effect on the score (loading every layer used to give neither)."""
+    _, cache = lite_cache
+    ours = cnncodes.audit(str(cache))
+    theirs = json.loads(run_cli("audit", cache, "--json", "--report", tmp_path / "r").stdout)
+    assert ours["layer"] == theirs["layer"] == "avgpool" and ours["threshold"] == theirs["threshold"]
+    ours.pop("notes")
+    assert json.loads(json.dumps(ours, default=str)) == theirs
+
+
+def test_encoder_gives_a_caches_codes_for_paths_and_pil_images(image_folder, tmp_path):
+    from PIL import Image
+    cache = tmp_path / "c.h5"
+    run_cli("extract", image_folder, "--cache", cache, *FAST_VGG, "--layer", "fc7", "--dtype", "float32")
+    with cnncodes.open_cache(str(cache)) as c:
+        stored = dict(zip(c.paths, c.codes("fc7")))
+    encoder = cnncodes.Encoder("vgg16", "fc7", weights="random", crop_size=32, batch_size=4)
+    paths = sorted(stored)[:5]
+    codes = encoder.encode([str(image_folder / p) for p in paths])
+    assert codes.shape == (5, 4096) and codes.dtype == np.float32
+    assert all(np.array_equal(codes[i], stored[p]) for i, p in enumerate(paths))
+    with Image.open(image_folder / paths[0]) as img:
+        one = encoder.encode(img.copy())  # one PIL image alone: one row
+    assert one.shape == (4096,) and np.array_equal(one, stored[paths[0]])
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="bad.jpg"):
+        encoder.encode([str(bad)])
