@@ -15,7 +15,6 @@ import argparse
 import itertools
 import os
 import shutil
-import sys
 import tempfile
 
 import numpy as np

@@ -12,7 +12,6 @@ pair side by side (`fit --with`: the rows joined by path).
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 
 import torch

@@ -12,7 +12,6 @@ one run, same images.
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import replace

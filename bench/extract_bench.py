@@ -17,7 +17,6 @@ own line (it runs once per cache, not per image).
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 import time
 

@@ -20,7 +20,6 @@ the CPU's fp32 codes beside a GPU run), matched by path:
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 
 import numpy as np

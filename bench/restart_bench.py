@@ -1,7 +1,9 @@
 """Kill the extract's main pid (only: its decoding workers live on) at random moments and start the
 same command the moment it is dead, as a scheduler or the OOM killer and a retry loop do.
 
-    python bench/restart_bench.py ../shared/data/flowers5 --photos 600 --kills 20
+    PYTHONPATH=tests python bench/restart_bench.py ../shared/data/flowers5 --photos 600 --kills 20
+
+(It reuses the tests' kill campaign, tests/test_restarts.py: hence tests/ on PYTHONPATH.)
 
 Prints how many restarts were refused ("another extract is writing"), how long orphaned workers
 outlived their parent, whether the final cache equals an uninterrupted run's bit for bit, and the
@@ -9,12 +11,10 @@ CPU it ran on.
 """
 import argparse
 import os
-import sys
 import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tests"))
 from conftest import assert_same_cache, committed_rows, run_cli  # noqa: E402
 from test_restarts import kill_and_restart  # noqa: E402
 

@@ -12,7 +12,6 @@ import csv
 import io
 import os
 import shutil
-import sys
 import tarfile
 import tempfile
 import time

@@ -11,7 +11,6 @@ reported rows) and the chosen parameters.
 """
 import argparse
 import os
-import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from cnncodes.cache import open_cache  # noqa: E402

@@ -11,7 +11,6 @@ does). Labels of the re-encoded photos come from the cache rows with the same pa
 """
 import argparse
 import os
-import sys
 
 import numpy as np
 

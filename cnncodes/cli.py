@@ -1,10 +1,9 @@
 #!/usr/bin/env python
 """cnncodes command line: extract CNN codes once, then fit, compare and predict on them.
 
-Argument parsing and printing only; the work lives in extract/, cache/ and classify/.
+Argument parsing and printing only: each command calls the function a notebook calls (cnncodes/_api.py),
+with its options defined once in cnncodes/_cli_options.py.
 """
-import argparse
-import functools
 import json
 import os
 import signal
@@ -17,76 +16,6 @@ class Terminated(KeyboardInterrupt):
 
 def _terminate(signum, frame):
     raise Terminated()
-
-
-def _layers(text):
-    return tuple(part.strip() for part in text.split(",") if part.strip())
-
-
-def _backbone_help():
-    """Backbones and their layers, from the registry (adding a spec shows up here)."""
-    from .extract.backbones import BACKBONES
-    return BACKBONES, "; ".join(f"{name}: {', '.join(spec.layers)} (default {','.join(spec.defaults)})"
-                                for name, spec in BACKBONES.items())
-
-
-def add_extract_args(p):
-    from .extract import options
-    backbones, layers = _backbone_help()
-    p.add_argument("data", help="image folder: root/<class>/<image> or root/{train,val,test}/<class>/<image>")
-    p.add_argument("--cache", required=True, help="HDF5 cache file to create or extend (e.g. codes.h5)")
-    p.add_argument("--backbone", default=options.DEFAULT_BACKBONE,
-                   help="; ".join(f"{name}: {spec.description}" for name, spec in backbones.items())
-                   + "; any torchvision classification model (resnet50, resnet50.IMAGENET1K_V1, convnext_tiny, "
-                     "vit_b_16, ...), timm:NAME.TAG (timm:vit_small_patch14_dinov2.lvd142m) and "
-                     "open_clip:ARCH/TAG (open_clip:ViT-B-32/openai): `backbones` lists them")
-    p.add_argument("--layer", dest="layers", type=_layers, default=(),
-                   help=f"code layer(s), comma-separated ({layers})")
-    p.add_argument("--weights", default=None,
-                   help="pretrained (default), random[:SEED] (tests and timing only) or a state-dict FILE")
-    p.add_argument("--dtype", default=options.DTYPES[0], choices=options.DTYPES, help="stored code type")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
-    p.add_argument("--precision", default="auto", choices=options.PRECISIONS,
-                   help="compute precision: auto = fp16 autocast on CUDA, fp32 on CPU; int8 (CPU, vgg16): "
-                        "~1.9x fp32 on AVX2, calibrated on --calibration-images of your images")
-    p.add_argument("--runtime", default=None, choices=options.RUNTIMES,
-                   help="what runs the network: torch (default) or onnxruntime (CPU, fp32; the network exported "
-                        "once to ONNX; recorded as precision onnxruntime-fp32)")
-    p.add_argument("--calibration-images", type=int, default=None,
-                   help="int8 only: images whose activations set the int8 ranges "
-                        f"(default {options.DEFAULT_CALIBRATION_IMAGES}; first run only)")
-    p.add_argument("--int8-engine", default=None, choices=options.INT8_ENGINES,
-                   help="int8 only: kernel library, x86 (default: fbgemm, codes closer to fp32) or onednn "
-                        "(~20%% faster on AVX2 CPUs, codes a little further); first run only, recorded in the cache")
-    p.add_argument("--batch-size", type=int, default=None, help="images per batch (default 256 on CUDA, 32 on CPU)")
-    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: depends on device)")
-    p.add_argument("--crop-size", type=int, default=None,
-                   help="network input size (default: the weights' own, 224); resize scales with it")
-    p.add_argument("--jpeg-draft", action="store_true",
-                   help="decode large JPEGs at a reduced scale (never below the resize size): much faster "
-                        "for photos far larger than the input; codes differ slightly, so the cache records it")
-    p.add_argument("--decoder", default=options.DECODERS[0], choices=options.DECODERS,
-                   help="pil (default) or torchvision: JPEGs decoded by torchvision.io and resized as tensors; "
-                        "on CUDA decoded (nvJPEG) and resized on the GPU, freeing the CPU cores")
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile the network: a one-off compile (tens of seconds), for long GPU runs; "
-                        "measured no faster than eager on a 2-core CPU")
-    p.add_argument("--split-seed", type=int, default=0, help="seed of the content-key splits (no split folders)")
-    p.add_argument("--views", type=int, default=0, metavar="K",
-                   help="also cache K augmented views of each train image (seeded random resized crops, odd "
-                        "views mirrored), as extra rows; fit and compare train on them (default 0)")
-    p.add_argument("--shard-rows", type=int, default=options.DEFAULT_SHARD_ROWS,
-                   help=f"images per committed shard: the most a crash can lose (default {options.DEFAULT_SHARD_ROWS})")
-    p.add_argument("--rehash", action="store_true",
-                   help="read and hash every file, not only new ones and those whose size or mtime changed")
-    p.add_argument("--prune", action="store_true",
-                   help="drop cached rows whose file is no longer under DATA (without it they are only counted)")
-    p.add_argument("--engine", default=options.ENGINE_NAMES[0], choices=options.ENGINE_NAMES,
-                   help="local (default): this process; ray: spread over a Ray cluster (pip install -e '.[ray]'; "
-                        "the images must be at the same path on every node)")
-    p.add_argument("--ray-address", default=None,
-                   help="--engine ray: join a running cluster (auto, or HOST:PORT); default: start a local Ray")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
 def cmd_extract(args):
@@ -164,15 +93,9 @@ def cmd_info(args):
 
 
 def cmd_verify(args):
-    from .cache.verify import verify_cache
-    recompute = None
-    if args.recompute:
-        from .extract.encode_new import recompute_rows
-        recompute = functools.partial(recompute_rows, args.cache, args.recompute, data_root=args.data,
-                                      weights_file=args.weights, device=args.device)
-    from .extract.sources import source_hasher
-    report = verify_cache(args.cache, images=args.images, data_root=args.data, recompute=recompute,
-                          min_cosine=args.min_cosine, source_hasher=source_hasher)
+    from ._api import verify
+    report = verify(args.cache, images=args.images, recompute=args.recompute, data=args.data, weights=args.weights,
+                    device=args.device, min_cosine=args.min_cosine)
     if args.json:
         print(json.dumps(report.__dict__ | {"ok": report.ok}, indent=2))
         return 0 if report.ok else 1
@@ -208,26 +131,6 @@ def cmd_pack(args):
     done = pack_cache(args.cache, args.out)
     print(f"packed {done['rows']} rows into {args.out} ({done['bytes'] / 1e6:.1f} MB, one self-contained file)")
     return 0
-
-
-def _classify_args(p):
-    from .classify.scaling import SCALINGS
-    p.add_argument("--layer", default=None,
-                   help="code layer(s), comma-separated, used side by side (default: every layer the cache holds)")
-    p.add_argument("--scaling", default=None, choices=SCALINGS,
-                   help="feature scaling before the classifier (default: standard)")
-    p.add_argument("--seed", type=int, default=0, help="seed for the selection slice and the torch heads")
-    p.add_argument("--with", dest="with_caches", action="append", default=[], metavar="CACHE",
-                   help="another cache of the same photos (e.g. another backbone's): its codes (every layer) go "
-                        "side by side with this one's, rows joined by path; repeatable; predict encodes with both")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--max-memory", default=None, metavar="SIZE",
-                   help="codes held at most (e.g. 1G; default a quarter of this machine's memory): beyond it, "
-                        "a seeded random subsample of rows that fits is used, and the output says so")
-    p.add_argument("--exclude", default=None, metavar="FILE",
-                   help="rows to leave out of training and selection: an audit's audit.json or a list of paths")
-    p.add_argument("--exclude-reported", action="store_true",
-                   help="with --exclude: drop those rows from the reported split too (not done unless asked)")
 
 
 def _result_line(r):
@@ -277,24 +180,24 @@ def cmd_fit(args):
 
 
 def cmd_compare(args):
-    return _compare(_load_codes(args), args.report, args.classifiers, args.scaling, args.seed, args.json)
-
-
-def _compare(data, report, classifiers=None, scaling=None, seed=0, as_json=False):
     from ._api import compare
-    from .classify.report import TABLE_NOTE
-    progress = None if as_json else (lambda result: print(_result_line(result), file=sys.stderr))
-    results = compare(data, classifiers, scaling=scaling, seed=seed, on_result=progress)
-    paths = results.write_report(report)
-    if as_json:
+    progress = None if args.json else (lambda result: print(_result_line(result), file=sys.stderr))
+    results = compare(_load_codes(args), args.classifiers, scaling=args.scaling, seed=args.seed, on_result=progress)
+    paths = results.write_report(args.report)
+    if args.json:
         print(json.dumps(list(results), indent=2))
-        return 0
+    else:
+        _print_table(results, paths["report.md"])
+    return 0
+
+
+def _print_table(results, report_md):
+    from .classify.report import TABLE_NOTE
     best = results.best
     print(f"\nreported split: {best['eval_split']} ({best['n_eval']} rows)")
     print(results.table())
     print(TABLE_NOTE)
-    print(f"report: {paths['report.md']} (also report.json, confusion.png, accuracy.png)")
-    return 0
+    print(f"report: {report_md} (also report.json, confusion.png, accuracy.png)")
 
 
 def cmd_audit(args):
@@ -352,147 +255,27 @@ def cmd_serve(args):
     return 0
 
 
-DEMO_PHOTOS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo_data", "flowers")
-
-
 def cmd_demo(args):
-    from .extract import ExtractConfig, run_extract
-    out = args.out
-    data = args.data
-    if data is None and args.synthetic:
-        from .extract.synthetic import make_synthetic_flowers
-        data = make_synthetic_flowers(os.path.join(out, "images"), per_class=args.per_class)
-        print(f"generated {args.per_class} drawn images per class in {data}")
-    elif data is None:
-        data = DEMO_PHOTOS
-        print(f"real photos: {data} (200 flower photos, CC-BY 2.0; see ATTRIBUTION.md there)")
-    cache = os.path.join(out, "codes.h5")
-    summary = run_extract(ExtractConfig(data, cache, backbone=args.backbone, progress=not args.no_progress))
-    print(summary.line())
-    from .classify import load_codes
-    return _compare(load_codes(cache), os.path.join(out, "report"), args.classifiers)
+    from ._api import DEMO_PHOTOS, demo
+    if args.data is None:
+        print(f"drawn images: {args.per_class} per class" if args.synthetic else
+              f"real photos: {DEMO_PHOTOS} (200 flower photos, CC-BY 2.0; see ATTRIBUTION.md there)")
+    _, summary, table = demo(args.out, data=args.data, backbone=args.backbone, classifiers=args.classifiers,
+                             synthetic=args.synthetic, per_class=args.per_class, progress=args.progress,
+                             on_extracted=lambda done: print(done.line()),
+                             on_result=lambda result: print(_result_line(result), file=sys.stderr))
+    _print_table(table, os.path.join(args.out, "report", "report.md"))
+    return 0
+
+
+COMMANDS = {"extract": cmd_extract, "backbones": cmd_backbones, "info": cmd_info, "verify": cmd_verify,
+            "export": cmd_export, "pack": cmd_pack, "fit": cmd_fit, "compare": cmd_compare, "audit": cmd_audit,
+            "predict": cmd_predict, "export-model": cmd_export_model, "serve": cmd_serve, "demo": cmd_demo}
 
 
 def build_parser(prog="pipeline.py"):
-    from .classify.registry import CLASSIFIERS as classifiers
-    from .extract import options
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
-    from . import __version__
-    parser.add_argument("--version", action="version", version=f"cnncodes {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("extract", help="run every image through the backbone once, into an HDF5 cache")
-    add_extract_args(p)
-    p.set_defaults(func=cmd_extract)
-    p = sub.add_parser("backbones", help="the networks extract can use: family, layers, width, input size, "
-                                         "cost, ImageNet top-1 and whether the weights are here (no network)")
-    p.add_argument("pattern", nargs="?", default=None,
-                   help="shell pattern over names, e.g. 'resnet*', 'timm:*dinov2*', 'open_clip:ViT-B-32/*'")
-    p.add_argument("--nodes", action="store_true", help="every layer name one backbone (the pattern) accepts")
-    p.add_argument("--widths", action="store_true", help="probe every listed row's width (slower for long lists)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=cmd_backbones)
-    p = sub.add_parser("info", help="rows, classes, splits, fingerprint and failures of a cache")
-    p.add_argument("cache")
-    p.add_argument("--json", action="store_true", help="one JSON object")
-    p.set_defaults(func=cmd_info)
-
-    p = sub.add_parser("verify", help="check a cache's structure, counts and stored bytes (exit 1 when not ok)")
-    p.add_argument("cache")
-    p.add_argument("--images", action="store_true", help="also re-hash the images still present; list changed and missing")
-    p.add_argument("--recompute", type=int, default=0, metavar="N",
-                   help="re-extract N random rows and report the worst cosine to the stored codes")
-    p.add_argument("--min-cosine", type=float, default=options.RECOMPUTE_MIN_COSINE,
-                   help=f"--recompute: below this is a problem (default {options.RECOMPUTE_MIN_COSINE})")
-    p.add_argument("--data", default=None, help="the image folder (default: the cache's data_root)")
-    p.add_argument("--weights", default=None, help="--recompute with codes from --weights FILE: that file")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_verify)
-
-    p = sub.add_parser("export", help="codes and metadata as Parquet, or codes.npy + metadata.parquet")
-    p.add_argument("cache")
-    p.add_argument("--out", required=True, help="FILE.parquet, or a folder with --format npy")
-    from .cache.export import FORMATS
-    p.add_argument("--format", default=FORMATS[0], choices=FORMATS)
-    p.add_argument("--layer", default=None, help="code layer (default: the cache's first)")
-    p.set_defaults(func=cmd_export)
-
-    p = sub.add_parser("pack", help="one self-contained HDF5 file (no .shards folder) to move or share the cache")
-    p.add_argument("cache")
-    p.add_argument("--out", required=True, help="the packed file to write (e.g. codes-packed.h5)")
-    p.set_defaults(func=cmd_pack)
-
-    p = sub.add_parser("fit", help="train one classifier on cached codes (hyper-parameters swept)")
-    p.add_argument("cache")
-    p.add_argument("--classifier", default="logreg", choices=list(classifiers),
-                   help="; ".join(f"{name}: {spec.description}" for name, spec in classifiers.items()))
-    p.add_argument("--model", default=None, help="write the fitted model here (.npz)")
-    _classify_args(p)
-    p.set_defaults(func=cmd_fit)
-
-    p = sub.add_parser("compare", help="every classifier on identical splits: table, report files, plots")
-    p.add_argument("cache")
-    p.add_argument("--report", default="report", help="folder for report.md, report.json and plots")
-    p.add_argument("--classifiers", default=None, help=f"comma-separated subset of {', '.join(classifiers)} "
-                   "(default: all)")
-    _classify_args(p)
-    p.set_defaults(func=cmd_compare)
-
-    p = sub.add_parser("audit", help="what is wrong with the data, from the codes: duplicates, leaks across "
-                                     "splits, likely label errors, outliers")
-    p.add_argument("cache")
-    p.add_argument("--report", default="audit_report", help="folder for audit.md, audit.json and picture sheets")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="cosine at or above which two photos are near duplicates (default: calibrated per backbone)")
-    p.add_argument("--k", type=int, default=5, help="neighbours for the outlier score (default 5)")
-    p.add_argument("--top", type=int, default=50, help="label errors and outliers listed (default 50)")
-    _classify_args(p)
-    p.set_defaults(func=cmd_audit)
-
-    p = sub.add_parser("predict", help="classify image files or folders with a saved model")
-    p.add_argument("model")
-    p.add_argument("images", nargs="+", help="image files or folders")
-    p.add_argument("--top-k", type=int, default=3)
-    p.add_argument("--weights", default=None, help="the weights file, when the model's codes came from --weights FILE")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--tta", action="store_true",
-                   help="test-time views: average the probabilities of each image and its mirror image "
-                        "(two forward passes per image)")
-    p.add_argument("--csv", action="store_true", help="CSV output")
-    p.add_argument("--json", action="store_true", help="a JSON list of {path, label, probability, top_k}")
-    p.add_argument("--precision", default="auto", choices=[name for name in options.PRECISIONS if name != "int8"],
-                   help="the codes' compute precision (auto: the device's; fp32 gives what an exported graph gives)")
-    p.add_argument("--runtime", choices=options.RUNTIMES, default=None,
-                   help="torch (a .npz model) or onnxruntime (a .onnx model from export-model; no torch needed); "
-                        "default: by the model file's extension")
-    p.set_defaults(func=cmd_predict)
-
-    p = sub.add_parser("export-model", help="a fitted model as one ONNX file: image -> class probabilities")
-    p.add_argument("model", help="a model file from fit --model")
-    p.add_argument("--out", required=True, help="the .onnx file to write")
-    p.add_argument("--weights", default=None, help="the weights file, when the model's codes came from --weights FILE")
-    p.set_defaults(func=cmd_export_model)
-
-    p = sub.add_parser("serve", help="an HTTP service for an exported model: POST /predict, GET /health")
-    p.add_argument("model", help="a .onnx file from export-model")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--max-batch", type=int, default=32, help="requests run together at most (default 32)")
-    p.add_argument("--max-wait-ms", type=float, default=5.0,
-                   help="how long the first waiting request waits for others to join its batch (default 5)")
-    p.add_argument("--max-bytes", type=int, default=20 * 2**20, help="largest upload accepted (default 20 MiB)")
-    p.set_defaults(func=cmd_serve)
-
-    p = sub.add_parser("demo", help="the whole flow offline on 200 real flower photos: extract, compare")
-    p.add_argument("--data", default=None, help="run on this image folder instead of the shipped photos")
-    p.add_argument("--synthetic", action="store_true", help="drawn flower-like images instead of the photos")
-    p.add_argument("--out", default="demo_out", help="folder for images, cache and report")
-    p.add_argument("--per-class", type=int, default=60, help="--synthetic: drawn images per class")
-    p.add_argument("--backbone", default="efficientnet_lite0")
-    p.add_argument("--classifiers", default=None, help="comma-separated subset (default: all)")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=cmd_demo)
-    return parser
+    from ._cli_options import build_parser as build
+    return build(prog, __doc__.splitlines()[0])
 
 
 def main(argv=None):
@@ -504,7 +287,7 @@ def main(argv=None):
     from .classify.errors import ClassifyError  # any other exception is a bug: its traceback shows
     from .extract.errors import ExtractError
     try:
-        return args.func(args)
+        return COMMANDS[args.command](args)
     except (CacheError, ExtractError, ClassifyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -30,10 +30,15 @@ def read_table(manifest) -> tuple:
         columns = {name: table.column(name).to_pylist() if name in names else [None] * table.num_rows
                    for name in COLUMNS}
         return [{name: columns[name][i] for name in COLUMNS} for i in range(table.num_rows)], names
-    with open(manifest, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        names = set(reader.fieldnames or ())
-        return [{name: row.get(name) for name in COLUMNS} for row in reader], names
+    try:
+        with open(manifest, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            names = set(reader.fieldnames or ())
+            return [{name: row.get(name) for name in COLUMNS} for row in reader], names
+    except UnicodeDecodeError as exc:  # guessing an encoding could name the wrong file: say so instead
+        line = exc.object[:exc.start].count(b"\n") + 1
+        raise ExtractError(f"{manifest}: line {line} is not UTF-8 (byte 0x{exc.object[exc.start]:02x}); save the "
+                           "manifest as UTF-8 (e.g. iconv -f latin1 -t utf-8) and run again") from None
 
 
 def scan_manifest(manifest) -> Scan:

@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -10,6 +11,13 @@ from PIL import Image
 # they start, so no thread waits spinning on a core another process needs (set before torch loads).
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# torch.compile's kernel cache, one per CPU code path: inductor's cache key misses ATen's and
+# oneDNN's ISA caps, and a kernel cached by a run under ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2
+# (the AVX2 machines' fp32 path, README) aborted the next uncapped run when loaded from a shared cache.
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(
+    tempfile.gettempdir(), "cnncodes-inductor-" + "-".join(
+        os.environ.get(name, "native").lower() for name in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA"))))
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLOWERS5 = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "flowers5"))

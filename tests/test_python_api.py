@@ -103,3 +103,48 @@ def test_encoder_gives_a_caches_codes_for_paths_and_pil_images(image_folder, tmp
     bad.write_bytes(b"not an image")
     with pytest.raises(ValueError, match="bad.jpg"):
         encoder.encode([str(bad)])
+
+
+def _count_encoded(monkeypatch):
+    """A list that grows by the number of images each extract run sends through the network."""
+    from cnncodes.extract.extractor import Extractor
+    seen, encode = [], Extractor.encode
+
+    def counting(self, records, *args, **kwargs):
+        records = list(records)
+        seen.append(len(records))
+        return encode(self, records, *args, **kwargs)
+    monkeypatch.setattr(Extractor, "encode", counting)
+    return seen
+
+
+def test_cross_validation_over_photos_runs_the_network_once_per_photo(image_folder, tmp_path, monkeypatch):
+    from sklearn.base import clone
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    paths = sorted(str(p) for p in image_folder.rglob("*.jpg"))
+    y = [os.path.basename(os.path.dirname(p)) for p in paths]
+    codes = cnncodes.CodesTransformer(cache=str(tmp_path / "t.h5"), weights="random", crop_size=32, batch_size=4,
+                                      layer="fc7")
+    assert clone(codes).get_params() == codes.get_params() and clone(codes).set_params(layer="fc6").layer == "fc6"
+    seen = _count_encoded(monkeypatch)
+    pipe = make_pipeline(codes, LogisticRegression(max_iter=500))
+    scores = cross_val_score(pipe, paths, y, cv=5)
+    assert len(scores) == 5 and sum(seen) == len(paths)  # 18 photos, 5 folds x (fit + score): once each
+    seen.clear()
+    GridSearchCV(pipe, {"logisticregression__C": [0.1, 1.0]}, cv=3).fit(paths, y)
+    assert sum(seen) == 0  # every photo's codes are in the cache already
+    X = codes.fit_transform(paths[::-1])  # input order, whatever the cache's
+    with cnncodes.open_cache(str(tmp_path / "t.h5")) as c:
+        stored = dict(zip(c.paths, c.codes("fc7")))
+    assert X.shape == (len(paths), 4096) and all(np.array_equal(X[i], stored[p]) for i, p in enumerate(paths[::-1]))
+    other = cnncodes.CodesTransformer(cache=str(tmp_path / "t.h5"), backbone="resnet18", weights="random",
+                                      crop_size=32)
+    with pytest.raises(Exception, match="resnet18|backbone") as refused:
+        other.fit_transform(paths[:2])
+    assert "\n" not in str(refused.value)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="broken.jpg"):
+        codes.transform([str(broken)])

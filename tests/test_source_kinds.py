@@ -327,3 +327,15 @@ def test_ray_workers_read_object_storage_themselves(reference, tmp_path, s3):
     out = run_cli("extract", "s3://bucket/ray", "--cache", cache, *ARGS, "--engine", "ray", "--shard-rows", "8")
     assert "wrote 18" in out.stdout
     assert_same_rows(folder_cache, cache)
+
+
+def test_a_manifest_not_in_utf8_is_one_line_and_writes_nothing(reference, tmp_path):
+    images, _ = reference
+    manifest = tmp_path / "latin1.csv"
+    rel = image_files(images)[0]
+    manifest.write_bytes(f"path,label\n{images / rel},red\nfleur-\xe9.jpg,red\n".encode("latin-1"))
+    cache = tmp_path / "m.h5"
+    out = run_cli("extract", manifest, "--cache", cache, *ARGS, check=False)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.strip().count("\n") == 0 and "latin1.csv: line 3 is not UTF-8" in out.stderr
+    assert "save the manifest as UTF-8" in out.stderr and not cache.exists()
