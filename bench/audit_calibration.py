@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from cnncodes.classify import load_codes  # noqa: E402
-from cnncodes.classify.neighbours import normalised  # noqa: E402
+from cnncodes.classify.audit.near_pairs import normalised  # noqa: E402
 from cnncodes.extract import ExtractConfig, run_extract  # noqa: E402
 from cnncodes.extract.sources import scan_source  # noqa: E402
 

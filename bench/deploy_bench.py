@@ -23,8 +23,8 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from cnncodes.classify.model_file import load_model  # noqa: E402
-from cnncodes.classify.onnx_export import deployed_model, export_onnx  # noqa: E402
-from cnncodes.classify.onnx_predict import OnnxModel  # noqa: E402
+from cnncodes.classify.deploy.onnx_export import deployed_model, export_onnx  # noqa: E402
+from cnncodes.classify.deploy.onnx_predict import OnnxModel  # noqa: E402
 from cnncodes.extract.device import pick_precision  # noqa: E402
 from startup_bench import timed  # noqa: E402  (a whole pipeline.py process, median of runs)
 

@@ -29,7 +29,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 nproc; python3 -c "import torch, torchvision, sklearn, numpy, h5py; print('torch', torch.__version__, 'torchvision', \
 torchvision.__version__, 'sklearn', sklearn.__version__, 'numpy', numpy.__version__, 'h5py', h5py.__version__); \
 print('cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')"
-python3 -c "from cnncodes.classify.lbfgs import solver_device; \
+python3 -c "from cnncodes.classify.heads.lbfgs import solver_device; \
 print('stage two full-batch solver device (auto):', solver_device('auto'))"
 
 # 1. Do the GPU's codes agree with the CPU's fp32 codes of the same photos, per precision?

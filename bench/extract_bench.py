@@ -120,7 +120,7 @@ def main():
     precision = pick_precision(args.precision, device)
     batch, workers = batching(device, args.batch_size, args.workers)
     weights = resolve_weights(spec, args.weights)
-    model = spec.build(weights, (spec.default_layer,))
+    model = spec.build(weights, (spec.first_default_layer,))
     crop = spec.preprocess.crop
     tmp = tempfile.mkdtemp(prefix="cnncodes-bench-")
     try:
@@ -149,7 +149,7 @@ def main():
           f"threads {torch.get_num_threads()}")
     engine = f" ({args.int8_engine})" if precision == "int8" else ""
     draft = " (jpeg draft)" if args.jpeg_draft else ""
-    print(f"backbone {args.backbone} ({spec.default_layer}), weights {weights.identity.split(' ')[0]}, "
+    print(f"backbone {args.backbone} ({spec.first_default_layer}), weights {weights.identity.split(' ')[0]}, "
           f"precision {precision}{engine}, batch {batch}, workers {workers}, decoder {args.decoder}{draft}, "
           f"images {len(picked)}")
     calibration = ", int8 calibration" if precision == "int8" else ""

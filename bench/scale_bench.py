@@ -45,10 +45,10 @@ def synthetic_cache(path, rows, photos_root, chunk=65536):
     """``rows`` rows of random codes under the fingerprint `extract` uses with EXTRACT_ARGS."""
     import numpy as np
     from cnncodes.cache import open_for_append
-    from cnncodes.extract import Extractor, RuntimeOptions
+    from cnncodes.extract import Extractor, RunOptions
     from cnncodes.extract.config import CodeSpec
     extractor = Extractor.for_new_codes(CodeSpec("efficientnet_lite0", crop_size=64), data_root=photos_root,
-                                        options=RuntimeOptions(device="cpu"))
+                                        options=RunOptions(device="cpu"))
     rng = np.random.default_rng(0)
     classes = [f"class{c}" for c in range(5)]
     with open_for_append(path, extractor.fingerprint, extractor.widths, classes) as session:

@@ -36,7 +36,7 @@ def main():
     ap.add_argument("caches", nargs="+")
     ap.add_argument("--classifiers", default=None, help="comma-separated (default: all)")
     args = ap.parse_args()
-    from cnncodes.extract.encode_new import encode_images
+    from cnncodes.extract.by_fingerprint import encode_images
     mirrored_codes = None
     for cache in args.caches:
         data = load_codes(cache)

@@ -1,19 +1,20 @@
 """The HDF5 cache of CNN codes: the contract between extract (stage one) and classify (stage two).
 
-Only h5py and numpy live here; this package imports neither stage.
+Only h5py and numpy live here; this package imports neither stage (tests/test_import_rules.py).
+The face: the readers' API (open_cache, CodesCache, Fingerprint, the errors) and the writer's entry
+points (open_for_append, cache_lock, existing_fingerprint, untrusted_stat). The write protocol's
+internals are the `_` modules (segments, manifest, compaction, row index, writer thread, ...).
 """
-from .append import AppendSession, Known, existing_fingerprint, open_for_append, recover
+from ._lock import cache_lock
+from ._racy import untrusted_stat
+from .append import AppendSession, existing_fingerprint, open_for_append
 from .errors import CacheError, CacheLocked, DiskFull, FingerprintMismatch
 from .fingerprint import COMPARED_FINGERPRINT_KEYS, Fingerprint
-from .lock import cache_lock, check_writable
-from .manifest import segment_folder
-from .racy import smudged
 from .reader import CodesCache, open_cache
 from .schema import SCHEMA_VERSION
 
 __all__ = [
-    "AppendSession", "Known", "existing_fingerprint", "open_for_append", "recover", "CacheError", "CacheLocked",
-    "DiskFull", "check_writable",
-    "FingerprintMismatch", "COMPARED_FINGERPRINT_KEYS", "Fingerprint", "cache_lock", "segment_folder",
-    "CodesCache", "open_cache", "SCHEMA_VERSION", "smudged",
+    "CodesCache", "open_cache", "Fingerprint", "COMPARED_FINGERPRINT_KEYS", "SCHEMA_VERSION",
+    "CacheError", "CacheLocked", "DiskFull", "FingerprintMismatch",
+    "open_for_append", "AppendSession", "cache_lock", "existing_fingerprint", "untrusted_stat",
 ]

@@ -8,7 +8,7 @@ loses at most the shard in flight; the next open finishes any interrupted link.
 
 Costs grow with the new work: a link rewrites the small cache file (segments, live ranges,
 failures), never the rows already stored. Replaced and pruned rows are cut out of the virtual
-datasets' ranges; which segments to merge is cache/compaction.py's pure policy.
+datasets' ranges; which segments to merge is cache/_compaction.py's pure policy.
 """
 import contextlib
 import os
@@ -17,19 +17,19 @@ import numpy as np
 
 import h5py
 
-from . import compaction
+from . import _compaction as compaction
 from .errors import CacheError
-from .files import disk_full_as_one_line
+from ._files import disk_full_as_one_line
 from .fingerprint import Fingerprint
-from .lock import cache_lock
-from .manifest import (Manifest, check_segments_present, is_segmented, publish_manifest, read_manifest,
+from ._lock import cache_lock
+from ._manifest import (Manifest, check_segments_present, is_segmented, publish_manifest, read_manifest,
                        segment_folder)
-from .migrate import migrate_schema1
-from .readers import no_readers
-from .row_index import Known, RowIndex
+from ._migrate import migrate_schema1
+from ._reader_leases import no_readers
+from ._row_index import Known, RowIndex
 from .schema import SCHEMA_VERSION, read_attrs
-from .writer_thread import OrderedWriter
-from .segments import (MERGED, SHARD, SegmentRows, awaits_link, read_segment_failures, read_segment_index,
+from ._writer_thread import OrderedWriter
+from ._segments import (MERGED, SHARD, SegmentRows, awaits_link, read_segment_failures, read_segment_index,
                        read_segment_rows, segment_name, segment_seq, write_segment)
 
 COLLECT_EVERY_SECONDS = 5.0   # how often a session looks for readers before deleting retired segments
@@ -207,7 +207,7 @@ class AppendSession:
             self._write_and_link_unguarded(rows, carried)
 
     def _disk_errors(self, rows):
-        """A full disk or quota is one clear error (cache/files.py); the space a step needs: the shard,
+        """A full disk or quota is one clear error (cache/_files.py); the space a step needs: the shard,
         a merge's share, the cache file."""
         return disk_full_as_one_line(self.cache_path, rows * self._row_bytes() * 2 + (64 << 20))
 
@@ -266,7 +266,7 @@ class AppendSession:
         self.manifest.ranges = compaction.cut_ranges(self.manifest.ranges, self._rows.take(paths))
 
     def _settle(self) -> list:
-        """Merge segments as cache/compaction.py says; returns the segment files no longer referenced."""
+        """Merge segments as cache/_compaction.py says; returns the segment files no longer referenced."""
         retired = compaction.unreferenced(self.manifest)
         for name in retired:
             self._forget(name)
@@ -304,7 +304,7 @@ class AppendSession:
 
     def _collect(self, force=False) -> None:
         """Delete the retired segments, unless a reader may still hold a cache file that names them
-        (cache/readers.py); then they wait for a later try, in this session or the next."""
+        (cache/_reader_leases.py); then they wait for a later try, in this session or the next."""
         now = time.monotonic()
         if not self._retired or (not force and self._last_collect is not None
                                  and now - self._last_collect < COLLECT_EVERY_SECONDS):

@@ -32,7 +32,7 @@ def export_cache(cache_path, out, fmt="parquet", layer=None) -> dict:
         raise CacheError(f"--format {fmt}: choose {' or '.join(FORMATS)}")
     pa, pq = _arrow()
     with open_cache(cache_path) as c:
-        layer = layer or c.default_layer
+        layer = layer or c.first_layer
         dset = c.dataset(layer)
         n, width = dset.shape
         names = list(c.class_names)

@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 
 from .errors import CacheError
-from .files import fsync_dir
+from ._files import fsync_dir
 from .reader import READ_BLOCK_ROWS, open_cache
 from .schema import CLASS_NAMES, CODE_CHUNK_ROWS, CODES_GROUP, FAILED_GROUP, ROW_FIELDS, VIEWS, write_attrs
 

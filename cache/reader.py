@@ -6,8 +6,8 @@ import numpy as np
 
 from .errors import CacheError
 from .fingerprint import Fingerprint
-from .manifest import check_segments_present, is_segmented, manifest_from_file, segment_folder
-from .readers import reader_registration
+from ._manifest import check_segments_present, is_segmented, manifest_from_file, segment_folder
+from ._reader_leases import reader_registration
 from .schema import (CLASS_NAMES, CODES_GROUP, FAILED_GROUP, LABELS, VIEW_DTYPE, VIEWS, as_text, read_attrs,
                      read_failures, read_strings, text,
                      UNLABELED)
@@ -100,7 +100,8 @@ class CodesCache:
         return as_text(self._file["keys"][()]).tolist()
 
     @property
-    def default_layer(self) -> str:
+    def first_layer(self) -> str:
+        """The cache's first layer (as the fingerprint lists them): what readers take by default."""
         layers = self.fingerprint.layers or self.layers
         return layers[0]
 
@@ -174,7 +175,7 @@ class CodesCache:
         return self._file[name]
 
     def _dataset(self, layer):
-        layer = layer or self.default_layer
+        layer = layer or self.first_layer
         if layer not in self._file[CODES_GROUP]:
             raise CacheError(f"{self.path}: no layer {layer!r}; this cache has {self.layers}")
         return self._file[CODES_GROUP][layer]

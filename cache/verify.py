@@ -9,11 +9,11 @@ import h5py
 import numpy as np
 
 from .errors import CacheError
-from .files import file_sha256
+from ._files import file_sha256
 from .fingerprint import Fingerprint
-from .manifest import is_segmented, manifest_from_file, missing_folder, segment_folder
+from ._manifest import is_segmented, manifest_from_file, missing_folder, segment_folder
 from .schema import CODES_GROUP, FAILED_GROUP, LABELS, STAT, UNLABELED, VIEWS, as_text, read_attrs, read_strings
-from .segments import awaits_link, segment_seq
+from ._segments import awaits_link, segment_seq
 
 SPLITS = {"train", "val", "test"}
 

@@ -1,14 +1,19 @@
 """Stage two: classifiers on cached codes, compared on identical splits.
 
+Rooms: heads/ (the estimators and their solvers), the fit/compare workflow here (registry,
+evaluate, splits, budget, stream, joined, report, model_file), audit/ (what is wrong with the data)
+and deploy/ (predict, ONNX export and runtime, the HTTP service: above both stages). Heads and the
+workflow never import audit or deploy (tests/test_import_rules.py).
+
 Names load on first use, so importing the package costs no scikit-learn or torch import.
 """
 import importlib
 
-_LAZY = {"CodesData": "evaluate", "compare": "evaluate", "fit_and_evaluate": "evaluate", "load_codes": "evaluate",
-         "metrics": "evaluate",
+_LAZY = {"CodesData": "data", "compare": "evaluate", "fit_and_evaluate": "evaluate", "load_codes": "data",
+         "metrics": "stats",
          "LoadedModel": "model_file", "ModelFileError": "model_file", "load_model": "model_file",
-         "save_model": "model_file", "CLASSIFIERS": "registry", "DEFAULT_SCALING": "scaling",
-         "SCALINGS": "scaling", "get_classifier": "registry", "SplitError": "splits", "plan_splits": "splits",
+         "save_model": "model_file", "CLASSIFIERS": "registry", "DEFAULT_SCALING": "heads.scaling",
+         "SCALINGS": "heads.scaling", "get_classifier": "registry", "SplitError": "splits", "plan_splits": "splits",
          "ClassifyError": "errors"}
 
 __all__ = list(_LAZY)

@@ -25,10 +25,10 @@ class ModelFileError(ClassifyError):
 def _known_classes() -> dict:
     """The only classes a model file may name (nothing else is ever instantiated)."""
     from sklearn.preprocessing import FunctionTransformer, Normalizer, StandardScaler
-    from .heads import CosineKNNClassifier, NearestCentroidClassifier, SoftmaxLinearSVC, SoftmaxRidgeClassifier
-    from .sweep import LogisticSweepCV
-    from .network_top import NetworkTopClassifier
-    from .torch_heads import SeedRecipeClassifier, TorchMLPClassifier
+    from .heads.linear import CosineKNNClassifier, NearestCentroidClassifier, SoftmaxLinearSVC, SoftmaxRidgeClassifier
+    from .heads.sweep import LogisticSweepCV
+    from .heads.network_top import NetworkTopClassifier
+    from .heads.torch_heads import SeedRecipeClassifier, TorchMLPClassifier
     classes = (StandardScaler, Normalizer, FunctionTransformer, CosineKNNClassifier, NearestCentroidClassifier,
                SeedRecipeClassifier, SoftmaxLinearSVC, SoftmaxRidgeClassifier, TorchMLPClassifier, LogisticSweepCV,
                NetworkTopClassifier)
@@ -105,7 +105,7 @@ def save_model(path, pipeline, meta: dict) -> None:
         steps, arrays = _pipeline_state(pipeline)
         meta = dict(meta, format=FORMAT, steps=steps)
     else:  # an ensemble: each member's pipeline under its own prefix, and the vote's classes
-        from .ensemble import members_of
+        from .heads.ensemble import members_of
         arrays, parts = {}, []
         for i, (name, member) in enumerate(members_of(pipeline)):
             steps, member_arrays = _pipeline_state(member, f"m{i}:")
@@ -152,7 +152,7 @@ class LoadedModel:
         def rebuild(steps, prefix=""):
             return Pipeline([(name, _rebuild(steps[name], arrays, prefix + name, known)) for name in ("scale", "clf")])
         if "members" in meta:
-            from .ensemble import soft_vote
+            from .heads.ensemble import soft_vote
             members = [(m["name"], rebuild(m["steps"], f"m{i}:")) for i, m in enumerate(meta["members"])]
             self.pipeline = soft_vote(members, meta.get("classes", members[0][1].classes_))
         else:

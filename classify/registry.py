@@ -4,7 +4,7 @@ Each entry builds the estimator that fits it on the split plan's rows, sweep inc
 (``ClassifierSpec.estimator``): GridSearchCV over a (scaler, classifier) Pipeline, a Pipeline
 whose LogisticSweepCV sweeps its own grid, that sweep streamed (StreamedSweep) where the codes
 exceed the memory budget, or a soft vote of other entries. So one loop fits them all. The entries
-marked ``maps`` train the network's own top on an unpooled map layer (classify/network_top.py);
+marked ``maps`` train the network's own top on an unpooled map layer (classify/heads/network_top.py);
 the others need codes, and each kind refuses the other's layers in one line.
 """
 from dataclasses import dataclass, field
@@ -12,9 +12,9 @@ from typing import Callable
 
 import numpy as np
 
-from .ensemble import MEMBERS
+from .heads.ensemble import MEMBERS
 from .errors import ClassifyError
-from .scaling import DEFAULT_SCALING, make_scaler
+from .heads.scaling import DEFAULT_SCALING, make_scaler
 
 # scikit-learn and torch are imported inside the builders: the registry's names and grids load
 # for the command line's help without them.
@@ -28,7 +28,7 @@ class ClassifierSpec:
     scaling: str = None              # fixed scaling (the seed recipe uses none); None: the user's choice
     description: str = ""
     sweeps: bool = False             # a LogisticSweepCV: sweeps its own grid in one fit, and can stream
-    members: tuple = ()              # a soft vote of these classifiers (classify/ensemble.py)
+    members: tuple = ()              # a soft vote of these classifiers (classify/heads/ensemble.py)
     maps: bool = False               # trains the network's top on a map layer; build(rs, **map_source)
 
     def pipeline(self, scaling=DEFAULT_SCALING, random_state=0, source=None):
@@ -65,12 +65,12 @@ class ClassifierSpec:
         fitted: name -> a model fitted on the same rows already, which an ensemble reuses.
         source: a map head's map layer (``check_layer``)."""
         if self.members:
-            from .ensemble import voting
+            from .heads.ensemble import voting
             fitted = fitted or {}
             return voting([(m, fitted[m], True) if m in fitted else
                            (m, get_classifier(m).estimator(cv, scaling, random_state), False) for m in self.members])
         if streamed:
-            from .sweep import StreamedSweep
+            from .heads.sweep import StreamedSweep
             return StreamedSweep(self.build(random_state), self.scaling or scaling, cv, random_state)
         pipeline = self.pipeline(scaling, random_state, source)
         if self.sweeps:
@@ -97,29 +97,29 @@ WEIGHT_DECAYS = [1e-4, 1e-3, 1e-2, 1e-1, 1.0]
 def _sweep(param, grid):
     """The multi-head sweep solver for the linear heads: the whole grid in one fit."""
     def build(rs):
-        from .sweep import LogisticSweepCV
+        from .heads.sweep import LogisticSweepCV
         return LogisticSweepCV(param=param, grid=grid, random_state=rs)
     return build
 
 
 def _top(**recipe):
-    """The network's own top on cached maps (classify/network_top.py)."""
+    """The network's own top on cached maps (classify/heads/network_top.py)."""
     def build(rs, **source):
-        from .network_top import NetworkTopClassifier
+        from .heads.network_top import NetworkTopClassifier
         return NetworkTopClassifier(**source, **recipe, random_state=rs)
     return build
 
 
 def _knn(rs):
-    from .heads import CosineKNNClassifier
+    from .heads.linear import CosineKNNClassifier
     return CosineKNNClassifier()
 
 
-def _head(name, seeded=False, module="heads", **params):
-    """One of our estimators, built by class name from classify/heads.py (or torch_heads.py)."""
+def _head(name, seeded=False, module="linear", **params):
+    """One of our estimators, built by class name from classify/heads/linear.py (or torch_heads.py)."""
     def build(rs):
         import importlib
-        estimator = getattr(importlib.import_module(f".{module}", __package__), name)
+        estimator = getattr(importlib.import_module(f".heads.{module}", __package__), name)
         return estimator(**(dict(params, random_state=rs) if seeded else params))
     return build
 

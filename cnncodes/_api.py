@@ -54,7 +54,7 @@ def load_codes(cache, layer=None, *, max_memory=None, seed=0, with_caches=None, 
     if data.unlabeled:
         notes.append(f"note: {data.unlabeled:,} unlabeled rows left out (fit and compare use the labelled ones)")
     if exclude:
-        from .classify.evaluate import exclude_rows, read_exclusions
+        from .classify.data import exclude_rows, read_exclusions
         paths = read_exclusions(os.fspath(exclude))
         data = exclude_rows(data, paths, reported=exclude_reported)
         where = "training, selection and the reported split" if exclude_reported else \
@@ -142,7 +142,7 @@ def audit(cache, *, layer=None, threshold=None, k=5, top=50, seed=0, report=None
     from .classify.errors import ClassifyError
     if layer is None:
         with open_cache(os.fspath(cache)) as c:
-            layer = c.default_layer
+            layer = c.first_layer
     data = load_codes(cache, layer, seed=seed, **load_options)
     found = find(data, threshold=threshold, k=k, top=top, seed=seed)
     try:
@@ -151,7 +151,7 @@ def audit(cache, *, layer=None, threshold=None, k=5, top=50, seed=0, report=None
         found["effect_on_score"] = {"skipped": str(exc)}
     found["notes"] = data.notes
     if report is not None:
-        from .classify.audit_report import write_audit
+        from .classify.audit.report import write_audit
         found["report"] = write_audit(os.fspath(report), found, data.fingerprint.provenance.get("data_root"))
     return found
 
@@ -169,9 +169,9 @@ def predict(model, images, *, top_k=3, runtime=None, weights=None, device="auto"
         if path is None:
             raise ClassifyError("runtime='onnxruntime' runs an exported file: model.export_onnx(path), then "
                                 "predict(path, ...)")
-        from .classify.onnx_predict import predict_images_onnx
+        from .classify.deploy.onnx_predict import predict_images_onnx
         return predict_images_onnx(path, list(images), top_k=top_k)
-    from .classify.predict import predict_images
+    from .classify.deploy.predict import predict_images
     return predict_images(model if path is None else path, list(images), top_k=top_k, weights_file=weights,
                           device=device, tta=tta, precision=precision)
 
@@ -188,7 +188,7 @@ def verify(cache, *, images=False, recompute=0, data=None, weights=None, device=
     cache = os.fspath(cache)
     check = None
     if recompute:
-        from .extract.encode_new import recompute_rows
+        from .extract.by_fingerprint import recompute_rows
         check = functools.partial(recompute_rows, cache, recompute, data_root=data, weights_file=weights,
                                   device=device)
     return verify_cache(cache, images=images, data_root=data, recompute=check, source_hasher=source_hasher,

@@ -92,7 +92,7 @@ def extract(p):
 
 
 def classify(p, layer_default="every layer the cache holds"):
-    from .classify.scaling import SCALINGS
+    from .classify.heads.scaling import SCALINGS
     p.add_argument("--layer", default=None,
                    help=f"code layer(s), comma-separated, used side by side (default: {layer_default})")
     p.add_argument("--scaling", default=None, choices=SCALINGS,

@@ -57,7 +57,7 @@ class Model:
 
     def export_onnx(self, path, *, weights=None) -> dict:
         """One ONNX file, image -> probabilities (what `cnncodes export-model` writes)."""
-        from .classify.onnx_export import export_onnx
+        from .classify.deploy.onnx_export import export_onnx
         return export_onnx(self, os.fspath(path), weights_file=weights)
 
     def __repr__(self):

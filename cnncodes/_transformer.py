@@ -80,7 +80,7 @@ class CodesTransformer(TransformerMixin, BaseEstimator):
             if missing:
                 reason = failed.get(missing[0], "not in the cache")
                 raise ValueError(f"{missing[0]}: {reason} ({len(missing)} of {len(paths)} images have no codes)")
-            layer = self.layer.replace(",", "+") if self.layer else c.default_layer
+            layer = self.layer.replace(",", "+") if self.layer else c.first_layer
             rows = np.array([at[p] for p in paths])
             mask = np.zeros(len(c), dtype=bool)
             mask[rows] = True

@@ -202,7 +202,7 @@ def _print_table(results, report_md):
 
 def cmd_audit(args):
     from ._api import audit
-    from .classify.audit_report import summary_lines
+    from .classify.audit.report import summary_lines
     found = audit(args.cache, layer=args.layer, threshold=args.threshold, k=args.k, top=args.top, seed=args.seed,
                   report=args.report, max_memory=args.max_memory, exclude=getattr(args, "exclude", None),
                   exclude_reported=getattr(args, "exclude_reported", False))
@@ -241,7 +241,7 @@ def cmd_predict(args):
 
 
 def cmd_export_model(args):
-    from .classify.onnx_export import export_onnx
+    from .classify.deploy.onnx_export import export_onnx
     done = export_onnx(args.model, args.out, weights_file=args.weights)
     print(f"wrote {done['path']}: {done['bytes'] / 1e6:.1f} MB, {done['backbone']} {done['layer']} -> "
           f"{done['classes']} classes, input uint8 [batch, 3, {done['crop']}, {done['crop']}]")
@@ -249,7 +249,7 @@ def cmd_export_model(args):
 
 
 def cmd_serve(args):
-    from .classify.serve import serve
+    from .classify.deploy.serve import serve
     serve(args.model, host=args.host, port=args.port, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
           max_bytes=args.max_bytes)
     return 0

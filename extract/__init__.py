@@ -7,7 +7,7 @@ import importlib
 from .errors import ExtractError, WeightsUnavailable
 
 _LAZY = {"BACKBONES": "backbones", "BackboneSpec": "backbones", "Preprocess": "backbones",
-         "get_backbone": "backbones", "Extractor": "extractor", "RuntimeOptions": "extractor",
+         "get_backbone": "backbones", "Extractor": "extractor",
          "CodeSpec": "config", "RunOptions": "config", "ExtractConfig": "runner", "ExtractSummary": "runner", "run_extract": "runner"}
 
 __all__ = ["ExtractError", "WeightsUnavailable", *_LAZY]

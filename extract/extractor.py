@@ -29,15 +29,10 @@ from .onnx_network import PRECISION as ONNX_PRECISION
 from .weights import resolve_weights
 
 
-
-# How an Extractor runs (device, batch, workers, ...): the run's own options, never fingerprinted.
-RuntimeOptions = RunOptions
-
-
 class Extractor:
     """Network + layers + preprocessing + precision (+ int8 ranges) on one device."""
 
-    def __init__(self, fingerprint: Fingerprint, weights, options: RuntimeOptions, device=None, weights_file=None):
+    def __init__(self, fingerprint: Fingerprint, weights, options: RunOptions, device=None, weights_file=None):
         self.fingerprint = fingerprint
         self.weights_file = weights_file  # a --weights FILE, so remote workers can load the same file
         self.spec = get_backbone(fingerprint.backbone)
@@ -88,14 +83,14 @@ class Extractor:
         return cls(fingerprint, resolved, options, device, weights_file)
 
     @classmethod
-    def from_fingerprint(cls, fingerprint, weights_file=None, options: RuntimeOptions = None,
+    def from_fingerprint(cls, fingerprint, weights_file=None, options: RunOptions = None,
                          keep_precision=False) -> "Extractor":
         """The extractor that made a cache's (or a model file's) codes. int8 runs on the CPU with
         the recorded ranges; otherwise the device's default precision, or the fingerprint's own
         with ``keep_precision`` (a cluster worker computing a run's codes)."""
         if isinstance(fingerprint, dict):
             fingerprint = Fingerprint.from_attrs(fingerprint)
-        options = options or RuntimeOptions()
+        options = options or RunOptions()
         spec = get_backbone(fingerprint.backbone)
         weights = _weights_for(spec, fingerprint.weights, weights_file)
         if fingerprint.quantization:

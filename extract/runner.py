@@ -165,7 +165,7 @@ def _encode_and_commit(engine, extractor, session, pending, config, summary):
 def _commit_batch(session, records, batch, config, summary):
     """Hand one encoded batch to the session; its positions index ``records`` (the pending list)."""
     def stats(positions):  # what the next run compares: a file read too close to its mtime is smudged
-        return [cache_api.smudged(records[i].stat, batch.read_ns[i]) for i in positions]
+        return [cache_api.untrusted_stat(records[i].stat, batch.read_ns[i]) for i in positions]
 
     if batch.indices:
         rows = [records[i] for i in batch.indices]

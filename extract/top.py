@@ -1,6 +1,6 @@
 """The network above a cached map: what stage two trains on a cache's unpooled maps.
 
-The second door from stage two into stage one (beside encode_new): stage two names the codes'
+The second door from stage two into stage one (beside by_fingerprint): stage two names the codes'
 backbone, weights and map layer, and gets the network's own top, with the weights the codes were
 computed with (pretrained, random:SEED or a --weights FILE, checked by its SHA-256 as predict
 checks it), as a module from the flattened map to the final classifier's input.

@@ -2,7 +2,7 @@
 import os
 from dataclasses import dataclass
 
-from ..cache.files import file_sha256  # noqa: F401  (backbones take it from here)
+from ..cache._files import file_sha256  # noqa: F401  (backbones take it from here)
 
 from .errors import WeightsUnavailable
 

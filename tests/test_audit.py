@@ -127,7 +127,7 @@ def test_confident_learning_rule_flags_confident_disagreement():
 
 
 def test_every_accuracy_has_its_interval_and_compare_says_what_ties_the_best(tmp_path):
-    from cnncodes.classify.evaluate import mcnemar_p, wilson_interval
+    from cnncodes.classify.stats import mcnemar_p, wilson_interval
     low, high = wilson_interval(45, 50)
     assert low < 0.9 < high and round(high - low, 2) == 0.17  # 0.786-0.957: the demo's 50 val photos
     assert mcnemar_p([1] * 10, [1] * 10) == 1.0
@@ -167,7 +167,7 @@ def test_augmented_views_are_not_duplicates_and_the_audit_reads_centre_rows(tmp_
 def test_cells_find_the_pairs_the_exact_products_find(monkeypatch):
     """Past EXACT_ROWS the comparisons are confined to k-means cells: on clustered codes with
     planted copies they find the same pairs as the exact products, and close distances."""
-    from cnncodes.classify import neighbours as nb
+    from cnncodes.classify.audit import near_pairs as nb
     rng = np.random.default_rng(0)
     centres = rng.normal(0, 1, (5, 64))
     X = centres[rng.integers(0, 5, 600)] + rng.normal(0, 1.0, (600, 64))
@@ -204,7 +204,7 @@ def test_the_effect_on_the_score_past_the_fit_cap_trains_on_a_sample(planted, mo
     """Past AUDIT_FIT_ROWS training rows the leak's effect is measured with a model trained on a
     sample of them: the reported rows are all there, and both accuracies come from it."""
     from cnncodes.classify import audit as audit_module
-    from cnncodes.classify.evaluate import load_codes
+    from cnncodes.classify.data import load_codes
     data, cache, plant, root = planted
     codes = load_codes(str(cache), "avgpool")
     leaked = [p for p in plant["exact"] + plant["near"] if p.startswith("val/")]

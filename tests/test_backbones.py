@@ -274,15 +274,15 @@ def test_weights_file_loads_through_the_library(name, photos, tmp_path):
                                         options=RunOptions(workers=0))
     assert extractor.fingerprint.weights.startswith("file:weights.pt sha256:")
     records = [Record(path=p, abspath=p, label=None) for p in photos[:2]]
-    ours = np.concatenate([b.codes[extractor.spec.default_layer] for b in extractor.encode(records, views=False)])
+    ours = np.concatenate([b.codes[extractor.spec.first_default_layer] for b in extractor.encode(records, views=False)])
     _, random_codes = cnncodes_codes(name, photos[:2])
     expected = extractor.spec.cut(network.eval(), extractor.spec.defaults)
     x = torch.stack([extractor.preprocess.normalizer("cpu")(extractor.preprocess.pil_transform()(
         Image.open(p).convert("RGB"))[None])[0] for p in photos[:2]])
     with torch.no_grad():
-        theirs = expected(x)[extractor.spec.default_layer].numpy()
+        theirs = expected(x)[extractor.spec.first_default_layer].numpy()
     assert_cosine(ours, theirs)
-    assert not np.allclose(ours, random_codes[extractor.spec.default_layer])  # the file's weights, not seed 0's
+    assert not np.allclose(ours, random_codes[extractor.spec.first_default_layer])  # the file's weights, not seed 0's
 
 
 def test_zoo_backbone_with_views_and_verify_recompute(tmp_path):

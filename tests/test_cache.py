@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 
 from cnncodes.cache import (CacheError, CacheLocked, Fingerprint, FingerprintMismatch, cache_lock, existing_fingerprint,
-                   open_cache, open_for_append, recover, segment_folder)
+                   open_cache, open_for_append)
+from cnncodes.cache._manifest import segment_folder
+from cnncodes.cache.append import recover
 from cnncodes.cache import append as append_module
 
 FP = Fingerprint(backbone="toy", layers=("f",), weights="random:0", preprocess={"crop": 8}, dtype="float16")

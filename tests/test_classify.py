@@ -195,7 +195,7 @@ def test_sweep_solver_equals_scikit_learn_at_every_C_on_real_codes(flowers5, tmp
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
     from cnncodes.classify.registry import LOG_C
-    from cnncodes.classify.sweep import LogisticSweepCV
+    from cnncodes.classify.heads.sweep import LogisticSweepCV
     from cnncodes.extract import ExtractConfig, run_extract
     data = tmp_path / "f5"
     for split, per_class in (("train", 120), ("val", 40)):  # 600 photos to fit, 200 held out
@@ -229,7 +229,7 @@ def test_sweep_scores_every_C_as_grid_search_does_and_keeps_the_first_best(tmp_p
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GridSearchCV
     from sklearn.preprocessing import StandardScaler
-    from cnncodes.classify.lbfgs import SWEEP_TOL_FACTOR
+    from cnncodes.classify.heads.lbfgs import SWEEP_TOL_FACTOR
     from cnncodes.classify.registry import LOG_C
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(3), 300)
@@ -340,7 +340,7 @@ def test_sweep_solver_runs_the_same_on_numpy_and_torch():
     """One solver, written against the array API: numpy (the CPU's) and torch (the GPU's) reach the
     same heads from the same start."""
     import torch
-    from cnncodes.classify.lbfgs import _Heads, batched_lbfgs, to_numpy
+    from cnncodes.classify.heads.lbfgs import _Heads, batched_lbfgs, to_numpy
     X, y, _ = blobs(n_per_class=100, dim=24, separation=1.0)
     lambdas = np.array([1e-1, 1e-2, 1e-3], dtype=np.float32)
     p = 24 * 3 + 3
@@ -360,7 +360,7 @@ def test_fitting_the_linear_heads_on_the_cpu_never_imports_torch(learnable):
     solver runs on numpy where there is no GPU, and nothing else on that path imports torch."""
     import subprocess
     import sys
-    code = ("import sys, cnncodes.classify.lbfgs as lbfgs; lbfgs._nvidia_driver = lambda: False\n"
+    code = ("import sys, cnncodes.classify.heads.lbfgs as lbfgs; lbfgs._nvidia_driver = lambda: False\n"
             "from cnncodes.classify import load_codes, fit_and_evaluate, save_model\n"
             f"data = load_codes({learnable.path!r})\n"
             "for name in ('logreg', 'linear', 'svm', 'ridge', 'centroid', 'knn'):\n"
@@ -417,7 +417,7 @@ def test_logistic_sweep_cv_scores_folds_as_grid_search_does():
     grid step of LogisticRegression's in GridSearchCV on the same folds."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
-    from cnncodes.classify.sweep import LogisticSweepCV
+    from cnncodes.classify.heads.sweep import LogisticSweepCV
     X, y, _ = blobs(n_per_class=60, dim=12, separation=0.6)
     grid = [float(c) for c in np.logspace(-4, 1, 6)]
     folds = list(StratifiedKFold(3, shuffle=True, random_state=0).split(X, y))

@@ -1,6 +1,6 @@
 """The merge policy alone: plain manifests in, decisions out (no HDF5, no files)."""
-from cnncodes.cache import compaction
-from cnncodes.cache.manifest import Manifest
+from cnncodes.cache import _compaction as compaction
+from cnncodes.cache._manifest import Manifest
 
 
 def manifest(segments, ranges):

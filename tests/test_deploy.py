@@ -48,8 +48,8 @@ def _torch_and_onnx(model_path, onnx_path, paths):
     """Probabilities of the torch path (the model's extractor in fp32, codes rounded to the cache's
     dtype, the fitted pipeline) and of ONNX Runtime on the numpy/PIL inputs, for ``paths``."""
     from cnncodes.classify import load_model
-    from cnncodes.classify.onnx_predict import OnnxModel
-    from cnncodes.extract.encode_new import encode_images
+    from cnncodes.classify.deploy.onnx_predict import OnnxModel
+    from cnncodes.extract.by_fingerprint import encode_images
     loaded = load_model(model_path)
     got, codes, failures = encode_images(loaded.fingerprint, paths, device="cpu", layer=loaded.layer, precision="fp32")
     assert not failures and got == paths
@@ -68,7 +68,7 @@ def test_numpy_preprocessing_gives_torchvisions_pixels(tmp_path):
     round differently (portrait, landscape, odd sizes, smaller than the resize) and for squash."""
     from cnncodes.extract.decoding import decode_rgb
     from cnncodes.extract.preprocessing import Preprocess
-    from cnncodes.classify.onnx_predict import network_input
+    from cnncodes.classify.deploy.onnx_predict import network_input
     sizes = [(500, 375), (375, 500), (333, 257), (1001, 99), (224, 224), (257, 256)]
     paths = [make_image(str(tmp_path / f"{w}x{h}.png"), seed=w, size=(w, h)) for w, h in sizes] + _photos(4)
     recipes = [Preprocess(), Preprocess(resize=256, crop=224, interpolation="bicubic"),
@@ -171,7 +171,7 @@ def test_the_server_batches_refuses_bad_uploads_and_keeps_serving(lite):
             seconds = time.time() - started
         assert all(status == 200 for status, _ in answers) and seconds < 60
         assert all(len(body["top_k"]) == 2 and body["label"] in health["classes"] for _, body in answers)
-        from cnncodes.classify.onnx_predict import predict_images_onnx
+        from cnncodes.classify.deploy.onnx_predict import predict_images_onnx
         local, _ = predict_images_onnx(onnx_path, photos)
         assert [body["label"] for _, body in answers] == [p["label"] for p in local]
         _, after = _request(f"{base}/health")

@@ -5,9 +5,9 @@ and its decision_function checks skip k-nearest neighbours (which has none).
 """
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from cnncodes.classify.heads import CosineKNNClassifier, NearestCentroidClassifier, SoftmaxLinearSVC, SoftmaxRidgeClassifier
-from cnncodes.classify.sweep import LogisticSweepCV
-from cnncodes.classify.torch_heads import SeedRecipeClassifier, TorchMLPClassifier
+from cnncodes.classify.heads.linear import CosineKNNClassifier, NearestCentroidClassifier, SoftmaxLinearSVC, SoftmaxRidgeClassifier
+from cnncodes.classify.heads.sweep import LogisticSweepCV
+from cnncodes.classify.heads.torch_heads import SeedRecipeClassifier, TorchMLPClassifier
 
 WEAK_BY_DESIGN = ("the classic exercise's recipe (2 epochs of SGD at lr 0.001, unscaled) is deliberately weak: it "
                   "does not reach the 83% this check asks on its toy problem")

@@ -10,7 +10,7 @@ from cnncodes.cache import FingerprintMismatch, open_cache
 from cnncodes.extract import ExtractConfig, run_extract
 from cnncodes.extract.device import pick_precision
 from cnncodes.extract.errors import ExtractError
-from cnncodes.extract.encode_new import encode_images
+from cnncodes.extract.by_fingerprint import encode_images
 
 
 def _extract(folder, cache, precision, **overrides):

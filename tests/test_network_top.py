@@ -58,7 +58,7 @@ def test_a_map_cache_records_its_shapes_and_maps_average_to_the_pooled_codes(lit
 def test_the_top_starts_from_the_weights_the_codes_came_from(lite_maps):
     """With a learning rate of 0 the fitted top is the network's own top, number for number."""
     from cnncodes.classify import load_codes
-    from cnncodes.classify.network_top import NetworkTopClassifier
+    from cnncodes.classify.heads.network_top import NetworkTopClassifier
     from cnncodes.extract.top import network_top, state_vector
     data = load_codes(lite_maps[0], "stage7_map")
     weights = data.fingerprint.weights
@@ -72,7 +72,7 @@ def test_the_top_starts_from_the_weights_the_codes_came_from(lite_maps):
 def test_top_fits_round_trips_and_predict_rebuilds_backbone_and_top(lite_maps, tmp_path):
     from cnncodes.classify import fit_and_evaluate, load_codes, load_model, save_model
     from cnncodes.classify.model_file import model_meta
-    from cnncodes.classify.predict import predict_images
+    from cnncodes.classify.deploy.predict import predict_images
     cache, images = lite_maps
     data = load_codes(cache, "stage7_map")
     result, model = fit_and_evaluate(data, "top")

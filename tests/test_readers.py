@@ -7,8 +7,9 @@ import h5py
 import numpy as np
 import pytest
 
-from cnncodes.cache import open_cache, segment_folder
-from cnncodes.cache.manifest import read_manifest
+from cnncodes.cache import open_cache
+from cnncodes.cache._manifest import segment_folder
+from cnncodes.cache._manifest import read_manifest
 from conftest import FAST_VGG, assert_same_cache, make_folder, make_image, run_cli
 
 ARGS = [*FAST_VGG, "--shard-rows", "8"]

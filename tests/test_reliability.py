@@ -10,7 +10,8 @@ import time
 import h5py
 import pytest
 
-from cnncodes.cache import open_cache, segment_folder
+from cnncodes.cache import open_cache
+from cnncodes.cache._manifest import segment_folder
 from cnncodes.cache.verify import verify_cache
 from conftest import assert_same_cache as assert_same, committed_rows, make_folder, make_image, run_cli, start_cli
 
@@ -132,7 +133,7 @@ def test_no_shard_is_written_after_a_failed_one(background):
     commits after the error was raised: a committed shard after an uncommitted one would leave a
     gap that the re-run fills at the end, so the resumed cache would not equal a clean run's (seen:
     a full disk, then a write that fitted in the space the failed one freed)."""
-    from cnncodes.cache.writer_thread import OrderedWriter
+    from cnncodes.cache._writer_thread import OrderedWriter
     done = []
 
     def write(job):

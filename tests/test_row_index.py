@@ -1,8 +1,8 @@
-"""The writer's row index (cache/row_index.py): pure bookkeeping, tested without HDF5."""
+"""The writer's row index (cache/_row_index.py): pure bookkeeping, tested without HDF5."""
 import numpy as np
 
-from cnncodes.cache.row_index import Known, RowIndex
-from cnncodes.cache.segments import SegmentIndex
+from cnncodes.cache._row_index import Known, RowIndex
+from cnncodes.cache._segments import SegmentIndex
 
 
 def segment(name, keys, views):

@@ -5,7 +5,7 @@ import pytest
 
 from conftest import make_folder, make_image
 from cnncodes.extract.errors import ExtractError
-from cnncodes.cache.files import file_sha256 as content_key
+from cnncodes.cache._files import file_sha256 as content_key
 from cnncodes.extract.sources import derive_split, scan_image_folder
 
 

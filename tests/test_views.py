@@ -160,7 +160,7 @@ def test_verify_recompute_recomputes_augmented_views_too(split_folder, tmp_path,
     """View rows are seeded, so `verify --recompute` re-extracts them like centre rows, and a
     changed crop sampler (here: other seeds) shows as a lower cosine (random weights on tinted
     toy images keep every code close, hence the tight bar)."""
-    from cnncodes.extract.encode_new import recompute_rows
+    from cnncodes.extract.by_fingerprint import recompute_rows
     cache = tmp_path / "v.h5"
     extract(split_folder, cache, views=2)
     with open_cache(str(cache)) as c:

@@ -56,7 +56,7 @@ class BackboneSpec:
     def top(self, network, layer):
         """(body, final): the network's own layers above the map ``layer`` (a map [B, C, H, W] in,
         the final classifier's input out) and that final classifier (an nn.Linear), sharing the
-        network's modules and weights. What stage two trains on cached maps (classify/network_top.py)."""
+        network's modules and weights. What stage two trains on cached maps (classify/heads/network_top.py)."""
         raise ExtractError(f"{self.name} has no map layer to train its top on")
 
     def other_layers(self) -> list:
@@ -73,7 +73,8 @@ class BackboneSpec:
         return self._defaults or self.layers[:1]
 
     @property
-    def default_layer(self) -> str:
+    def first_default_layer(self) -> str:
+        """The first of the layers extract takes by default."""
         return self.defaults[0]
 
     @functools.cached_property

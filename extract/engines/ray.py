@@ -126,11 +126,12 @@ class RayEncoder:
     """One per actor: builds the Extractor once, then encodes one batch of records per call."""
 
     def __init__(self, fingerprint, weights_file, device, batch_size, workers, channels_last, max_pixels):
-        from ..extractor import Extractor, RuntimeOptions
+        from ..config import RunOptions
+        from ..extractor import Extractor
         pid_dir = os.environ.get(PID_DIR_ENV)
         if pid_dir:
             open(os.path.join(pid_dir, str(os.getpid())), "w").close()
-        options = RuntimeOptions(device=device, batch_size=batch_size, workers=workers,
+        options = RunOptions(device=device, batch_size=batch_size, workers=workers,
                                  channels_last=channels_last, max_pixels=max_pixels)
         self.extractor = Extractor.from_fingerprint(fingerprint, weights_file, options, keep_precision=True)
 

@@ -106,9 +106,9 @@ def make_app(model_path, max_batch=32, max_wait_ms=5.0, max_bytes=MAX_BYTES, dec
     started = time.time()
 
     async def predict(request):
-        from ..extract.decoding import DecodeError
+        from ...extract.decoding import DecodeError
 
-        from .errors import ClassifyError
+        from ..errors import ClassifyError
         try:
             top_k = int(request.query.get("top_k", 3))
         except ValueError:

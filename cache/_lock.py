@@ -16,7 +16,7 @@ import struct
 import threading
 
 from .errors import CacheError, CacheLocked
-from .manifest import segment_folder
+from ._manifest import segment_folder
 
 _held = set()             # lock files this process holds (by device and inode)
 _held_guard = threading.Lock()

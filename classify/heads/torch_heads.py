@@ -5,7 +5,7 @@ Kept apart from heads.py so that the heads which need no torch never pay for imp
 import numpy as np
 import torch
 
-from .heads import LinearScores, ScoresClassifier
+from .linear import LinearScores, ScoresClassifier
 
 
 def torch_device(name="auto"):

@@ -24,7 +24,7 @@ def is_racy(stat, observed_ns: int) -> bool:
     return mtime_ns + window_ns(mtime_ns) > observed_ns
 
 
-def smudged(stat, observed_ns: int) -> tuple:
+def untrusted_stat(stat, observed_ns: int) -> tuple:
     """The stat to store: as it is, or with the size smudged when it cannot be trusted later."""
     stat = tuple(int(v) for v in stat)
     return (SMUDGED_SIZE,) + stat[1:] if is_racy(stat, observed_ns) else stat

@@ -4,7 +4,7 @@
   different splits, a label conflict when in different classes;
 - near duplicates: pairs of photos whose L2-normalised codes have a cosine at or above a
   threshold, found by exact matrix products in blocks (beyond 100,000 photos confined to k-means
-  cells: classify/neighbours.py); a leak is a
+  cells: classify/audit/near_pairs.py); a leak is a
   val/test photo with a near (or exact) twin in train. The audit reads the cache's first layer
   unless told otherwise: measured on Lite0, the final pool tells two different daisies apart where
   the pool and stage 6 side by side (stage 6 dominating the cosine) do not;
@@ -17,11 +17,11 @@ Augmented views (extract --views) are left out: they are copies by construction.
 """
 import numpy as np
 
-from ..cache import open_cache
-from ..cache.schema import UNLABELED
+from ...cache import open_cache
+from ...cache.schema import UNLABELED
 
-from .errors import ClassifyError
-from .neighbours import neighbours
+from ..errors import ClassifyError
+from .near_pairs import neighbours
 
 # Cosine thresholds for near duplicates, calibrated on planted copies (re-encoded, resized,
 # cropped, mirrored) by bench/audit_calibration.py; README, "Audit", has the recall and the
@@ -59,7 +59,7 @@ def label_issues(X, y, seed=0, folds=5, rows=None) -> tuple:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from .sweep import LogisticSweepCV
+    from ..heads.sweep import LogisticSweepCV
     rows = np.arange(len(y)) if rows is None else np.asarray(rows)
     counts = np.bincount(y)
     folds = int(min(folds, counts[counts > 0].min()))
@@ -193,9 +193,9 @@ def effect_on_score(data, leaked, seed=0) -> dict:
     three times over (19.3 GB of the audit's peak at 1,000,000 rows, the rest 8.9 GB)."""
     from dataclasses import replace
 
-    from .budget import subsample_mask
-    from .evaluate import fit_and_evaluate
-    from .splits import EXCLUDED_SPLIT, LEFT_OUT, plan_splits, reported_split
+    from ..budget import subsample_mask
+    from ..evaluate import fit_and_evaluate
+    from ..splits import EXCLUDED_SPLIT, LEFT_OUT, plan_splits, reported_split
     eval_split = reported_split(data.splits[~np.isin(data.splits, LEFT_OUT)])
     fitting = np.flatnonzero(~np.isin(data.splits, (*LEFT_OUT, eval_split)))
     if len(fitting) > AUDIT_FIT_ROWS:

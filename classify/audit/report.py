@@ -85,7 +85,7 @@ def _tile_sheet(path, tiles, data_root) -> int:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from .report import thumbnail
+    from ..report import thumbnail
     images, missing, total = [], 0, 0
     for line in tiles:
         drawn = []

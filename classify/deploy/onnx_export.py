@@ -4,7 +4,7 @@ The graph is the model's own extractor (the backbone cut at the cached layers, a
 it from the fingerprint), the layers side by side, the rounding to the cache's stored dtype (what
 the head was trained on), the scaler and the head, written with standard operators only (Conv,
 Gemm/MatMul, Softmax...; no ``ai.onnx.ml``), so any ONNX runtime runs it. Its metadata holds the
-class names and the exact preprocessing; classify/onnx_predict.py reads both and needs no torch.
+class names and the exact preprocessing; classify/deploy/onnx_predict.py reads both and needs no torch.
 """
 import json
 
@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import ClassifyError
+from ..errors import ClassifyError
 from .onnx_predict import FORMAT, INPUT, OUTPUT
 
 OPSET = 18
@@ -76,9 +76,9 @@ class _MLP(nn.Module):
 
 def _scores(step) -> nn.Module:
     """The head's scores [B, K] as a module, for the heads whose probabilities are their softmax."""
-    from .heads import CosineKNNClassifier
-    from .network_top import NetworkTopClassifier
-    from .torch_heads import TorchMLPClassifier
+    from ..heads.linear import CosineKNNClassifier
+    from ..heads.network_top import NetworkTopClassifier
+    from ..heads.torch_heads import TorchMLPClassifier
     if isinstance(step, CosineKNNClassifier):
         raise ClassifyError("export-model: knn keeps every training code and votes among them, which is no "
                             "graph worth shipping; export logreg, linear, svm, ridge, mlp, the ensemble or a top")
@@ -116,7 +116,7 @@ class _Vote(nn.Module):
 def head_module(pipeline) -> nn.Module:
     """A fitted (scale, clf) Pipeline or soft vote of them -> module: codes -> probabilities."""
     if hasattr(pipeline, "named_estimators_"):
-        from .ensemble import members_of
+        from ..heads.ensemble import members_of
         return _Vote([_Pipeline(member) for _, member in members_of(pipeline)])
     return _Pipeline(pipeline)
 
@@ -140,7 +140,8 @@ class Deployed(nn.Module):
 
 def deployed_model(model, weights_file=None) -> tuple:
     """(Deployed module in eval mode, fp32, on the CPU; the fingerprint's Preprocess) of a LoadedModel."""
-    from ..extract.extractor import Extractor, RuntimeOptions
+    from ...extract.config import RunOptions
+    from ...extract.extractor import Extractor
     if model.side_by_side:
         raise ClassifyError("export-model: codes of several caches side by side (--with) are not exported yet; "
                             "export a model fitted on one cache")
@@ -148,7 +149,7 @@ def deployed_model(model, weights_file=None) -> tuple:
         raise ClassifyError("export-model: int8 codes come from torch's quantized kernels, which this export does "
                             "not write; fit on a float cache (--precision fp32, bf16 or auto) to export")
     extractor = Extractor.from_fingerprint(model.fingerprint.with_precision("fp32"), weights_file,
-                                           RuntimeOptions(device="cpu"), keep_precision=True)
+                                           RunOptions(device="cpu"), keep_precision=True)
     deployed = Deployed(extractor.model, model.layer.split("+"), extractor.preprocess, model.fingerprint.dtype,
                         head_module(model.pipeline))
     return deployed.eval().float(), extractor.preprocess
@@ -171,8 +172,8 @@ def export_onnx(model_path, out_path, weights_file=None, opset=OPSET) -> dict:
     import os
 
     import onnx
-    from ..extract.onnx_network import export_graph
-    from .model_file import load_model
+    from ...extract.onnx_network import export_graph
+    from ..model_file import load_model
     model = model_path if hasattr(model_path, "pipeline") else load_model(model_path)
     deployed, preprocess = deployed_model(model, weights_file)
     example = torch.zeros(2, 3, preprocess.crop, preprocess.crop, dtype=torch.uint8)

@@ -1,5 +1,5 @@
 """How codes are scaled before a head sees them: the vocabulary and the one builder."""
-from .errors import ClassifyError
+from ..errors import ClassifyError
 
 SCALINGS = ("standard", "l2", "none")
 DEFAULT_SCALING = "standard"  # see README: measured against l2 on flowers5 codes

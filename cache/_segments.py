@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import h5py
 import numpy as np
 
-from .files import new_hdf5
+from ._files import new_hdf5
 from .schema import (CLASS_NAMES, CODE_CHUNK_ROWS, CODES_GROUP, FAILED_FIELDS, FAILED_GROUP, KEY_DTYPE, LABELS,
                      SPLIT_DTYPE, STAT, STAT_COLUMNS, STR, VIEW_DTYPE, VIEWS, read_attrs, read_failures, read_strings, text,
                      UNLABELED, class_of,

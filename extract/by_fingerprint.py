@@ -8,7 +8,8 @@ from dataclasses import replace
 import numpy as np
 
 from .errors import ExtractError
-from .extractor import Extractor, RuntimeOptions
+from .config import RunOptions
+from .extractor import Extractor
 from .sources import Record, expand_image_paths, scan_source
 
 
@@ -20,7 +21,7 @@ def _encoder(fingerprint, weights_file, device, batch_size=None, workers=None, l
         fingerprint = Fingerprint.from_attrs(fingerprint)
     keep = bool(precision and precision != "auto" and not fingerprint.quantization)
     extractor = Extractor.from_fingerprint(fingerprint.with_precision(precision) if keep else fingerprint, weights_file,
-                                           RuntimeOptions(device=device, batch_size=batch_size, workers=workers),
+                                           RunOptions(device=device, batch_size=batch_size, workers=workers),
                                            keep_precision=keep)
     return extractor, (layer.split("+") if layer else [extractor.fingerprint.layers[0]])
 
@@ -71,7 +72,7 @@ def recompute_rows(cache_path, count, seed=0, data_root=None, weights_file=None,
     taken on the first layer, after rounding to the stored dtype."""
     from ..cache import open_cache
     with open_cache(cache_path) as c:
-        layer = c.default_layer
+        layer = c.first_layer
         root = data_root or c.fingerprint.provenance.get("data_root")
         picked = np.sort(np.random.default_rng(seed).choice(len(c), size=min(count, len(c)), replace=False))
         mask = np.zeros(len(c), dtype=bool)

@@ -4,10 +4,10 @@ import os
 import h5py
 import numpy as np
 
-from .manifest import Manifest, publish_manifest, segment_folder
+from ._manifest import Manifest, publish_manifest, segment_folder
 from .schema import (CLASS_NAMES, CODES_GROUP, FAILED_GROUP, LABELS, STAT, STAT_COLUMNS, VIEWS,
                      read_attrs, read_failures, read_strings)
-from .segments import MERGED, SegmentRows, segment_name, write_segment
+from ._segments import MERGED, SegmentRows, segment_name, write_segment
 
 UNKNOWN_STAT = (0, 0, 0)  # never equal to a real file's: such rows are re-hashed (not re-encoded) once
 

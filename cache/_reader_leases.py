@@ -17,7 +17,7 @@ import contextlib
 import fcntl
 import os
 
-from .manifest import segment_folder
+from ._manifest import segment_folder
 
 READERS_FILE = "readers"
 

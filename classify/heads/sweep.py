@@ -10,7 +10,7 @@ import numpy as np
 from array_api_compat import array_namespace, device as device_of
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 
-from .heads import LinearScores, ScoresClassifier
+from .linear import LinearScores, ScoresClassifier
 from .lbfgs import SWEEP_TOL_FACTOR, STREAM_BATCH, _Heads, adam_heads, batched_lbfgs, heads_correct, solver_device, to_numpy
 from .scaling import DEFAULT_SCALING, make_scaler
 

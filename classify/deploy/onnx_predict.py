@@ -3,7 +3,7 @@
 Decoding is extract/decoding.py's (PIL, the cache's own rules: first frame, EXIF orientation,
 RGB), and the resize and centre crop are done in PIL exactly as torchvision does them on a PIL
 image (its output-size and crop rounding), so the graph sees the uint8 pixels the torch path
-sees. Everything the graph needs is in its metadata (classify/onnx_export.py).
+sees. Everything the graph needs is in its metadata (classify/deploy/onnx_export.py).
 """
 import json
 import os
@@ -11,10 +11,10 @@ import os
 import numpy as np
 from PIL import Image
 
-from .errors import ClassifyError
+from ..errors import ClassifyError
 from .predict import prediction, ranked
 
-# What an exported graph is called and calls its ends (classify/onnx_export.py writes them).
+# What an exported graph is called and calls its ends (classify/deploy/onnx_export.py writes them).
 FORMAT = "cnncodes-onnx-1"
 INPUT, OUTPUT = "image", "probabilities"
 
@@ -81,7 +81,7 @@ class OnnxModel:
 
     def prepare(self, source) -> np.ndarray:
         """A path or an image file's bytes -> uint8 [3, crop, crop]; DecodeError with the reason."""
-        from ..extract.decoding import decode_rgb
+        from ...extract.decoding import decode_rgb
         return network_input(decode_rgb(source, draft_size=self.draft_size), self.preprocess)
 
     def predict_proba(self, batch: np.ndarray) -> np.ndarray:
@@ -94,8 +94,8 @@ class OnnxModel:
 
 def predict_images_onnx(model_path, inputs, top_k=3, batch_size=32):
     """(predictions, failures) as classify.predict.predict_images gives them, through ONNX Runtime."""
-    from ..extract.decoding import DecodeError
-    from ..extract.sources import expand_image_paths
+    from ...extract.decoding import DecodeError
+    from ...extract.sources import expand_image_paths
     model = OnnxModel(model_path)
     paths = expand_image_paths(inputs)
     if not paths:

@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 
 from .errors import CacheError
-from .files import new_hdf5
+from ._files import new_hdf5
 from .schema import (CLASS_NAMES, CODES_GROUP, FAILED_GROUP, LABELS, ROW_FIELDS, SCHEMA_VERSION,
                      SEGMENTS_GROUP, STAT, STAT_COLUMNS, STR, VIEW_DTYPE, VIEWS, read_attrs, read_failures, read_strings,
                      write_attrs)

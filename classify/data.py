@@ -1,0 +1,128 @@
+"""Stage two's input: a cache's codes loaded once (CodesData), held or streamed within a memory
+budget, and the rows an audit says to leave out."""
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..cache import open_cache
+from ..cache.schema import UNLABELED
+
+from .errors import ClassifyError
+from .splits import EXCLUDED_SPLIT, LEFT_OUT, UNLABELED_SPLIT, reported_split
+
+
+@dataclass
+class CodesData:
+    """Everything stage two needs from a cache, loaded once."""
+    X: np.ndarray          # float32 [N, D]
+    y: np.ndarray          # int [N]
+    splits: np.ndarray     # str [N]
+    class_names: list
+    layer: str
+    fingerprint: object    # cache.Fingerprint
+    path: str
+    rows: np.ndarray = None  # each row's index in the cache (None: all rows, in order)
+    rows_total: int = None  # rows in the cache (more than len(X) when a memory budget subsampled them)
+    views: np.ndarray = None  # uint8 [N]: 0 a centre view, 1..K an augmented view of the image before it
+    stream: object = None   # a CodeStream when the codes exceed the budget: X is None, y/splits cover every row
+    seed: int = 0           # the subsample's seed (budget exceeded)
+    side_by_side: list = None  # other caches' codes appended as columns (classify/joined.py): cache, layer, fingerprint
+    _subsample: "CodesData" = None
+
+    @property
+    def unlabeled(self) -> int:
+        """Rows without a label: left out of fitting and reporting."""
+        return int(np.count_nonzero(self.splits == UNLABELED_SPLIT))
+
+    @property
+    def excluded(self) -> int:
+        """Rows dropped by exclude_rows (--exclude)."""
+        return int(np.count_nonzero(self.splits == EXCLUDED_SPLIT))
+
+    def in_memory_rows(self) -> int:
+        """Rows that ``in_memory()`` holds."""
+        from .budget import rows_that_fit
+        return len(self.y) if self.X is not None else rows_that_fit(len(self.y), self.stream.width, self.stream.budget)
+
+    def in_memory(self) -> "CodesData":
+        """These codes held in memory: themselves, or (budget exceeded) the seeded random subsample
+        of rows that fits, read once and kept for the next classifier."""
+        if self.X is not None:
+            return self
+        if self._subsample is None:
+            from .budget import subsample_mask
+            keep = subsample_mask(len(self.y), self.in_memory_rows(), self.seed, self.views)
+            with open_cache(self.path) as c:
+                X = c.codes(self.layer, rows=keep)
+            self._subsample = CodesData(X, self.y[keep], self.splits[keep], self.class_names, self.layer,
+                                        self.fingerprint, self.path, np.flatnonzero(keep), rows_total=len(self.y),
+                                        views=None if self.views is None else self.views[keep])
+        return self._subsample
+
+    def codes_of(self, mask):
+        """The codes of the rows in ``mask``: an array, or StreamedRows when they are streamed."""
+        if self.X is not None:
+            return self.X[mask]
+        from .stream import StreamedRows
+        return StreamedRows(self.stream, np.asarray(mask, dtype=bool))
+
+    def cache_rows(self, positions) -> np.ndarray:
+        positions = np.asarray(positions, dtype=np.int64)
+        return positions if self.rows is None else self.rows[positions]
+
+
+def load_codes(cache_path, layer=None, max_memory=None, seed=0) -> CodesData:
+    """The cache's codes as float32, when they fit in ``max_memory`` bytes (None: no limit).
+    layer: one layer, or several ("a,b" or "a+b"), concatenated; default every layer the cache holds.
+    Beyond it, no codes are read here: ``stream`` reads them a load at a time for the heads that
+    stream (logreg, linear), and ``in_memory()`` gives the others a seeded random subsample that fits."""
+    from .budget import rows_that_fit
+    from .stream import CodeStream
+    with open_cache(cache_path) as c:
+        layer = "+".join(layer.split(",")) if layer else all_code_layers(c.layers, c.fingerprint)
+        n, width = len(c), c.width(layer)
+        labels, splits, views = c.labels, c.splits.astype(str), c.views
+        splits = np.where(labels == UNLABELED, UNLABELED_SPLIT, splits)  # never reported, never trained on
+        if max_memory is None or rows_that_fit(n, width, max_memory) == n:
+            return CodesData(c.codes(layer), labels, splits, c.class_names, layer, c.fingerprint, c.path, rows_total=n,
+                             views=views)
+        meta = (c.class_names, layer, c.fingerprint, c.path)
+    return CodesData(None, labels, splits, *meta, rows_total=n, views=views,
+                     stream=CodeStream(cache_path, layer, max_memory), seed=seed)
+
+
+def all_code_layers(layers, fingerprint) -> str:
+    """Every cached layer of codes side by side; a cache of maps alone: its first map."""
+    codes = [name for name in layers if name not in fingerprint.map_shapes]
+    return "+".join(codes) if codes else layers[0]
+
+
+def read_exclusions(path) -> list:
+    """Paths to leave out: an audit's JSON (its "exclude" list) or a text file, one path a line."""
+    import json
+    import os
+    if not os.path.isfile(path):
+        raise ClassifyError(f"--exclude {path}: no such file; give an audit's audit.json or a list of paths")
+    with open(path) as f:
+        text = f.read()
+    if text.lstrip().startswith("{"):
+        try:
+            return list(json.loads(text)["exclude"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ClassifyError(f"--exclude {path}: a JSON file needs an \"exclude\" list of paths ({exc})") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def exclude_rows(data: "CodesData", paths, reported=False) -> "CodesData":
+    """These paths' rows (their views too) neither train nor choose hyper-parameters; with
+    ``reported`` they leave the reported split as well. Returns a CodesData whose ``excluded``
+    says how many rows went."""
+    from dataclasses import replace
+    with open_cache(data.path) as c:
+        cache_paths = np.asarray(c.paths_of(data.cache_rows(np.arange(len(data.y)))), dtype=object)
+    drop = np.isin(cache_paths, np.asarray(list(paths), dtype=object))
+    eval_split = reported_split(data.splits[~np.isin(data.splits, LEFT_OUT)])
+    if not reported:
+        drop &= data.splits != eval_split
+    splits = np.where(drop, EXCLUDED_SPLIT, data.splits)
+    return replace(data, splits=splits, _subsample=None)

@@ -1,0 +1,98 @@
+"""The rooms' import rules, read from the source (as import-linter's contracts would): the clean
+graph stays clean by test, not by care.
+
+- cache/ (the format, the contract between the stages) imports neither stage;
+- the heads and the fit/compare workflow never import audit/ or deploy/;
+- the torch-free deploy modules (ONNX predict, serve) never reach torch, at import or in a call.
+"""
+import ast
+import os
+
+from conftest import ROOT
+
+FOLDERS = {"cnncodes": "cnncodes", "cnncodes.extract": "extract", "cnncodes.cache": "cache",
+           "cnncodes.classify": "classify"}
+
+
+def _modules() -> dict:
+    """module name -> (path, is a package's __init__)."""
+    found = {}
+    for package, folder in FOLDERS.items():
+        for dirpath, _, names in os.walk(os.path.join(ROOT, folder)):
+            for name in names:
+                if not name.endswith(".py"):
+                    continue
+                rel = os.path.relpath(os.path.join(dirpath, name), os.path.join(ROOT, folder))
+                parts = rel[:-3].split(os.sep)
+                is_init = parts[-1] == "__init__"
+                parts = parts[:-1] if is_init else parts
+                found[".".join([package, *parts]) if parts else package] = (os.path.join(dirpath, name), is_init)
+    return found
+
+
+MODULES = _modules()
+
+
+def imports_of(module, module_level_only=False) -> set:
+    """Absolute names ``module`` imports (relative imports resolved; ``from x import y`` gives x.y
+    where that is a module of ours, else x)."""
+    path, is_init = MODULES[module]
+    tree = ast.parse(open(path).read())
+    package = module if is_init else module.rsplit(".", 1)[0]
+    nodes = tree.body if module_level_only else ast.walk(tree)
+    out = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            out |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = ".".join(base[:len(base) - node.level + 1] + ([node.module] if node.module else []))
+            else:
+                base = node.module
+            out.add(base)
+            out |= {f"{base}.{alias.name}" for alias in node.names if f"{base}.{alias.name}" in MODULES}
+    return out
+
+
+def _in(name, room) -> bool:
+    return name == room or name.startswith(room + ".")
+
+
+def test_the_cache_imports_no_stage():
+    for module in MODULES:
+        if _in(module, "cnncodes.cache"):
+            bad = {n for n in imports_of(module) if _in(n, "cnncodes.extract") or _in(n, "cnncodes.classify")}
+            assert not bad, f"{module} imports {bad}"
+
+
+def test_heads_and_the_workflow_never_import_audit_or_deploy():
+    rooms = ("cnncodes.classify.audit", "cnncodes.classify.deploy")
+    checked = 0
+    for module in MODULES:
+        if _in(module, "cnncodes.classify") and not any(_in(module, room) for room in rooms):
+            bad = {n for n in imports_of(module) if any(_in(n, room) for room in rooms)}
+            assert not bad, f"{module} imports {bad}"
+            checked += 1
+    assert checked >= 15  # the heads and the workflow modules were all read
+
+
+def test_the_torch_free_deploy_modules_never_reach_torch():
+    """Everything onnx_predict and serve import (in any function), and everything those modules
+    import when loaded, transitively: no torch, no torchvision."""
+    for start in ("cnncodes.classify.deploy.onnx_predict", "cnncodes.classify.deploy.serve"):
+        seen, todo = set(), [(name, start) for name in imports_of(start)]
+        while todo:
+            name, via = todo.pop()
+            assert not (_in(name, "torch") or _in(name, "torchvision")), f"{start} reaches {name} through {via}"
+            if name in seen:
+                continue
+            seen.add(name)
+            parts = name.split(".")
+            for i in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__ and a/b/__init__ too
+                prefix = ".".join(parts[:i])
+                if prefix in MODULES and prefix not in seen | {name}:
+                    todo.append((prefix, via))
+            if name in MODULES:
+                todo += [(n, name) for n in imports_of(name, module_level_only=True)]
+        assert any(_in(n, "cnncodes") for n in seen), start  # the walk really followed our modules
