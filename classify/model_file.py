@@ -23,17 +23,13 @@ class ModelFileError(ClassifyError):
 
 
 def _known_classes() -> dict:
-    """The only classes a model file may name (nothing else is ever instantiated)."""
-    from sklearn.preprocessing import FunctionTransformer, Normalizer, StandardScaler
-    from .heads.linear import CosineKNNClassifier, NearestCentroidClassifier, SoftmaxLinearSVC, SoftmaxRidgeClassifier
-    from .heads.sweep import LogisticSweepCV
-    from .heads.network_top import NetworkTopClassifier
-    from .heads.torch_heads import SeedRecipeClassifier, TorchMLPClassifier
-    classes = (StandardScaler, Normalizer, FunctionTransformer, CosineKNNClassifier, NearestCentroidClassifier,
-               SeedRecipeClassifier, SoftmaxLinearSVC, SoftmaxRidgeClassifier, TorchMLPClassifier, LogisticSweepCV,
-               NetworkTopClassifier)
+    """The only classes a model file may name (nothing else is ever instantiated): the scalers and
+    the registry's heads (classify/registry.py)."""
+    from .heads.scaling import scaler_classes
+    from .registry import head_classes
+    known = {cls.__name__: cls for cls in scaler_classes()} | head_classes()
     # Files written before the sweep estimator got its scikit-learn name keep reading.
-    return {cls.__name__: cls for cls in classes} | {"LogisticPathClassifier": LogisticSweepCV}
+    return known | {"LogisticPathClassifier": known["LogisticSweepCV"]}
 
 
 def _fitted_state(step) -> tuple:

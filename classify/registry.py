@@ -8,7 +8,6 @@ marked ``maps`` train the network's own top on an unpooled map layer (classify/h
 the others need codes, and each kind refuses the other's layers in one line.
 """
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -22,20 +21,43 @@ from .heads.scaling import DEFAULT_SCALING, make_scaler
 
 @dataclass(frozen=True)
 class ClassifierSpec:
+    """One classifier, and everything the rest of the code needs to know about its head: adding a
+    head is its class and one entry here. The model file's allow-list, the ONNX exporter and the
+    scikit-learn estimator checks all read these entries."""
     name: str
-    build: Callable[[int], object]   # random_state -> the classifier step
+    head: object = None              # "module:Class" under classify/heads/, or a class (None: a vote of members)
     grid: dict = field(default_factory=dict)  # parameter -> values, swept on selection data
+    params: dict = field(default_factory=dict)  # the head's constructor parameters
+    seeded: bool = False             # takes random_state
     scaling: str = None              # fixed scaling (the seed recipe uses none); None: the user's choice
     description: str = ""
     sweeps: bool = False             # a LogisticSweepCV: sweeps its own grid in one fit, and can stream
     members: tuple = ()              # a soft vote of these classifiers (classify/heads/ensemble.py)
-    maps: bool = False               # trains the network's top on a map layer; build(rs, **map_source)
+    maps: bool = False               # trains the network's top on a map layer; built with the map's source
+    export: str = "affine"           # how deploy/onnx_export.py writes its scores (EXPORTS there), or
+    no_export: str = None            # why it is not exported (export-model refuses in this one line)
+    check_params: tuple = ({},)      # constructor parameters for scikit-learn's estimator checks (none: ())
+
+    def estimator_class(self):
+        """The head's class (imported on first use: the registry loads for --help without them)."""
+        if not isinstance(self.head, str):
+            return self.head
+        import importlib
+        module, name = self.head.split(":")
+        return getattr(importlib.import_module(f".heads.{module}", __package__), name)
+
+    def build(self, random_state=0, **source):
+        """The unfitted head. source: a map head's map layer (``check_layer``)."""
+        params = dict(self.params, **source)
+        if self.seeded:
+            params["random_state"] = random_state
+        return self.estimator_class()(**params)
 
     def pipeline(self, scaling=DEFAULT_SCALING, random_state=0, source=None):
         """scikit-learn Pipeline: scaler, then the classifier. source: the map layer's backbone,
         weights, layer and map_shape (``map_source``), for the heads that train a network's top."""
         from sklearn.pipeline import Pipeline
-        clf = self.build(random_state, **source) if self.maps else self.build(random_state)
+        clf = self.build(random_state, **(source or {}))
         return Pipeline([("scale", make_scaler(self.scaling or scaling)), ("clf", clf)])
 
     def check_layer(self, layer: str, fingerprint, cache="the cache") -> dict:
@@ -94,60 +116,39 @@ LOG_C = [float(c) for c in np.logspace(-4, 1, 11)]
 WEIGHT_DECAYS = [1e-4, 1e-3, 1e-2, 1e-1, 1.0]
 
 
-def _sweep(param, grid):
-    """The multi-head sweep solver for the linear heads: the whole grid in one fit."""
-    def build(rs):
-        from .heads.sweep import LogisticSweepCV
-        return LogisticSweepCV(param=param, grid=grid, random_state=rs)
-    return build
-
-
-def _top(**recipe):
-    """The network's own top on cached maps (classify/heads/network_top.py)."""
-    def build(rs, **source):
-        from .heads.network_top import NetworkTopClassifier
-        return NetworkTopClassifier(**source, **recipe, random_state=rs)
-    return build
-
-
-def _knn(rs):
-    from .heads.linear import CosineKNNClassifier
-    return CosineKNNClassifier()
-
-
-def _head(name, seeded=False, module="linear", **params):
-    """One of our estimators, built by class name from classify/heads/linear.py (or torch_heads.py)."""
-    def build(rs):
-        import importlib
-        estimator = getattr(importlib.import_module(f".heads.{module}", __package__), name)
-        return estimator(**(dict(params, random_state=rs) if seeded else params))
-    return build
-
 CLASSIFIERS = {spec.name: spec for spec in [
-    ClassifierSpec("logreg", _sweep("C", LOG_C), {"C": LOG_C}, sweeps=True,
+    ClassifierSpec("logreg", "sweep:LogisticSweepCV", {"C": LOG_C}, {"param": "C", "grid": LOG_C}, seeded=True,
+                   sweeps=True, check_params=({"param": "C", "grid": (1.0,)}, {"param": "C", "grid": (0.1, 1.0), "cv": 2}),
                    description="multinomial logistic regression (scikit-learn's objective), all 11 C at once"),
-    ClassifierSpec("linear", _sweep("weight_decay", WEIGHT_DECAYS), {"weight_decay": WEIGHT_DECAYS},
-                   sweeps=True,
+    ClassifierSpec("linear", "sweep:LogisticSweepCV", {"weight_decay": WEIGHT_DECAYS},
+                   {"param": "weight_decay", "grid": WEIGHT_DECAYS}, seeded=True, sweeps=True,
+                   check_params=({"param": "weight_decay", "grid": (1e-3,)},),
                    description="linear layer, cross-entropy + weight decay, all 5 values at once"),
-    ClassifierSpec("svm", _head("SoftmaxLinearSVC", seeded=True, dual=True, tol=1e-3),
+    ClassifierSpec("svm", "linear:SoftmaxLinearSVC",
                    # Above C=0.01 liblinear converges slowly and flowers5 accuracy only drops.
-                   {"C": [float(c) for c in np.logspace(-5, -2, 4)]}, description="linear SVM, C swept"),
-    ClassifierSpec("knn", _knn,
+                   {"C": [float(c) for c in np.logspace(-5, -2, 4)]}, {"dual": True, "tol": 1e-3}, seeded=True,
+                   description="linear SVM, C swept"),
+    ClassifierSpec("knn", "linear:CosineKNNClassifier",
                    {"n_neighbors": [1, 3, 5, 10, 20], "weights": ["uniform", "distance"]},
+                   no_export="knn keeps every training code and votes among them, which is no graph worth shipping; "
+                             "export logreg, linear, svm, ridge, mlp, the ensemble or a top",
                    description="k nearest neighbours (cosine), k swept"),
-    ClassifierSpec("ridge", _head("SoftmaxRidgeClassifier"),
-                   {"alpha": [float(a) for a in np.logspace(-1, 4, 6)]}, description="ridge classifier, alpha swept"),
-    ClassifierSpec("centroid", _head("NearestCentroidClassifier"), description="nearest class mean"),
-    ClassifierSpec("mlp", _head("TorchMLPClassifier", seeded=True, module="torch_heads"),
-                   {"weight_decay": [1e-4, 1e-2]}, description="one hidden layer (512, ReLU, dropout), AdamW"),
-    ClassifierSpec("seed", _head("SeedRecipeClassifier", seeded=True, module="torch_heads"), scaling="none",
+    ClassifierSpec("ridge", "linear:SoftmaxRidgeClassifier", {"alpha": [float(a) for a in np.logspace(-1, 4, 6)]},
+                   description="ridge classifier, alpha swept"),
+    ClassifierSpec("centroid", "linear:NearestCentroidClassifier", description="nearest class mean"),
+    ClassifierSpec("mlp", "torch_heads:TorchMLPClassifier", {"weight_decay": [1e-4, 1e-2]}, seeded=True,
+                   export="mlp", check_params=({"hidden": 32, "epochs": 30},),
+                   description="one hidden layer (512, ReLU, dropout), AdamW"),
+    ClassifierSpec("seed", "torch_heads:SeedRecipeClassifier", seeded=True, scaling="none",
                    description="the classic exercise: SGD lr 0.001, batch 20, 2 epochs, raw codes"),
-    ClassifierSpec("ensemble", None, members=MEMBERS,
+    ClassifierSpec("ensemble", members=MEMBERS,
                    description="mean probability of logreg, linear, svm, ridge and mlp, each swept as alone"),
-    ClassifierSpec("top", _top(recipe="adamw"), {"lr": [1e-4, 3e-4]}, scaling="none", maps=True,
+    ClassifierSpec("top", "network_top:NetworkTopClassifier", {"lr": [1e-4, 3e-4]}, {"recipe": "adamw"},
+                   seeded=True, scaling="none", maps=True, export="network", check_params=(),
                    description="the network's own top on a cached map (VGG16 fc6, fc7 + new fc8; EfficientNet-Lite "
                                "head conv + new classifier), pretrained start, AdamW + cosine, lr swept"),
-    ClassifierSpec("seed-top", _top(recipe="seed"), scaling="none", maps=True,
+    ClassifierSpec("seed-top", "network_top:NetworkTopClassifier", params={"recipe": "seed"}, seeded=True,
+                   scaling="none", maps=True, export="network", check_params=(),
                    description="the classic exercise exactly, on cached maps: the top from pretrained weights, new "
                                "final layer, SGD lr 0.001 (momentum 0.9), batch 20, 2 epochs, its dropout"),
 ]}
@@ -158,6 +159,19 @@ CODE_HEADS = tuple(name for name, spec in CLASSIFIERS.items() if not spec.maps)
 def classifiers_for(layer: str, fingerprint) -> list:
     """The classifiers that fit ``layer``: the map heads on a map layer, the others on codes."""
     return list(MAP_HEADS if fingerprint is not None and fingerprint.maps_in(layer) else CODE_HEADS)
+
+
+def spec_of_head(head) -> ClassifierSpec:
+    """The first entry whose head is ``head``'s class (logreg and linear share one class and its export)."""
+    for spec in CLASSIFIERS.values():
+        if spec.head and type(head) is spec.estimator_class():
+            return spec
+    raise ClassifyError(f"{type(head).__name__} is not a registered head (classify/registry.py)")
+
+
+def head_classes() -> dict:
+    """class name -> class of every registered head: what a model file may name."""
+    return {cls.__name__: cls for cls in (spec.estimator_class() for spec in CLASSIFIERS.values() if spec.head)}
 
 
 def get_classifier(name: str) -> ClassifierSpec:

@@ -7,7 +7,8 @@ import pytest
 from cnncodes.cache import Fingerprint, open_cache, open_for_append
 from cnncodes.classify.registry import CODE_HEADS
 from cnncodes.classify import CLASSIFIERS, fit_and_evaluate, load_codes, load_model, plan_splits, save_model
-from cnncodes.classify.model_file import ModelFileError
+from cnncodes.classify.heads.linear import NearestCentroidClassifier
+from cnncodes.classify.model_file import ModelFileError, model_meta
 from cnncodes.classify.splits import SplitError
 from conftest import FAST_VGG, run_cli
 
@@ -383,7 +384,7 @@ def test_compare_skips_a_classifier_that_cannot_fit_and_reports_why(learnable, t
         def fit(self, X, y):
             raise ValueError(f"needs 10,000 rows, got {len(X)}")
 
-    monkeypatch.setitem(CLASSIFIERS, "picky", ClassifierSpec("picky", lambda rs: NeedsMoreRows()))
+    monkeypatch.setitem(CLASSIFIERS, "picky", ClassifierSpec("picky", NeedsMoreRows))
     seen = []
     results = compare(learnable, ["centroid", "picky", "logreg"], on_result=seen.append)
     assert [r["classifier"] for r in results] == [r["classifier"] for r in seen] == ["centroid", "picky", "logreg"]
@@ -429,3 +430,26 @@ def test_logistic_sweep_cv_scores_folds_as_grid_search_does():
     assert abs(grid.index(ours.best_params_["C"]) - grid.index(theirs.best_params_["C"])) <= 1
     with pytest.raises(ValueError, match="no training rows"):
         LogisticSweepCV(grid=grid, cv=[(np.flatnonzero(y != 2), np.flatnonzero(y == 2))]).fit(X, y)
+
+
+class ShrunkCentroids(NearestCentroidClassifier):
+    """A head this test adds: one class (module level, as a model file names its class)."""
+
+
+def test_a_head_is_one_class_and_one_registry_entry(learnable, tmp_path, monkeypatch):
+    """Registered once, a new head fits, is saved and loaded back by its model file (the allow-list
+    comes from the registry) and exports as a graph (its entry says how), with nothing else edited."""
+    import torch
+    from cnncodes.classify.deploy.onnx_export import head_module
+    from cnncodes.classify.registry import ClassifierSpec
+    monkeypatch.setitem(CLASSIFIERS, "shrunk", ClassifierSpec("shrunk", ShrunkCentroids, description="test head"))
+    result, model = fit_and_evaluate(learnable, "shrunk")
+    assert result["accuracy"] > 0.9
+    path = str(tmp_path / "m.npz")
+    save_model(path, model, model_meta("shrunk", result, learnable))
+    loaded = load_model(path)
+    assert type(loaded.pipeline.named_steps["clf"]) is ShrunkCentroids
+    np.testing.assert_allclose(loaded.predict_proba(learnable.X), model.predict_proba(learnable.X), rtol=1e-6)
+    with torch.no_grad():
+        graph = head_module(model)(torch.as_tensor(learnable.X, dtype=torch.float32)).numpy()
+    np.testing.assert_allclose(graph, model.predict_proba(learnable.X), atol=1e-5)

@@ -74,21 +74,22 @@ class _MLP(nn.Module):
         return self.out(torch.relu(self.hidden(x)))
 
 
+# How each kind of head's scores [B, K] become a module; the registry entry says which kind
+# (ClassifierSpec.export), or why a head is not exported (ClassifierSpec.no_export).
+EXPORTS = {
+    "affine": lambda head: _Affine(head.coef_, head.intercept_),
+    "mlp": lambda head: _MLP(head),
+    "network": lambda head: head._trained().float().cpu(),
+}
+
+
 def _scores(step) -> nn.Module:
     """The head's scores [B, K] as a module, for the heads whose probabilities are their softmax."""
-    from ..heads.linear import CosineKNNClassifier
-    from ..heads.network_top import NetworkTopClassifier
-    from ..heads.torch_heads import TorchMLPClassifier
-    if isinstance(step, CosineKNNClassifier):
-        raise ClassifyError("export-model: knn keeps every training code and votes among them, which is no "
-                            "graph worth shipping; export logreg, linear, svm, ridge, mlp, the ensemble or a top")
-    if isinstance(step, TorchMLPClassifier):
-        return _MLP(step)
-    if isinstance(step, NetworkTopClassifier):
-        return step._trained().float().cpu()
-    if hasattr(step, "coef_") and hasattr(step, "intercept_"):
-        return _Affine(step.coef_, step.intercept_)
-    raise ClassifyError(f"export-model: head {type(step).__name__} has no graph here")
+    from ..registry import spec_of_head
+    spec = spec_of_head(step)
+    if spec.no_export:
+        raise ClassifyError(f"export-model: {spec.no_export}")
+    return EXPORTS[spec.export](step)
 
 
 class _Pipeline(nn.Module):

@@ -14,3 +14,9 @@ def make_scaler(kind: str):
     if kind == "none":
         return FunctionTransformer(None)  # identity
     raise ClassifyError(f"--scaling {kind}: choose one of {', '.join(SCALINGS)}")
+
+
+def scaler_classes() -> tuple:
+    """The classes make_scaler builds (what a model file may name as its scaling step)."""
+    from sklearn.preprocessing import FunctionTransformer, Normalizer, StandardScaler
+    return StandardScaler, Normalizer, FunctionTransformer
