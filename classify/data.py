@@ -66,6 +66,23 @@ class CodesData:
         from .stream import StreamedRows
         return StreamedRows(self.stream, np.asarray(mask, dtype=bool))
 
+    @property
+    def paths(self) -> list:
+        """Each row's path in the cache (read from it on each call: paths are not held in memory)."""
+        with open_cache(self.path) as c:
+            return c.paths_of(self.cache_rows(np.arange(len(self.y))))
+
+    def to_pandas(self):
+        """A DataFrame, one row per code row: path, label (class name, None when unlabeled), split,
+        and codes (a float32 array per row; None where the codes are streamed, not held)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("to_pandas needs pandas: pip install pandas") from None
+        labels = [self.class_names[i] if i >= 0 else None for i in self.y.tolist()]
+        codes = list(self.X) if self.X is not None else [None] * len(self.y)
+        return pd.DataFrame({"path": self.paths, "label": labels, "split": self.splits, "codes": codes})
+
     def cache_rows(self, positions) -> np.ndarray:
         positions = np.asarray(positions, dtype=np.int64)
         return positions if self.rows is None else self.rows[positions]

@@ -148,3 +148,14 @@ def test_cross_validation_over_photos_runs_the_network_once_per_photo(image_fold
     broken.write_bytes(b"not an image")
     with pytest.raises(ValueError, match="broken.jpg"):
         codes.transform([str(broken)])
+
+
+def test_loaded_codes_name_their_rows_and_become_a_dataframe(lite_cache):
+    _, cache = lite_cache
+    codes = cnncodes.load_codes(str(cache), "avgpool")
+    with cnncodes.open_cache(str(cache)) as c:
+        assert codes.paths == c.paths
+    frame = codes.to_pandas()
+    assert list(frame.columns) == ["path", "label", "split", "codes"] and len(frame) == len(codes.y) == 24
+    assert set(frame["label"]) == {"red", "green", "blue"} and frame["codes"][0].shape == (codes.X.shape[1],)
+    np.testing.assert_array_equal(np.stack(frame["codes"]), codes.X)
