@@ -1,4 +1,4 @@
-"""Reading a cache back: the API stage two uses. Plain h5py can read the same file (see README)."""
+"""Reading a cache back: the API stage two uses. Plain h5py can read the same file (see docs/cache-format.md)."""
 import os
 
 import h5py

@@ -1,4 +1,4 @@
-"""Names and types of the cache file. README.md documents the same layout for other tools.
+"""Names and types of the cache file. docs/cache-format.md documents the same layout for other tools.
 
 Schema 2: the cache file holds small tables (attributes, class names, failures, the segment
 list) and virtual datasets whose rows live in immutable segment files in ``<cache>.shards/``;

@@ -102,7 +102,7 @@ class ClassifierSpec:
             return pipeline
         from sklearn.model_selection import GridSearchCV
         return GridSearchCV(pipeline, grid, cv=cv, scoring="accuracy", refit=True,
-                            n_jobs=1, error_score="raise")  # parallel sweeps measured no faster (README)
+                            n_jobs=1, error_score="raise")  # parallel sweeps measured no faster (docs/benchmarks.md)
 
 
 def _feasible(grid: dict, n_train: int) -> dict:

@@ -4,7 +4,7 @@ The network (cut at the cache's layers, as torch runs it) is exported once per f
 torch.export's exporter and kept in the user's cache folder (~/.cache/cnncodes/onnx, or
 $CNNCODES_ONNX_DIR), so later runs and every worker load it in a second. It stands in for the
 torch module inside the encoder: normalised float32 batch in, {layer: codes} out. Its codes
-differ from torch fp32 by float rounding only (README: cosine figures); the fingerprint records
+differ from torch fp32 by float rounding only (docs/benchmarks.md: cosine figures); the fingerprint records
 the precision as ``onnxruntime-fp32``.
 """
 import hashlib

@@ -24,7 +24,7 @@ EXIF_ORIENTATION = 0x0112
 
 @contextlib.contextmanager
 def _quiet():
-    """torchvision 0.29 marks its decoders deprecated in favour of TorchCodec (see README)."""
+    """torchvision 0.29 marks its decoders deprecated in favour of TorchCodec (see docs/benchmarks.md)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*deprecated.*")
         yield

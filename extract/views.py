@@ -8,7 +8,7 @@ is the same on every machine and in every resumed run.
 A view: the image resized as for the centre view (shorter side ``resize``), then a random
 resized crop of ``scale`` of that area at an aspect ratio in ``ratio``, to ``crop`` pixels;
 odd views are mirrored (so half of them are). The crop range is not tuned: on flowers5 gentler
-crops (0.8-1) measured no better, and no K measured better than no views (README).
+crops (0.8-1) measured no better, and no K measured better than no views (docs/benchmarks.md).
 """
 from dataclasses import asdict, dataclass
 

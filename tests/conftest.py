@@ -14,7 +14,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 # torch.compile's kernel cache, one per CPU code path: inductor's cache key misses ATen's and
 # oneDNN's ISA caps, and a kernel cached by a run under ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2
-# (the AVX2 machines' fp32 path, README) aborted the next uncapped run when loaded from a shared cache.
+# (the AVX2 machines' fp32 path, CONTRIBUTING.md) aborted the next uncapped run when loaded from a shared cache.
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(
     tempfile.gettempdir(), "cnncodes-inductor-" + "-".join(
         os.environ.get(name, "native").lower() for name in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA"))))

