@@ -18,7 +18,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from cnncodes.cache import Fingerprint, open_for_append  # noqa: E402
-from peak import VMHWM_KB  # noqa: E402
+from _common import VMHWM_KB  # noqa: E402
 
 
 # Per-dimension noise added to a copy and the cosine it gives (a code's variance is 1 + 1.5^2 a

@@ -18,7 +18,7 @@ import torch
 
 from cnncodes.extract import ExtractConfig, Extractor, run_extract  # noqa: E402
 from cnncodes.extract.config import CodeSpec  # noqa: E402
-from extract_bench import model_only, subset_folder  # noqa: E402
+from _common import model_only, subset_folder  # noqa: E402
 
 
 def replicate(folder, copies):

@@ -22,7 +22,7 @@ from cnncodes.extract import get_backbone  # noqa: E402
 from cnncodes.extract.dataset import ImageRecords  # noqa: E402
 from cnncodes.extract.decoding import DEFAULT_MAX_PIXELS  # noqa: E402
 from cnncodes.extract.sources import Record  # noqa: E402
-from extract_bench import subset_folder  # noqa: E402
+from _common import subset_folder  # noqa: E402
 
 
 def per_image_ms(records, preprocess, repeats=2):

@@ -26,7 +26,7 @@ from cnncodes.classify.model_file import load_model  # noqa: E402
 from cnncodes.classify.deploy.onnx_export import deployed_model, export_onnx  # noqa: E402
 from cnncodes.classify.deploy.onnx_predict import OnnxModel  # noqa: E402
 from cnncodes.extract.device import pick_precision  # noqa: E402
-from startup_bench import timed  # noqa: E402  (a whole pipeline.py process, median of runs)
+from _common import timed  # noqa: E402  (a whole cnncodes process, median of runs)
 
 
 def images_per_second(run, batch, seconds=3.0):

@@ -23,46 +23,10 @@ import time
 import torch
 
 from cnncodes.extract import ExtractConfig, get_backbone, int8, options, run_extract  # noqa: E402
-from cnncodes.extract.device import PRECISIONS, batching, pick_device, pick_precision  # noqa: E402
-from cnncodes.extract.encoder import autocast_context  # noqa: E402
-from cnncodes.extract.sources import scan_image_folder  # noqa: E402
+from cnncodes.extract.device import batching, pick_device, pick_precision  # noqa: E402
 from cnncodes.extract.weights import resolve_weights  # noqa: E402
 
-
-def subset_folder(src, limit, dst):
-    """A folder of symlinks to `limit` images, taken round-robin over (split folder, class) so a
-    subset keeps the source's layout (train/val folders stay train/val)."""
-    records = scan_image_folder(src).records
-    groups = {}
-    for r in records:
-        groups.setdefault((r.split, r.label), []).append(r)
-    picked = []
-    while len(picked) < min(limit, len(records)):
-        for items in groups.values():
-            if items and len(picked) < limit:
-                picked.append(items.pop(0))
-    for r in picked:
-        target = os.path.join(dst, r.path)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        if not os.path.exists(target):
-            os.symlink(r.abspath, target)
-    return picked
-
-
-def model_only(model, batch, crop, device, precision, channels_last, seconds=20.0):
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(device=device, memory_format=fmt)
-    x = torch.randn(batch, 3, crop, crop, device=device).contiguous(memory_format=fmt)
-    n, started = 0, None
-    with torch.inference_mode(), autocast_context(device, PRECISIONS[precision]):
-        model(x)  # warm-up
-        started = time.perf_counter()
-        while time.perf_counter() - started < seconds or n < 2 * batch:
-            model(x)
-            n += batch
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-    return n / (time.perf_counter() - started)
+from _common import model_only, subset_folder  # noqa: E402
 
 
 def timing_model(model, precision, crop, compile_model, engine):

@@ -27,7 +27,7 @@ import numpy as np
 from cnncodes.cache import open_cache  # noqa: E402
 from cnncodes.classify import fit_and_evaluate, load_codes  # noqa: E402
 from cnncodes.extract import ExtractConfig, options, run_extract  # noqa: E402
-from extract_bench import subset_folder  # noqa: E402
+from _common import subset_folder  # noqa: E402
 
 
 def cosines(reference, other):

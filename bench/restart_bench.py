@@ -18,7 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from conftest import assert_same_cache, committed_rows, run_cli  # noqa: E402
 from test_restarts import kill_and_restart  # noqa: E402
 
-from extract_bench import subset_folder  # noqa: E402
+from _common import subset_folder  # noqa: E402
 
 def cpu():
     with open("/proc/cpuinfo") as f:

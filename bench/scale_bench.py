@@ -18,7 +18,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-from peak import VMHWM_KB  # noqa: E402
+from _common import VMHWM_KB  # noqa: E402
 
 # A forward pass at 64 pixels keeps the 32 new photos cheap: the bench measures the cache's costs.
 EXTRACT_ARGS = ["--backbone", "efficientnet_lite0", "--crop-size", "64", "--no-progress", "--workers", "0"]

@@ -18,7 +18,7 @@ import time
 
 from cnncodes.extract import ExtractConfig, run_extract  # noqa: E402
 from cnncodes.extract.sources import scan_source  # noqa: E402
-from extract_bench import subset_folder  # noqa: E402
+from _common import subset_folder  # noqa: E402
 
 
 def make_sources(photos, tmp, shard_size):

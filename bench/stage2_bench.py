@@ -22,7 +22,7 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from cnncodes.cache import open_cache  # noqa: E402
-from peak import VMHWM_KB  # noqa: E402
+from _common import VMHWM_KB  # noqa: E402
 from cnncodes.classify import compare, load_codes, plan_splits  # noqa: E402
 
 

@@ -7,23 +7,14 @@ Each is a whole process (interpreter start included), timed REPEAT times; the me
 """
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import time
 
+from _common import timed
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VERBS = ("extract", "info", "verify", "export", "fit", "compare", "predict", "demo")
-
-
-def timed(argv, repeat):
-    runs = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        subprocess.run([sys.executable, os.path.join(ROOT, "pipeline.py"), *argv], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        runs.append(time.perf_counter() - started)
-    return statistics.median(runs)
 
 
 def main():
