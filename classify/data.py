@@ -135,9 +135,7 @@ def exclude_rows(data: "CodesData", paths, reported=False) -> "CodesData":
     ``reported`` they leave the reported split as well. Returns a CodesData whose ``excluded``
     says how many rows went."""
     from dataclasses import replace
-    with open_cache(data.path) as c:
-        cache_paths = np.asarray(c.paths_of(data.cache_rows(np.arange(len(data.y)))), dtype=object)
-    drop = np.isin(cache_paths, np.asarray(list(paths), dtype=object))
+    drop = np.isin(np.asarray(data.paths, dtype=object), np.asarray(list(paths), dtype=object))
     eval_split = reported_split(data.splits[~np.isin(data.splits, LEFT_OUT)])
     if not reported:
         drop &= data.splits != eval_split

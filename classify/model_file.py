@@ -130,19 +130,25 @@ def _rebuild(step_meta, arrays, step_name, known):
     return step
 
 
+def codes_of(meta) -> tuple:
+    """(class names, layer, Fingerprint, side-by-side parts) of a model's meta: the codes it takes.
+    The fingerprints are objects (a fit's meta) or their attributes (a file's)."""
+    from ..cache.fingerprint import Fingerprint
+
+    def typed(fp):
+        return fp if isinstance(fp, Fingerprint) else Fingerprint.from_attrs(fp)
+    # other caches whose codes went side by side (classify/joined.py): [{cache, layer, fingerprint, width}]
+    parts = [dict(part, fingerprint=typed(part["fingerprint"])) for part in meta.get("side_by_side") or []]
+    return list(meta["class_names"]), meta["layer"], typed(meta["fingerprint"]), parts
+
+
 class LoadedModel:
     """A fitted pipeline rebuilt from a model file, with its class names and fingerprint."""
 
     def __init__(self, meta, arrays):
         from sklearn.pipeline import Pipeline
         self.meta = meta
-        self.class_names = meta["class_names"]
-        from ..cache.fingerprint import Fingerprint
-        self.fingerprint = Fingerprint.from_attrs(meta["fingerprint"])
-        self.layer = meta["layer"]
-        # other caches whose codes went side by side (classify/joined.py): [{cache, layer, fingerprint, width}]
-        self.side_by_side = [dict(part, fingerprint=Fingerprint.from_attrs(part["fingerprint"]))
-                             for part in meta.get("side_by_side") or []]
+        self.class_names, self.layer, self.fingerprint, self.side_by_side = codes_of(meta)
         known = _known_classes()
 
         def rebuild(steps, prefix=""):

@@ -35,7 +35,7 @@ __version__ = _version()
 # face name -> module (relative to this package) that defines it
 _LAZY = {
     "list_backbones": "_api", "extract_codes": "_api", "load_codes": "_api", "fit": "_api", "load_model": "_api",
-    "predict": "_api",
+    "predict": "_model",
     "compare": "_api", "audit": "_api", "Model": "_model", "Comparison": "_api", "Encoder": "_encoder",
     "open_cache": "cache", "CodesTransformer": "_transformer",
 }

@@ -156,26 +156,6 @@ def audit(cache, *, layer=None, threshold=None, k=5, top=50, seed=0, report=None
     return found
 
 
-def predict(model, images, *, top_k=3, runtime=None, weights=None, device="auto", tta=False, precision=None):
-    """Classify image files or folders with a model file (.npz through torch, .onnx through ONNX
-    Runtime unless ``runtime`` says) or a Model. Returns (predictions, failures): each prediction
-    {path, label, probability, top_k}; each failure (path, reason)."""
-    from .classify.errors import ClassifyError
-    path = os.fspath(model) if isinstance(model, (str, os.PathLike)) else None
-    runtime = runtime or ("onnxruntime" if path and path.endswith(".onnx") else "torch")
-    if runtime == "onnxruntime":  # no torch imported on this path
-        if tta or weights:
-            raise ClassifyError("runtime='onnxruntime': the graph holds its weights and one view; drop tta/weights")
-        if path is None:
-            raise ClassifyError("runtime='onnxruntime' runs an exported file: model.export_onnx(path), then "
-                                "predict(path, ...)")
-        from .classify.deploy.onnx_predict import predict_images_onnx
-        return predict_images_onnx(path, list(images), top_k=top_k)
-    from .classify.deploy.predict import predict_images
-    return predict_images(model if path is None else path, list(images), top_k=top_k, weights_file=weights,
-                          device=device, tta=tta, precision=precision)
-
-
 def verify(cache, *, images=False, recompute=0, data=None, weights=None, device="auto", min_cosine=None):
     """Check a cache: its structure, counts and every code chunk's checksum; with ``images`` also
     re-hash the photos still present; with ``recompute`` N, re-extract N random rows and compare

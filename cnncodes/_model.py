@@ -14,17 +14,11 @@ class Model:
     """
 
     def __init__(self, pipeline, meta: dict, result: dict = None, path: str = None):
-        from .cache.fingerprint import Fingerprint
+        from .classify.model_file import codes_of
         self.pipeline, self.meta, self.path = pipeline, meta, path
         self.result = result if result is not None else meta.get("result")
         self.classifier = meta["classifier"]
-        self.class_names = list(meta["class_names"])
-        self.layer = meta["layer"]
-        fp = meta["fingerprint"]
-        self.fingerprint = fp if isinstance(fp, Fingerprint) else Fingerprint.from_attrs(fp)
-        self.side_by_side = [dict(part, fingerprint=part["fingerprint"] if isinstance(part["fingerprint"], Fingerprint)
-                                  else Fingerprint.from_attrs(part["fingerprint"]))
-                             for part in meta.get("side_by_side") or []]
+        self.class_names, self.layer, self.fingerprint, self.side_by_side = codes_of(meta)
 
     @classmethod
     def from_loaded(cls, loaded, path=None) -> "Model":
@@ -45,8 +39,7 @@ class Model:
 
     def predict_images(self, images, *, top_k=3, weights=None, device="auto", tta=False, precision=None):
         """Classify image files or folders: the cache's extractor, then this model. Returns
-        (predictions, failures) as cnncodes.predict does."""
-        from ._api import predict
+        (predictions, failures) as predict() does."""
         return predict(self, images, top_k=top_k, weights=weights, device=device, tta=tta, precision=precision)
 
     def save(self, path) -> str:
@@ -64,3 +57,23 @@ class Model:
         accuracy = f", accuracy {self.result['accuracy']:.4f}" if self.result and "accuracy" in self.result else ""
         return (f"Model({self.classifier} on {self.fingerprint.backbone} {self.layer}, "
                 f"{len(self.class_names)} classes{accuracy})")
+
+
+def predict(model, images, *, top_k=3, runtime=None, weights=None, device="auto", tta=False, precision=None):
+    """Classify image files or folders with a model file (.npz through torch, .onnx through ONNX
+    Runtime unless ``runtime`` says) or a Model. Returns (predictions, failures): each prediction
+    {path, label, probability, top_k}; each failure (path, reason)."""
+    from .classify.errors import ClassifyError
+    path = os.fspath(model) if isinstance(model, (str, os.PathLike)) else None
+    runtime = runtime or ("onnxruntime" if path and path.endswith(".onnx") else "torch")
+    if runtime == "onnxruntime":  # no torch imported on this path
+        if tta or weights:
+            raise ClassifyError("runtime='onnxruntime': the graph holds its weights and one view; drop tta/weights")
+        if path is None:
+            raise ClassifyError("runtime='onnxruntime' runs an exported file: model.export_onnx(path), then "
+                                "predict(path, ...)")
+        from .classify.deploy.onnx_predict import predict_images_onnx
+        return predict_images_onnx(path, list(images), top_k=top_k)
+    from .classify.deploy.predict import predict_images
+    return predict_images(model if path is None else path, list(images), top_k=top_k, weights_file=weights,
+                          device=device, tta=tta, precision=precision)

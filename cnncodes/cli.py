@@ -219,7 +219,7 @@ def cmd_audit(args):
 
 
 def cmd_predict(args):
-    from ._api import predict
+    from ._model import predict
     predictions, failures = predict(args.model, args.images, top_k=args.top_k, runtime=args.runtime,
                                     weights=args.weights, device=args.device, tta=args.tta, precision=args.precision)
     for path, reason in failures:
