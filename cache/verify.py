@@ -176,7 +176,7 @@ def _read_all_codes(h5, report, where):
 def _check_images(f, data_root, report, source_hasher=None):
     """Re-hash every row's image still in the source; list changed and missing images. A folder is
     read here; another source (a manifest, tar shards, a URL prefix) through
-    ``source_hasher(data_root)``, stage one's (extract/sources.py), which gives rel -> SHA-256 hex,
+    ``source_hasher(data_root)``, stage one's (extract/sources/__init__.py), which gives rel -> SHA-256 hex,
     or None where the source is not there."""
     if data_root and os.path.isdir(data_root):
         def digest_of(rel):

@@ -173,25 +173,3 @@ def verify(cache, *, images=False, recompute=0, data=None, weights=None, device=
                                   device=device)
     return verify_cache(cache, images=images, data_root=data, recompute=check, source_hasher=source_hasher,
                         min_cosine=options.RECOMPUTE_MIN_COSINE if min_cosine is None else min_cosine)
-
-
-DEMO_PHOTOS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo_data", "flowers")
-
-
-def demo(out="demo_out", *, data=None, backbone="efficientnet_lite0", classifiers=None, synthetic=False,
-         per_class=60, progress=False, on_extracted=None, on_result=None):
-    """The whole flow offline: extract ``data`` (default: the 200 flower photos shipped in the
-    package; ``synthetic``: drawn images) into OUT/codes.h5, compare every classifier and write
-    OUT/report. Returns (the photos' folder, the ExtractSummary, the Comparison)."""
-    out = os.fspath(out)
-    if data is None and synthetic:
-        from .extract.synthetic import make_synthetic_flowers
-        data = make_synthetic_flowers(os.path.join(out, "images"), per_class=per_class)
-    data = DEMO_PHOTOS if data is None else os.fspath(data)
-    cache = os.path.join(out, "codes.h5")
-    summary = extract_codes(data, cache, backbone=backbone, progress=progress)
-    if on_extracted is not None:
-        on_extracted(summary)
-    table = compare(cache, classifiers, on_result=on_result)
-    table.write_report(os.path.join(out, "report"))
-    return data, summary, table

@@ -31,7 +31,7 @@ class Encoder:
     def encode(self, images) -> np.ndarray:
         """images: paths and/or PIL images (one image alone is fine). A file that cannot be decoded
         raises ValueError naming it."""
-        from .extract.records import Record
+        from .extract.sources.records import Record
         single = isinstance(images, (str, os.PathLike)) or hasattr(images, "convert")
         images = [images] if single else list(images)
         with tempfile.TemporaryDirectory(prefix="cnncodes-encode-") as tmp:

@@ -256,7 +256,7 @@ def cmd_serve(args):
 
 
 def cmd_demo(args):
-    from ._api import DEMO_PHOTOS, demo
+    from ._demo import DEMO_PHOTOS, demo
     if args.data is None:
         print(f"drawn images: {args.per_class} per class" if args.synthetic else
               f"real photos: {DEMO_PHOTOS} (200 flower photos, CC-BY 2.0; see ATTRIBUTION.md there)")

@@ -194,7 +194,7 @@ def _commit_batch(session, records, batch, config, summary):
 def _storage_errors_in_one_line(batches):
     """A StorageUnavailable raised in a decoding worker reaches here with the worker's traceback
     in its message (DataLoader re-raises it so): keep its own line."""
-    from .remote import StorageUnavailable
+    from .sources.remote import StorageUnavailable
     try:
         yield from batches
     except StorageUnavailable as exc:

@@ -223,7 +223,7 @@ def test_an_images_codes_do_not_depend_on_its_batch(image_folder, backbone):
     in a batch with a failed file, because the network always sees --batch-size images."""
     from cnncodes.extract.config import CodeSpec, RunOptions
     from cnncodes.extract.extractor import Extractor
-    from cnncodes.extract.records import Record
+    from cnncodes.extract.sources.records import Record
     paths = sorted(str(p) for p in image_folder.rglob("*.jpg"))[:11]
     broken = image_folder / "broken.jpg"
     broken.write_bytes(b"not a jpeg")

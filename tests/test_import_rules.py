@@ -3,7 +3,9 @@ graph stays clean by test, not by care.
 
 - cache/ (the format, the contract between the stages) imports neither stage;
 - the heads and the fit/compare workflow never import audit/ or deploy/;
-- the torch-free deploy modules (ONNX predict, serve) never reach torch, at import or in a call.
+- the torch-free deploy modules (ONNX predict, serve) never reach torch, at import or in a call;
+- the sources (extract/sources/) name images and read their bytes, and import no network code;
+- every relative import names a module that exists (a moved module's lazy imports included).
 """
 import ast
 import os
@@ -96,3 +98,25 @@ def test_the_torch_free_deploy_modules_never_reach_torch():
             if name in MODULES:
                 todo += [(n, name) for n in imports_of(name, module_level_only=True)]
         assert any(_in(n, "cnncodes") for n in seen), start  # the walk really followed our modules
+
+
+def test_the_sources_import_no_network_code():
+    checked = 0
+    for module in MODULES:
+        if _in(module, "cnncodes.extract.sources"):
+            bad = {n for n in imports_of(module) if _in(n, "torch") or _in(n, "torchvision")
+                   or _in(n, "cnncodes.extract.backbones") or _in(n, "cnncodes.classify")}
+            assert not bad, f"{module} imports {bad}"
+            checked += 1
+    assert checked >= 5  # folder, manifests, tar shards, object storage, records
+
+
+def test_every_relative_import_names_a_module_that_exists():
+    """Function-level imports only fail when called: this catches the ones a move left behind."""
+    for module, (path, is_init) in MODULES.items():
+        package = module if is_init else module.rsplit(".", 1)[0]
+        for node in ast.walk(ast.parse(open(path).read())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = package.split(".")
+                base = ".".join(base[:len(base) - node.level + 1] + ([node.module] if node.module else []))
+                assert base in MODULES, f"{path}:{node.lineno} imports {base}, which does not exist"

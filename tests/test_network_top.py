@@ -28,7 +28,7 @@ def test_the_top_on_a_map_is_the_network_from_the_boundary(backbone, layer, pool
     network's own logits; the map's average is the pooled code."""
     from cnncodes.extract.backbones import get_backbone
     from cnncodes.extract.backbones.base import _seeded_network
-    from cnncodes.extract.top import network_top
+    from cnncodes.extract.backbones.network_top import network_top
     from cnncodes.extract.weights import ResolvedWeights
     spec = get_backbone(backbone)
     shape = spec.map_shapes([layer])[layer]
@@ -59,7 +59,7 @@ def test_the_top_starts_from_the_weights_the_codes_came_from(lite_maps):
     """With a learning rate of 0 the fitted top is the network's own top, number for number."""
     from cnncodes.classify import load_codes
     from cnncodes.classify.heads.network_top import NetworkTopClassifier
-    from cnncodes.extract.top import network_top, state_vector
+    from cnncodes.extract.backbones.network_top import network_top, state_vector
     data = load_codes(lite_maps[0], "stage7_map")
     weights = data.fingerprint.weights
     head = NetworkTopClassifier("efficientnet_lite0", weights, "stage7_map", [320, 7, 7], lr=0.0, epochs=1)

@@ -183,7 +183,7 @@ def test_tar_shards_give_the_folders_rows_and_survive_a_corrupt_member_and_a_cut
 
 
 def test_brace_patterns_expand_as_webdataset_writes_them():
-    from cnncodes.extract.tar_shards import expand_braces
+    from cnncodes.extract.sources.tar_shards import expand_braces
     assert expand_braces("a-{00..02}.tar") == ["a-00.tar", "a-01.tar", "a-02.tar"]
     assert expand_braces("{x,y}/s-{8..10}.tar") == ["x/s-8.tar", "x/s-9.tar", "x/s-10.tar",
                                                     "y/s-8.tar", "y/s-9.tar", "y/s-10.tar"]
@@ -191,7 +191,7 @@ def test_brace_patterns_expand_as_webdataset_writes_them():
 
 
 def test_a_shard_cut_inside_a_header_keeps_the_members_before_it(tmp_path):
-    from cnncodes.extract.tar_shards import scan_tar_shards
+    from cnncodes.extract.sources.tar_shards import scan_tar_shards
     write_shard(tmp_path / "s.tar", [("a.jpg", b"A" * 700), ("a.cls", b"red"), ("b.jpg", b"B" * 700)])
     with tarfile.open(tmp_path / "s.tar") as tar:
         b = tar.getmember("b.jpg")
@@ -288,7 +288,7 @@ def test_object_storage_gives_the_folders_rows_and_reruns_by_etag(reference, tmp
 
 def test_storage_that_stops_mid_run_keeps_the_committed_rows_and_the_rerun_finishes(reference, tmp_path, s3,
                                                                                      monkeypatch):
-    from cnncodes.extract import remote
+    from cnncodes.extract.sources import remote
     fs, restart, servers = s3
     images, folder_cache = reference
     for rel in image_files(images):

@@ -47,7 +47,7 @@ class NetworkTopClassifier(_TorchClassifier):
         self.random_state = random_state
 
     def _network(self, pretrained):
-        from ...extract.top import network_top
+        from ...extract.backbones.network_top import network_top
         return network_top(self.backbone, self.weights, self.layer, self.map_shape, pretrained=pretrained)
 
     def _schedule(self):
@@ -74,7 +74,7 @@ class NetworkTopClassifier(_TorchClassifier):
         with torch.random.fork_rng(devices=[]):  # dropout draws from the global generator: keep it local
             torch.manual_seed(int(self.random_state or 0))
             train_minibatches(net, opt, Xt, yt, batch, epochs, gen, schedule)
-        from ...extract.top import state_vector
+        from ...extract.backbones.network_top import state_vector
         self.state_ = state_vector(net).numpy()
         self._net = net.eval()
         return self
@@ -82,7 +82,7 @@ class NetworkTopClassifier(_TorchClassifier):
     def _trained(self):
         """The trained top as a module (rebuilt from ``state_`` after a model file loads)."""
         if getattr(self, "_net", None) is None:
-            from ...extract.top import load_state_vector
+            from ...extract.backbones.network_top import load_state_vector
             top, final = self._network(pretrained=False)
             net = torch.nn.Sequential(top, torch.nn.Linear(final.in_features, len(self.classes_)))
             self._net = load_state_vector(net, self.state_).eval()

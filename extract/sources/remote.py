@@ -11,7 +11,7 @@ run in one line (every committed row stays; the same command goes on from there)
 """
 import time
 
-from .errors import ExtractError
+from ..errors import ExtractError
 from .records import IMAGE_EXTENSIONS, SPLIT_FOLDERS, Record, Scan
 
 RETRIES = 3

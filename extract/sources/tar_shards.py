@@ -14,7 +14,7 @@ import os
 import re
 import tarfile
 
-from .errors import ExtractError
+from ..errors import ExtractError
 from .records import IMAGE_EXTENSIONS, Record, Scan
 
 _RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")

@@ -8,10 +8,10 @@ checks it), as a module from the flattened map to the final classifier's input.
 import torch
 from torch import nn
 
-from .backbones import get_backbone
-from .backbones.base import on_meta_else_cpu
-from .errors import ExtractError
-from .weights import ResolvedWeights
+from . import get_backbone
+from .base import on_meta_else_cpu
+from ..errors import ExtractError
+from ..weights import ResolvedWeights
 
 
 class MapTop(nn.Module):
@@ -38,7 +38,7 @@ def network_top(backbone: str, weights: str, layer: str, map_shape, weights_file
                            "that file, which fit does not take yet; extract with the pretrained weights (or random) "
                            "to train the top")
     if pretrained:
-        from .extractor import _weights_for
+        from ..extractor import _weights_for
         resolved = _weights_for(spec, weights, weights_file)
         network = spec.weighted_network(resolved)
     else:

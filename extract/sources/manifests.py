@@ -12,7 +12,7 @@ identity is its path.
 import csv
 import os
 
-from .errors import ExtractError
+from ..errors import ExtractError
 from .records import SPLIT_FOLDERS, Record, Scan, file_stat
 
 COLUMNS = ("path", "label", "split")
