@@ -14,7 +14,7 @@ _LAZY = {"CodesData": "data", "compare": "evaluate", "fit_and_evaluate": "evalua
          "LoadedModel": "model_file", "ModelFileError": "model_file", "load_model": "model_file",
          "save_model": "model_file", "CLASSIFIERS": "registry", "DEFAULT_SCALING": "heads.scaling",
          "SCALINGS": "heads.scaling", "get_classifier": "registry", "SplitError": "splits", "plan_splits": "splits",
-         "ClassifyError": "errors"}
+         "ClassifyError": "errors", "FitResult": "result", "Skipped": "result"}
 
 __all__ = list(_LAZY)
 

@@ -9,21 +9,22 @@ from .data import CodesData
 from .errors import ClassifyError
 from .heads.ensemble import final_model, members_of, soft_vote
 from .registry import DEFAULT_SCALING, get_classifier
+from .result import FitResult, Skipped
 from .splits import plan_splits
 from .stats import mcnemar_p, metrics
 
 
 def fit_and_evaluate(data: CodesData, name: str, scaling=DEFAULT_SCALING, seed=0, fitted=None, keep_rows=False):
-    """(result dict, fitted model). Hyper-parameters are chosen without the reported rows.
+    """(FitResult, fitted model). Hyper-parameters are chosen without the reported rows.
     keep_rows: the result also holds ``eval_correct``, whether each reported row was right (what
-    compare's paired test needs; compare removes it).
+    compare's paired test needs; compare removes it; never in its JSON).
     fitted: name -> (result, model) of classifiers fitted on the same data already (an ensemble
     reuses its members). A classifier that refuses these rows (a ValueError from its fit, as
     scikit-learn's estimators raise) is a ClassifyError with the same message."""
     try:
         result, model = _fit_and_evaluate(data, name, scaling, seed, fitted or {})
         if not keep_rows:
-            result.pop("eval_correct")
+            result.eval_correct = None
         return result, model
     except ClassifyError:
         raise
@@ -55,25 +56,30 @@ def _fit_and_evaluate(data, name, scaling, seed, fitted):
         model = soft_vote(members_of(estimator), estimator.classes_)
         chosen, sweep = {}, []
         for member, member_model in members_of(estimator):
-            params = fitted[member][0]["params"] if member in reuse else _chosen(member_model, estimator,
-                                                                                   member)[0]
+            params = (fitted[member][0].params if member in reuse else
+                      _chosen_params_and_sweep(member_model, estimator, member)[0])
             chosen.update({f"{member}.{k}": v for k, v in params.items()})
-        fit_seconds += sum(fitted[m][0]["fit_seconds"] for m in reuse if m in spec.members)
-        selection, memory = f"each member's own ({plan.selection})", _held(data, "members fitted on it")
+        fit_seconds += sum(fitted[m][0].fit_seconds for m in reuse if m in spec.members)
+        selection, memory = f"each member's own ({plan.selection})", _memory_note(data, "members fitted on it")
     else:
         model = final_model(estimator)
-        chosen, sweep = _chosen(model, estimator)
+        chosen, sweep = _chosen_params_and_sweep(model, estimator)
         memory = (f"every row, streamed in loads of up to {data.stream.load_rows:,} rows" if streamed else
-                  _held(data, f"{name} does not stream"))
-    result = _result(data, name, spec, scaling, plan, selection, chosen, sweep, fit_seconds, proba, model, memory)
-    if data.unlabeled:
-        result["unlabeled_left_out"] = data.unlabeled
-    if data.excluded:
-        result["excluded"] = data.excluded
+                  _memory_note(data, f"{name} does not stream"))
+    y_pred = model.classes_[proba.argmax(axis=1)]
+    result = FitResult(
+        classifier=name, layer=data.layer, scaling=spec.scaling or scaling, eval_split=plan.eval_split,
+        selection=selection, n_fit=int(plan.fit_mask.sum()), rows_used=int(len(data.y)),
+        rows_total=int(data.rows_total or len(data.y)), n_eval=int(plan.eval_mask.sum()),
+        **metrics(data.y[plan.eval_mask], y_pred, data.class_names),
+        fit_seconds=round(fit_seconds, 3), params=chosen, sweep=sweep, memory=memory,
+        mistakes=_mistakes(data, plan.eval_mask, y_pred, proba),
+        unlabeled_left_out=data.unlabeled or None, excluded=data.excluded or None,
+        eval_correct=(y_pred == data.y[plan.eval_mask]).astype(int))
     return result, model
 
 
-def _chosen(model, estimator, member=None) -> tuple:
+def _chosen_params_and_sweep(model, estimator, member=None) -> tuple:
     """(chosen parameters, sweep [{params, selection_accuracy}]) from whichever holds the search's
     results: GridSearchCV or a streamed sweep (``estimator``), or the LogisticSweepCV inside the model.
     member: the search is that member of a fitted vote."""
@@ -81,36 +87,14 @@ def _chosen(model, estimator, member=None) -> tuple:
         estimator = estimator.named_estimators_[member]
     holder = estimator if hasattr(estimator, "cv_results_") else model.steps[-1][1]
     if not hasattr(holder, "cv_results_"):
-        return _plain(getattr(holder, "best_params_", {})), []
+        return _plain_params(getattr(holder, "best_params_", {})), []
     results = holder.cv_results_
-    sweep = [{"params": _plain(p), "selection_accuracy": float(s)}
+    sweep = [{"params": _plain_params(p), "selection_accuracy": float(s)}
              for p, s in zip(results["params"], results["mean_test_score"])]
-    return _plain(holder.best_params_), sweep
+    return _plain_params(holder.best_params_), sweep
 
 
-def _result(data, name, spec, scaling, plan, selection, chosen, sweep, fit_seconds, proba, model, memory) -> dict:
-    y_pred = model.classes_[proba.argmax(axis=1)]
-    return {
-        "classifier": name,
-        "layer": data.layer,
-        "scaling": spec.scaling or scaling,
-        "eval_split": plan.eval_split,
-        "selection": selection,
-        "n_fit": int(plan.fit_mask.sum()),
-        "rows_used": int(len(data.y)),
-        "rows_total": int(data.rows_total or len(data.y)),
-        "n_eval": int(plan.eval_mask.sum()),
-        **metrics(data.y[plan.eval_mask], y_pred, data.class_names),
-        "fit_seconds": round(fit_seconds, 3),
-        "params": chosen,
-        "sweep": sweep,
-        "memory": memory,
-        "mistakes": _mistakes(data, plan.eval_mask, y_pred, proba),
-        "eval_correct": (y_pred == data.y[plan.eval_mask]).astype(int).tolist(),
-    }
-
-
-def _held(data, why_subsample) -> str:
+def _memory_note(data, why_subsample) -> str:
     """How the rows of in-memory codes were held, for the result's ``memory``."""
     if len(data.y) == data.rows_total:
         return "all rows in memory"
@@ -132,11 +116,11 @@ def _mistakes(data, eval_mask, y_pred, proba, limit=200) -> list:
 
 
 def compare(data: CodesData, names=None, scaling=DEFAULT_SCALING, seed=0, on_result=None) -> list:
-    """Every classifier in ``names`` (default: all that fit the layer) on identical splits and seeds: a list of result
-    dicts, in order. ``on_result(result)`` is called as each one finishes (for progress lines).
+    """Every classifier in ``names`` (default: all that fit the layer) on identical splits and seeds: a list of
+    FitResults, in order. ``on_result(result)`` is called as each one finishes (for progress lines).
     An ensemble reuses the members fitted before it in the same run (its fit seconds are theirs).
     A classifier that cannot fit these rows (a ValueError: too few rows of a class for its sweep,
-    say, on a small subsample) is skipped: its result is {"classifier", "skipped": the reason},
+    say, on a small subsample) is skipped: its result is a Skipped (classifier, the reason),
     and the others still run. Raises ClassifyError when every one was skipped.
     The one loop behind `compare`, `demo` and bench/stage2_bench.py."""
     from .registry import classifiers_for
@@ -146,31 +130,32 @@ def compare(data: CodesData, names=None, scaling=DEFAULT_SCALING, seed=0, on_res
             result, model = fit_and_evaluate(data, name, scaling, seed, fitted, keep_rows=True)
             fitted[name] = (result, model)
         except ClassifyError as error:
-            result = {"classifier": name, "skipped": str(error)}
+            result = Skipped(name, str(error))
         results.append(result)
         if on_result is not None:
             on_result(result)
     if not fitted:
         raise ClassifyError("no classifier could fit these codes: " +
-                         "; ".join(f"{r['classifier']}: {r['skipped']}" for r in results))
-    _against_the_best(results)
+                         "; ".join(f"{r.classifier}: {r.skipped}" for r in results))
+    _add_paired_tests(results)
     return results
 
 
-def _against_the_best(results) -> None:
+def _add_paired_tests(results) -> None:
     """Each fitted result gets ``p_vs_best``: McNemar's exact test against the best on the same
     reported rows (None for the best itself), and ``indistinguishable_from_best`` (p >= 0.05)."""
     from .report import best_result, fitted_results
     done, best = fitted_results(results), best_result(results)
     for r in done:
+        r.compared = True
         if r is best:
-            r["p_vs_best"], r["indistinguishable_from_best"] = None, True
+            r.p_vs_best, r.indistinguishable_from_best = None, True
         else:
-            r["p_vs_best"] = round(mcnemar_p(best["eval_correct"], r["eval_correct"]), 4)
-            r["indistinguishable_from_best"] = r["p_vs_best"] >= 0.05
+            r.p_vs_best = round(mcnemar_p(best.eval_correct, r.eval_correct), 4)
+            r.indistinguishable_from_best = r.p_vs_best >= 0.05
     for r in done:
-        del r["eval_correct"]
+        r.eval_correct = None
 
 
-def _plain(params: dict) -> dict:
+def _plain_params(params: dict) -> dict:
     return {k.removeprefix("clf__"): (v.item() if isinstance(v, np.generic) else v) for k, v in params.items()}

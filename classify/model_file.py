@@ -78,15 +78,15 @@ def _pipeline_state(pipeline, prefix="") -> tuple:
     return steps, arrays
 
 
-def model_meta(classifier: str, result: dict, data) -> dict:
+def model_meta(classifier: str, result, data) -> dict:
     """What a model file records beside the fitted estimators: the classifier and its chosen
     parameters, the class names, the layer(s), the cache's fingerprint (exactly
     ``Fingerprint.to_attrs()``, so predict rebuilds the same extractor), the cache, any other
     caches' codes that went side by side, and the result without its sweep and mistakes."""
-    return {"classifier": classifier, "params": result["params"], "class_names": list(data.class_names),
+    return {"classifier": classifier, "params": result.params, "class_names": list(data.class_names),
             "layer": data.layer, "fingerprint": data.fingerprint, "cache": data.path,
             "side_by_side": data.side_by_side or [],
-            "result": {k: v for k, v in result.items() if k not in ("sweep", "mistakes")}}
+            "result": result.without_details()}
 
 
 def _json_value(value):

@@ -3,12 +3,14 @@ classifier's mistakes as a grid of thumbnails."""
 import json
 import os
 
+from .result import FitResult, as_json
+
 TABLE_COLUMNS = ("classifier", "accuracy", "balanced_accuracy", "macro_f1", "fit_seconds", "params")
 
 
 def fitted_results(results) -> list:
     """The results of ``compare`` that are not skipped."""
-    return [r for r in results if "skipped" not in r]
+    return [r for r in results if isinstance(r, FitResult)]
 
 
 def thumbnail(data_root, path, size):
@@ -29,16 +31,16 @@ def thumbnail(data_root, path, size):
 
 
 def best_result(results):
-    return max(fitted_results(results), key=lambda r: (r["accuracy"], r["balanced_accuracy"]))
+    return max(fitted_results(results), key=lambda r: (r.accuracy, r.balanced_accuracy))
 
 
 def format_table(results, markdown=False) -> str:
     """Best first; skipped classifiers last, with their reason."""
-    rows = [[r["classifier"], f"{r['accuracy']:.4f}", _interval(r), f"{r['balanced_accuracy']:.4f}",
-             f"{r['macro_f1']:.4f}", f"{r['fit_seconds']:.2f}", _versus_best(r),
-             ", ".join(f"{k}={_short(v)}" for k, v in r["params"].items()) or "-"]
-            for r in sorted(fitted_results(results), key=lambda r: -r["accuracy"])]
-    rows += [[r["classifier"], "skipped", "-", "-", "-", "-", "-", r["skipped"]] for r in results if "skipped" in r]
+    rows = [[r.classifier, f"{r.accuracy:.4f}", _interval(r), f"{r.balanced_accuracy:.4f}",
+             f"{r.macro_f1:.4f}", f"{r.fit_seconds:.2f}", _versus_best(r),
+             ", ".join(f"{k}={_short(v)}" for k, v in r.params.items()) or "-"]
+            for r in sorted(fitted_results(results), key=lambda r: -r.accuracy)]
+    rows += [[r.classifier, "skipped", "-", "-", "-", "-", "-", r.skipped] for r in results if not isinstance(r, FitResult)]
     header = ["classifier", "accuracy", "95% CI", "bal. acc.", "macro F1", "fit s", "vs best", "chosen"]
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -54,16 +56,16 @@ TABLE_NOTE = ("95% CI: Wilson interval of the accuracy on these rows. vs best: M
 
 
 def _interval(r) -> str:
-    low, high = r.get("accuracy_ci95") or (None, None)
+    low, high = r.accuracy_ci95 or (None, None)
     return f"{low:.3f}-{high:.3f}" if low is not None else "-"
 
 
 def _versus_best(r) -> str:
-    if "p_vs_best" not in r:
+    if not r.compared:
         return "-"
-    if r["p_vs_best"] is None:
+    if r.p_vs_best is None:
         return "best"
-    return f"{'~' if r['indistinguishable_from_best'] else 'worse'} p={r['p_vs_best']:.2g}"
+    return f"{'~' if r.indistinguishable_from_best else 'worse'} p={r.p_vs_best:.2g}"
 
 
 def _short(v):
@@ -76,22 +78,22 @@ def write_report(out_dir, results, data, context: dict) -> dict:
     best = best_result(results)
     paths = {name: os.path.join(out_dir, name) for name in ("report.md", "report.json", "confusion.png", "accuracy.png")}
     with open(paths["report.json"], "w") as f:
-        json.dump({**context, "best": best["classifier"], "results": results}, f, indent=2, default=str)
+        json.dump({**context, "best": best.classifier, "results": as_json(results)}, f, indent=2, default=str)
     _plot_confusion(paths["confusion.png"], best, data.class_names)
-    _plot_accuracy(paths["accuracy.png"], fitted_results(results), best["eval_split"])
+    _plot_accuracy(paths["accuracy.png"], fitted_results(results), best.eval_split)
     mistakes_md = _mistakes_section(out_dir, best, data.fingerprint.provenance.get("data_root"))
     if os.path.exists(os.path.join(out_dir, "mistakes.png")):
         paths["mistakes.png"] = os.path.join(out_dir, "mistakes.png")
     per_class = "\n".join(f"| {name} | {acc:.4f} |" if acc is not None else f"| {name} | - |"
-                          for name, acc in best["per_class_accuracy"].items())
+                          for name, acc in best.per_class_accuracy.items())
     md = [
         "# cnncodes compare report", "",
-        f"- cache: `{context['cache']}` (backbone {context['backbone']}, layer {best['layer']}, weights {context['weights']})",
-        f"- reported split: **{best['eval_split']}** ({best['n_eval']} rows); models fit on {best['n_fit']} rows",
-        f"- hyper-parameters chosen on: {best['selection']}, then refit on all non-reported rows",
+        f"- cache: `{context['cache']}` (backbone {context['backbone']}, layer {best.layer}, weights {context['weights']})",
+        f"- reported split: **{best.eval_split}** ({best.n_eval} rows); models fit on {best.n_fit} rows",
+        f"- hyper-parameters chosen on: {best.selection}, then refit on all non-reported rows",
         f"- scaling: {context['scaling']} (the seed recipe uses raw codes); seed {context['seed']}", "",
         format_table(results, markdown=True), "", TABLE_NOTE, "",
-        f"## Best: {best['classifier']}", "",
+        f"## Best: {best.classifier}", "",
         "![confusion matrix](confusion.png)", "", "| class | accuracy |", "|---|---|", per_class, "",
         "![accuracy by classifier](accuracy.png)", "",
         *mistakes_md,
@@ -108,9 +110,9 @@ def _plot_confusion(path, result, class_names):
     from sklearn.metrics import ConfusionMatrixDisplay
     import numpy as np
     fig, ax = plt.subplots(figsize=(1.2 * len(class_names) + 2, 1.2 * len(class_names) + 1.5))
-    ConfusionMatrixDisplay(np.array(result["confusion_matrix"]), display_labels=class_names).plot(
+    ConfusionMatrixDisplay(np.array(result.confusion_matrix), display_labels=class_names).plot(
         ax=ax, colorbar=False, xticks_rotation=45)
-    ax.set_title(f"{result['classifier']} on {result['eval_split']}: accuracy {result['accuracy']:.3f}")
+    ax.set_title(f"{result.classifier} on {result.eval_split}: accuracy {result.accuracy:.3f}")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -120,9 +122,9 @@ def _plot_accuracy(path, results, split):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    ordered = sorted(results, key=lambda r: r["accuracy"])
+    ordered = sorted(results, key=lambda r: r.accuracy)
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(ordered) + 1.2))
-    bars = ax.barh([r["classifier"] for r in ordered], [r["accuracy"] for r in ordered], color="#4c72b0")
+    bars = ax.barh([r.classifier for r in ordered], [r.accuracy for r in ordered], color="#4c72b0")
     ax.bar_label(bars, fmt="%.3f", padding=3)
     ax.set_xlim(0, 1.08)
     ax.set_xlabel(f"accuracy on {split}")
@@ -136,16 +138,16 @@ MISTAKES_SHOWN = 40
 
 def _mistakes_section(out_dir, best, data_root) -> list:
     """mistakes.png (thumbnails of the best classifier's misclassified photos) and its report lines."""
-    mistakes = best.get("mistakes") or []
+    mistakes = best.mistakes or []
     target = os.path.join(out_dir, "mistakes.png")
     if os.path.exists(target):
         os.remove(target)  # a stale grid from an earlier run must not pass for this one
     if not mistakes:
-        return [f"## Mistakes of {best['classifier']}", "", f"None on {best['eval_split']}.", ""]
+        return [f"## Mistakes of {best.classifier}", "", f"None on {best.eval_split}.", ""]
     shown = mistakes[:MISTAKES_SHOWN]
     missing = _plot_mistakes(target, shown, data_root)
-    lines = [f"## Mistakes of {best['classifier']}", "",
-             f"{len(mistakes)} of {best['n_eval']} {best['eval_split']} rows misclassified; the "
+    lines = [f"## Mistakes of {best.classifier}", "",
+             f"{len(mistakes)} of {best.n_eval} {best.eval_split} rows misclassified; the "
              f"{len(shown)} most confident are shown (true → predicted, probability of the prediction).", ""]
     if missing == len(shown):
         lines += [f"The photos are no longer under {data_root}, so no thumbnails could be drawn:", ""]

@@ -37,7 +37,7 @@ _LAZY = {
     "list_backbones": "_api", "extract_codes": "_api", "load_codes": "_api", "fit": "_api", "load_model": "_api",
     "predict": "_model",
     "compare": "_api", "audit": "_api", "Model": "_model", "Comparison": "_api", "Encoder": "_encoder",
-    "open_cache": "cache", "CodesTransformer": "_transformer",
+    "open_cache": "cache", "CodesTransformer": "_transformer", "FitResult": "classify.result",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -95,16 +95,21 @@ def load_model(path):
 
 
 class Comparison(list):
-    """compare's results (one dict per classifier, in order) and the codes they were fitted on."""
+    """compare's results (a FitResult per classifier, or a Skipped, in order) and the codes they
+    were fitted on."""
 
     def __init__(self, results, data, scaling, seed):
         super().__init__(results)
         self.data, self.scaling, self.seed = data, scaling, seed
 
     @property
-    def best(self) -> dict:
+    def best(self):
         from .classify.report import best_result
         return best_result(self)
+
+    def to_json(self) -> list:
+        """The results as `compare --json` prints them."""
+        return [r.to_dict() for r in self]
 
     def table(self, markdown=False) -> str:
         from .classify.report import format_table
@@ -122,7 +127,7 @@ class Comparison(list):
 
 def compare(codes, classifiers=None, *, scaling=None, seed=0, on_result=None, **load_options):
     """Every classifier (or ``classifiers``: names, or "a,b") on identical splits and seeds.
-    Returns a Comparison: the result dicts, .best, .table(), .write_report(dir)."""
+    Returns a Comparison: the FitResults, .best, .table(), .to_json(), .write_report(dir)."""
     from .classify import DEFAULT_SCALING
     from .classify import compare as compare_all
     data = _codes(codes, seed=seed, **load_options)

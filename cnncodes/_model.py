@@ -8,15 +8,18 @@ class Model:
     """What ``cnncodes.fit`` returns and ``cnncodes.load_model`` reads back.
 
     .pipeline: the fitted scikit-learn Pipeline (scale, classifier), or an ensemble's soft vote.
-    .result: the fit's result (accuracy and its interval, params, sweep, mistakes; None when loaded
-    from a file written before results were kept). .class_names, .layer, .fingerprint: the codes
+    .result: the fit's FitResult (accuracy and its interval, params, sweep, mistakes; loaded from a
+    file: without the sweep and mistakes, or None where the file was written before results were kept). .class_names, .layer, .fingerprint: the codes
     it takes (the cache's extractor, so predict_images encodes new photos exactly as they were).
     """
 
-    def __init__(self, pipeline, meta: dict, result: dict = None, path: str = None):
+    def __init__(self, pipeline, meta: dict, result=None, path: str = None):
         from .classify.model_file import codes_of
+        from .classify.result import FitResult
         self.pipeline, self.meta, self.path = pipeline, meta, path
-        self.result = result if result is not None else meta.get("result")
+        if result is None and meta.get("result"):
+            result = FitResult.from_dict(meta["result"])
+        self.result = result
         self.classifier = meta["classifier"]
         self.class_names, self.layer, self.fingerprint, self.side_by_side = codes_of(meta)
 
@@ -54,7 +57,7 @@ class Model:
         return export_onnx(self, os.fspath(path), weights_file=weights)
 
     def __repr__(self):
-        accuracy = f", accuracy {self.result['accuracy']:.4f}" if self.result and "accuracy" in self.result else ""
+        accuracy = f", accuracy {self.result.accuracy:.4f}" if self.result is not None else ""
         return (f"Model({self.classifier} on {self.fingerprint.backbone} {self.layer}, "
                 f"{len(self.class_names)} classes{accuracy})")
 

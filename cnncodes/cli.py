@@ -134,15 +134,16 @@ def cmd_pack(args):
 
 
 def _result_line(r):
-    if "skipped" in r:
-        return f"{r['classifier']}: skipped: {r['skipped']}"
-    params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["params"].items())
-    sample = (f" ({r['memory']})" if r.get("memory", "all rows in memory") != "all rows in memory" else "")
-    low, high = r.get("accuracy_ci95") or (0.0, 1.0)
-    return (f"{r['classifier']}{sample}: {r['eval_split']} accuracy {r['accuracy']:.4f} "
-            f"(95% CI {low:.3f}-{high:.3f}, {r['n_eval']} rows), "
-            f"balanced {r['balanced_accuracy']:.4f}, "
-            f"macro F1 {r['macro_f1']:.4f}, fit {r['fit_seconds']:.2f} s; chosen on {r['selection']}"
+    from .classify.result import Skipped
+    if isinstance(r, Skipped):
+        return f"{r.classifier}: skipped: {r.skipped}"
+    params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.params.items())
+    sample = f" ({r.memory})" if (r.memory or "all rows in memory") != "all rows in memory" else ""
+    low, high = r.accuracy_ci95 or (0.0, 1.0)
+    return (f"{r.classifier}{sample}: {r.eval_split} accuracy {r.accuracy:.4f} "
+            f"(95% CI {low:.3f}-{high:.3f}, {r.n_eval} rows), "
+            f"balanced {r.balanced_accuracy:.4f}, "
+            f"macro F1 {r.macro_f1:.4f}, fit {r.fit_seconds:.2f} s; chosen on {r.selection}"
             + (f": {params}" if params else ""))
 
 
@@ -169,9 +170,8 @@ def cmd_fit(args):
     result = model.result
     if args.model:
         model.save(args.model)
-        result["model"] = args.model
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps({**result.to_dict(), **({"model": args.model} if args.model else {})}, indent=2))
     else:
         print(_result_line(result))
         if args.model:
@@ -185,7 +185,7 @@ def cmd_compare(args):
     results = compare(_load_codes(args), args.classifiers, scaling=args.scaling, seed=args.seed, on_result=progress)
     paths = results.write_report(args.report)
     if args.json:
-        print(json.dumps(list(results), indent=2))
+        print(json.dumps(results.to_json(), indent=2))
     else:
         _print_table(results, paths["report.md"])
     return 0
@@ -194,7 +194,7 @@ def cmd_compare(args):
 def _print_table(results, report_md):
     from .classify.report import TABLE_NOTE
     best = results.best
-    print(f"\nreported split: {best['eval_split']} ({best['n_eval']} rows)")
+    print(f"\nreported split: {best.eval_split} ({best.n_eval} rows)")
     print(results.table())
     print(TABLE_NOTE)
     print(f"report: {report_md} (also report.json, confusion.png, accuracy.png)")

@@ -159,3 +159,23 @@ def test_loaded_codes_name_their_rows_and_become_a_dataframe(lite_cache):
     assert list(frame.columns) == ["path", "label", "split", "codes"] and len(frame) == len(codes.y) == 24
     assert set(frame["label"]) == {"red", "green", "blue"} and frame["codes"][0].shape == (codes.X.shape[1],)
     np.testing.assert_array_equal(np.stack(frame["codes"]), codes.X)
+
+
+def test_a_fit_result_is_typed_and_its_json_is_what_the_command_line_prints(lite_cache, tmp_path):
+    _, cache = lite_cache
+    model = cnncodes.fit(str(cache), "logreg")
+    result = model.result
+    assert isinstance(result, cnncodes.FitResult) and result.classifier == "logreg"
+    assert 0.0 <= result.accuracy_ci95[0] <= result.accuracy <= result.accuracy_ci95[1] <= 1.0
+    cli = json.loads(run_cli("fit", cache, "--classifier", "logreg", "--json", "--model", tmp_path / "m.npz").stdout)
+    mine = json.loads(json.dumps(result.to_dict()))
+    cli.pop("model")
+    mine.pop("fit_seconds"), cli.pop("fit_seconds")
+    assert list(mine) == list(cli) and mine == cli  # same keys, same order, same values
+    assert "eval_correct" not in mine and "p_vs_best" not in mine  # internal; only compare tests pairs
+    loaded = cnncodes.load_model(tmp_path / "m.npz").result
+    assert isinstance(loaded, cnncodes.FitResult) and loaded.accuracy == cli["accuracy"]
+    assert loaded.sweep == [] and loaded.mistakes == []  # a model file keeps the result without them
+    table = cnncodes.compare(str(cache), "centroid,logreg")
+    assert all(r.compared and r.p_vs_best is None or r.p_vs_best >= 0 for r in table)
+    assert [set(r) >= {"p_vs_best", "indistinguishable_from_best"} for r in table.to_json()] == [True, True]

@@ -208,10 +208,10 @@ def effect_on_score(data, leaked, seed=0) -> dict:
     rows = np.flatnonzero(plan.eval_mask)
     with open_cache(data.path) as c:
         eval_paths = c.paths_of(data.cache_rows(rows))
-    correct = np.asarray(result["eval_correct"], dtype=bool)
+    correct = np.asarray(result.eval_correct, dtype=bool)
     leaked = set(leaked)
     clean = np.array([p not in leaked for p in eval_paths])
-    return {"classifier": "logreg", "eval_split": result["eval_split"], "n_eval": int(len(rows)),
+    return {"classifier": "logreg", "eval_split": result.eval_split, "n_eval": int(len(rows)),
             "trained_on": int(np.count_nonzero(plan.fit_mask)), "training_rows": int(len(fitting)),
-            "accuracy": result["accuracy"], "n_without_leaked": int(clean.sum()),
+            "accuracy": result.accuracy, "n_without_leaked": int(clean.sum()),
             "accuracy_without_leaked": float(correct[clean].mean()) if clean.any() else None}

@@ -1,0 +1,96 @@
+"""What a fit reports: ``FitResult`` (a fitted classifier, measured on the reported split) and
+``Skipped`` (one compare could not fit). Typed fields to read in Python; ``to_dict()`` is the JSON
+that `fit --json`, `compare --json`, report.json and a model file's meta hold.
+
+Both also read like that JSON (``result["accuracy"]``, ``"skipped" in result``), so code and
+notebooks written against the dicts keep working.
+"""
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+
+
+class _ReadsLikeItsJson(Mapping):
+    def __getitem__(self, key):
+        return self.to_dict()[key]
+
+    def __iter__(self):
+        return iter(self.to_dict())
+
+    def __len__(self):
+        return len(self.to_dict())
+
+
+@dataclass(eq=False)
+class FitResult(_ReadsLikeItsJson):
+    classifier: str
+    layer: str
+    scaling: str
+    eval_split: str         # the split the metrics are measured on
+    selection: str          # how hyper-parameters were chosen (never on the reported rows)
+    n_fit: int
+    rows_used: int          # rows the fit could use (a subsample when the codes exceed the budget)
+    rows_total: int
+    n_eval: int
+    accuracy: float
+    accuracy_ci95: tuple    # Wilson 95% interval
+    balanced_accuracy: float
+    macro_f1: float
+    per_class_accuracy: dict
+    confusion_matrix: list
+    fit_seconds: float
+    params: dict            # the chosen hyper-parameters
+    sweep: list             # [{params, selection_accuracy}] for every candidate tried
+    memory: str             # how the rows were held
+    mistakes: list          # [{row, path, true, predicted, probability}], most confident first
+    unlabeled_left_out: int = None
+    excluded: dict = None
+    # Set by compare: McNemar's exact p against the best on the same reported rows (None for the
+    # best itself), and whether the data can tell them apart.
+    p_vs_best: float = None
+    indistinguishable_from_best: bool = None
+    compared: bool = field(default=False, repr=False)
+    # Whether each reported row was right: what the paired test reads; never in the JSON.
+    eval_correct: np.ndarray = field(default=None, repr=False)
+
+    _OPTIONAL = ("unlabeled_left_out", "excluded")
+    _PAIRED = ("p_vs_best", "indistinguishable_from_best")
+
+    def to_dict(self) -> dict:
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("compared", "eval_correct") or (f.name in self._OPTIONAL and not value) or (
+                    f.name in self._PAIRED and not self.compared):
+                continue
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FitResult":
+        """A result as a model file's meta keeps it (without its sweep and mistakes)."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in d.items() if k in known}
+        values.setdefault("sweep", [])
+        values.setdefault("mistakes", [])
+        values["accuracy_ci95"] = tuple(values.get("accuracy_ci95", ()))
+        return cls(**values, compared="p_vs_best" in d)
+
+    def without_details(self) -> dict:
+        """The JSON without the sweep and the mistakes (what a model file keeps)."""
+        return {k: v for k, v in self.to_dict().items() if k not in ("sweep", "mistakes")}
+
+
+@dataclass(eq=False)
+class Skipped(_ReadsLikeItsJson):
+    """A classifier compare could not fit on these rows, and why; the others still ran."""
+    classifier: str
+    skipped: str
+
+    def to_dict(self) -> dict:
+        return {"classifier": self.classifier, "skipped": self.skipped}
+
+
+def as_json(results) -> list:
+    return [r.to_dict() for r in results]
