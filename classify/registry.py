@@ -144,7 +144,9 @@ CLASSIFIERS = {spec.name: spec for spec in [
     ClassifierSpec("ensemble", members=MEMBERS,
                    description="mean probability of logreg, linear, svm, ridge and mlp, each swept as alone"),
     ClassifierSpec("top", "network_top:NetworkTopClassifier", {"lr": [1e-4, 3e-4]}, {"recipe": "adamw"},
-                   seeded=True, scaling="none", maps=True, export="network", check_params=(),
+                   seeded=True, scaling="none", maps=True, export="network",
+                   check_params=({"backbone": "efficientnet_lite0", "weights": "random:0", "layer": "stage7_map",
+                                  "map_shape": (320, 1, 1), "epochs": 2, "device": "cpu"},),
                    description="the network's own top on a cached map (VGG16 fc6, fc7 + new fc8; EfficientNet-Lite "
                                "head conv + new classifier), pretrained start, AdamW + cosine, lr swept"),
     ClassifierSpec("seed-top", "network_top:NetworkTopClassifier", params={"recipe": "seed"}, seeded=True,

@@ -63,8 +63,17 @@ class NetworkTopClassifier(_TorchClassifier):
         opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
 
+    def _check_width(self, width):
+        """The top takes one map of a fixed shape; anything else is a plain error, as a width that
+        differs from fit's is for any scikit-learn estimator."""
+        expected = int(np.prod(self.map_shape)) if len(self.map_shape) else 0
+        if width != expected:
+            raise ValueError(f"X has {width} features, but {self.backbone}'s {self.layer or 'map'} top takes maps of "
+                             f"shape {tuple(self.map_shape)} ({expected} values a row): fit it on that layer's codes")
+
     def fit(self, X, y):
         Xt, yt, device = self._prepare(X, y)
+        self._check_width(Xt.shape[1])
         gen = self._generator()
         top, final = self._network(pretrained=True)
         net = torch.nn.Sequential(top, _linear_layer(final.in_features, len(self.classes_), "cpu", gen)).to(device)
@@ -89,6 +98,7 @@ class NetworkTopClassifier(_TorchClassifier):
         return self._net
 
     def _scores(self, X):
+        self._check_width(X.shape[1])
         net = self._trained()
         device = next(net.parameters()).device  # where it was trained, or the CPU after a model file loads
         out = []

@@ -8,7 +8,7 @@ minibatch Adam. The memory policy (classify/evaluate.py) picks one of the two.
 """
 import numpy as np
 from array_api_compat import array_namespace, device as device_of
-from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.base import BaseEstimator, clone
 
 from .linear import LinearScores, ScoresClassifier
 from .lbfgs import SWEEP_TOL_FACTOR, STREAM_BATCH, _Heads, adam_heads, batched_lbfgs, heads_correct, solver_device, to_numpy
@@ -119,8 +119,12 @@ class LogisticSweepCV(LinearScores, ScoresClassifier):
         return self._keep_solution(theta, heads.d, chosen, iterations[0])
 
 
-class StreamedSweep(ClassifierMixin, BaseEstimator):
+class StreamedSweep(BaseEstimator):
     """A LogisticSweepCV on codes that do not fit in memory.
+
+    A search over a stream read from a cache (as GridSearchCV is a search over arrays), not a
+    classifier of arrays: fit takes StreamedRows only, so it does not claim scikit-learn's
+    classifier contract; what it fits, ``best_estimator_``, does and is checked.
 
     fit(X: StreamedRows, y): the scaler fitted in one streamed pass, every grid value trained by
     minibatch Adam (torch) on the sweep rows in shuffled loads, scored on the selection rows, the
@@ -139,6 +143,9 @@ class StreamedSweep(ClassifierMixin, BaseEstimator):
         from sklearn.pipeline import Pipeline
 
         from .torch_heads import torch_device
+        if not hasattr(X, "loads"):
+            raise TypeError(f"StreamedSweep fits StreamedRows (codes read from a cache a load at a time), not "
+                            f"{type(X).__name__}; in-memory codes go to LogisticSweepCV")
         stream, rows, seed = X.stream, X.rows, self.random_state
         head = clone(self.sweep)
         grid = head._values()
