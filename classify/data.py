@@ -13,8 +13,12 @@ from .splits import EXCLUDED_SPLIT, LEFT_OUT, UNLABELED_SPLIT, reported_split
 
 @dataclass
 class CodesData:
-    """Everything stage two needs from a cache, loaded once."""
-    X: np.ndarray          # float32 [N, D]
+    """Everything stage two needs from a cache, loaded once.
+
+    Codes held in memory are ``X``; codes over the memory budget are ``streamed``, and then reach a
+    classifier only through ``codes_of(mask)`` (StreamedRows) or ``in_memory()`` (the seeded
+    subsample that fits): ``X`` refuses, rather than being None."""
+    _X: np.ndarray         # float32 [N, D], or None when streamed
     y: np.ndarray          # int [N]
     splits: np.ndarray     # str [N]
     class_names: list
@@ -24,10 +28,24 @@ class CodesData:
     rows: np.ndarray = None  # each row's index in the cache (None: all rows, in order)
     rows_total: int = None  # rows in the cache (more than len(X) when a memory budget subsampled them)
     views: np.ndarray = None  # uint8 [N]: 0 a centre view, 1..K an augmented view of the image before it
-    stream: object = None   # a CodeStream when the codes exceed the budget: X is None, y/splits cover every row
+    stream: object = None   # a CodeStream when the codes exceed the budget (y/splits still cover every row)
     seed: int = 0           # the subsample's seed (budget exceeded)
     side_by_side: list = None  # other caches' codes appended as columns (classify/joined.py): cache, layer, fingerprint
     _subsample: "CodesData" = None
+
+    @property
+    def X(self) -> np.ndarray:
+        """The codes, float32 [N, D], when held in memory."""
+        if self._X is None:
+            raise ClassifyError(f"{self.path}: these codes exceed the memory budget and are streamed; take "
+                                ".in_memory().X (the seeded subsample that fits) or .codes_of(mask) (every row, "
+                                "a load at a time), or load them with a larger max_memory")
+        return self._X
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the codes are read from the cache a load at a time (over the memory budget)."""
+        return self._X is None
 
     @property
     def unlabeled(self) -> int:
@@ -42,12 +60,12 @@ class CodesData:
     def in_memory_rows(self) -> int:
         """Rows that ``in_memory()`` holds."""
         from .budget import rows_that_fit
-        return len(self.y) if self.X is not None else rows_that_fit(len(self.y), self.stream.width, self.stream.budget)
+        return len(self.y) if not self.streamed else rows_that_fit(len(self.y), self.stream.width, self.stream.budget)
 
     def in_memory(self) -> "CodesData":
         """These codes held in memory: themselves, or (budget exceeded) the seeded random subsample
         of rows that fits, read once and kept for the next classifier."""
-        if self.X is not None:
+        if not self.streamed:
             return self
         if self._subsample is None:
             from .budget import subsample_mask
@@ -61,7 +79,7 @@ class CodesData:
 
     def codes_of(self, mask):
         """The codes of the rows in ``mask``: an array, or StreamedRows when they are streamed."""
-        if self.X is not None:
+        if not self.streamed:
             return self.X[mask]
         from .stream import StreamedRows
         return StreamedRows(self.stream, np.asarray(mask, dtype=bool))
@@ -80,7 +98,7 @@ class CodesData:
         except ImportError:
             raise ImportError("to_pandas needs pandas: pip install pandas") from None
         labels = [self.class_names[i] if i >= 0 else None for i in self.y.tolist()]
-        codes = list(self.X) if self.X is not None else [None] * len(self.y)
+        codes = [None] * len(self.y) if self.streamed else list(self.X)
         return pd.DataFrame({"path": self.paths, "label": labels, "split": self.splits, "codes": codes})
 
     def cache_rows(self, positions) -> np.ndarray:

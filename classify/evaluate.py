@@ -40,8 +40,8 @@ def _fit_and_evaluate(data, name, scaling, seed, fitted):
     source = spec.check_layer(data.layer, data.fingerprint, data.path)
     if source and data.side_by_side:
         raise ClassifyError(f"--classifier {name}: trains on one map layer, not on codes of several caches side by side")
-    streamed = data.X is None and spec.sweeps
-    reuse = {m: model for m, (_, model) in fitted.items()} if data.X is not None else {}
+    streamed = data.streamed and spec.sweeps
+    reuse = {} if data.streamed else {m: model for m, (_, model) in fitted.items()}
     if not streamed:
         data = data.in_memory()
     plan = plan_splits(data.splits, data.y, seed, data.views)

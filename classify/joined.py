@@ -21,7 +21,7 @@ def join_caches(data, others):
     it holds) appended as columns, in the primary's row order."""
     if not others:
         return data
-    if data.X is None:
+    if data.streamed:
         raise ClassifyError(f"{data.path}: codes side by side are held in memory, and these exceed --max-memory; "
                             "raise --max-memory or use one cache")
     with open_cache(data.path) as c:
@@ -47,7 +47,7 @@ def join_caches(data, others):
             blocks.append(c.codes(layer)[order])
             parts.append({"cache": c.path, "layer": layer, "fingerprint": c.fingerprint,
                           "width": int(blocks[-1].shape[1])})
-    return replace(data, X=np.concatenate(blocks, axis=1), side_by_side=parts)
+    return replace(data, _X=np.concatenate(blocks, axis=1), side_by_side=parts)
 
 
 def _check_same_rows(primary, index, other, other_rows):

@@ -179,3 +179,18 @@ def test_a_fit_result_is_typed_and_its_json_is_what_the_command_line_prints(lite
     table = cnncodes.compare(str(cache), "centroid,logreg")
     assert all(r.compared and r.p_vs_best is None or r.p_vs_best >= 0 for r in table)
     assert [set(r) >= {"p_vs_best", "indistinguishable_from_best"} for r in table.to_json()] == [True, True]
+
+
+def test_streamed_codes_have_no_X_but_two_doors(lite_cache):
+    from cnncodes.classify import ClassifyError
+    _, cache = lite_cache
+    held = cnncodes.load_codes(str(cache))
+    streamed = cnncodes.load_codes(str(cache), max_memory=held.X.nbytes // 3)
+    assert streamed.streamed and not held.streamed
+    with pytest.raises(ClassifyError, match="streamed; take .in_memory"):
+        streamed.X
+    sub = streamed.in_memory()
+    assert not sub.streamed and 0 < len(sub.X) < len(held.X)
+    np.testing.assert_array_equal(sub.X, held.X[sub.rows])
+    rows = streamed.codes_of(np.ones(len(held.y), dtype=bool))
+    np.testing.assert_array_equal(np.concatenate([codes for _, codes in rows.loads()]), held.X)

@@ -103,7 +103,7 @@ def confident_learning(y, proba) -> np.ndarray:
 
 def audit(data, threshold=None, k=5, top=50, seed=0) -> dict:
     """The audit of a CodesData held in memory (every row: duplicates cannot be found on a sample)."""
-    if data.X is None or len(data.y) != data.rows_total:
+    if data.streamed or len(data.y) != data.rows_total:
         raise ClassifyError(f"{data.path}: the audit compares every row with every other and holds the codes in "
                             "memory; they exceed --max-memory: raise it")
     backbone = data.fingerprint.backbone
