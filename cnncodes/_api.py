@@ -136,11 +136,11 @@ def compare(codes, classifiers=None, *, scaling=None, seed=0, on_result=None, **
     return Comparison(compare_all(data, names, scaling, seed, on_result=on_result), data, scaling, seed)
 
 
-def audit(cache, *, layer=None, threshold=None, k=5, top=50, seed=0, report=None, **load_options):
+def audit(cache, *, layer=None, threshold=None, k=5, limit=50, seed=0, report=None, **load_options):
     """What is wrong with the data, found from the codes: exact and near duplicates, train/eval
     leaks, likely label errors, outliers, and the leaks' effect on the score. The command line's
     defaults by construction: ``layer`` defaults to the cache's first layer (what the threshold is
-    calibrated on). report: a folder for audit.md, audit.json and the picture sheets."""
+    calibrated on). limit: likely label errors and outliers listed. report: a folder for audit.md, audit.json and the picture sheets."""
     from .cache import open_cache
     from .classify.audit import audit as find
     from .classify.audit import effect_on_score
@@ -149,7 +149,7 @@ def audit(cache, *, layer=None, threshold=None, k=5, top=50, seed=0, report=None
         with open_cache(os.fspath(cache)) as c:
             layer = c.first_layer
     data = load_codes(cache, layer, seed=seed, **load_options)
-    found = find(data, threshold=threshold, k=k, top=top, seed=seed)
+    found = find(data, threshold=threshold, k=k, limit=limit, seed=seed)
     try:
         found["effect_on_score"] = effect_on_score(data, found["leaked"], seed)
     except ClassifyError as exc:  # no split to report on, say: the audit itself still stands

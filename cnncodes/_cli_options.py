@@ -177,7 +177,8 @@ def build_parser(prog, description):
     p.add_argument("--threshold", type=float, default=None,
                    help="cosine at or above which two photos are near duplicates (default: calibrated per backbone)")
     p.add_argument("--k", type=int, default=5, help="neighbours for the outlier score (default 5)")
-    p.add_argument("--top", type=int, default=50, help="label errors and outliers listed (default 50)")
+    p.add_argument("--limit", type=int, default=50, help="label errors and outliers listed (default 50)")
+    p.add_argument("--top", type=int, dest="limit", help=argparse.SUPPRESS)  # --limit's former name, still read
     classify(p, "the cache's first layer, what the threshold is calibrated on")
 
     p = sub.add_parser("predict", help="classify image files or folders with a saved model")

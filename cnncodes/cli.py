@@ -203,7 +203,7 @@ def _print_table(results, report_md):
 def cmd_audit(args):
     from ._api import audit
     from .classify.audit.report import summary_lines
-    found = audit(args.cache, layer=args.layer, threshold=args.threshold, k=args.k, top=args.top, seed=args.seed,
+    found = audit(args.cache, layer=args.layer, threshold=args.threshold, k=args.k, limit=args.limit, seed=args.seed,
                   report=args.report, max_memory=args.max_memory, exclude=getattr(args, "exclude", None),
                   exclude_reported=getattr(args, "exclude_reported", False))
     _print_notes(found.pop("notes"))

@@ -83,6 +83,9 @@ def test_audit_in_python_equals_audit_on_the_command_line(lite_cache, tmp_path):
     assert ours["layer"] == theirs["layer"] == "avgpool" and ours["threshold"] == theirs["threshold"]
     ours.pop("notes")
     assert json.loads(json.dumps(ours, default=str)) == theirs
+    limited = json.loads(run_cli("audit", cache, "--json", "--limit", "2", "--report", tmp_path / "r2").stdout)
+    former = json.loads(run_cli("audit", cache, "--json", "--top", "2", "--report", tmp_path / "r3").stdout)
+    assert limited == former and 0 < len(limited["outliers"]) == 2 < len(theirs["outliers"])
 
 
 def test_encoder_gives_a_caches_codes_for_paths_and_pil_images(image_folder, tmp_path):

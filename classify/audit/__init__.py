@@ -101,7 +101,7 @@ def confident_learning(y, proba) -> np.ndarray:
     return suspects[np.argsort(given[suspects], kind="stable")]
 
 
-def audit(data, threshold=None, k=5, top=50, seed=0) -> dict:
+def audit(data, threshold=None, k=5, limit=50, seed=0) -> dict:
     """The audit of a CodesData held in memory (every row: duplicates cannot be found on a sample)."""
     if data.streamed or len(data.y) != data.rows_total:
         raise ClassifyError(f"{data.path}: the audit compares every row with every other and holds the codes in "
@@ -157,7 +157,7 @@ def audit(data, threshold=None, k=5, top=50, seed=0) -> dict:
         present = np.unique(y)
         y_dense = np.searchsorted(present, y)
         ranked, proba, rule = label_issues(data.X, y_dense, seed, rows=labelled)
-        for r in ranked[:top]:
+        for r in ranked[:limit]:
             i = int(labelled[r])
             suggested = int(present[int(np.argmax(proba[r]))])
             issues.append(row(i, suggested=names[suggested], p_given=round(float(proba[r, y_dense[r]]), 4),
@@ -166,7 +166,7 @@ def audit(data, threshold=None, k=5, top=50, seed=0) -> dict:
     else:
         suspects = 0
     # Outliers: the farthest from their k nearest neighbours.
-    order = np.argsort(-knn, kind="stable")[:top]
+    order = np.argsort(-knn, kind="stable")[:limit]
     outliers = [row(int(centre[a]), knn_distance=round(float(knn[a]), 4)) for a in order]
     return {
         "cache": data.path, "backbone": backbone, "layer": data.layer, "photos": int(len(centre)),
