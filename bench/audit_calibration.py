@@ -7,12 +7,14 @@ audit reads them). Printed per cosine threshold: the recall on the copies (each 
 original, per kind and overall) and the false-pair rate over every pair of distinct originals.
 The false pairs are counted apart within a class (the hard ones: two different daisies) and
 across classes. Suggested default: the lowest threshold whose within-class false-pair rate is at
-most --max-false.
+most --max-false; --write records it (with its recall and false-pair rate) in the table the audit
+reads, classify/audit/thresholds.json.
 
     python bench/audit_calibration.py ../shared/data/flowers5 --backbone efficientnet_lite0 --photos 300
 """
 import argparse
 import itertools
+import json
 import os
 import shutil
 import tempfile
@@ -44,6 +46,8 @@ def main():
     ap.add_argument("--max-false", type=float, default=1e-4,
                     help="within-class false-pair rate the suggestion allows (pairs grow as N^2: 1e-4 of "
                          "flowers5's ~970,000 within-class pairs is about 100)")
+    ap.add_argument("--write", action="store_true",
+                    help="record the suggested threshold in classify/audit/thresholds.json, which the audit reads")
     args = ap.parse_args()
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     records = scan_source(args.data).records
@@ -91,8 +95,26 @@ def main():
         if suggestion:
             print(f"suggested default: {suggestion[0]:.2f} (recall {suggestion[1]:.3f}, within-class false-pair rate "
                   f"{suggestion[2]:.5f} <= {args.max_false:g})")
+            if args.write:
+                _write_threshold(args.backbone, data.layer, suggestion, len(picked), os.path.basename(
+                    os.path.normpath(args.data)))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_threshold(backbone, layer, suggestion, photos, data_name):
+    """Record the suggested threshold in the audit's table, atomically (a rename), keeping the rest."""
+    from cnncodes.classify.audit import THRESHOLDS_FILE
+    with open(THRESHOLDS_FILE) as f:
+        table = json.load(f)
+    table["calibrated"][f"{backbone}/{layer}"] = {
+        "threshold": float(suggestion[0]), "recall": round(suggestion[1], 3),
+        "within_class_false_pair_rate": round(suggestion[2], 5), "photos": photos, "data": data_name}
+    with open(THRESHOLDS_FILE + ".tmp", "w") as f:
+        json.dump(table, f, indent=2)
+        f.write("\n")
+    os.replace(THRESHOLDS_FILE + ".tmp", THRESHOLDS_FILE)
+    print(f"written: {backbone}/{layer} = {suggestion[0]:.2f} in {THRESHOLDS_FILE}")
 
 
 if __name__ == "__main__":

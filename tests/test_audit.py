@@ -232,3 +232,17 @@ def test_the_label_check_forks_no_process(monkeypatch):
     X = (np.eye(3)[y] * 3 + rng.normal(0, 1, (120, 3))).astype(np.float32)
     ranked, _, method = audit_module.label_issues(X, y, seed=0)
     assert method.startswith("cleanlab.") and ranked.dtype == np.int64
+
+
+def test_the_calibrated_thresholds_are_data_with_their_measurements():
+    import json
+    from cnncodes.classify.audit import CALIBRATED, GENERIC_THRESHOLD, THRESHOLDS_FILE, default_threshold
+    with open(THRESHOLDS_FILE) as f:
+        table = json.load(f)
+    assert len(CALIBRATED) == len(table["calibrated"]) >= 3 and GENERIC_THRESHOLD == table["generic"]
+    for key, entry in table["calibrated"].items():
+        assert 0.5 < entry["threshold"] < 1 and 0 < entry["recall"] <= 1 and entry["photos"] > 0, key
+        backbone, layer = key.split("/", 1)
+        assert default_threshold(backbone, layer) == (entry["threshold"], f"calibrated for {backbone} {layer} "
+                                                                          "on planted copies")
+    assert default_threshold("vgg16", "fc7")[0] == GENERIC_THRESHOLD

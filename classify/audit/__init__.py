@@ -15,6 +15,9 @@
 - the effect on the score: the reported split's accuracy with and without its leaked rows.
 Augmented views (extract --views) are left out: they are copies by construction.
 """
+import json
+import os
+
 import numpy as np
 
 from ...cache import open_cache
@@ -24,14 +27,19 @@ from ..errors import ClassifyError
 from .near_pairs import neighbours
 
 # Cosine thresholds for near duplicates, calibrated on planted copies (re-encoded, resized,
-# cropped, mirrored) by bench/audit_calibration.py; docs/cli.md, "audit", has the recall and the
-# false-pair rate measured there. (backbone, layers as the audit reads them) -> threshold.
-CALIBRATED = {
-    ("efficientnet_lite0", "avgpool"): 0.90,
-    ("efficientnet_lite1", "avgpool"): 0.89,
-    ("efficientnet_lite2", "avgpool"): 0.92,
-}
-GENERIC_THRESHOLD = 0.95  # backbones not calibrated: a conservative default; --threshold overrides
+# cropped, mirrored): data that bench/audit_calibration.py --write measures and writes, with the
+# recall and false-pair rate behind each. (backbone, layers as the audit reads them) -> threshold.
+THRESHOLDS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "thresholds.json")
+
+
+def _thresholds() -> tuple:
+    with open(THRESHOLDS_FILE) as f:
+        table = json.load(f)
+    calibrated = {tuple(key.split("/", 1)): entry["threshold"] for key, entry in table["calibrated"].items()}
+    return calibrated, table["generic"]
+
+
+CALIBRATED, GENERIC_THRESHOLD = _thresholds()  # the generic one: backbones not calibrated; --threshold overrides
 
 
 def default_threshold(backbone, layer) -> tuple:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU check: VGG16 fc7 images/s, model-only and end to end, fp16 and bf16, batch 256, with CPU
 # decoding (PIL in the workers) and GPU decoding (--decoder torchvision: nvJPEG + resize on the GPU).
-# Run from the repository root on a machine with an NVIDIA GPU:  bash bench/gpu_check.sh
+# Run from the repository root on a machine with an NVIDIA GPU:  bash bench/gpu/gpu_check.sh
 # N (images, default 3000), BATCH (256), SECONDS_MODEL (10) and DEVICE (default cuda; cpu for a dry
 # run) can be set.
 set -euo pipefail

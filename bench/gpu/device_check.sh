@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # One prepared pass over everything that needs a GPU, most valuable first (each step has its own
 # time limit, so one that hangs leaves the rest). Run from the repository root on a CUDA machine:
-#   bash bench/device_check.sh CARRY
-# CARRY holds what was made on a CPU machine beforehand (bash bench/device_carry.sh CARRY f5e32.h5 makes it):
+#   bash bench/gpu/device_check.sh CARRY
+# CARRY holds what was made on a CPU machine beforehand (bash bench/gpu/device_carry.sh CARRY f5e32.h5 makes it):
 #   whl/*.whl           packages the GPU machine lacks (array-api-compat, the efficientnet pair)
 #   eff_cpu_fp32.h5     efficientnet_lite0 codes of cnncodes/demo_data/flowers, --precision fp32 --dtype float32 --device cpu
 #   vgg_cpu_fp32.h5     vgg16 --weights random:0 codes of the same, likewise
 #   f5e32.h5            flowers5 efficientnet_lite0 avgpool codes (fp32), for stage two on the GPU
 # Output: stdout (tee it); caches and logs under ${OUT:-/tmp/device_check}.
-# A dry run on a CPU: DEVICE=cpu PRECISIONS=fp32 N=8 BATCH=4 SECONDS_MODEL=1 MILLION=0 bash bench/device_check.sh CARRY
+# A dry run on a CPU: DEVICE=cpu PRECISIONS=fp32 N=8 BATCH=4 SECONDS_MODEL=1 MILLION=0 bash bench/gpu/device_check.sh CARRY
 set -uo pipefail
 CARRY=${1:?give the folder of carried inputs}
 OUT=${OUT:-/tmp/device_check}
@@ -43,13 +43,13 @@ step 120 python3 pipeline.py compare "$CARRY/f5e32.h5" --report "$OUT/report"
 step 60 python3 pipeline.py fit "$CARRY/f5e32.h5" --classifier logreg --max-memory 20M
 
 # 3. Extraction speed: VGG16 fc7, fp16 and bf16, PIL workers and nvJPEG.
-step 200 env N="${N:-2000}" SECONDS_MODEL="${SECONDS_MODEL:-5}" DEVICE="$DEVICE" PY=python3 bash bench/gpu_check.sh
+step 200 env N="${N:-2000}" SECONDS_MODEL="${SECONDS_MODEL:-5}" DEVICE="$DEVICE" PY=python3 bash bench/gpu/gpu_check.sh
 
 # 4. A million rows: every row in memory on the GPU (default budget), and streamed within 1G.
 [ "$MILLION" -gt 0 ] && step 150 python3 bench/stage2_bench.py "$CARRY/f5e32.h5" --classifiers logreg \
   --classic-batches 1 --whole-process "" --million "$MILLION" --budget 1G
 big="$CARRY/f5e32.h5.$MILLION.h5"
-[ -e "$big" ] && step 90 python3 -c "import resource, sys, time; t = time.perf_counter(); import pipeline; \
+[ -e "$big" ] && step 90 python3 -c "import resource, sys, time; t = time.perf_counter(); from cnncodes import cli; \
 code = cli.main(['fit', '$big', '--classifier', 'logreg']); \
 print(f'{time.perf_counter() - t:.1f} s, peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB')"
 
