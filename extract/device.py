@@ -41,7 +41,7 @@ def native_bf16() -> bool:
 
 def pick_precision(name, device: torch.device) -> str:
     """auto: fp16 autocast on CUDA (tensor cores); on the CPU bf16 autocast where the CPU has
-    native bf16 (measured 1.9x fp32 for VGG16, codes at cosine >= 0.9999), else fp32."""
+    native bf16 (faster than fp32, codes at cosine >= 0.9999: docs/benchmarks.md), else fp32."""
     if name == "auto":
         if device.type == "cuda":
             return "fp16"

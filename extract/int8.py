@@ -1,10 +1,10 @@
 """int8 inference on the CPU: post-training static quantization with PyTorch's FX workflow.
 
 On CPUs without bf16 hardware (AVX2 only), int8 is the reduced precision that the hardware
-has. Two kernel libraries (PyTorch "engines"), measured with bench/precision_check.py on an AVX2
-CPU without VNNI: x86 (default; fbgemm, activations kept to 7 bits against overflow on such
-CPUs) ran VGG16 1.9x fp32 with codes at cosine >= 0.998 of fp32; onednn 2.3x, cosine >= 0.996
-(PyTorch itself warns that its full-range activations may lose accuracy without VNNI).
+has. Two kernel libraries (PyTorch "engines"): x86 (the default; fbgemm, activations kept to
+7 bits against overflow on CPUs without VNNI) keeps the codes closer to fp32; onednn is faster
+(PyTorch itself warns that its full-range activations may lose accuracy without VNNI). Their speed
+and cosine to fp32: bench/precision_check.py, docs/benchmarks.md ("Is int8 safe?").
 
 Activation ranges come from a calibration pass over a few of the user's own images. They are
 recorded in the cache's fingerprint as plain (scale, zero point) pairs, so that a resumed run

@@ -198,7 +198,7 @@ def effect_on_score(data, leaked, seed=0) -> dict:
     """The reported split's logreg accuracy with every row and without the leaked ones. Past
     AUDIT_FIT_ROWS training rows the model trains on a seeded sample of them (an image's views
     with it): both accuracies come from one model, and a million-row fit would hold the codes
-    three times over (19.3 GB of the audit's peak at 1,000,000 rows, the rest 8.9 GB)."""
+    three times over (most of the audit's peak at 1,000,000 rows: docs/cli.md, audit's cost)."""
     from dataclasses import replace
 
     from ..budget import subsample_mask

@@ -24,7 +24,7 @@ SWEEP_TOL_FACTOR = 10
 def solver_device(name="auto"):
     """Where the full-batch solver runs: None for numpy on the CPU, else a torch device.
     auto: the GPU when torch sees one. Without an NVIDIA driver torch is not even imported: its
-    import alone (~1.2 s on 2 cores) is a third of a whole ``fit --classifier logreg``, and numpy's
+    import alone is a third of a whole ``fit --classifier logreg`` on 2 cores, and numpy's
     BLAS multiplies these matrices as fast as torch's on the CPUs measured (docs/benchmarks.md)."""
     if name == "cpu" or (name == "auto" and not _nvidia_driver()):
         return None

@@ -48,8 +48,8 @@ class LogisticSweepCV(LinearScores, ScoresClassifier):
 
     def _solve(self, X, y, values, init=None, tol=None):
         """(theta [H, P] for each value, the heads, iterations per head). One batched solve of the
-        whole grid, from ``init`` or zero: measured on flowers5 VGG16 fc7 codes, it beat three
-        stages warm-started along the path (5.8 s vs 7.9 s), as a stage waits for its slowest head."""
+        whole grid, from ``init`` or zero: on flowers5 VGG16 fc7 codes it beat three stages
+        warm-started along the path (docs/cli.md, the sweep), as a stage waits for its slowest head."""
         xp, dev = array_namespace(X), device_of(X)
         heads = _Heads(X, y, len(self.classes_), xp.asarray(self._lambdas(values, X.shape[0]), device=dev))
         p = X.shape[1] * len(self.classes_) + len(self.classes_)

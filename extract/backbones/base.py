@@ -165,7 +165,7 @@ SEEDED_KEPT = 2  # networks kept: a process that builds the same random network 
 
 def _seeded_network(spec, weights, input_size):
     """A randomly initialised network (torch seeded with the weights' seed), built once per process
-    and copied after that (VGG16: 0.12 s to copy, 0.91 s to initialise); torch's RNG is left as the
+    and copied after that (copying is several times cheaper: docs/benchmarks.md); torch's RNG is left as the
     first build left it, so what follows draws the same numbers either way."""
     import copy
 

@@ -36,7 +36,7 @@ class TorchvisionBackbone(BackboneSpec):
                          description=f"torchvision {model.upper()} (ImageNet); fc7 after ReLU by default" if vgg
                          else f"torchvision {name}")
         self.model, self.tag = model, tag
-        self.int8 = model == "vgg16"  # a plain conv/linear stack, measured 1.9x (x86) to 2.3x (onednn) fp32 on AVX2
+        self.int8 = model == "vgg16"  # a plain conv/linear stack: int8 beats fp32 on AVX2 (docs/benchmarks.md)
         self._pre_logits_node = None  # found once per spec: it depends on the architecture only
 
     # --- the weights enum ----------------------------------------------------------------------

@@ -41,7 +41,7 @@ CONNECT_SECONDS = 5.0
 
 def check_reachable(address) -> None:
     """A HOST:PORT that nothing answers on fails here in one line, within seconds: Ray itself retries
-    an unreachable head without end, printing warnings (measured: still retrying after 10 minutes)."""
+    an unreachable head without end, printing warnings."""
     if not address or address == "auto":
         return
     hostport = address.split("://", 1)[-1].rstrip("/")
