@@ -86,6 +86,7 @@ class RunOptions(_FromArgs):
     rehash: bool = False                # read and hash every file, not only those whose stat changed
     prune: bool = False                 # drop rows whose file is gone from the data root
     progress: bool = True
+    only: frozenset = None              # encode only these paths (a sample: the rest wait, not vanished)
 
     def __post_init__(self):
         _choice("--engine", self.engine, ENGINE_NAMES)

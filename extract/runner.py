@@ -44,6 +44,7 @@ class ExtractSummary:
     failed: int = 0
     unchanged: int = 0   # stat changed, bytes did not: codes kept, no decode
     vanished: int = 0    # cached rows with no file under the data root
+    deferred: int = 0    # images of the source outside ``only``: left for a later run
     pruned: int = 0
     seconds: float = 0.0
     ignored: int = 0
@@ -131,6 +132,9 @@ def _plan(session, scan, config, summary) -> list:
         summary.failures.append((path, reason))
     for record in scan.records:
         seen.add(record.path)
+        if config.only is not None and record.path not in config.only:
+            summary.deferred += 1
+            continue
         held = session.lookup(record.path)
         if held is None:
             pending.append(record)
