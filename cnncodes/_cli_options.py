@@ -129,6 +129,25 @@ def build_parser(prog, description):
     p.add_argument("--nodes", action="store_true", help="every layer name one backbone (the pattern) accepts")
     p.add_argument("--widths", action="store_true", help="probe every listed row's width (slower for long lists)")
     json_output(p)
+    p = sub.add_parser("rank", help="which backbone for these photos: each candidate measured on one sample of "
+                                    "them (linear probe with its interval, LogME, k-NN, images/s, size)")
+    p.add_argument("data", help="labelled photos: class folders, a manifest, tar shards")
+    p.add_argument("--backbones", default=None, metavar="A,B,...",
+                   help="candidates: zoo names, or NAME=WEIGHTS (random, random:SEED, a file); default: every "
+                        "network whose weights this machine already holds")
+    p.add_argument("--sample", type=int, default=600,
+                   help="photos measured, stratified by class and chosen by content key (default 600)")
+    p.add_argument("--caches", default="rank_caches",
+                   help="folder for each candidate's cache (the sample's codes), rank.json and rank.png")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sample and the probe's folds")
+    p.add_argument("--crop-size", type=int, default=None, help="input size for every candidate (default: each "
+                                                                "one's own)")
+    p.add_argument("--batch-size", type=int, default=None, help="images per batch (default 256 on CUDA, 32 on CPU)")
+    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: depends on device)")
+    device(p)
+    json_output(p, "the ranking as JSON")
+    progress(p)
+
     p = sub.add_parser("info", help="rows, classes, splits, fingerprint and failures of a cache")
     p.add_argument("cache")
     json_output(p, "one JSON object")

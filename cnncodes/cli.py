@@ -33,6 +33,34 @@ def cmd_extract(args):
     return 0
 
 
+def cmd_rank(args):
+    from ._rank import rank_backbones
+    say = (lambda text: None) if args.json else (lambda text: print(f"note: {text}", file=sys.stderr))
+
+    def on_row(row):
+        if not args.json:
+            print(f"{row.candidate}: " + (f"failed: {row.failed}" if row.failed else
+                  f"probe {row.probe_accuracy:.4f}, LogME {row.logme:.3f}, extract {row.extract_seconds:.1f} s, "
+                  f"scores {row.score_seconds:.1f} s"), file=sys.stderr)
+    options = {k: getattr(args, k) for k in ("crop_size", "batch_size", "workers") if getattr(args, k) is not None}
+    ranking = rank_backbones(args.data, args.backbones, sample=args.sample, caches=args.caches, seed=args.seed,
+                             progress=args.progress, on_note=say, on_row=on_row, device=args.device, **options)
+    plot = ranking.plot(os.path.join(args.caches, "rank.png"))
+    if args.json:
+        print(json.dumps(ranking.to_dict(), indent=2))
+        return 0
+    print(f"\n{ranking.sample} photos of {args.data} ({', '.join(f'{c} {n}' for c, n in ranking.per_class.items())}); "
+          f"machine: {ranking.machine}")
+    print(ranking.table())
+    print("probe: the logreg recipe out of fold (5 folds, every photo scored once), Wilson 95% CI; vs best: McNemar "
+          "on the same photos, '~' = not distinguishable (p >= 0.05); k-NN: cosine, k=10, same folds; LogME: "
+          "evidence per photo, higher is better; front: no other candidate is as accurate and as fast")
+    print(f"plot: {plot}; JSON: {os.path.join(args.caches, 'rank.json')}")
+    if ranking.next_command:
+        print(f"next (extracts only the photos outside the sample): {ranking.next_command}")
+    return 0
+
+
 def cmd_backbones(args):
     from .extract.backbones import get_backbone
     from .extract.backbones.listing import format_rows, list_backbones
@@ -268,7 +296,7 @@ def cmd_demo(args):
     return 0
 
 
-COMMANDS = {"extract": cmd_extract, "backbones": cmd_backbones, "info": cmd_info, "verify": cmd_verify,
+COMMANDS = {"rank": cmd_rank, "extract": cmd_extract, "backbones": cmd_backbones, "info": cmd_info, "verify": cmd_verify,
             "export": cmd_export, "pack": cmd_pack, "fit": cmd_fit, "compare": cmd_compare, "audit": cmd_audit,
             "predict": cmd_predict, "export-model": cmd_export_model, "serve": cmd_serve, "demo": cmd_demo}
 

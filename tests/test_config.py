@@ -6,7 +6,7 @@ from cnncodes.extract.errors import ExtractError
 from cnncodes.extract.runner import ExtractConfig
 
 # Fields the command line does not offer (library callers and benchmarks set them).
-LIBRARY_ONLY = {"split_fractions", "channels_last", "max_pixels"}
+LIBRARY_ONLY = {"split_fractions", "channels_last", "max_pixels", "only"}  # only: the paths rank samples
 
 
 def test_every_extract_option_is_a_field_of_one_dataclass():
