@@ -68,6 +68,20 @@ def _versus_best(r) -> str:
     return f"{'~' if r.indistinguishable_from_best else 'worse'} p={r.p_vs_best:.2g}"
 
 
+def _selection_line(results) -> str:
+    """How the table's hyper-parameters were chosen: said of every head, not of the best alone."""
+    none = [r.classifier for r in results if not r.params]
+    chosen = {}
+    for r in results:
+        if r.params:
+            chosen.setdefault(r.selection, []).append(r.classifier)
+    parts = [f"{', '.join(names)} on {selection}" for selection, names in chosen.items()]
+    line = "- hyper-parameters (the table's chosen column): " + ("; ".join(parts) if parts else "none")
+    if parts:
+        line += ", then each refit on all non-reported rows"
+    return line + (f"; {', '.join(none)}: none to choose" if none and parts else "")
+
+
 def _short(v):
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
@@ -90,7 +104,7 @@ def write_report(out_dir, results, data, context: dict) -> dict:
         "# cnncodes compare report", "",
         f"- cache: `{context['cache']}` (backbone {context['backbone']}, layer {best.layer}, weights {context['weights']})",
         f"- reported split: **{best.eval_split}** ({best.n_eval} rows); models fit on {best.n_fit} rows",
-        f"- hyper-parameters chosen on: {best.selection}, then refit on all non-reported rows",
+        _selection_line(fitted_results(results)),
         f"- scaling: {context['scaling']} (the seed recipe uses raw codes); seed {context['seed']}", "",
         format_table(results, markdown=True), "", TABLE_NOTE, "",
         f"## Best: {best.classifier}", "",

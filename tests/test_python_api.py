@@ -182,6 +182,9 @@ def test_a_fit_result_is_typed_and_its_json_is_what_the_command_line_prints(lite
     table = cnncodes.compare(str(cache), "centroid,logreg")
     assert all(r.compared and r.p_vs_best is None or r.p_vs_best >= 0 for r in table)
     assert [set(r) >= {"p_vs_best", "indistinguishable_from_best"} for r in table.to_json()] == [True, True]
+    report = open(table.write_report(tmp_path / "report")["report.md"]).read()
+    logreg = next(r for r in table if r.classifier == "logreg")
+    assert f"logreg on {logreg.selection}" in report and "centroid: none to choose" in report  # said of every head
 
 
 def test_streamed_codes_have_no_X_but_two_doors(lite_cache):
