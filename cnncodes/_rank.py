@@ -96,17 +96,16 @@ class Ranking:
         import matplotlib.pyplot as plt
         rows = [r for r in self.rows if r.failed is None and r.images_per_second]
         fig, ax = plt.subplots(figsize=(7, 4.5))
-        for r in rows:
+        for i, r in enumerate(rows):
             low, high = r.probe_ci95
             ax.errorbar(r.images_per_second, r.probe_accuracy, yerr=[[r.probe_accuracy - low], [high - r.probe_accuracy]],
                         fmt="o", color="#c44e52" if r.pareto else "#4c72b0", capsize=3)
             ax.annotate(r.candidate, (r.images_per_second, r.probe_accuracy), textcoords="offset points",
-                        xytext=(5, 4), fontsize=8)
+                        xytext=(6, 4 - 12 * (i % 2)), fontsize=8)  # neighbours' labels alternate above and below
         front = sorted((r for r in rows if r.pareto), key=lambda r: r.images_per_second)
-        if len(front) > 1:
-            ax.plot([r.images_per_second for r in front], [r.probe_accuracy for r in front], "--", color="#c44e52",
-                    label="Pareto front")
-            ax.legend(loc="lower left")
+        ax.plot([r.images_per_second for r in front], [r.probe_accuracy for r in front], "--", color="#c44e52",
+                marker="o", label="Pareto front: none as accurate and as fast")
+        ax.legend(loc="lower right", fontsize=8)
         speeds = [r.images_per_second for r in rows]
         if speeds and max(speeds) > 10 * min(speeds):  # a log axis only where the speeds span a decade
             ax.set_xscale("log")
