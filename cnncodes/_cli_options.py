@@ -148,6 +148,20 @@ def build_parser(prog, description):
     json_output(p, "the ranking as JSON")
     progress(p)
 
+    p = sub.add_parser("similar", help="the photos of a cache most like a query (a path in it, or an image "
+                                       "file), by cosine over the codes, exactly")
+    p.add_argument("cache")
+    p.add_argument("queries", nargs="+", metavar="QUERY", help="paths the cache holds, or image files")
+    p.add_argument("-k", type=int, default=12, help="neighbours per query (default 12)")
+    p.add_argument("--layer", default=None, help="layer to compare (default: the cache's first)")
+    p.add_argument("--sheet", default=None, metavar="FILE.png", help="also a picture sheet: each query and its "
+                                                                       "neighbours")
+    p.add_argument("--max-memory", default=None, metavar="SIZE",
+                   help="codes read at a time stay within this (default: a quarter of RAM)")
+    weights(p)
+    device(p)
+    json_output(p, "a JSON list: {query, source, layer, neighbours: [{row, path, label, split, score}]}")
+
     p = sub.add_parser("info", help="rows, classes, splits, fingerprint and failures of a cache")
     p.add_argument("cache")
     json_output(p, "one JSON object")

@@ -62,6 +62,25 @@ def cmd_rank(args):
     return 0
 
 
+def cmd_similar(args):
+    from ._similar import similar, write_sheet
+    results = similar(args.cache, args.queries, k=args.k, layer=args.layer, max_memory=args.max_memory,
+                      weights=args.weights, device=args.device)
+    if args.sheet:
+        write_sheet(results, args.cache, args.sheet)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    for result in results:
+        print(f"{result['query']} ({'in the cache' if result['source'] == 'cache' else 'encoded'}, "
+              f"layer {result['layer']}):")
+        for n in result["neighbours"]:
+            print(f"  {n['score']:.4f}  {n['path']}  {n['label'] or '-'}  {n['split']}")
+    if args.sheet:
+        print(f"sheet: {args.sheet}")
+    return 0
+
+
 def cmd_backbones(args):
     from .extract.backbones import get_backbone
     from .extract.backbones.listing import format_rows, list_backbones
@@ -297,7 +316,7 @@ def cmd_demo(args):
     return 0
 
 
-COMMANDS = {"rank": cmd_rank, "extract": cmd_extract, "backbones": cmd_backbones, "info": cmd_info, "verify": cmd_verify,
+COMMANDS = {"rank": cmd_rank, "similar": cmd_similar, "extract": cmd_extract, "backbones": cmd_backbones, "info": cmd_info, "verify": cmd_verify,
             "export": cmd_export, "pack": cmd_pack, "fit": cmd_fit, "compare": cmd_compare, "audit": cmd_audit,
             "predict": cmd_predict, "export-model": cmd_export_model, "serve": cmd_serve, "demo": cmd_demo}
 

@@ -1,0 +1,94 @@
+"""`similar`: which photos of a cache look like this one? A query is a path the cache holds (its
+cached codes) or an image file it does not (encoded with the cache's own extractor, as predict
+encodes); the answer is the k nearest rows by cosine, exact, read within the memory budget."""
+import os
+
+import numpy as np
+
+
+def similar(cache, queries, *, k=12, layer=None, max_memory=None, weights=None, device="auto") -> list:
+    """For each query: {"query", "source": "cache" | "image", "neighbours": [{"row", "path",
+    "label", "split", "score"}]}, nearest first (a cached query never answers itself). Queries are
+    checked before any search: a path neither in the cache nor a readable image is an error."""
+    from .cache import open_cache
+    from .cache.schema import UNLABELED
+    from .classify.budget import default_budget, parse_size
+    from .classify.errors import ClassifyError
+    from .classify.similar import nearest_rows
+    cache = os.fspath(cache)
+    queries = [os.fspath(q) for q in queries]
+    if not queries:
+        raise ClassifyError("give at least one query: a path in the cache, or an image file")
+    if k < 1:
+        raise ClassifyError(f"k {k}: give 1 or more")
+    with open_cache(cache) as c:
+        layer = layer or c.first_layer
+        row_of = {p: i for i, p in enumerate(c.paths)}
+        in_cache = [q for q in queries if q in row_of]
+        outside = [q for q in queries if q not in row_of]
+        missing = [q for q in outside if not os.path.isfile(q)]
+        if missing:
+            raise ClassifyError(f"{missing[0]}: neither a path in {cache} nor an image file; give a path as `cnncodes "
+                                "info` lists them, or an image to encode")
+        rows = np.array([row_of[q] for q in in_cache], dtype=np.int64)
+        mask = np.zeros(len(c), dtype=bool)
+        mask[rows] = True
+        cached = c.codes(layer, rows=mask)  # in row order
+        cached = cached[np.searchsorted(np.flatnonzero(mask), rows)]
+        fingerprint, class_names = c.fingerprint, c.class_names
+    encoded = np.zeros((0, cached.shape[1]), dtype=np.float32)
+    if outside:
+        from .extract.by_fingerprint import encode_images
+        paths, encoded, failures = encode_images(fingerprint, outside, weights_file=weights, device=device,
+                                                 layer=layer)
+        if failures:
+            path, reason = failures[0]
+            raise ClassifyError(f"{path}: cannot be read as an image ({reason}); nothing searched")
+        encoded = encoded[[paths.index(q) for q in outside]]
+    vectors = np.concatenate([cached, encoded])
+    exclude = np.concatenate([rows, np.full(len(outside), -1)])
+    budget = parse_size(max_memory) if max_memory is not None else default_budget()
+    found, scores = nearest_rows(cache, layer, vectors, k, budget, exclude)
+    with open_cache(cache) as c:
+        answer_rows = sorted({int(r) for r in found.ravel() if r >= 0})
+        paths = dict(zip(answer_rows, c.paths_of(np.array(answer_rows, dtype=np.int64))))
+        labels, splits = c.labels, c.splits.astype(str)
+    out = []
+    for query, row_list, score_list, source in zip(in_cache + outside, found, scores,
+                                                    ["cache"] * len(in_cache) + ["image"] * len(outside)):
+        neighbours = [{"row": int(r), "path": paths[int(r)],
+                       "label": None if labels[r] == UNLABELED else class_names[int(labels[r])],
+                       "split": str(splits[r]), "score": round(float(s), 6)}
+                      for r, s in zip(row_list, score_list) if r >= 0]
+        out.append({"query": query, "source": source, "layer": layer, "neighbours": neighbours})
+    order = {q: i for i, q in enumerate(queries)}
+    return sorted(out, key=lambda item: order[item["query"]])
+
+
+def write_sheet(results, cache, path, size=128) -> str:
+    """A picture sheet: one line per query, the query then its neighbours, each with its score."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .cache import open_cache
+    from .classify.report import thumbnail
+    with open_cache(os.fspath(cache)) as c:
+        root = c.fingerprint.provenance.get("data_root")
+    columns = 1 + max(len(r["neighbours"]) for r in results)
+    fig, axes = plt.subplots(len(results), columns, figsize=(1.6 * columns, 1.9 * len(results)), squeeze=False)
+    for line, result in zip(axes, results):
+        query = result["query"]
+        cells = [(thumbnail(root, query, size) if result["source"] == "cache" else thumbnail("", query, size),
+                  f"query\n{os.path.basename(query)[:18]}")]
+        cells += [(thumbnail(root, n["path"], size), f"{n['score']:.3f} {n['label'] or ''}\n"
+                   f"{os.path.basename(n['path'])[:18]}") for n in result["neighbours"]]
+        for ax, (image, title) in zip(line, cells + [(None, "")] * (columns - len(cells))):
+            ax.axis("off")
+            if image is not None:
+                ax.imshow(image)
+            ax.set_title(title, fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
