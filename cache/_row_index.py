@@ -17,6 +17,7 @@ class Known:
     stat: tuple
     failed: bool
     reason: str = None  # why it failed
+    label: str = None   # the row's class name (None: unlabeled)
 
 
 class RowIndex:
@@ -49,7 +50,9 @@ class RowIndex:
         if where is None:
             return None
         index = self.segments[where[0]]
-        return Known(text(index.keys[where[1]]), tuple(int(v) for v in index.stats[where[1]]), False)
+        label = int(index.labels[where[1]])
+        return Known(text(index.keys[where[1]]), tuple(int(v) for v in index.stats[where[1]]), False,
+                     label=index.class_names[label] if label >= 0 else None)
 
     def image_rows(self, paths) -> dict:
         """segment -> [(local centre row, rows of the image, path)] for these paths, sorted by row."""

@@ -91,6 +91,8 @@ def _segment_files(cache_path):
     return sorted(n for n in os.listdir(folder) if segment_seq(n) is not None)
 
 
+_KEEP = object()  # carry_rows: the row keeps the label it has
+
 class AppendSession:
     """Rows in, segments out. Main thread: add_*, commit_shard, close. A writer thread does the
     file work (write, link, merge) in order, so encoding goes on while a shard is written."""
@@ -154,9 +156,11 @@ class AppendSession:
         rows.failed_reasons += list(reasons)
         rows.failed_stats += [tuple(s) for s in stats]
 
-    def carry_rows(self, paths, stats) -> None:
-        """Rows whose file was touched but whose bytes are unchanged: keep their codes, new stat."""
-        self._carried += list(zip(paths, (tuple(s) for s in stats)))
+    def carry_rows(self, paths, stats, labels=None) -> None:
+        """Rows whose bytes are unchanged: keep their codes, with a new stat (a touched file) and, when
+        ``labels`` are given, the label the source gives them now (a manifest relabelled)."""
+        labels = [_KEEP] * len(paths) if labels is None else list(labels)
+        self._carried += list(zip(paths, (tuple(s) for s in stats), labels))
 
     def pending(self) -> int:
         return len(self._buffer) + len(self._carried)
@@ -223,11 +227,14 @@ class AppendSession:
         self.committed += len(rows)
 
     def _append_carried(self, rows: SegmentRows, carried):
-        stat_of = dict(carried)
+        stat_of = {path: stat for path, stat, _ in carried}
+        label_of = {path: label for path, _, label in carried}
         for segment, images in self._rows.image_rows(stat_of).items():  # an image's views go with it
             old = read_segment_rows(os.path.join(self.folder, segment),
                                     [i for local, n, _ in images for i in range(local, local + n)], self.widths)
             old.stats = [stat_of[path] for _, n, path in images for _ in range(n)]  # the same rows, new stat
+            old.classes = [old_class if label_of[path] is _KEEP else label_of[path]
+                           for old_class, path in zip(old.classes, (p for _, n, p in images for _ in range(n)))]
             rows.extend_rows(old)
 
     def _allocate_seq(self) -> int:

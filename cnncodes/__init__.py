@@ -38,7 +38,7 @@ _LAZY = {
     "predict": "_model",
     "compare": "_api", "audit": "_api", "Model": "_model", "Comparison": "_api", "Encoder": "_encoder",
     "open_cache": "cache", "CodesTransformer": "_transformer", "FitResult": "classify.result",
-    "rank_backbones": "_rank", "similar": "_similar",
+    "rank_backbones": "_rank", "similar": "_similar", "select": "_select", "simulate_selection": "_select",
 }
 
 __all__ = ["__version__", *_LAZY]

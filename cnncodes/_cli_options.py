@@ -162,6 +162,24 @@ def build_parser(prog, description):
     device(p)
     json_output(p, "a JSON list: {query, source, layer, neighbours: [{row, path, label, split, score}]}")
 
+    p = sub.add_parser("select", help="the unlabelled photos to label next, as a manifest extract reads; "
+                                      "--simulate: every strategy against random on a labelled cache")
+    p.add_argument("cache")
+    p.add_argument("--budget", type=int, required=True, help="photos to pick (per round with --simulate)")
+    p.add_argument("--out", default=None, metavar="FILE.csv",
+                   help="the manifest to write (path, empty label), in the source's folder")
+    p.add_argument("--strategy", default=None, help="uncertainty, diversity, typicality, margin+diversity or "
+                                                    "random (default margin+diversity; typicality for a cold start)")
+    p.add_argument("--layer", default=None, help="layer(s) to use (default: every layer the cache holds)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--simulate", action="store_true",
+                   help="on a labelled cache: hide the train labels and run every strategy and random")
+    p.add_argument("--rounds", type=int, default=5, help="--simulate: rounds of --budget picks (default 5)")
+    p.add_argument("--seeds", type=int, default=5, help="--simulate: seeds, for the intervals (default 5)")
+    p.add_argument("--start-per-class", type=int, default=2, help="--simulate: labels per class to start from")
+    p.add_argument("--plot", default=None, metavar="FILE.png", help="--simulate: the learning curves")
+    json_output(p)
+
     p = sub.add_parser("info", help="rows, classes, splits, fingerprint and failures of a cache")
     p.add_argument("cache")
     json_output(p, "one JSON object")

@@ -81,6 +81,48 @@ def cmd_similar(args):
     return 0
 
 
+def cmd_select(args):
+    from ._select import DEFAULT_STRATEGY, plot_simulation, select, simulate_selection
+    from .classify.errors import ClassifyError
+    if args.simulate:
+        strategies = args.strategy.split(",") if args.strategy else None
+        progress = None if args.json else (lambda s, seed, r, n, acc: print(
+            f"{s} seed {seed} round {r}: {n} labels, accuracy {acc:.4f}", file=sys.stderr))
+        result = simulate_selection(args.cache, budget=args.budget, rounds=args.rounds, seeds=args.seeds,
+                                    start_per_class=args.start_per_class, layer=args.layer, strategies=strategies,
+                                    on_round=progress)
+        if args.plot:
+            plot_simulation(result, args.plot)
+        if args.json:
+            print(json.dumps({k: v for k, v in result.items() if k != "curves"} | {"curves": result["curves"]},
+                             indent=2))
+            return 0
+        labels = next(iter(result["summary"].values()))["labels"]
+        print(f"pool: {result['pool']} train rows (labels hidden); test: {result['test']} {result['eval_split']} rows; "
+              f"{result['seeds']} seeds")
+        print(f"{'strategy':<18}" + "".join(f"{n:>17}" for n in labels) + "  labels to reach random's final")
+        for strategy, curve in result["summary"].items():
+            cells = "".join(f"{m:>8.4f} ({lo:.3f}-{hi:.3f})"[:17].rjust(17) for m, (lo, hi) in
+                            zip(curve["mean"], curve["ci95"]))
+            reached = curve["labels_to_reach_random_final"]
+            print(f"{strategy:<18}{cells}  {reached if reached is not None else 'not within the rounds'}")
+        if args.plot:
+            print(f"plot: {args.plot}")
+        return 0
+    if not args.out:
+        raise ClassifyError("select writes its picks to a manifest: give --out FILE.csv (in the source's folder)")
+    picked = select(args.cache, args.budget, args.out, strategy=args.strategy or DEFAULT_STRATEGY, layer=args.layer,
+                    seed=args.seed)
+    if args.json:
+        print(json.dumps(picked, indent=2))
+        return 0
+    print(f"{len(picked['paths'])} of {picked['pool']} unlabelled photos by {picked['strategy']} "
+          f"({picked['labelled']} labelled): {picked['out']}")
+    print(f"next: fill in their labels, then `cnncodes extract {picked['out']} --cache {args.cache}` (same "
+          "options as the cache's): those rows become labelled, their codes kept")
+    return 0
+
+
 def cmd_backbones(args):
     from .extract.backbones import get_backbone
     from .extract.backbones.listing import format_rows, list_backbones
@@ -316,7 +358,7 @@ def cmd_demo(args):
     return 0
 
 
-COMMANDS = {"rank": cmd_rank, "similar": cmd_similar, "extract": cmd_extract, "backbones": cmd_backbones, "info": cmd_info, "verify": cmd_verify,
+COMMANDS = {"rank": cmd_rank, "similar": cmd_similar, "select": cmd_select, "extract": cmd_extract, "backbones": cmd_backbones, "info": cmd_info, "verify": cmd_verify,
             "export": cmd_export, "pack": cmd_pack, "fit": cmd_fit, "compare": cmd_compare, "audit": cmd_audit,
             "predict": cmd_predict, "export-model": cmd_export_model, "serve": cmd_serve, "demo": cmd_demo}
 

@@ -45,6 +45,7 @@ class ExtractSummary:
     unchanged: int = 0   # stat changed, bytes did not: codes kept, no decode
     vanished: int = 0    # cached rows with no file under the data root
     deferred: int = 0    # images of the source outside ``only``: left for a later run
+    relabelled: int = 0  # rows whose label the source changed (bytes unchanged: codes kept)
     pruned: int = 0
     seconds: float = 0.0
     ignored: int = 0
@@ -62,6 +63,8 @@ class ExtractSummary:
                 f"failed {self.failed}, {self.seconds:.1f} s, {self.images_per_second:.1f} images/s")
         if self.unchanged:
             text += f"; {self.unchanged} re-read and found unchanged (codes kept)"
+        if self.relabelled:
+            text += f"; {self.relabelled} relabelled by the source (codes kept)"
         if self.pruned:
             text += f"; pruned {self.pruned} rows whose file is gone"
         elif self.vanished:
@@ -139,7 +142,11 @@ def _plan(session, scan, config, summary) -> list:
         if held is None:
             pending.append(record)
         elif held.stat == record.stat and not config.rehash:
-            summary.skipped += 1
+            if not held.failed and held.label != record.label:  # a manifest relabelled it: same codes
+                session.carry_rows([record.path], [record.stat], [record.label])
+                summary.relabelled += 1
+            else:
+                summary.skipped += 1
         else:
             pending.append(replace(record, known=held))
     vanished = [p for p in session.paths() if p not in seen]
@@ -185,10 +192,12 @@ def _commit_batch(session, records, batch, config, summary):
         summary.failed += len(failed)
         summary.failures += [(records[i].path, reason) for i, reason in batch.failed]
     if batch.unchanged:
-        # Same bytes as cached: only a new stat to remember (nothing at all under --rehash).
+        # Same bytes as cached: only a new stat (or label) to remember (nothing at all under --rehash).
         touched = [i for i in batch.unchanged if records[i].known.stat != records[i].stat]
-        rows = [i for i in touched if not records[i].known.failed]
-        session.carry_rows([records[i].path for i in rows], stats(rows))
+        rows = [i for i in batch.unchanged if not records[i].known.failed
+                and (records[i].known.stat != records[i].stat or records[i].known.label != records[i].label)]
+        session.carry_rows([records[i].path for i in rows], stats(rows), [records[i].label for i in rows])
+        summary.relabelled += sum(records[i].known.label != records[i].label for i in rows)
         broken = [i for i in touched if records[i].known.failed]  # the same broken bytes: not retried
         session.add_failures([records[i].path for i in broken], [records[i].known.key for i in broken],
                              [records[i].known.reason for i in broken], stats(broken))

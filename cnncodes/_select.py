@@ -1,0 +1,106 @@
+"""`select`: the unlabelled rows of a cache a person should label next, written as a manifest
+`extract` reads (an empty label column to fill in): label, extract, select again. And
+`select --simulate` on a labelled cache: every strategy against random, as learning curves."""
+import csv
+import os
+
+import numpy as np
+
+DEFAULT_STRATEGY = "margin+diversity"  # what the flowers5 simulation showed (docs/cli.md, select)
+
+
+def _codes(cache, layer):
+    from .classify import load_codes
+    data = load_codes(os.fspath(cache), layer)
+    centre = np.ones(len(data.y), dtype=bool) if data.views is None else data.views == 0
+    return data, centre
+
+
+def select(cache, budget, out, *, strategy=DEFAULT_STRATEGY, layer=None, seed=0) -> dict:
+    """Pick ``budget`` unlabelled rows by ``strategy`` and write them to the manifest ``out``
+    (path, and an empty label), which must sit in the source's folder so its paths are the cache's.
+    Returns {"strategy", "out", "paths", "pool", "labelled"}; nothing is written on an error."""
+    from .cache import open_cache
+    from .classify.errors import ClassifyError
+    from .classify.select import choose
+    from .classify.splits import UNLABELED_SPLIT
+    cache, out = os.fspath(cache), os.fspath(out)
+    with open_cache(cache) as c:
+        root = c.fingerprint.provenance.get("data_root") or ""
+    base = os.path.dirname(root) if os.path.isfile(root) else root
+    if "://" in root or not os.path.isdir(base):
+        raise ClassifyError(f"{cache}: its source ({root or 'unknown'}) is not a local folder or manifest, and select "
+                            "writes a manifest of local files")
+    if os.path.abspath(os.path.dirname(os.path.abspath(out))) != os.path.abspath(base):
+        raise ClassifyError(f"{out}: write the manifest into the source's folder, where its paths are the cache's: "
+                            f"--out {os.path.join(base, os.path.basename(out))}")
+    data, centre = _codes(cache, layer)
+    pool = np.flatnonzero(centre & (data.splits == UNLABELED_SPLIT))
+    labelled = np.flatnonzero(centre & (data.y >= 0))
+    if not len(pool):
+        raise ClassifyError(f"{cache}: no unlabelled rows to pick from; give images without a label (a manifest "
+                            "with an empty label), or measure the strategies on this labelled cache with --simulate")
+    try:
+        picks = choose(strategy, data.X, labelled, data.y[labelled], pool, budget, seed)
+    except ValueError as exc:
+        raise ClassifyError(f"{cache}: {exc}") from None
+    positions = np.sort(picks)
+    with open_cache(cache) as c:
+        paths = c.paths_of(data.cache_rows(positions))
+    temporary = out + ".tmp"
+    with open(temporary, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label"])
+        writer.writerows([p, ""] for p in paths)
+    os.replace(temporary, out)  # a whole manifest or none
+    return {"strategy": strategy, "out": out, "paths": paths, "pool": int(len(pool)), "labelled": int(len(labelled))}
+
+
+def simulate_selection(cache, *, budget=50, rounds=5, seeds=5, start_per_class=2, layer=None, strategies=None,
+                       on_round=None) -> dict:
+    """On a labelled cache: the train rows are the pool (labels hidden), the reported split the
+    test; every strategy and random from ``start_per_class`` labels per class, ``rounds`` of
+    ``budget``, over ``seeds``. Returns {"summary": strategy -> curve with intervals, "curves",
+    "pool", "test", "eval_split"}."""
+    from .classify.errors import ClassifyError
+    from .classify.select import STRATEGIES, simulate, summarise
+    from .classify.splits import reported_split
+    data, centre = _codes(cache, layer)
+    labelled = centre & (data.y >= 0)
+    eval_split = reported_split(data.splits[labelled])
+    pool = np.flatnonzero(labelled & (data.splits == "train"))
+    test = np.flatnonzero(labelled & (data.splits == eval_split))
+    classes, counts = np.unique(data.y[pool], return_counts=True)
+    if len(classes) < 2 or counts.min() < start_per_class:
+        raise ClassifyError(f"{cache}: the simulation starts from {start_per_class} labelled train rows per class "
+                            "and needs two classes or more with that many")
+    if budget * rounds > len(pool) - start_per_class * len(classes):
+        raise ClassifyError(f"{cache}: {rounds} rounds of {budget} need more than the "
+                            f"{len(pool) - start_per_class * len(classes)} train rows left to pick from")
+    strategies = tuple(strategies or STRATEGIES)
+    if "random" not in strategies:
+        strategies += ("random",)  # the baseline every strategy is measured against
+    curves = simulate(data.X, data.y, pool, test, budget, rounds, seeds, start_per_class, strategies, on_round)
+    return {"summary": summarise(curves, start_per_class * len(classes), budget),
+            "curves": {s: c.tolist() for s, c in curves.items()}, "pool": int(len(pool)), "test": int(len(test)),
+            "eval_split": eval_split, "budget": budget, "rounds": rounds, "seeds": seeds}
+
+
+def plot_simulation(result, path) -> str:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for strategy, curve in result["summary"].items():
+        low, high = zip(*curve["ci95"])
+        line, = ax.plot(curve["labels"], curve["mean"], marker="o", label=strategy,
+                        linestyle="--" if strategy == "random" else "-")
+        ax.fill_between(curve["labels"], low, high, color=line.get_color(), alpha=0.15)
+    ax.set_xlabel("labelled photos")
+    ax.set_ylabel(f"accuracy on {result['eval_split']} ({result['test']} rows)")
+    ax.set_title(f"select: {result['rounds']} rounds of {result['budget']}, {result['seeds']} seeds (95% CI)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
