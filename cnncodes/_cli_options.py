@@ -151,7 +151,9 @@ def build_parser(prog, description):
     p = sub.add_parser("similar", help="the photos of a cache most like a query (a path in it, or an image "
                                        "file), by cosine over the codes, exactly")
     p.add_argument("cache")
-    p.add_argument("queries", nargs="+", metavar="QUERY", help="paths the cache holds, or image files")
+    p.add_argument("queries", nargs="*", metavar="QUERY", help="paths the cache holds, or image files")
+    p.add_argument("--text", action="append", default=[], metavar="PHRASE",
+                   help="a text query (repeatable), for a cache of an open_clip embedding layer")
     p.add_argument("-k", type=int, default=12, help="neighbours per query (default 12)")
     p.add_argument("--layer", default=None, help="layer to compare (default: the cache's first)")
     p.add_argument("--sheet", default=None, metavar="FILE.png", help="also a picture sheet: each query and its "

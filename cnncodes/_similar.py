@@ -6,10 +6,11 @@ import os
 import numpy as np
 
 
-def similar(cache, queries, *, k=12, layer=None, max_memory=None, weights=None, device="auto") -> list:
-    """For each query: {"query", "source": "cache" | "image", "neighbours": [{"row", "path",
+def similar(cache, queries=(), *, k=12, text=(), layer=None, max_memory=None, weights=None, device="auto") -> list:
+    """For each query: {"query", "source": "cache" | "image" | "text", "neighbours": [{"row", "path",
     "label", "split", "score"}]}, nearest first (a cached query never answers itself). Queries are
-    checked before any search: a path neither in the cache nor a readable image is an error."""
+    checked before any search: a path neither in the cache nor a readable image is an error.
+    text: phrases, for a cache of an open_clip ``embedding`` layer (the same model's text tower)."""
     from .cache import open_cache
     from .cache.schema import UNLABELED
     from .classify.budget import default_budget, parse_size
@@ -17,8 +18,9 @@ def similar(cache, queries, *, k=12, layer=None, max_memory=None, weights=None, 
     from .classify.similar import nearest_rows
     cache = os.fspath(cache)
     queries = [os.fspath(q) for q in queries]
-    if not queries:
-        raise ClassifyError("give at least one query: a path in the cache, or an image file")
+    texts = [text] if isinstance(text, str) else list(text or ())
+    if not queries and not texts:
+        raise ClassifyError("give at least one query: a path in the cache, an image file, or a text")
     if k < 1:
         raise ClassifyError(f"k {k}: give 1 or more")
     with open_cache(cache) as c:
@@ -45,8 +47,15 @@ def similar(cache, queries, *, k=12, layer=None, max_memory=None, weights=None, 
             path, reason = failures[0]
             raise ClassifyError(f"{path}: cannot be read as an image ({reason}); nothing searched")
         encoded = encoded[[paths.index(q) for q in outside]]
-    vectors = np.concatenate([cached, encoded])
-    exclude = np.concatenate([rows, np.full(len(outside), -1)])
+    phrases = np.zeros((0, cached.shape[1]), dtype=np.float32)
+    if texts:
+        if layer != "embedding":
+            raise ClassifyError(f"text queries compare with an open_clip image embedding: layer {layer} is not one; "
+                                "extract --layer embedding with an open_clip backbone")
+        from .extract.by_fingerprint import encode_texts
+        phrases = encode_texts(fingerprint, texts, weights)
+    vectors = np.concatenate([cached, encoded, phrases])
+    exclude = np.concatenate([rows, np.full(len(outside) + len(texts), -1)])
     budget = parse_size(max_memory) if max_memory is not None else default_budget()
     found, scores = nearest_rows(cache, layer, vectors, k, budget, exclude)
     with open_cache(cache) as c:
@@ -54,14 +63,15 @@ def similar(cache, queries, *, k=12, layer=None, max_memory=None, weights=None, 
         paths = dict(zip(answer_rows, c.paths_of(np.array(answer_rows, dtype=np.int64))))
         labels, splits = c.labels, c.splits.astype(str)
     out = []
-    for query, row_list, score_list, source in zip(in_cache + outside, found, scores,
-                                                    ["cache"] * len(in_cache) + ["image"] * len(outside)):
+    for query, row_list, score_list, source in zip(in_cache + outside + texts, found, scores,
+                                                    ["cache"] * len(in_cache) + ["image"] * len(outside)
+                                                    + ["text"] * len(texts)):
         neighbours = [{"row": int(r), "path": paths[int(r)],
                        "label": None if labels[r] == UNLABELED else class_names[int(labels[r])],
                        "split": str(splits[r]), "score": round(float(s), 6)}
                       for r, s in zip(row_list, score_list) if r >= 0]
         out.append({"query": query, "source": source, "layer": layer, "neighbours": neighbours})
-    order = {q: i for i, q in enumerate(queries)}
+    order = {q: i for i, q in enumerate(queries + texts)}
     return sorted(out, key=lambda item: order[item["query"]])
 
 

@@ -64,15 +64,16 @@ def cmd_rank(args):
 
 def cmd_similar(args):
     from ._similar import similar, write_sheet
-    results = similar(args.cache, args.queries, k=args.k, layer=args.layer, max_memory=args.max_memory,
-                      weights=args.weights, device=args.device)
+    results = similar(args.cache, args.queries, k=args.k, text=args.text, layer=args.layer,
+                      max_memory=args.max_memory, weights=args.weights, device=args.device)
     if args.sheet:
         write_sheet(results, args.cache, args.sheet)
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
     for result in results:
-        print(f"{result['query']} ({'in the cache' if result['source'] == 'cache' else 'encoded'}, "
+        how = {"cache": "in the cache", "image": "encoded", "text": "text"}[result["source"]]
+        print(f"{result['query']} ({how}, "
               f"layer {result['layer']}):")
         for n in result["neighbours"]:
             print(f"  {n['score']:.4f}  {n['path']}  {n['label'] or '-'}  {n['split']}")

@@ -56,6 +56,20 @@ def encode_images(fingerprint, inputs, weights_file=None, device="auto", batch_s
     return ok, extractor.round_to_storage(codes), failures
 
 
+def encode_texts(fingerprint, texts, weights_file=None):
+    """Text queries for codes of an open_clip ``embedding`` layer: the same model's text tower, with
+    the weights the cache's codes came from."""
+    from .backbones import get_backbone
+    from .extractor import _weights_for
+    spec = get_backbone(fingerprint.backbone)
+    if not hasattr(spec, "encode_text"):
+        raise ExtractError(f"text queries need an open_clip backbone (its text tower); this cache's is "
+                           f"{fingerprint.backbone}")
+    if fingerprint.weights.startswith("random:"):
+        raise ExtractError(f"text queries need trained weights, and this cache's codes came from {fingerprint.weights}")
+    return spec.encode_text(_weights_for(spec, fingerprint.weights, weights_file), texts)
+
+
 def _records_in(root, paths) -> dict:
     """path -> Record of these paths in the source ``root``: a folder is looked up file by file
     (no walk of a big folder for a few rows); a manifest or tar shards are scanned."""

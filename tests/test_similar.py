@@ -64,3 +64,32 @@ def test_bad_queries_are_one_line_each_and_search_nothing(cache, tmp_path):
     for query, words in ((tmp_path / "nowhere.jpg", "neither a path in"), (broken, "cannot be read as an image")):
         out = run_cli("similar", path, query, check=False)
         assert out.returncode == 2 and words in out.stderr and out.stderr.strip().count("\n") == 0
+
+
+def test_a_text_query_uses_the_same_open_clip_models_text_tower(tmp_path):
+    """Weights from a FILE (a seeded CLIP checkpoint): the answers' scores are the cosines between
+    open_clip's own encode_text and the cached image embeddings."""
+    open_clip = pytest.importorskip("open_clip", reason="open_clip_torch is the optional extra [zoo]")
+    import torch
+    torch.manual_seed(3)
+    model = open_clip.create_model("ViT-B-32", pretrained=None).eval()
+    torch.save(model.state_dict(), tmp_path / "clip.pt")
+    make_folder(str(tmp_path / "images"), per_class=2)
+    run_cli("extract", tmp_path / "images", "--cache", tmp_path / "c.h5", "--backbone", "open_clip:ViT-B-32/openai",
+            "--weights", tmp_path / "clip.pt", "--layer", "embedding", "--dtype", "float32", "--precision", "fp32",
+            "--workers", "0", "--no-progress")
+    out = run_cli("similar", tmp_path / "c.h5", "--text", "a red square", "--weights", tmp_path / "clip.pt",
+                  "-k", "6", "--json")
+    (result,) = json.loads(out.stdout)
+    assert result["source"] == "text" and len(result["neighbours"]) == 6
+    with torch.no_grad():
+        phrase = model.encode_text(open_clip.get_tokenizer("ViT-B-32")(["a red square"]))[0].numpy()
+    with cnncodes.open_cache(tmp_path / "c.h5") as c:
+        codes, paths = c.codes("embedding"), c.paths
+    expected = codes @ phrase / np.linalg.norm(codes, axis=1) / np.linalg.norm(phrase)
+    for n in result["neighbours"]:
+        assert n["score"] == pytest.approx(expected[paths.index(n["path"])], abs=1e-4)
+    np.testing.assert_allclose([n["score"] for n in result["neighbours"]], sorted(expected, reverse=True)[:6],
+                               atol=1e-4)  # the six best, best first
+    refused = run_cli("similar", tmp_path / "c.h5", "--text", "a red square", check=False)  # no --weights FILE
+    assert refused.returncode == 2 and "--weights" in refused.stderr

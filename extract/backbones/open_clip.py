@@ -96,6 +96,16 @@ class OpenClipBackbone(BackboneSpec):
     def cut(self, network, layers, shapes=None):
         return TowerCut(network, layers)
 
+    def encode_text(self, weights, texts) -> "np.ndarray":
+        """The same model's text tower: each text's embedding (what the image tower's ``embedding``
+        layer is compared with), float32 [len(texts), D]."""
+        import numpy as np
+        import torch
+        open_clip = _open_clip()
+        model = open_clip.create_model(self.arch, pretrained=weights.path, device="cpu").eval()
+        with torch.no_grad():
+            return model.encode_text(open_clip.get_tokenizer(self.arch)(list(texts))).float().numpy().astype(np.float32)
+
     @property
     def defaults(self) -> tuple:
         """pre_projection where the tower is open_clip's ViT (a projection matrix), else embedding."""
