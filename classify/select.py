@@ -9,11 +9,13 @@ simulation that shows, on a labelled cache, whether each beats random.
   clusters; from each cluster without a labelled row, largest first, its most typical row (the
   one whose 20 nearest in the cluster are closest);
 - margin+diversity: the 10 x budget smallest margins, then k-center greedy among them;
-- random.
+- random;
+- auto: typicality while the labelled rows are fewer than the budget (or hold one class), then
+  uncertainty: what the flowers5 simulation showed best at each stage (docs/cli.md, select).
 """
 import numpy as np
 
-STRATEGIES = ("uncertainty", "diversity", "typicality", "margin+diversity", "random")
+STRATEGIES = ("auto", "uncertainty", "diversity", "typicality", "margin+diversity", "random")
 NEEDS_LABELS = ("uncertainty", "margin+diversity")
 TYPICAL_NEIGHBOURS = 20
 CLUSTER_SAMPLE = 2000  # typicality measured among at most this many rows of a cluster
@@ -103,6 +105,9 @@ def choose(strategy, X, labelled, y_labelled, pool, budget, seed=0) -> np.ndarra
     if budget > len(pool):
         raise ValueError(f"a budget of {budget} is more than the {len(pool)} unlabelled rows")
     rng = np.random.default_rng(seed)
+    if strategy == "auto":
+        cold = len(labelled) < budget or len(np.unique(y_labelled)) < 2
+        strategy = "typicality" if cold else "uncertainty"
     if strategy == "random":
         return rng.choice(pool, budget, replace=False)
     if strategy in NEEDS_LABELS and len(np.unique(y_labelled)) < 2:

@@ -170,8 +170,10 @@ def build_parser(prog, description):
     p.add_argument("--budget", type=int, required=True, help="photos to pick (per round with --simulate)")
     p.add_argument("--out", default=None, metavar="FILE.csv",
                    help="the manifest to write (path, empty label), in the source's folder")
-    p.add_argument("--strategy", default=None, help="uncertainty, diversity, typicality, margin+diversity or "
-                                                    "random (default margin+diversity; typicality for a cold start)")
+    p.add_argument("--strategy", default=None,
+                   help="auto (default: typicality while the labelled photos are fewer than the budget, then "
+                        "uncertainty), uncertainty, diversity, typicality, margin+diversity or random; "
+                        "--simulate: a comma-separated list (default all)")
     p.add_argument("--layer", default=None, help="layer(s) to use (default: every layer the cache holds)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--simulate", action="store_true",

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-DEFAULT_STRATEGY = "margin+diversity"  # what the flowers5 simulation showed (docs/cli.md, select)
+DEFAULT_STRATEGY = "auto"  # typicality, then uncertainty: what the flowers5 simulation showed (docs/cli.md, select)
 
 
 def _codes(cache, layer):

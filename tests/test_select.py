@@ -67,7 +67,7 @@ def test_bad_selections_are_one_line_and_write_nothing(half_labelled, tmp_path_f
     for args, words in ((["--budget", "99", "--out", root / "n.csv"], "more than the 12 unlabelled rows"),
                         (["--budget", "2", "--out", tmp_path_factory.mktemp("elsewhere") / "n.csv"],
                          "into the source's folder"),
-                        (["--budget", "2", "--out", root / "n.csv", "--strategy", "psychic"], "choose uncertainty")):
+                        (["--budget", "2", "--out", root / "n.csv", "--strategy", "psychic"], "choose auto, uncertainty")):
         out = run_cli("select", root / "c.h5", *args, check=False)
         assert out.returncode == 2 and words in out.stderr and out.stderr.strip().count("\n") == 0, out.stderr
         assert not (root / "n.csv").exists()
