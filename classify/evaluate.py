@@ -75,7 +75,9 @@ def _fit_and_evaluate(data, name, scaling, seed, fitted):
         fit_seconds=round(fit_seconds, 3), params=chosen, sweep=sweep, memory=memory,
         mistakes=_mistakes(data, plan.eval_mask, y_pred, proba),
         unlabeled_left_out=data.unlabeled or None, excluded=data.excluded or None,
-        eval_correct=(y_pred == data.y[plan.eval_mask]).astype(int))
+        eval_correct=(y_pred == data.y[plan.eval_mask]).astype(int),
+        eval_rows=data.cache_rows(np.flatnonzero(plan.eval_mask)), eval_predicted=y_pred.astype(np.int32),
+        eval_probability=proba.max(axis=1).astype(np.float32))
     return result, model
 
 

@@ -53,7 +53,13 @@ class FitResult(_ReadsLikeItsJson):
     compared: bool = field(default=False, repr=False)
     # Whether each reported row was right: what the paired test reads; never in the JSON.
     eval_correct: np.ndarray = field(default=None, repr=False)
+    # Each reported row's cache row, predicted class and its probability: what report.html shows
+    # (a confusion cell's photos); never in the JSON.
+    eval_rows: np.ndarray = field(default=None, repr=False)
+    eval_predicted: np.ndarray = field(default=None, repr=False)
+    eval_probability: np.ndarray = field(default=None, repr=False)
 
+    _INTERNAL = ("compared", "eval_correct", "eval_rows", "eval_predicted", "eval_probability")
     _OPTIONAL = ("unlabeled_left_out", "excluded")
     _PAIRED = ("p_vs_best", "indistinguishable_from_best")
 
@@ -61,7 +67,7 @@ class FitResult(_ReadsLikeItsJson):
         out = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in ("compared", "eval_correct") or (f.name in self._OPTIONAL and not value) or (
+            if f.name in self._INTERNAL or (f.name in self._OPTIONAL and not value) or (
                     f.name in self._PAIRED and not self.compared):
                 continue
             out[f.name] = value
