@@ -2,6 +2,7 @@
 classifier's mistakes as a grid of thumbnails."""
 import json
 import os
+import time
 
 from .result import FitResult, as_json
 
@@ -114,7 +115,82 @@ def write_report(out_dir, results, data, context: dict) -> dict:
     ]
     with open(paths["report.md"], "w") as f:
         f.write("\n".join(md))
+    paths["report.html"] = os.path.join(out_dir, "report.html")
+    write_html(paths["report.html"], results, data, context)
     return paths
+
+
+def write_html(path, results, data, context, seed=0) -> dict:
+    """report.html: the table, the best classifier's clickable confusion matrix and sortable
+    mistakes, and the map of the codes (class, split, right/wrong). Returns {"bytes", "seconds"}."""
+    import html
+
+    import numpy as np
+
+    from ..cache import open_cache
+    from . import report_html as page
+    started = time.perf_counter()
+    best = best_result(results)
+    held = data.in_memory()
+    centre = np.flatnonzero(held.views == 0) if held.views is not None else np.arange(len(held.y))
+    cache_rows = held.cache_rows(centre)
+    with open_cache(data.path) as c:
+        paths = c.paths_of(cache_rows)
+    position = {int(r): i for i, r in enumerate(cache_rows)}
+    classes = list(data.class_names)
+    y = held.y[centre]
+    eval_at = np.array([position.get(int(r), -1) for r in best.eval_rows])
+    seen = eval_at >= 0
+    correct = np.full(len(centre), 2)
+    correct[eval_at[seen]] = np.where(best.eval_predicted[seen] == y[eval_at[seen]], 0, 1)
+    splits = held.splits[centre].astype(str)
+    split_names = sorted(set(splits.tolist()))
+    wrong_first = eval_at[seen][np.argsort(best.eval_probability[seen] * (correct[eval_at[seen]] == 0))]
+    payload = {"classes": classes, "map": page.map_payload(
+        held.X[centre], paths,
+        {"class": (classes + ["unlabelled"], np.where(y >= 0, y, len(classes))),
+         "split": (split_names, np.searchsorted(split_names, splits)),
+         f"right or wrong ({best.classifier} on {best.eval_split})": (["right", "wrong", "not reported"], correct)},
+        page.bounded_rows(len(centre), wrong_first, seed), data.fingerprint.provenance.get("data_root"), seed)}
+    cells = {}
+    for at, predicted, probability in zip(eval_at, best.eval_predicted, best.eval_probability):
+        if at >= 0:
+            cells.setdefault(f"{int(y[at])},{int(predicted)}", []).append([int(at), round(float(probability), 4)])
+    payload["cells"] = cells
+    matrix = np.array(best.confusion_matrix)
+    rows_html = "".join(
+        "<tr><th>" + html.escape(classes[t]) + "</th>" + "".join(
+            f'<td class="cell" data-t="{t}" data-p="{p}">{matrix[t, p]}</td>' for p in range(len(classes))) + "</tr>"
+        for t in range(len(classes)))
+    confusion = (f'<table class="confusion"><thead><tr><th>true \\ predicted</th>'
+                 + "".join(f"<th>{html.escape(c)}</th>" for c in classes) + f"</tr></thead><tbody>{rows_html}</tbody></table>")
+    thumbs = payload["map"]["thumbs"]
+    mistakes = [[page.img(thumbs.get(str(position.get(m["row"], -1)))), html.escape(m["path"]), html.escape(m["true"]),
+                 html.escape(m["predicted"]), f'{m["probability"]:.3f}'] for m in best.mistakes]
+    versus = {r.classifier: _versus_best(r) for r in fitted_results(results)}
+    table_rows = [[html.escape(r.classifier), f"{r.accuracy:.4f}", _interval(r), f"{r.balanced_accuracy:.4f}",
+                   f"{r.macro_f1:.4f}", f"{r.fit_seconds:.2f}", versus[r.classifier],
+                   html.escape(", ".join(f"{k}={_short(v)}" for k, v in r.params.items()) or "-")]
+                  for r in sorted(fitted_results(results), key=lambda r: -r.accuracy)]
+    table_rows += [[html.escape(r.classifier), "skipped", "", "", "", "", "", html.escape(r.skipped)]
+                   for r in results if not isinstance(r, FitResult)]
+    sections = [
+        "<h1>cnncodes compare report</h1>",
+        f"<p>cache <code>{html.escape(str(context['cache']))}</code>: backbone {html.escape(str(context['backbone']))}, "
+        f"layer {html.escape(best.layer)}; reported split <b>{html.escape(best.eval_split)}</b> ({best.n_eval} rows), "
+        f"models fit on {best.n_fit} rows. {html.escape(_selection_line(fitted_results(results))[2:])}.</p>",
+        "<h2>Classifiers</h2>", page.table(["classifier", "accuracy", "95% CI", "bal. acc.", "macro F1", "fit s",
+                                              "vs best", "chosen"], table_rows, sortable=True, cls="results"),
+        f'<p class="muted">{html.escape(TABLE_NOTE)}</p>',
+        f"<h2>Confusion matrix: {html.escape(best.classifier)} on {html.escape(best.eval_split)}</h2>",
+        '<p class="muted">Click a cell for its photos.</p>', confusion, '<div id="cell-photos"></div>',
+        f"<h2>Mistakes of {html.escape(best.classifier)} ({len(best.mistakes)}, most confident first)</h2>",
+        page.table(["photo", "path", "true", "predicted", "probability"], mistakes, sortable=True, cls="mistakes"),
+        page.map_section(payload["map"]),
+    ]
+    done = page.write_page(path, f"cnncodes compare: {context['cache']}", sections, payload)
+    done["seconds"] = time.perf_counter() - started
+    return done
 
 
 def _plot_confusion(path, result, class_names):

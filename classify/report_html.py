@@ -221,6 +221,8 @@ if (data.map) {
       '"></i>' + esc(name) + '</span>').join('');
   }
   select.addEventListener('change', draw);
+  report.pointAt = i => [px[i] * canvas.clientWidth / W, py[i] * canvas.clientHeight / H];  // CSS pixels, for tests
+  report.embeddedRows = Object.keys(m.thumbs).map(Number);
   function nearestPoint(ev){
     const r = canvas.getBoundingClientRect(), mx = (ev.clientX - r.left) * W / r.width, my = (ev.clientY - r.top) * H / r.height;
     const gx = Math.floor(mx / W * G), gy = Math.floor(my / H * G);
@@ -250,6 +252,7 @@ if (data.map) {
   });
   draw();
 }
+report.readyAt = performance.now();
 report.ready = true;
 })();
 """.replace("%PALETTE%", json.dumps(PALETTE))

@@ -157,7 +157,7 @@ def audit(cache, *, layer=None, threshold=None, k=5, limit=50, seed=0, report=No
     found["notes"] = data.notes
     if report is not None:
         from .classify.audit.report import write_audit
-        found["report"] = write_audit(os.fspath(report), found, data.fingerprint.provenance.get("data_root"))
+        found["report"] = write_audit(os.fspath(report), found, data.fingerprint.provenance.get("data_root"), data)
     return found
 
 

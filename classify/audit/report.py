@@ -30,7 +30,8 @@ def _row(r) -> str:
     return f"`{r['path']}` ({r['split']}, {r['label']})"
 
 
-def write_audit(out_dir, found, data_root) -> dict:
+def write_audit(out_dir, found, data_root, data=None) -> dict:
+    """audit.md, audit.json and the picture sheets; with ``data`` (the codes audited) audit.html too."""
     os.makedirs(out_dir, exist_ok=True)
     paths = {"audit.md": os.path.join(out_dir, "audit.md"), "audit.json": os.path.join(out_dir, "audit.json")}
     with open(paths["audit.json"], "w") as f:
@@ -68,6 +69,9 @@ def write_audit(out_dir, found, data_root) -> dict:
             md += [f"## {title}", "", f"The photos are not under {data_root}, so no picture sheet could be drawn.", ""]
     with open(paths["audit.md"], "w") as f:
         f.write("\n".join(md))
+    if data is not None:
+        paths["audit.html"] = os.path.join(out_dir, "audit.html")
+        write_audit_html(paths["audit.html"], found, data, data_root)
     return paths
 
 
@@ -109,3 +113,78 @@ def _tile_sheet(path, tiles, data_root) -> int:
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return missing
+
+
+FLAGS = ["exact or near duplicate", "leaked into val/test", "likely label error", "outlier", "none"]
+
+
+def write_audit_html(path, found, data, data_root, seed=0) -> dict:
+    """audit.html: the closest pairs side by side, leaks, likely label errors (given -> suggested)
+    and outliers with their photos, and the map of the codes coloured by class, split or audit flag.
+    Returns {"bytes", "seconds"}."""
+    import html
+    import time
+
+    import numpy as np
+
+    from ...cache import open_cache
+    from .. import report_html as page
+    started = time.perf_counter()
+    held = data.in_memory()
+    centre = np.flatnonzero(held.views == 0) if held.views is not None else np.arange(len(held.y))
+    with open_cache(data.path) as c:
+        paths = c.paths_of(held.cache_rows(centre))
+    at = {p: i for i, p in enumerate(paths)}
+    classes = list(data.class_names)
+    y = held.y[centre]
+    splits = held.splits[centre].astype(str)
+    split_names = sorted(set(splits.tolist()))
+    flag = np.full(len(centre), len(FLAGS) - 1)
+    flagged = []
+    marks = [(3, [r["path"] for r in found["outliers"]]), (2, [r["path"] for r in found["label_issues"]]),
+             (1, list(found["leaked"])),
+             (0, [r["path"] for g in found["exact_duplicates"] + found["near_duplicates"] for r in g["rows"]])]
+    for index, marked in marks:  # later marks win: a duplicate is shown as one even when also an outlier
+        rows = [at[p] for p in marked if p in at]
+        flag[rows] = index
+    for _, marked in reversed(marks):
+        flagged += [at[p] for p in marked if p in at]
+    payload = {"map": page.map_payload(
+        held.X[centre], paths,
+        {"audit flag": (FLAGS, flag), "class": (classes + ["unlabelled"], np.where(y >= 0, y, len(classes))),
+         "split": (split_names, np.searchsorted(split_names, splits))},
+        page.bounded_rows(len(centre), flagged, seed), data_root, seed)}
+    thumbs = payload["map"]["thumbs"]
+
+    def photo(p):
+        return page.img(thumbs.get(str(at.get(p, -1))), p)
+
+    pairs = [[photo(g["rows"][0]["path"]), photo(g["rows"][1]["path"]),
+              f'{g.get("cosine", 1.0):.4f}', html.escape(f'{g["rows"][0]["path"]} ({g["rows"][0]["split"]}, '
+                                                       f'{g["rows"][0]["label"]})'),
+              html.escape(f'{g["rows"][1]["path"]} ({g["rows"][1]["split"]}, {g["rows"][1]["label"]})'),
+              "across splits" if g["crosses_splits"] else "", "labels differ" if g["label_conflict"] else ""]
+             for g in (found["exact_duplicates"] + found["near_duplicates"])[:200]]
+    issues = [[photo(r["path"]), html.escape(r["path"]), html.escape(str(r["split"])),
+               html.escape(f'{r["label"]} -> {r["suggested"]}'), f'{r["p_given"]:.3f}', f'{r["p_suggested"]:.3f}']
+              for r in found["label_issues"]]
+    outliers = [[photo(r["path"]), html.escape(r["path"]), html.escape(str(r["split"])), html.escape(str(r["label"])),
+                 f'{r["knn_distance"]:.4f}'] for r in found["outliers"]]
+    sections = [
+        "<h1>cnncodes audit</h1>",
+        "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in summary_lines(found)) + "</ul>",
+        f"<h2>Exact and near duplicates ({len(pairs)} shown, closest first)</h2>",
+        page.table(["photo", "its twin", "cosine", "first", "second", "", ""], pairs, sortable=True, cls="pairs"),
+        f"<h2>Leaked: val/test photos with a twin in train ({len(found['leaked'])})</h2>",
+        '<div class="photos">' + "".join(f"<figure>{photo(p)}<figcaption>{html.escape(p)}</figcaption></figure>"
+                                         for p in found["leaked"][:200]) + "</div>",
+        f"<h2>Likely label errors ({len(issues)}, most suspicious first)</h2>",
+        page.table(["photo", "path", "split", "given -> suggested", "p(given)", "p(suggested)"], issues,
+                   sortable=True, cls="issues"),
+        f"<h2>Outliers ({len(outliers)}, farthest from their neighbours first)</h2>",
+        page.table(["photo", "path", "split", "label", "distance"], outliers, sortable=True, cls="outliers"),
+        page.map_section(payload["map"]),
+    ]
+    done = page.write_page(path, f"cnncodes audit: {found['cache']}", sections, payload)
+    done["seconds"] = time.perf_counter() - started
+    return done
