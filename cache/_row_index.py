@@ -3,7 +3,7 @@
 Pure bookkeeping, no file I/O: segment name -> its SegmentIndex (keys, stat data, views), and
 path -> (segment, local row of its centre view); an image's augmented views follow that row.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -17,7 +17,7 @@ class Known:
     stat: tuple
     failed: bool
     reason: str = None  # why it failed
-    label: str = None   # the row's class name (None: unlabeled)
+    label: str = field(default=None, compare=False)  # the row's class name (None: unlabeled); not identity
 
 
 class RowIndex:
