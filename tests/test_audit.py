@@ -246,3 +246,22 @@ def test_the_calibrated_thresholds_are_data_with_their_measurements():
         assert default_threshold(backbone, layer) == (entry["threshold"], f"calibrated for {backbone} {layer} "
                                                                           "on planted copies")
     assert default_threshold("vgg16", "fc7")[0] == GENERIC_THRESHOLD
+
+
+@pytest.mark.parametrize("budget", [256 << 20, 100_000, 20_000])  # one block, and a grid of many
+def test_each_pair_once_equals_every_row_against_every_row(budget):
+    """The exact search computes the upper triangle of blocks only, and merges a row's k nearest
+    from both sides of each block: the same pairs and distances as comparing every row with all."""
+    from cnncodes.classify.audit import near_pairs as nb
+    rng = np.random.default_rng(1)
+    X = rng.normal(0, 1, (4, 48))[rng.integers(0, 4, 700)] + rng.normal(0, 1.0, (700, 48))
+    X[600:630] = X[:30] + rng.normal(0, 0.05, (30, 48))
+    X[650] = X[651]  # an exact copy: cosine 1
+    take = lambda rows: X[rows]  # noqa: E731
+    full_pairs, full_knn = {}, np.zeros(700, np.float32)
+    nb._compare(take, 700, np.arange(700), np.arange(700), 0.97, 5, budget, full_pairs, full_knn)
+    half_pairs, half_knn = {}, np.zeros(700, np.float32)
+    nb._compare_all(take, 700, 0.97, 5, budget, half_pairs, half_knn)
+    assert set(half_pairs) == set(full_pairs) >= {(i, 600 + i) for i in range(30)} | {(650, 651)}
+    np.testing.assert_allclose([half_pairs[p] for p in full_pairs], list(full_pairs.values()), atol=1e-6)
+    np.testing.assert_allclose(half_knn, full_knn, atol=1e-6)

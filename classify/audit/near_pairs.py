@@ -14,8 +14,8 @@ copies are one cell's codes at a time.
 import numpy as np
 
 PAIRS_CAP = 100_000  # near pairs kept (the closest first) so a degenerate cache cannot fill memory
-# The exact products cost rows^2 (151.6 s at 100,000 rows on 2 cores): beyond this many rows the
-# comparisons are confined to cells.
+# The exact products cost rows^2 (each pair once: the upper triangle; docs/cli.md, audit's cost,
+# has the seconds): beyond this many rows the comparisons are confined to cells.
 EXACT_ROWS = 100_000
 PROBE = 4                # cells each row is listed in
 SAMPLE_PER_CELL = 32     # k-means is fitted on this many sampled rows per cell
@@ -47,7 +47,9 @@ def neighbours(X, threshold, k, budget_bytes=256 << 20, seed=0, rows=None) -> tu
         how = (f"in cells: {cells:,} k-means cells, each photo compared exactly with those listed in its "
                f"cell, each listed in its {PROBE} nearest (beyond {EXACT_ROWS:,} photos)")
     pairs, knn = {}, np.zeros(m, dtype=np.float32)
-    for members_of_cell, candidates in zip(members, listed):
+    if m <= EXACT_ROWS:
+        _compare_all(take, m, threshold, k, budget_bytes, pairs, knn)
+    for members_of_cell, candidates in ([] if m <= EXACT_ROWS else zip(members, listed)):
         if len(members_of_cell):
             _compare(take, m, members_of_cell, candidates, threshold, k, budget_bytes, pairs, knn)
     ranked = sorted(((i, j, s) for (i, j), s in pairs.items()), key=lambda p: -p[2])[:PAIRS_CAP]
@@ -78,6 +80,65 @@ def _compare(take, m, rows, candidates, threshold, k, budget_bytes, pairs, knn):
             kept = sorted(pairs.items(), key=lambda p: -p[1])[:PAIRS_CAP]
             pairs.clear()
             pairs.update(kept)
+
+
+def _compare_all(take, m, threshold, k, budget_bytes, pairs, knn):
+    """Every pair of the m rows once: the blocks of the upper triangle of the cosine matrix, each
+    feeding the pairs and the k nearest of both its rows and its columns (half the products of
+    comparing every row with every row). A row's running k nearest change rarely once the scan is
+    under way, so a block is merged only where it beats a row's current k-th nearest."""
+    Q = _normalised_blocks(take, np.arange(m))
+    nearest = min(k, m - 1)
+    best = np.full((m, max(nearest, 1)), -np.inf, dtype=np.float32)  # each row's k best cosines, unsorted
+    side = max(1, min(m, int(np.sqrt(budget_bytes / (4 * 3)))))  # a block, its mask and a merge's copy
+    for i0 in range(0, m, side):
+        A = Q[i0:i0 + side]
+        for j0 in range(i0, m, side):
+            S = A @ Q[j0:j0 + side].T
+            if i0 == j0:
+                np.fill_diagonal(S, -np.inf)  # a row is not its own neighbour
+                a, b = np.nonzero(np.triu(S >= threshold, 1))
+            else:
+                a, b = np.nonzero(S >= threshold)
+            for i, j, cosine in zip((i0 + a).tolist(), (j0 + b).tolist(), S[a, b].tolist()):
+                pairs[i, j] = cosine
+            if nearest:
+                _merge_best(best, i0, S)
+                if i0 != j0:
+                    _merge_best(best, j0, S, axis=0)
+        if len(pairs) > 2 * PAIRS_CAP:
+            kept = sorted(pairs.items(), key=lambda p: -p[1])[:PAIRS_CAP]
+            pairs.clear()
+            pairs.update(kept)
+    knn[:] = (1.0 - best[:, :nearest]).sum(axis=1) / max(1, nearest) if nearest else 0.0
+
+
+def _merge_best(best, start, S, axis=1):
+    """The rows of ``best`` (each row's k best so far) from ``start`` merged with the scores ``S``:
+    of those rows (axis 1: a row of S per row) or of the columns (axis 0: a column of S per row,
+    read in place rather than from a transposed copy). Only the scores that beat a row's current
+    k-th best are gathered (few, once a row has seen a block or two); each touched row keeps its k
+    best."""
+    mine = best[start:start + S.shape[1 - axis]]
+    k = mine.shape[1]
+    kth = mine.min(axis=1)
+    beats = S > (kth[:, None] if axis == 1 else kth[None, :])
+    if np.count_nonzero(beats) > 4 * k * len(mine):  # early in the scan most scores beat: partition whole rows
+        merged = np.concatenate([mine, S if axis == 1 else S.T], axis=1)
+        mine[:] = np.partition(merged, merged.shape[1] - k, axis=1)[:, merged.shape[1] - k:]
+        return
+    first_index, second_index = np.nonzero(beats)
+    if not len(first_index):
+        return
+    values = S[first_index, second_index]
+    rows = first_index if axis == 1 else second_index
+    touched = np.unique(rows)
+    at = np.searchsorted(touched, rows)
+    owner = np.concatenate([np.repeat(np.arange(len(touched)), k), at])
+    values = np.concatenate([mine[touched].ravel(), values])
+    order = np.lexsort((-values, owner))  # by row, best first; each row has its k old ones at least
+    first = np.searchsorted(owner[order], np.arange(len(touched)))
+    mine[touched] = values[order[first[:, None] + np.arange(k)]]
 
 
 def _normalised_blocks(take, rows) -> np.ndarray:
