@@ -4,6 +4,7 @@ import json
 import os
 import time
 
+from .report_html import thumbnail  # noqa: F401  (the mistakes sheet; also read from here)
 from .result import FitResult, as_json
 
 TABLE_COLUMNS = ("classifier", "accuracy", "balanced_accuracy", "macro_f1", "fit_seconds", "params")
@@ -12,23 +13,6 @@ TABLE_COLUMNS = ("classifier", "accuracy", "balanced_accuracy", "macro_f1", "fit
 def fitted_results(results) -> list:
     """The results of ``compare`` that are not skipped."""
     return [r for r in results if isinstance(r, FitResult)]
-
-
-def thumbnail(data_root, path, size):
-    """The photo at ``path`` under the source ``data_root`` as an RGB array of at most size x size,
-    or None where it cannot be read (gone, or a source such as tar shards). A manifest's relative
-    paths start at its folder."""
-    import numpy as np
-    from PIL import Image
-    root = os.path.dirname(data_root) if data_root and os.path.isfile(data_root) else (data_root or "")
-    try:
-        with Image.open(os.path.join(root, path or "")) as img:
-            img.draft("RGB", (size, size))
-            img = img.convert("RGB")
-            img.thumbnail((size, size))
-            return np.asarray(img)
-    except (OSError, ValueError):
-        return None
 
 
 def best_result(results):
@@ -127,31 +111,22 @@ def write_html(path, results, data, context, seed=0) -> dict:
 
     import numpy as np
 
-    from ..cache import open_cache
     from . import report_html as page
     started = time.perf_counter()
     best = best_result(results)
-    held = data.in_memory()
-    centre = np.flatnonzero(held.views == 0) if held.views is not None else np.arange(len(held.y))
-    cache_rows = held.cache_rows(centre)
-    with open_cache(data.path) as c:
-        paths = c.paths_of(cache_rows)
+    X, cache_rows, paths, y, colourings = page.map_rows(data)
     position = {int(r): i for i, r in enumerate(cache_rows)}
     classes = list(data.class_names)
-    y = held.y[centre]
     eval_at = np.array([position.get(int(r), -1) for r in best.eval_rows])
     seen = eval_at >= 0
-    correct = np.full(len(centre), 2)
+    correct = np.full(len(paths), 2)
     correct[eval_at[seen]] = np.where(best.eval_predicted[seen] == y[eval_at[seen]], 0, 1)
-    splits = held.splits[centre].astype(str)
-    split_names = sorted(set(splits.tolist()))
     wrong_first = eval_at[seen][np.argsort(best.eval_probability[seen] * (correct[eval_at[seen]] == 0))]
     payload = {"classes": classes, "map": page.map_payload(
-        held.X[centre], paths,
-        {"class": (classes + ["unlabelled"], np.where(y >= 0, y, len(classes))),
-         "split": (split_names, np.searchsorted(split_names, splits)),
+        X, paths,
+        {**colourings,
          f"right or wrong ({best.classifier} on {best.eval_split})": (["right", "wrong", "not reported"], correct)},
-        page.bounded_rows(len(centre), wrong_first, seed), data.fingerprint.provenance.get("data_root"), seed)}
+        page.bounded_rows(len(paths), wrong_first, seed), data.fingerprint.provenance.get("data_root"), seed)}
     cells = {}
     for at, predicted, probability in zip(eval_at, best.eval_predicted, best.eval_probability):
         if at >= 0:

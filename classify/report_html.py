@@ -67,11 +67,42 @@ def nearest(X, rows, k=NEIGHBOURS, block=8192) -> dict:
             for r, orows, scores in zip(rows, best_rows, best)}
 
 
+def thumbnail(data_root, path, size):
+    """The photo at ``path`` under the source ``data_root`` as an RGB array of at most size x size,
+    or None where it cannot be read (gone, or a source such as tar shards). A manifest's relative
+    paths start at its folder."""
+    from PIL import Image
+    root = os.path.dirname(data_root) if data_root and os.path.isfile(data_root) else (data_root or "")
+    try:
+        with Image.open(os.path.join(root, path or "")) as img:
+            img.draft("RGB", (size, size))
+            img = img.convert("RGB")
+            img.thumbnail((size, size))
+            return np.asarray(img)
+    except (OSError, ValueError):
+        return None
+
+
+def map_rows(data):
+    """What a page maps: the centre views of the codes held in memory (a subsample past the
+    budget). Returns (codes, cache rows, paths, labels, the class and split colourings)."""
+    from ..cache import open_cache
+    held = data.in_memory()
+    centre = np.flatnonzero(held.views == 0) if held.views is not None else np.arange(len(held.y))
+    cache_rows = held.cache_rows(centre)
+    with open_cache(data.path) as c:
+        paths = c.paths_of(cache_rows)
+    classes, y = list(data.class_names), held.y[centre]
+    splits = held.splits[centre].astype(str)
+    split_names = sorted(set(splits.tolist()))
+    colourings = {"class": (classes + ["unlabelled"], np.where(y >= 0, y, len(classes))),
+                  "split": (split_names, np.searchsorted(split_names, splits))}
+    return held.X[centre], cache_rows, paths, y, colourings
+
+
 def thumbnails(data_root, paths: dict, size=THUMB_SIZE) -> dict:
     """row -> data: URI of a small JPEG, for the rows whose photo can be read under the source."""
     from PIL import Image
-
-    from .report import thumbnail
     out = {}
     for row, path in paths.items():
         image = thumbnail(data_root, path, size)

@@ -82,7 +82,7 @@ def write_sheet(results, cache, path, size=128) -> str:
     import matplotlib.pyplot as plt
 
     from .cache import open_cache
-    from .classify.report import thumbnail
+    from .classify.report_html import thumbnail
     with open_cache(os.fspath(cache)) as c:
         root = c.fingerprint.provenance.get("data_root")
     columns = 1 + max(len(r["neighbours"]) for r in results)

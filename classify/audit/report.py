@@ -89,7 +89,7 @@ def _tile_sheet(path, tiles, data_root) -> int:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from ..report import thumbnail
+    from ..report_html import thumbnail
     images, missing, total = [], 0, 0
     for line in tiles:
         drawn = []
@@ -127,19 +127,11 @@ def write_audit_html(path, found, data, data_root, seed=0) -> dict:
 
     import numpy as np
 
-    from ...cache import open_cache
     from .. import report_html as page
     started = time.perf_counter()
-    held = data.in_memory()
-    centre = np.flatnonzero(held.views == 0) if held.views is not None else np.arange(len(held.y))
-    with open_cache(data.path) as c:
-        paths = c.paths_of(held.cache_rows(centre))
+    X, _, paths, _, colourings = page.map_rows(data)
     at = {p: i for i, p in enumerate(paths)}
-    classes = list(data.class_names)
-    y = held.y[centre]
-    splits = held.splits[centre].astype(str)
-    split_names = sorted(set(splits.tolist()))
-    flag = np.full(len(centre), len(FLAGS) - 1)
+    flag = np.full(len(paths), len(FLAGS) - 1)
     flagged = []
     marks = [(3, [r["path"] for r in found["outliers"]]), (2, [r["path"] for r in found["label_issues"]]),
              (1, list(found["leaked"])),
@@ -150,10 +142,7 @@ def write_audit_html(path, found, data, data_root, seed=0) -> dict:
     for _, marked in reversed(marks):
         flagged += [at[p] for p in marked if p in at]
     payload = {"map": page.map_payload(
-        held.X[centre], paths,
-        {"audit flag": (FLAGS, flag), "class": (classes + ["unlabelled"], np.where(y >= 0, y, len(classes))),
-         "split": (split_names, np.searchsorted(split_names, splits))},
-        page.bounded_rows(len(centre), flagged, seed), data_root, seed)}
+        X, paths, {"audit flag": (FLAGS, flag), **colourings}, page.bounded_rows(len(paths), flagged, seed), data_root, seed)}
     thumbs = payload["map"]["thumbs"]
 
     def photo(p):
