@@ -248,7 +248,8 @@ def test_the_calibrated_thresholds_are_data_with_their_measurements():
     assert default_threshold("vgg16", "fc7")[0] == GENERIC_THRESHOLD
 
 
-@pytest.mark.parametrize("budget", [256 << 20, 100_000, 20_000])  # one block, and a grid of many
+@pytest.mark.parametrize("budget", [256 << 20, 100_000, 20_000, 651_468])  # one block, grids of many;
+# 651,468 bytes: blocks of 233 rows, the last one a single row (fewer than k)
 def test_each_pair_once_equals_every_row_against_every_row(budget):
     """The exact search computes the upper triangle of blocks only, and merges a row's k nearest
     from both sides of each block: the same pairs and distances as comparing every row with all."""
