@@ -26,22 +26,46 @@ PALETTE = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#d
 
 def project(X, seed=0) -> tuple:
     """(xy float32 [n, 2], how): t-SNE (on 50 PCA components) up to TSNE_ROWS rows, else PCA."""
-    from sklearn.decomposition import PCA
-    X = np.asarray(X, dtype=np.float32)
-    X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)  # cosine geometry
+    X = np.asarray(X)
     n = len(X)
     if n < 3:
         return np.zeros((n, 2), dtype=np.float32), "none (fewer than 3 rows)"
-    if n > TSNE_ROWS:  # two components only: a quarter of the time of the 50 that t-SNE starts from
-        xy = PCA(n_components=2, random_state=seed).fit_transform(X)
-        how = f"PCA (scikit-learn): the first two principal components of the unit-length codes (t-SNE up to {TSNE_ROWS:,} rows)"
-        return np.asarray(xy, dtype=np.float32), how
-    reduced = PCA(n_components=min(50, X.shape[1], n), random_state=seed).fit_transform(X)
+    if n > TSNE_ROWS:
+        return principal_plane(X), (f"PCA: the first two principal components of the unit-length codes (t-SNE up "
+                                    f"to {TSNE_ROWS:,} rows)")
+    from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
+    U = _unit(X)  # cosine geometry
+    reduced = PCA(n_components=min(50, U.shape[1], n), random_state=seed).fit_transform(U)
     perplexity = min(30.0, (n - 1) / 3)
     xy = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(reduced)
     how = f"t-SNE (scikit-learn, perplexity {perplexity:.0f}) of the unit-length codes' 50 principal components"
     return np.asarray(xy, dtype=np.float32), how
+
+
+def principal_plane(X, block=65536) -> np.ndarray:
+    """The unit-length rows of X on their first two principal components [n, 2], a block of rows at
+    a time: the covariance (D x D) is summed over blocks and its top eigenvectors taken, so memory
+    stays the codes plus one block (scikit-learn's PCA centres a full copy: 20 GB at a million
+    rows beside 5 GB of codes). Signs as scikit-learn's svd_flip sets them: each axis's largest
+    loading positive."""
+    n, width = X.shape
+    total, gram = np.zeros(width), np.zeros((width, width))
+    for start in range(0, n, block):
+        U = _unit(X[start:start + block])
+        total += U.sum(axis=0, dtype=np.float64)
+        gram += U.T @ U
+    mean = total / n
+    _, vectors = np.linalg.eigh(gram / n - np.outer(mean, mean))
+    axes = vectors[:, ::-1][:, :2]
+    axes *= np.sign(axes[np.abs(axes).argmax(axis=0), [0, 1]])
+    axes, mean = axes.astype(np.float32), mean.astype(np.float32)
+    return np.concatenate([(_unit(X[start:start + block]) - mean) @ axes for start in range(0, n, block)])
+
+
+def _unit(X) -> np.ndarray:
+    X = np.asarray(X, dtype=np.float32)
+    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
 
 
 def nearest(X, rows, k=NEIGHBOURS, block=8192) -> dict:

@@ -127,3 +127,16 @@ def test_a_hundred_thousand_points_load_within_the_bound(tmp_path, browser):
     assert browser.execute_script("return window.report.pointsDrawn") == n
     print(f"100,000 points: built in {built:.1f} s, {written['bytes'] / 1e6:.1f} MB, loaded in {seconds:.2f} s")
     assert seconds < LOAD_BOUND_S
+
+
+def test_the_map_beyond_tsne_is_scikit_learns_pca_a_block_at_a_time():
+    """Past TSNE_ROWS the map is the first two principal components of the unit-length codes,
+    summed a block of rows at a time (no centred copy of every code): the same points, signs
+    included, as scikit-learn's PCA on the whole matrix."""
+    from sklearn.decomposition import PCA
+
+    from cnncodes.classify.report_html import _unit, principal_plane
+    rng = np.random.default_rng(0)
+    X = rng.normal(0, 1, (3, 40))[rng.integers(0, 3, 2500)] * 3 + rng.normal(0, 1, (2500, 40))
+    expected = PCA(n_components=2, svd_solver="full").fit_transform(_unit(X))
+    np.testing.assert_allclose(principal_plane(X, block=300), expected, atol=1e-4)
