@@ -76,14 +76,14 @@ def encode_batches(model, preprocess, records, device, precision="fp32", batch_s
     device_transform = preprocess.tensor_transform() if decode_on_device else None
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate,
                         pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None,
-                        worker_init_fn=ExitWithParent() if workers else None)
+                        worker_init_fn=ExitWithParent(yield_cores=device.type == "cpu") if workers else None)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(device=device, memory_format=memory_format).eval()
     if compile_model:
         model = torch.compile(model)
     if fixed_size or compile_model:  # a compiled graph also keeps one shape: no second compilation
         model = fixed_batch(model, batch_size, memory_format)
-    normalize = preprocess.normalizer(device)
+    normalize = preprocess.normalizer(device, reuse_buffers=True)
     autocast_dtype = PRECISIONS[precision]
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -94,7 +94,7 @@ def encode_batches(model, preprocess, records, device, precision="fp32", batch_s
                 images = _decode_on_device(batch, images, device_transform, device, max_pixels)
             codes, flipped = {}, None
             if batch.indices:
-                x = normalize(images).contiguous(memory_format=memory_format)
+                x = normalize(images, memory_format)
                 with autocast_context(device, autocast_dtype):
                     out = model(x)
                     if mirrored:

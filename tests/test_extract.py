@@ -241,3 +241,42 @@ def test_an_images_codes_do_not_depend_on_its_batch(image_folder, backbone):
     for order in (paths[::-1], paths[5:], paths[:1], [paths[2], str(broken), paths[7]]):
         again = codes(order)
         assert again and all(np.array_equal(again[p], reference[p]) for p in again), order
+
+
+def _scheduling_of_a_worker(queue, init):
+    init(0)
+    queue.put((os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0)))
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
+def test_on_the_cpu_decoding_workers_yield_the_cores_to_the_network():
+    """Workers that feed a CPU network run at the idle priority (they decode on cores it leaves
+    idle, and on all of them while it waits), one per core; workers feeding a GPU keep the normal
+    priority."""
+    import multiprocessing
+
+    from cnncodes.extract.device import default_workers
+    from cnncodes.extract.workers import ExitWithParent
+    context = multiprocessing.get_context("fork")
+    policies = []
+    for yield_cores in (True, False):
+        queue = context.Queue()
+        worker = context.Process(target=_scheduling_of_a_worker, args=(queue, ExitWithParent(yield_cores=yield_cores)))
+        worker.start()
+        policies.append(queue.get(timeout=30)[0])
+        worker.join(30)
+    assert policies == [os.SCHED_IDLE, os.sched_getscheduler(0)]
+    assert default_workers(torch.device("cpu")) == max(1, min(8, len(os.sched_getaffinity(0))))
+
+
+def test_the_encoders_normalising_buffers_give_the_plain_functions_values():
+    """The encoder's normalisation reuses its output buffers between batches: the same values and
+    layout as the plain (x - mean) / std, batch after batch, and a new shape gets a new buffer."""
+    preprocess = get_backbone("resnet18").preprocess
+    plain, reused = preprocess.normalizer("cpu"), preprocess.normalizer("cpu", reuse_buffers=True)
+    generator = torch.Generator().manual_seed(0)
+    for shape in [(4, 3, 24, 24), (4, 3, 24, 24), (2, 3, 24, 24)]:
+        x = torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator)
+        for layout in (torch.channels_last, torch.contiguous_format):
+            out = reused(x, layout)
+            assert torch.equal(out, plain(x, layout)) and out.is_contiguous(memory_format=layout)
