@@ -7,7 +7,9 @@ cores, so no pipeline beats R = 1 / (1/D + 1/M), where
 - M: images/s of the network alone on every core, batch as extract runs it, the faster of NCHW
   and channels-last, at the precision extract picks here;
 - extract: images/s of `extract` end to end on a fresh cache (its loop: decode, compute, commit).
-The last column, extract / R, is the share of what the machine allows that extract reaches.
+The last column, extract / R, is the share of what the machine allows that extract reaches. D and
+M are measured just before and just after each extract run and averaged, as this machine's speed
+drifts over minutes.
 
     python bench/roofline_bench.py ../shared/data/flowers5 --limit 1500
 """
@@ -40,11 +42,15 @@ def decoding_alone(extractor, folder, cores, batch) -> float:
     return n / (time.perf_counter() - started)
 
 
-def network_alone(extractor, seconds) -> tuple:
-    """(images/s, memory format) of the network alone: the faster of NCHW and channels-last."""
+def network_alone(extractor, seconds, fmt=None):
+    """Images/s of the network alone in memory format ``fmt``; without one, (images/s, format)
+    of the faster of NCHW and channels-last."""
     model, crop, batch = extractor.model, extractor.preprocess.crop, extractor.batch_size
-    rates = {fmt: model_only(model, batch, crop, extractor.device, extractor.compute_precision, fmt == "channels_last",
-                             seconds) for fmt in ("nchw", "channels_last")}
+    formats = (fmt,) if fmt else ("nchw", "channels_last")
+    rates = {f: model_only(model, batch, crop, extractor.device, extractor.compute_precision, f == "channels_last",
+                           seconds) for f in formats}
+    if fmt:
+        return rates[fmt]
     best = max(rates, key=rates.get)
     return rates[best], best
 
@@ -65,7 +71,8 @@ def main():
                     "or pretrained")
     ap.add_argument("--limit", type=int, default=1500)
     ap.add_argument("--runs", type=int, default=1, help="end-to-end runs per backbone (each printed)")
-    ap.add_argument("--seconds", type=float, default=8.0, help="network-alone timing per memory format")
+    ap.add_argument("--seconds", type=float, default=8.0, help="network-alone timing around each run (half before, "
+                    "half after; a quarter per memory format to choose the faster)")
     args = ap.parse_args()
     cores = len(os.sched_getaffinity(0))
     flags = open("/proc/cpuinfo").read()
@@ -81,11 +88,16 @@ def main():
               f"{'extract/R':>10}")
         for name in args.backbones.split(","):
             extractor = Extractor.for_new_codes(CodeSpec(name, weights=args.weights))
-            d = decoding_alone(extractor, folder, cores, extractor.batch_size)
-            m, fmt = network_alone(extractor, args.seconds)
-            r = 1 / (1 / d + 1 / m)
+            _, fmt = network_alone(extractor, args.seconds / 4)
             for _ in range(args.runs):
+                # D and M just before and just after each run, averaged: this machine's speed drifts
+                # by a quarter over minutes (shared cores), which would otherwise set the ratio.
+                d_before = decoding_alone(extractor, folder, cores, extractor.batch_size)
+                m_before = network_alone(extractor, args.seconds / 2, fmt)
                 e = end_to_end(name, args.weights, folder, tmp)
+                m = (m_before + network_alone(extractor, args.seconds / 2, fmt)) / 2
+                d = (d_before + decoding_alone(extractor, folder, cores, extractor.batch_size)) / 2
+                r = 1 / (1 / d + 1 / m)
                 print(f"{name:<22}{extractor.compute_precision:>5}{d:>9.0f}{m:>9.1f}{fmt:>15}{r:>8.1f}{e:>9.1f}"
                       f"{e / r:>10.2f}", flush=True)
     finally:

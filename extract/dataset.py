@@ -93,13 +93,16 @@ class Batch:
     read_ns: dict = field(default_factory=dict)  # record index -> when its file's read began (ns)
     start: int = 0       # the batch holds records [start, start + count): a loader batch, in order
     count: int = 0
+    ring_number: int = None  # its images are in this batch's slot of the encoder's BatchRing, not in images
 
     def pin_memory(self):
         self.images = self.images.pin_memory()
         return self
 
 
-def collate(items) -> Batch:
+def collate(items, place=torch.stack) -> Batch:
+    """The batch of ``items``; ``place`` turns the good images ([3, H, W] each, in order) into
+    Batch.images (a BatchRing writes them into shared memory instead)."""
     good, views = [], []
     for item in items:
         if isinstance(item.image, torch.Tensor):  # [3, H, W], or [1 + K, 3, H, W] with views: one row each
@@ -108,7 +111,7 @@ def collate(items) -> Batch:
             views += range(len(stack))
     jpegs = [(item.index, item.image) for item in items
              if item.image is not None and not isinstance(item.image, torch.Tensor)]
-    images = torch.stack([t for _, t in good]) if good else torch.empty(0, dtype=torch.uint8)
+    images = place([t for _, t in good]) if good else torch.empty(0, dtype=torch.uint8)
     return Batch(indices=[i for i, _ in good], images=images,
                  failed=[(item.index, item.failure) for item in items if item.failure is not None],
                  jpegs=jpegs, keys={item.index: item.key for item in items},

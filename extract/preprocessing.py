@@ -1,7 +1,9 @@
 """The per-image transform that turns a PIL image into the network's uint8 input.
 
 Normalisation (mean/std) is applied on the device, per batch: uint8 crosses process and device
-boundaries at a quarter of the size of float32.
+boundaries at a quarter of the size of float32. On the CPU, where nothing crosses to a device, the
+decoding workers normalise each image straight into the encoder's shared batch buffers
+(extract/batch_ring.py), with the same arithmetic.
 """
 from dataclasses import asdict, dataclass, replace
 
@@ -90,8 +92,7 @@ class Preprocess:
         next batch of the same shape overwrites, since a fresh 19 MB tensor a batch paid its page
         faults again each time; without (a graph to export), a plain function of its input."""
         import torch
-        scale = torch.tensor(self.std, device=device).view(1, 3, 1, 1) * 255.0
-        shift = torch.tensor(self.mean, device=device).view(1, 3, 1, 1) * 255.0
+        shift, scale = self._shift_and_scale(device)
         buffers = {}
 
         def normalize(batch: torch.Tensor, memory_format=torch.contiguous_format) -> torch.Tensor:
@@ -108,3 +109,28 @@ class Preprocess:
             torch.sub(batch, shift, out=plain).div_(scale)
             return laid_out.copy_(plain) if memory_format != torch.contiguous_format else plain
         return normalize
+
+    def _shift_and_scale(self, device):
+        """255 * mean and 255 * std, [1, 3, 1, 1]: normalising is (pixel - shift) / scale."""
+        import torch
+        scale = torch.tensor(self.std, device=device).view(1, 3, 1, 1) * 255.0
+        shift = torch.tensor(self.mean, device=device).view(1, 3, 1, 1) * 255.0
+        return shift, scale
+
+    def image_normalizer(self) -> "ImageNormalizer":
+        """(uint8 image [3, H, W], float row [3, H, W] of any layout) -> the row holds the image
+        normalised: the batch normaliser's arithmetic, so its values, one image at a time (the
+        decoding workers write into the encoder's BatchRing, extract/batch_ring.py)."""
+        import torch
+        return ImageNormalizer(*self._shift_and_scale(torch.device("cpu")))
+
+
+class ImageNormalizer:
+    """Picklable (DataLoader workers): see Preprocess.image_normalizer."""
+
+    def __init__(self, shift, scale):
+        self.shift, self.scale = shift, scale
+
+    def __call__(self, image, row):
+        import torch
+        torch.sub(image[None], self.shift, out=row[None]).div_(self.scale)

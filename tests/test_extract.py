@@ -230,7 +230,8 @@ def test_an_images_codes_do_not_depend_on_its_batch(image_folder, backbone):
     extractor = Extractor.for_new_codes(CodeSpec(backbone=backbone, weights="random", precision="fp32", crop_size=64),
                                         options=RunOptions(device="cpu", batch_size=4, workers=0))
 
-    def codes(order):
+    def codes(order, workers=0):
+        extractor.workers = workers  # with workers, the batches come through the BatchRing
         records = [Record(path=p, abspath=p, label=None) for p in order]
         out = {}
         for batch in extractor.encode(records, views=False):
@@ -238,9 +239,10 @@ def test_an_images_codes_do_not_depend_on_its_batch(image_folder, backbone):
                 out[order[i]] = batch.codes[extractor.fingerprint.layers[0]][row]
         return out
     reference = codes(paths)                               # batches of 4, 4 and a short 3
-    for order in (paths[::-1], paths[5:], paths[:1], [paths[2], str(broken), paths[7]]):
-        again = codes(order)
-        assert again and all(np.array_equal(again[p], reference[p]) for p in again), order
+    for workers in (0, 2):
+        for order in (paths, paths[::-1], paths[5:], paths[:1], [paths[2], str(broken), paths[7]]):
+            again = codes(order, workers)
+            assert again and all(np.array_equal(again[p], reference[p]) for p in again), (order, workers)
 
 
 def _scheduling_of_a_worker(queue, init):
@@ -280,3 +282,43 @@ def test_the_encoders_normalising_buffers_give_the_plain_functions_values():
         for layout in (torch.channels_last, torch.contiguous_format):
             out = reused(x, layout)
             assert torch.equal(out, plain(x, layout)) and out.is_contiguous(memory_format=layout)
+
+
+def _ring_batches(count, crop, slots, batch_size=2):
+    from cnncodes.extract.batch_ring import BatchRing, RingBatches
+    from cnncodes.extract.dataset import Item
+    generator = torch.Generator().manual_seed(0)
+    items = [Item(i, torch.randint(0, 256, (3, crop, crop), dtype=torch.uint8, generator=generator), key=str(i))
+             for i in range(count)]
+    items[3] = Item(3, failure="cannot decode", key="3")
+    ring = BatchRing(slots, batch_size, crop, torch.channels_last)
+    return items, ring, RingBatches(items, batch_size, ring, get_backbone("resnet18").preprocess.image_normalizer())
+
+
+@pytest.mark.parametrize("spare", [1, 0])
+def test_the_batch_ring_holds_each_batch_until_the_encoder_is_done_with_it(spare):
+    """The CPU's workers normalise into a ring of prefetch * workers + 1 shared batches: a slow
+    encoder finds each batch intact (the batch normaliser's values, zeros after a short batch's
+    images) while the workers run as far ahead as the loader lets them; with a slot fewer, a
+    worker overwrites the batch in use and the ring says so rather than hand on mixed codes."""
+    from torch.utils.data import DataLoader
+
+    from cnncodes.extract.batch_ring import as_is
+    workers, prefetch, crop = 2, 2, 8
+    items, ring, batches = _ring_batches(11, crop, prefetch * workers + spare)
+    normalize = get_backbone("resnet18").preprocess.normalizer("cpu")
+    loader = DataLoader(batches, batch_size=None, num_workers=workers, prefetch_factor=prefetch, collate_fn=as_is)
+    seen = []
+    try:
+        for batch in loader:
+            x = ring.batch(batch.ring_number)
+            time.sleep(0.3)  # the network's turn: the workers fill every batch they are given meanwhile
+            ring.check(batch.ring_number)
+            expected = normalize(torch.stack([items[i].image for i in batch.indices]), torch.channels_last)
+            assert torch.equal(x[:len(batch.indices)], expected) and not x[len(batch.indices):].any()
+            assert x.is_contiguous(memory_format=torch.channels_last)
+            seen += batch.indices
+    except RuntimeError as error:
+        assert spare == 0 and "overwritten" in str(error)
+        return
+    assert spare == 1 and seen == [i for i in range(11) if i != 3]

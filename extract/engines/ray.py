@@ -91,6 +91,9 @@ class RayEngine:
             raise ExtractError(f"--device {requested}: the Ray cluster has no GPU; use --device cpu or auto")
         return "cuda"
 
+    def prepare(self, extractor):
+        """Nothing to build here: each actor builds its own network."""
+
     def _pool(self, device):
         """(actors, CPUs per actor, GPUs per actor, decoding workers per actor)."""
         resources = self.ray.cluster_resources()

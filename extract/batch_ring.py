@@ -1,0 +1,89 @@
+"""The CPU's batches, normalised by the workers into a ring of shared buffers the encoder owns.
+
+When the network runs on the CPU, decoding and the network take turns on the same cores, so every
+millisecond the main process spends outside the network is lost to both. A DataLoader batch
+costs it a shared-memory handshake with the worker that made it (the storage's file descriptor is
+fetched from that worker, which runs at the idle priority: waits of ~10 ms a batch), fresh pages
+each time, and the uint8-to-float normalisation. Here the main process allocates ``slots`` float
+batches once, in the network's memory format, in shared memory; the workers write each image's
+normalised pixels straight into its row of the batch's slot and send back only the bookkeeping.
+The main process runs the network on the slot as it is.
+
+Batch ``number`` goes to slot ``number % slots``. The DataLoader hands out a new batch number only
+when it returns one (``prefetch_factor * workers`` in flight at most), so while the encoder holds
+batch n the workers may fill batches up to n + prefetch_factor * workers: that many slots plus one
+are never written under the network. Every slot records which batch was last written into it; the
+encoder checks, after the network, that it is still its batch, so a loader that ran further ahead
+would be an error, never silently mixed codes.
+"""
+import torch
+from torch.utils.data import Dataset
+
+from .dataset import collate
+
+
+class BatchRing:
+    """``slots`` float32 batches [batch_size, 3, crop, crop] in shared memory, laid out in
+    ``memory_format``, and the number of the batch last written into each."""
+
+    def __init__(self, slots, batch_size, crop, memory_format=torch.contiguous_format):
+        self.slots, self.batch_size = slots, batch_size
+        shape = (slots, batch_size, 3, crop, crop)
+        # Shared memory from the start (share_memory_ would copy a private tensor into it), before
+        # the workers start: they inherit (or are sent) the same pages, touched first by them.
+        storage = torch.UntypedStorage._new_shared(4 * slots * batch_size * 3 * crop * crop)
+        buffers = torch.empty(0).set_(storage)
+        if memory_format == torch.channels_last:  # NHWC storage seen as NCHW: what .contiguous(channels_last) makes
+            self.buffers = buffers.view(slots, batch_size, crop, crop, 3).permute(0, 1, 4, 2, 3)
+        else:
+            self.buffers = buffers.view(shape)
+        self.written = torch.full((slots,), -1, dtype=torch.int64).share_memory_()
+
+    def slot(self, number) -> int:
+        return number % self.slots
+
+    def batch(self, number) -> torch.Tensor:
+        """The network's input for batch ``number``: its slot, every row (short batches end in zeros)."""
+        return self.buffers[self.slot(number)]
+
+    def fill(self, number, images, normalize_into):
+        """Write the uint8 images [3, H, W] of batch ``number`` (a worker) into its slot, normalised;
+        the rows after them become zeros, as the encoder pads a short batch."""
+        slot = self.slot(number)
+        self.written[slot] = number
+        rows = self.buffers[slot]
+        for row, image in zip(rows, images):
+            normalize_into(image, row)
+        if len(images) < len(rows):
+            rows[len(images):].zero_()
+
+    def check(self, number):
+        """Raise if a worker wrote another batch into ``number``'s slot while the encoder used it."""
+        written = int(self.written[self.slot(number)])
+        if written != number:
+            raise RuntimeError(f"batch ring: slot {self.slot(number)} of batch {number} was overwritten by batch "
+                               f"{written}; the DataLoader ran further ahead than {self.slots} slots allow")
+
+
+class RingBatches(Dataset):
+    """Item ``number``: the loader batch of records [number * batch_size, ...) of ``records`` (an
+    ImageRecords), its images normalised into ``ring``; the Batch carries ``number``, no images."""
+
+    def __init__(self, records, batch_size, ring, normalize_into):
+        self.records, self.batch_size = records, batch_size
+        self.ring, self.normalize_into = ring, normalize_into
+
+    def __len__(self):
+        return -(-len(self.records) // self.batch_size)
+
+    def __getitem__(self, number):
+        start = number * self.batch_size
+        items = [self.records[i] for i in range(start, min(start + self.batch_size, len(self.records)))]
+        batch = collate(items, place=lambda images: self.ring.fill(number, images, self.normalize_into))
+        batch.ring_number = number
+        return batch
+
+
+def as_is(batch):
+    """The loader's collate_fn for RingBatches: an item is already a batch (picklable, unlike a lambda)."""
+    return batch
