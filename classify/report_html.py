@@ -70,16 +70,14 @@ def _unit(X) -> np.ndarray:
 
 def nearest(X, rows, k=NEIGHBOURS, block=8192) -> dict:
     """row -> [(other row, cosine)] of its k nearest among every row of X, for ``rows`` only."""
-    X = np.asarray(X, dtype=np.float32)
-    U = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
     rows = np.asarray(rows, dtype=np.int64)
     if not len(rows):
         return {}
-    Q = U[rows]
+    Q = _unit(X[rows])
     best = np.full((len(rows), k), -np.inf, dtype=np.float32)
     best_rows = np.zeros((len(rows), k), dtype=np.int64)
-    for start in range(0, len(U), block):
-        scores = Q @ U[start:start + block].T
+    for start in range(0, len(X), block):  # a block of unit rows at a time: no unit copy of every code
+        scores = Q @ _unit(X[start:start + block]).T
         mine = (rows[:, None] >= start) & (rows[:, None] < start + block)
         scores[np.flatnonzero(mine.any(axis=1)), rows[mine.any(axis=1)] - start] = -np.inf
         merged = np.concatenate([best, scores], axis=1)
@@ -121,7 +119,8 @@ def map_rows(data):
     split_names = sorted(set(splits.tolist()))
     colourings = {"class": (classes + ["unlabelled"], np.where(y >= 0, y, len(classes))),
                   "split": (split_names, np.searchsorted(split_names, splits))}
-    return held.X[centre], cache_rows, paths, y, colourings
+    codes = held.X if len(centre) == len(held.X) else held.X[centre]  # every row a centre view: no copy
+    return codes, cache_rows, paths, y, colourings
 
 
 def thumbnails(data_root, paths: dict, size=THUMB_SIZE) -> dict:
