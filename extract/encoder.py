@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.data import DataLoader
 
+from .allocator import freed_memory_kept
 from .batch_ring import BatchRing, RingBatches, as_is
 from .dataset import ImageRecords, collate
 from .decoding import DEFAULT_MAX_PIXELS
@@ -96,7 +97,10 @@ def encode_batches(model, preprocess, records, device, precision="fp32", batch_s
     autocast_dtype = PRECISIONS[precision]
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    with torch.inference_mode():
+    # On the CPU the activations' memory is kept between batches (extract/allocator.py), for the
+    # workers forked below too.
+    kept = freed_memory_kept() if device.type == "cpu" else contextlib.nullcontext()
+    with kept, torch.inference_mode():
         for batch in loader:
             if ring is None:
                 images = batch.images.to(device, non_blocking=True)
