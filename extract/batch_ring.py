@@ -28,7 +28,6 @@ class BatchRing:
 
     def __init__(self, slots, batch_size, crop, memory_format=torch.contiguous_format):
         self.slots, self.batch_size = slots, batch_size
-        shape = (slots, batch_size, 3, crop, crop)
         # Shared memory from the start (share_memory_ would copy a private tensor into it), before
         # the workers start: they inherit (or are sent) the same pages, touched first by them.
         storage = torch.UntypedStorage._new_shared(4 * slots * batch_size * 3 * crop * crop)
@@ -36,7 +35,7 @@ class BatchRing:
         if memory_format == torch.channels_last:  # NHWC storage seen as NCHW: what .contiguous(channels_last) makes
             self.buffers = buffers.view(slots, batch_size, crop, crop, 3).permute(0, 1, 4, 2, 3)
         else:
-            self.buffers = buffers.view(shape)
+            self.buffers = buffers.view(slots, batch_size, 3, crop, crop)
         self.written = torch.full((slots,), -1, dtype=torch.int64).share_memory_()
 
     def slot(self, number) -> int:
@@ -66,12 +65,13 @@ class BatchRing:
 
 
 class RingBatches(Dataset):
-    """Item ``number``: the loader batch of records [number * batch_size, ...) of ``records`` (an
-    ImageRecords), its images normalised into ``ring``; the Batch carries ``number``, no images."""
+    """Item ``number``: the loader batch of records [number * the ring's batch size, ...) of
+    ``records`` (an ImageRecords), its images normalised into ``ring``; the Batch carries
+    ``number``, no images."""
 
-    def __init__(self, records, batch_size, ring, normalize_into):
-        self.records, self.batch_size = records, batch_size
-        self.ring, self.normalize_into = ring, normalize_into
+    def __init__(self, records, ring, normalize_into):
+        self.records, self.ring, self.normalize_into = records, ring, normalize_into
+        self.batch_size = ring.batch_size
 
     def __len__(self):
         return -(-len(self.records) // self.batch_size)

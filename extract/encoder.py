@@ -83,7 +83,7 @@ def encode_batches(model, preprocess, records, device, precision="fp32", batch_s
         # batches ahead each are enough where they decode while the network waits (4: 1-2% slower).
         prefetch = 2
         ring = BatchRing(prefetch * workers + 1, batch_size, preprocess.crop, memory_format)
-        dataset = RingBatches(dataset, batch_size, ring, preprocess.image_normalizer())
+        dataset = RingBatches(dataset, ring, preprocess.image_normalizer())
     loader = DataLoader(dataset, batch_size=None if ring else batch_size, num_workers=workers,
                         collate_fn=as_is if ring else collate, pin_memory=device.type == "cuda",
                         prefetch_factor=prefetch if workers else None,

@@ -293,7 +293,7 @@ def _ring_batches(count, crop, slots, batch_size=2):
              for i in range(count)]
     items[3] = Item(3, failure="cannot decode", key="3")
     ring = BatchRing(slots, batch_size, crop, torch.channels_last)
-    return items, ring, RingBatches(items, batch_size, ring, get_backbone("resnet18").preprocess.image_normalizer())
+    return items, ring, RingBatches(items, ring, get_backbone("resnet18").preprocess.image_normalizer())
 
 
 @pytest.mark.parametrize("spare", [1, 0])
