@@ -1,6 +1,7 @@
 """A scheduler's way of stopping a job: `kill -9` of the main pid only (its decoding workers or
 Ray processes live on), then the same command again at once. No restart may be refused, the
-orphaned workers must go at once, and the finished cache must equal an uninterrupted run's."""
+orphaned workers must be killed at once (and be gone soon after), and the finished cache must
+equal an uninterrupted run's."""
 import os
 import random
 import signal
@@ -41,23 +42,47 @@ def alive(pid):
         return False
 
 
+PF_EXITING = 0x4  # include/linux/sched.h: the task is in do_exit
+SIGKILL_BIT = 1 << (signal.SIGKILL - 1)
+
+
+def doomed(pid):
+    """Gone, exiting, or with a SIGKILL pending: it will run no more of its own code.
+
+    Dying takes CPU time in the dying process (unmapping its memory), and a decoding worker runs
+    at the idle priority: on cores kept busy by the restart and by other tests, one with a SIGKILL
+    pending measured 13 s from the kill to the zombie (400 MB, three busy processes on 2 cores).
+    What the parent-death signal promises is the kill itself, at once; ``alive`` checks the exit."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        with open(f"/proc/{pid}/status") as f:
+            pending = [int(line.split()[1], 16) for line in f if line.startswith(("SigPnd:", "ShdPnd:"))]
+    except OSError:
+        return True
+    return fields[0] in "ZX" or int(fields[6]) & PF_EXITING or any(p & SIGKILL_BIT for p in pending)
+
+
 @dataclass
 class Campaign:
     refused: list    # the stderr of each restart refused as "another extract is writing"
     orphans: int     # decoding workers alive when their parent was killed
-    lingering: int   # of them, still alive ``settle`` seconds later
-    outlived: list   # per kill that left workers: seconds until the last was gone (at most ``settle``)
+    lingering: int   # of them, neither gone nor killed ``settle`` seconds later (see ``doomed``)
+    outlived: list   # per kill that left workers: seconds until the last was doomed (at most ``settle``)
     last: object     # the last restart, run to its end
     rows_at_kill: list  # rows committed when each kill was sent
     last_out: str = ""  # the last restart's stdout
+    unreaped: int = 0   # orphans still alive ``reap_within`` s after the last restart ended
 
 
-def kill_and_restart(cache, command, kills, seed, settle, rows_step=8, delay=0.2, startup_share=0.0):
+def kill_and_restart(cache, command, kills, seed, settle, rows_step=8, delay=0.2, startup_share=0.0, reap_within=0):
     """Kill the main pid of ``command`` (pipeline.py arguments writing ``cache``) at random moments,
     starting it again the moment it is dead. A kill lands ``startup_share`` of the time at any moment
-    of the first 3 s, otherwise up to ``delay`` s after 1..``rows_step`` more rows were committed."""
+    of the first 3 s, otherwise up to ``delay`` s after 1..``rows_step`` more rows were committed.
+    With ``reap_within``, waits up to that many seconds after the last run for every orphan to exit."""
     rng = random.Random(seed)
     campaign = Campaign([], 0, 0, [], None, [])
+    orphans = []
     proc = start_cli(*command)
     for _ in range(kills):
         if startup_share and rng.random() < startup_share:  # imports, model build, first batches
@@ -72,10 +97,11 @@ def kill_and_restart(cache, command, kills, seed, settle, rows_step=8, delay=0.2
         proc.send_signal(signal.SIGKILL)  # the main pid only, not its process group
         proc.wait()  # not communicate(): orphaned workers keep the pipes open while they live
         dead, proc, died = proc, start_cli(*command), time.time()  # at once
-        while time.time() < died + settle and any(alive(p) for p in workers):
+        while time.time() < died + settle and not all(doomed(p) for p in workers):
             time.sleep(0.01)
+        orphans += workers
         campaign.orphans += len(workers)
-        campaign.lingering += sum(alive(p) for p in workers)
+        campaign.lingering += sum(not doomed(p) for p in workers)
         if workers:
             campaign.outlived.append(time.time() - died)
         _, err = dead.communicate()
@@ -85,6 +111,10 @@ def kill_and_restart(cache, command, kills, seed, settle, rows_step=8, delay=0.2
     if proc.returncode == 2 and REFUSED in err:
         campaign.refused.append(err.strip())
     campaign.last = proc
+    deadline = time.time() + reap_within
+    while time.time() < deadline and any(alive(p) for p in orphans):
+        time.sleep(0.05)
+    campaign.unreaped = sum(alive(p) for p in orphans)
     return campaign
 
 
@@ -97,11 +127,12 @@ def test_kill_main_pid_while_workers_decode_restart_at_once(tmp_path):
     run_cli("extract", data, "--cache", tmp_path / "clean.h5", *ARGS, *extra)
     killed = tmp_path / "killed.h5"
     run = kill_and_restart(killed, ["extract", data, "--cache", killed, *ARGS, *extra], kills=8, seed=20261201,
-                           settle=1.5)
+                           settle=1.5, reap_within=60)
     assert not run.refused, f"{len(run.refused)} restarts refused; first: {run.refused[0]}"
     assert run.last.returncode == 0
     assert len(run.outlived) >= 4, f"only {len(run.outlived)} kills found decoding workers alive"
-    assert run.lingering == 0, f"{run.lingering} orphaned decoding workers outlived their parent by 1.5 s"
+    assert run.lingering == 0, f"{run.lingering} orphaned decoding workers not killed 1.5 s after their parent"
+    assert run.unreaped == 0, f"{run.unreaped} orphaned decoding workers still alive a minute after the last run"
     assert_same_cache(tmp_path / "clean.h5", killed)
 
 
