@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 
+import cnncodes  # noqa: F401  before torch: its OpenMP setting (cnncodes/_openmp.py) applies only then
 import torch
 
 from cnncodes.extract import ExtractConfig, Extractor, run_extract  # noqa: E402

@@ -20,6 +20,7 @@ import shutil
 import tempfile
 import time
 
+import cnncodes  # noqa: F401  before torch: its OpenMP setting (cnncodes/_openmp.py) applies only then
 import torch
 
 from cnncodes.extract import ExtractConfig, get_backbone, int8, options, run_extract  # noqa: E402

@@ -19,6 +19,7 @@ import shutil
 import tempfile
 import time
 
+import cnncodes  # noqa: F401  before torch: its OpenMP setting (cnncodes/_openmp.py) applies only then
 import torch
 from torch.utils.data import DataLoader
 
@@ -82,7 +83,7 @@ def main():
     isa = "avx512_bf16" if "avx512_bf16" in flags else "avx2" if "avx2" in flags else "other"
     cap = os.environ.get("ONEDNN_MAX_CPU_ISA")
     print(f"machine: {cpu()} ({isa}{f', oneDNN capped at {cap}' if cap else ''}), torch {torch.__version__}, "
-          f"threads {torch.get_num_threads()}")
+          f"threads {torch.get_num_threads()}, GOMP_SPINCOUNT {os.environ.get('GOMP_SPINCOUNT', 'unset')}")
     tmp = tempfile.mkdtemp(prefix="cnncodes-roofline-")
     try:
         folder = os.path.join(tmp, "photos")

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 
+import cnncodes  # noqa: F401  before torch: its OpenMP setting (cnncodes/_openmp.py) applies only then
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -13,6 +13,10 @@ Names load on first use: ``import cnncodes`` imports no torch (nor scikit-learn)
 import importlib
 import os
 
+from ._openmp import spin_briefly
+
+spin_briefly()  # before any torch loads: libgomp reads it once (cnncodes/_openmp.py)
+
 # A checkout that was not installed: the stage folders beside this one are its sub-packages (an
 # installed wheel holds them inside this folder; an editable install maps them the same way).
 _HERE = os.path.dirname(os.path.abspath(__file__))
