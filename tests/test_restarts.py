@@ -18,28 +18,30 @@ ARGS = ["--backbone", "mobilenet_v3_small", "--weights", "random", "--crop-size"
 REFUSED = "another extract is writing"
 
 
+def stat_fields(pid):
+    """The fields of /proc/``pid``/stat after the command name (state first), or None when gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
 def children_of(pid):
     """Pids whose parent is ``pid`` (read from /proc)."""
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
+            fields = stat_fields(entry)
+            if fields is not None and int(fields[1]) == pid:
                 found.append(int(entry))
     return found
 
 
 def alive(pid):
     """Running (a zombie left for a parent that does not reap it counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    fields = stat_fields(pid)
+    return fields is not None and fields[0] != "Z"
 
 
 PF_EXITING = 0x4  # include/linux/sched.h: the task is in do_exit
@@ -53,9 +55,10 @@ def doomed(pid):
     at the idle priority: on cores kept busy by the restart and by other tests, one with a SIGKILL
     pending measured 13 s from the kill to the zombie (400 MB, three busy processes on 2 cores).
     What the parent-death signal promises is the kill itself, at once; ``alive`` checks the exit."""
+    fields = stat_fields(pid)
+    if fields is None:
+        return True
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
         with open(f"/proc/{pid}/status") as f:
             pending = [int(line.split()[1], 16) for line in f if line.startswith(("SigPnd:", "ShdPnd:"))]
     except OSError:
@@ -66,7 +69,7 @@ def doomed(pid):
 @dataclass
 class Campaign:
     refused: list    # the stderr of each restart refused as "another extract is writing"
-    orphans: int     # decoding workers alive when their parent was killed
+    orphans: list    # pids of the decoding workers alive when their parent was killed
     lingering: int   # of them, neither gone nor killed ``settle`` seconds later (see ``doomed``)
     outlived: list   # per kill that left workers: seconds until the last was doomed (at most ``settle``)
     last: object     # the last restart, run to its end
@@ -81,8 +84,7 @@ def kill_and_restart(cache, command, kills, seed, settle, rows_step=8, delay=0.2
     of the first 3 s, otherwise up to ``delay`` s after 1..``rows_step`` more rows were committed.
     With ``reap_within``, waits up to that many seconds after the last run for every orphan to exit."""
     rng = random.Random(seed)
-    campaign = Campaign([], 0, 0, [], None, [])
-    orphans = []
+    campaign = Campaign([], [], 0, [], None, [])
     proc = start_cli(*command)
     for _ in range(kills):
         if startup_share and rng.random() < startup_share:  # imports, model build, first batches
@@ -99,8 +101,7 @@ def kill_and_restart(cache, command, kills, seed, settle, rows_step=8, delay=0.2
         dead, proc, died = proc, start_cli(*command), time.time()  # at once
         while time.time() < died + settle and not all(doomed(p) for p in workers):
             time.sleep(0.01)
-        orphans += workers
-        campaign.orphans += len(workers)
+        campaign.orphans += workers
         campaign.lingering += sum(not doomed(p) for p in workers)
         if workers:
             campaign.outlived.append(time.time() - died)
@@ -112,9 +113,9 @@ def kill_and_restart(cache, command, kills, seed, settle, rows_step=8, delay=0.2
         campaign.refused.append(err.strip())
     campaign.last = proc
     deadline = time.time() + reap_within
-    while time.time() < deadline and any(alive(p) for p in orphans):
+    while time.time() < deadline and any(alive(p) for p in campaign.orphans):
         time.sleep(0.05)
-    campaign.unreaped = sum(alive(p) for p in orphans)
+    campaign.unreaped = sum(alive(p) for p in campaign.orphans)
     return campaign
 
 
