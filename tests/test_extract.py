@@ -285,6 +285,24 @@ def test_the_encoders_normalising_buffers_give_the_plain_functions_values():
             assert torch.equal(out, plain(x, layout)) and out.is_contiguous(memory_format=layout)
 
 
+def test_the_workers_image_normaliser_gives_the_batch_normalisers_values_in_every_layout():
+    """A decoding worker normalises one image into its row of the ring with the shift and scale
+    spread over the row's layout: the batch normaliser's values, whether the image is laid out
+    channels-last (as PIL's are) or not, into a channels-last row or a plain one, image after image."""
+    import pickle
+    preprocess = get_backbone("resnet18").preprocess
+    plain, one_by_one = preprocess.normalizer("cpu"), pickle.loads(pickle.dumps(preprocess.image_normalizer()))
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (3, 3, 24, 24), dtype=torch.uint8, generator=generator)
+    for layout in (torch.channels_last, torch.contiguous_format):
+        expected = plain(images, layout)
+        for source in (images, images.contiguous(memory_format=torch.channels_last)):
+            rows = torch.full((3, 3, 24, 24), float("nan")).contiguous(memory_format=layout)
+            for image, row in zip(source, rows):
+                one_by_one(image, row)
+            assert torch.equal(rows, expected) and rows.is_contiguous(memory_format=layout)
+
+
 def _ring_batches(count, crop, slots, batch_size=2):
     from cnncodes.extract.batch_ring import BatchRing, RingBatches
     from cnncodes.extract.dataset import Item
