@@ -205,7 +205,8 @@ def test_sweep_solver_equals_scikit_learn_at_every_C_on_real_codes(flowers5, tmp
             for name in sorted(os.listdir(os.path.join(flowers5, split, cls)))[:per_class]:
                 os.symlink(os.path.join(flowers5, split, cls, name), data / split / cls / name)
     cache = str(tmp_path / "c.h5")
-    run_extract(ExtractConfig(str(data), cache, backbone="efficientnet_lite0", progress=False))
+    run_extract(ExtractConfig(str(data), cache, backbone="efficientnet_lite0", progress=False,
+                              precision="fp32"))  # the solver under test, on the same codes on every CPU
     codes = load_codes(cache, "avgpool")
     plan = plan_splits(codes.splits, codes.y, 0)
     scaler = StandardScaler().fit(codes.X[plan.fit_mask])
