@@ -7,7 +7,7 @@ internals are the `_` modules (segments, manifest, compaction, row index, writer
 """
 from ._lock import cache_lock
 from ._racy import untrusted_stat
-from .append import AppendSession, existing_fingerprint, open_for_append
+from .append import KEEP_LABEL, AppendSession, existing_fingerprint, open_for_append
 from .errors import CacheError, CacheLocked, DiskFull, FingerprintMismatch
 from .fingerprint import COMPARED_FINGERPRINT_KEYS, Fingerprint
 from .reader import CodesCache, open_cache
@@ -16,5 +16,5 @@ from .schema import SCHEMA_VERSION
 __all__ = [
     "CodesCache", "open_cache", "Fingerprint", "COMPARED_FINGERPRINT_KEYS", "SCHEMA_VERSION",
     "CacheError", "CacheLocked", "DiskFull", "FingerprintMismatch",
-    "open_for_append", "AppendSession", "cache_lock", "existing_fingerprint", "untrusted_stat",
+    "open_for_append", "AppendSession", "KEEP_LABEL", "cache_lock", "existing_fingerprint", "untrusted_stat",
 ]

@@ -74,13 +74,37 @@ def cache_lock(cache_path):
         except OSError:
             raise _locked_error(cache_path, _holder(fd) or os.pread(fd, 32, 0).decode(errors="replace").strip()
                                 or "unknown") from None
+        if _identity_at(path) != identity:  # a failed first run removed the file we opened: not a lock
+            raise _locked_error(cache_path, _holder(fd) or "unknown")
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield WriteLock(cache_path)
+        try:
+            yield WriteLock(cache_path)
+        finally:
+            _remove_if_nothing_written(cache_path, path)
     finally:
         os.close(fd)  # closing releases the lock
         with _held_guard:
             _held.discard(identity)
+
+
+def _identity_at(path):
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (stat.st_dev, stat.st_ino)
+
+
+def _remove_if_nothing_written(cache_path, path) -> None:
+    """A run that wrote nothing to a new cache (refused, failed before its first shard) leaves no
+    sidecar folder behind: the lock goes while still held, so a waiting writer sees it vanish
+    (``_identity_at``) rather than share a lock on a removed file."""
+    folder = os.path.dirname(path)
+    with contextlib.suppress(OSError):
+        if not os.path.exists(cache_path) and os.listdir(folder) == ["lock"]:
+            os.remove(path)
+            os.rmdir(folder)
 
 
 def _locked_error(cache_path, holder) -> CacheLocked:

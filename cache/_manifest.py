@@ -18,6 +18,9 @@ from .schema import (CLASS_NAMES, CODES_GROUP, FAILED_GROUP, LABELS, ROW_FIELDS,
                      write_attrs)
 
 
+PUBLISHED_MARK = "published"  # in the sidecar folder once its cache file has been written
+
+
 def segment_folder(cache_path) -> str:
     """The sidecar folder: segment files, shards in flight and the write lock."""
     return f"{os.fspath(cache_path)}.shards"
@@ -85,6 +88,20 @@ def publish_manifest(cache_path, manifest: Manifest) -> None:
             out[STAT].attrs["columns"] = np.array(STAT_COLUMNS, dtype=STR)
         _write_failures(out, manifest.failures)
         _write_segment_table(out, manifest)
+    mark = os.path.join(segment_folder(cache_path), PUBLISHED_MARK)
+    if not os.path.exists(mark):  # after the file: a folder with the mark has had a cache file
+        with open(mark, "wb"):
+            pass
+
+
+def check_not_orphaned(cache_path) -> None:
+    """Refuse a sidecar folder whose cache file was deleted: its rows belonged to that file, and
+    linking them into a new cache would bring deleted codes back (or refuse new settings for them)."""
+    folder = segment_folder(cache_path)
+    if not os.path.exists(cache_path) and os.path.exists(os.path.join(folder, PUBLISHED_MARK)):
+        raise CacheError(f"{cache_path} is gone but {folder}/ still holds its rows (a cache is the file and that "
+                         f"folder together); restore {os.path.basename(cache_path)} beside it, or delete the folder "
+                         f"too (rm -r {folder}) to start a new cache")
 
 
 def missing_row_fill(name, folder):

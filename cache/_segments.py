@@ -17,6 +17,7 @@ from .schema import (CLASS_NAMES, CODE_CHUNK_ROWS, CODES_GROUP, FAILED_FIELDS, F
                      write_attrs)
 
 SEGMENT_NAME = re.compile(r"^seg-(\d{8})\.h5$")
+MOVED_FROM = "moved_from"  # a shard's optional list of paths its rows replace
 SHARD = "shard"    # rows and failures written by an extract run: new work
 MERGED = "merged"  # live rows of adjacent segments copied into one: nothing new
 
@@ -44,6 +45,9 @@ class SegmentRows:
     failed_keys: list = field(default_factory=list)
     failed_reasons: list = field(default_factory=list)
     failed_stats: list = field(default_factory=list)
+    # paths whose rows these rows replace under a new path (a photo found moved or renamed): the
+    # link cuts them in the same publish, so a kill never leaves both
+    moved_from: list = field(default_factory=list)
 
     def __len__(self):
         return len(self.paths) + len(self.failed_paths)
@@ -84,6 +88,8 @@ def write_segment(path, attrs: dict, class_names, rows: SegmentRows, widths: dic
         for name in FAILED_FIELDS:
             failed.create_dataset(name, data=np.array(getattr(rows, f"failed_{name}"), dtype=STR))
         failed.create_dataset(STAT, data=np.asarray(rows.failed_stats, dtype=np.int64).reshape(-1, len(STAT_COLUMNS)))
+        if rows.moved_from:  # optional: older segments have none
+            f.create_dataset(MOVED_FROM, data=np.array(rows.moved_from, dtype=STR))
 
 
 def awaits_link(path, linked_through: int) -> bool:
@@ -130,6 +136,12 @@ def read_segment_failures(path):
     """[(path, key, reason, stat)] that a shard recorded."""
     with h5py.File(path, "r") as f:
         return read_failures(f[FAILED_GROUP])
+
+
+def read_segment_moved(path) -> list:
+    """The paths whose rows a shard's rows replace (moved photos); [] for most shards."""
+    with h5py.File(path, "r") as f:
+        return read_strings(f[MOVED_FROM]) if MOVED_FROM in f else []
 
 
 def read_segment_rows(path, selection, layers) -> SegmentRows:

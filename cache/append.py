@@ -22,15 +22,15 @@ from .errors import CacheError
 from ._files import disk_full_as_one_line
 from .fingerprint import Fingerprint
 from ._lock import cache_lock
-from ._manifest import (Manifest, check_segments_present, is_segmented, publish_manifest, read_manifest,
-                       segment_folder)
+from ._manifest import (Manifest, check_not_orphaned, check_segments_present, is_segmented, publish_manifest,
+                       read_manifest, segment_folder)
 from ._migrate import migrate_schema1
 from ._reader_leases import no_readers
 from ._row_index import Known, RowIndex
 from .schema import SCHEMA_VERSION, read_attrs
 from ._writer_thread import OrderedWriter
 from ._segments import (MERGED, SHARD, SegmentRows, awaits_link, read_segment_failures, read_segment_index,
-                       read_segment_rows, segment_name, segment_seq, write_segment)
+                       read_segment_moved, read_segment_rows, segment_name, segment_seq, write_segment)
 
 COLLECT_EVERY_SECONDS = 5.0   # how often a session looks for readers before deleting retired segments
 
@@ -91,7 +91,8 @@ def _segment_files(cache_path):
     return sorted(n for n in os.listdir(folder) if segment_seq(n) is not None)
 
 
-_KEEP = object()  # carry_rows: the row keeps the label it has
+_KEEP = object()  # carry_rows, move_rows: the row keeps the label it has
+KEEP_LABEL = _KEEP
 
 class AppendSession:
     """Rows in, segments out. Main thread: add_*, commit_shard, close. A writer thread does the
@@ -105,7 +106,7 @@ class AppendSession:
         self.widths = None
         self.committed = 0     # rows and failures linked by this session
         self.recovered = 0     # shards of a killed run linked on open
-        self._buffer, self._carried = SegmentRows(), []
+        self._buffer, self._carried, self._moved = SegmentRows(), [], []
         self._removals = set()
         self._vanished = None
         self._open = True
@@ -162,8 +163,14 @@ class AppendSession:
         labels = [_KEEP] * len(paths) if labels is None else list(labels)
         self._carried += list(zip(paths, (tuple(s) for s in stats), labels))
 
+    def move_rows(self, old_paths, new_paths, stats, labels, splits) -> None:
+        """Photos found under a new path (their bytes are those of a row held under the old one): the
+        rows, views and codes go to the new path with its stat, label (None: unlabeled; a label of
+        ``KEEP_LABEL``: as held) and split, and the old path's rows leave in the same commit."""
+        self._moved += list(zip(old_paths, new_paths, (tuple(s) for s in stats), labels, splits))
+
     def pending(self) -> int:
-        return len(self._buffer) + len(self._carried)
+        return len(self._buffer) + len(self._carried) + len(self._moved)
 
     def remove(self, paths) -> None:
         """Drop these paths' rows and failures (applied when the session closes)."""
@@ -177,8 +184,8 @@ class AppendSession:
         """Hand the buffered rows to the writer as one shard."""
         if not self.pending():
             return
-        job = (self._buffer, self._carried)
-        self._buffer, self._carried = SegmentRows(), []
+        job = (self._buffer, self._carried, self._moved)
+        self._buffer, self._carried, self._moved = SegmentRows(), [], []
         self._writer.submit(job)
 
     def close(self) -> None:
@@ -206,18 +213,20 @@ class AppendSession:
         self._collect(force=True)
 
     # --- the writer's work ------------------------------------------------------------------------
-    def _write_and_link(self, rows: SegmentRows, carried) -> None:
-        with self._disk_errors(len(rows.paths) + len(carried)):
-            self._write_and_link_unguarded(rows, carried)
+    def _write_and_link(self, rows: SegmentRows, carried, moved) -> None:
+        with self._disk_errors(len(rows.paths) + len(carried) + len(moved)):
+            self._write_and_link_unguarded(rows, carried, moved)
 
     def _disk_errors(self, rows):
         """A full disk or quota is one clear error (cache/_files.py); the space a step needs: the shard,
         a merge's share, the cache file."""
         return disk_full_as_one_line(self.cache_path, rows * self._row_bytes() * 2 + (64 << 20))
 
-    def _write_and_link_unguarded(self, rows: SegmentRows, carried) -> None:
+    def _write_and_link_unguarded(self, rows: SegmentRows, carried, moved=()) -> None:
         if carried:
             self._append_carried(rows, carried)
+        if moved:
+            self._append_moved(rows, [m for m in moved if m[0] in self._rows])
         seq = self._allocate_seq()
         name = segment_name(seq)
         attrs = dict(self.fingerprint.to_attrs(), kind=SHARD, seq=seq)
@@ -237,6 +246,19 @@ class AppendSession:
                            for old_class, path in zip(old.classes, (p for _, n, p in images for _ in range(n)))]
             rows.extend_rows(old)
 
+    def _append_moved(self, rows: SegmentRows, moved):
+        new_of = {old: (new, stat, label, split) for old, new, stat, label, split in moved}
+        for segment, images in self._rows.image_rows(new_of).items():
+            old = read_segment_rows(os.path.join(self.folder, segment),
+                                    [i for local, n, _ in images for i in range(local, local + n)], self.widths)
+            each = [new_of[path] for _, n, path in images for _ in range(n)]  # an image's views move with it
+            old.paths = [new for new, _, _, _ in each]
+            old.stats = [stat for _, stat, _, _ in each]
+            old.classes = [held if label is _KEEP else label for held, (_, _, label, _) in zip(old.classes, each)]
+            old.splits = [held if split is None else split for held, (_, _, _, split) in zip(old.splits, each)]
+            rows.extend_rows(old)
+        rows.moved_from += list(new_of)
+
     def _allocate_seq(self) -> int:
         seq = self._next_seq
         self._next_seq += 1
@@ -252,7 +274,9 @@ class AppendSession:
         incoming.check_can_join(Fingerprint.from_attrs(self.manifest.attrs), self.cache_path)
         self._adopt_classes(index.class_names, path)
         failures = read_segment_failures(path)
-        self._cut({p for p in paths if p in self._rows} | {f[0] for f in failures if f[0] in self._rows})
+        moved = read_segment_moved(path)
+        self._cut({p for p in paths if p in self._rows} | {f[0] for f in failures if f[0] in self._rows}
+                  | {p for p in moved if p in self._rows})
         for p in paths:
             self.manifest.failures.pop(p, None)
         for p, key, reason, stat in failures:
@@ -338,6 +362,7 @@ class AppendSession:
             os.remove(f"{self.cache_path}.tmp")
 
     def _open_manifest(self) -> Manifest:
+        check_not_orphaned(self.cache_path)
         existing = existing_fingerprint(self.cache_path)
         if existing is not None:
             self.fingerprint.check_can_join(existing, self.cache_path)
