@@ -94,6 +94,16 @@ class RunOptions(_FromArgs):
             raise ExtractError(f"--shard-rows {self.shard_rows}: give 1 or more")
 
 
+def layer_names(layer) -> tuple:
+    """Layers as the user may name them: None (the backbone's defaults: ()), one name, several
+    joined by "," or by "+" (as a cache, a model file and load_codes write them), or a sequence."""
+    if layer is None:
+        return ()
+    if isinstance(layer, str):
+        return tuple(p.strip() for p in layer.replace("+", ",").split(",") if p.strip())
+    return tuple(str(p).strip() for p in layer)
+
+
 def _choice(option, value, allowed):
     if value not in allowed:
         raise ExtractError(f"{option} {value}: choose {' or '.join(allowed) if len(allowed) < 3 else ', '.join(allowed)}")

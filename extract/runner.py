@@ -2,6 +2,7 @@
 
 It knows the cache only through ``cache.open_for_append`` and never the order of its write steps.
 """
+import hashlib
 import time
 from dataclasses import dataclass, field, replace
 
@@ -11,7 +12,7 @@ from .config import CodeSpec, RunOptions
 from .engines import make_engine
 from .errors import ExtractError
 from .extractor import Extractor
-from .sources import scan_source, split_of
+from .sources import read_bytes, scan_source, split_of
 
 
 class ExtractConfig:
@@ -20,9 +21,13 @@ class ExtractConfig:
     workers=0)``: each goes to the dataclass that owns it, and reads back the same way."""
 
     def __init__(self, data_root, cache_path, codes: CodeSpec = None, run: RunOptions = None, **options):
-        unknown = set(options) - CodeSpec.field_names() - RunOptions.field_names()
+        known = CodeSpec.field_names() | RunOptions.field_names()
+        unknown = sorted(set(options) - known)
         if unknown:
-            raise TypeError(f"ExtractConfig: unknown option(s) {', '.join(sorted(unknown))}")
+            import difflib
+            close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise TypeError(f"extract has no option {unknown[0]!r}{hint}; its options: {', '.join(sorted(known))}")
         self.data_root, self.cache_path = data_root, cache_path
         self.codes = replace(codes or CodeSpec(), **{k: v for k, v in options.items() if k in CodeSpec.field_names()})
         self.run = replace(run or RunOptions(), **{k: v for k, v in options.items() if k in RunOptions.field_names()})
@@ -46,6 +51,7 @@ class ExtractSummary:
     vanished: int = 0    # cached rows with no file under the data root
     deferred: int = 0    # images of the source outside ``only``: left for a later run
     relabelled: int = 0  # rows whose label the source changed (bytes unchanged: codes kept)
+    moved: int = 0       # photos found under a new path: their rows moved there (codes kept)
     pruned: int = 0
     seconds: float = 0.0
     ignored: int = 0
@@ -57,6 +63,9 @@ class ExtractSummary:
     def images_per_second(self) -> float:
         return (self.written + self.failed) / self.seconds if self.seconds > 0 else 0.0
 
+    def __repr__(self) -> str:
+        return f"ExtractSummary({self.line()})"
+
     def line(self) -> str:
         state = "interrupted; re-run the same command to resume. " if self.interrupted else ""
         text = (f"{state}{self.cache_path}: wrote {self.written}, skipped {self.skipped} already cached, "
@@ -65,6 +74,8 @@ class ExtractSummary:
             text += f"; {self.unchanged} re-read and found unchanged (codes kept)"
         if self.relabelled:
             text += f"; {self.relabelled} relabelled by the source (codes kept)"
+        if self.moved:
+            text += f"; {self.moved} found under a new path (rows moved, codes kept)"
         if self.pruned:
             text += f"; pruned {self.pruned} rows whose file is gone"
         elif self.vanished:
@@ -140,6 +151,8 @@ def _plan(session, scan, config, summary) -> list:
             summary.deferred += 1
             continue
         held = session.lookup(record.path)
+        if held is not None and not held.failed and not scan.states_labels:
+            record = replace(record, label=held.label)  # a source without labels keeps the cached ones
         if held is None:
             pending.append(record)
         elif held.stat == record.stat and not config.rehash:
@@ -151,12 +164,51 @@ def _plan(session, scan, config, summary) -> list:
         else:
             pending.append(replace(record, known=held))
     vanished = [p for p in session.paths() if p not in seen]
+    moved = _moved_photos(session, pending, vanished, scan.states_labels, config)
+    if moved:
+        pending = [r for r in pending if r.path not in moved]
+        vanished = [p for p in vanished if p not in {old for old, _ in moved.values()}]
+        summary.moved = len(moved)
     summary.vanished = len(vanished)
     if config.prune and vanished:
         session.remove(vanished)
         summary.pruned = len(vanished)
     session.record_vanished(0 if config.prune else len(vanished))
     return pending
+
+
+def _moved_photos(session, pending, vanished, states_labels, config) -> dict:
+    """New paths whose bytes are a row the cache holds under a path this source no longer lists
+    (a renamed or moved photo, or one another writer cached under its own name, as CodesTransformer
+    does): their rows move to the new path with its label and split, codes kept, nothing encoded.
+    Only files whose size matches such a row are read to compare (git finds renames the same way:
+    by content). Returns {new path: (old path, key)}."""
+    by_size = {}
+    for path in vanished:
+        held = session.lookup(path)
+        if held is not None and not held.failed:
+            by_size.setdefault(held.stat[0], {})[held.key] = (path, held)
+    if not by_size:
+        return {}
+    moved, taken = {}, set()
+    for record in pending:
+        if record.known is not None or record.stat[0] not in by_size:
+            continue
+        try:
+            data = read_bytes(record)
+        except OSError:
+            continue  # the encode pass records the failure
+        observed = time.time_ns()
+        key = hashlib.sha256(data).hexdigest()
+        old = by_size[record.stat[0]].get(key)
+        if old is None or old[0] in taken:
+            continue
+        taken.add(old[0])
+        split = split_of(record, key, config.split_seed, config.split_fractions)
+        label = record.label if states_labels else cache_api.KEEP_LABEL
+        session.move_rows([old[0]], [record.path], [cache_api.untrusted_stat(record.stat, observed)], [label], [split])
+        moved[record.path] = (old[0], key)
+    return moved
 
 
 def _encode_and_commit(engine, extractor, session, pending, config, summary):
@@ -239,5 +291,9 @@ class _NoProgress:
 def _progress(total, enabled):
     if not enabled:
         return _NoProgress()
-    from tqdm import tqdm
+    try:  # a widget in Jupyter (tqdm.auto picks it), text in a terminal; without ipywidgets
+        import ipywidgets  # noqa: F401  # tqdm.auto would warn in a notebook and fall back to text
+        from tqdm.auto import tqdm
+    except ImportError:
+        from tqdm import tqdm
     return tqdm(total=total, unit="img", desc="extract", dynamic_ncols=True, smoothing=0.1)

@@ -53,5 +53,5 @@ def test_run_options_check_themselves_and_extract_config_routes_fields():
     config = ExtractConfig("d", "c.h5", weights="random", workers=0, views=1)
     assert config.codes == CodeSpec(weights="random", views=1) and config.run == RunOptions(workers=0)
     assert config.weights == "random" and config.workers == 0 and config.shard_rows == RunOptions().shard_rows
-    with pytest.raises(TypeError, match="unknown option"):
+    with pytest.raises(TypeError, match="has no option 'wieghts' \\(did you mean 'weights'\\?\\)"):
         ExtractConfig("d", "c.h5", wieghts="random")

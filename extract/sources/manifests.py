@@ -79,7 +79,7 @@ def scan_manifest(manifest) -> Scan:
         records.append(Record(path=path, abspath=full, label=label, split=SPLIT_FOLDERS.get(split), stat=st))
     if not records and not failures:
         raise ExtractError(f"{manifest}: the manifest lists no images")
-    return Scan(records=records, ignored=[], split_layout=False, failures=failures)
+    return Scan(records=records, ignored=[], split_layout=False, failures=failures, states_labels=label_column)
 
 
 def _stat_of(full) -> tuple:

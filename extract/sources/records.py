@@ -25,6 +25,9 @@ class Scan:
     ignored: list      # non-image files seen and left alone
     split_layout: bool
     failures: list = field(default_factory=list)  # (path, reason): entries of the source that name no image
+    # False when the source says nothing about labels (a manifest without a label column): a re-run
+    # then keeps the labels cached rows have, rather than reading the silence as "unlabeled".
+    states_labels: bool = True
 
 
 def file_stat(st) -> tuple:
