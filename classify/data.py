@@ -1,6 +1,6 @@
 """Stage two's input: a cache's codes loaded once (CodesData), held or streamed within a memory
 budget, and the rows an audit says to leave out."""
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -32,6 +32,24 @@ class CodesData:
     seed: int = 0           # the subsample's seed (budget exceeded)
     side_by_side: list = None  # other caches' codes appended as columns (classify/joined.py): cache, layer, fingerprint
     _subsample: "CodesData" = None
+    _unlabeled: "CodesData" = None  # the rows without a label, when labelled() set them apart
+    notes: list = field(default_factory=list)  # what loading decided (a subsample, rows left out), for people
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __repr__(self) -> str:
+        parts = [f"{len(self):,} rows x {self.width}-d", f"layer {self.layer}",
+                 f"{len(self.class_names)} class{'es' if len(self.class_names) != 1 else ''}"]
+        if self.streamed:
+            parts.append("streamed")
+        if self._unlabeled is not None and len(self._unlabeled):
+            parts.append(f"{len(self._unlabeled):,} unlabeled apart (.unlabeled)")
+        return f"CodesData({self.path}: {', '.join(parts)})"
+
+    @property
+    def width(self) -> int:
+        return int(self.stream.width if self.streamed else self.X.shape[1])
 
     @property
     def X(self) -> np.ndarray:
@@ -48,9 +66,36 @@ class CodesData:
         return self._X is None
 
     @property
-    def unlabeled(self) -> int:
-        """Rows without a label: left out of fitting and reporting."""
-        return int(np.count_nonzero(self.splits == UNLABELED_SPLIT))
+    def n_unlabeled(self) -> int:
+        """Rows without a label (here, or set apart by ``labelled()``): never fitted on nor reported."""
+        apart = 0 if self._unlabeled is None else len(self._unlabeled)
+        return int(np.count_nonzero(self.splits == UNLABELED_SPLIT)) + apart
+
+    @property
+    def unlabeled(self) -> "CodesData":
+        """The rows without a label, as CodesData (their ``y`` is -1 throughout, scikit-learn's mark
+        of an unlabeled sample): what `select` picks from and a semi-supervised learner takes."""
+        if self._unlabeled is not None:
+            return self._unlabeled
+        return self._take(self.splits == UNLABELED_SPLIT, unlabeled=True)
+
+    def labelled(self) -> "CodesData":
+        """These codes with the unlabeled rows set apart (in ``.unlabeled``): ``X``, ``y``, ``splits``
+        and ``paths`` then cover labelled rows only, and ``y`` holds class indices, nothing else."""
+        if self._unlabeled is not None:
+            return self
+        apart = self.splits == UNLABELED_SPLIT
+        if not apart.any():
+            return replace(self, _unlabeled=self._take(apart, unlabeled=True))
+        return replace(self._take(~apart), _unlabeled=self._take(apart, unlabeled=True))
+
+    def _take(self, keep, unlabeled=False) -> "CodesData":
+        """The rows in the boolean mask ``keep`` (positions of this data), in order."""
+        positions = np.flatnonzero(keep)
+        y = np.full(len(positions), -1, dtype=self.y.dtype) if unlabeled else self.y[positions]
+        return replace(self, _X=None if self.streamed else self.X[positions], y=y, splits=self.splits[positions],
+                       rows=self.cache_rows(positions), views=None if self.views is None else self.views[positions],
+                       _subsample=None, _unlabeled=None)
 
     @property
     def excluded(self) -> int:
@@ -71,9 +116,10 @@ class CodesData:
             from .budget import subsample_mask
             keep = subsample_mask(len(self.y), self.in_memory_rows(), self.seed, self.views)
             with open_cache(self.path) as c:
-                X = c.codes(self.layer, rows=keep)
+                X = c.codes(self.layer, rows=self._cache_mask(keep))
             self._subsample = CodesData(X, self.y[keep], self.splits[keep], self.class_names, self.layer,
-                                        self.fingerprint, self.path, np.flatnonzero(keep), rows_total=len(self.y),
+                                        self.fingerprint, self.path, self.cache_rows(np.flatnonzero(keep)),
+                                        rows_total=len(self.y),
                                         views=None if self.views is None else self.views[keep])
         return self._subsample
 
@@ -82,7 +128,15 @@ class CodesData:
         if not self.streamed:
             return self.X[mask]
         from .stream import StreamedRows
-        return StreamedRows(self.stream, np.asarray(mask, dtype=bool))
+        return StreamedRows(self.stream, self._cache_mask(np.asarray(mask, dtype=bool)))
+
+    def _cache_mask(self, mask) -> np.ndarray:
+        """A boolean mask over these rows as one over the cache's rows (they are a subset in order)."""
+        if self.rows is None:
+            return mask
+        full = np.zeros(self.stream.n_rows, dtype=bool)  # only streamed codes are read by cache row
+        full[self.rows[mask]] = True
+        return full
 
     @property
     def paths(self) -> list:
@@ -152,7 +206,6 @@ def exclude_rows(data: "CodesData", paths, reported=False) -> "CodesData":
     """These paths' rows (their views too) neither train nor choose hyper-parameters; with
     ``reported`` they leave the reported split as well. Returns a CodesData whose ``excluded``
     says how many rows went."""
-    from dataclasses import replace
     drop = np.isin(np.asarray(data.paths, dtype=object), np.asarray(list(paths), dtype=object))
     eval_split = reported_split(data.splits[~np.isin(data.splits, LEFT_OUT)])
     if not reported:

@@ -14,15 +14,17 @@ from .splits import plan_splits
 from .stats import mcnemar_p, metrics
 
 
-def fit_and_evaluate(data: CodesData, name: str, scaling=DEFAULT_SCALING, seed=0, fitted=None, keep_rows=False):
-    """(FitResult, fitted model). Hyper-parameters are chosen without the reported rows.
+def fit_and_evaluate(data: CodesData, name: str, scaling=DEFAULT_SCALING, seed=0, fitted=None, keep_rows=False,
+                     params=None):
+    """(FitResult, fitted model). Hyper-parameters are chosen without the reported rows; those in
+    ``params`` (name -> value) are fixed by the caller instead, and the result says so (``fixed``).
     keep_rows: the result also holds ``eval_correct``, whether each reported row was right (what
     compare's paired test needs; compare removes it; never in its JSON).
     fitted: name -> (result, model) of classifiers fitted on the same data already (an ensemble
     reuses its members). A classifier that refuses these rows (a ValueError from its fit, as
     scikit-learn's estimators raise) is a ClassifyError with the same message."""
     try:
-        result, model = _fit_and_evaluate(data, name, scaling, seed, fitted or {})
+        result, model = _fit_and_evaluate(data, name, scaling, seed, fitted or {}, params or {})
         if not keep_rows:
             result.eval_correct = None
         return result, model
@@ -32,11 +34,11 @@ def fit_and_evaluate(data: CodesData, name: str, scaling=DEFAULT_SCALING, seed=0
         raise ClassifyError(str(exc)) from exc
 
 
-def _fit_and_evaluate(data, name, scaling, seed, fitted):
+def _fit_and_evaluate(data, name, scaling, seed, fitted, fixed):
     """The one path: the memory policy picks the rows (every row streamed, or the rows held in
     memory), the registry builds the estimator for the split plan, it fits on the fit rows and
     predicts the reported ones."""
-    spec = get_classifier(name)
+    spec = get_classifier(name).with_params(fixed)
     source = spec.check_layer(data.layer, data.fingerprint, data.path)
     if source and data.side_by_side:
         raise ClassifyError(f"--classifier {name}: trains on one map layer, not on codes of several caches side by side")
@@ -50,8 +52,11 @@ def _fit_and_evaluate(data, name, scaling, seed, fitted):
     estimator.fit(data.codes_of(plan.fit_mask), data.y[plan.fit_mask])
     fit_seconds = time.perf_counter() - started
     proba = estimator.predict_proba(data.codes_of(plan.eval_mask))
-    swept = bool(spec.grid) or bool(spec.members)
+    swept = any(len(values) > 1 for values in spec.grid.values()) or bool(spec.members)
     selection = plan.selection if swept else "none (no hyper-parameters)"
+    if fixed:
+        given = ", ".join(f"{k}={v!r}" for k, v in fixed.items())
+        selection = f"{plan.selection}; fixed by the caller: {given}" if swept else f"none (fixed by the caller: {given})"
     if spec.members:  # a soft vote: members' own choices and seconds; the kept model holds their models
         model = soft_vote(members_of(estimator), estimator.classes_)
         chosen, sweep = {}, []
@@ -74,7 +79,7 @@ def _fit_and_evaluate(data, name, scaling, seed, fitted):
         **metrics(data.y[plan.eval_mask], y_pred, data.class_names),
         fit_seconds=round(fit_seconds, 3), params=chosen, sweep=sweep, memory=memory,
         mistakes=_mistakes(data, plan.eval_mask, y_pred, proba),
-        unlabeled_left_out=data.unlabeled or None, excluded=data.excluded or None,
+        unlabeled_left_out=data.n_unlabeled or None, excluded=data.excluded or None, fixed=dict(fixed) or None,
         eval_correct=(y_pred == data.y[plan.eval_mask]).astype(int),
         eval_rows=data.cache_rows(np.flatnonzero(plan.eval_mask)), eval_predicted=y_pred.astype(np.int32),
         eval_probability=proba.max(axis=1).astype(np.float32))
@@ -117,19 +122,28 @@ def _mistakes(data, eval_mask, y_pred, proba, limit=200) -> list:
             for i, row, path in zip(wrong, cache_rows, paths)]
 
 
-def compare(data: CodesData, names=None, scaling=DEFAULT_SCALING, seed=0, on_result=None) -> list:
+def compare(data: CodesData, names=None, scaling=DEFAULT_SCALING, seed=0, on_result=None, params=None) -> list:
     """Every classifier in ``names`` (default: all that fit the layer) on identical splits and seeds: a list of
     FitResults, in order. ``on_result(result)`` is called as each one finishes (for progress lines).
     An ensemble reuses the members fitted before it in the same run (its fit seconds are theirs).
     A classifier that cannot fit these rows (a ValueError: too few rows of a class for its sweep,
     say, on a small subsample) is skipped: its result is a Skipped (classifier, the reason),
     and the others still run. Raises ClassifyError when every one was skipped.
+    params: classifier -> {hyper-parameter: value} fixed by the caller (checked before any fit).
     The one loop behind `compare`, `demo` and bench/stage2_bench.py."""
-    from .registry import classifiers_for
+    from .registry import classifiers_for, did_you_mean
+    names = list(names or classifiers_for(data.layer, data.fingerprint))
+    params = dict(params or {})
+    for name, fixed in params.items():
+        if name not in names:
+            raise ClassifyError(f"params names {name!r}, which this comparison does not fit"
+                                f"{did_you_mean(name, names)}; it fits {', '.join(names)}")
+        get_classifier(name).with_params(fixed)  # a wrong name fails here, not as a skipped classifier
     results, fitted = [], {}
-    for name in names or classifiers_for(data.layer, data.fingerprint):
+    for name in names:
         try:
-            result, model = fit_and_evaluate(data, name, scaling, seed, fitted, keep_rows=True)
+            result, model = fit_and_evaluate(data, name, scaling, seed, fitted, keep_rows=True,
+                                             params=params.get(name))
             fitted[name] = (result, model)
         except ClassifyError as error:
             result = Skipped(name, str(error))

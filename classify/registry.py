@@ -77,6 +77,38 @@ class ClassifierSpec:
         return {"backbone": fingerprint.backbone, "weights": fingerprint.weights, "layer": layer,
                 "map_shape": list(fingerprint.map_shapes[layer])}
 
+    def tunable(self) -> list:
+        """The hyper-parameters a caller may fix: the swept ones, then the head's other constructor
+        parameters (those the registry sets itself, such as the seed and a map head's source, excepted)."""
+        if self.head is None:
+            return []
+        import inspect
+        own = [name for name in inspect.signature(self.estimator_class().__init__).parameters
+               if name not in ("self", "random_state", "param", "grid", "cv", "backbone", "weights", "layer",
+                               "map_shape", "recipe")]
+        return list(self.grid) + [name for name in own if name not in self.grid]
+
+    def with_params(self, fixed: dict) -> "ClassifierSpec":
+        """This classifier with hyper-parameters fixed by the caller: a swept one is no longer swept
+        (its grid is that one value), any other constructor parameter is set. A name the head does not
+        take is refused, naming the closest."""
+        if not fixed:
+            return self
+        from dataclasses import replace
+        if self.members:
+            raise ClassifyError(f"{self.name} is a soft vote of {', '.join(self.members)}, each swept as alone; it "
+                                "takes no hyper-parameters (fit a member alone to fix one)")
+        tunable = self.tunable()
+        for name in fixed:
+            if name not in tunable:
+                raise ClassifyError(f"{self.name} has no hyper-parameter {name!r}{did_you_mean(name, tunable)}; "
+                                    f"it takes {', '.join(tunable) or 'none'}")
+        grid = {k: ([fixed[k]] if k in fixed else v) for k, v in self.grid.items()}
+        params = dict(self.params, **{k: v for k, v in fixed.items() if k not in self.grid})
+        if self.sweeps:  # a LogisticSweepCV sweeps its own grid: it gets the one value
+            params["grid"] = grid[params["param"]]
+        return replace(self, grid=grid, params=params)
+
     def param_grid(self) -> dict:
         return {f"clf__{k}": list(v) for k, v in self.grid.items()}
 
@@ -174,6 +206,15 @@ def spec_of_head(head) -> ClassifierSpec:
 def head_classes() -> dict:
     """class name -> class of every registered head: what a model file may name."""
     return {cls.__name__: cls for cls in (spec.estimator_class() for spec in CLASSIFIERS.values() if spec.head)}
+
+
+def did_you_mean(name, choices) -> str:
+    """" (did you mean X?)" for the closest of ``choices``, or ""."""
+    import difflib
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.5)
+    if not close:
+        close = [c for c in map(str, choices) if c.lower() == str(name).lower()]
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def get_classifier(name: str) -> ClassifierSpec:

@@ -46,6 +46,7 @@ class FitResult(_ReadsLikeItsJson):
     mistakes: list          # [{row, path, true, predicted, probability}], most confident first
     unlabeled_left_out: int = None
     excluded: dict = None
+    fixed: dict = None      # hyper-parameters the caller fixed (not chosen by the sweep)
     # Set by compare: McNemar's exact p against the best on the same reported rows (None for the
     # best itself), and whether the data can tell them apart.
     p_vs_best: float = None
@@ -60,8 +61,14 @@ class FitResult(_ReadsLikeItsJson):
     eval_probability: np.ndarray = field(default=None, repr=False)
 
     _INTERNAL = ("compared", "eval_correct", "eval_rows", "eval_predicted", "eval_probability")
-    _OPTIONAL = ("unlabeled_left_out", "excluded")
+    _OPTIONAL = ("unlabeled_left_out", "excluded", "fixed")
     _PAIRED = ("p_vs_best", "indistinguishable_from_best")
+
+    def __repr__(self) -> str:
+        low, high = self.accuracy_ci95 or (float("nan"), float("nan"))
+        chosen = ", ".join(f"{k}={v}" for k, v in self.params.items()) or "no hyper-parameters"
+        return (f"FitResult({self.classifier} on {self.layer}: accuracy {self.accuracy:.4f} "
+                f"[{low:.3f}, {high:.3f}] on {self.n_eval:,} {self.eval_split} rows; {chosen})")
 
     def to_dict(self) -> dict:
         out = {}

@@ -40,7 +40,7 @@ __version__ = _version()
 _LAZY = {
     "list_backbones": "_api", "extract_codes": "_api", "load_codes": "_api", "fit": "_api", "load_model": "_api",
     "predict": "_model",
-    "compare": "_api", "audit": "_api", "Model": "_model", "Comparison": "_api", "Encoder": "_encoder",
+    "compare": "_api", "audit": "_api", "verify": "_api", "Model": "_model", "Comparison": "_api", "Encoder": "_encoder",
     "open_cache": "cache", "CodesTransformer": "_transformer", "FitResult": "classify.result",
     "rank_backbones": "_rank", "similar": "_similar", "select": "_select", "simulate_selection": "_select",
 }

@@ -32,8 +32,13 @@ class Model:
         """Label indices into class_names, in predict_proba's column order."""
         return self.pipeline.classes_
 
+    @property
+    def columns(self) -> list:
+        """Class names in predict_proba's column order."""
+        return [self.class_names[int(i)] for i in self.classes]
+
     def predict_proba(self, X) -> np.ndarray:
-        """X: codes [n, D] of this model's layer. Columns in ``classes`` order."""
+        """X: codes [n, D] of this model's layer. Columns in ``columns`` order (class names)."""
         return self.pipeline.predict_proba(np.asarray(X, dtype=np.float32))
 
     def predict(self, X) -> list:
@@ -41,8 +46,8 @@ class Model:
         return [self.class_names[int(i)] for i in self.pipeline.predict(np.asarray(X, dtype=np.float32))]
 
     def predict_images(self, images, *, top_k=3, weights=None, device="auto", tta=False, precision=None):
-        """Classify image files or folders: the cache's extractor, then this model. Returns
-        (predictions, failures) as predict() does."""
+        """Classify image files, folders, PIL images or uint8 arrays (one, or a list): the cache's
+        extractor, then this model. Returns (predictions, failures) as predict() does."""
         return predict(self, images, top_k=top_k, weights=weights, device=device, tta=tta, precision=precision)
 
     def save(self, path) -> str:
@@ -63,9 +68,28 @@ class Model:
 
 
 def predict(model, images, *, top_k=3, runtime=None, weights=None, device="auto", tta=False, precision=None):
-    """Classify image files or folders with a model file (.npz through torch, .onnx through ONNX
-    Runtime unless ``runtime`` says) or a Model. Returns (predictions, failures): each prediction
-    {path, label, probability, top_k}; each failure (path, reason)."""
+    """Classify images with a model file (.npz through torch, .onnx through ONNX Runtime unless
+    ``runtime`` says) or a Model. images: image files, folders, PIL images or uint8 arrays (one
+    alone, or a list). Returns (predictions, failures): each prediction {path, label, probability,
+    top_k}; each failure (path, reason). An image given in memory is named "image I (a PIL image)"."""
+    import tempfile
+
+    from ._inputs import as_list, images_as_files, is_image
+    images = as_list(images)
+    if not any(is_image(image) for image in images):
+        return _predict_files(model, images, top_k=top_k, runtime=runtime, weights=weights, device=device, tta=tta,
+                              precision=precision)
+    with tempfile.TemporaryDirectory(prefix="cnncodes-predict-") as folder:
+        paths, shown = images_as_files(images, folder)
+        name_of = {path: name for path, name in zip(paths, shown) if path.startswith(folder)}
+        predictions, failures = _predict_files(model, paths, top_k=top_k, runtime=runtime, weights=weights,
+                                               device=device, tta=tta, precision=precision)
+    for prediction in predictions:
+        prediction["path"] = name_of.get(prediction["path"], prediction["path"])
+    return predictions, [(name_of.get(path, path), reason) for path, reason in failures]
+
+
+def _predict_files(model, images, *, top_k, runtime, weights, device, tta, precision):
     from .classify.errors import ClassifyError
     path = os.fspath(model) if isinstance(model, (str, os.PathLike)) else None
     runtime = runtime or ("onnxruntime" if path and path.endswith(".onnx") else "torch")

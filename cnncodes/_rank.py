@@ -89,6 +89,16 @@ class Ranking:
         failed = [f"{r.candidate}: failed: {r.failed}" for r in self.rows if r.failed is not None]
         return "\n".join([fmt.format(*header)] + [fmt.format(*row).rstrip() for row in lines] + failed)
 
+    def __repr__(self) -> str:
+        return f"Ranking of {len(self.rows)} on a sample of {self.sample:,} from {self.data}:\n{self.table()}"
+
+    def _repr_html_(self) -> str:
+        from ._display import html_table, text_table
+        header, rows = text_table("\n".join(line for line in self.table().splitlines() if ": failed: " not in line))
+        failed = "; ".join(f"{r.candidate}: {r.failed}" for r in self.rows if r.failed is not None)
+        return html_table(header, rows, caption=f"{self.sample:,} photos of {self.data}",
+                          note=(f"failed: {failed}. " if failed else "") + f"next: {self.next_command}")
+
     def plot(self, path) -> str:
         """Probe accuracy against images/s, the Pareto front joined and marked."""
         import matplotlib
@@ -187,12 +197,15 @@ def pick_sample(records, sample, seed=0) -> tuple:
     return chosen, counts
 
 
-def rank_backbones(data, backbones=None, *, sample=DEFAULT_SAMPLE, caches="rank_caches", seed=0, progress=False,
+def rank_backbones(data, backbones=None, *, sample=DEFAULT_SAMPLE, caches=None, seed=0, progress=False,
                    on_note=None, on_row=None, **extract_options) -> Ranking:
     """Measure each candidate (zoo names, or NAME=WEIGHTS; default: those whose weights this
     machine holds) on one stratified sample of ``data``'s labelled photos. Returns a Ranking
     (rows best first; .table(), .plot(path), .to_dict(), .next_command). A candidate that fails
-    (weights unavailable, out of memory) is a row with its reason; the others go on."""
+    (weights unavailable, out of memory) is a row with its reason; the others go on.
+    caches: the folder for each candidate's cache of the sample (the winner's is where its full
+    extract resumes); None: a new temporary folder (``ranking.caches`` says which), so nothing is
+    written where the caller did not say."""
     from .extract import ExtractConfig, run_extract
     from .extract.errors import ExtractError
     from .extract.sources import scan_source
@@ -209,6 +222,9 @@ def rank_backbones(data, backbones=None, *, sample=DEFAULT_SAMPLE, caches="rank_
     data = os.fspath(data)
     picked, per_class = pick_sample(scan_source(data).records, sample, seed)
     only = frozenset(r.path for r in picked)
+    if caches is None:
+        import tempfile
+        caches = tempfile.mkdtemp(prefix="cnncodes-rank-")
     caches = os.fspath(caches)
     os.makedirs(caches, exist_ok=True)
     before = _previous_rates(caches)

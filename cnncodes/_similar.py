@@ -16,8 +16,10 @@ def similar(cache, queries=(), *, k=12, text=(), layer=None, max_memory=None, we
     from .classify.budget import default_budget, parse_size
     from .classify.errors import ClassifyError
     from .classify.similar import nearest_rows
+    from ._inputs import as_list
+    from ._transformer import cached_rows_for
     cache = os.fspath(cache)
-    queries = [os.fspath(q) for q in queries]
+    queries = [os.fspath(q) for q in as_list(queries, "queries")]
     texts = [text] if isinstance(text, str) else list(text or ())
     if not queries and not texts:
         raise ClassifyError("give at least one query: a path in the cache, an image file, or a text")
@@ -26,6 +28,12 @@ def similar(cache, queries=(), *, k=12, text=(), layer=None, max_memory=None, we
     with open_cache(cache) as c:
         layer = layer or c.first_layer
         row_of = {p: i for i, p in enumerate(c.paths)}
+        # a photo on disk the cache holds (under the path extract gave it): its cached codes, not a re-encode
+        files = [q for q in queries if q not in row_of and os.path.isfile(q)]
+        for query, held in cached_rows_for(cache, [os.path.abspath(q) for q in files]).items() if files else ():
+            for q in files:
+                if os.path.abspath(q) == query and held in row_of:
+                    row_of[q] = row_of[held]
         in_cache = [q for q in queries if q in row_of]
         outside = [q for q in queries if q not in row_of]
         missing = [q for q in outside if not os.path.isfile(q)]

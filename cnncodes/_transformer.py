@@ -5,6 +5,7 @@ recomputes whenever a fold's rows differ. Here the cache is keyed by each photo 
 content key) and the extractor's fingerprint, so every fold, grid point and later run reads the
 codes a photo already has and the network runs once per photo, ever.
 """
+import hashlib
 import os
 import tempfile
 import time
@@ -45,8 +46,31 @@ class CodesTransformer(TransformerMixin, BaseEstimator):
 
     def transform(self, X) -> np.ndarray:
         paths = _paths(X)
-        self._extract(sorted(set(paths)))
-        return self._read(paths)
+        wanted = sorted(set(paths))
+        self._check_fingerprint()
+        held = cached_rows_for(self.cache, wanted)
+        missing = [p for p in wanted if p not in held]
+        if missing:
+            self._extract(missing)
+            held.update(cached_rows_for(self.cache, missing))
+        return self._read(paths, held)
+
+    def _check_fingerprint(self):
+        """Codes already cached are read without running extract, so the cache's extractor is
+        checked here: another backbone, layer set or weights is refused in one line, as extract does."""
+        from .cache import existing_fingerprint
+        cached = existing_fingerprint(self.cache) if os.path.exists(self.cache) else None
+        if cached is None:
+            return
+        settings = (self.backbone, self.layer if isinstance(self.layer, (str, type(None))) else tuple(self.layer),
+                    self.weights, self.crop_size)
+        if settings not in _FINGERPRINTS:
+            from .extract.config import CodeSpec, RunOptions, layer_names
+            from .extract.extractor import Extractor
+            spec = CodeSpec(backbone=self.backbone, layers=layer_names(self.layer), weights=self.weights,
+                            crop_size=self.crop_size)
+            _FINGERPRINTS[settings] = Extractor.for_new_codes(spec, options=RunOptions(device="cpu")).fingerprint
+        _FINGERPRINTS[settings].check_can_join(cached, self.cache)
 
     def _extract(self, paths):
         from ._api import extract_codes
@@ -56,7 +80,7 @@ class CodesTransformer(TransformerMixin, BaseEstimator):
             with open(manifest, "w", encoding="utf-8", newline="") as f:
                 import csv
                 writer = csv.writer(f)
-                writer.writerow(["path"])
+                writer.writerow(["path"])  # no label column: labels the cache holds stay as they are
                 writer.writerows([p] for p in paths)
             waited_until = time.monotonic() + self.lock_wait
             while True:
@@ -71,21 +95,70 @@ class CodesTransformer(TransformerMixin, BaseEstimator):
                         raise
                     time.sleep(0.5)
 
-    def _read(self, paths) -> np.ndarray:
+    def _read(self, paths, held) -> np.ndarray:
         from .cache import open_cache
+        from .classify.data import all_code_layers
+        from .extract.config import layer_names
         with open_cache(self.cache) as c:
             at = {p: i for i, (p, view) in enumerate(zip(c.paths, c.views)) if view == 0}
             failed = dict(c.failures)
-            missing = [p for p in paths if p not in at]
+            missing = [p for p in paths if held.get(p) not in at]
             if missing:
                 reason = failed.get(missing[0], "not in the cache")
                 raise ValueError(f"{missing[0]}: {reason} ({len(missing)} of {len(paths)} images have no codes)")
-            layer = self.layer.replace(",", "+") if self.layer else c.first_layer
-            rows = np.array([at[p] for p in paths])
+            layer = "+".join(layer_names(self.layer)) if self.layer else all_code_layers(c.layers, c.fingerprint)
+            rows = np.array([at[held[p]] for p in paths])
             mask = np.zeros(len(c), dtype=bool)
             mask[rows] = True
             codes = c.codes(layer, rows=mask)  # in cache order
         return codes[np.searchsorted(np.flatnonzero(mask), rows)]
+
+
+_FINGERPRINTS = {}  # (backbone, layer, weights, crop) -> the fingerprint extract would write
+_KEYS = {}  # (absolute path, stat) -> SHA-256 of its bytes: each photo is hashed once per process
+
+
+def cached_rows_for(cache, paths) -> dict:
+    """{absolute path: the cache path whose row holds its codes} for the photos the cache already
+    has, whatever path a writer first gave them: the same path; the path relative to the data
+    folder extract was given, when its stat is unchanged; else a row with the same content key (the
+    SHA-256 of the bytes). Changed and unknown photos are left out: extract reads those."""
+    from .cache import open_cache
+    from .extract.sources.records import file_stat
+    if not os.path.exists(cache):
+        return {}
+    with open_cache(cache) as c:
+        centre = c.views == 0
+        cached = [p for p, keep in zip(c.paths, centre) if keep]
+        keys = [k for k, keep in zip(c.keys, centre) if keep]
+        stats = [tuple(int(v) for v in s) for s in c.raw("stat")[()][centre]]
+        root = c.fingerprint.provenance.get("data_root") or ""
+    stat_of, key_of = dict(zip(cached, stats)), dict(zip(cached, keys))
+    by_key = {}
+    for path, key in zip(cached, keys):
+        by_key.setdefault(key, path)
+    if os.path.isfile(root):  # a manifest: its paths are relative to its folder
+        root = os.path.dirname(root)
+    found = {}
+    for path in paths:
+        try:
+            stat = file_stat(os.stat(path))
+        except OSError:
+            continue  # extract records why
+        if stat_of.get(path) == stat:
+            found[path] = path
+            continue
+        relative = os.path.relpath(path, root).replace(os.sep, "/") if root and "://" not in root else None
+        if relative is not None and stat_of.get(relative) == stat:
+            found[path] = relative
+            continue
+        key = _KEYS.get((path, stat))
+        if key is None:
+            with open(path, "rb") as f:
+                key = _KEYS[(path, stat)] = hashlib.sha256(f.read()).hexdigest()
+        if key in by_key:
+            found[path] = path if key_of.get(path) == key else by_key[key]
+    return found
 
 
 def _paths(X) -> list:

@@ -13,7 +13,7 @@ def test_every_python_block_of_the_python_docs_runs(tmp_path, capsys):
     for i, block in enumerate(blocks):
         exec(compile(block, f"docs/python.md block {i + 1}", "exec"), namespace)
     shown = capsys.readouterr().out
-    assert "efficientnet_lite0" in shown and "logreg" in shown and "(3, 1280)" in shown
+    assert "efficientnet_lite0" in shown and "logreg" in shown and "(3, 1472)" in shown
 
 
 def _parser_flags() -> dict:

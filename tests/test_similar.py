@@ -49,12 +49,18 @@ def test_an_image_outside_the_cache_is_encoded_and_finds_its_copy(cache, tmp_pat
     root, path = cache
     with cnncodes.open_cache(path) as c:
         original = c.paths[9]
-    copy = tmp_path / "copy.jpg"
-    shutil.copy(root / "images" / original, copy)
+    from PIL import Image
+    copy = tmp_path / "copy.png"  # the same pixels in other bytes: a new image to encode
+    Image.open(root / "images" / original).save(copy)
     out = run_cli("similar", path, copy, "-k", "3", "--json", "--sheet", tmp_path / "sheet.png")
     (result,) = json.loads(out.stdout)
     assert result["source"] == "image" and result["neighbours"][0]["path"] == original
     assert result["neighbours"][0]["score"] > 0.999 and (tmp_path / "sheet.png").stat().st_size > 5000
+    # The same bytes anywhere on disk are the cached photo: its cached codes, and it never answers itself.
+    same = tmp_path / "same.jpg"
+    shutil.copy(root / "images" / original, same)
+    (result,) = json.loads(run_cli("similar", path, same, "-k", "3", "--json").stdout)
+    assert result["source"] == "cache" and original not in [n["path"] for n in result["neighbours"]]
 
 
 def test_bad_queries_are_one_line_each_and_search_nothing(cache, tmp_path):

@@ -84,7 +84,10 @@ def label_issues(X, y, seed=0, folds=5, rows=None) -> tuple:
             block = test[start:start + PREDICT_BLOCK]
             proba[np.ix_(block, fitted.classes_)] = fitted.predict_proba(X[rows[block]])
     try:
-        from cleanlab.filter import find_label_issues
+        import warnings
+        with warnings.catch_warnings():  # cleanlab imports tqdm.auto, which warns in a kernel without
+            warnings.filterwarnings("ignore", message="IProgress not found")  # ipywidgets; no bar is shown
+            from cleanlab.filter import find_label_issues
         # n_jobs=1: cleanlab's default forks a multiprocessing pool, and a fork of a process that
         # already runs threads (torch's, BLAS's, a test runner's) can deadlock in the child: seen as
         # an audit that hung for minutes under pytest-xdist. One process sorts these rows in ms.
