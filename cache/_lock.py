@@ -58,24 +58,8 @@ def cache_lock(cache_path):
     """Hold the cache's write lock, or raise CacheLocked naming the live process that holds it."""
     cache_path = os.fspath(cache_path)
     check_writable(cache_path)
-    path = lock_path(cache_path)
-    with _held_guard:  # checked before a descriptor is opened: closing one would drop the held lock
-        with contextlib.suppress(FileNotFoundError):
-            stat = os.stat(path)
-            if (stat.st_dev, stat.st_ino) in _held:
-                raise _locked_error(cache_path, f"{os.getpid()}, this process")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        stat = os.fstat(fd)
-        identity = (stat.st_dev, stat.st_ino)
-        _held.add(identity)
+    fd, path, identity = _acquire(cache_path)
     try:
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise _locked_error(cache_path, _holder(fd) or os.pread(fd, 32, 0).decode(errors="replace").strip()
-                                or "unknown") from None
-        if _identity_at(path) != identity:  # a failed first run removed the file we opened: not a lock
-            raise _locked_error(cache_path, _holder(fd) or "unknown")
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         try:
@@ -83,9 +67,43 @@ def cache_lock(cache_path):
         finally:
             _remove_if_nothing_written(cache_path, path)
     finally:
+        _release(fd, identity)
+
+
+def _acquire(cache_path, tries=3) -> tuple:
+    """(descriptor, lock path, identity) with the lock held. A lock file removed by a run that
+    wrote nothing (``_remove_if_nothing_written``) after we opened it is no lock: open the new one."""
+    for attempt in range(tries):
+        path = lock_path(cache_path)
+        with _held_guard:  # checked before a descriptor is opened: closing one would drop the held lock
+            with contextlib.suppress(FileNotFoundError):
+                stat = os.stat(path)
+                if (stat.st_dev, stat.st_ino) in _held:
+                    raise _locked_error(cache_path, f"{os.getpid()}, this process")
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            except FileNotFoundError:  # the empty folder was removed just now: make it again
+                path = lock_path(cache_path)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            stat = os.fstat(fd)
+            identity = (stat.st_dev, stat.st_ino)
+            _held.add(identity)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = _holder(fd) or os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            _release(fd, identity)
+            raise _locked_error(cache_path, holder) from None
+        if _identity_at(path) == identity:
+            return fd, path, identity
+        _release(fd, identity)
+    raise _locked_error(cache_path, "unknown")
+
+
+def _release(fd, identity) -> None:
+    with _held_guard:  # together: a freed inode may be reused by the next lock file at once
         os.close(fd)  # closing releases the lock
-        with _held_guard:
-            _held.discard(identity)
+        _held.discard(identity)
 
 
 def _identity_at(path):

@@ -108,6 +108,7 @@ class AppendSession:
         self.recovered = 0     # shards of a killed run linked on open
         self._buffer, self._carried, self._moved = SegmentRows(), [], []
         self._removals = set()
+        self._moving = set()  # old paths handed to move_rows: each moves once
         self._vanished = None
         self._open = True
         self._rows = RowIndex()  # where each path's rows live
@@ -167,6 +168,11 @@ class AppendSession:
         """Photos found under a new path (their bytes are those of a row held under the old one): the
         rows, views and codes go to the new path with its stat, label (None: unlabeled; a label of
         ``KEEP_LABEL``: as held) and split, and the old path's rows leave in the same commit."""
+        old_paths = list(old_paths)
+        for old in old_paths:
+            if old in self._moving or old not in self._rows:
+                raise ValueError(f"move_rows: {old} is {'moved already' if old in self._moving else 'not a row'}")
+            self._moving.add(old)
         self._moved += list(zip(old_paths, new_paths, (tuple(s) for s in stats), labels, splits))
 
     def pending(self) -> int:

@@ -95,7 +95,7 @@ class CodesData:
         y = np.full(len(positions), -1, dtype=self.y.dtype) if unlabeled else self.y[positions]
         return replace(self, _X=None if self.streamed else self.X[positions], y=y, splits=self.splits[positions],
                        rows=self.cache_rows(positions), views=None if self.views is None else self.views[positions],
-                       _subsample=None, _unlabeled=None)
+                       rows_total=len(positions), _subsample=None, _unlabeled=None)
 
     @property
     def excluded(self) -> int:

@@ -107,7 +107,7 @@ def _codes(codes, **load_options):
     """A CodesData as given, or loaded from a cache path with ``load_options``."""
     if isinstance(codes, (str, os.PathLike)):
         return load_codes(codes, **load_options)
-    given = [name for name in LOAD_OPTIONS if load_options.get(name) not in (None, False)]
+    given = [name for name in LOAD_OPTIONS if load_options.get(name) is not None and load_options.get(name) is not False]
     if given:
         raise TypeError(f"{given[0]}= applies when codes is a cache path; pass it to load_codes(path, {given[0]}=...)")
     if not hasattr(codes, "class_names"):

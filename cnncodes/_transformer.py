@@ -7,6 +7,7 @@ codes a photo already has and the network runs once per photo, ever.
 """
 import hashlib
 import os
+from dataclasses import replace
 import tempfile
 import time
 
@@ -63,14 +64,17 @@ class CodesTransformer(TransformerMixin, BaseEstimator):
         if cached is None:
             return
         settings = (self.backbone, self.layer if isinstance(self.layer, (str, type(None))) else tuple(self.layer),
-                    self.weights, self.crop_size)
+                    self.weights, self.crop_size, self.precision)
         if settings not in _FINGERPRINTS:
             from .extract.config import CodeSpec, RunOptions, layer_names
             from .extract.extractor import Extractor
             spec = CodeSpec(backbone=self.backbone, layers=layer_names(self.layer), weights=self.weights,
-                            crop_size=self.crop_size)
+                            crop_size=self.crop_size)  # the precision decides no compared field but int8's ranges
             _FINGERPRINTS[settings] = Extractor.for_new_codes(spec, options=RunOptions(device="cpu")).fingerprint
-        _FINGERPRINTS[settings].check_can_join(cached, self.cache)
+        mine = _FINGERPRINTS[settings]
+        if self.precision == "int8" and cached.quantization:  # its calibration is the cache's: extract adopts it
+            mine = replace(mine, quantization=cached.quantization)
+        mine.check_can_join(cached, self.cache)
 
     def _extract(self, paths):
         from ._api import extract_codes
@@ -131,7 +135,10 @@ def cached_rows_for(cache, paths) -> dict:
         centre = c.views == 0
         cached = [p for p, keep in zip(c.paths, centre) if keep]
         keys = [k for k, keep in zip(c.keys, centre) if keep]
-        stats = [tuple(int(v) for v in s) for s in c.raw("stat")[()][centre]]
+        try:
+            stats = [tuple(int(v) for v in s) for s in c.raw("stat")[()][centre]]
+        except KeyError:  # a schema-1 cache keeps no stat: its photos are found by content alone
+            stats = [None] * len(cached)
         root = c.fingerprint.provenance.get("data_root") or ""
     stat_of, key_of = dict(zip(cached, stats)), dict(zip(cached, keys))
     by_key = {}

@@ -3,6 +3,7 @@
 It knows the cache only through ``cache.open_for_append`` and never the order of its write steps.
 """
 import hashlib
+import os
 import time
 from dataclasses import dataclass, field, replace
 
@@ -167,7 +168,8 @@ def _plan(session, scan, config, summary) -> list:
     moved = _moved_photos(session, pending, vanished, scan.states_labels, config)
     if moved:
         pending = [r for r in pending if r.path not in moved]
-        vanished = [p for p in vanished if p not in {old for old, _ in moved.values()}]
+        gone = {old for old, _ in moved.values()}
+        vanished = [p for p in vanished if p not in gone]
         summary.moved = len(moved)
     summary.vanished = len(vanished)
     if config.prune and vanished:
@@ -178,11 +180,13 @@ def _plan(session, scan, config, summary) -> list:
 
 
 def _moved_photos(session, pending, vanished, states_labels, config) -> dict:
-    """New paths whose bytes are a row the cache holds under a path this source no longer lists
-    (a renamed or moved photo, or one another writer cached under its own name, as CodesTransformer
-    does): their rows move to the new path with its label and split, codes kept, nothing encoded.
-    Only files whose size matches such a row are read to compare (git finds renames the same way:
-    by content). Returns {new path: (old path, key)}."""
+    """New paths whose bytes are a row the cache holds under a path this source no longer lists,
+    where that path's file is gone (a renamed or moved photo) or is this very file (one another
+    writer cached under its own name, as CodesTransformer does): their rows move to the new path
+    with its label and split, codes kept, nothing encoded. A byte-identical copy of a photo that
+    is still there is a photo of its own and is encoded as one. Only files whose size matches such
+    a row are read to compare (git finds renames the same way: by content).
+    Returns {new path: (old path, key)}."""
     by_size = {}
     for path in vanished:
         held = session.lookup(path)
@@ -190,25 +194,45 @@ def _moved_photos(session, pending, vanished, states_labels, config) -> dict:
             by_size.setdefault(held.stat[0], {})[held.key] = (path, held)
     if not by_size:
         return {}
+    existing = cache_api.existing_fingerprint(config.cache_path)
+    root = (existing.provenance.get("data_root") or "") if existing is not None else ""
+    root = os.path.dirname(root) if os.path.isfile(root) else root  # a manifest's paths: from its folder
     moved, taken = {}, set()
     for record in pending:
         if record.known is not None or record.stat[0] not in by_size:
             continue
+        started = time.time_ns()
         try:
             data = read_bytes(record)
         except OSError:
             continue  # the encode pass records the failure
-        observed = time.time_ns()
         key = hashlib.sha256(data).hexdigest()
         old = by_size[record.stat[0]].get(key)
-        if old is None or old[0] in taken:
+        if old is None or old[0] in taken or not _gone_or_same_file(old[0], root, record):
             continue
         taken.add(old[0])
         split = split_of(record, key, config.split_seed, config.split_fractions)
         label = record.label if states_labels else cache_api.KEEP_LABEL
-        session.move_rows([old[0]], [record.path], [cache_api.untrusted_stat(record.stat, observed)], [label], [split])
+        session.move_rows([old[0]], [record.path], [cache_api.untrusted_stat(record.stat, started)], [label], [split])
         moved[record.path] = (old[0], key)
+        if len(moved) % config.shard_rows == 0:  # a shard of moves holds their codes: bounded like any other
+            session.commit_shard()
     return moved
+
+
+def _gone_or_same_file(old_path, root, record) -> bool:
+    """Whether a cached row's file (its path as stored: absolute, or under the cache's data folder)
+    no longer exists, or is the record's own file (same device and inode)."""
+    if "://" in old_path or "://" in record.abspath or getattr(record, "member", None) is not None:
+        return True  # object storage and archive members: named by their source alone
+    full = old_path if os.path.isabs(old_path) or not root else os.path.join(root, old_path)
+    try:
+        old, new = os.stat(full), os.stat(record.abspath)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return (old.st_dev, old.st_ino) == (new.st_dev, new.st_ino)
 
 
 def _encode_and_commit(engine, extractor, session, pending, config, summary):

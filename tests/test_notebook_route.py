@@ -326,3 +326,20 @@ def test_a_deleted_cache_file_does_not_come_back_from_its_folder(photos):
     shutil.rmtree(cache + ".shards")
     summary = cnncodes.extract_codes(str(root / "photos" / "labels.csv"), cache, **dict(RUN, crop_size=32))
     assert summary.written == len(rows)
+
+
+def test_a_copy_of_a_photo_that_is_still_there_is_a_photo_of_its_own(photos, tmp_path):
+    """Only a row whose file is gone (or is the very file) moves: a byte-identical copy elsewhere,
+    listed by another source, gets its own row, and the original keeps its row, label and split."""
+    root, rows = photos
+    cache = str(root / "codes.h5")
+    cnncodes.extract_codes(str(root / "photos" / "labels.csv"), cache, **RUN)
+    before = _rows(cache)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(root / "photos" / rows[0][0], elsewhere / "dup.png")
+    summary = cnncodes.extract_codes([str(elsewhere / "dup.png")], cache, labels=["blue"], **RUN)
+    assert (summary.written, summary.moved) == (1, 0), summary.line()
+    after = _rows(cache)
+    assert {p: after[p] for p in before} == before
+    assert after[str(elsewhere / "dup.png")] == (before[rows[0][0]][0], "blue")
