@@ -62,6 +62,10 @@ def plan_splits(splits, labels, seed=0, views=None) -> SplitPlan:
     if not (splits != UNLABELED_SPLIT).any():
         raise SplitError("the cache has no labelled rows: fit and compare need labels (class folders, or a "
                          "manifest's label column); unlabeled rows serve predict-side and audit uses")
+    classes = np.unique(np.asarray(labels)[labelled])
+    if len(classes) < 2:
+        raise SplitError(f"all {int(labelled.sum()):,} labelled rows are of one class: a classifier needs two or more "
+                         "(label photos of another class)")
     present = set(splits[labelled].tolist())
     eval_split = reported_split(splits[labelled])
     if eval_split is None:

@@ -39,17 +39,19 @@ def extract(p):
     backbones, layers = _backbone_help()
     p.add_argument("data", help="image folder: root/<class>/<image> or root/{train,val,test}/<class>/<image>")
     p.add_argument("--cache", required=True, help="HDF5 cache file to create or extend (e.g. codes.h5)")
-    p.add_argument("--backbone", default=options.DEFAULT_BACKBONE,
-                   help="; ".join(f"{name}: {spec.description}" for name, spec in backbones.items())
+    p.add_argument("--backbone", default=None,
+                   help=f"default: the cache's own, or {options.DEFAULT_BACKBONE} for a new cache. "
+                   + "; ".join(f"{name}: {spec.description}" for name, spec in backbones.items())
                    + "; any torchvision classification model (resnet50, resnet50.IMAGENET1K_V1, convnext_tiny, "
                      "vit_b_16, ...), timm:NAME.TAG (timm:vit_small_patch14_dinov2.lvd142m) and "
                      "open_clip:ARCH/TAG (open_clip:ViT-B-32/openai): `backbones` lists them")
-    p.add_argument("--layer", dest="layers", type=_layers, default=(),
-                   help=f"code layer(s), comma-separated ({layers})")
+    p.add_argument("--layer", dest="layers", type=_layers, default=None,
+                   help=f"code layer(s), comma-separated ({layers}; default: the cache's own, or the backbone's)")
     weights(p)
-    p.add_argument("--dtype", default=options.DTYPES[0], choices=options.DTYPES, help="stored code type")
+    p.add_argument("--dtype", default=None, choices=options.DTYPES,
+                   help=f"stored code type (default: the cache's own, or {options.DTYPES[0]})")
     device(p)
-    p.add_argument("--precision", default="auto", choices=options.PRECISIONS,
+    p.add_argument("--precision", default=None, choices=options.PRECISIONS,
                    help="compute precision: auto = fp16 autocast on CUDA; on the CPU bf16 where it computes bf16 in "
                         "hardware, else fp32; int8 (CPU, vgg16) is calibrated on --calibration-images of your images")
     p.add_argument("--runtime", default=None, choices=options.RUNTIMES,
@@ -64,17 +66,19 @@ def extract(p):
     p.add_argument("--batch-size", type=int, default=None, help="images per batch (default 256 on CUDA, 32 on CPU)")
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: depends on device)")
     p.add_argument("--crop-size", type=int, default=None,
-                   help="network input size (default: the weights' own, 224); resize scales with it")
-    p.add_argument("--jpeg-draft", action="store_true",
+                   help="network input size (default: the cache's own, or the weights' own, 224); resize scales "
+                        "with it")
+    p.add_argument("--jpeg-draft", action="store_true", default=None,
                    help="decode large JPEGs at a reduced scale (never below the resize size): much faster "
                         "for photos far larger than the input; codes differ slightly, so the cache records it")
-    p.add_argument("--decoder", default=options.DECODERS[0], choices=options.DECODERS,
+    p.add_argument("--decoder", default=None, choices=options.DECODERS,
                    help="pil (default) or torchvision: JPEGs decoded by torchvision.io and resized as tensors; "
                         "on CUDA decoded (nvJPEG) and resized on the GPU, freeing the CPU cores")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the network: a one-off compile (tens of seconds), for long GPU runs")
-    p.add_argument("--split-seed", type=int, default=0, help="seed of the content-key splits (no split folders)")
-    p.add_argument("--views", type=int, default=0, metavar="K",
+    p.add_argument("--split-seed", type=int, default=None,
+                   help="seed of the content-key splits (no split folders; default: the cache's own, or 0)")
+    p.add_argument("--views", type=int, default=None, metavar="K",
                    help="also cache K augmented views of each train image (seeded random resized crops, odd "
                         "views mirrored), as extra rows; fit and compare train on them (default 0)")
     p.add_argument("--shard-rows", type=int, default=options.DEFAULT_SHARD_ROWS,
@@ -228,7 +232,9 @@ def build_parser(prog, description):
     p = sub.add_parser("audit", help="what is wrong with the data, from the codes: duplicates, leaks across "
                                      "splits, likely label errors, outliers")
     p.add_argument("cache")
-    p.add_argument("--report", default="audit_report", help="folder for audit.md, audit.json and picture sheets")
+    p.add_argument("--report", default=None,
+                   help="folder for audit.md, audit.json and picture sheets (default: none written; the summary "
+                        "is printed)")
     p.add_argument("--threshold", type=float, default=None,
                    help="cosine at or above which two photos are near duplicates (default: calibrated per backbone)")
     p.add_argument("--k", type=int, default=5, help="neighbours for the outlier score (default 5)")

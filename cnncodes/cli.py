@@ -20,8 +20,10 @@ def _terminate(signum, frame):
 
 def cmd_extract(args):
     from .extract import ExtractConfig, run_extract
-    from .extract.config import CodeSpec, RunOptions
-    config = ExtractConfig(args.data, args.cache, codes=CodeSpec.from_args(args), run=RunOptions.from_args(args))
+    from .extract.config import FROM_THE_CACHE, CodeSpec, RunOptions
+    given = {name for name in FROM_THE_CACHE if getattr(args, name, None) is not None}  # the rest: the cache's
+    config = ExtractConfig(args.data, args.cache, codes=CodeSpec.from_args(args), run=RunOptions.from_args(args),
+                           given=given)
     summary = run_extract(config)
     for path, reason in summary.failures[:20]:
         print(f"failed: {path}: {reason}", file=sys.stderr)
@@ -119,8 +121,8 @@ def cmd_select(args):
         return 0
     print(f"{len(picked['paths'])} of {picked['pool']} unlabelled photos by {picked['strategy']} "
           f"({picked['labelled']} labelled): {picked['out']}")
-    print(f"next: fill in their labels, then `cnncodes extract {picked['out']} --cache {args.cache}` (same "
-          "options as the cache's): those rows become labelled, their codes kept")
+    print(f"next: fill in their labels, then `cnncodes extract {picked['out']} --cache {args.cache}` (the cache "
+          "knows its extractor): those rows become labelled, their codes kept")
     return 0
 
 
@@ -288,7 +290,8 @@ def _print_table(results, report_md):
     print(f"\nreported split: {best.eval_split} ({best.n_eval} rows)")
     print(results.table())
     print(TABLE_NOTE)
-    print(f"report: {report_md} (also report.json, confusion.png, accuracy.png)")
+    print(f"report: {report_md} (also report.html to browse the mistakes, report.json, confusion.png, "
+          "accuracy.png)")
 
 
 def cmd_audit(args):
@@ -328,7 +331,7 @@ def cmd_predict(args):
         for p in predictions:
             tops = "  ".join(f"{t['label']} {t['probability']:.3f}" for t in p["top_k"])
             print(f"{p['path']:<{width}}  {tops}")
-    return 1 if failures and not predictions else 0
+    return 1 if failures and not predictions else 3 if failures else 0  # 3: some images failed (docs/cli.md)
 
 
 def cmd_export_model(args):
@@ -378,13 +381,32 @@ def main(argv=None):
     from .classify.errors import ClassifyError  # any other exception is a bug: its traceback shows
     from .extract.errors import ExtractError
     try:
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()  # a reader that left shows here, inside the handlers, not at exit
+        return code
     except (CacheError, ExtractError, ClassifyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
         print("interrupted", file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
+    except ModuleNotFoundError as exc:
+        extra = OPTIONAL_EXTRAS.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(f"error: {args.command} needs {exc.name}, which comes with an optional extra: "
+              f"pip install 'cnncodes[{extra}]'", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `cnncodes info codes.h5 | head`: the reader left; end quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's own flush at exit would raise again
+        return 141  # as a process the pipe's SIGPIPE ends (128 + 13)
+
+
+# the packages of the optional extras (pyproject.toml), for a one-line "pip install" where one is missing
+OPTIONAL_EXTRAS = {"onnx": "deploy", "onnxscript": "deploy", "onnxruntime": "deploy", "aiohttp": "deploy",
+                   "ray": "ray", "timm": "zoo", "open_clip": "zoo", "fsspec": "remote", "s3fs": "remote",
+                   "cleanlab": "audit"}
 
 
 if __name__ == "__main__":

@@ -94,6 +94,62 @@ class RunOptions(_FromArgs):
             raise ExtractError(f"--shard-rows {self.shard_rows}: give 1 or more")
 
 
+# What a cache's fingerprint decides, and so what extracting into an existing cache takes from it
+# unless the caller chose otherwise (a different choice is then refused, as ever).
+FROM_THE_CACHE = ("backbone", "layers", "weights", "crop_size", "dtype", "views", "jpeg_draft", "decoder",
+                  "split_seed", "split_fractions", "precision")
+
+
+def codes_for_cache(codes: CodeSpec, given, existing, cache_path="the cache") -> CodeSpec:
+    """A cache knows its extractor: every field of FROM_THE_CACHE the caller did not give (``given``:
+    the names chosen) is the one ``existing`` (the cache's Fingerprint, or None for a new cache)
+    recorded, so `extract DATA --cache codes.h5` extends a cache of any backbone, layers, weights or
+    input size as it was made. Weights from a file cannot be found from their hash: those must be given."""
+    if existing is None:
+        return codes
+    from dataclasses import replace
+
+    from .backbones import get_backbone
+    given = set(given or ())
+    take = {}
+    if "backbone" not in given:
+        take["backbone"] = existing.backbone
+    backbone = get_backbone(take.get("backbone", codes.backbone))
+    if backbone.name == existing.backbone:  # another backbone's layers or inputs mean nothing here
+        if "layers" not in given:
+            take["layers"] = tuple(existing.layers)
+        if "weights" not in given:
+            identity = str(existing.weights or "")
+            if identity.startswith("random:"):
+                take["weights"] = identity.split()[0]
+            elif identity.startswith("file:"):
+                raise ExtractError(f"{cache_path}: its codes come from weights in a file "
+                                   f"({identity.split()[0][len('file:'):]}); give that file again as weights=")
+        preprocess = existing.preprocess or {}
+        if "crop_size" not in given and preprocess.get("crop") not in (None, backbone.preprocess.crop):
+            take["crop_size"] = int(preprocess["crop"])
+        if "jpeg_draft" not in given:
+            take["jpeg_draft"] = bool(preprocess.get("jpeg_draft", False))
+        if "decoder" not in given:
+            take["decoder"] = preprocess.get("decoder", "pil")
+        if "precision" not in given and existing.quantization:
+            take["precision"] = "int8"
+    if "dtype" not in given:
+        take["dtype"] = existing.dtype
+    if "views" not in given:
+        take["views"] = int((existing.views or {}).get("count", 0))
+    policy = existing.provenance.get("split_policy")
+    if isinstance(policy, str):
+        import json
+        policy = json.loads(policy)
+    if policy:
+        if "split_seed" not in given:
+            take["split_seed"] = int(policy.get("seed", 0))
+        if "split_fractions" not in given and policy.get("fractions"):
+            take["split_fractions"] = tuple(policy["fractions"])
+    return replace(codes, **take)
+
+
 def layer_names(layer) -> tuple:
     """Layers as the user may name them: None (the backbone's defaults: ()), one name, several
     joined by "," or by "+" (as a cache, a model file and load_codes write them), or a sequence."""

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 
 from .. import cache as cache_api
 
-from .config import CodeSpec, RunOptions
+from .config import CodeSpec, RunOptions, codes_for_cache
 from .engines import make_engine
 from .errors import ExtractError
 from .extractor import Extractor
@@ -21,7 +21,7 @@ class ExtractConfig:
     (RunOptions). Fields of either may be given by name, ``ExtractConfig(data, cache, weights=...,
     workers=0)``: each goes to the dataclass that owns it, and reads back the same way."""
 
-    def __init__(self, data_root, cache_path, codes: CodeSpec = None, run: RunOptions = None, **options):
+    def __init__(self, data_root, cache_path, codes: CodeSpec = None, run: RunOptions = None, given=None, **options):
         known = CodeSpec.field_names() | RunOptions.field_names()
         unknown = sorted(set(options) - known)
         if unknown:
@@ -30,6 +30,8 @@ class ExtractConfig:
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise TypeError(f"extract has no option {unknown[0]!r}{hint}; its options: {', '.join(sorted(known))}")
         self.data_root, self.cache_path = data_root, cache_path
+        # the code options the caller chose; the rest an existing cache decides (config.codes_for_cache)
+        self.given = set(given or ()) | {k for k, v in options.items() if v is not None}
         self.codes = replace(codes or CodeSpec(), **{k: v for k, v in options.items() if k in CodeSpec.field_names()})
         self.run = replace(run or RunOptions(), **{k: v for k, v in options.items() if k in RunOptions.field_names()})
 
@@ -93,6 +95,9 @@ def run_extract(config: ExtractConfig) -> ExtractSummary:
 
 
 def _run_locked(config, lock) -> ExtractSummary:
+    _check_source_exists(config.data_root)  # the data before the weights: a typo costs no download
+    config.codes = codes_for_cache(config.codes, config.given, cache_api.existing_fingerprint(config.cache_path),
+                                   config.cache_path)
     engine = make_engine(config.engine, config.ray_address)
     extractor = Extractor.for_new_codes(config.codes, config.data_root, config.run,
                                         compute_device=engine.compute_device(config.device))
@@ -116,6 +121,15 @@ def _run_locked(config, lock) -> ExtractSummary:
                 summary.loop_seconds = time.perf_counter() - loop_started
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _check_source_exists(data) -> None:
+    data = str(data)
+    if "://" in data or "{" in data:
+        return  # object storage and brace patterns: the scan says what is missing
+    if not os.path.exists(data):
+        raise ExtractError(f"{data}: no such folder or file; give a folder of images, a manifest (.csv, .parquet) "
+                           "or tar shards")
 
 
 def _settle_calibration(extractor, config, records):

@@ -202,8 +202,11 @@ def test_jpeg_draft_is_recorded_and_used_for_big_photos(tmp_path):
     assert not np.array_equal(a, b)  # 640x480 decoded at 1/8 scale (80x60 >= resize 37) really differs
     cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
     assert cos.min() > 0.9
-    out = run_cli("extract", folder, "--cache", tmp_path / "draft.h5", *FAST_VGG, check=False)
-    assert out.returncode == 2 and "preprocess" in out.stderr  # a full-decode run may not join it
+    out = run_cli("extract", folder, "--cache", tmp_path / "draft.h5", *FAST_VGG)  # the cache's draft decoding
+    assert "skipped 4 already cached" in out.stdout
+    out = run_cli("extract", folder, "--cache", tmp_path / "draft.h5", *FAST_VGG, "--decoder", "torchvision",
+                  check=False)
+    assert out.returncode == 2 and "--jpeg-draft" in out.stderr  # an explicit other decoding may not join it
 
 
 def test_compiled_model_gives_the_eager_codes(image_folder, tmp_path):

@@ -99,7 +99,9 @@ def test_decoder_is_recorded_and_never_mixed(image_folder, tmp_path):
     run_cli("extract", image_folder, "--cache", cache, *FAST_VGG, "--decoder", "torchvision")
     with open_cache(cache) as c:
         assert c.fingerprint.preprocess["decoder"] == "torchvision" and len(c.paths) == 18
-    out = run_cli("extract", image_folder, "--cache", cache, *FAST_VGG, check=False)
+    kept = run_cli("extract", image_folder, "--cache", cache, *FAST_VGG)  # the cache's decoder, by default
+    assert "skipped 18 already cached" in kept.stdout
+    out = run_cli("extract", image_folder, "--cache", cache, *FAST_VGG, "--decoder", "pil", check=False)
     assert out.returncode == 2 and "preprocess" in out.stderr
     with pytest.raises(ExtractError, match="--jpeg-draft works with --decoder pil"):
         run_extract(ExtractConfig(str(image_folder), str(tmp_path / "x.h5"), weights="random",

@@ -67,7 +67,10 @@ def test_train_images_get_views_as_rows_after_their_centre_row(split_folder, tmp
     again = tmp_path / "again.h5"
     extract(split_folder, again, views=2)
     assert_same_cache(cache, again)   # the same rows and codes, bit for bit
-    wrong = run_cli("extract", split_folder, "--cache", cache, *FAST_VGG, "--dtype", "float32", check=False)
+    kept = run_cli("extract", split_folder, "--cache", cache, *FAST_VGG, "--dtype", "float32")  # the cache's K
+    assert "wrote 0" in kept.stdout
+    wrong = run_cli("extract", split_folder, "--cache", cache, *FAST_VGG, "--dtype", "float32", "--views", "1",
+                    check=False)
     assert wrong.returncode != 0 and "views" in wrong.stderr and "Traceback" not in wrong.stderr
 
 
