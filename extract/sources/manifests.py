@@ -79,7 +79,8 @@ def scan_manifest(manifest) -> Scan:
         records.append(Record(path=path, abspath=full, label=label, split=SPLIT_FOLDERS.get(split), stat=st))
     if not records and not failures:
         raise ExtractError(f"{manifest}: the manifest lists no images")
-    return Scan(records=records, ignored=[], split_layout=False, failures=failures, states_labels=label_column)
+    return Scan(records=records, ignored=[], split_layout=False, failures=failures, states_labels=label_column,
+                lists_everything=False)
 
 
 def _stat_of(full) -> tuple:
@@ -128,7 +129,8 @@ def _scan_image_rows(manifest) -> Scan:
                 records.append(Record(path=path, abspath=manifest, label=label, split=SPLIT_FOLDERS.get(split),
                                       stat=(0, int(st.st_mtime_ns), int(st.st_ino)), member=("parquet", group, i)))
             row += 1
-    return Scan(records=records, ignored=[], split_layout=False, failures=failures, states_labels="label" in names)
+    return Scan(records=records, ignored=[], split_layout=False, failures=failures, states_labels="label" in names,
+                lists_everything=False)
 
 
 _ROW_GROUP = {}  # (file, mtime, group) -> that row group's image cells: one group kept per process

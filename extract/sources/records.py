@@ -28,6 +28,9 @@ class Scan:
     # False when the source says nothing about labels (a manifest without a label column): a re-run
     # then keeps the labels cached rows have, rather than reading the silence as "unlabeled".
     states_labels: bool = True
+    # False for a manifest: it lists the photos it is about, so a cached row it does not list may
+    # still have its file (another manifest's, or select's next.csv): "not listed", never "gone".
+    lists_everything: bool = True
 
 
 def file_stat(st) -> tuple:
