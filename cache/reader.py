@@ -27,7 +27,7 @@ class CodesCache:
         self._file = None
         self._registration = None
         if not os.path.exists(self.path):
-            raise CacheError(f"{self.path}: no such cache; create it with `python pipeline.py extract DATA --cache {self.path}`")
+            raise CacheError(f"{self.path}: no such cache; create it with `cnncodes extract DATA --cache {self.path}`")
         # Registered before the file is opened, so no writer deletes a segment this version names.
         self._registration = reader_registration(self.path)
         try:
@@ -59,7 +59,7 @@ class CodesCache:
             self.layers = list(f[CODES_GROUP].keys())
             self.failures = [(p, reason) for p, _, reason, _ in read_failures(f[FAILED_GROUP])]
         except (OSError, KeyError) as exc:
-            raise CacheError(f"{self.path}: damaged cache ({exc}); run `python pipeline.py verify {self.path}` "
+            raise CacheError(f"{self.path}: damaged cache ({exc}); run `cnncodes verify {self.path}` "
                              "or re-extract into a new --cache") from None
 
     def __len__(self):
@@ -161,7 +161,7 @@ class CodesCache:
             return dset[start:stop]
         except OSError as exc:
             raise CacheError(f"{self.path}: codes of rows {start}-{stop - 1} cannot be read "
-                             f"({exc}); run `python pipeline.py verify {self.path}`") from None
+                             f"({exc}); run `cnncodes verify {self.path}`") from None
 
     def labels_of(self, splits=None) -> np.ndarray:
         return self.labels[self.split_mask(splits)]
@@ -189,7 +189,7 @@ class CodesCache:
         return total
 
     def summary(self) -> dict:
-        """What `pipeline.py info` prints: counts, classes, splits, fingerprint, failures."""
+        """What `cnncodes info` prints: counts, classes, splits, fingerprint, failures."""
         centre = self.views == 0  # images, counted once however many augmented views they have
         labelled = centre & (self.labels >= 0)
         counts = np.bincount(self.labels[labelled], minlength=len(self.class_names)) if labelled.any() else \

@@ -133,6 +133,8 @@ def compare(data: CodesData, names=None, scaling=DEFAULT_SCALING, seed=0, on_res
     The one loop behind `compare`, `demo` and bench/stage2_bench.py."""
     from .registry import classifiers_for, did_you_mean
     names = list(names or classifiers_for(data.layer, data.fingerprint))
+    for name in names:
+        get_classifier(name)  # an unknown name is refused before any fit, not listed as skipped
     plan_splits(data.splits, data.y, seed, data.views)  # what no classifier can fit is said once, not per classifier
     params = dict(params or {})
     for name, fixed in params.items():

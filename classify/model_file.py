@@ -175,18 +175,18 @@ class LoadedModel:
 def load_model(path) -> LoadedModel:
     if not os.path.isfile(path):
         raise ModelFileError(f"{path}: no such model file; create one with "
-                             f"`python pipeline.py fit CACHE --model {path}`")
+                             f"`cnncodes fit CACHE --model {path}`")
     try:
         with np.load(path, allow_pickle=False) as f:  # plain arrays only: loading runs no code
             arrays = {k: f[k] for k in f.files}
         meta = json.loads(str(arrays.pop("meta")))
     except Exception as exc:
         raise ModelFileError(f"{path}: not a cnncodes model file ({exc}); "
-                             "re-create it with `pipeline.py fit`") from None
+                             "re-create it with `cnncodes fit`") from None
     if meta.get("format") != FORMAT:
         raise ModelFileError(f"{path}: model format {meta.get('format')!r}, expected {FORMAT}; re-create it with "
-                             "`pipeline.py fit`")
+                             "`cnncodes fit`")
     try:
         return LoadedModel(meta, arrays)
     except (KeyError, TypeError) as exc:
-        raise ModelFileError(f"{path}: incomplete model file ({exc}); re-create it with `pipeline.py fit`") from None
+        raise ModelFileError(f"{path}: incomplete model file ({exc}); re-create it with `cnncodes fit`") from None

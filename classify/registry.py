@@ -221,4 +221,5 @@ def get_classifier(name: str) -> ClassifierSpec:
     try:
         return CLASSIFIERS[name]
     except KeyError:
-        raise ClassifyError(f"--classifier {name}: choose one of {', '.join(CLASSIFIERS)}") from None
+        raise ClassifyError(f"--classifier {name}: unknown{did_you_mean(name, CLASSIFIERS)}; choose one of "
+                            f"{', '.join(CLASSIFIERS)}") from None

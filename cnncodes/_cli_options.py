@@ -224,7 +224,8 @@ def build_parser(prog, description):
 
     p = sub.add_parser("compare", help="every classifier on identical splits: table, report files, plots")
     p.add_argument("cache")
-    p.add_argument("--report", default="report", help="folder for report.md, report.json and plots")
+    p.add_argument("--report", default=None,
+                   help="folder for report.md, report.html, report.json and plots (default: none written)")
     p.add_argument("--classifiers", default=None, help=f"comma-separated subset of {', '.join(classifiers)} "
                    "(default: all)")
     classify(p)

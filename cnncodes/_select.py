@@ -40,6 +40,17 @@ def select(cache, budget, out, *, strategy=DEFAULT_STRATEGY, layer=None, seed=0)
     if not len(pool):
         raise ClassifyError(f"{cache}: no unlabelled rows to pick from; give images without a label (a manifest "
                             "with an empty label), or measure the strategies on this labelled cache with --simulate")
+    with open_cache(cache) as c:
+        pool_paths = c.paths_of(data.cache_rows(pool))
+    # Only rows whose file the manifest can name: under the source's folder, or by an absolute path
+    # (rows another source cached under names relative to its own folder cannot be written here).
+    reachable = np.array([os.path.isfile(p if os.path.isabs(p) else os.path.join(base, p)) for p in pool_paths],
+                         dtype=bool)
+    if not reachable.any():
+        raise ClassifyError(f"{cache}: none of its {len(pool):,} unlabelled rows has its file under {base} (e.g. "
+                            f"{pool_paths[0]}): they came from another folder; extract them from a manifest there, "
+                            "or select from a cache of that folder")
+    elsewhere, pool = int((~reachable).sum()), pool[reachable]
     try:
         picks = choose(strategy, data.X, labelled, data.y[labelled], pool, budget, seed)
     except ValueError as exc:
@@ -49,11 +60,12 @@ def select(cache, budget, out, *, strategy=DEFAULT_STRATEGY, layer=None, seed=0)
         paths = c.paths_of(data.cache_rows(positions))
     temporary = out + ".tmp"
     with open(temporary, "w", newline="") as f:
-        writer = csv.writer(f)
+        writer = csv.writer(f, lineterminator="\n")  # LF: what sed and a shell user's tools expect
         writer.writerow(["path", "label"])
         writer.writerows([p, ""] for p in paths)
     os.replace(temporary, out)  # a whole manifest or none
-    return {"strategy": strategy, "out": out, "paths": paths, "pool": int(len(pool)), "labelled": int(len(labelled))}
+    return {"strategy": strategy, "out": out, "paths": paths, "pool": int(len(pool)), "labelled": int(len(labelled)),
+            "elsewhere": elsewhere}  # unlabelled rows left out: their files are not under the source's folder
 
 
 def simulate_selection(cache, *, budget=50, rounds=5, seeds=5, start_per_class=2, layer=None, strategies=None,

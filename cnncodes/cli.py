@@ -28,7 +28,7 @@ def cmd_extract(args):
     for path, reason in summary.failures[:20]:
         print(f"failed: {path}: {reason}", file=sys.stderr)
     if len(summary.failures) > 20:
-        print(f"... and {len(summary.failures) - 20} more (see `pipeline.py info {args.cache}`)", file=sys.stderr)
+        print(f"... and {len(summary.failures) - 20} more (see `cnncodes info {args.cache}`)", file=sys.stderr)
     print(summary.line())
     if summary.interrupted:
         return 143 if isinstance(summary.interrupted, Terminated) else 130
@@ -162,7 +162,8 @@ def cmd_info(args):
     maps = fp.get("map_shapes") or {}
     print("layers:  " + ", ".join(f"{k} ({v}-d" + (f", a {'x'.join(map(str, maps[k]))} map)" if k in maps else ")")
                                   for k, v in info["layers"].items()) + f", stored as {fp.get('dtype')}")
-    print("classes: " + ", ".join(f"{k} {v}" for k, v in info["classes"].items()))
+    print("classes: " + ", ".join(f"{k} {v}" for k, v in info["classes"].items())
+          + (f"; unlabeled {info['unlabeled']}" if info.get("unlabeled") else ""))
     print("splits:  " + ", ".join(f"{k} {v}" for k, v in info["splits"].items()))
     for key in ("backbone", "weights", "preprocess", "precision", "torch_version", "torchvision_version",
                 "backbone_library", "data_root", "schema_version"):
@@ -192,7 +193,8 @@ def cmd_verify(args):
     if args.json:
         print(json.dumps(report.__dict__ | {"ok": report.ok}, indent=2))
         return 0 if report.ok else 1
-    print(f"{report.path}: {report.rows} rows in {report.segments} segments, {report.chunks_checked} code chunks "
+    print(f"{report.path}: {report.rows} rows in {report.segments} segment{'s' if report.segments != 1 else ''}, "
+          f"{report.chunks_checked} code chunks "
           "read and checksummed")
     if report.retired:
         print(f"retired: {len(report.retired)} segment file(s) no longer used, kept while a reader may hold an older "
@@ -276,11 +278,11 @@ def cmd_compare(args):
     from ._api import compare
     progress = None if args.json else (lambda result: print(_result_line(result), file=sys.stderr))
     results = compare(_load_codes(args), args.classifiers, scaling=args.scaling, seed=args.seed, on_result=progress)
-    paths = results.write_report(args.report)
+    paths = results.write_report(args.report) if args.report else None  # nothing written unasked
     if args.json:
         print(json.dumps(results.to_json(), indent=2))
     else:
-        _print_table(results, paths["report.md"])
+        _print_table(results, paths and paths["report.md"])
     return 0
 
 
@@ -290,8 +292,11 @@ def _print_table(results, report_md):
     print(f"\nreported split: {best.eval_split} ({best.n_eval} rows)")
     print(results.table())
     print(TABLE_NOTE)
-    print(f"report: {report_md} (also report.html to browse the mistakes, report.json, confusion.png, "
-          "accuracy.png)")
+    if report_md:
+        print(f"report: {report_md} (also report.html to browse the mistakes, report.json and the plots beside "
+              "them)")
+    else:
+        print("report: none written (--report DIR writes report.md, report.html, report.json and the plots)")
 
 
 def cmd_audit(args):

@@ -160,6 +160,10 @@ def _plan(session, scan, config, summary) -> list:
         if held is not None and held.failed and held.reason == reason:
             summary.skipped += 1
             continue
+        if held is not None and not held.failed:  # a manifest naming a file that is not there: the
+            summary.failed += 1                   # row cached from it keeps its codes (never lost to
+            summary.failures.append((path, f"{reason}; its cached row is kept"))  # a typo or a moved folder)
+            continue
         session.add_failures([path], [""], [reason], [(0, 0, 0)])
         summary.failed += 1
         summary.failures.append((path, reason))

@@ -46,6 +46,7 @@ def test_selects_next_command_runs_as_printed(tmp_path):
     run_cli("extract", tmp_path / "m.csv", "--cache", cache, *LITE)
     out = run_cli("select", cache, "--budget", "3", "--out", tmp_path / "next.csv").stdout
     (command,) = re.findall(r"`(cnncodes extract [^`]+)`", out)
+    assert b"\r" not in (tmp_path / "next.csv").read_bytes()  # LF line ends, for sed and friends
     with open(tmp_path / "next.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     with open(tmp_path / "next.csv", "w", newline="") as f:  # the user fills in the labels
@@ -175,3 +176,51 @@ def test_rows_a_manifest_does_not_list_are_kept_not_called_missing(tmp_path):
     out = run_cli("extract", tmp_path / "some.csv", "--cache", cache, "--no-progress").stdout
     assert f"{len(paths) - 3} cached rows are not in this manifest (kept)" in out and "--prune" not in out
     assert "vanished" not in run_cli("info", cache).stdout
+
+
+def test_a_manifest_naming_a_missing_file_never_replaces_the_cached_row(tmp_path):
+    """A manifest row whose file is not there (a typo, a folder moved) is reported, and the row the
+    cache holds for that path keeps its codes: nothing committed is lost to it."""
+    make_folder(str(tmp_path / "img"), per_class=3)
+    paths = sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "img").rglob("*.jpg"))
+    with open(tmp_path / "m.csv", "w", newline="") as f:
+        csv.writer(f).writerows([("path", "label")] + [(p, p.split("/")[1]) for p in paths])
+    cache = tmp_path / "c.h5"
+    run_cli("extract", tmp_path / "m.csv", "--cache", cache, *LITE)
+    with cnncodes.open_cache(cache) as c:
+        before = len(c)
+    os.rename(tmp_path / paths[0], tmp_path / "aside.jpg")
+    out = run_cli("extract", tmp_path / "m.csv", "--cache", cache, "--no-progress")
+    assert "its cached row is kept" in out.stderr
+    with cnncodes.open_cache(cache) as c:
+        assert len(c) == before and paths[0] in c.paths and not c.failures
+
+
+def test_small_things_a_newcomer_meets(small_cache, tmp_path):
+    root, cache = small_cache
+    out = run_cli("compare", cache, "--classifiers", "logreg,svn", check=False)
+    assert out.returncode == 2 and "did you mean 'svm'" in out.stderr
+    assert "report: none written" in run_cli("compare", cache, "--classifiers", "centroid").stdout
+    images = tmp_path / "img"
+    make_folder(str(images), per_class=2)
+    done = run_cli("extract", images, "--cache", tmp_path / "h.h5", "--backbone", "efficientnet-lite0",
+                   "--crop-size", "32", "--weights", "random", "--no-progress", "--workers", "0")
+    assert "wrote 6" in done.stdout
+    with cnncodes.open_cache(tmp_path / "h.h5") as c:
+        assert c.fingerprint.backbone == "efficientnet_lite0"
+
+
+def test_select_never_writes_paths_its_manifest_cannot_reach(tmp_path):
+    """Unlabelled rows another folder brought (names relative to that folder) are not picked into a
+    manifest in the first source's folder, where they would name no file: refused in one line."""
+    make_folder(str(tmp_path / "photos"), per_class=4)
+    (tmp_path / "pool").mkdir()
+    from conftest import make_image
+    for i in range(4):
+        make_image(str(tmp_path / "pool" / f"p{i}.jpg"), seed=500 + i)
+    cache = tmp_path / "c.h5"
+    run_cli("extract", tmp_path / "photos", "--cache", cache, *LITE)
+    run_cli("extract", tmp_path / "pool", "--cache", cache, "--no-progress", "--workers", "0")
+    out = run_cli("select", cache, "--budget", "2", "--out", tmp_path / "photos" / "next.csv", check=False)
+    assert out.returncode == 2 and "came from another folder" in out.stderr
+    assert not (tmp_path / "photos" / "next.csv").exists()

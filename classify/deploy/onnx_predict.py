@@ -55,7 +55,7 @@ class OnnxModel:
         except ImportError:
             raise ClassifyError("--runtime onnxruntime needs `pip install -e '.[deploy]'` (onnxruntime)") from None
         if not os.path.isfile(path):
-            raise ClassifyError(f"{path}: no such ONNX model; write one with `pipeline.py export-model MODEL.npz "
+            raise ClassifyError(f"{path}: no such ONNX model; write one with `cnncodes export-model MODEL.npz "
                                 f"--out {path}`")
         options = ort.SessionOptions()
         if threads:
@@ -64,11 +64,11 @@ class OnnxModel:
             self.session = ort.InferenceSession(path, options, providers=ort.get_available_providers())
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ClassifyError(f"{path}: not an ONNX model ONNX Runtime can load ({str(exc).splitlines()[0]}); "
-                                "re-export it with `pipeline.py export-model`") from None
+                                "re-export it with `cnncodes export-model`") from None
         meta = self.session.get_modelmeta().custom_metadata_map
         if meta.get("format") != FORMAT:
             raise ClassifyError(f"{path}: an ONNX model without cnncodes metadata; export it with "
-                                "`pipeline.py export-model`")
+                                "`cnncodes export-model`")
         self.path = path
         self.class_names = json.loads(meta["class_names"])
         self.preprocess = json.loads(meta["preprocess"])

@@ -42,7 +42,9 @@ def _family(name: str):
 def get_backbone(name: str) -> BackboneSpec:
     """The spec for a --backbone name (made once per process)."""
     if not name:
-        raise ExtractError("--backbone: give a name, e.g. vgg16 (`pipeline.py backbones` lists them)")
+        raise ExtractError("--backbone: give a name, e.g. vgg16 (`cnncodes backbones` lists them)")
+    if ":" not in name and "-" in name:  # efficientnet-lite0: torchvision's and our names use underscores
+        name = name.replace("-", "_")
     (module, cls), name = _family(name)
     family = importlib.import_module(f".{module}", __name__)
     if module == LITE[0] and name not in family.VARIANTS:

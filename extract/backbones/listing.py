@@ -1,4 +1,4 @@
-"""`pipeline.py backbones [PATTERN]`: what can be used here, from each library's own metadata.
+"""`cnncodes backbones [PATTERN]`: what can be used here, from each library's own metadata.
 
 No network: sizes, cost and accuracy come from the weights' metadata where the library has them
 (torchvision does; timm and open_clip list names and configs), and "here" says whether the

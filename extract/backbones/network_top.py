@@ -63,7 +63,7 @@ def load_state_vector(module: nn.Module, vector) -> nn.Module:
     total = sum(t.numel() for t in current.values())
     if total != len(vector):
         raise ExtractError(f"a trained top of {len(vector):,} numbers does not fit this network's {total:,}; "
-                           "re-create the model file with `pipeline.py fit`")
+                           "re-create the model file with `cnncodes fit`")
     state, at = {}, 0
     for name, t in current.items():
         state[name] = vector[at:at + t.numel()].reshape(t.shape).to(t.dtype)

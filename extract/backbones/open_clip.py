@@ -41,7 +41,7 @@ class OpenClipBackbone(BackboneSpec):
         if self.arch not in open_clip.list_models():
             raise ExtractError(f"--backbone {self.name}: unknown open_clip architecture"
                                f"{did_you_mean(self.arch, open_clip.list_models())}; "
-                               "`pipeline.py backbones 'open_clip:*'` lists them")
+                               "`cnncodes backbones 'open_clip:*'` lists them")
         cfg = open_clip.get_pretrained_cfg(self.arch, self.tag)
         if not cfg:
             tags = open_clip.list_pretrained_tags_by_model(self.arch)

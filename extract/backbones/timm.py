@@ -42,7 +42,7 @@ class TimmBackbone(BackboneSpec):
         if not timm.is_model(self.model.partition(".")[0]):
             raise ExtractError(f"--backbone {self.name}: unknown timm model"
                                f"{did_you_mean(self.model, timm.list_models(pretrained=True))}; "
-                               "`pipeline.py backbones 'timm:*PATTERN*'` lists them")
+                               "`cnncodes backbones 'timm:*PATTERN*'` lists them")
         from timm.models import get_pretrained_cfg
         cfg = get_pretrained_cfg(self.model)
         if cfg is None:

@@ -47,7 +47,7 @@ class TorchvisionBackbone(BackboneSpec):
             enum = get_model_weights(self.model)
         except (ValueError, KeyError):
             raise ExtractError(f"--backbone {self.name}: unknown torchvision model{did_you_mean(self.model, names())}; "
-                               "`pipeline.py backbones` lists them") from None
+                               "`cnncodes backbones` lists them") from None
         if not self.tag:
             return enum.DEFAULT
         try:
@@ -130,7 +130,7 @@ class TorchvisionBackbone(BackboneSpec):
         return ([PRE_LOGITS] if PRE_LOGITS not in self.layers else []) + graph_nodes(self)
 
     def more_layers_hint(self) -> str:
-        return (f", or a graph node of {self.model} (`pipeline.py backbones {self.name} --nodes` lists them; "
+        return (f", or a graph node of {self.model} (`cnncodes backbones {self.name} --nodes` lists them; "
                 "maps are averaged over H and W)")
 
 
