@@ -41,7 +41,7 @@ def check_writable(cache_path) -> None:
                 pass
             os.remove(path)
     except OSError as exc:
-        raise CacheError(f"{cache_path}: cannot write the cache there ({exc.strerror or exc}); pass a --cache "
+        raise CacheError(f"{cache_path}: cannot write the cache there ({exc.strerror or exc}); pass a cache= "
                          "in a writable folder") from None
 
 

@@ -173,4 +173,4 @@ def check_segments_present(cache_path, manifest: Manifest) -> None:
             raise CacheError(f"{cache_path}: {missing_folder(cache_path)}")
         raise CacheError(f"{cache_path}: {len(missing)} segment file(s) missing from {folder} (first: {missing[0]}); "
                          "the cache file and its .shards folder must be kept together; restore the folder "
-                         "or re-extract into a new --cache")
+                         "or re-extract into a new cache=")

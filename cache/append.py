@@ -46,7 +46,7 @@ def existing_fingerprint(cache_path):
                 return Fingerprint.from_attrs(read_attrs(f))
         except OSError as exc:
             raise CacheError(f"{candidate}: not a readable HDF5 cache ({exc}); "
-                             "move it aside or pass a different --cache") from None
+                             "move it aside or pass a different cache=") from None
     return None
 
 

@@ -29,7 +29,7 @@ def _arrow():
 def export_cache(cache_path, out, fmt="parquet", layer=None) -> dict:
     """Write the export; returns {"rows", "width", "files"}."""
     if fmt not in FORMATS:
-        raise CacheError(f"--format {fmt}: choose {' or '.join(FORMATS)}")
+        raise CacheError(f"format={fmt}: choose {' or '.join(FORMATS)}")
     pa, pq = _arrow()
     with open_cache(cache_path) as c:
         layer = layer or c.first_layer

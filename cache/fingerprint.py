@@ -57,7 +57,7 @@ class Fingerprint:
                                f"this run {describe_value(self.value(k))}" for k in diffs)
             raise FingerprintMismatch(
                 f"{cache_path}: refusing to append codes from a different extractor ({detail}); "
-                "use the cache's settings or write to a new --cache file")
+                "use the cache's settings or write to a new file (cache=)")
 
     def describe(self) -> str:
         """One line for people: backbone, layers, weights, precision, storage."""
@@ -129,7 +129,7 @@ def describe_value(value) -> str:
         return (f"{value['count']} augmented views per train image (crop scale {value['scale'][0]:g}-"
                 f"{value['scale'][1]:g}, odd views mirrored)")
     if isinstance(value, dict) and set(value) == {"seed", "fractions"}:
-        return (f"--split-seed {value['seed']} with train/val/test fractions "
+        return (f"split_seed={value['seed']} with train/val/test fractions "
                 f"{'/'.join(f'{x:g}' for x in value['fractions'])}")
     if isinstance(value, tuple):
         value = list(value)

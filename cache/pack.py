@@ -24,7 +24,7 @@ def pack_cache(cache_path, out_path) -> dict:
     """Write ``out_path``; returns {"rows", "bytes"}."""
     cache_path, out_path = os.fspath(cache_path), os.fspath(out_path)
     if os.path.abspath(out_path) == os.path.abspath(cache_path):
-        raise CacheError(f"{out_path}: pack writes a new file; pass an --out other than the cache itself")
+        raise CacheError(f"{out_path}: pack writes a new file; pass out= another file than the cache itself")
     tmp = f"{out_path}.tmp"
     with open_cache(cache_path) as c:
         try:

@@ -40,11 +40,11 @@ class CodesCache:
         try:
             self._file = h5py.File(self.path, "r")
         except OSError as exc:
-            raise CacheError(f"{self.path}: not a readable HDF5 cache ({exc}); re-run extract into a new --cache") from None
+            raise CacheError(f"{self.path}: not a readable HDF5 cache ({exc}); re-run extract into a new cache=") from None
         f = self._file
         if CODES_GROUP not in f or LABELS not in f:
             raise CacheError(f"{self.path}: HDF5 file without /codes and /labels, not a cnncodes cache; "
-                             "re-run extract into a new --cache")
+                             "re-run extract into a new cache=")
         try:
             self.segmented = is_segmented(f)
             if self.segmented:
@@ -60,7 +60,7 @@ class CodesCache:
             self.failures = [(p, reason) for p, _, reason, _ in read_failures(f[FAILED_GROUP])]
         except (OSError, KeyError) as exc:
             raise CacheError(f"{self.path}: damaged cache ({exc}); run `cnncodes verify {self.path}` "
-                             "or re-extract into a new --cache") from None
+                             "or re-extract into a new cache=") from None
 
     def __len__(self):
         return len(self.labels)

@@ -186,7 +186,7 @@ def _check_images(f, data_root, report, source_hasher=None):
     else:
         digest_of = None
     if digest_of is None:
-        report.problems.append(f"--images: the data folder {data_root!r} is not here; pass --data DIR")
+        report.problems.append(f"images=True: the data folder {data_root!r} is not here; pass data=DIR")
         return
     keys = as_text(f["keys"][()])
     for rel, key in zip(read_strings(f["paths"]), keys):

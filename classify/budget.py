@@ -21,7 +21,7 @@ def parse_size(text) -> int:
     """'1G', '512M', '2.5G', '1000000' -> bytes."""
     match = re.fullmatch(r"\s*([0-9.]+)\s*([KMGT]?)i?B?\s*", str(text), flags=re.IGNORECASE)
     if not match:
-        raise ClassifyError(f"--max-memory {text}: give a size such as 1G, 512M or 2.5G")
+        raise ClassifyError(f"max_memory={text}: give a size such as 1G, 512M or 2.5G")
     return int(float(match.group(1)) * UNITS[match.group(2).upper()])
 
 
@@ -56,6 +56,6 @@ def over_budget_note(data, budget) -> str:
     from .registry import CLASSIFIERS
     streaming = [name for name, spec in CLASSIFIERS.items() if spec.sweeps]
     return (f"note: the codes ({data.rows_total:,} rows x {data.stream.width} float32, held about {COPIES} times while "
-            f"fitting) exceed --max-memory {budget / 2**30:.2f} GiB: {' and '.join(streaming)} stream every row in "
+            f"fitting) exceed max_memory={budget / 2**30:.2f}G: {' and '.join(streaming)} stream every row in "
             f"loads of up to {data.stream.load_rows:,} rows; the other classifiers fit on a seeded random subsample "
             f"of {data.in_memory_rows():,} rows")

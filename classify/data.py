@@ -191,14 +191,14 @@ def read_exclusions(path) -> list:
     import json
     import os
     if not os.path.isfile(path):
-        raise ClassifyError(f"--exclude {path}: no such file; give an audit's audit.json or a list of paths")
+        raise ClassifyError(f"exclude={path}: no such file; give an audit's audit.json or a list of paths")
     with open(path) as f:
         text = f.read()
     if text.lstrip().startswith("{"):
         try:
             return list(json.loads(text)["exclude"])
         except (ValueError, KeyError, TypeError) as exc:
-            raise ClassifyError(f"--exclude {path}: a JSON file needs an \"exclude\" list of paths ({exc})") from None
+            raise ClassifyError(f"exclude={path}: a JSON file needs an \"exclude\" list of paths ({exc})") from None
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 

@@ -41,7 +41,7 @@ def _fit_and_evaluate(data, name, scaling, seed, fitted, fixed):
     spec = get_classifier(name).with_params(fixed)
     source = spec.check_layer(data.layer, data.fingerprint, data.path)
     if source and data.side_by_side:
-        raise ClassifyError(f"--classifier {name}: trains on one map layer, not on codes of several caches side by side")
+        raise ClassifyError(f"classifier={name}: trains on one map layer, not on codes of several caches side by side")
     streamed = data.streamed and spec.sweeps
     reuse = {} if data.streamed else {m: model for m, (_, model) in fitted.items()}
     if not streamed:

@@ -22,8 +22,8 @@ def join_caches(data, others):
     if not others:
         return data
     if data.streamed:
-        raise ClassifyError(f"{data.path}: codes side by side are held in memory, and these exceed --max-memory; "
-                            "raise --max-memory or use one cache")
+        raise ClassifyError(f"{data.path}: codes side by side are held in memory, and these exceed max_memory=; "
+                            "raise max_memory= or use one cache")
     with open_cache(data.path) as c:
         keys = np.asarray(c.keys)
         paths = c.paths
@@ -42,7 +42,7 @@ def join_caches(data, others):
             if class_of(c.labels[order], c.class_names) != class_of(data.y, data.class_names) or \
                     not np.array_equal(c.splits.astype(str)[order], data.splits):
                 raise ClassifyError(f"{other}: labels or splits differ from {data.path}'s for the same photos; "
-                                    "extract both with the same --split-seed (or split folders)")
+                                    "extract both with the same split_seed= (or split folders)")
             layer = "+".join(c.layers)
             blocks.append(c.codes(layer)[order])
             parts.append({"cache": c.path, "layer": layer, "fingerprint": c.fingerprint,
@@ -57,4 +57,4 @@ def _check_same_rows(primary, index, other, other_rows):
         example = (missing or extra)[0][0]
         raise ClassifyError(f"{other}: its rows do not match {primary}'s ({len(missing)} missing there, "
                             f"{len(extra)} only there, e.g. {example}); extract the same folder into both caches "
-                            "(same --views), or `extract --prune` the one with rows whose file is gone")
+                            "(same views=), or extract with prune=True into the one with rows whose file is gone")

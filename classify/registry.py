@@ -65,13 +65,13 @@ class ClassifierSpec:
         refused in one line."""
         maps = fingerprint.maps_in(layer) if fingerprint is not None else []
         if self.maps and maps != [layer]:  # one map layer alone
-            raise ClassifyError(f"--classifier {self.name}: trains the network's own top on one unpooled map layer, "
-                                f"and {cache} layer {layer} holds pooled codes; extract a map layer (--layer "
-                                "pool5_map for vgg16, stage7_map for efficientnet_lite*) and fit with --layer NAME")
+            raise ClassifyError(f"classifier={self.name}: trains the network's own top on one unpooled map layer, "
+                                f"and {cache} layer {layer} holds pooled codes; extract a map layer (layer="
+                                "pool5_map for vgg16, stage7_map for efficientnet_lite*) and fit with layer=NAME")
         if not self.maps and maps:
-            raise ClassifyError(f"--classifier {self.name}: needs pooled codes, and {cache} layer {maps[0]} is an "
-                                f"unpooled map; fit --classifier {' or '.join(MAP_HEADS)} on it, or choose a layer "
-                                "of codes with --layer")
+            raise ClassifyError(f"classifier={self.name}: needs pooled codes, and {cache} layer {maps[0]} is an "
+                                f"unpooled map; fit classifier={' or '.join(MAP_HEADS)} on it, or choose a layer "
+                                "of codes with layer=")
         if not self.maps:
             return None
         return {"backbone": fingerprint.backbone, "weights": fingerprint.weights, "layer": layer,
@@ -221,5 +221,5 @@ def get_classifier(name: str) -> ClassifierSpec:
     try:
         return CLASSIFIERS[name]
     except KeyError:
-        raise ClassifyError(f"--classifier {name}: unknown{did_you_mean(name, CLASSIFIERS)}; choose one of "
+        raise ClassifyError(f"classifier={name}: unknown{did_you_mean(name, CLASSIFIERS)}; choose one of "
                             f"{', '.join(CLASSIFIERS)}") from None

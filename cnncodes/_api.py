@@ -96,8 +96,8 @@ def _load_every_row(cache, layer=None, *, max_memory=None, seed=0, with_caches=N
         paths = read_exclusions(os.fspath(exclude))
         data = exclude_rows(data, paths, reported=exclude_reported)
         where = "training, selection and the reported split" if exclude_reported else \
-            "training and selection (the reported split keeps them; exclude_reported drops them there too)"
-        notes.append(f"note: exclude {exclude}: {data.excluded:,} rows of {len(paths):,} listed paths left out of "
+            "training and selection (the reported split keeps them; exclude_reported=True drops them there too)"
+        notes.append(f"note: exclude={exclude}: {data.excluded:,} rows of {len(paths):,} listed paths left out of "
                      f"{where}")
     data.notes = notes
     return data

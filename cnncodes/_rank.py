@@ -214,7 +214,7 @@ def rank_backbones(data, backbones=None, *, sample=DEFAULT_SAMPLE, caches=None, 
     candidates = parse_candidates(backbones) if backbones else default_candidates()
     if not candidates:
         raise ExtractError("no backbone's weights are on this machine yet: name candidates with backbones= "
-                           "(--backbones), e.g. efficientnet_lite0,resnet18 (the second downloads its weights)")
+                           "(backbones=), e.g. efficientnet_lite0,resnet18 (the second downloads its weights)")
     for candidate in candidates:  # every name checked before any extract: a typo costs nothing
         said = check_candidate(candidate)
         if said:

@@ -33,13 +33,13 @@ def select(cache, budget, out, *, strategy=DEFAULT_STRATEGY, layer=None, seed=0)
                             "writes a manifest of local files")
     if os.path.abspath(os.path.dirname(os.path.abspath(out))) != os.path.abspath(base):
         raise ClassifyError(f"{out}: write the manifest into the source's folder, where its paths are the cache's: "
-                            f"--out {os.path.join(base, os.path.basename(out))}")
+                            f"out={os.path.join(base, os.path.basename(out))}")
     data, centre = _codes(cache, layer)
     pool = np.flatnonzero(centre & (data.splits == UNLABELED_SPLIT))
     labelled = np.flatnonzero(centre & (data.y >= 0))
     if not len(pool):
         raise ClassifyError(f"{cache}: no unlabelled rows to pick from; give images without a label (a manifest "
-                            "with an empty label), or measure the strategies on this labelled cache with --simulate")
+                            "with an empty label), or first measure the strategies on this labelled cache (simulate_selection; `cnncodes select CACHE --simulate --budget N`)")
     with open_cache(cache) as c:
         pool_paths = c.paths_of(data.cache_rows(pool))
     # Only rows whose file the manifest can name: under the source's folder, or by an absolute path

@@ -59,7 +59,7 @@ def similar(cache, queries=(), *, k=12, text=(), layer=None, max_memory=None, we
     if texts:
         if layer != "embedding":
             raise ClassifyError(f"text queries compare with an open_clip image embedding: layer {layer} is not one; "
-                                "extract --layer embedding with an open_clip backbone")
+                                "extract layer=embedding with an open_clip backbone")
         from .extract.by_fingerprint import encode_texts
         phrases = encode_texts(fingerprint, texts, weights)
     vectors = np.concatenate([cached, encoded, phrases])

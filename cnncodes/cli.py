@@ -4,8 +4,10 @@
 Argument parsing and printing only: each command calls the function a notebook calls (cnncodes/_api.py),
 with its options defined once in cnncodes/_cli_options.py.
 """
+import functools
 import json
 import os
+import re
 import signal
 import sys
 
@@ -29,7 +31,7 @@ def cmd_extract(args):
         print(f"failed: {path}: {reason}", file=sys.stderr)
     if len(summary.failures) > 20:
         print(f"... and {len(summary.failures) - 20} more (see `cnncodes info {args.cache}`)", file=sys.stderr)
-    print(summary.line())
+    print(in_flags(summary.line()))
     if summary.interrupted:
         return 143 if isinstance(summary.interrupted, Terminated) else 130
     return 0
@@ -208,7 +210,7 @@ def cmd_verify(args):
     if report.worst_cosine is not None:
         print(f"recomputed {report.recomputed} rows: worst cosine to the stored codes {report.worst_cosine:.6f}")
     for problem in report.problems:
-        print(f"problem: {problem}")
+        print(f"problem: {in_flags(problem)}")
     print("ok" if report.ok else f"NOT OK: {len(report.problems)} problems, {len(report.changed)} changed and "
           f"{len(report.missing)} missing images")
     return 0 if report.ok else 1
@@ -255,8 +257,7 @@ def _load_codes(args, layer=None):
 def _print_notes(notes):
     """The library's notes on stderr, in the command line's words (flags, not parameters)."""
     for note in notes:
-        print(note.replace("note: exclude ", "note: --exclude ").replace("exclude_reported", "--exclude-reported"),
-              file=sys.stderr)
+        print(in_flags(note), file=sys.stderr)
 
 
 def cmd_fit(args):
@@ -361,7 +362,7 @@ def cmd_demo(args):
               f"real photos: {DEMO_PHOTOS} (200 flower photos, CC-BY 2.0; see ATTRIBUTION.md there)")
     _, summary, table = demo(args.out, data=args.data, backbone=args.backbone, classifiers=args.classifiers,
                              synthetic=args.synthetic, per_class=args.per_class, progress=args.progress,
-                             on_extracted=lambda done: print(done.line()),
+                             on_extracted=lambda done: print(in_flags(done.line())),
                              on_result=lambda result: print(_result_line(result), file=sys.stderr))
     _print_table(table, os.path.join(args.out, "report", "report.md"))
     return 0
@@ -390,7 +391,7 @@ def main(argv=None):
         sys.stdout.flush()  # a reader that left shows here, inside the handlers, not at exit
         return code
     except (CacheError, ExtractError, ClassifyError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {in_flags(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
         print("interrupted", file=sys.stderr)
@@ -406,6 +407,44 @@ def main(argv=None):
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # Python's own flush at exit would raise again
         return 141  # as a process the pipe's SIGPIPE ends (128 + 13)
+
+
+@functools.lru_cache(maxsize=1)
+def flag_table() -> dict:
+    """Python parameter name -> (the command line's flag, whether it takes a value), read from the
+    parser: each flag by its own name (--crop-size: crop_size) and by its destination (--with:
+    with_caches). The one place the library's names become flags."""
+    parser = build_parser()
+    verbs = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction").choices
+    table = {}
+    for verb in verbs.values():
+        for action in verb._actions:
+            flags = [f for f in action.option_strings if f.startswith("--") and f != "--help"]
+            for flag in flags:
+                for name in {flag[2:].replace("-", "_"), action.dest}:
+                    table.setdefault(name, (flag, action.nargs != 0))
+    table["progress"] = ("--no-progress", False)
+    return table
+
+
+_PARAMETER = re.compile(r"(?<![\w.`-])([a-z][a-z0-9_]*)=(True\b|False\b)?")
+
+
+def in_flags(text: str) -> str:
+    """A library message in the command line's words: ``crop_size=0`` reads ``--crop-size 0``,
+    ``prune=True`` reads ``--prune``. Names that are no parameter of any verb stay as written."""
+    table = flag_table()
+
+    def flag(match):
+        name, boolean = match.group(1), match.group(2)
+        if name not in table:
+            return match.group(0)
+        option, takes_value = table[name]
+        if not takes_value:
+            return option
+        rest = text[match.end():match.end() + 1]
+        return option if not rest or rest in " ,;:.)" else option + " "
+    return _PARAMETER.sub(flag, text)
 
 
 # the packages of the optional extras (pyproject.toml), for a one-line "pip install" where one is missing

@@ -46,24 +46,24 @@ class CodeSpec(_FromArgs):
     def __post_init__(self):
         object.__setattr__(self, "layers", tuple(self.layers or ()))
         object.__setattr__(self, "split_fractions", tuple(self.split_fractions))
-        _choice("--dtype", self.dtype, DTYPES)
-        _choice("--decoder", self.decoder, DECODERS)
-        _choice("--precision", self.precision, PRECISIONS)
-        _choice("--int8-engine", self.int8_engine, INT8_ENGINES)
-        _choice("--runtime", self.runtime, RUNTIMES)
+        _choice("dtype", self.dtype, DTYPES)
+        _choice("decoder", self.decoder, DECODERS)
+        _choice("precision", self.precision, PRECISIONS)
+        _choice("int8_engine", self.int8_engine, INT8_ENGINES)
+        _choice("runtime", self.runtime, RUNTIMES)
         if self.runtime == "onnxruntime" and self.precision not in ("auto", "fp32"):
-            raise ExtractError(f"--runtime onnxruntime computes in fp32; drop --precision {self.precision} "
-                               "(or use --runtime torch for it)")
+            raise ExtractError(f"runtime=onnxruntime computes in fp32; drop precision={self.precision} "
+                               "(or use runtime=torch for it)")
         if self.views < 0:
-            raise ExtractError(f"--views {self.views}: give 0 (centre views only) or more")
+            raise ExtractError(f"views={self.views}: give 0 (centre views only) or more")
         if self.views and self.decoder != "pil":
-            raise ExtractError("--views draws its crops from PIL images: use it with --decoder pil")
+            raise ExtractError("views= draws its crops from PIL images: use it with decoder=pil")
         if self.jpeg_draft and self.decoder != "pil":
-            raise ExtractError("--jpeg-draft works with --decoder pil only (torchvision decodes at full size)")
+            raise ExtractError("jpeg_draft=True works with decoder=pil only (torchvision decodes at full size)")
         if self.crop_size is not None and self.crop_size < 1:
-            raise ExtractError(f"--crop-size {self.crop_size}: give a positive number of pixels")
+            raise ExtractError(f"crop_size={self.crop_size}: give a positive number of pixels")
         if self.precision == "int8" and self.calibration_images < 1:
-            raise ExtractError(f"--calibration-images {self.calibration_images}: int8 needs at least 1 "
+            raise ExtractError(f"calibration_images={self.calibration_images}: int8 needs at least 1 "
                                f"(default {DEFAULT_CALIBRATION_IMAGES})")
 
     @property
@@ -89,9 +89,9 @@ class RunOptions(_FromArgs):
     only: frozenset = None              # encode only these paths (a sample: the rest wait, not vanished)
 
     def __post_init__(self):
-        _choice("--engine", self.engine, ENGINE_NAMES)
+        _choice("engine", self.engine, ENGINE_NAMES)
         if self.shard_rows < 1:
-            raise ExtractError(f"--shard-rows {self.shard_rows}: give 1 or more")
+            raise ExtractError(f"shard_rows={self.shard_rows}: give 1 or more")
 
 
 # What a cache's fingerprint decides, and so what extracting into an existing cache takes from it
@@ -162,4 +162,4 @@ def layer_names(layer) -> tuple:
 
 def _choice(option, value, allowed):
     if value not in allowed:
-        raise ExtractError(f"{option} {value}: choose {' or '.join(allowed) if len(allowed) < 3 else ', '.join(allowed)}")
+        raise ExtractError(f"{option}={value}: choose {' or '.join(allowed) if len(allowed) < 3 else ', '.join(allowed)}")

@@ -15,11 +15,11 @@ def pick_device(name="auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ExtractError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
+        raise ExtractError(f"device={name}: CUDA is not available on this machine; use device=cpu or auto")
     try:
         return torch.device(name)
     except RuntimeError:
-        raise ExtractError(f"--device {name}: not a device name; use auto, cpu or cuda") from None
+        raise ExtractError(f"device={name}: not a device name; use auto, cpu or cuda") from None
 
 
 # oneDNN's ISA caps (ONEDNN_MAX_CPU_ISA, or its older name DNNL_MAX_CPU_ISA) that leave out bf16:
@@ -47,10 +47,10 @@ def pick_precision(name, device: torch.device) -> str:
             return "fp16"
         return "bf16" if native_bf16() else "fp32"
     if name not in PRECISIONS:
-        raise ExtractError(f"--precision {name}: choose {', '.join(PRECISION_NAMES[:-1])} or {PRECISION_NAMES[-1]}")
+        raise ExtractError(f"precision={name}: choose {', '.join(PRECISION_NAMES[:-1])} or {PRECISION_NAMES[-1]}")
     if name == "int8" and device.type != "cpu":
-        raise ExtractError(f"--precision int8 runs on the CPU only; on {device.type} use fp16 or bf16, "
-                           "or pass --device cpu")
+        raise ExtractError(f"precision=int8 runs on the CPU only; on {device.type} use fp16 or bf16, "
+                           "or pass device=cpu")
     return name
 
 

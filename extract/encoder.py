@@ -73,7 +73,7 @@ def encode_batches(model, preprocess, records, device, precision="fp32", batch_s
     if decode_on_device is None:
         decode_on_device = preprocess.decoder == "torchvision" and device.type == "cuda"
     if views is not None and decode_on_device:
-        raise ValueError("augmented views are drawn from PIL images: use --decoder pil with --views")
+        raise ValueError("augmented views are drawn from PIL images: use decoder=pil with views=")
     dataset = ImageRecords(records, preprocess.loader(max_pixels, defer_jpegs=decode_on_device), views)
     device_transform = preprocess.tensor_transform() if decode_on_device else None
     memory_format = torch.channels_last if channels_last else torch.contiguous_format

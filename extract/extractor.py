@@ -62,11 +62,11 @@ class Extractor:
         precision = pick_precision(codes.precision, device)
         spec.check_precision(precision)
         if precision == "int8" and options.compile:
-            raise ExtractError("--compile does not apply to --precision int8 (its kernels are already fused)")
+            raise ExtractError("compile=True does not apply to precision=int8 (its kernels are already fused)")
         if codes.runtime == "onnxruntime":
             if device.type != "cpu" or options.compile:
-                raise ExtractError("--runtime onnxruntime runs the network on the CPU without torch.compile; "
-                                   "pass --device cpu (and no --compile), or use --runtime torch")
+                raise ExtractError("runtime=onnxruntime runs the network on the CPU without torch.compile; "
+                                   "pass device=cpu (and no compile=True), or use runtime=torch")
             precision = ONNX_PRECISION
         resolved = resolve_weights(spec, codes.weights)  # fails here, before any work, if unavailable
         fingerprint = Fingerprint(
@@ -149,8 +149,8 @@ class Extractor:
             return
         if not existing.quantization:
             held = existing.precision or "fp32"
-            raise ExtractError(f"holds {held} codes; int8 codes cannot join them. Use --precision {held} "
-                               "or a new --cache")
+            raise ExtractError(f"holds {held} codes; int8 codes cannot join them. Use precision={held} "
+                               "or a new cache=")
         self.fingerprint = replace(self.fingerprint, quantization=existing.quantization)
         self._model = None
 
@@ -199,7 +199,7 @@ def _weights_for(spec, identity: str, weights_file=None):
     if identity.startswith("file:"):
         if not weights_file:
             raise WeightsUnavailable(f"the model was trained on codes from weights {identity}; "
-                                     "pass that file with --weights FILE")
+                                     "pass that file with weights=FILE")
         weights = resolve_weights(spec, weights_file)
     else:
         weights = resolve_weights(spec, None)

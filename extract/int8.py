@@ -73,7 +73,7 @@ def calibrate(model, crop, run_batches, calibration_keys, engine=DEFAULT_INT8_EN
         observers = _activation_observers(prepared)
         if not observers or any(float(obs.max_val) < float(obs.min_val) for _, obs in observers):
             raise ExtractError("int8 calibration decoded none of its images; check the folder's images "
-                               "or use --precision fp32")
+                               "or use precision=fp32")
         activations = {}
         for name, obs in observers:
             scale, zero_point = obs.calculate_qparams()
@@ -92,7 +92,7 @@ def quantize(model, crop, quantization: dict) -> torch.nn.Module:
         observers = _activation_observers(prepared)
         if sorted(name for name, _ in observers) != sorted(recorded):
             raise ExtractError("the cache's int8 calibration does not fit this network (another torch version "
-                               "or layer set?); extract into a new --cache")
+                               "or layer set?); extract into a new cache=")
         fixed = {}  # one fixed observer per original, so shared observers stay shared
         for name, obs in observers:
             if id(obs) not in fixed:

@@ -85,7 +85,7 @@ class ExtractSummary:
         elif self.vanished and self.listed_only:
             text += f"; {self.vanished} cached rows are not in this manifest (kept)"
         elif self.vanished:
-            text += f"; {self.vanished} cached rows have no file under the data folder (--prune drops them)"
+            text += f"; {self.vanished} cached rows have no file under the data folder (prune=True drops them)"
         return text
 
 

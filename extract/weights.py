@@ -20,7 +20,7 @@ class ResolvedWeights:
 def load_state_dict_file(path) -> dict:
     """A state dict from a file the user names (weights only: no code in the file is run)."""
     if not os.path.isfile(path):
-        raise WeightsUnavailable(f"{path}: no such weights file; pass an existing state-dict file to --weights")
+        raise WeightsUnavailable(f"{path}: no such weights file; pass an existing state-dict file to weights=")
     try:
         import torch
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -59,6 +59,6 @@ def resolve_weights(spec, choice) -> ResolvedWeights:
     if choice == "random" or choice.startswith("random:"):
         seed_text = choice.partition(":")[2] or "0"
         if not seed_text.isdigit():
-            raise WeightsUnavailable(f"--weights {choice}: the seed must be a whole number, e.g. random:0")
+            raise WeightsUnavailable(f"weights={choice}: the seed must be a whole number, e.g. random:0")
         return ResolvedWeights(identity=f"random:{int(seed_text)}", seed=int(seed_text))
     return spec.weights_file(os.path.abspath(choice))

@@ -31,14 +31,14 @@ def test_the_cli_fills_the_dataclasses_by_name():
 
 
 @pytest.mark.parametrize("bad,message", [
-    (dict(dtype="int4"), "--dtype int4: choose float16 or float32"),
-    (dict(decoder="nvjpeg"), "--decoder nvjpeg"),
-    (dict(views=-1), "--views -1"),
-    (dict(views=2, decoder="torchvision"), "--views draws its crops from PIL images"),
-    (dict(jpeg_draft=True, decoder="torchvision"), "--jpeg-draft works with --decoder pil only"),
-    (dict(precision="int8", calibration_images=0), "--calibration-images 0"),
-    (dict(int8_engine="qnnpack"), "--int8-engine qnnpack: choose x86 or onednn"),
-    (dict(crop_size=0), "--crop-size 0"),
+    (dict(dtype="int4"), "dtype=int4: choose float16 or float32"),
+    (dict(decoder="nvjpeg"), "decoder=nvjpeg"),
+    (dict(views=-1), "views=-1"),
+    (dict(views=2, decoder="torchvision"), "views= draws its crops from PIL images"),
+    (dict(jpeg_draft=True, decoder="torchvision"), "jpeg_draft=True works with decoder=pil only"),
+    (dict(precision="int8", calibration_images=0), "calibration_images=0"),
+    (dict(int8_engine="qnnpack"), "int8_engine=qnnpack: choose x86 or onednn"),
+    (dict(crop_size=0), "crop_size=0"),
 ])
 def test_a_code_spec_checks_itself(bad, message):
     with pytest.raises(ExtractError, match=message):
@@ -46,9 +46,9 @@ def test_a_code_spec_checks_itself(bad, message):
 
 
 def test_run_options_check_themselves_and_extract_config_routes_fields():
-    with pytest.raises(ExtractError, match="--engine spark"):
+    with pytest.raises(ExtractError, match="engine=spark"):
         RunOptions(engine="spark")
-    with pytest.raises(ExtractError, match="--shard-rows 0"):
+    with pytest.raises(ExtractError, match="shard_rows=0"):
         RunOptions(shard_rows=0)
     config = ExtractConfig("d", "c.h5", weights="random", workers=0, views=1)
     assert config.codes == CodeSpec(weights="random", views=1) and config.run == RunOptions(workers=0)

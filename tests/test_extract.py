@@ -95,7 +95,7 @@ def test_missing_pretrained_weights_fail_before_any_work(image_folder, tmp_path,
     with pytest.raises(WeightsUnavailable) as err:
         run_extract(ExtractConfig(str(image_folder), str(cache), progress=False))
     message = str(err.value)
-    assert "--weights FILE" in message and "--weights random" in message and "internet" in message
+    assert "weights=FILE" in message and "weights=random" in message and "internet" in message
     assert not cache.exists()
 
 

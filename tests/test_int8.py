@@ -83,7 +83,7 @@ def test_int8_is_refused_where_it_does_not_apply(image_folder, tmp_path):
         pick_precision("int8", torch.device("cuda"))
     with pytest.raises(ExtractError, match="not offered for efficientnet_lite0"):
         _extract(image_folder, tmp_path / "e.h5", "int8", backbone="efficientnet_lite0")
-    with pytest.raises(ExtractError, match="--int8-engine qnnpack"):
+    with pytest.raises(ExtractError, match="int8_engine=qnnpack"):
         _extract(image_folder, tmp_path / "q.h5", "int8", int8_engine="qnnpack")
     out = run_cli("extract", image_folder, "--cache", tmp_path / "c.h5", *FAST_VGG, "--precision", "int8",
                   "--calibration-images", "0", check=False)

@@ -104,7 +104,7 @@ def test_maps_and_codes_refuse_each_others_heads_in_one_line(lite_maps):
     cache, _ = lite_maps
     maps, codes = load_codes(cache, "stage7_map"), load_codes(cache, "stage7")
     assert load_codes(cache).layer == "stage7"  # the default layer leaves maps out
-    with pytest.raises(ClassifyError, match="stage7_map is an unpooled map; fit --classifier top") as e:
+    with pytest.raises(ClassifyError, match="stage7_map is an unpooled map; fit classifier=top") as e:
         fit_and_evaluate(maps, "logreg")
     assert "\n" not in str(e.value)
     with pytest.raises(ClassifyError, match="holds pooled codes; extract a map layer") as e:

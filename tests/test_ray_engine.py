@@ -78,5 +78,5 @@ def test_without_ray_the_engine_says_how_to_install_it(monkeypatch):
     from cnncodes.extract.errors import ExtractError
     from cnncodes.extract.engines.ray import check_available
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
-    with pytest.raises(ExtractError, match=r"pip install -e '\.\[ray\]'"):
+    with pytest.raises(ExtractError, match=r"pip install 'cnncodes\[ray\]'"):
         check_available()

@@ -103,6 +103,6 @@ def test_decoder_is_recorded_and_never_mixed(image_folder, tmp_path):
     assert "skipped 18 already cached" in kept.stdout
     out = run_cli("extract", image_folder, "--cache", cache, *FAST_VGG, "--decoder", "pil", check=False)
     assert out.returncode == 2 and "preprocess" in out.stderr
-    with pytest.raises(ExtractError, match="--jpeg-draft works with --decoder pil"):
+    with pytest.raises(ExtractError, match="jpeg_draft=True works with decoder=pil"):
         run_extract(ExtractConfig(str(image_folder), str(tmp_path / "x.h5"), weights="random",
                                   decoder="torchvision", jpeg_draft=True))

@@ -116,7 +116,7 @@ def audit(data, threshold=None, k=5, limit=50, seed=0) -> dict:
     """The audit of a CodesData held in memory (every row: duplicates cannot be found on a sample)."""
     if data.streamed or len(data.y) != data.rows_total:
         raise ClassifyError(f"{data.path}: the audit compares every row with every other and holds the codes in "
-                            "memory; they exceed --max-memory: raise it")
+                            "memory; they exceed max_memory=: raise it")
     backbone = data.fingerprint.backbone
     threshold, threshold_source = (threshold, "given (--threshold)") if threshold is not None else \
         default_threshold(backbone, data.layer)

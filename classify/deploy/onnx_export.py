@@ -144,11 +144,11 @@ def deployed_model(model, weights_file=None) -> tuple:
     from ...extract.config import RunOptions
     from ...extract.extractor import Extractor
     if model.side_by_side:
-        raise ClassifyError("export-model: codes of several caches side by side (--with) are not exported yet; "
+        raise ClassifyError("export-model: codes of several caches side by side (with_caches=) are not exported yet; "
                             "export a model fitted on one cache")
     if model.fingerprint.quantization:
         raise ClassifyError("export-model: int8 codes come from torch's quantized kernels, which this export does "
-                            "not write; fit on a float cache (--precision fp32, bf16 or auto) to export")
+                            "not write; fit on a float cache (precision=fp32, bf16 or auto) to export")
     extractor = Extractor.from_fingerprint(model.fingerprint.with_precision("fp32"), weights_file,
                                            RunOptions(device="cpu"), keep_precision=True)
     deployed = Deployed(extractor.model, model.layer.split("+"), extractor.preprocess, model.fingerprint.dtype,

@@ -13,7 +13,7 @@ def make_scaler(kind: str):
         return Normalizer(norm="l2")
     if kind == "none":
         return FunctionTransformer(None)  # identity
-    raise ClassifyError(f"--scaling {kind}: choose one of {', '.join(SCALINGS)}")
+    raise ClassifyError(f"scaling={kind}: choose one of {', '.join(SCALINGS)}")
 
 
 def scaler_classes() -> tuple:

@@ -30,7 +30,7 @@ def _family(name: str):
         if prefix == "torchvision":
             return TORCHVISION, rest
         if prefix not in FAMILIES:
-            raise ExtractError(f"--backbone {name}: unknown family {prefix!r}; use a torchvision name (resnet50), "
+            raise ExtractError(f"backbone={name}: unknown family {prefix!r}; use a torchvision name (resnet50), "
                                f"{', '.join(p + ':NAME' for p in FAMILIES)}")
         return FAMILIES[prefix], name
     if name.startswith("efficientnet_lite"):
@@ -42,13 +42,13 @@ def _family(name: str):
 def get_backbone(name: str) -> BackboneSpec:
     """The spec for a --backbone name (made once per process)."""
     if not name:
-        raise ExtractError("--backbone: give a name, e.g. vgg16 (`cnncodes backbones` lists them)")
+        raise ExtractError("backbone=: give a name, e.g. vgg16 (`cnncodes backbones` lists them)")
     if ":" not in name and "-" in name:  # efficientnet-lite0: torchvision's and our names use underscores
         name = name.replace("-", "_")
     (module, cls), name = _family(name)
     family = importlib.import_module(f".{module}", __name__)
     if module == LITE[0] and name not in family.VARIANTS:
-        raise ExtractError(f"--backbone {name}: unknown{did_you_mean(name, family.VARIANTS)}; "
+        raise ExtractError(f"backbone={name}: unknown{did_you_mean(name, family.VARIANTS)}; "
                            f"choose {', '.join(family.VARIANTS)}")
     return getattr(family, cls)(name)
 

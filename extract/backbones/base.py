@@ -89,14 +89,14 @@ class BackboneSpec:
     def check_layers(self, layers) -> tuple:
         layers = tuple(layers) if layers else self.defaults
         if len(set(layers)) != len(layers):
-            raise ExtractError(f"--layer {','.join(layers)}: a layer is named twice")
+            raise ExtractError(f"layer={','.join(layers)}: a layer is named twice")
         unknown = [name for name in layers if name not in self.layers]
         if unknown:
             offered = list(self.layers) + self.other_layers()
             # a module's name stands for its last node, as create_feature_extractor reads it
             unknown = [name for name in unknown if not any(o == name or o.startswith(name + ".") for o in offered)]
         if unknown:
-            raise ExtractError(f"--layer {','.join(unknown)}: {self.name} has no such layer"
+            raise ExtractError(f"layer={','.join(unknown)}: {self.name} has no such layer"
                                f"{did_you_mean(unknown[0], offered)}; named layers: {', '.join(self.layers)}"
                                f"{self.more_layers_hint()}")
         return layers
@@ -106,7 +106,7 @@ class BackboneSpec:
 
     def check_precision(self, precision: str) -> None:
         if precision == "int8" and not self.int8:
-            raise ExtractError(f"--precision int8: not offered for {self.name} (only vgg16's int8 kernels were "
+            raise ExtractError(f"precision=int8: not offered for {self.name} (only vgg16's int8 kernels were "
                                "measured faster than fp32 on the CPU); use fp32 on the CPU")
 
     def build(self, weights, layers, input_size=None):

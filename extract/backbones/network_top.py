@@ -34,7 +34,7 @@ def network_top(backbone: str, weights: str, layer: str, map_shape, weights_file
     if layer not in spec.maps:
         raise ExtractError(f"{backbone} has no map layer {layer!r}; its map layers: {', '.join(spec.maps) or 'none'}")
     if pretrained and weights.startswith("file:") and not weights_file:
-        raise ExtractError(f"the codes came from --weights {weights.split()[0][5:]}: training the top on them needs "
+        raise ExtractError(f"the codes came from weights={weights.split()[0][5:]}: training the top on them needs "
                            "that file, which fit does not take yet; extract with the pretrained weights (or random) "
                            "to train the top")
     if pretrained:

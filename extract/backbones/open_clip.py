@@ -39,13 +39,13 @@ class OpenClipBackbone(BackboneSpec):
     def pretrained_cfg(self) -> dict:
         open_clip = _open_clip()
         if self.arch not in open_clip.list_models():
-            raise ExtractError(f"--backbone {self.name}: unknown open_clip architecture"
+            raise ExtractError(f"backbone={self.name}: unknown open_clip architecture"
                                f"{did_you_mean(self.arch, open_clip.list_models())}; "
                                "`cnncodes backbones 'open_clip:*'` lists them")
         cfg = open_clip.get_pretrained_cfg(self.arch, self.tag)
         if not cfg:
             tags = open_clip.list_pretrained_tags_by_model(self.arch)
-            raise ExtractError(f"--backbone {self.name}: {self.arch} has pretrained tags {', '.join(tags) or 'none'} "
+            raise ExtractError(f"backbone={self.name}: {self.arch} has pretrained tags {', '.join(tags) or 'none'} "
                                f"(name one as open_clip:{self.arch}/TAG)")
         return cfg
 
@@ -72,7 +72,7 @@ class OpenClipBackbone(BackboneSpec):
         except Exception as exc:
             raise WeightsUnavailable(
                 f"cannot load {self.name} weights ({first_line(exc)}). Connect once to the internet so open_clip "
-                f"downloads them ({cfg.get('hf_hub') or cfg.get('url')}); or pass --weights FILE; or --weights random") from None
+                f"downloads them ({cfg.get('hf_hub') or cfg.get('url')}); or pass weights=FILE; or weights=random") from None
         return ResolvedWeights(identity=f"open_clip:{self.arch}/{self.tag} sha256:{file_sha256(path)}", path=path)
 
     def weights_file(self, path):
@@ -123,8 +123,8 @@ class TowerCut(nn.Module):
         self.layers = tuple(layers)
         self.proj = getattr(visual, "proj", None)
         if PRE_PROJECTION in self.layers and not isinstance(self.proj, nn.Parameter):
-            raise ExtractError(f"--layer {PRE_PROJECTION}: this open_clip tower ({type(visual).__name__}) has no "
-                               f"projection matrix to stop before; use --layer {EMBEDDING}")
+            raise ExtractError(f"layer={PRE_PROJECTION}: this open_clip tower ({type(visual).__name__}) has no "
+                               f"projection matrix to stop before; use layer={EMBEDDING}")
         if self.proj is not None:
             visual.proj = None
         self.visual = visual

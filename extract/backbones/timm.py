@@ -40,13 +40,13 @@ class TimmBackbone(BackboneSpec):
     def pretrained_cfg(self):
         timm = _timm()
         if not timm.is_model(self.model.partition(".")[0]):
-            raise ExtractError(f"--backbone {self.name}: unknown timm model"
+            raise ExtractError(f"backbone={self.name}: unknown timm model"
                                f"{did_you_mean(self.model, timm.list_models(pretrained=True))}; "
                                "`cnncodes backbones 'timm:*PATTERN*'` lists them")
         from timm.models import get_pretrained_cfg
         cfg = get_pretrained_cfg(self.model)
         if cfg is None:
-            raise ExtractError(f"--backbone {self.name}: timm has no pretrained tag {self.model!r}; "
+            raise ExtractError(f"backbone={self.name}: timm has no pretrained tag {self.model!r}; "
                                f"tags: {', '.join(timm.list_pretrained(self.model.partition('.')[0] + '.*'))}")
         return cfg
 
@@ -70,8 +70,8 @@ class TimmBackbone(BackboneSpec):
         except Exception as exc:
             raise WeightsUnavailable(
                 f"cannot load {self.name} weights ({first_line(exc)}). Connect once to the internet so timm downloads "
-                f"them into the Hugging Face cache ({cfg.hf_hub_id or cfg.url}); or pass --weights FILE; "
-                "or --weights random (tests and timing only)") from None
+                f"them into the Hugging Face cache ({cfg.hf_hub_id or cfg.url}); or pass weights=FILE; "
+                "or weights=random (tests and timing only)") from None
         return ResolvedWeights(identity=f"timm:{self.model} sha256:{file_sha256(path)}", path=path)
 
     def weights_file(self, path):
@@ -110,7 +110,7 @@ def file_weights(path):
     """--weights FILE for a library that loads the file itself (its own formats, safetensors too)."""
     from ..weights import ResolvedWeights, file_sha256
     if not os.path.isfile(path):
-        raise WeightsUnavailable(f"{path}: no such weights file; pass an existing weights file to --weights")
+        raise WeightsUnavailable(f"{path}: no such weights file; pass an existing weights file to weights=")
     return ResolvedWeights(identity=f"file:{os.path.basename(path)} sha256:{file_sha256(path)}", path=path)
 
 

@@ -46,17 +46,17 @@ class TorchvisionBackbone(BackboneSpec):
         try:
             enum = get_model_weights(self.model)
         except (ValueError, KeyError):
-            raise ExtractError(f"--backbone {self.name}: unknown torchvision model{did_you_mean(self.model, names())}; "
+            raise ExtractError(f"backbone={self.name}: unknown torchvision model{did_you_mean(self.model, names())}; "
                                "`cnncodes backbones` lists them") from None
         if not self.tag:
             return enum.DEFAULT
         try:
             chosen = enum[self.tag]
         except KeyError:
-            raise ExtractError(f"--backbone {self.name}: {self.model} has weights "
+            raise ExtractError(f"backbone={self.name}: {self.model} has weights "
                                f"{', '.join(w.name for w in enum)}") from None
         if not chosen.meta.get("categories"):
-            raise ExtractError(f"--backbone {self.name}: {chosen} has no classifier (feature weights); "
+            raise ExtractError(f"backbone={self.name}: {chosen} has no classifier (feature weights); "
                                f"choose {', '.join(w.name for w in enum if w.meta.get('categories'))}")
         return chosen
 
@@ -83,8 +83,8 @@ class TorchvisionBackbone(BackboneSpec):
         except Exception as exc:  # offline, proxy, disk full, corrupt download...
             raise WeightsUnavailable(
                 f"cannot load {weights} ({first_line(exc)}). Ways out: connect once to the internet so "
-                f"torchvision downloads them to {path}; or pass --weights FILE with a {self.model} state dict; "
-                "or pass --weights random (for tests and timing only)") from None
+                f"torchvision downloads them to {path}; or pass weights=FILE with a {self.model} state dict; "
+                "or pass weights=random (for tests and timing only)") from None
         return ResolvedWeights(identity=f"torchvision:{weights} sha256:{file_sha256(path)}", state_dict=state)
 
     # --- the network and its cut -----------------------------------------------------------------
@@ -153,5 +153,5 @@ def pre_logits_node(network) -> str:
         if node.op == "call_module" and isinstance(modules.get(node.target), (torch.nn.Linear, torch.nn.Conv2d)):
             last = node
     if last is None or not isinstance(last.args[0], fx.Node):
-        raise ExtractError(f"{type(network).__name__}: no final Linear or Conv2d found; name a graph node with --layer")
+        raise ExtractError(f"{type(network).__name__}: no final Linear or Conv2d found; name a graph node with layer=")
     return tracer.node_to_qualname[last.args[0]]

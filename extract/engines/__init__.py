@@ -15,4 +15,4 @@ def make_engine(name, ray_address=None):
     if name == "ray":
         from .ray import RayEngine
         return RayEngine(ray_address)
-    raise ExtractError(f"--engine {name}: choose {' or '.join(ENGINE_NAMES)}")
+    raise ExtractError(f"engine={name}: choose {' or '.join(ENGINE_NAMES)}")

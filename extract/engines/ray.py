@@ -18,7 +18,7 @@ from ..errors import ExtractError
 
 # Set by tests (and useful when debugging a cluster): each actor writes its pid into this folder.
 PID_DIR_ENV = "CNNCODES_RAY_PID_DIR"
-INSTALL_HINT = "--engine ray needs Ray: pip install -e '.[ray]' (or pip install 'ray[data]')"
+INSTALL_HINT = "engine=ray needs Ray: `pip install 'cnncodes[ray]'` (or `pip install 'ray[data]'`)"
 
 
 def _import_ray():
@@ -47,11 +47,11 @@ def check_reachable(address) -> None:
     hostport = address.split("://", 1)[-1].rstrip("/")
     host, _, port = hostport.rpartition(":")
     if not host or not port.isdigit():
-        raise ExtractError(f"--ray-address {address}: expected auto or HOST:PORT (e.g. 10.0.0.5:6379)")
+        raise ExtractError(f"ray_address={address}: expected auto or HOST:PORT (e.g. 10.0.0.5:6379)")
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_SECONDS).close()
     except OSError as exc:
-        raise ExtractError(f"--ray-address {address}: cannot reach a Ray head there ({exc.strerror or exc}); "
+        raise ExtractError(f"ray_address={address}: cannot reach a Ray head there ({exc.strerror or exc}); "
                            f"{START_HINT}") from None
 
 
@@ -74,7 +74,7 @@ class RayEngine:
                 self.ray.init(address=address, include_dashboard=False, log_to_driver=False,
                               logging_level=logging.WARNING, configure_logging=False)
             except ConnectionError as exc:  # "auto" with no cluster running here, among others
-                raise ExtractError(f"--ray-address {address}: no Ray cluster there ({_first_line(exc)}); {START_HINT}") from None
+                raise ExtractError(f"ray_address={address}: no Ray cluster there ({_first_line(exc)}); {START_HINT}") from None
         context = self.ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True  # shards are committed in order
         context.enable_progress_bars = False              # the runner draws its own bar
@@ -88,7 +88,7 @@ class RayEngine:
         if requested == "cpu" or (requested == "auto" and gpus < 1):
             return "cpu"
         if gpus < 1:
-            raise ExtractError(f"--device {requested}: the Ray cluster has no GPU; use --device cpu or auto")
+            raise ExtractError(f"device={requested}: the Ray cluster has no GPU; use device=cpu or auto")
         return "cuda"
 
     def prepare(self, extractor):
