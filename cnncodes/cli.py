@@ -380,7 +380,13 @@ def build_parser(prog="pipeline.py"):
 
 def main(argv=None):
     prog = os.path.basename(sys.argv[0]) if argv is None else "pipeline.py"
-    args = build_parser(prog if prog in ("cnncodes", "pipeline.py") else "pipeline.py").parse_args(argv)
+    parser = build_parser(prog if prog in ("cnncodes", "pipeline.py") else "pipeline.py")
+    args, extras = parser.parse_known_args(argv)
+    if extras:  # argparse says "unrecognized" under the top-level usage: say it under the verb's, with a hint
+        from .classify.registry import did_you_mean
+        verb = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction").choices[args.command]
+        flags = [f for a in verb._actions for f in a.option_strings]
+        verb.error(f"unrecognized arguments: {' '.join(extras)}{did_you_mean(extras[0].split('=')[0], flags)}")
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _terminate)
     from .cache.errors import CacheError      # error types live where importing them costs nothing;

@@ -1,8 +1,9 @@
 """The newcomer's first hour as one walk (issue 47): the wheel installed in a venv of its own, the
 `cnncodes` command it puts on the PATH, and every next command the tool prints run as printed:
-rank, extract, info, verify, compare, select, label, extract, fit, predict, export-model, the
+demo, rank, extract, info, verify, compare, select, label, extract, fit, predict, export-model, the
 .onnx predicting, serve. Nothing is written where the walk did not say."""
 import csv
+import json
 import os
 import re
 import shlex
@@ -62,6 +63,8 @@ def test_a_newcomers_walk_through_the_installed_command(tmp_path):
         assert words[0] == "cnncodes", line
         return run(*words[1:])
 
+    assert "report.html" in run("demo", "--out", "demo", "--classifiers", "centroid,logreg")  # the README's first step
+
     make_folder(str(work / "photos"), per_class=8)
     out = run("rank", "photos", "--backbones", "efficientnet_lite0", "--sample", "15", "--crop-size", "64",
               "--caches", "rank", "--workers", "0")
@@ -75,6 +78,8 @@ def test_a_newcomers_walk_through_the_installed_command(tmp_path):
     run("extract", "photos/m.csv", "--cache", "c.h5", "--backbone", "efficientnet_lite0", "--crop-size", "64",
         "--workers", "0")
     assert "unlabeled 8" in run("info", "c.h5")
+    fingerprint = json.loads(run("info", "c.h5", "--json"))["fingerprint"]  # JSON all the way down
+    assert isinstance(fingerprint["preprocess"], dict) and isinstance(fingerprint["split_policy"], dict)
     assert run("verify", "c.h5").strip().endswith("ok")
     assert "report.html" in run("compare", "c.h5", "--report", "report")
 
@@ -109,4 +114,4 @@ def test_a_newcomers_walk_through_the_installed_command(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
-    assert sorted(os.listdir(work)) == ["c.h5", "c.h5.shards", "m.npz", "m.onnx", "photos", "rank", "report"]
+    assert sorted(os.listdir(work)) == ["c.h5", "c.h5.shards", "demo", "m.npz", "m.onnx", "photos", "rank", "report"]

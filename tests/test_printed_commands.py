@@ -224,3 +224,10 @@ def test_select_never_writes_paths_its_manifest_cannot_reach(tmp_path):
     out = run_cli("select", cache, "--budget", "2", "--out", tmp_path / "photos" / "next.csv", check=False)
     assert out.returncode == 2 and "came from another folder" in out.stderr
     assert not (tmp_path / "photos" / "next.csv").exists()
+
+
+def test_a_misspelt_option_is_refused_under_the_verbs_usage_with_the_closest(small_cache):
+    _, cache = small_cache
+    out = run_cli("fit", cache, "--classifer", "logreg", check=False)
+    assert out.returncode == 2 and "usage: " in out.stderr and " fit " in out.stderr.splitlines()[0]
+    assert "unrecognized arguments: --classifer logreg (did you mean '--classifier'?)" in out.stderr
