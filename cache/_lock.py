@@ -127,7 +127,7 @@ def _remove_if_nothing_written(cache_path, path) -> None:
 
 def _locked_error(cache_path, holder) -> CacheLocked:
     return CacheLocked(f"{cache_path}: another extract is writing this cache (pid {holder}); "
-                       "wait for it to finish, stop it, or pass a different --cache")
+                       "wait for it to finish, stop it, or pass a different cache=")
 
 
 # struct flock on Linux: short l_type, short l_whence, off_t l_start, off_t l_len, pid_t l_pid (+ padding)

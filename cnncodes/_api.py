@@ -208,7 +208,7 @@ def compare(codes, classifiers=None, *, scaling=None, seed=0, on_result=None, pa
         raise TypeError(f"compare() has no option {unknown[0]!r}{did_you_mean(unknown[0], LOAD_OPTIONS)}; "
                         f"hyper-parameters go in params={{'logreg': {{'C': 1.0}}}}; load options: "
                         f"{', '.join(LOAD_OPTIONS)}")
-    names = classifiers.split(",") if isinstance(classifiers, str) else classifiers
+    names = [n.strip() for n in classifiers.split(",") if n.strip()] if isinstance(classifiers, str) else classifiers
     for name, fixed in (params or {}).items():
         _check_hyper_parameters(name, fixed)
     data = _codes(codes, seed=seed, **load_options)

@@ -213,8 +213,8 @@ def rank_backbones(data, backbones=None, *, sample=DEFAULT_SAMPLE, caches=None, 
     started = time.perf_counter()
     candidates = parse_candidates(backbones) if backbones else default_candidates()
     if not candidates:
-        raise ExtractError("no backbone's weights are on this machine yet: name candidates with backbones= "
-                           "(backbones=), e.g. efficientnet_lite0,resnet18 (the second downloads its weights)")
+        raise ExtractError("no backbone's weights are on this machine yet: name candidates, "
+                           "e.g. backbones=efficientnet_lite0,resnet18 (the second downloads its weights)")
     for candidate in candidates:  # every name checked before any extract: a typo costs nothing
         said = check_candidate(candidate)
         if said:
@@ -235,8 +235,10 @@ def rank_backbones(data, backbones=None, *, sample=DEFAULT_SAMPLE, caches=None, 
         row = RankRow(candidate.name, candidate.backbone, candidate.weights, cache)
         try:
             t = time.perf_counter()
+            # given: the candidate's own settings, never a previous rank's cache's (another crop, say)
             summary = run_extract(ExtractConfig(data, cache, backbone=candidate.backbone, weights=candidate.weights,
-                                                only=only, progress=progress, **extract_options))
+                                                only=only, progress=progress, given=("weights", "crop_size"),
+                                                **extract_options))
             row.extract_seconds = round(time.perf_counter() - t, 2)
             if summary.written:
                 row.images_per_second = round(summary.written / max(summary.loop_seconds, 1e-9), 2)

@@ -386,7 +386,10 @@ def main(argv=None):
         from .classify.registry import did_you_mean
         verb = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction").choices[args.command]
         flags = [f for a in verb._actions for f in a.option_strings]
-        verb.error(f"unrecognized arguments: {' '.join(extras)}{did_you_mean(extras[0].split('=')[0], flags)}")
+        bad = extras[0].split("=")[0]
+        hint = f" ({bad} goes after the verb: cnncodes {args.command} ... {bad})" if bad in flags else \
+            did_you_mean(bad, flags)
+        verb.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _terminate)
     from .cache.errors import CacheError      # error types live where importing them costs nothing;
@@ -410,6 +413,8 @@ def main(argv=None):
               f"pip install 'cnncodes[{extra}]'", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `cnncodes info codes.h5 | head`: the reader left; end quietly
+        if not _stdout_closed():
+            raise  # another pipe (a worker's, a socket): a real error
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # Python's own flush at exit would raise again
         return 141  # as a process the pipe's SIGPIPE ends (128 + 13)
@@ -433,7 +438,9 @@ def flag_table() -> dict:
     return table
 
 
-_PARAMETER = re.compile(r"(?<![\w.`-])([a-z][a-z0-9_]*)=(True\b|False\b)?")
+# a parameter stands alone: at the start, or after a space, "(", "," or ";" (never inside a path
+# such as runs/seed=3/codes.h5, a URL's query, or a backticked command)
+_PARAMETER = re.compile(r"(?<![^\s(,;])([a-z][a-z0-9_]*)=(True\b|False\b)?")
 
 
 def in_flags(text: str) -> str:
@@ -441,16 +448,30 @@ def in_flags(text: str) -> str:
     ``prune=True`` reads ``--prune``. Names that are no parameter of any verb stay as written."""
     table = flag_table()
 
-    def flag(match):
-        name, boolean = match.group(1), match.group(2)
-        if name not in table:
-            return match.group(0)
-        option, takes_value = table[name]
-        if not takes_value:
-            return option
-        rest = text[match.end():match.end() + 1]
-        return option if not rest or rest in " ,;:.)" else option + " "
-    return _PARAMETER.sub(flag, text)
+    def in_words(part):
+        def flag(match):
+            name = match.group(1)
+            if name not in table:
+                return match.group(0)
+            option, takes_value = table[name]
+            if not takes_value:
+                return option
+            rest = part[match.end():match.end() + 1]
+            return option if not rest or rest in " ,;:.)" else option + " "
+        return _PARAMETER.sub(flag, part)
+    parts = text.split("`")  # odd parts are backticked commands: pasted as they are
+    return "`".join(part if i % 2 else in_words(part) for i, part in enumerate(parts))
+
+
+def _stdout_closed() -> bool:
+    """Whether the reader of standard output went away (its pipe reports an error)."""
+    import select
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (OSError, ValueError):
+        return False
 
 
 # the packages of the optional extras (pyproject.toml), for a one-line "pip install" where one is missing

@@ -97,7 +97,7 @@ class RunOptions(_FromArgs):
 # What a cache's fingerprint decides, and so what extracting into an existing cache takes from it
 # unless the caller chose otherwise (a different choice is then refused, as ever).
 FROM_THE_CACHE = ("backbone", "layers", "weights", "crop_size", "dtype", "views", "jpeg_draft", "decoder",
-                  "split_seed", "split_fractions", "precision")
+                  "split_seed", "split_fractions", "precision", "runtime")
 
 
 def codes_for_cache(codes: CodeSpec, given, existing, cache_path="the cache") -> CodeSpec:
@@ -134,6 +134,8 @@ def codes_for_cache(codes: CodeSpec, given, existing, cache_path="the cache") ->
             take["decoder"] = preprocess.get("decoder", "pil")
         if "precision" not in given and existing.quantization:
             take["precision"] = "int8"
+        if "runtime" not in given and "precision" not in given and str(existing.precision).startswith("onnxruntime"):
+            take["runtime"] = "onnxruntime"  # the cache's codes came from the exported graph: so do these
     if "dtype" not in given:
         take["dtype"] = existing.dtype
     if "views" not in given:

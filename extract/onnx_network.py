@@ -48,7 +48,7 @@ def onnx_network(build, identity: dict, layers, crop) -> OnnxNetwork:
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
-        raise ExtractError("runtime=onnxruntime needs `pip install -e '.[deploy]'` (onnx, onnxscript, "
+        raise ExtractError("runtime=onnxruntime needs `pip install 'cnncodes[deploy]'` (onnx, onnxscript, "
                            "onnxruntime)") from None
     folder = onnx_dir()
     path = os.path.join(folder, f"{_key({**identity, 'torch': torch.__version__})}.onnx")

@@ -32,6 +32,8 @@ class ExtractConfig:
         self.data_root, self.cache_path = data_root, cache_path
         # the code options the caller chose; the rest an existing cache decides (config.codes_for_cache)
         self.given = set(given or ()) | {k for k, v in options.items() if v is not None}
+        if codes is not None:  # a CodeSpec passed whole: what differs from the defaults was chosen
+            self.given |= {f for f in CodeSpec.field_names() if getattr(codes, f) != getattr(CodeSpec(), f)}
         self.codes = replace(codes or CodeSpec(), **{k: v for k, v in options.items() if k in CodeSpec.field_names()})
         self.run = replace(run or RunOptions(), **{k: v for k, v in options.items() if k in RunOptions.field_names()})
 

@@ -55,3 +55,17 @@ def test_the_command_line_says_flags():
     assert in_flags("note: exclude=a.json: left out; exclude_reported=True too") == \
         "note: --exclude a.json: left out; --exclude-reported too"
     assert in_flags("e.g. a=b, x=1") == "e.g. a=b, x=1"  # not parameters of any verb: as written
+    for untouched in ("runs/seed=3/codes.h5: wrote 5, skipped 0", "s3://bucket/device=pixel7/ is empty",
+                      "https://host/x?format=npy&seed=1", "create it with `cnncodes extract DATA --cache seed=3.h5`"):
+        assert in_flags(untouched) == untouched  # paths, URLs and pasted commands keep their '='
+
+
+def test_a_closed_pipe_is_told_from_other_broken_pipes(monkeypatch):
+    from cnncodes import cli
+
+    def broken(args):
+        raise BrokenPipeError("a worker's pipe")
+    monkeypatch.setitem(cli.COMMANDS, "info", broken)
+    import pytest
+    with pytest.raises(BrokenPipeError):  # stdout is fine: a real error, not a reader that left
+        cli.main(["info", "x.h5"])

@@ -47,7 +47,7 @@ def default_threshold(backbone, layer) -> tuple:
     if (backbone, layer) in CALIBRATED:
         return CALIBRATED[backbone, layer], f"calibrated for {backbone} {layer} on planted copies"
     return GENERIC_THRESHOLD, (f"a generic default: {backbone} {layer} is not calibrated; "
-                               "bench/audit_calibration.py or --threshold")
+                               "bench/audit_calibration.py or threshold=")
 
 
 # Each fold of the label check, and the model that measures the effect of leaks, trains on at
@@ -118,7 +118,7 @@ def audit(data, threshold=None, k=5, limit=50, seed=0) -> dict:
         raise ClassifyError(f"{data.path}: the audit compares every row with every other and holds the codes in "
                             "memory; they exceed max_memory=: raise it")
     backbone = data.fingerprint.backbone
-    threshold, threshold_source = (threshold, "given (--threshold)") if threshold is not None else \
+    threshold, threshold_source = (threshold, "given (threshold=)") if threshold is not None else \
         default_threshold(backbone, data.layer)
     with open_cache(data.path) as c:
         keys, paths = np.asarray(c.keys), np.asarray(c.paths, dtype=object)

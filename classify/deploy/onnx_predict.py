@@ -53,7 +53,7 @@ class OnnxModel:
         try:
             import onnxruntime as ort
         except ImportError:
-            raise ClassifyError("runtime=onnxruntime needs `pip install -e '.[deploy]'` (onnxruntime)") from None
+            raise ClassifyError("runtime=onnxruntime needs `pip install 'cnncodes[deploy]'` (onnxruntime)") from None
         if not os.path.isfile(path):
             raise ClassifyError(f"{path}: no such ONNX model; write one with `cnncodes export-model MODEL.npz "
                                 f"--out {path}`")

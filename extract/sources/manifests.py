@@ -129,8 +129,7 @@ def _scan_image_rows(manifest) -> Scan:
                 records.append(Record(path=path, abspath=manifest, label=label, split=SPLIT_FOLDERS.get(split),
                                       stat=(0, int(st.st_mtime_ns), int(st.st_ino)), member=("parquet", group, i)))
             row += 1
-    return Scan(records=records, ignored=[], split_layout=False, failures=failures, states_labels="label" in names,
-                lists_everything=False)
+    return Scan(records=records, ignored=[], split_layout=False, failures=failures, states_labels="label" in names)
 
 
 _ROW_GROUP = {}  # (file, mtime, group) -> that row group's image cells: one group kept per process
