@@ -168,7 +168,7 @@ def pick_sample(records, sample, seed=0) -> tuple:
     share of the photos, at least MIN_PER_CLASS), each class's chosen by its content key hashed with
     the seed, so adding photos keeps earlier choices unless a newcomer ranks ahead."""
     from .extract.errors import ExtractError
-    from .extract.sources import read_bytes
+    from .extract.sources import read_and_hash
     labelled = [r for r in records if r.label is not None]
     if not labelled:
         raise ExtractError("rank measures backbones on labelled photos, and this source has none: give class "
@@ -189,7 +189,7 @@ def pick_sample(records, sample, seed=0) -> tuple:
         want = min(len(members), max(MIN_PER_CLASS, round(sample * len(members) / total)))
 
         def order(record):
-            key = hashlib.sha256(read_bytes(record)).hexdigest()
+            _, key = read_and_hash(record)
             return hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()
         ranked = sorted(members, key=order)
         chosen += ranked[:want]

@@ -5,7 +5,6 @@ recomputes whenever a fold's rows differ. Here the cache is keyed by each photo 
 content key) and the extractor's fingerprint, so every fold, grid point and later run reads the
 codes a photo already has and the network runs once per photo, ever.
 """
-import hashlib
 import os
 from dataclasses import replace
 import tempfile
@@ -128,7 +127,8 @@ def cached_rows_for(cache, paths) -> dict:
     folder extract was given, when its stat is unchanged; else a row with the same content key (the
     SHA-256 of the bytes). Changed and unknown photos are left out: extract reads those."""
     from .cache import open_cache
-    from .extract.sources.records import file_stat
+    from .extract.sources import read_and_hash
+    from .extract.sources.records import Record, file_stat
     if not os.path.exists(cache):
         return {}
     with open_cache(cache) as c:
@@ -161,8 +161,7 @@ def cached_rows_for(cache, paths) -> dict:
             continue
         key = _KEYS.get((path, stat))
         if key is None:
-            with open(path, "rb") as f:
-                key = _KEYS[(path, stat)] = hashlib.sha256(f.read()).hexdigest()
+            key = _KEYS[(path, stat)] = read_and_hash(Record(path=path, abspath=path, label=None))[1]
         if key in by_key:
             found[path] = path if key_of.get(path) == key else by_key[key]
     return found

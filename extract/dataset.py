@@ -1,6 +1,5 @@
 """The DataLoader side of the runner: workers read, hash, decode and transform; batches carry
 failures, content keys and unchanged files along."""
-import hashlib
 import time
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -9,7 +8,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .decoding import DEFAULT_MAX_PIXELS, DecodeError, decode_rgb
-from .sources import read_bytes
+from .sources import read_and_hash
 
 
 class PilLoader:
@@ -27,13 +26,6 @@ class PilLoader:
     def decode(self, path, data=None):
         """The RGB PIL image, before any transform."""
         return decode_rgb(path if data is None else data, self.max_pixels, self.draft_size)
-
-
-def read_and_hash(record):
-    """(bytes, SHA-256 hex): the one read of an image (a file, or a tar member); the key is what
-    identifies its content."""
-    data = read_bytes(record)
-    return data, hashlib.sha256(data).hexdigest()
 
 
 class Item(NamedTuple):

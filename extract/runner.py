@@ -2,7 +2,6 @@
 
 It knows the cache only through ``cache.open_for_append`` and never the order of its write steps.
 """
-import hashlib
 import os
 import time
 from dataclasses import dataclass, field, replace
@@ -13,7 +12,7 @@ from .config import CodeSpec, RunOptions, codes_for_cache
 from .engines import make_engine
 from .errors import ExtractError
 from .extractor import Extractor
-from .sources import read_bytes, scan_source, split_of
+from .sources import read_and_hash, scan_source, split_of
 
 
 class ExtractConfig:
@@ -227,10 +226,9 @@ def _moved_photos(session, pending, vanished, states_labels, config) -> dict:
             continue
         started = time.time_ns()
         try:
-            data = read_bytes(record)
+            _, key = read_and_hash(record)
         except OSError:
             continue  # the encode pass records the failure
-        key = hashlib.sha256(data).hexdigest()
         old = by_size[record.stat[0]].get(key)
         if old is None or old[0] in taken or not _gone_or_same_file(old[0], root, record):
             continue

@@ -40,6 +40,13 @@ def read_bytes(record) -> bytes:
     return data
 
 
+def read_and_hash(record) -> tuple:
+    """(bytes, SHA-256 hex): the one read of an image (a file, or a tar member); the key is what
+    identifies its content in a cache."""
+    data = read_bytes(record)
+    return data, hashlib.sha256(data).hexdigest()
+
+
 def scan_source(data) -> Scan:
     """Records of whatever ``data`` names: a folder (class folders, split folders, or a flat
     folder of unlabeled images), a manifest (.csv, .parquet), or tar shards (a .tar file or a
@@ -86,5 +93,5 @@ def source_hasher(data):
     def digest(rel):
         if rel not in by_path:
             raise FileNotFoundError(rel)
-        return hashlib.sha256(read_bytes(by_path[rel])).hexdigest()
+        return read_and_hash(by_path[rel])[1]
     return digest
