@@ -24,10 +24,11 @@ def select(cache, budget, out, *, strategy=DEFAULT_STRATEGY, layer=None, seed=0)
     from .classify.errors import ClassifyError
     from .classify.select import choose
     from .classify.splits import UNLABELED_SPLIT
+    from .extract.sources import paths_folder
     cache, out = os.fspath(cache), os.fspath(out)
     with open_cache(cache) as c:
         root = c.fingerprint.provenance.get("data_root") or ""
-    base = os.path.dirname(root) if os.path.isfile(root) else root
+    base = paths_folder(root)
     if "://" in root or not os.path.isdir(base):
         raise ClassifyError(f"{cache}: its source ({root or 'unknown'}) is not a local folder or manifest, and select "
                             "writes a manifest of local files")

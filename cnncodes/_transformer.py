@@ -127,7 +127,7 @@ def cached_rows_for(cache, paths) -> dict:
     folder extract was given, when its stat is unchanged; else a row with the same content key (the
     SHA-256 of the bytes). Changed and unknown photos are left out: extract reads those."""
     from .cache import open_cache
-    from .extract.sources import read_and_hash
+    from .extract.sources import paths_folder, read_and_hash
     from .extract.sources.records import Record, file_stat
     if not os.path.exists(cache):
         return {}
@@ -139,13 +139,11 @@ def cached_rows_for(cache, paths) -> dict:
             stats = [tuple(int(v) for v in s) for s in c.raw("stat")[()][centre]]
         except KeyError:  # a schema-1 cache keeps no stat: its photos are found by content alone
             stats = [None] * len(cached)
-        root = c.fingerprint.provenance.get("data_root") or ""
+        root = paths_folder(c.fingerprint.provenance.get("data_root"))
     stat_of, key_of = dict(zip(cached, stats)), dict(zip(cached, keys))
     by_key = {}
     for path, key in zip(cached, keys):
         by_key.setdefault(key, path)
-    if os.path.isfile(root):  # a manifest: its paths are relative to its folder
-        root = os.path.dirname(root)
     found = {}
     for path in paths:
         try:

@@ -12,7 +12,7 @@ from .config import CodeSpec, RunOptions, codes_for_cache
 from .engines import make_engine
 from .errors import ExtractError
 from .extractor import Extractor
-from .sources import read_and_hash, scan_source, split_of
+from .sources import paths_folder, read_and_hash, scan_source, split_of
 
 
 class ExtractConfig:
@@ -100,8 +100,8 @@ def run_extract(config: ExtractConfig) -> ExtractSummary:
 
 def _run_locked(config, lock) -> ExtractSummary:
     _check_source_exists(config.data_root)  # the data before the weights: a typo costs no download
-    config.codes = codes_for_cache(config.codes, config.given, cache_api.existing_fingerprint(config.cache_path),
-                                   config.cache_path)
+    existing = cache_api.existing_fingerprint(config.cache_path)  # read once: the cache's extractor and root
+    config.codes = codes_for_cache(config.codes, config.given, existing, config.cache_path)
     engine = make_engine(config.engine, config.ray_address)
     extractor = Extractor.for_new_codes(config.codes, config.data_root, config.run,
                                         compute_device=engine.compute_device(config.device))
@@ -109,11 +109,11 @@ def _run_locked(config, lock) -> ExtractSummary:
     summary = ExtractSummary(cache_path=config.cache_path, ignored=len(scan.ignored))
     started = time.perf_counter()
     if extractor.precision == "int8":
-        _settle_calibration(extractor, config, scan.records)
+        _settle_calibration(extractor, config, scan.records, existing)
     classes = sorted({r.label for r in scan.records if r.label is not None})
     with cache_api.open_for_append(config.cache_path, extractor.fingerprint, extractor.widths, classes,
                                    lock=lock) as session:
-        pending = _plan(session, scan, config, summary)
+        pending = _plan(session, scan, config, summary, existing)
         if pending:
             engine.prepare(extractor)
             loop_started = time.perf_counter()
@@ -136,8 +136,7 @@ def _check_source_exists(data) -> None:
                            "or tar shards")
 
 
-def _settle_calibration(extractor, config, records):
-    existing = cache_api.existing_fingerprint(config.cache_path)
+def _settle_calibration(extractor, config, records, existing):
     try:
         extractor.adopt_calibration(existing)
     except ExtractError as exc:
@@ -146,7 +145,7 @@ def _settle_calibration(extractor, config, records):
         extractor.calibrate(records, config.calibration_images, config.int8_engine)
 
 
-def _plan(session, scan, config, summary) -> list:
+def _plan(session, scan, config, summary, existing=None) -> list:
     """The records to read: new files, and files whose stat changed (or all, with --rehash).
 
     A file the cache knows is read again with its old key attached: if its bytes still hash to
@@ -187,7 +186,8 @@ def _plan(session, scan, config, summary) -> list:
         else:
             pending.append(replace(record, known=held))
     vanished = [p for p in session.paths() if p not in seen]
-    moved = _moved_photos(session, pending, vanished, scan.states_labels, config)
+    root = paths_folder(existing.provenance.get("data_root")) if existing is not None else ""
+    moved = _moved_photos(session, pending, vanished, scan.states_labels, config, root)
     if moved:
         pending = [r for r in pending if r.path not in moved]
         gone = {old for old, _ in moved.values()}
@@ -202,7 +202,7 @@ def _plan(session, scan, config, summary) -> list:
     return pending
 
 
-def _moved_photos(session, pending, vanished, states_labels, config) -> dict:
+def _moved_photos(session, pending, vanished, states_labels, config, root) -> dict:
     """New paths whose bytes are a row the cache holds under a path this source no longer lists,
     where that path's file is gone (a renamed or moved photo) or is this very file (one another
     writer cached under its own name, as CodesTransformer does): their rows move to the new path
@@ -217,9 +217,6 @@ def _moved_photos(session, pending, vanished, states_labels, config) -> dict:
             by_size.setdefault(held.stat[0], {})[held.key] = (path, held)
     if not by_size:
         return {}
-    existing = cache_api.existing_fingerprint(config.cache_path)
-    root = (existing.provenance.get("data_root") or "") if existing is not None else ""
-    root = os.path.dirname(root) if os.path.isfile(root) else root  # a manifest's paths: from its folder
     moved, taken = {}, set()
     for record in pending:
         if record.known is not None or record.stat[0] not in by_size:

@@ -40,6 +40,13 @@ def read_bytes(record) -> bytes:
     return data
 
 
+def paths_folder(data_root) -> str:
+    """The folder a cache's relative paths start from, given its recorded data root: a manifest's
+    folder, or the folder itself ("" where none is recorded)."""
+    root = data_root or ""
+    return os.path.dirname(root) if os.path.isfile(root) else root
+
+
 def read_and_hash(record) -> tuple:
     """(bytes, SHA-256 hex): the one read of an image (a file, or a tar member); the key is what
     identifies its content in a cache."""
