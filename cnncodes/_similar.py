@@ -30,10 +30,11 @@ def similar(cache, queries=(), *, k=12, text=(), layer=None, max_memory=None, we
         row_of = {p: i for i, p in enumerate(c.paths)}
         # a photo on disk the cache holds (under the path extract gave it): its cached codes, not a re-encode
         files = [q for q in queries if q not in row_of and os.path.isfile(q)]
-        for query, held in cached_rows_for(cache, [os.path.abspath(q) for q in files]).items() if files else ():
-            for q in files:
-                if os.path.abspath(q) == query and held in row_of:
-                    row_of[q] = row_of[held]
+        found = cached_rows_for(cache, [os.path.abspath(q) for q in files]) if files else {}
+        for q in files:
+            held = found.get(os.path.abspath(q))
+            if held in row_of:
+                row_of[q] = row_of[held]
         in_cache = [q for q in queries if q in row_of]
         outside = [q for q in queries if q not in row_of]
         missing = [q for q in outside if not os.path.isfile(q)]
