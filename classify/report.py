@@ -19,14 +19,20 @@ def best_result(results):
     return max(fitted_results(results), key=lambda r: (r.accuracy, r.balanced_accuracy))
 
 
-def format_table(results, markdown=False) -> str:
-    """Best first; skipped classifiers last, with their reason."""
+def table_cells(results) -> tuple:
+    """(header, rows of text cells): best first; skipped classifiers last, with their reason."""
     rows = [[r.classifier, f"{r.accuracy:.4f}", _interval(r), f"{r.balanced_accuracy:.4f}",
              f"{r.macro_f1:.4f}", f"{r.fit_seconds:.2f}", _versus_best(r),
              ", ".join(f"{k}={_short(v)}" for k, v in r.params.items()) or "-"]
             for r in sorted(fitted_results(results), key=lambda r: -r.accuracy)]
     rows += [[r.classifier, "skipped", "-", "-", "-", "-", "-", r.skipped] for r in results if not isinstance(r, FitResult)]
     header = ["classifier", "accuracy", "95% CI", "bal. acc.", "macro F1", "fit s", "vs best", "chosen"]
+    return header, rows
+
+
+def format_table(results, markdown=False) -> str:
+    """The comparison as text (aligned columns) or a markdown table."""
+    header, rows = table_cells(results)
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])

@@ -180,8 +180,9 @@ class Comparison(list):
 
     def _repr_html_(self) -> str:
         from .classify.report import TABLE_NOTE
-        from ._display import html_table, text_table
-        header, rows = text_table(self.table())
+        from .classify.report import table_cells
+        from ._display import html_table
+        header, rows = table_cells(list(self))
         return html_table(header, rows, caption=f"{self.data.path}, layer {self.data.layer}: "
                           f"{len(self.data):,} labelled rows, scaling {self.scaling}, seed {self.seed}", note=TABLE_NOTE)
 

@@ -13,14 +13,6 @@ def html_table(header, rows, caption=None, note=None) -> str:
     return f"<table>{title}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{under}"
 
 
-def text_table(text: str) -> tuple:
-    """(header, rows) of a table printed with columns separated by two or more spaces."""
-    import re
-    lines = [line for line in text.splitlines() if line.strip()]
-    split = [re.split(r"\s{2,}", line.strip()) for line in lines]
-    return (split[0], split[1:]) if split else ([], [])
-
-
 class AuditFindings(dict):
     """What audit found (a dict: the JSON `cnncodes audit --json` prints), shown as its counts."""
 

@@ -71,7 +71,8 @@ class Ranking:
         scored = [r for r in self.rows if r.failed is None]
         return scored[0] if scored else None
 
-    def table(self) -> str:
+    def _cells(self) -> tuple:
+        """(header, one row of text cells per candidate scored)."""
         header = ["candidate", "probe acc.", "95% CI", "vs best", "k-NN", "LogME", "img/s", "width", "bytes/img",
                   "front"]
         lines = []
@@ -84,6 +85,10 @@ class Ranking:
                           versus, f"{r.knn_accuracy:.4f}", f"{r.logme:.3f}",
                           "-" if r.images_per_second is None else f"{r.images_per_second:.1f}", str(r.width),
                           f"{r.bytes_per_image:,.0f}", "*" if r.pareto else ""])
+        return header, lines
+
+    def table(self) -> str:
+        header, lines = self._cells()
         widths = [max(len(str(x)) for x in col) for col in zip(header, *lines)]
         fmt = "  ".join(f"{{:<{w}}}" for w in widths)
         failed = [f"{r.candidate}: failed: {r.failed}" for r in self.rows if r.failed is not None]
@@ -93,8 +98,8 @@ class Ranking:
         return f"Ranking of {len(self.rows)} on a sample of {self.sample:,} from {self.data}:\n{self.table()}"
 
     def _repr_html_(self) -> str:
-        from ._display import html_table, text_table
-        header, rows = text_table("\n".join(line for line in self.table().splitlines() if ": failed: " not in line))
+        from ._display import html_table
+        header, rows = self._cells()
         failed = "; ".join(f"{r.candidate}: {r.failed}" for r in self.rows if r.failed is not None)
         return html_table(header, rows, caption=f"{self.sample:,} photos of {self.data}",
                           note=(f"failed: {failed}. " if failed else "") + f"next: {self.next_command}")
