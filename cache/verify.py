@@ -3,7 +3,7 @@
 Every code chunk is read back, so HDF5's fletcher32 checksums catch bytes that changed on disk.
 """
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import h5py
 import numpy as np
@@ -35,6 +35,15 @@ class VerifyReport:
     @property
     def ok(self) -> bool:
         return not (self.problems or self.changed or self.missing)
+
+    def to_dict(self) -> dict:
+        """What `verify --json` prints."""
+        return asdict(self) | {"ok": self.ok}
+
+    def __repr__(self) -> str:
+        said = "ok" if self.ok else (f"NOT OK: {len(self.problems)} problems, {len(self.changed)} changed, "
+                                     f"{len(self.missing)} missing")
+        return f"VerifyReport({self.path}: {self.rows:,} rows, {self.chunks_checked} chunks checked; {said})"
 
 
 def verify_cache(path, images=False, data_root=None, recompute=None, min_cosine=None,

@@ -193,7 +193,7 @@ def cmd_verify(args):
     report = verify(args.cache, images=args.images, recompute=args.recompute, data=args.data, weights=args.weights,
                     device=args.device, min_cosine=args.min_cosine)
     if args.json:
-        print(json.dumps(report.__dict__ | {"ok": report.ok}, indent=2))
+        print(json.dumps(report.to_dict(), indent=2))
         return 0 if report.ok else 1
     print(f"{report.path}: {report.rows} rows in {report.segments} segment{'s' if report.segments != 1 else ''}, "
           f"{report.chunks_checked} code chunks "
