@@ -165,10 +165,12 @@ def load_codes(cache_path, layer=None, max_memory=None, seed=0) -> CodesData:
     layer: one layer, or several ("a,b" or "a+b"), concatenated; default every layer the cache holds.
     Beyond it, no codes are read here: ``stream`` reads them a load at a time for the heads that
     stream (logreg, linear), and ``in_memory()`` gives the others a seeded random subsample that fits."""
+    from ..extract.config import layer_names
     from .budget import rows_that_fit
     from .stream import CodeStream
     with open_cache(cache_path) as c:
-        layer = "+".join(layer.split(",")) if layer else all_code_layers(c.layers, c.fingerprint)
+        layers = layer_names(layer) or code_layers(c.layers, c.fingerprint)
+        layer = "+".join(layers)  # the codes' name, as a cache and a model file write it
         n, width = len(c), c.width(layer)
         labels, splits, views = c.labels, c.splits.astype(str), c.views
         splits = np.where(labels == UNLABELED, UNLABELED_SPLIT, splits)  # never reported, never trained on
@@ -180,10 +182,15 @@ def load_codes(cache_path, layer=None, max_memory=None, seed=0) -> CodesData:
                      stream=CodeStream(cache_path, layer, max_memory), seed=seed)
 
 
+def code_layers(layers, fingerprint) -> tuple:
+    """Every cached layer of codes, to go side by side; a cache of maps alone: its first map."""
+    codes = tuple(name for name in layers if name not in fingerprint.map_shapes)
+    return codes or tuple(layers[:1])
+
+
 def all_code_layers(layers, fingerprint) -> str:
-    """Every cached layer of codes side by side; a cache of maps alone: its first map."""
-    codes = [name for name in layers if name not in fingerprint.map_shapes]
-    return "+".join(codes) if codes else layers[0]
+    """code_layers' name, "a+b", as a cache and a model file write it."""
+    return "+".join(code_layers(layers, fingerprint))
 
 
 def read_exclusions(path) -> list:

@@ -43,9 +43,9 @@ def join_caches(data, others):
                     not np.array_equal(c.splits.astype(str)[order], data.splits):
                 raise ClassifyError(f"{other}: labels or splits differ from {data.path}'s for the same photos; "
                                     "extract both with the same split_seed= (or split folders)")
-            layer = "+".join(c.layers)
-            blocks.append(c.codes(layer)[order])
-            parts.append({"cache": c.path, "layer": layer, "fingerprint": c.fingerprint,
+            layers = tuple(c.layers)
+            blocks.append(c.codes(layers)[order])
+            parts.append({"cache": c.path, "layer": "+".join(layers), "fingerprint": c.fingerprint,
                           "width": int(blocks[-1].shape[1])})
     return replace(data, _X=np.concatenate(blocks, axis=1), side_by_side=parts)
 

@@ -8,13 +8,14 @@ from dataclasses import replace
 import numpy as np
 
 from .errors import ExtractError
-from .config import RunOptions
+from .config import RunOptions, layer_names
 from .extractor import Extractor
 from .sources import Record, expand_image_paths, scan_source
 
 
 def _encoder(fingerprint, weights_file, device, batch_size=None, workers=None, layer=None, precision=None):
-    """The cache's extractor, and the layers whose codes go side by side ("a+b"; default the first).
+    """The cache's extractor, and the layers whose codes go side by side (a tuple): ``layer`` in any
+    form layer_names reads; not named, the cache's first layer (what stage two reads by default).
     precision: a float precision to compute in (default: the device's automatic one)."""
     if isinstance(fingerprint, dict):
         from ..cache import Fingerprint
@@ -23,7 +24,7 @@ def _encoder(fingerprint, weights_file, device, batch_size=None, workers=None, l
     extractor = Extractor.from_fingerprint(fingerprint.with_precision(precision) if keep else fingerprint, weights_file,
                                            RunOptions(device=device, batch_size=batch_size, workers=workers),
                                            keep_precision=keep)
-    return extractor, (layer.split("+") if layer else [extractor.fingerprint.layers[0]])
+    return extractor, layer_names(layer) or tuple(extractor.fingerprint.layers[:1])
 
 
 def _side_by_side(by_layer: dict, layers) -> np.ndarray:
@@ -32,8 +33,9 @@ def _side_by_side(by_layer: dict, layers) -> np.ndarray:
 
 def encode_images(fingerprint, inputs, weights_file=None, device="auto", batch_size=None,
                   workers=None, layer=None, mirrored=False, precision=None):
-    """Codes of ``layer`` for image files/folders, computed as the cache's extractor did (centre
-    views: augmented views are for training rows only).
+    """Codes of ``layer`` (one name, "a,b", "a+b" or a sequence; default the cache's first layer)
+    for image files/folders, computed as the cache's extractor did (centre views: augmented views
+    are for training rows only).
 
     Returns (paths, codes float32 [n, D], failures [(path, reason)]); with ``mirrored``, codes are
     [n, 2, D]: each image's centre view and its mirror image (test-time views). Codes are rounded
@@ -60,14 +62,14 @@ def encode_texts(fingerprint, texts, weights_file=None):
     """Text queries for codes of an open_clip ``embedding`` layer: the same model's text tower, with
     the weights the cache's codes came from."""
     from .backbones import get_backbone
-    from .extractor import _weights_for
+    from .weights import weights_for_identity
     spec = get_backbone(fingerprint.backbone)
     if not hasattr(spec, "encode_text"):
         raise ExtractError(f"text queries need an open_clip backbone (its text tower); this cache's is "
                            f"{fingerprint.backbone}")
     if fingerprint.weights.startswith("random:"):
         raise ExtractError(f"text queries need trained weights, and this cache's codes came from {fingerprint.weights}")
-    return spec.encode_text(_weights_for(spec, fingerprint.weights, weights_file), texts)
+    return spec.encode_text(weights_for_identity(spec, fingerprint.weights, weights_file), texts)
 
 
 def _records_in(root, paths) -> dict:

@@ -12,6 +12,10 @@ from .options import (DECODERS, DEFAULT_BACKBONE, DEFAULT_CALIBRATION_IMAGES, DE
 from .sources import DEFAULT_SPLIT_FRACTIONS
 
 
+# Layers not named: the backbone's default layers (extract/backbones/base.py, BackboneSpec.defaults).
+DEFAULT_LAYERS = ()
+
+
 class _FromArgs:
     @classmethod
     def from_args(cls, args, **overrides):
@@ -29,7 +33,7 @@ class CodeSpec(_FromArgs):
     """What codes: everything that decides their values, so everything the fingerprint records
     (with the resolved weights and the backbone's preprocessing, extract/extractor.py)."""
     backbone: str = DEFAULT_BACKBONE
-    layers: tuple = ()                  # () = the backbone's default layers
+    layers: tuple = DEFAULT_LAYERS      # any form layer_names reads
     weights: str = None                 # None = pretrained; random[:SEED]; a FILE
     dtype: str = DTYPES[0]              # how codes are stored
     precision: str = "auto"             # compute precision (auto: extract/device.py)
@@ -44,7 +48,7 @@ class CodeSpec(_FromArgs):
     int8_engine: str = DEFAULT_INT8_ENGINE                # int8 only, first run only
 
     def __post_init__(self):
-        object.__setattr__(self, "layers", tuple(self.layers or ()))
+        object.__setattr__(self, "layers", layer_names(self.layers))
         object.__setattr__(self, "split_fractions", tuple(self.split_fractions))
         _choice("dtype", self.dtype, DTYPES)
         _choice("decoder", self.decoder, DECODERS)
@@ -153,10 +157,11 @@ def codes_for_cache(codes: CodeSpec, given, existing, cache_path="the cache") ->
 
 
 def layer_names(layer) -> tuple:
-    """Layers as the user may name them: None (the backbone's defaults: ()), one name, several
-    joined by "," or by "+" (as a cache, a model file and load_codes write them), or a sequence."""
+    """The one reading of layers as the user may name them, as a tuple of names: None
+    (DEFAULT_LAYERS), one name, several joined by "," or by "+" (as a cache, a model file and
+    load_codes write them), or a sequence of names."""
     if layer is None:
-        return ()
+        return DEFAULT_LAYERS
     if isinstance(layer, str):
         return tuple(p.strip() for p in layer.replace("+", ",").split(",") if p.strip())
     return tuple(str(p).strip() for p in layer)

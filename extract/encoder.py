@@ -11,8 +11,8 @@ from torch.utils.data import DataLoader
 from .allocator import freed_memory_kept
 from .batch_ring import BatchRing, RingBatches, as_is
 from .dataset import ImageRecords, collate
-from .decoding import DEFAULT_MAX_PIXELS
-from .device import PRECISIONS
+from .config import RunOptions
+from .device import PRECISIONS, batching
 from .tensor_decoding import finish_batch
 from .workers import ExitWithParent
 
@@ -52,14 +52,13 @@ class EncodedBatch:
         return self
 
 
-def encode_batches(model, preprocess, records, device, precision="fp32", batch_size=32, workers=0,
-                   channels_last=True, max_pixels=DEFAULT_MAX_PIXELS, decode_on_device=None, compile_model=False,
-                   views=None, mirrored=False, fixed_size=True):
-    """Yield EncodedBatch for consecutive batches of records (objects with .abspath, optionally .known).
+@dataclass(frozen=True)
+class EncodePlan:
+    """What one pass of the encoder does beyond the run's options (RunOptions): where, in what
+    precision, and which rows.
 
     decode_on_device: JPEGs decoded in the main process on ``device`` rather than in the workers
-    (default: with the torchvision decoder on CUDA).
-    compile_model: run the model through torch.compile.
+    (None: with the torchvision decoder on CUDA).
     fixed_size: the network always sees exactly ``batch_size`` rows (fixed_batch): a short batch (the last one,
     or one with failed or unchanged records) is padded with zeros and a longer one (augmented
     views, mirrored images) is cut into full ones. A CPU's fp32 kernels (and any compiled graph)
@@ -70,17 +69,34 @@ def encode_batches(model, preprocess, records, device, precision="fp32", batch_s
     views: a ViewPlan (extract/views.py): train records also yield their augmented views, as rows
     that repeat the record's position. mirrored: also encode each image mirrored (predict --tta).
     """
+    device: torch.device
+    precision: str = "fp32"           # the autocast precision (a key of extract/device.py's PRECISIONS)
+    views: object = None
+    mirrored: bool = False
+    fixed_size: bool = True
+    decode_on_device: bool = None
+
+
+def encode_batches(model, preprocess, records, run: RunOptions, plan: EncodePlan):
+    """Yield EncodedBatch for consecutive batches of records (objects with .abspath, optionally .known).
+
+    ``run``: its batch size and decoding workers (None: the device's defaults), channels_last,
+    max_pixels and compile (torch.compile the model); ``plan``: the rest (EncodePlan).
+    """
+    device, views = plan.device, plan.views
+    batch_size, workers = batching(device, run.batch_size, run.workers)
+    max_pixels, decode_on_device = run.max_pixels, plan.decode_on_device
     if decode_on_device is None:
         decode_on_device = preprocess.decoder == "torchvision" and device.type == "cuda"
     if views is not None and decode_on_device:
         raise ValueError("augmented views are drawn from PIL images: use decoder=pil with views=")
     dataset = ImageRecords(records, preprocess.loader(max_pixels, defer_jpegs=decode_on_device), views)
     device_transform = preprocess.tensor_transform() if decode_on_device else None
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    memory_format = torch.channels_last if run.channels_last else torch.contiguous_format
     prefetch, ring = 4, None
-    if device.type == "cpu" and workers and fixed_size and views is None and not decode_on_device:
+    if device.type == "cpu" and workers and plan.fixed_size and views is None and not decode_on_device:
         # The workers normalise into buffers this process owns (extract/batch_ring.py); two
-        # batches ahead each are enough where they decode while the network waits (4: 1-2% slower).
+        # batches ahead each are enough where they decode while the network waits (four each measured slower: docs/benchmarks.md).
         prefetch = 2
         ring = BatchRing(prefetch * workers + 1, batch_size, preprocess.crop, memory_format)
         dataset = RingBatches(dataset, ring, preprocess.image_normalizer())
@@ -89,12 +105,12 @@ def encode_batches(model, preprocess, records, device, precision="fp32", batch_s
                         prefetch_factor=prefetch if workers else None,
                         worker_init_fn=ExitWithParent(yield_cores=device.type == "cpu") if workers else None)
     model = model.to(device=device, memory_format=memory_format).eval()
-    if compile_model:
+    if run.compile:
         model = torch.compile(model)
-    if fixed_size or compile_model:  # a compiled graph also keeps one shape: no second compilation
+    if plan.fixed_size or run.compile:  # a compiled graph also keeps one shape: no second compilation
         model = fixed_batch(model, batch_size, memory_format)
     normalize = preprocess.normalizer(device, reuse_buffers=True)
-    autocast_dtype = PRECISIONS[precision]
+    autocast_dtype = PRECISIONS[plan.precision]
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     # On the CPU the activations' memory is kept between batches (extract/allocator.py), for the
@@ -113,7 +129,7 @@ def encode_batches(model, preprocess, records, device, precision="fp32", batch_s
                 rows = len(batch.indices)
                 with autocast_context(device, autocast_dtype):
                     out = model(x)
-                    if mirrored:
+                    if plan.mirrored:
                         flipped = {k: v[:rows].float().cpu().numpy() for k, v in model(x.flip(-1)).items()}
                 codes = {k: v[:rows].float().cpu().numpy() for k, v in out.items()}
                 if ring:

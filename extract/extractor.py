@@ -20,13 +20,13 @@ from . import int8
 from .backbones import get_backbone
 from .config import CodeSpec, RunOptions
 from .device import batching, pick_device, pick_precision
-from .encoder import encode_batches
+from .encoder import EncodePlan, encode_batches
 from .errors import ExtractError, WeightsUnavailable
 from .preprocessing import Preprocess
 from .sources import DEFAULT_SPLIT_FRACTIONS, source_location
 from .views import ViewPlan, ViewRecipe
 from .onnx_network import PRECISION as ONNX_PRECISION
-from .weights import PRETRAINED_ALIASES, resolve_weights
+from .weights import PRETRAINED_ALIASES, resolve_weights, weights_for_identity
 
 
 class Extractor:
@@ -38,9 +38,9 @@ class Extractor:
         self.spec = get_backbone(fingerprint.backbone)
         self.preprocess = Preprocess.from_dict(fingerprint.preprocess)
         self.weights = weights
-        self.options = options
         self.device = device or pick_device(options.device)
-        self.batch_size, self.workers = batching(self.device, options.batch_size, options.workers)
+        batch_size, workers = batching(self.device, options.batch_size, options.workers)
+        self.options = replace(options, batch_size=batch_size, workers=workers)  # resolved for this device
         self._model = None
         self._network = None  # the float network, kept from calibration for quantizing
 
@@ -92,7 +92,7 @@ class Extractor:
             fingerprint = Fingerprint.from_attrs(fingerprint)
         options = options or RunOptions()
         spec = get_backbone(fingerprint.backbone)
-        weights = _weights_for(spec, fingerprint.weights, weights_file)
+        weights = weights_for_identity(spec, fingerprint.weights, weights_file)
         if fingerprint.quantization:
             device = pick_device("cpu")
             fingerprint = fingerprint.with_precision("int8")
@@ -101,6 +101,14 @@ class Extractor:
             if not keep_precision:
                 fingerprint = fingerprint.with_precision(pick_precision("auto", device))
         return cls(fingerprint, weights, options, device, weights_file)
+
+    @property
+    def batch_size(self) -> int:
+        return self.options.batch_size
+
+    @property
+    def workers(self) -> int:
+        return self.options.workers
 
     @property
     def precision(self) -> str:
@@ -162,9 +170,8 @@ class Extractor:
         keys = []
 
         def feed(prepared):
-            for batch in encode_batches(prepared, self.preprocess, sample, self.device, "fp32", self.batch_size,
-                                        self.workers, self.options.channels_last, self.options.max_pixels,
-                                        fixed_size=False):  # the observers must not see zero padding
+            plan = EncodePlan(self.device, "fp32", fixed_size=False)  # the observers must not see zero padding
+            for batch in encode_batches(prepared, self.preprocess, sample, replace(self.options, compile=False), plan):
                 keys.extend(batch.keys.values())
         quantization = int8.calibrate(network, self.preprocess.crop, feed, keys, engine)
         self.fingerprint = replace(self.fingerprint, quantization=quantization)
@@ -175,10 +182,9 @@ class Extractor:
         """EncodedBatch for consecutive batches of records (objects with .abspath). views: train
         records also yield the augmented views the fingerprint asks for (extract; not predict).
         mirrored: each image's mirror image is encoded too (predict --tta)."""
-        return encode_batches(self.model, self.preprocess, records, self.device, self.compute_precision, self.batch_size,
-                              self.workers, self.options.channels_last, self.options.max_pixels,
-                              compile_model=self.options.compile, views=self.view_plan() if views else None,
-                              mirrored=mirrored)
+        plan = EncodePlan(self.device, self.compute_precision, views=self.view_plan() if views else None,
+                          mirrored=mirrored)
+        return encode_batches(self.model, self.preprocess, records, self.options, plan)
 
     def view_plan(self):
         """The ViewPlan of the fingerprint's augmented views, or None."""
@@ -191,22 +197,6 @@ class Extractor:
     def round_to_storage(self, codes: np.ndarray) -> np.ndarray:
         """Codes as a classifier trained on the cache saw them (rounded to the stored dtype)."""
         return codes.astype(self.fingerprint.dtype).astype(np.float32)
-
-
-def _weights_for(spec, identity: str, weights_file=None):
-    if identity.startswith("random:"):
-        return resolve_weights(spec, identity)
-    if identity.startswith("file:"):
-        if not weights_file:
-            raise WeightsUnavailable(f"the model was trained on codes from weights {identity}; "
-                                     "pass that file with weights=FILE")
-        weights = resolve_weights(spec, weights_file)
-    else:
-        weights = resolve_weights(spec, None)
-    if weights.identity.split("sha256:")[-1] != identity.split("sha256:")[-1]:
-        raise WeightsUnavailable(f"weights {weights.identity} are not the ones the model was trained with "
-                                 f"({identity}); pass the same weights")
-    return weights
 
 
 def _resolve_or_name_the_weights_here(spec, choice):

@@ -18,7 +18,8 @@ from .sources import paths_folder, read_and_hash, scan_source, split_of
 class ExtractConfig:
     """One extract run: where (the data folder, the cache), what codes (a CodeSpec) and how to run
     (RunOptions). Fields of either may be given by name, ``ExtractConfig(data, cache, weights=...,
-    workers=0)``: each goes to the dataclass that owns it, and reads back the same way."""
+    workers=0)``: each goes to the dataclass that owns it, and is read from there (``config.codes.weights``,
+    ``config.run.workers``)."""
 
     def __init__(self, data_root, cache_path, codes: CodeSpec = None, run: RunOptions = None, given=None, **options):
         known = CodeSpec.field_names() | RunOptions.field_names()
@@ -35,14 +36,6 @@ class ExtractConfig:
             self.given |= {f for f in CodeSpec.field_names() if getattr(codes, f) != getattr(CodeSpec(), f)}
         self.codes = replace(codes or CodeSpec(), **{k: v for k, v in options.items() if k in CodeSpec.field_names()})
         self.run = replace(run or RunOptions(), **{k: v for k, v in options.items() if k in RunOptions.field_names()})
-
-    def __getattr__(self, name):
-        if name in ("codes", "run"):  # not set yet (unpickling): no recursion
-            raise AttributeError(name)
-        for part in (self.codes, self.run):
-            if name in type(part).field_names():
-                return getattr(part, name)
-        raise AttributeError(f"ExtractConfig has no option {name!r}")
 
 
 @dataclass
@@ -102,9 +95,9 @@ def _run_locked(config, lock) -> ExtractSummary:
     _check_source_exists(config.data_root)  # the data before the weights: a typo costs no download
     existing = cache_api.existing_fingerprint(config.cache_path)  # read once: the cache's extractor and root
     config.codes = codes_for_cache(config.codes, config.given, existing, config.cache_path)
-    engine = make_engine(config.engine, config.ray_address)
+    engine = make_engine(config.run.engine, config.run.ray_address)
     extractor = Extractor.for_new_codes(config.codes, config.data_root, config.run,
-                                        compute_device=engine.compute_device(config.device))
+                                        compute_device=engine.compute_device(config.run.device))
     scan = scan_source(config.data_root)
     summary = ExtractSummary(cache_path=config.cache_path, ignored=len(scan.ignored))
     started = time.perf_counter()
@@ -142,7 +135,7 @@ def _settle_calibration(extractor, config, records, existing):
     except ExtractError as exc:
         raise ExtractError(f"{config.cache_path}: {exc}") from None
     if not extractor.fingerprint.quantization:
-        extractor.calibrate(records, config.calibration_images, config.int8_engine)
+        extractor.calibrate(records, config.codes.calibration_images, config.codes.int8_engine)
 
 
 def _plan(session, scan, config, summary, existing=None) -> list:
@@ -169,7 +162,7 @@ def _plan(session, scan, config, summary, existing=None) -> list:
         summary.failures.append((path, reason))
     for record in scan.records:
         seen.add(record.path)
-        if config.only is not None and record.path not in config.only:
+        if config.run.only is not None and record.path not in config.run.only:
             summary.deferred += 1
             continue
         held = session.lookup(record.path)
@@ -177,7 +170,7 @@ def _plan(session, scan, config, summary, existing=None) -> list:
             record = replace(record, label=held.label)  # a source without labels keeps the cached ones
         if held is None:
             pending.append(record)
-        elif held.stat == record.stat and not config.rehash:
+        elif held.stat == record.stat and not config.run.rehash:
             if not held.failed and held.label != record.label:  # a manifest relabelled it: same codes
                 session.carry_rows([record.path], [record.stat], [record.label])
                 summary.relabelled += 1
@@ -194,11 +187,11 @@ def _plan(session, scan, config, summary, existing=None) -> list:
         vanished = [p for p in vanished if p not in gone]
         summary.moved = len(moved)
     summary.vanished, summary.listed_only = len(vanished), not scan.lists_everything
-    if config.prune and vanished:
+    if config.run.prune and vanished:
         session.remove(vanished)
         summary.pruned = len(vanished)
     # what info shows as rows without a file: a manifest's unlisted rows may well have theirs
-    session.record_vanished(0 if config.prune or not scan.lists_everything else len(vanished))
+    session.record_vanished(0 if config.run.prune or not scan.lists_everything else len(vanished))
     return pending
 
 
@@ -230,11 +223,11 @@ def _moved_photos(session, pending, vanished, states_labels, config, root) -> di
         if old is None or old[0] in taken or not _gone_or_same_file(old[0], root, record):
             continue
         taken.add(old[0])
-        split = split_of(record, key, config.split_seed, config.split_fractions)
+        split = split_of(record, key, config.codes.split_seed, config.codes.split_fractions)
         label = record.label if states_labels else cache_api.KEEP_LABEL
         session.move_rows([old[0]], [record.path], [cache_api.untrusted_stat(record.stat, started)], [label], [split])
         moved[record.path] = (old[0], key)
-        if len(moved) % config.shard_rows == 0:  # a shard of moves holds their codes: bounded like any other
+        if len(moved) % config.run.shard_rows == 0:  # a shard of moves holds their codes: bounded like any other
             session.commit_shard()
     return moved
 
@@ -258,8 +251,8 @@ def _encode_and_commit(engine, extractor, session, pending, config, summary):
     # Commits hold whole batches, so a resumed run batches the remaining images exactly as an
     # uninterrupted run would, and computes bit-identical codes.
     batch_size = extractor.batch_size
-    commit_every = batch_size * max(1, round(config.shard_rows / batch_size))  # records per committed shard
-    progress = _progress(len(pending), config.progress)
+    commit_every = batch_size * max(1, round(config.run.shard_rows / batch_size))  # records per committed shard
+    progress = _progress(len(pending), config.run.progress)
     for batch in _storage_errors_in_one_line(engine.run(extractor, pending)):
         _commit_batch(session, pending, batch, config, summary)
         end = batch.start + batch.count
@@ -277,9 +270,9 @@ def _commit_batch(session, records, batch, config, summary):
     if batch.indices:
         rows = [records[i] for i in batch.indices]
         keys = [batch.keys[i] for i in batch.indices]
-        splits = [split_of(r, k, config.split_seed, config.split_fractions) for r, k in zip(rows, keys)]
+        splits = [split_of(r, k, config.codes.split_seed, config.codes.split_fractions) for r, k in zip(rows, keys)]
         session.add_rows([r.path for r in rows], keys, splits, [r.label for r in rows], stats(batch.indices),
-                         _as_stored(batch.codes, config.dtype), batch.views)
+                         _as_stored(batch.codes, config.codes.dtype), batch.views)
         summary.written += batch.images()
     if batch.failed:
         failed = [i for i, _ in batch.failed]
@@ -301,8 +294,8 @@ def _commit_batch(session, records, batch, config, summary):
 
 
 def _as_stored(codes: dict, dtype) -> dict:
-    """The codes cast to the cache's dtype by torch: numpy's float32-to-float16 cast takes ~15x
-    longer on values below float16's normal range (6.1e-5: many, with random weights), torch's
+    """The codes cast to the cache's dtype by torch: numpy's float32-to-float16 cast is many times
+    slower on values below float16's normal range (6.1e-5: many, with random weights), torch's
     gives the same bits at full speed."""
     import numpy as np
     import torch

@@ -4,7 +4,7 @@ resized as uint8 tensors, instead of PIL.
 On the CPU each DataLoader worker decodes with libjpeg-turbo. On CUDA the workers only read the
 JPEG bytes and the EXIF orientation; the main process decodes whole batches with nvJPEG and
 resizes on the GPU (``finish_batch``), so decoding stops competing for the CPU cores. That path
-runs on the CPU too (``encode_batches(..., decode_on_device=True)``), which is how tests check it.
+runs on the CPU too (``EncodePlan(decode_on_device=True)``), which is how tests check it.
 
 Files that are not JPEGs, or that torchvision cannot decode, go through PIL (decoding.py) and
 then the same tensor resize, so the decoder never refuses an image PIL accepts.

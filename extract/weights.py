@@ -1,8 +1,7 @@
 """Where a backbone's weights come from, and how they are named in the cache's fingerprint."""
+import hashlib
 import os
 from dataclasses import dataclass
-
-from ..cache._files import file_sha256  # noqa: F401  (backbones take it from here)
 
 from .errors import WeightsUnavailable
 
@@ -15,6 +14,12 @@ class ResolvedWeights:
     state_dict: dict = None   # None with a seed: random initialisation
     seed: int = None
     path: str = None          # a file the family's library loads itself (timm, open_clip)
+
+
+def file_sha256(path) -> str:
+    """SHA-256 hex of a file's bytes, read in chunks: a weights file's identity."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def load_state_dict_file(path) -> dict:
@@ -45,3 +50,21 @@ def resolve_weights(spec, choice) -> ResolvedWeights:
             raise WeightsUnavailable(f"weights={choice}: the seed must be a whole number, e.g. random:0")
         return ResolvedWeights(identity=f"random:{int(seed_text)}", seed=int(seed_text))
     return spec.weights_file(os.path.abspath(choice))
+
+
+def weights_for_identity(spec, identity: str, weights_file=None) -> ResolvedWeights:
+    """The weights a fingerprint's ``identity`` names (random:SEED, the pretrained ones, or
+    ``weights_file`` for file:...), checked by their SHA-256: the ones the codes came from, or an error."""
+    if identity.startswith("random:"):
+        return resolve_weights(spec, identity)
+    if identity.startswith("file:"):
+        if not weights_file:
+            raise WeightsUnavailable(f"the model was trained on codes from weights {identity}; "
+                                     "pass that file with weights=FILE")
+        weights = resolve_weights(spec, weights_file)
+    else:
+        weights = resolve_weights(spec, None)
+    if weights.identity.split("sha256:")[-1] != identity.split("sha256:")[-1]:
+        raise WeightsUnavailable(f"weights {weights.identity} are not the ones the model was trained with "
+                                 f"({identity}); pass the same weights")
+    return weights

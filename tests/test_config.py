@@ -52,6 +52,17 @@ def test_run_options_check_themselves_and_extract_config_routes_fields():
         RunOptions(shard_rows=0)
     config = ExtractConfig("d", "c.h5", weights="random", workers=0, views=1)
     assert config.codes == CodeSpec(weights="random", views=1) and config.run == RunOptions(workers=0)
-    assert config.weights == "random" and config.workers == 0 and config.shard_rows == RunOptions().shard_rows
+    assert config.codes.weights == "random" and config.run.workers == 0
+    assert not hasattr(config, "weights")  # read from the dataclass that owns it, never forwarded
     with pytest.raises(TypeError, match="has no option 'wieghts' \\(did you mean 'weights'\\?\\)"):
         ExtractConfig("d", "c.h5", wieghts="random")
+
+
+def test_layers_are_read_in_one_place_and_kept_as_a_tuple():
+    from cnncodes.extract.config import DEFAULT_LAYERS, layer_names
+    assert layer_names(None) == DEFAULT_LAYERS == ()
+    assert layer_names("fc7") == ("fc7",)
+    assert layer_names("avgpool,stage6") == layer_names("avgpool+stage6") == layer_names(["avgpool", "stage6"]) \
+        == ("avgpool", "stage6")
+    assert CodeSpec(layers="a+b").layers == CodeSpec(layers=["a", "b"]).layers == ("a", "b")
+    assert CodeSpec().layers == DEFAULT_LAYERS

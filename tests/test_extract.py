@@ -3,6 +3,7 @@ import os
 import signal
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -235,7 +236,7 @@ def test_an_images_codes_do_not_depend_on_its_batch(image_folder, backbone):
                                         options=RunOptions(device="cpu", batch_size=4, workers=0))
 
     def codes(order, workers=0):
-        extractor.workers = workers  # with workers, the batches come through the BatchRing
+        extractor.options = replace(extractor.options, workers=workers)  # with workers: through the BatchRing
         records = [Record(path=p, abspath=p, label=None) for p in order]
         out = {}
         for batch in extractor.encode(records, views=False):

@@ -13,7 +13,8 @@ from cnncodes.extract import ExtractConfig, run_extract
 from cnncodes.extract.backbones import get_backbone
 from cnncodes.extract.decoding import DecodeError
 from cnncodes.extract.errors import ExtractError
-from cnncodes.extract.encoder import encode_batches
+from cnncodes.extract.config import RunOptions
+from cnncodes.extract.encoder import EncodePlan, encode_batches
 from cnncodes.extract.sources import Record
 from cnncodes.extract.tensor_decoding import RawJpeg, finish_batch, orient
 from cnncodes.extract.weights import resolve_weights
@@ -73,8 +74,8 @@ def test_device_path_on_the_cpu_equals_the_worker_path(tmp_path):
     pre = replace(PRE, decoder="torchvision")
     runs = {}
     for on_device in (False, True):
-        batches = list(encode_batches(model, pre, records, torch.device("cpu"), batch_size=7, workers=0,
-                                      decode_on_device=on_device))
+        batches = list(encode_batches(model, pre, records, RunOptions(batch_size=7, workers=0),
+                                      EncodePlan(torch.device("cpu"), decode_on_device=on_device)))
         assert len(batches) == 1
         runs[on_device] = batches[0]
     worker, device = runs[False], runs[True]

@@ -141,7 +141,7 @@ class Deployed(nn.Module):
 
 def deployed_model(model, weights_file=None) -> tuple:
     """(Deployed module in eval mode, fp32, on the CPU; the fingerprint's Preprocess) of a LoadedModel."""
-    from ...extract.config import RunOptions
+    from ...extract.config import RunOptions, layer_names
     from ...extract.extractor import Extractor
     if model.side_by_side:
         raise ClassifyError("export-model: codes of several caches side by side (with_caches=) are not exported yet; "
@@ -151,7 +151,7 @@ def deployed_model(model, weights_file=None) -> tuple:
                             "not write; fit on a float cache (precision=fp32, bf16 or auto) to export")
     extractor = Extractor.from_fingerprint(model.fingerprint.with_precision("fp32"), weights_file,
                                            RunOptions(device="cpu"), keep_precision=True)
-    deployed = Deployed(extractor.model, model.layer.split("+"), extractor.preprocess, model.fingerprint.dtype,
+    deployed = Deployed(extractor.model, layer_names(model.layer), extractor.preprocess, model.fingerprint.dtype,
                         head_module(model.pipeline))
     return deployed.eval().float(), extractor.preprocess
 

@@ -11,7 +11,7 @@ from torch import nn
 from . import get_backbone
 from .base import on_meta_else_cpu
 from ..errors import ExtractError
-from ..weights import ResolvedWeights
+from ..weights import ResolvedWeights, weights_for_identity
 
 
 class MapTop(nn.Module):
@@ -38,9 +38,7 @@ def network_top(backbone: str, weights: str, layer: str, map_shape, weights_file
                            "that file, which fit does not take yet; extract with the pretrained weights (or random) "
                            "to train the top")
     if pretrained:
-        from ..extractor import _weights_for
-        resolved = _weights_for(spec, weights, weights_file)
-        network = spec.weighted_network(resolved)
+        network = spec.weighted_network(weights_for_identity(spec, weights, weights_file))
     else:
         network = on_meta_else_cpu(lambda: spec.network(ResolvedWeights(identity="random:0", seed=0)))
     body, final = spec.top(network.eval(), layer)

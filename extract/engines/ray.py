@@ -14,6 +14,7 @@ import socket
 
 import numpy as np
 
+from ..config import RunOptions
 from ..errors import ExtractError
 
 # Set by tests (and useful when debugging a cluster): each actor writes its pid into this folder.
@@ -117,10 +118,10 @@ class RayEngine:
             RayEncoder, batch_size=1, num_cpus=cpus, num_gpus=gpus,
             compute=self.ray.data.ActorPoolStrategy(size=min(actors, len(items))),
             fn_constructor_kwargs={"fingerprint": extractor.fingerprint.to_attrs(),
-                                   "weights_file": extractor.weights_file, "device": device,
-                                   "batch_size": batch_size, "workers": workers,
-                                   "channels_last": extractor.options.channels_last,
-                                   "max_pixels": extractor.options.max_pixels})
+                                   "weights_file": extractor.weights_file,
+                                   "options": RunOptions(device=device, batch_size=batch_size, workers=workers,
+                                                         channels_last=extractor.options.channels_last,
+                                                         max_pixels=extractor.options.max_pixels)})
         for row in dataset.iter_rows():
             yield row["result"]
 
@@ -128,14 +129,11 @@ class RayEngine:
 class RayEncoder:
     """One per actor: builds the Extractor once, then encodes one batch of records per call."""
 
-    def __init__(self, fingerprint, weights_file, device, batch_size, workers, channels_last, max_pixels):
-        from ..config import RunOptions
+    def __init__(self, fingerprint, weights_file, options):
         from ..extractor import Extractor
         pid_dir = os.environ.get(PID_DIR_ENV)
         if pid_dir:
             open(os.path.join(pid_dir, str(os.getpid())), "w").close()
-        options = RunOptions(device=device, batch_size=batch_size, workers=workers,
-                                 channels_last=channels_last, max_pixels=max_pixels)
         self.extractor = Extractor.from_fingerprint(fingerprint, weights_file, options, keep_precision=True)
 
     def __call__(self, batch):
