@@ -5,7 +5,10 @@ graph stays clean by test, not by care.
 - the heads and the fit/compare workflow never import audit/ or deploy/;
 - the torch-free deploy modules (ONNX predict, serve) never reach torch, at import or in a call;
 - the sources (extract/sources/) name images and read their bytes, and import no network code;
-- every relative import names a module that exists (a moved module's lazy imports included).
+- every relative import names a module that exists (a moved module's lazy imports included);
+- a package's private parts (``_`` modules, ``_`` names) are its own: no other package imports
+  them, neither a sub-package its parent's (cnncodes.api, cnncodes._openmp) nor a parent its
+  sub-package's.
 """
 import ast
 import os
@@ -120,3 +123,59 @@ def test_every_relative_import_names_a_module_that_exists():
                 base = package.split(".")
                 base = ".".join(base[:len(base) - node.level + 1] + ([node.module] if node.module else []))
                 assert base in MODULES, f"{path}:{node.lineno} imports {base}, which does not exist"
+
+
+def _imported_names(module):
+    """(line, absolute dotted name) of everything ``module`` imports, in any function: ``from x
+    import y`` gives x.y, whether y is a module or a name (relative imports resolved)."""
+    path, is_init = MODULES[module]
+    package = module if is_init else module.rsplit(".", 1)[0]
+    for node in ast.walk(ast.parse(open(path).read())):
+        if isinstance(node, ast.Import):
+            yield from ((node.lineno, alias.name) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[:len(parts) - node.level + 1] + ([node.module] if node.module else []))
+            yield from ((node.lineno, f"{base}.{alias.name}") for alias in node.names)
+
+
+def _private_owner(name):
+    """The package whose private part ``name`` reaches (a ``_`` module of it, or a ``_`` name of
+    one of its modules), or None where every part of it is public (or it is not ours)."""
+    parts = name.split(".")
+    for i in range(1, len(parts)):
+        if parts[i].startswith("_") and not parts[i].startswith("__"):
+            holder = ".".join(parts[:i])
+            if holder not in MODULES:
+                return None  # another library's, or a name inside a name
+            return holder if MODULES[holder][1] else holder.rsplit(".", 1)[0]
+    return None
+
+
+def _package_of(module):
+    return module if MODULES[module][1] else module.rsplit(".", 1)[0]
+
+
+def test_no_module_imports_another_packages_private_parts():
+    """A ``_`` module, or a ``_`` name of a module, is its package's own: no other package imports
+    it, a sub-package (cnncodes.api, cnncodes.extract.backbones) not its parent's, a parent not its
+    sub-package's (as sklearn's ``_`` modules and timm's ``_registry`` are reached through their
+    package's public names). Within one package, ``_`` modules are shared freely."""
+    leaks = []
+    for module, (path, _) in MODULES.items():
+        for line, name in _imported_names(module):
+            owner = _private_owner(name)
+            if owner is not None and owner != _package_of(module):
+                leaks.append(f"{os.path.relpath(path, ROOT)}:{line} imports {name}, private to {owner}")
+    assert not leaks, "; ".join(leaks)
+
+
+def test_the_private_parts_rule_sees_the_leaks_it_forbids():
+    """The rule's reading, on names like the ones it was written for."""
+    assert _private_owner("cnncodes.cache._files.file_sha256") == "cnncodes.cache"        # another room's _ module
+    assert _private_owner("cnncodes.extract.extractor._weights_for") == "cnncodes.extract"  # a parent's _ name
+    assert _private_owner("cnncodes._openmp") == "cnncodes"                                # cnncodes.api's parent's
+    assert _private_owner("cnncodes.extract.weights.weights_for_identity") is None
+    assert _private_owner("torch._dynamo") is None and _private_owner("cnncodes.__version__") is None
