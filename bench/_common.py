@@ -22,11 +22,22 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VMHWM_KB = "next(int(line.split()[1]) for line in open('/proc/self/status') if line.startswith('VmHWM'))"
 
 
+def _cpuinfo() -> str:
+    with open("/proc/cpuinfo") as f:
+        return f.read()
+
+
 def cpu() -> str:
     """This machine's CPU model and the cores this process may use (written beside every figure)."""
-    with open("/proc/cpuinfo") as f:
-        model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "?")
+    model = next((line.split(":", 1)[1].strip() for line in _cpuinfo().splitlines() if line.startswith("model name")),
+                 "?")
     return f"{model}, {len(os.sched_getaffinity(0))} cores"
+
+
+def isa() -> str:
+    """The widest vector instructions a CPU figure depends on: avx512_bf16, avx2 or other."""
+    flags = _cpuinfo()
+    return "avx512_bf16" if "avx512_bf16" in flags else "avx2" if "avx2" in flags else "other"
 
 
 def subset_folder(src, limit, dst):

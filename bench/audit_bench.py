@@ -18,7 +18,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from cnncodes.cache import Fingerprint, open_for_append  # noqa: E402
-from _common import VMHWM_KB  # noqa: E402
+from _common import VMHWM_KB, cpu  # noqa: E402
 
 
 # Per-dimension noise added to a copy and the cosine it gives (a code's variance is 1 + 1.5^2 a
@@ -65,8 +65,7 @@ def main():
     ap.add_argument("--sizes", default="10000,30000")
     ap.add_argument("--max-memory", default=None, help="audit's --max-memory (its default is a quarter of RAM)")
     args = ap.parse_args()
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    print(f"machine: {cpu}, {os.cpu_count()} CPUs")
+    print(f"machine: {cpu()}")
     levels = ", ".join(f"cos~{cos}" for _, cos in PLANTED)
     print(f"{'rows':>8}{'seconds':>9}{'peak GB':>9}  planted copies found of {PER_LEVEL} each ({levels}); search")
     with tempfile.TemporaryDirectory() as tmp:

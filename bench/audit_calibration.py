@@ -26,6 +26,7 @@ from cnncodes.classify import load_codes  # noqa: E402
 from cnncodes.classify.audit.near_pairs import normalised  # noqa: E402
 from cnncodes.extract import ExtractConfig, run_extract  # noqa: E402
 from cnncodes.extract.sources import scan_source  # noqa: E402
+from _common import cpu  # noqa: E402
 
 KINDS = {
     "jpeg q60": lambda img: img,  # saved at quality 60 below
@@ -49,7 +50,7 @@ def main():
     ap.add_argument("--write", action="store_true",
                     help="record the suggested threshold in classify/audit/thresholds.json, which the audit reads")
     args = ap.parse_args()
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    machine = cpu()
     records = scan_source(args.data).records
     picked = [records[i] for i in np.random.default_rng(0).choice(len(records), args.photos, replace=False)]
     tmp = tempfile.mkdtemp(prefix="cnncodes-audit-cal-")
@@ -80,7 +81,7 @@ def main():
         same = np.array([picked[a].label == picked[b].label for a, b in pairs])
         cosines = np.array([S[a, b] for a, b in pairs])
         within, across = cosines[same], cosines[~same]
-        print(f"machine: {cpu}; {args.backbone} ({data.layer}), {len(picked)} photos of {args.data}, "
+        print(f"machine: {machine}; {args.backbone} ({data.layer}), {len(picked)} photos of {args.data}, "
               f"{len(within):,} pairs of distinct photos within a class, {len(across):,} across")
         print(f"{'threshold':>9}  " + "  ".join(f"{k:>11}" for k in KINDS)
               + f"  {'recall':>7}  {'false within':>12}  {'false across':>12}")

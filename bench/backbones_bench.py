@@ -19,7 +19,7 @@ import torch
 
 from cnncodes.extract import ExtractConfig, Extractor, run_extract  # noqa: E402
 from cnncodes.extract.config import CodeSpec  # noqa: E402
-from _common import model_only, subset_folder  # noqa: E402
+from _common import cpu, isa, model_only, subset_folder  # noqa: E402
 
 
 def replicate(folder, copies):
@@ -90,11 +90,8 @@ def main():
     ap.add_argument("--skip-speed", action="store_true", help="accuracy only")
     ap.add_argument("--workers", type=int, default=None, help="decoding workers of the end-to-end runs (default: the device's)")
     args = ap.parse_args()
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    flags = open("/proc/cpuinfo").read()
-    isa = "avx512_bf16" if "avx512_bf16" in flags else "avx2" if "avx2" in flags else "other"
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    print(f"machine: {cpu} ({isa}), {os.cpu_count()} CPUs, {gpu}, torch {torch.__version__}, "
+    print(f"machine: {cpu()} ({isa()}), {gpu}, torch {torch.__version__}, "
           f"threads {torch.get_num_threads()}")
     tmp = tempfile.mkdtemp(prefix="cnncodes-backbones-")
     folder = args.caches or tmp

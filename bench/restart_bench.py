@@ -18,14 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from conftest import assert_same_cache, committed_rows, run_cli  # noqa: E402
 from test_restarts import kill_and_restart  # noqa: E402
 
-from _common import subset_folder  # noqa: E402
-
-def cpu():
-    with open("/proc/cpuinfo") as f:
-        text = f.read()
-    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "?")
-    flags = "avx512_bf16" if "avx512_bf16" in text else "avx2" if "avx2" in text else "no avx2"
-    return f"{os.cpu_count()} cores {model}, {flags}"
+from _common import cpu, isa, subset_folder  # noqa: E402
 
 
 def main():
@@ -54,7 +47,7 @@ def main():
               f"{committed_rows(killed)} rows")
         assert_same_cache(clean, killed)
         print(f"final cache equals the uninterrupted run's, bit for bit ({args.photos} photos, {args.backbone})")
-        print(f"CPU: {cpu()}")
+        print(f"CPU: {cpu()} ({isa()})")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from cnncodes.extract.config import CodeSpec  # noqa: E402
 from cnncodes.extract.dataset import ImageRecords, collate  # noqa: E402
 from cnncodes.extract.decoding import DEFAULT_MAX_PIXELS  # noqa: E402
 from cnncodes.extract.sources import scan_source  # noqa: E402
-from _common import cpu, model_only, subset_folder  # noqa: E402
+from _common import cpu, isa, model_only, subset_folder  # noqa: E402
 
 FAMILIES = "mobilenet_v3_small,efficientnet_b0,resnet18,convnext_tiny,efficientnet_lite0"
 
@@ -79,10 +79,8 @@ def main():
                     "half after; a quarter per memory format to choose the faster)")
     args = ap.parse_args()
     cores = len(os.sched_getaffinity(0))
-    flags = open("/proc/cpuinfo").read()
-    isa = "avx512_bf16" if "avx512_bf16" in flags else "avx2" if "avx2" in flags else "other"
     cap = os.environ.get("ONEDNN_MAX_CPU_ISA")
-    print(f"machine: {cpu()} ({isa}{f', oneDNN capped at {cap}' if cap else ''}), torch {torch.__version__}, "
+    print(f"machine: {cpu()} ({isa()}{f', oneDNN capped at {cap}' if cap else ''}), torch {torch.__version__}, "
           f"threads {torch.get_num_threads()}, GOMP_SPINCOUNT {os.environ.get('GOMP_SPINCOUNT', 'unset')}")
     tmp = tempfile.mkdtemp(prefix="cnncodes-roofline-")
     try:

@@ -18,7 +18,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-from _common import VMHWM_KB  # noqa: E402
+from _common import VMHWM_KB, cpu  # noqa: E402
 
 # A forward pass at 64 pixels keeps the 32 new photos cheap: the bench measures the cache's costs.
 EXTRACT_ARGS = ["--backbone", "efficientnet_lite0", "--crop-size", "64", "--no-progress", "--workers", "0"]
@@ -127,9 +127,7 @@ def main():
         return synthetic_cache(args.build[0], int(args.build[1]), args.build[2])
     work = args.work or tempfile.mkdtemp(prefix="scale-bench-")
     photos = photo_folder(os.path.abspath(args.photos), os.path.join(work, "photos"), 32)
-    with open("/proc/cpuinfo") as f:
-        cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "?")
-    print(f"CPU: {cpu}, {os.cpu_count()} cores")
+    print(f"CPU: {cpu()}")
     results = []
     for size in [0] + [int(s) for s in args.sizes.split(",")]:
         results.append(measure(size, photos, work))

@@ -18,7 +18,7 @@ import time
 
 from cnncodes.extract import ExtractConfig, run_extract  # noqa: E402
 from cnncodes.extract.sources import scan_source  # noqa: E402
-from _common import subset_folder  # noqa: E402
+from _common import cpu, isa, subset_folder  # noqa: E402
 
 
 def make_sources(photos, tmp, shard_size):
@@ -75,10 +75,7 @@ def main():
     ap.add_argument("--shard-size", type=int, default=250, help="photos per tar shard")
     ap.add_argument("--rounds", type=int, default=3, help="runs of each source, in a rotating order")
     args = ap.parse_args()
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    flags = open("/proc/cpuinfo").read()
-    isa = "avx512_bf16" if "avx512_bf16" in flags else "avx2" if "avx2" in flags else "other"
-    print(f"machine: {cpu} ({isa}), {os.cpu_count()} CPUs; {args.backbone} ({args.weights} weights), "
+    print(f"machine: {cpu()} ({isa()}); {args.backbone} ({args.weights} weights), "
           f"{args.limit} photos")
     tmp, server = tempfile.mkdtemp(prefix="cnncodes-sources-"), None
     try:

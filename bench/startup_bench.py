@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 
-from _common import timed
+from _common import cpu, timed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VERBS = ("extract", "info", "verify", "export", "fit", "compare", "predict", "demo")
@@ -22,9 +22,7 @@ def main():
     parser.add_argument("cache", help="a small cache for `info`")
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-    with open("/proc/cpuinfo") as f:
-        cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "?")
-    print(f"CPU: {cpu}, {os.cpu_count()} cores; median of {args.repeat} whole processes")
+    print(f"CPU: {cpu()}; median of {args.repeat} whole processes")
     print(f"{'--help':<24}{timed(['--help'], args.repeat):.2f} s")
     for verb in VERBS:
         print(f"{verb + ' --help':<24}{timed([verb, '--help'], args.repeat):.2f} s")

@@ -3,12 +3,11 @@
 glibc maps each large allocation (above its threshold: 128 KB, rising to at most 32 MB) on its
 own and unmaps it when freed, and trims the heap's free top beyond twice that. A network's
 activations are freed and allocated again every batch, so each batch faults all their pages in
-again: mobilenet_v3_small, batch 32, took ~15,000 page faults a batch, efficientnet_b0 ~330,000,
-and on a virtual machine a fault costs microseconds. With no allocation mapped on its own
+again, and on a virtual machine a fault costs microseconds. With no allocation mapped on its own
 (M_MMAP_MAX 0) and the trim threshold at 1 GiB, freed activations stay in the heap and the next
-batch reuses them without a fault: the network alone went 1.5x faster for mobilenet_v3_small and
-2.1x for efficientnet_b0 on a 2-core AMD EPYC (fp32). The cost: memory freed during the run stays
-with the process until the run ends, when large blocks are mapped again and ``malloc_trim``
+batch reuses them without a fault: the network alone runs faster (docs/benchmarks.md, "Against
+the roofline", has the figures). The cost: memory freed during the run stays with the process
+until the run ends, when large blocks are mapped again and ``malloc_trim``
 hands the kept memory back (what PyTorch's guides get by preloading jemalloc or tcmalloc, here without
 touching how Python starts).
 """

@@ -105,7 +105,7 @@ class Preprocess:
                                 torch.empty(batch.shape, device=device).contiguous(memory_format=memory_format))
             plain, laid_out = buffers[key]
             # The same arithmetic, so the same values; laid out last: a uint8 batch laid out first
-            # is 3x slower (its transpose is not vectorised).
+            # is slower (its transpose is not vectorised).
             torch.sub(batch, shift, out=plain).div_(scale)
             return laid_out.copy_(plain) if memory_format != torch.contiguous_format else plain
         return normalize

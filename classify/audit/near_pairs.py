@@ -6,10 +6,10 @@ k-means on the unit sphere (scikit-learn's, fitted on a sample) gives ~sqrt(PROB
 a row lives in the cell of its nearest centroid and is listed in its PROBE nearest; each cell's
 rows are compared, by the same exact block products, with every row listed in it. A pair is found
 when one of its two rows is listed in the other's cell: near copies, close to each other, almost
-always are (recall measured in bench/audit_bench.py). The work is a small share of all pairs
-(0.9% at 1,000,000 synthetic rows), each block a matrix product (unlike an index that scans its
-lists query by query, or HNSW's graph, which missed 9 of 20 planted copies there), and the only
-copies are one cell's codes at a time.
+always are (recall measured in bench/audit_bench.py). The work is a small share of all pairs,
+each block a matrix product (unlike an index that scans its lists query by query, or HNSW's
+graph, which missed more of the planted copies: docs/cli.md, audit's cost, has the figures), and
+the only copies are one cell's codes at a time.
 """
 import numpy as np
 
@@ -21,7 +21,7 @@ PROBE = 4                # cells each row is listed in
 SAMPLE_PER_CELL = 32     # k-means is fitted on this many sampled rows per cell
 BALANCE = 2              # a cell is home to at most BALANCE times the mean
 HUB_NEIGHBOURS = 10      # sampled rows that measure a centroid's popularity
-KMEANS_ITERATIONS = 10   # Lloyd iterations from random centres (k-means++ seeding took 16x longer):
+KMEANS_ITERATIONS = 10   # Lloyd iterations from random centres (k-means++ seeding took far longer):
                          # cells need only be coherent, not converged
 NORM_BLOCK = 65536       # rows normalised at a time: no second copy of every code
 
@@ -91,7 +91,7 @@ def _compare_all(take, m, threshold, k, budget_bytes, pairs, knn):
     nearest = min(k, m - 1)
     best = np.full((m, max(nearest, 1)), -np.inf, dtype=np.float32)  # each row's k best cosines, unsorted
     side = max(1, min(m, int(np.sqrt(budget_bytes / (4 * 3)))))  # a block, its mask and a merge's copy
-    # One block and one mask, reused: a fresh 85 MB product per block cost a page fault per page.
+    # One block and one mask, reused: a fresh product per block cost a page fault per page.
     scores, mask = np.empty(side * side, dtype=np.float32), np.empty(side * side, dtype=bool)
     for i0 in range(0, m, side):
         A = Q[i0:i0 + side]
@@ -121,7 +121,7 @@ def _compare_all(take, m, threshold, k, budget_bytes, pairs, knn):
 
 
 def _where(mask) -> tuple:
-    """(rows, columns) of the True entries of a 2-D mask: flat indices, 15x faster than np.nonzero
+    """(rows, columns) of the True entries of a 2-D mask: flat indices, faster than np.nonzero
     on a mostly False mask of a block's size."""
     return np.divmod(np.flatnonzero(mask), mask.shape[1])
 
@@ -140,7 +140,7 @@ def _merge_best(best, start, S, mask, axis=1):
     if not hits:
         return
     if hits > 4 * k * len(mine):  # early in the scan most scores beat: the k best of whole rows
-        import torch  # its top-k reads a block 10x (rows) to 5x (columns) faster than np.partition
+        import torch  # its top-k reads a block several times faster than np.partition
         top = torch.topk(torch.from_numpy(S), min(k, S.shape[axis]), dim=axis).values.numpy()
         merged = np.concatenate([mine, top if axis == 1 else top.T], axis=1)
         mine[:] = np.partition(merged, merged.shape[1] - k, axis=1)[:, merged.shape[1] - k:]
@@ -180,7 +180,7 @@ def _cells(take, m, seed) -> tuple:
     # would draw many times the mean cell, and a cell costs its rows times the rows listed in it.
     # Ranked by cosine less each centroid's mean cosine to its nearest sampled rows (after CSLS's
     # local scaling, Conneau et al. 2018), a hub pays for its popularity: with it and the homes'
-    # capacity, the work at 200,000 synthetic rows fell from 4.3% to 2.0% of all pairs.
+    # capacity, the work falls (docs/benchmarks.md has the figures).
     sample_scores = sampled @ C.T
     hub_rows = min(len(sample), HUB_NEIGHBOURS)
     popularity = np.partition(sample_scores, len(sample) - hub_rows, axis=0)[len(sample) - hub_rows:].mean(axis=0)

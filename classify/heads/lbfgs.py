@@ -93,7 +93,7 @@ class _Heads:
         loss, log_p = forward if forward is not None else self.forward(theta)
         residual = (xp.exp(log_p) - self.onehot[:, None, :]) / n                          # [n, H, K]
         # residual.T @ X reads X row by row as stored: as fast as X.T @ residual from a transposed
-        # copy of X (6.9 vs 7.5 ms here), without the copy.
+        # copy of X (docs/benchmarks.md), without the copy.
         grad_w = xp.permute_dims(xp.reshape(xp.reshape(residual, (n, h * k)).T @ self.X, (h, k, d)), (0, 2, 1))
         grad_w = grad_w + self.lam[:, None, None] * xp.reshape(theta[:, :d * k], (h, d, k))
         grad_b = xp.sum(residual, axis=0)                                                  # [H, K]

@@ -27,10 +27,6 @@ class StorageUnavailable(ExtractError):
     """The object store did not answer within the retries: nothing is recorded for the image."""
 
 
-def is_url(data) -> bool:
-    return "://" in str(data)
-
-
 def _filesystem(url):
     import fsspec
     from fsspec.core import split_protocol
