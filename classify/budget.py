@@ -25,6 +25,18 @@ def parse_size(text) -> int:
     return int(float(match.group(1)) * UNITS[match.group(2).upper()])
 
 
+def memory_budget(max_memory=None) -> int:
+    """The one reading of a ``max_memory`` argument: "8G", "512M" or a byte count; None: the
+    default share of this machine's memory."""
+    if max_memory is None:
+        return default_budget()
+    if isinstance(max_memory, str):
+        return parse_size(max_memory)
+    if isinstance(max_memory, bool) or not isinstance(max_memory, (int, float)) or max_memory <= 0:
+        raise ClassifyError(f"max_memory={max_memory!r}: give a size such as 1G, 512M or 2.5G, or a byte count")
+    return int(max_memory)
+
+
 def default_budget() -> int:
     """A quarter of the machine's memory."""
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4

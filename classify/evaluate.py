@@ -11,7 +11,7 @@ from .heads.ensemble import final_model, members_of, soft_vote
 from .registry import DEFAULT_SCALING, get_classifier
 from .result import FitResult, Skipped
 from .splits import plan_splits
-from .stats import mcnemar_p, metrics
+from .stats import metrics, paired_vs_best
 
 
 def fit_and_evaluate(data: CodesData, name: str, scaling=DEFAULT_SCALING, seed=0, fitted=None, keep_rows=False,
@@ -165,13 +165,10 @@ def _add_paired_tests(results) -> None:
     reported rows (None for the best itself), and ``indistinguishable_from_best`` (p >= 0.05)."""
     from .report import best_result, fitted_results
     done, best = fitted_results(results), best_result(results)
-    for r in done:
-        r.compared = True
-        if r is best:
-            r.p_vs_best, r.indistinguishable_from_best = None, True
-        else:
-            r.p_vs_best = round(mcnemar_p(best.eval_correct, r.eval_correct), 4)
-            r.indistinguishable_from_best = r.p_vs_best >= 0.05
+    others = [r for r in done if r is not best]
+    for r, (p, same) in zip(others, paired_vs_best(best.eval_correct, [r.eval_correct for r in others])):
+        r.compared, r.p_vs_best, r.indistinguishable_from_best = True, p, same
+    best.compared, best.p_vs_best, best.indistinguishable_from_best = True, None, True
     for r in done:
         r.eval_correct = None
 

@@ -24,6 +24,20 @@ def mcnemar_p(a_correct, b_correct) -> float:
     return float(binomtest(only_a, only_a + only_b, 0.5).pvalue)
 
 
+INDISTINGUISHABLE_P = 0.05  # McNemar's p at or above which two scorers are not told apart
+
+
+def paired_vs_best(best_correct, others_correct) -> list:
+    """For each of ``others_correct`` (whether each row was right, the same rows as the best's):
+    (McNemar's exact p against the best, rounded; whether the data cannot tell them apart). What
+    compare and rank report as "vs best"."""
+    out = []
+    for correct in others_correct:
+        p = round(mcnemar_p(best_correct, correct), 4)
+        out.append((p, p >= INDISTINGUISHABLE_P))
+    return out
+
+
 def metrics(y_true, y_pred, class_names) -> dict:
     labels = list(range(len(class_names)))
     cm = confusion_matrix(y_true, y_pred, labels=labels)

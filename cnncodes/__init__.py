@@ -36,13 +36,14 @@ def _version() -> str:
 
 __version__ = _version()
 
-# face name -> module (relative to this package) that defines it
+# face name -> module (relative to this package) that defines it: the workflow layer, one module a verb
 _LAZY = {
-    "list_backbones": "_api", "extract_codes": "_api", "load_codes": "_api", "fit": "_api", "load_model": "_api",
-    "predict": "_model",
-    "compare": "_api", "audit": "_api", "verify": "_api", "Model": "_model", "Comparison": "_api", "Encoder": "_encoder",
-    "open_cache": "cache", "CodesTransformer": "_transformer", "FitResult": "classify.result",
-    "rank_backbones": "_rank", "similar": "_similar", "select": "_select", "simulate_selection": "_select",
+    "list_backbones": "api.backbones", "extract_codes": "api.extract", "load_codes": "api.codes",
+    "fit": "api.fit", "load_model": "api.fit", "Model": "api.model", "predict": "api.model",
+    "compare": "api.compare", "Comparison": "api.compare", "FitResult": "classify.result",
+    "audit": "api.audit", "verify": "api.verify", "open_cache": "cache",
+    "rank_backbones": "api.rank", "similar": "api.similar", "select": "api.select",
+    "simulate_selection": "api.select", "Encoder": "api.encoder", "CodesTransformer": "api.transformer",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -95,9 +95,9 @@ def extract(p):
     progress(p)
 
 
-def classify(p, layer_default="every layer the cache holds"):
+def classify(p, layer_default="every layer the cache holds", default=None):
     from .classify.heads.scaling import SCALINGS
-    p.add_argument("--layer", default=None,
+    p.add_argument("--layer", default=default,
                    help=f"code layer(s), comma-separated, used side by side (default: {layer_default})")
     p.add_argument("--scaling", default=None, choices=SCALINGS,
                    help="feature scaling before the classifier (default: standard)")
@@ -159,14 +159,16 @@ def build_parser(prog, description):
     p.add_argument("--text", action="append", default=[], metavar="PHRASE",
                    help="a text query (repeatable), for a cache of an open_clip embedding layer")
     p.add_argument("-k", type=int, default=12, help="neighbours per query (default 12)")
-    p.add_argument("--layer", default=None, help="layer to compare (default: the cache's first)")
+    p.add_argument("--layer", default="first", help="layer(s) to compare, comma-separated (default: first, the "
+                   "cache's first layer)")
     p.add_argument("--sheet", default=None, metavar="FILE.png", help="also a picture sheet: each query and its "
                                                                        "neighbours")
     p.add_argument("--max-memory", default=None, metavar="SIZE",
                    help="codes read at a time stay within this (default: a quarter of RAM)")
     weights(p)
     device(p)
-    json_output(p, "a JSON list: {query, source, layer, neighbours: [{row, path, label, split, score}]}")
+    json_output(p, "one JSON object: {cache, layer, k, queries: [{query, source, layer, neighbours: [{row, path, "
+                   "label, split, score}]}]}")
 
     p = sub.add_parser("select", help="the unlabelled photos to label next, as a manifest extract reads; "
                                       "--simulate: every strategy against random on a labelled cache")
@@ -241,7 +243,7 @@ def build_parser(prog, description):
     p.add_argument("--k", type=int, default=5, help="neighbours for the outlier score (default 5)")
     p.add_argument("--limit", type=int, default=50, help="label errors and outliers listed (default 50)")
     p.add_argument("--top", type=int, dest="limit", help=argparse.SUPPRESS)  # --limit's former name, still read
-    classify(p, "the cache's first layer, what the threshold is calibrated on")
+    classify(p, "first: the cache's first layer, what the threshold is calibrated on", default="first")
 
     p = sub.add_parser("predict", help="classify image files or folders with a saved model")
     p.add_argument("model")
@@ -253,7 +255,7 @@ def build_parser(prog, description):
                    help="test-time views: average the probabilities of each image and its mirror image "
                         "(two forward passes per image)")
     p.add_argument("--csv", action="store_true", help="CSV output")
-    json_output(p, "a JSON list of {path, label, probability, top_k}")
+    json_output(p, "one JSON object: {predictions: [{path, label, probability, top_k}], failures: [{path, reason}]}")
     p.add_argument("--precision", default="auto", choices=[name for name in options.PRECISIONS if name != "int8"],
                    help="the codes' compute precision (auto: the device's; fp32 gives what an exported graph gives)")
     p.add_argument("--runtime", choices=options.RUNTIMES, default=None,

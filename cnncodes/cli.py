@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """cnncodes command line: extract CNN codes once, then fit, compare and predict on them.
 
-Argument parsing and printing only: each command calls the function a notebook calls (cnncodes/_api.py),
+Argument parsing and printing only: each command calls the function a notebook calls (cnncodes/api/, one module a verb),
 with its options defined once in cnncodes/_cli_options.py.
 """
 import functools
@@ -38,7 +38,7 @@ def cmd_extract(args):
 
 
 def cmd_rank(args):
-    from ._rank import rank_backbones
+    from .api.rank import rank_backbones
     say = (lambda text: None) if args.json else (lambda text: print(f"note: {text}", file=sys.stderr))
 
     def on_row(row):
@@ -67,27 +67,22 @@ def cmd_rank(args):
 
 
 def cmd_similar(args):
-    from ._similar import similar, write_sheet
+    from .api.similar import similar
     results = similar(args.cache, args.queries, k=args.k, text=args.text, layer=args.layer,
                       max_memory=args.max_memory, weights=args.weights, device=args.device)
     if args.sheet:
-        write_sheet(results, args.cache, args.sheet)
+        results.write_sheet(args.sheet)
     if args.json:
-        print(json.dumps(results, indent=2))
+        print(json.dumps(results.to_dict(), indent=2))
         return 0
-    for result in results:
-        how = {"cache": "in the cache", "image": "encoded", "text": "text"}[result["source"]]
-        print(f"{result['query']} ({how}, "
-              f"layer {result['layer']}):")
-        for n in result["neighbours"]:
-            print(f"  {n['score']:.4f}  {n['path']}  {n['label'] or '-'}  {n['split']}")
+    print("\n".join(results.lines()))
     if args.sheet:
         print(f"sheet: {args.sheet}")
     return 0
 
 
 def cmd_select(args):
-    from ._select import DEFAULT_STRATEGY, plot_simulation, select, simulate_selection
+    from .api.select import DEFAULT_STRATEGY, select, simulate_selection
     from .classify.errors import ClassifyError
     if args.simulate:
         strategies = args.strategy.split(",") if args.strategy else None
@@ -97,20 +92,11 @@ def cmd_select(args):
                                     start_per_class=args.start_per_class, layer=args.layer, strategies=strategies,
                                     on_round=progress)
         if args.plot:
-            plot_simulation(result, args.plot)
+            result.plot(args.plot)
         if args.json:
-            print(json.dumps({k: v for k, v in result.items() if k != "curves"} | {"curves": result["curves"]},
-                             indent=2))
+            print(json.dumps(result.to_dict(), indent=2))
             return 0
-        labels = next(iter(result["summary"].values()))["labels"]
-        print(f"pool: {result['pool']} train rows (labels hidden); test: {result['test']} {result['eval_split']} rows; "
-              f"{result['seeds']} seeds")
-        print(f"{'strategy':<18}" + "".join(f"{n:>17}" for n in labels) + "  labels to reach random's final")
-        for strategy, curve in result["summary"].items():
-            cells = "".join(f"{m:>8.4f} ({lo:.3f}-{hi:.3f})"[:17].rjust(17) for m, (lo, hi) in
-                            zip(curve["mean"], curve["ci95"]))
-            reached = curve["labels_to_reach_random_final"]
-            print(f"{strategy:<18}{cells}  {reached if reached is not None else 'not within the rounds'}")
+        print("\n".join(result.lines()))
         if args.plot:
             print(f"plot: {args.plot}")
         return 0
@@ -119,27 +105,26 @@ def cmd_select(args):
     picked = select(args.cache, args.budget, args.out, strategy=args.strategy or DEFAULT_STRATEGY, layer=args.layer,
                     seed=args.seed)
     if args.json:
-        print(json.dumps(picked, indent=2))
+        print(json.dumps(picked.to_dict(), indent=2))
         return 0
-    print(f"{len(picked['paths'])} of {picked['pool']} unlabelled photos by {picked['strategy']} "
-          f"({picked['labelled']} labelled): {picked['out']}")
-    print(f"next: fill in their labels, then `cnncodes extract {picked['out']} --cache {args.cache}` (the cache "
-          "knows its extractor): those rows become labelled, their codes kept")
+    print("\n".join(picked.lines()))
     return 0
 
 
 def cmd_backbones(args):
     from .extract.backbones import get_backbone
-    from .extract.backbones.listing import format_rows, list_backbones
+    from .api.backbones import list_backbones
+    from .extract.backbones.listing import format_rows
     if args.nodes:
         spec = get_backbone(args.pattern or "vgg16")
         print(f"{spec.name}: named layers {', '.join(spec.layers)} (default {','.join(spec.defaults)})")
         others = spec.other_layers()
         print(f"{len(others)} more: " + " ".join(others) if others else "no other layers")
         return 0
-    rows, notes = list_backbones(args.pattern, probe=True if args.widths else None)
+    found = list_backbones(args.pattern, probe=True if args.widths else None)
+    rows, notes = found.rows, found.notes
     if args.json:
-        print(json.dumps({"backbones": rows, "notes": notes}, indent=2))
+        print(json.dumps(found.to_dict(), indent=2))
         return 0
     if rows:
         print("\n".join(format_rows(rows)))
@@ -189,7 +174,7 @@ def cmd_info(args):
 
 
 def cmd_verify(args):
-    from ._api import verify
+    from .api.verify import verify
     report = verify(args.cache, images=args.images, recompute=args.recompute, data=args.data, weights=args.weights,
                     device=args.device, min_cosine=args.min_cosine)
     if args.json:
@@ -246,7 +231,7 @@ def _result_line(r):
 
 def _load_codes(args, layer=None):
     """The cache's codes as the library loads them (cnncodes.load_codes); its notes on stderr."""
-    from ._api import load_codes
+    from .api.codes import load_codes
     data = load_codes(args.cache, layer or args.layer, max_memory=args.max_memory, seed=args.seed,
                       with_caches=getattr(args, "with_caches", None), exclude=getattr(args, "exclude", None),
                       exclude_reported=getattr(args, "exclude_reported", False))
@@ -261,13 +246,13 @@ def _print_notes(notes):
 
 
 def cmd_fit(args):
-    from ._api import fit
+    from .api.fit import fit
     model = fit(_load_codes(args), args.classifier, scaling=args.scaling, seed=args.seed)
     result = model.result
     if args.model:
         model.save(args.model)
     if args.json:
-        print(json.dumps({**result.to_dict(), **({"model": args.model} if args.model else {})}, indent=2))
+        print(json.dumps(model.to_dict(), indent=2))
     else:
         print(_result_line(result))
         if args.model:
@@ -276,12 +261,12 @@ def cmd_fit(args):
 
 
 def cmd_compare(args):
-    from ._api import compare
+    from .api.compare import compare
     progress = None if args.json else (lambda result: print(_result_line(result), file=sys.stderr))
     results = compare(_load_codes(args), args.classifiers, scaling=args.scaling, seed=args.seed, on_result=progress)
     paths = results.write_report(args.report) if args.report else None  # nothing written unasked
     if args.json:
-        print(json.dumps(results.to_json(), indent=2))
+        print(json.dumps(results.to_dict(), indent=2))
     else:
         _print_table(results, paths and paths["report.md"])
     return 0
@@ -301,31 +286,29 @@ def _print_table(results, report_md):
 
 
 def cmd_audit(args):
-    from ._api import audit
-    from .classify.audit.report import summary_lines
+    from .api.audit import audit
     found = audit(args.cache, layer=args.layer, threshold=args.threshold, k=args.k, limit=args.limit, seed=args.seed,
                   report=args.report, max_memory=args.max_memory, exclude=getattr(args, "exclude", None),
                   exclude_reported=getattr(args, "exclude_reported", False))
-    _print_notes(found.pop("notes"))
-    paths = found.pop("report", None)
+    _print_notes(found.notes)
     if args.json:
-        print(json.dumps(found, indent=2, default=str))
+        print(json.dumps(found.to_dict(), indent=2, default=str))
         return 0
-    for line in summary_lines(found):
-        print(line)
-    if paths:
-        print(f"report: {paths['audit.md']} (also audit.json: its \"exclude\" list feeds fit/compare --exclude)")
+    print("\n".join(found.lines()))
+    if found.report:
+        print(f"report: {found.report['audit.md']} (also audit.json: its \"exclude\" list feeds fit/compare --exclude)")
     return 0
 
 
 def cmd_predict(args):
-    from ._model import predict
-    predictions, failures = predict(args.model, args.images, top_k=args.top_k, runtime=args.runtime,
-                                    weights=args.weights, device=args.device, tta=args.tta, precision=args.precision)
+    from .api.model import predict
+    answer = predict(args.model, args.images, top_k=args.top_k, runtime=args.runtime, weights=args.weights,
+                     device=args.device, tta=args.tta, precision=args.precision)
+    predictions, failures = answer
     for path, reason in failures:
         print(f"failed: {path}: {reason}", file=sys.stderr)
     if args.json:
-        print(json.dumps(predictions, indent=2))
+        print(json.dumps(answer.to_dict(), indent=2))
     elif args.csv:
         import csv
         writer = csv.writer(sys.stdout)
@@ -356,7 +339,7 @@ def cmd_serve(args):
 
 
 def cmd_demo(args):
-    from ._demo import DEMO_PHOTOS, demo
+    from .api.demo import DEMO_PHOTOS, demo
     if args.data is None:
         print(f"drawn images: {args.per_class} per class" if args.synthetic else
               f"real photos: {DEMO_PHOTOS} (200 flower photos, CC-BY 2.0; see ATTRIBUTION.md there)")

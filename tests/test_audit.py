@@ -138,7 +138,7 @@ def test_every_accuracy_has_its_interval_and_compare_says_what_ties_the_best(tmp
     run_cli("extract", data, "--cache", cache, "--weights", "random", "--crop-size", "32", "--no-progress",
             "--workers", "0")
     out = run_cli("compare", cache, "--classifiers", "centroid,logreg,seed", "--report", tmp_path / "r", "--json")
-    results = json.loads(out.stdout)
+    results = json.loads(out.stdout)["results"]
     for r in results:
         assert r["accuracy_ci95"][0] <= r["accuracy"] <= r["accuracy_ci95"][1]
         assert "eval_correct" not in r

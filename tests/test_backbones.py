@@ -241,7 +241,7 @@ def test_two_backbones_side_by_side_fit_compare_and_predict(tmp_path):
     fitted = run_cli("fit", a, "--with", b, "--classifier", "centroid", "--model", model)
     assert "side by side" in fitted.stderr and "1576-d" in fitted.stderr
     out = run_cli("predict", model, data / "red", "--json")
-    assert len(json.loads(out.stdout)) == 5
+    assert len(json.loads(out.stdout)["predictions"]) == 5
     compared = run_cli("compare", a, "--with", b, "--classifiers", "centroid,ridge", "--report", tmp_path / "r")
     assert "ridge" in compared.stdout
 

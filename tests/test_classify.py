@@ -145,13 +145,14 @@ def test_fit_compare_predict_cli(image_folder, tmp_path):
     for name in ("report.md", "report.json", "confusion.png", "accuracy.png"):
         assert (report / name).stat().st_size > 0
     compared = json.loads(run_cli("compare", cache, "--report", report, "--classifiers", "centroid", "--json").stdout)
-    assert isinstance(compared, list) and compared[0]["classifier"] == "centroid"
+    assert compared["best"] == compared["results"][0]["classifier"] == "centroid"
 
     (image_folder / "bad.jpg").write_bytes(b"nope")
     partly = run_cli("predict", model, image_folder, image_folder / "bad.jpg", "--top-k", "2", "--json", check=False)
     assert partly.returncode == 3 and "bad.jpg" in partly.stderr  # some images failed: docs/cli.md's exit codes
-    preds = json.loads(partly.stdout)
-    assert len(preds) == 18
+    answer = json.loads(partly.stdout)
+    preds = answer["predictions"]
+    assert len(preds) == 18 and {f["path"] for f in answer["failures"]} == {str(image_folder / "bad.jpg")}
     assert set(preds[0]) == {"path", "label", "probability", "top_k"} and len(preds[0]["top_k"]) == 2
     # The rebuilt extractor reproduces the cached codes: predictions equal the model on the cache.
     loaded = load_model(str(model))
@@ -178,7 +179,7 @@ def test_predict_labels_real_photos(flowers5, tmp_path):
     run_cli("extract", data, "--cache", cache, "--backbone", "efficientnet_lite0", "--no-progress", "--workers", "0")
     model = tmp_path / "m.npz"
     run_cli("fit", cache, "--model", model)
-    preds = json.loads(run_cli("predict", model, *[p for p, _ in held_out], "--json").stdout)
+    preds = json.loads(run_cli("predict", model, *[p for p, _ in held_out], "--json").stdout)["predictions"]
     correct = sum(p["label"] == cls for p, (_, cls) in zip(preds, held_out))
     assert correct >= 8, preds  # 10 unseen photos of two very different flowers
 

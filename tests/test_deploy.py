@@ -123,9 +123,9 @@ def test_predict_with_onnxruntime_imports_no_torch_and_agrees(lite):
     out = subprocess.run([sys.executable, "-c", code, ROOT, onnx_path, os.path.join(DEMO, "val")],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    onnx_predictions = json.loads(out.stdout)
+    onnx_predictions = json.loads(out.stdout)["predictions"]
     torch_predictions = json.loads(run_cli("predict", root / "ensemble.npz", os.path.join(DEMO, "val"),
-                                           "--json").stdout)
+                                           "--json").stdout)["predictions"]
     assert len(onnx_predictions) == len(torch_predictions) == len(_photos(1000)) == 50
     same = sum(a["label"] == b["label"] for a, b in zip(onnx_predictions, torch_predictions))
     assert same >= 48  # the torch path runs bf16 autocast where the CPU has it; the graph fp32

@@ -53,13 +53,13 @@ def test_an_image_outside_the_cache_is_encoded_and_finds_its_copy(cache, tmp_pat
     copy = tmp_path / "copy.png"  # the same pixels in other bytes: a new image to encode
     Image.open(root / "images" / original).save(copy)
     out = run_cli("similar", path, copy, "-k", "3", "--json", "--sheet", tmp_path / "sheet.png")
-    (result,) = json.loads(out.stdout)
+    (result,) = json.loads(out.stdout)["queries"]
     assert result["source"] == "image" and result["neighbours"][0]["path"] == original
     assert result["neighbours"][0]["score"] > 0.999 and (tmp_path / "sheet.png").stat().st_size > 5000
     # The same bytes anywhere on disk are the cached photo: its cached codes, and it never answers itself.
     same = tmp_path / "same.jpg"
     shutil.copy(root / "images" / original, same)
-    (result,) = json.loads(run_cli("similar", path, same, "-k", "3", "--json").stdout)
+    (result,) = json.loads(run_cli("similar", path, same, "-k", "3", "--json").stdout)["queries"]
     assert result["source"] == "cache" and original not in [n["path"] for n in result["neighbours"]]
 
 
@@ -86,7 +86,7 @@ def test_a_text_query_uses_the_same_open_clip_models_text_tower(tmp_path):
             "--workers", "0", "--no-progress")
     out = run_cli("similar", tmp_path / "c.h5", "--text", "a red square", "--weights", tmp_path / "clip.pt",
                   "-k", "6", "--json")
-    (result,) = json.loads(out.stdout)
+    (result,) = json.loads(out.stdout)["queries"]
     assert result["source"] == "text" and len(result["neighbours"]) == 6
     with torch.no_grad():
         phrase = model.encode_text(open_clip.get_tokenizer("ViT-B-32")(["a red square"]))[0].numpy()

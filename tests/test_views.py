@@ -152,8 +152,8 @@ def test_predict_tta_averages_the_mirror_image(split_folder, tmp_path):
     cache, model = tmp_path / "c.h5", tmp_path / "m.cnnmodel"
     extract(split_folder, cache, views=2)
     run_cli("fit", cache, "--classifier", "logreg", "--model", model)
-    plain = json.loads(run_cli("predict", model, split_folder / "val", "--json").stdout)
-    tta = json.loads(run_cli("predict", model, split_folder / "val", "--json", "--tta").stdout)
+    plain = json.loads(run_cli("predict", model, split_folder / "val", "--json").stdout)["predictions"]
+    tta = json.loads(run_cli("predict", model, split_folder / "val", "--json", "--tta").stdout)["predictions"]
     assert [p["path"] for p in plain] == [p["path"] for p in tta] and len(tta) == 6
     assert all(abs(sum(t["probability"] for t in p["top_k"]) - 1) < 1e-4 for p in tta)
     assert any(abs(p["probability"] - q["probability"]) > 1e-6 for p, q in zip(plain, tta))

@@ -58,15 +58,15 @@ class CodesTransformer(TransformerMixin, BaseEstimator):
     def _check_fingerprint(self):
         """Codes already cached are read without running extract, so the cache's extractor is
         checked here: another backbone, layer set or weights is refused in one line, as extract does."""
-        from .cache import existing_fingerprint
+        from ..cache import existing_fingerprint
         cached = existing_fingerprint(self.cache) if os.path.exists(self.cache) else None
         if cached is None:
             return
         settings = (self.backbone, self.layer if isinstance(self.layer, (str, type(None))) else tuple(self.layer),
                     self.weights, self.crop_size, self.precision)
         if settings not in _FINGERPRINTS:
-            from .extract.config import CodeSpec, RunOptions, layer_names
-            from .extract.extractor import Extractor
+            from ..extract.config import CodeSpec, RunOptions, layer_names
+            from ..extract.extractor import Extractor
             spec = CodeSpec(backbone=self.backbone, layers=layer_names(self.layer), weights=self.weights,
                             crop_size=self.crop_size)  # the precision decides no compared field but int8's ranges
             _FINGERPRINTS[settings] = Extractor.for_new_codes(spec, options=RunOptions(device="cpu")).fingerprint
@@ -76,8 +76,8 @@ class CodesTransformer(TransformerMixin, BaseEstimator):
         mine.check_can_join(cached, self.cache)
 
     def _extract(self, paths):
-        from ._api import extract_codes
-        from .cache.errors import CacheLocked
+        from .extract import extract_codes
+        from ..cache.errors import CacheLocked
         with tempfile.TemporaryDirectory(prefix="cnncodes-transform-") as tmp:
             manifest = os.path.join(tmp, "images.csv")
             with open(manifest, "w", encoding="utf-8", newline="") as f:
@@ -99,9 +99,9 @@ class CodesTransformer(TransformerMixin, BaseEstimator):
                     time.sleep(0.5)
 
     def _read(self, paths, held) -> np.ndarray:
-        from .cache import open_cache
-        from .classify.data import all_code_layers
-        from .extract.config import layer_names
+        from ..cache import open_cache
+        from ..classify.data import all_code_layers
+        from ..extract.config import layer_names
         with open_cache(self.cache) as c:
             at = {p: i for i, (p, view) in enumerate(zip(c.paths, c.views)) if view == 0}
             failed = dict(c.failures)
@@ -126,9 +126,9 @@ def cached_rows_for(cache, paths) -> dict:
     has, whatever path a writer first gave them: the same path; the path relative to the data
     folder extract was given, when its stat is unchanged; else a row with the same content key (the
     SHA-256 of the bytes). Changed and unknown photos are left out: extract reads those."""
-    from .cache import open_cache
-    from .extract.sources import paths_folder, read_and_hash
-    from .extract.sources.records import Record, file_stat
+    from ..cache import open_cache
+    from ..extract.sources import paths_folder, read_and_hash
+    from ..extract.sources.records import Record, file_stat
     if not os.path.exists(cache):
         return {}
     with open_cache(cache) as c:

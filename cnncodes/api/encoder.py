@@ -18,8 +18,8 @@ class Encoder:
 
     def __init__(self, backbone="vgg16", layer=None, *, weights=None, device="auto", precision="auto",
                  batch_size=None, crop_size=None):
-        from .extract.config import CodeSpec, RunOptions, layer_names
-        from .extract.extractor import Extractor
+        from ..extract.config import CodeSpec, RunOptions, layer_names
+        from ..extract.extractor import Extractor
         layers = layer_names(layer)
         spec = CodeSpec(backbone=backbone, layers=layers, weights=weights, precision=precision, crop_size=crop_size)
         self._extractor = Extractor.for_new_codes(spec, options=RunOptions(device=device, batch_size=batch_size,
@@ -37,7 +37,7 @@ class Encoder:
         """images: paths, PIL images and/or uint8 arrays (one image alone gives one row, 1-d). A
         file that cannot be decoded raises ValueError naming it."""
         from ._inputs import as_list, images_as_files, is_image
-        from .extract.sources.records import Record
+        from ..extract.sources.records import Record
         single = isinstance(images, (str, os.PathLike)) or is_image(images)
         images = as_list(images)
         with tempfile.TemporaryDirectory(prefix="cnncodes-encode-") as tmp:
