@@ -95,7 +95,10 @@ class Ranking:
         return "\n".join([fmt.format(*header)] + [fmt.format(*row).rstrip() for row in lines] + failed)
 
     def __repr__(self) -> str:
-        return f"Ranking of {len(self.rows)} on a sample of {self.sample:,} from {self.data}:\n{self.table()}"
+        best = self.best
+        said = f"best {best.candidate}, probe {best.probe_accuracy:.4f}" if best is not None else "every one failed"
+        return (f"Ranking({len(self.rows)} candidates on a sample of {self.sample:,} from {self.data}: {said}; "
+                ".table() shows them all)")
 
     def _repr_html_(self) -> str:
         from ._display import html_table

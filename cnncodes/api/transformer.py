@@ -47,21 +47,27 @@ class CodesTransformer(TransformerMixin, BaseEstimator):
     def transform(self, X) -> np.ndarray:
         paths = _paths(X)
         wanted = sorted(set(paths))
-        self._check_fingerprint()
-        held = cached_rows_for(self.cache, wanted)
-        missing = [p for p in wanted if p not in held]
-        if missing:
-            self._extract(missing)
-            held.update(cached_rows_for(self.cache, missing))
-        return self._read(paths, held)
+        extracted = False
+        for _ in range(100):  # another writer may commit between the lookup and the read: look again
+            index = cache_index(self.cache)
+            self._check_fingerprint(index)
+            held = index.rows_for(wanted) if index is not None else {}
+            missing = [p for p in wanted if p not in held]
+            if missing and not extracted:
+                self._extract(missing)
+                extracted = True  # what still misses failed to decode: _read says why
+                continue
+            codes = self._read(paths, held, index)
+            if codes is not None:
+                return codes
+        raise RuntimeError(f"{self.cache}: changed under every read; is a writer committing in a loop?")
 
-    def _check_fingerprint(self):
+    def _check_fingerprint(self, index):
         """Codes already cached are read without running extract, so the cache's extractor is
         checked here: another backbone, layer set or weights is refused in one line, as extract does."""
-        from ..cache import existing_fingerprint
-        cached = existing_fingerprint(self.cache) if os.path.exists(self.cache) else None
-        if cached is None:
+        if index is None:
             return
+        cached = index.fingerprint
         settings = (self.backbone, self.layer if isinstance(self.layer, (str, type(None))) else tuple(self.layer),
                     self.weights, self.crop_size, self.precision)
         if settings not in _FINGERPRINTS:
@@ -98,23 +104,35 @@ class CodesTransformer(TransformerMixin, BaseEstimator):
                         raise
                     time.sleep(0.5)
 
-    def _read(self, paths, held) -> np.ndarray:
+    def _read(self, paths, held, index):
+        """The codes of ``paths`` in order, read from the version ``index`` describes; None when the
+        cache is another version by now (its rows may have moved)."""
         from ..cache import open_cache
-        from ..classify.data import all_code_layers
         from ..extract.config import layer_names
+        missing = [p for p in paths if held.get(p) not in index.row_of]
+        if missing:
+            reason = index.failures.get(missing[0], "not in the cache")
+            raise ValueError(f"{missing[0]}: {reason} ({len(missing)} of {len(paths)} images have no codes)")
+        layer = "+".join(layer_names(self.layer)) if self.layer else index.code_layers
+        rows = np.array([index.row_of[held[p]] for p in paths], dtype=np.int64)
+        held_codes = index.codes.get(layer)
+        if held_codes is not None:
+            return held_codes[rows]
         with open_cache(self.cache) as c:
-            at = {p: i for i, (p, view) in enumerate(zip(c.paths, c.views)) if view == 0}
-            failed = dict(c.failures)
-            missing = [p for p in paths if held.get(p) not in at]
-            if missing:
-                reason = failed.get(missing[0], "not in the cache")
-                raise ValueError(f"{missing[0]}: {reason} ({len(missing)} of {len(paths)} images have no codes)")
-            layer = "+".join(layer_names(self.layer)) if self.layer else all_code_layers(c.layers, c.fingerprint)
-            rows = np.array([at[held[p]] for p in paths])
-            mask = np.zeros(len(c), dtype=bool)
+            if _generation(self.cache) != index.generation:
+                return None
+            if index.n_rows * c.width(layer) * 4 <= HELD_BYTES:  # small: read once, then every fold is a copy
+                index.codes[layer] = c.codes(layer)
+                return index.codes[layer][rows]
+            mask = np.zeros(index.n_rows, dtype=bool)
             mask[rows] = True
             codes = c.codes(layer, rows=mask)  # in cache order
         return codes[np.searchsorted(np.flatnonzero(mask), rows)]
+
+
+# A version's codes held in memory (per layer) up to this size: cross-validation and a grid search
+# read the same rows a few dozen times; a larger cache is read row by row each time instead.
+HELD_BYTES = 256 << 20
 
 
 _FINGERPRINTS = {}  # (backbone, layer, weights, crop) -> the fingerprint extract would write
@@ -126,43 +144,90 @@ def cached_rows_for(cache, paths) -> dict:
     has, whatever path a writer first gave them: the same path; the path relative to the data
     folder extract was given, when its stat is unchanged; else a row with the same content key (the
     SHA-256 of the bytes). Changed and unknown photos are left out: extract reads those."""
-    from ..cache import open_cache
-    from ..extract.sources import paths_folder, read_and_hash
-    from ..extract.sources.records import Record, file_stat
-    if not os.path.exists(cache):
-        return {}
-    with open_cache(cache) as c:
-        centre = c.views == 0
-        cached = [p for p, keep in zip(c.paths, centre) if keep]
-        keys = [k for k, keep in zip(c.keys, centre) if keep]
+    index = cache_index(cache)
+    return index.rows_for(paths) if index is not None else {}
+
+
+class CacheIndex:
+    """What a transform needs of one version of a cache, read once per process: the fingerprint,
+    each centre row's path, stat and content key, the failures, and the default code layers.
+    Kept per cache path and replaced when the file is (every commit renames a new one into place)."""
+
+    def __init__(self, cache):
+        from ..cache import open_cache
+        from ..classify.data import all_code_layers
+        from ..extract.sources import paths_folder
+        with open_cache(cache) as c:
+            self.generation = _generation(cache)  # after the open: equal to one before it, this is that version
+            centre = c.views == 0
+            self.n_rows = len(c)
+            cached = [p for p, keep in zip(c.paths, centre) if keep]
+            keys = [k for k, keep in zip(c.keys, centre) if keep]
+            try:
+                stats = [tuple(int(v) for v in s) for s in c.raw("stat")[()][centre]]
+            except KeyError:  # a schema-1 cache keeps no stat: its photos are found by content alone
+                stats = [None] * len(cached)
+            self.fingerprint = c.fingerprint
+            self.code_layers = all_code_layers(c.layers, c.fingerprint)
+            self.failures = dict(c.failures)
+            self.row_of = dict(zip(cached, np.flatnonzero(centre).tolist()))
+            self.root = paths_folder(c.fingerprint.provenance.get("data_root"))
+        self.stat_of, self.key_of = dict(zip(cached, stats)), dict(zip(cached, keys))
+        self.codes = {}  # layer -> this version's codes, where small enough to hold (HELD_BYTES)
+        self.by_key = {}
+        for path, key in zip(cached, keys):
+            self.by_key.setdefault(key, path)
+
+    def rows_for(self, paths) -> dict:
+        """cached_rows_for, against this version."""
+        from ..extract.sources import read_and_hash
+        from ..extract.sources.records import Record, file_stat
+        found = {}
+        root = self.root if self.root and "://" not in self.root else None
+        for path in paths:
+            try:
+                stat = file_stat(os.stat(path))
+            except OSError:
+                continue  # extract records why
+            if self.stat_of.get(path) == stat:
+                found[path] = path
+                continue
+            relative = os.path.relpath(path, root).replace(os.sep, "/") if root else None
+            if relative is not None and self.stat_of.get(relative) == stat:
+                found[path] = relative
+                continue
+            key = _KEYS.get((path, stat))
+            if key is None:
+                key = _KEYS[(path, stat)] = read_and_hash(Record(path=path, abspath=path, label=None))[1]
+            if key in self.by_key:
+                found[path] = path if self.key_of.get(path) == key else self.by_key[key]
+        return found
+
+
+_INDEXES = {}  # real path of a cache -> its CacheIndex (the latest version read)
+
+
+def _generation(cache):
+    """Which version of the cache file is on disk: a commit renames a new file into place."""
+    st = os.stat(cache)
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def cache_index(cache):
+    """The CacheIndex of the cache's current version (None: no cache yet), read at most once a version."""
+    key = os.path.realpath(cache)
+    while True:
         try:
-            stats = [tuple(int(v) for v in s) for s in c.raw("stat")[()][centre]]
-        except KeyError:  # a schema-1 cache keeps no stat: its photos are found by content alone
-            stats = [None] * len(cached)
-        root = paths_folder(c.fingerprint.provenance.get("data_root"))
-    stat_of, key_of = dict(zip(cached, stats)), dict(zip(cached, keys))
-    by_key = {}
-    for path, key in zip(cached, keys):
-        by_key.setdefault(key, path)
-    found = {}
-    for path in paths:
-        try:
-            stat = file_stat(os.stat(path))
-        except OSError:
-            continue  # extract records why
-        if stat_of.get(path) == stat:
-            found[path] = path
-            continue
-        relative = os.path.relpath(path, root).replace(os.sep, "/") if root and "://" not in root else None
-        if relative is not None and stat_of.get(relative) == stat:
-            found[path] = relative
-            continue
-        key = _KEYS.get((path, stat))
-        if key is None:
-            key = _KEYS[(path, stat)] = read_and_hash(Record(path=path, abspath=path, label=None))[1]
-        if key in by_key:
-            found[path] = path if key_of.get(path) == key else by_key[key]
-    return found
+            before = _generation(cache)
+        except FileNotFoundError:
+            return None
+        index = _INDEXES.get(key)
+        if index is not None and index.generation == before:
+            return index
+        index = CacheIndex(cache)
+        if index.generation == before:  # no commit between the stat and the open
+            _INDEXES[key] = index
+            return index
 
 
 def _paths(X) -> list:
