@@ -12,14 +12,21 @@ import numpy as np
 
 
 class _ReadsLikeItsJson(Mapping):
+    """Reads like its JSON: each key is a field read in place (no JSON built per lookup)."""
+
+    def _json_names(self) -> list:
+        return [f.name for f in fields(self)]
+
     def __getitem__(self, key):
-        return self.to_dict()[key]
+        if key not in self._json_names():
+            raise KeyError(key)
+        return getattr(self, key)
 
     def __iter__(self):
-        return iter(self.to_dict())
+        return iter(self._json_names())
 
     def __len__(self):
-        return len(self.to_dict())
+        return len(self._json_names())
 
 
 @dataclass(eq=False)
@@ -70,15 +77,13 @@ class FitResult(_ReadsLikeItsJson):
         return (f"FitResult({self.classifier} on {self.layer}: accuracy {self.accuracy:.4f} "
                 f"[{low:.3f}, {high:.3f}] on {self.n_eval:,} {self.eval_split} rows; {chosen})")
 
+    def _json_names(self) -> list:
+        return [f.name for f in fields(self) if not (
+            f.name in self._INTERNAL or (f.name in self._OPTIONAL and not getattr(self, f.name))
+            or (f.name in self._PAIRED and not self.compared))]
+
     def to_dict(self) -> dict:
-        out = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name in self._INTERNAL or (f.name in self._OPTIONAL and not value) or (
-                    f.name in self._PAIRED and not self.compared):
-                continue
-            out[f.name] = value
-        return out
+        return {name: getattr(self, name) for name in self._json_names()}
 
     @classmethod
     def from_dict(cls, d: dict) -> "FitResult":

@@ -17,13 +17,31 @@ from ._openmp import spin_briefly
 
 spin_briefly()  # before any torch loads: libgomp reads it once (cnncodes/_openmp.py)
 
-# A checkout that was not installed: the stage folders beside this one are its sub-packages (an
-# installed wheel holds them inside this folder; an editable install maps them the same way).
+# A checkout that was not installed: the three stage folders beside this one are its sub-packages
+# (an installed wheel holds them inside this folder; an editable install maps them the same way).
+# Only those three: the checkout's other folders (bench, tests, docs) are not cnncodes's.
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _CHECKOUT = os.path.dirname(_HERE)
+_STAGES = ("extract", "cache", "classify")
+
+
+class _StageFolders:
+    """Finds cnncodes.extract, .cache and .classify in the checkout's folders of those names."""
+
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        from importlib.util import spec_from_file_location
+        package, _, stage = name.partition(".")
+        if package != __name__ or stage not in _STAGES:
+            return None
+        folder = os.path.join(_CHECKOUT, stage)
+        return spec_from_file_location(name, os.path.join(folder, "__init__.py"), submodule_search_locations=[folder])
+
+
 if not os.path.isdir(os.path.join(_HERE, "extract")) and all(
-        os.path.isfile(os.path.join(_CHECKOUT, name, "__init__.py")) for name in ("extract", "cache", "classify")):
-    __path__.append(_CHECKOUT)
+        os.path.isfile(os.path.join(_CHECKOUT, name, "__init__.py")) for name in _STAGES):
+    import sys
+    sys.meta_path.append(_StageFolders)
 
 
 def _version() -> str:

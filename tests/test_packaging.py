@@ -27,3 +27,25 @@ def test_pyproject_lists_every_sub_package_and_no_other():
     assert {"cnncodes.extract.sources", "cnncodes.classify.heads"} <= on_disk  # the walk saw sub-packages
     assert on_disk - listed == set(), "add these to [tool.setuptools] packages in pyproject.toml"
     assert listed - on_disk == set(), "pyproject.toml lists packages that have no folder"
+
+
+def test_a_checkout_that_was_not_installed_imports_its_three_stages_and_nothing_else():
+    """Without the install's mapping, cnncodes finds extract/, cache/ and classify/ beside it; the
+    checkout's other folders (bench, tests, docs) are not cnncodes's sub-packages."""
+    import subprocess
+    import sys
+    probe = (
+        "import importlib, sys\n"
+        f"sys.path = [{ROOT!r}] + [p for p in sys.path if p.rstrip('/') != {ROOT!r} and '__editable__' not in p]\n"
+        "sys.meta_path = [f for f in sys.meta_path if 'editable' not in repr(f).lower()]\n"
+        "import cnncodes, cnncodes.extract.runner, cnncodes.classify.evaluate, cnncodes.cache\n"
+        "assert cnncodes.extract.__file__.endswith('/extract/__init__.py'), cnncodes.extract.__file__\n"
+        "for name in ('bench', 'tests', 'docs'):\n"
+        "    try:\n"
+        "        importlib.import_module('cnncodes.' + name)\n"
+        "        raise SystemExit('cnncodes.' + name + ' imported')\n"
+        "    except ModuleNotFoundError:\n"
+        "        pass\n"
+        "print(len(cnncodes.list_backbones('resnet1*')))\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd="/")
+    assert out.returncode == 0 and int(out.stdout) >= 2, out.stdout + out.stderr
