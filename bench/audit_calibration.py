@@ -22,7 +22,7 @@ import tempfile
 import numpy as np
 from PIL import Image, ImageOps
 
-from cnncodes.classify import load_codes  # noqa: E402
+from cnncodes.classify import read_codes  # noqa: E402
 from cnncodes.classify.audit.near_pairs import normalised  # noqa: E402
 from cnncodes.extract import ExtractConfig, run_extract  # noqa: E402
 from cnncodes.extract.sources import scan_source  # noqa: E402
@@ -65,7 +65,7 @@ def main():
                     change(img).save(os.path.join(folder, f"{n:05d}-copy{k}.jpg"), quality=60 if k == 0 else 95)
         cache = os.path.join(tmp, "c.h5")
         run_extract(ExtractConfig(folder, cache, backbone=args.backbone, weights=args.weights, progress=False))
-        data = load_codes(cache, args.layers)
+        data = read_codes(cache, args.layers)
         from cnncodes.cache import open_cache
         with open_cache(cache) as c:
             names = [os.path.basename(p) for p in c.paths]

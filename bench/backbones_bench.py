@@ -62,13 +62,13 @@ def cache_of(name, folder):
 
 def accuracy(names, weights, data, folder):
     """The ensemble's accuracy on the codes of ``names`` (one, or several side by side)."""
-    from cnncodes.classify import fit_and_evaluate, load_codes
+    from cnncodes.classify import fit_and_evaluate, read_codes
     from cnncodes.classify.joined import join_caches
     seconds = 0.0
     for name in names:  # a cache kept in --caches from an earlier run is only re-checked
         seconds += run_extract(ExtractConfig(data, cache_of(name, folder), backbone=name, weights=weights,
                                              progress=False)).seconds
-    codes = join_caches(load_codes(cache_of(names[0], folder)), [cache_of(n, folder) for n in names[1:]])
+    codes = join_caches(read_codes(cache_of(names[0], folder)), [cache_of(n, folder) for n in names[1:]])
     result, _ = fit_and_evaluate(codes, "ensemble")
     return {"val": result["accuracy"], "n_eval": result["n_eval"], "eval_split": result["eval_split"],
             "fit_seconds": result["fit_seconds"], "extract_seconds": seconds, "width": int(codes.X.shape[1])}

@@ -23,7 +23,7 @@ import cnncodes  # noqa: F401  before torch: its OpenMP setting (cnncodes/_openm
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-from cnncodes.classify.model_file import load_model  # noqa: E402
+from cnncodes.classify.model_file import read_model_file  # noqa: E402
 from cnncodes.classify.deploy.onnx_export import deployed_model, export_onnx  # noqa: E402
 from cnncodes.classify.deploy.onnx_predict import OnnxModel  # noqa: E402
 from cnncodes.extract.device import pick_precision  # noqa: E402
@@ -88,7 +88,7 @@ def main():
         started = time.perf_counter()
         export_onnx(path, onnx_path)
         export_s = time.perf_counter() - started
-        model = load_model(path)
+        model = read_model_file(path)
         deployed, preprocess = deployed_model(model)
         session = OnnxModel(onnx_path)
         print(f"\n{path}: {model.fingerprint.backbone} {model.layer}, {model.meta['classifier']}; "

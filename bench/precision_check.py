@@ -25,7 +25,7 @@ import tempfile
 import numpy as np
 
 from cnncodes.cache import open_cache  # noqa: E402
-from cnncodes.classify import fit_and_evaluate, load_codes  # noqa: E402
+from cnncodes.classify import fit_and_evaluate, read_codes  # noqa: E402
 from cnncodes.extract import ExtractConfig, options, run_extract  # noqa: E402
 from _common import subset_folder  # noqa: E402
 
@@ -38,7 +38,7 @@ def cosines(reference, other):
 
 def codes_rows_fit(cache, classifier, layer=None):
     """(codes, {path: row of its centre view}, the classifier's result) of one cache."""
-    data = load_codes(cache, layer)
+    data = read_codes(cache, layer)
     with open_cache(cache) as c:
         rows = {path: i for i, (path, view) in enumerate(zip(c.paths, c.views)) if view == 0}
     return data, rows, fit_and_evaluate(data, classifier)[0]

@@ -24,7 +24,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from cnncodes.cache import open_cache  # noqa: E402
 from _common import VMHWM_KB  # noqa: E402
-from cnncodes.classify import compare, load_codes, plan_splits  # noqa: E402
+from cnncodes.classify import compare, read_codes, plan_splits  # noqa: E402
 
 
 def classic_seconds_per_image(batches, batch=20, crop=224, n_classes=5, whole_top=False):
@@ -98,7 +98,7 @@ def main():
                     help="classifiers also timed as a whole `pipeline.py fit` process (imports included)")
     args = ap.parse_args()
 
-    data = load_codes(args.cache, args.layer)
+    data = read_codes(args.cache, args.layer)
     maps = bool(data.fingerprint.maps_in(data.layer))
     with open_cache(args.cache) as c:
         size = c.size_bytes()

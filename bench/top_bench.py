@@ -14,7 +14,7 @@ import os
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from cnncodes.cache import open_cache  # noqa: E402
-from cnncodes.classify import ClassifyError, fit_and_evaluate, load_codes  # noqa: E402
+from cnncodes.classify import ClassifyError, fit_and_evaluate, read_codes  # noqa: E402
 from cnncodes.classify.evaluate import _against_the_best  # noqa: E402
 from cnncodes.classify.registry import classifiers_for  # noqa: E402
 
@@ -35,7 +35,7 @@ def main():
         print(f"{'layer':<16}{'classifier':<10}{'accuracy':>9}  {'95% CI':<12}{'fit s':>8}  {'vs best':<10}chosen")
         results = []
         for layer, heads in ((args.codes, args.code_heads), (args.maps, args.map_heads)):
-            data, fitted = load_codes(cache, layer), {}  # compare's loop: the ensemble reuses its members
+            data, fitted = read_codes(cache, layer), {}  # compare's loop: the ensemble reuses its members
             for name in heads.split(",") if heads else classifiers_for(data.layer, data.fingerprint):
                 try:
                     fitted[name] = fit_and_evaluate(data, name, fitted=fitted, keep_rows=True)

@@ -16,7 +16,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from cnncodes.cache import open_cache  # noqa: E402
-from cnncodes.classify import fit_and_evaluate, load_codes  # noqa: E402
+from cnncodes.classify import fit_and_evaluate, read_codes  # noqa: E402
 from cnncodes.classify.registry import CODE_HEADS  # noqa: E402
 
 
@@ -39,7 +39,7 @@ def main():
     from cnncodes.extract.by_fingerprint import encode_images
     mirrored_codes = None
     for cache in args.caches:
-        data = load_codes(cache)
+        data = read_codes(cache)
         with open_cache(cache) as c:
             views = (c.fingerprint.views or {}).get("count", 0)
         fitted = {}  # compare's loop, keeping the models for the test-time views below

@@ -9,9 +9,9 @@ Names load on first use, so importing the package costs no scikit-learn or torch
 """
 import importlib
 
-_LAZY = {"CodesData": "data", "compare": "evaluate", "fit_and_evaluate": "evaluate", "load_codes": "data",
+_LAZY = {"CodesData": "data", "compare": "evaluate", "fit_and_evaluate": "evaluate", "read_codes": "data",
          "metrics": "stats",
-         "LoadedModel": "model_file", "ModelFileError": "model_file", "load_model": "model_file",
+         "LoadedModel": "model_file", "ModelFileError": "model_file", "read_model_file": "model_file",
          "save_model": "model_file", "CLASSIFIERS": "registry", "DEFAULT_SCALING": "heads.scaling",
          "SCALINGS": "heads.scaling", "get_classifier": "registry", "SplitError": "splits", "plan_splits": "splits",
          "ClassifyError": "errors", "FitResult": "result", "Skipped": "result"}

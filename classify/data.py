@@ -160,7 +160,7 @@ class CodesData:
         return positions if self.rows is None else self.rows[positions]
 
 
-def load_codes(cache_path, layer=None, max_memory=None, seed=0) -> CodesData:
+def read_codes(cache_path, layer=None, max_memory=None, seed=0) -> CodesData:
     """The cache's codes as float32, when they fit in ``max_memory`` bytes (None: no limit).
     layer: one layer, or several ("a,b" or "a+b"), concatenated; default every layer the cache holds.
     Beyond it, no codes are read here: ``stream`` reads them a load at a time for the heads that

@@ -172,7 +172,7 @@ class LoadedModel:
         return [self.class_names[int(i)] for i in self.predict(X)]
 
 
-def load_model(path) -> LoadedModel:
+def read_model_file(path) -> LoadedModel:
     if not os.path.isfile(path):
         raise ModelFileError(f"{path}: no such model file; create one with "
                              f"`cnncodes fit CACHE --model {path}`")

@@ -204,9 +204,9 @@ def test_the_effect_on_the_score_past_the_fit_cap_trains_on_a_sample(planted, mo
     """Past AUDIT_FIT_ROWS training rows the leak's effect is measured with a model trained on a
     sample of them: the reported rows are all there, and both accuracies come from it."""
     from cnncodes.classify import audit as audit_module
-    from cnncodes.classify.data import load_codes
+    from cnncodes.classify.data import read_codes
     data, cache, plant, root = planted
-    codes = load_codes(str(cache), "avgpool")
+    codes = read_codes(str(cache), "avgpool")
     leaked = [p for p in plant["exact"] + plant["near"] if p.startswith("val/")]
     full = audit_module.effect_on_score(codes, leaked)
     monkeypatch.setattr(audit_module, "AUDIT_FIT_ROWS", 40)

@@ -216,7 +216,7 @@ def test_two_backbones_side_by_side_fit_compare_and_predict(tmp_path):
     import json
     import shutil
     from cnncodes.cache import open_cache
-    from cnncodes.classify import load_codes
+    from cnncodes.classify import read_codes
     from cnncodes.classify.errors import ClassifyError
     from cnncodes.classify.joined import join_caches
     data = tmp_path / "data"
@@ -227,8 +227,8 @@ def test_two_backbones_side_by_side_fit_compare_and_predict(tmp_path):
     run_cli("extract", data, "--cache", a, "--backbone", "resnet18", *fast)
     run_cli("extract", data, "--cache", b, "--backbone", "mobilenet_v3_small", "--layer", "pre_logits,features.6",
             *fast)
-    joined = join_caches(load_codes(str(a)), [str(b)])
-    alone_a, alone_b = load_codes(str(a)), load_codes(str(b))
+    joined = join_caches(read_codes(str(a)), [str(b)])
+    alone_a, alone_b = read_codes(str(a)), read_codes(str(b))
     assert joined.X.shape == (13, 512 + 1024 + 40)
     np.testing.assert_array_equal(joined.X[:, :512], alone_a.X)
     # the other cache's rows in the primary's order, matched by path (the twin has the same content key)
@@ -249,7 +249,7 @@ def test_two_backbones_side_by_side_fit_compare_and_predict(tmp_path):
     c = tmp_path / "c.h5"
     run_cli("extract", data, "--cache", c, "--backbone", "mobilenet_v3_small", *fast)
     with pytest.raises(ClassifyError, match=r"rows do not match .*\(1 missing there"):
-        join_caches(load_codes(str(a)), [str(c)])
+        join_caches(read_codes(str(a)), [str(c)])
     refused = run_cli("fit", a, "--with", c, "--classifier", "centroid", check=False)
     assert refused.returncode == 2 and "rows do not match" in refused.stderr and "Traceback" not in refused.stderr
 

@@ -6,7 +6,7 @@ import pytest
 
 from cnncodes.cache import Fingerprint, open_cache, open_for_append
 from cnncodes.classify.registry import CODE_HEADS
-from cnncodes.classify import CLASSIFIERS, fit_and_evaluate, load_codes, load_model, plan_splits, save_model
+from cnncodes.classify import CLASSIFIERS, fit_and_evaluate, read_codes, read_model_file, plan_splits, save_model
 from cnncodes.classify.heads.linear import NearestCentroidClassifier
 from cnncodes.classify.model_file import ModelFileError, model_meta
 from cnncodes.classify.splits import SplitError
@@ -38,13 +38,13 @@ def blobs(n_per_class=100, n_classes=3, dim=32, separation=3.0, seed=0, random_l
 @pytest.fixture(scope="module")
 def learnable(tmp_path_factory):
     X, y, s = blobs()
-    return load_codes(codes_cache(tmp_path_factory.mktemp("l") / "c.h5", X, y, s, 3))
+    return read_codes(codes_cache(tmp_path_factory.mktemp("l") / "c.h5", X, y, s, 3))
 
 
 @pytest.fixture(scope="module")
 def random_labels(tmp_path_factory):
     X, y, s = blobs(n_per_class=200, separation=0.0, random_labels=True, seed=1)
-    return load_codes(codes_cache(tmp_path_factory.mktemp("r") / "c.h5", X, y, s, 3))
+    return read_codes(codes_cache(tmp_path_factory.mktemp("r") / "c.h5", X, y, s, 3))
 
 
 @pytest.mark.parametrize("name", CODE_HEADS)
@@ -69,7 +69,7 @@ def test_model_file_round_trip_gives_identical_predictions(learnable, name, tmp_
     path = str(tmp_path / "m.npz")
     save_model(path, model, {"classifier": name, "class_names": learnable.class_names, "layer": "f",
                              "fingerprint": learnable.fingerprint})
-    loaded = load_model(path)
+    loaded = read_model_file(path)
     np.testing.assert_array_equal(loaded.predict(learnable.X), model.predict(learnable.X))
     np.testing.assert_allclose(loaded.predict_proba(learnable.X), model.predict_proba(learnable.X), rtol=1e-5, atol=1e-6)
     with np.load(path, allow_pickle=False) as f:  # nothing in the file needs pickle: reading an
@@ -91,7 +91,7 @@ def test_a_model_file_naming_another_class_is_refused(learnable, tmp_path):
     forged = str(tmp_path / "forged.npz")
     np.savez(forged, meta=np.array(json.dumps(meta)), **arrays)
     with pytest.raises(ModelFileError, match="unknown estimator 'Popen'"):
-        load_model(forged)
+        read_model_file(forged)
 
 
 def test_split_rules():
@@ -122,11 +122,11 @@ def test_split_rules():
 
 def test_hyper_parameters_never_see_the_reported_split(tmp_path):
     X, y, s = blobs(separation=1.0)
-    data = load_codes(codes_cache(tmp_path / "c.h5", X, y, s, 3))
+    data = read_codes(codes_cache(tmp_path / "c.h5", X, y, s, 3))
     result, _ = fit_and_evaluate(data, "logreg")
     X2 = X.copy()
     X2[s == "test"] = np.random.default_rng(5).normal(0, 1, X2[s == "test"].shape)  # scramble only the reported rows
-    data2 = load_codes(codes_cache(tmp_path / "d.h5", X2, y, s, 3))
+    data2 = read_codes(codes_cache(tmp_path / "d.h5", X2, y, s, 3))
     result2, _ = fit_and_evaluate(data2, "logreg")
     assert result["params"] == result2["params"]
     assert result["sweep"] == result2["sweep"]
@@ -155,7 +155,7 @@ def test_fit_compare_predict_cli(image_folder, tmp_path):
     assert len(preds) == 18 and {f["path"] for f in answer["failures"]} == {str(image_folder / "bad.jpg")}
     assert set(preds[0]) == {"path", "label", "probability", "top_k"} and len(preds[0]["top_k"]) == 2
     # The rebuilt extractor reproduces the cached codes: predictions equal the model on the cache.
-    loaded = load_model(str(model))
+    loaded = read_model_file(str(model))
     with open_cache(str(cache)) as c:
         expected = {os.path.join(str(image_folder), p): c.class_names[k]
                     for p, k in zip(c.paths, loaded.predict(c.codes()))}
@@ -210,7 +210,7 @@ def test_sweep_solver_equals_scikit_learn_at_every_C_on_real_codes(flowers5, tmp
     cache = str(tmp_path / "c.h5")
     run_extract(ExtractConfig(str(data), cache, backbone="efficientnet_lite0", progress=False,
                               precision="fp32"))  # the solver under test, on the same codes on every CPU
-    codes = load_codes(cache, "avgpool")
+    codes = read_codes(cache, "avgpool")
     plan = plan_splits(codes.splits, codes.y, 0)
     scaler = StandardScaler().fit(codes.X[plan.fit_mask])
     X, y = scaler.transform(codes.X[plan.fit_mask]).astype(np.float32), codes.y[plan.fit_mask]
@@ -242,7 +242,7 @@ def test_sweep_scores_every_C_as_grid_search_does_and_keeps_the_first_best(tmp_p
     centres[:, :8] = rng.normal(0, 1.0, (3, 8))
     X = (centres[y] + rng.normal(0, 1, (len(y), 300))).astype(np.float32)
     splits = rng.choice(["train", "val", "test"], size=len(y), p=[0.6, 0.2, 0.2])
-    codes = load_codes(codes_cache(tmp_path / "c.h5", X, y, splits, 3))
+    codes = read_codes(codes_cache(tmp_path / "c.h5", X, y, splits, 3))
     ours, _ = fit_and_evaluate(codes, "logreg")
     plan = plan_splits(codes.splits, codes.y, 0)
     (_, selection), = plan.sweep_split()
@@ -319,8 +319,8 @@ def test_max_memory_streams_the_linear_heads_over_every_row(tmp_path):
     assert result["accuracy"] > 0.9 and len(result["sweep"]) == len(CLASSIFIERS["logreg"].grid["C"])
     whole = json.loads(run_cli("fit", cache, "--classifier", "logreg", "--json").stdout)
     assert whole["memory"] == "all rows in memory" and abs(whole["accuracy"] - result["accuracy"]) < 0.05
-    data = load_codes(cache)
-    model = load_model(model_path)
+    data = read_codes(cache)
+    model = read_model_file(model_path)
     assert model.predict(data.X[:20]).shape == (20,)
 
 
@@ -334,9 +334,9 @@ def test_every_cached_layer_is_used_side_by_side_by_default(tmp_path):
     with open_for_append(path, fingerprint, {"f": 8, "g": 3}, ["c0", "c1", "c2"], background=False) as session:
         session.add_rows([f"{i}.jpg" for i in range(len(y))], [f"k{i}" for i in range(len(y))], list(s),
                          [f"c{c}" for c in y], [(i, i, i) for i in range(len(y))], {"f": X, "g": G})
-    both = load_codes(path)
+    both = read_codes(path)
     assert both.layer == "f+g" and np.array_equal(both.X, np.concatenate([X, G], axis=1))
-    assert np.array_equal(load_codes(path, "g").X, G) and load_codes(path, "g,f").X.shape == (150, 11)
+    assert np.array_equal(read_codes(path, "g").X, G) and read_codes(path, "g,f").X.shape == (150, 11)
     streamed = np.concatenate([codes for _, codes in CodeStream(path, "f+g", 4 << 10).loads(np.ones(150, bool))])
     np.testing.assert_array_equal(streamed, both.X)
 
@@ -366,8 +366,8 @@ def test_fitting_the_linear_heads_on_the_cpu_never_imports_torch(learnable):
     import subprocess
     import sys
     code = ("import sys, cnncodes.classify.heads.lbfgs as lbfgs; lbfgs._nvidia_driver = lambda: False\n"
-            "from cnncodes.classify import load_codes, fit_and_evaluate, save_model\n"
-            f"data = load_codes({learnable.path!r})\n"
+            "from cnncodes.classify import read_codes, fit_and_evaluate, save_model\n"
+            f"data = read_codes({learnable.path!r})\n"
             "for name in ('logreg', 'linear', 'svm', 'ridge', 'centroid', 'knn'):\n"
             "    result, model = fit_and_evaluate(data, name)\n"
             "    assert result['accuracy'] > 0.9, (name, result['accuracy'])\n"
@@ -410,7 +410,7 @@ def test_model_files_written_before_the_estimator_redesign_still_predict_the_sam
     entry (LogisticPathClassifier, the hand-written SoftVote), with their predictions then."""
     folder = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
     expected = json.load(open(os.path.join(folder, "model-format2-expected.json")))
-    model = load_model(os.path.join(folder, f"model-format2-{name}.npz"))
+    model = read_model_file(os.path.join(folder, f"model-format2-{name}.npz"))
     X = np.asarray(expected["X"], dtype=np.float32)
     np.testing.assert_allclose(model.predict_proba(X), expected["proba"][name], atol=1e-6)
     assert model.predict_names(X)[:3] == [model.class_names[int(i)] for i in np.argmax(expected["proba"][name],
@@ -451,7 +451,7 @@ def test_a_head_is_one_class_and_one_registry_entry(learnable, tmp_path, monkeyp
     assert result["accuracy"] > 0.9
     path = str(tmp_path / "m.npz")
     save_model(path, model, model_meta("shrunk", result, learnable))
-    loaded = load_model(path)
+    loaded = read_model_file(path)
     assert type(loaded.pipeline.named_steps["clf"]) is ShrunkCentroids
     np.testing.assert_allclose(loaded.predict_proba(learnable.X), model.predict_proba(learnable.X), rtol=1e-6)
     with torch.no_grad():

@@ -47,10 +47,10 @@ def _export(model):
 def _torch_and_onnx(model_path, onnx_path, paths):
     """Probabilities of the torch path (the model's extractor in fp32, codes rounded to the cache's
     dtype, the fitted pipeline) and of ONNX Runtime on the numpy/PIL inputs, for ``paths``."""
-    from cnncodes.classify import load_model
+    from cnncodes.classify import read_model_file
     from cnncodes.classify.deploy.onnx_predict import OnnxModel
     from cnncodes.extract.by_fingerprint import encode_images
-    loaded = load_model(model_path)
+    loaded = read_model_file(model_path)
     got, codes, failures = encode_images(loaded.fingerprint, paths, device="cpu", layer=loaded.layer, precision="fp32")
     assert not failures and got == paths
     session = OnnxModel(onnx_path)

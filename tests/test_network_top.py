@@ -57,10 +57,10 @@ def test_a_map_cache_records_its_shapes_and_maps_average_to_the_pooled_codes(lit
 
 def test_the_top_starts_from_the_weights_the_codes_came_from(lite_maps):
     """With a learning rate of 0 the fitted top is the network's own top, number for number."""
-    from cnncodes.classify import load_codes
+    from cnncodes.classify import read_codes
     from cnncodes.classify.heads.network_top import NetworkTopClassifier
     from cnncodes.extract.backbones.network_top import network_top, state_vector
-    data = load_codes(lite_maps[0], "stage7_map")
+    data = read_codes(lite_maps[0], "stage7_map")
     weights = data.fingerprint.weights
     head = NetworkTopClassifier("efficientnet_lite0", weights, "stage7_map", [320, 7, 7], lr=0.0, epochs=1)
     head.fit(data.X[:12], data.y[:12])
@@ -70,17 +70,17 @@ def test_the_top_starts_from_the_weights_the_codes_came_from(lite_maps):
 
 
 def test_top_fits_round_trips_and_predict_rebuilds_backbone_and_top(lite_maps, tmp_path):
-    from cnncodes.classify import fit_and_evaluate, load_codes, load_model, save_model
+    from cnncodes.classify import fit_and_evaluate, read_codes, read_model_file, save_model
     from cnncodes.classify.model_file import model_meta
     from cnncodes.classify.deploy.predict import predict_images
     cache, images = lite_maps
-    data = load_codes(cache, "stage7_map")
+    data = read_codes(cache, "stage7_map")
     result, model = fit_and_evaluate(data, "top")
     assert result["layer"] == "stage7_map" and result["scaling"] == "none" and "lr" in result["params"]
     assert result["n_fit"] > np.count_nonzero(data.splits == "train") / 2  # views train too
     path = str(tmp_path / "top.npz")
     save_model(path, model, model_meta("top", result, data))
-    loaded = load_model(path)
+    loaded = read_model_file(path)
     np.testing.assert_allclose(loaded.predict_proba(data.X), model.predict_proba(data.X), rtol=1e-5, atol=1e-6)
     with np.load(path, allow_pickle=False) as f:
         assert all(f[k].dtype.kind != "O" for k in f.files)
@@ -100,10 +100,10 @@ def test_top_fits_round_trips_and_predict_rebuilds_backbone_and_top(lite_maps, t
 
 
 def test_maps_and_codes_refuse_each_others_heads_in_one_line(lite_maps):
-    from cnncodes.classify import ClassifyError, compare, fit_and_evaluate, load_codes
+    from cnncodes.classify import ClassifyError, compare, fit_and_evaluate, read_codes
     cache, _ = lite_maps
-    maps, codes = load_codes(cache, "stage7_map"), load_codes(cache, "stage7")
-    assert load_codes(cache).layer == "stage7"  # the default layer leaves maps out
+    maps, codes = read_codes(cache, "stage7_map"), read_codes(cache, "stage7")
+    assert read_codes(cache).layer == "stage7"  # the default layer leaves maps out
     with pytest.raises(ClassifyError, match="stage7_map is an unpooled map; fit classifier=top") as e:
         fit_and_evaluate(maps, "logreg")
     assert "\n" not in str(e.value)
@@ -118,11 +118,11 @@ def test_maps_and_codes_refuse_each_others_heads_in_one_line(lite_maps):
 def test_seed_top_replays_the_exercise_on_vgg16_pool5_maps(tmp_path, monkeypatch):
     """fc6, fc7 from the weights and a new fc8 train with SGD lr 0.001 (momentum 0.9), batches of
     20, 2 epochs, VGG's dropout on."""
-    from cnncodes.classify import fit_and_evaluate, load_codes
+    from cnncodes.classify import fit_and_evaluate, read_codes
     make_folder(str(tmp_path / "images"), per_class=9)
     cache = str(tmp_path / "vgg.h5")
     run_cli("extract", tmp_path / "images", "--cache", cache, *FAST_VGG, "--layer", "pool5_map")
-    data = load_codes(cache)
+    data = read_codes(cache)
     assert data.layer == "pool5_map" and data.fingerprint.map_shapes == {"pool5_map": [512, 1, 1]}  # crop 32
     steps, made = [], []
     real_sgd = torch.optim.SGD

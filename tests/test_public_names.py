@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 import cnncodes
-from cnncodes.api._inputs import is_image  # noqa: F401  (the layer imports without torch at collection)
 from conftest import ROOT, run_cli
 
 DEMO = os.path.join(ROOT, "cnncodes", "demo_data", "flowers")

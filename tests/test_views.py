@@ -10,7 +10,7 @@ from PIL import Image
 
 from cnncodes.cache import open_cache
 from cnncodes.cache.verify import verify_cache
-from cnncodes.classify import fit_and_evaluate, load_codes, plan_splits
+from cnncodes.classify import fit_and_evaluate, read_codes, plan_splits
 from conftest import FAST_VGG, assert_same_cache, committed_rows, make_folder, make_image, run_cli, start_cli
 from cnncodes.extract import ExtractConfig, run_extract
 from cnncodes.extract.preprocessing import Preprocess
@@ -141,8 +141,8 @@ def test_fit_trains_on_views_and_reports_centre_views(split_folder, tmp_path):
     with_views, without = tmp_path / "v.h5", tmp_path / "n.h5"
     extract(split_folder, with_views, views=2)
     extract(split_folder, without, views=0)
-    a, _ = fit_and_evaluate(load_codes(str(with_views)), "centroid")
-    b, _ = fit_and_evaluate(load_codes(str(without)), "centroid")
+    a, _ = fit_and_evaluate(read_codes(str(with_views)), "centroid")
+    b, _ = fit_and_evaluate(read_codes(str(without)), "centroid")
     assert a["n_eval"] == b["n_eval"] == 6 and a["n_fit"] == 45 and b["n_fit"] == 15
     small = json.loads(run_cli("fit", with_views, "--classifier", "logreg", "--max-memory", "500K", "--json").stdout)
     assert small["n_eval"] == 6 and small["memory"].startswith("every row, streamed")

@@ -112,7 +112,7 @@ def confident_learning(y, proba) -> np.ndarray:
     return suspects[np.argsort(given[suspects], kind="stable")]
 
 
-def audit(data, threshold=None, k=5, limit=50, seed=0) -> dict:
+def find_problems(data, threshold=None, k=5, limit=50, seed=0) -> dict:
     """The audit of a CodesData held in memory (every row: duplicates cannot be found on a sample)."""
     if data.streamed or len(data.y) != data.rows_total:
         raise ClassifyError(f"{data.path}: the audit compares every row with every other and holds the codes in "

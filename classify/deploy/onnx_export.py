@@ -174,8 +174,8 @@ def export_onnx(model_path, out_path, weights_file=None, opset=OPSET) -> dict:
 
     import onnx
     from ...extract.onnx_network import export_graph
-    from ..model_file import load_model
-    model = model_path if hasattr(model_path, "pipeline") else load_model(model_path)
+    from ..model_file import read_model_file
+    model = model_path if hasattr(model_path, "pipeline") else read_model_file(model_path)
     deployed, preprocess = deployed_model(model, weights_file)
     example = torch.zeros(2, 3, preprocess.crop, preprocess.crop, dtype=torch.uint8)
     tmp = f"{out_path}.tmp"

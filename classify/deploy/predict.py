@@ -1,17 +1,17 @@
 """Classify new images with a saved model: the model's own extractor, then its head."""
 import numpy as np
 
-from ..model_file import load_model
+from ..model_file import read_model_file
 
 
 def predict_images(model_path, inputs, top_k=3, weights_file=None, device="auto", batch_size=None, workers=None,
                    tta=False, precision=None):
-    """(predictions, failures) with the model of a file (or a fitted model: what load_model gives, or
+    """(predictions, failures) with the model of a file (or a fitted model: what read_model_file gives, or
     cnncodes.Model). Each prediction: {path, label, probability, top_k: [{label, probability}]}.
     tta: average the head's probabilities over each image's centre view and its mirror image.
     precision: compute the codes in this float precision (default: the device's automatic one)."""
     from ...extract.by_fingerprint import encode_images  # the one door from stage two into stage one
-    model = model_path if hasattr(model_path, "pipeline") else load_model(model_path)
+    model = model_path if hasattr(model_path, "pipeline") else read_model_file(model_path)
     paths, codes, failures = encode_images(model.fingerprint, inputs, weights_file=weights_file, device=device,
                                            batch_size=batch_size, workers=workers, layer=model.layer, mirrored=tta,
                                            precision=precision)

@@ -65,14 +65,14 @@ def audit(cache, *, layer="first", threshold=None, k=5, limit=50, seed=0, report
     calibrated on), a name, "a,b", or None for every code layer side by side. limit: likely label
     errors and outliers listed. report: a folder for audit.md, audit.json and the picture sheets.
     load_options: max_memory, exclude, exclude_reported, as load_codes takes them."""
-    from ..classify.audit import audit as find
+    from ..classify.audit import find_problems
     from ..classify.audit import effect_on_score
     from ..classify.errors import ClassifyError
     from .codes import load_every_row
     from .layers import reading_layer
     cache = os.fspath(cache)
     data = load_every_row(cache, reading_layer(cache, layer), seed=seed, **load_options)
-    found = find(data, threshold=threshold, k=k, limit=limit, seed=seed)
+    found = find_problems(data, threshold=threshold, k=k, limit=limit, seed=seed)
     try:
         found["effect_on_score"] = effect_on_score(data, found["leaked"], seed)
     except ClassifyError as exc:  # no split to report on, say: the audit itself still stands

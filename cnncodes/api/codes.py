@@ -25,10 +25,10 @@ def load_every_row(cache, layer=None, *, max_memory=None, seed=0, with_caches=No
                    exclude_reported=False):
     """load_codes with the unlabeled rows in place (split "unlabeled"): what audit and select
     read, since an unlabeled photo can still be a duplicate or a pick."""
-    from ..classify import load_codes as load
+    from ..classify import read_codes
     from ..classify.budget import memory_budget, over_budget_note
     budget = memory_budget(max_memory)
-    data = load(os.fspath(cache), layer, budget, seed)
+    data = read_codes(os.fspath(cache), layer, budget, seed)
     notes = []
     if with_caches:
         from ..classify.joined import join_caches

@@ -39,6 +39,6 @@ def check_hyper_parameters(classifier, params):
 
 def load_model(path):
     """A Model from a file `fit --model` (or Model.save) wrote."""
-    from ..classify.model_file import load_model as load
+    from ..classify.model_file import read_model_file
     from .model import Model
-    return Model.from_loaded(load(os.fspath(path)), os.fspath(path))
+    return Model.from_loaded(read_model_file(os.fspath(path)), os.fspath(path))

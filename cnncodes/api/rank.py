@@ -272,10 +272,10 @@ def rank_backbones(data, backbones=None, *, sample=DEFAULT_SAMPLE, caches=None, 
 
 def _score(row, cache, only, seed):
     from ..cache import open_cache
-    from ..classify import load_codes
+    from ..classify import read_codes
     from ..classify.transferability import accuracy_with_interval, folds_for, knn_correct, logme, probe_correct
     t = time.perf_counter()
-    data = load_codes(cache)
+    data = read_codes(cache)
     with_paths = np.array([p in only for p in data.paths])  # the sample (a cache may hold more, from before)
     usable = with_paths & (data.y >= 0)
     X, y = data.X[usable], data.y[usable]

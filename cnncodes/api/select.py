@@ -80,9 +80,9 @@ class SelectionSimulation:
 
 
 def _codes(cache, layer):
-    from ..classify import load_codes
+    from ..classify import read_codes
     from .layers import reading_layer
-    data = load_codes(os.fspath(cache), reading_layer(cache, layer))
+    data = read_codes(os.fspath(cache), reading_layer(cache, layer))
     centre = np.ones(len(data.y), dtype=bool) if data.views is None else data.views == 0
     return data, centre
 
