@@ -126,6 +126,7 @@ def build_parser(prog, description):
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("extract", help="run every image through the backbone once, into an HDF5 cache")
     extract(p)
+    json_output(p, "the run's summary as one JSON object (what ExtractSummary.to_dict() gives)")
     p = sub.add_parser("backbones", help="the networks extract can use: family, layers, width, input size, "
                                          "cost, ImageNet top-1 and whether the weights are here (no network)")
     p.add_argument("pattern", nargs="?", default=None,

@@ -31,7 +31,7 @@ def cmd_extract(args):
         print(f"failed: {path}: {reason}", file=sys.stderr)
     if len(summary.failures) > 20:
         print(f"... and {len(summary.failures) - 20} more (see `cnncodes info {args.cache}`)", file=sys.stderr)
-    print(in_flags(summary.line()))
+    print(json.dumps(summary.to_dict(), indent=2) if args.json else in_flags(summary.line()))
     if summary.interrupted:
         return 143 if isinstance(summary.interrupted, Terminated) else 130
     return 0

@@ -4,7 +4,7 @@ It knows the cache only through ``cache.open_for_append`` and never the order of
 """
 import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 
 from .. import cache as cache_api
 
@@ -63,6 +63,13 @@ class ExtractSummary:
 
     def __repr__(self) -> str:
         return f"ExtractSummary({self.line()})"
+
+    def to_dict(self) -> dict:
+        """What `cnncodes extract --json` prints: the counts, the times, and each failure."""
+        out = asdict(self) | {"interrupted": self.interrupted is not None,
+                              "images_per_second": round(self.images_per_second, 2)}
+        out["failures"] = [{"path": path, "reason": reason} for path, reason in self.failures]
+        return out
 
     def line(self) -> str:
         state = "interrupted; re-run the same command to resume. " if self.interrupted else ""

@@ -78,6 +78,9 @@ def test_every_public_name_gives_its_type_its_json_and_a_short_repr(demo, tmp_pa
 
     check("extract_codes", summary, "ExtractSummary")
     assert summary.written == 200
+    again = cnncodes.extract_codes(str(photos / "labels.csv"), cache, **FAST)
+    _same_json(again, _json("extract", photos / "labels.csv", "--cache", cache, *FAST_FLAGS, "--json"))
+    assert again.skipped == 200 and again.written == 0
 
     found = check("list_backbones", cnncodes.list_backbones("efficientnet_lite*"), "Backbones")
     _same_json(found, _json("backbones", "efficientnet_lite*", "--json"))
