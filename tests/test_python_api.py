@@ -139,6 +139,11 @@ def test_cross_validation_over_photos_runs_the_network_once_per_photo(image_fold
     seen.clear()
     GridSearchCV(pipe, {"logisticregression__C": [0.1, 1.0]}, cv=3).fit(paths, y)
     assert sum(seen) == 0  # every photo's codes are in the cache already
+    from cnncodes import cache as cache_room
+    opened, real_open = [], cache_room.open_cache
+    monkeypatch.setattr(cache_room, "open_cache", lambda path: opened.append(path) or real_open(path))
+    GridSearchCV(pipe, {"logisticregression__C": [0.1, 1.0]}, cv=3).fit(paths, y)
+    assert opened == []  # a version of the cache is read once a process: a fold with nothing new opens no file
     X = codes.fit_transform(paths[::-1])  # input order, whatever the cache's
     with cnncodes.open_cache(str(tmp_path / "t.h5")) as c:
         stored = dict(zip(c.paths, c.codes("fc7")))
@@ -152,6 +157,8 @@ def test_cross_validation_over_photos_runs_the_network_once_per_photo(image_fold
     broken.write_bytes(b"not an image")
     with pytest.raises(ValueError, match="broken.jpg"):
         codes.transform([str(broken)])
+    # that extract committed a new version (its failure recorded): the rows are looked up again
+    assert opened and all(np.array_equal(x, stored[p]) for x, p in zip(codes.transform(paths), paths))
 
 
 def test_loaded_codes_name_their_rows_and_become_a_dataframe(lite_cache):
