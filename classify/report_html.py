@@ -16,6 +16,9 @@ import time
 
 import numpy as np
 
+from .cosine import array_blocks, top_k
+from .cosine import unit as _unit
+
 THUMBNAILS = 600          # photos embedded at most (the flagged ones first, then a seeded sample)
 THUMB_SIZE = 72
 NEIGHBOURS = 8            # nearest rows shown on a click (cosine, in the codes)
@@ -63,28 +66,13 @@ def principal_plane(X, block=65536) -> np.ndarray:
     return np.concatenate([(_unit(X[start:start + block]) - mean) @ axes for start in range(0, n, block)])
 
 
-def _unit(X) -> np.ndarray:
-    X = np.asarray(X, dtype=np.float32)
-    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
-
-
-def nearest(X, rows, k=NEIGHBOURS, block=8192) -> dict:
-    """row -> [(other row, cosine)] of its k nearest among every row of X, for ``rows`` only."""
+def nearest(X, rows, k=NEIGHBOURS, budget_bytes=64 << 20) -> dict:
+    """row -> [(other row, cosine)] of its k nearest among every row of X, for ``rows`` only: the
+    cosine engine over X a block at a time (no unit copy of every code)."""
     rows = np.asarray(rows, dtype=np.int64)
     if not len(rows):
         return {}
-    Q = _unit(X[rows])
-    best = np.full((len(rows), k), -np.inf, dtype=np.float32)
-    best_rows = np.zeros((len(rows), k), dtype=np.int64)
-    for start in range(0, len(X), block):  # a block of unit rows at a time: no unit copy of every code
-        scores = Q @ _unit(X[start:start + block]).T
-        mine = (rows[:, None] >= start) & (rows[:, None] < start + block)
-        scores[np.flatnonzero(mine.any(axis=1)), rows[mine.any(axis=1)] - start] = -np.inf
-        merged = np.concatenate([best, scores], axis=1)
-        merged_rows = np.concatenate([best_rows, np.broadcast_to(np.arange(start, start + scores.shape[1]),
-                                                                 scores.shape)], axis=1)
-        keep = np.argsort(-merged, axis=1, kind="stable")[:, :k]
-        best, best_rows = np.take_along_axis(merged, keep, axis=1), np.take_along_axis(merged_rows, keep, axis=1)
+    best_rows, best = top_k(X[rows], array_blocks(X, len(rows), budget_bytes), k, exclude=rows)
     return {int(r): [(int(o), round(float(s), 4)) for o, s in zip(orows, scores) if np.isfinite(s)]
             for r, orows, scores in zip(rows, best_rows, best)}
 

@@ -15,16 +15,13 @@ simulation that shows, on a labelled cache, whether each beats random.
 """
 import numpy as np
 
+from .cosine import unit
+
 STRATEGIES = ("auto", "uncertainty", "diversity", "typicality", "margin+diversity", "random")
 NEEDS_LABELS = ("uncertainty", "margin+diversity")
 TYPICAL_NEIGHBOURS = 20
 CLUSTER_SAMPLE = 2000  # typicality measured among at most this many rows of a cluster
 MARGIN_POOL = 10       # margin+diversity: k-center among this many times the budget
-
-
-def unit(X) -> np.ndarray:
-    X = np.asarray(X, dtype=np.float32)
-    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
 
 
 def fit_recipe(X, y, seed=0):

@@ -13,6 +13,9 @@ the only copies are one cell's codes at a time.
 """
 import numpy as np
 
+from ..cosine import unit as normalised
+from ..cosine import unit_blocks
+
 PAIRS_CAP = 100_000  # near pairs kept (the closest first) so a degenerate cache cannot fill memory
 # The exact products cost rows^2 (each pair once: the upper triangle; docs/cli.md, audit's cost,
 # has the seconds): beyond this many rows the comparisons are confined to cells.
@@ -24,11 +27,6 @@ HUB_NEIGHBOURS = 10      # sampled rows that measure a centroid's popularity
 KMEANS_ITERATIONS = 10   # Lloyd iterations from random centres (k-means++ seeding took far longer):
                          # cells need only be coherent, not converged
 NORM_BLOCK = 65536       # rows normalised at a time: no second copy of every code
-
-
-def normalised(X) -> np.ndarray:
-    X = np.asarray(X, dtype=np.float32)
-    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
 
 
 def neighbours(X, threshold, k, budget_bytes=256 << 20, seed=0, rows=None) -> tuple:
@@ -60,7 +58,7 @@ def _compare(take, m, rows, candidates, threshold, k, budget_bytes, pairs, knn):
     """Every row of ``rows`` against every row of ``candidates`` (both sorted row numbers, rows a
     subset of candidates; ``take`` reads codes by row number, of ``m``): pairs at or above the
     threshold into ``pairs``, each row's mean distance to its k nearest candidates into ``knn``."""
-    Q = _normalised_blocks(take, candidates)
+    Q = unit_blocks(take, candidates)
     block = max(1, min(len(rows), budget_bytes // max(1, len(candidates) * 4 * 2)))
     nearest = min(k, len(candidates) - 1)
     # A cell with fewer than k other rows: the missing neighbours count as orthogonal (distance 1),
@@ -87,7 +85,7 @@ def _compare_all(take, m, threshold, k, budget_bytes, pairs, knn):
     feeding the pairs and the k nearest of both its rows and its columns (half the products of
     comparing every row with every row). A row's running k nearest change rarely once the scan is
     under way, so a block is merged only where it beats a row's current k-th nearest."""
-    Q = _normalised_blocks(take, np.arange(m))
+    Q = unit_blocks(take, np.arange(m))
     nearest = min(k, m - 1)
     best = np.full((m, max(nearest, 1)), -np.inf, dtype=np.float32)  # each row's k best cosines, unsorted
     side = max(1, min(m, int(np.sqrt(budget_bytes / (4 * 3)))))  # a block, its mask and a merge's copy
@@ -155,15 +153,6 @@ def _merge_best(best, start, S, mask, axis=1):
     order = np.lexsort((-values, owner))  # by row, best first; each row has its k old ones at least
     first = np.searchsorted(owner[order], np.arange(len(touched)))
     mine[touched] = values[order[first[:, None] + np.arange(k)]]
-
-
-def _normalised_blocks(take, rows) -> np.ndarray:
-    """The normalised codes of ``rows``, read a block at a time: no float64 or unnormalised copy."""
-    first = take(rows[:1])
-    out = np.empty((len(rows), first.shape[1]), dtype=np.float32)
-    for start in range(0, len(rows), NORM_BLOCK):
-        out[start:start + NORM_BLOCK] = normalised(take(rows[start:start + NORM_BLOCK]))
-    return out
 
 
 def _cells(take, m, seed) -> tuple:

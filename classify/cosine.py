@@ -1,0 +1,121 @@
+"""The one cosine engine: every search of the codes by cosine (similar, the audit's pairs, report.html's
+neighbours, select's diversity) normalises rows and ranks them here.
+
+- ``unit(X)``: float32 rows of unit length (a zero row stays zero), a block at a time when asked to;
+- ``top_k(queries, blocks, k, exclude=)``: the exact k nearest rows by cosine to each query, over
+  ``blocks`` that yield (row numbers, codes) a block at a time: ``array_blocks`` over an array in
+  memory, ``cache_blocks`` over a cache's streamed loads (classify/stream.py) within a memory
+  budget. A query's ``exclude`` row never answers it (its own row). One memory rule
+  (``block_rows``) sizes every block: one unit copy of the block and the queries' scores for it;
+- ``nearest_in_cache(...)``: the same call on a cache, backed by its faiss index when it has one
+  for the layer (classify/index.py keeps it in step with the cache; rows the index does not hold
+  yet are searched exactly), else exact.
+
+scikit-learn's ``pairwise_distances_chunked(..., working_memory=)`` over ``row_norms`` is the model:
+one chunked engine the neighbour searches build on.
+"""
+import numpy as np
+
+NORM_BLOCK = 65536  # rows normalised at a time by unit_blocks: no float64 or second full copy
+MERGE_COPIES = 3    # a block's scores, their merge with the running best, and its row numbers
+
+
+def unit(X) -> np.ndarray:
+    """The rows of ``X`` [n, D] (any float dtype) as float32 rows of unit length; a zero row stays zero."""
+    X = np.asarray(X, dtype=np.float32)
+    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+
+
+def unit_blocks(take, rows, block=NORM_BLOCK) -> np.ndarray:
+    """The unit rows of ``rows`` read through ``take(indices) -> codes`` a block at a time, into one
+    float32 array: no float64 or unnormalised copy of them all."""
+    rows = np.asarray(rows)
+    first = take(rows[:1])
+    out = np.empty((len(rows), first.shape[1]), dtype=np.float32)
+    for start in range(0, len(rows), block):
+        out[start:start + block] = unit(take(rows[start:start + block]))
+    return out
+
+
+def block_rows(n_queries, width, budget_bytes) -> int:
+    """Rows of a block searched at once within ``budget_bytes``: the block's unit float32 copy and,
+    per query, its scores, their merge and the merged row numbers (the one memory rule)."""
+    per_row = 4 * width + n_queries * (4 + 12) * MERGE_COPIES // 2
+    return int(max(256, budget_bytes // max(1, per_row)))
+
+
+def array_blocks(X, n_queries=1, budget_bytes=256 << 20):
+    """Yield (rows, codes) over the rows of an array in memory, a block at a time within the budget."""
+    step = block_rows(n_queries, X.shape[1], budget_bytes)
+    for start in range(0, len(X), step):
+        stop = min(len(X), start + step)
+        yield np.arange(start, stop), X[start:stop]
+
+
+def cache_blocks(cache_path, layer, budget_bytes, mask=None):
+    """Yield (rows, codes float32) over a cache's rows (those in the boolean ``mask``: all by
+    default), a streamed load at a time within the budget (classify/stream.py)."""
+    from .stream import CodeStream
+    stream = CodeStream(cache_path, layer, max(budget_bytes, 1 << 20))
+    mask = np.ones(stream.n_rows, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+    yield from stream.loads(mask)
+
+
+def top_k(queries, blocks, k, exclude=None) -> tuple:
+    """(rows [q, k] int64, cosines [q, k] float32), best first (ties: the lower row first), for each
+    query vector (rows of ``queries`` [q, D], any scale) among the rows ``blocks`` yields as (row
+    numbers [m], codes [m, D], any scale). ``exclude``: for each query a row that may not answer it
+    (its own row), or -1. Fewer than k rows: the missing slots are row -1, cosine -inf."""
+    Q = unit(queries)
+    q = len(Q)
+    exclude = np.full(q, -1, dtype=np.int64) if exclude is None else np.asarray(exclude, dtype=np.int64)
+    best_rows = np.full((q, k), -1, dtype=np.int64)
+    best = np.full((q, k), -np.inf, dtype=np.float32)
+    for rows, codes in blocks:
+        if not len(rows) or not q:
+            continue
+        rows = np.asarray(rows, dtype=np.int64)
+        scores = Q @ unit(codes).T  # [q, m]
+        own = np.flatnonzero((exclude >= rows[0]) & (exclude <= rows[-1]))
+        if len(own):  # a query's own row in this block: never its answer
+            at = np.searchsorted(rows, exclude[own])
+            hit = (at < len(rows)) & (rows[np.minimum(at, len(rows) - 1)] == exclude[own])
+            scores[own[hit], at[hit]] = -np.inf
+        take = min(k, scores.shape[1])
+        if scores.shape[1] > take:  # only the block's k best join the merge
+            part = np.argpartition(-scores, take - 1, axis=1)[:, :take]
+            block_best, block_rows_ = np.take_along_axis(scores, part, axis=1), rows[part]
+        else:
+            block_best, block_rows_ = scores, np.broadcast_to(rows, scores.shape)
+        merged = np.concatenate([best, block_best], axis=1)
+        merged_rows = np.concatenate([best_rows, block_rows_], axis=1)
+        keep = np.argpartition(-merged, k - 1, axis=1)[:, :k]
+        best = np.take_along_axis(merged, keep, axis=1)
+        best_rows = np.take_along_axis(merged_rows, keep, axis=1)
+    return ranked(best_rows, best)
+
+
+def ranked(rows, scores) -> tuple:
+    """(rows, scores) of each query sorted best first, ties by the lower row; slots without a
+    finite score become row -1, -inf."""
+    rows, scores = np.array(rows, dtype=np.int64), np.array(scores, dtype=np.float32)
+    rows[~np.isfinite(scores)] = np.iinfo(np.int64).max
+    order = np.lexsort((rows, -scores), axis=1) if len(rows) else np.zeros(rows.shape, dtype=np.int64)
+    rows, scores = np.take_along_axis(rows, order, axis=1), np.take_along_axis(scores, order, axis=1)
+    rows[~np.isfinite(scores)] = -1
+    scores[~np.isfinite(scores)] = -np.inf
+    return rows, scores
+
+
+def nearest_in_cache(cache_path, layer, queries, k, budget_bytes, exclude=None, exact=False) -> tuple:
+    """top_k over every row of a cache's ``layer``: through its faiss index when it has one for that
+    layer (and faiss is installed), else (or with ``exact``) the exact streamed search. Returns
+    (rows, cosines, how) with how "exact" or the index's kind."""
+    if not exact:
+        from .index import open_index
+        index = open_index(cache_path, layer)
+        if index is not None:
+            rows, scores = index.search(queries, k, exclude=exclude, budget_bytes=budget_bytes)
+            return rows, scores, index.kind
+    rows, scores = top_k(queries, cache_blocks(cache_path, layer, budget_bytes), k, exclude)
+    return rows, scores, "exact"
