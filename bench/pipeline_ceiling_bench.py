@@ -1,0 +1,237 @@
+#!/usr/bin/env python
+"""The pipeline's own ceiling: extract with a network of almost no cost, against decoding alone.
+
+With the network out of the way, what is left is the pipeline itself: the decoding workers, the
+batch handshakes, the main process's bookkeeping (batches, keys, splits, stat data), the codes'
+copy and cast, and the commits (the cache's writer thread runs in the main process too). Printed:
+- D: images/s of decoding alone, one DataLoader worker per core, no network (what a worker does:
+  read, hash, decode, resize, crop);
+- pipeline: images/s of `extract`'s loop (decode, encode, commit) with the bench's network;
+- pipeline / D: the share of decoding's rate that the rest of the pipeline leaves (want >= 0.9);
+- main us/img: CPU time of the main process (every thread: the loop, the cache's writer thread,
+  torch's threads) over the loop, per image (want <= 50 us: a main process at 50 us an image
+  caps a GPU at 20,000 images/s);
+- wall us/img of the main loop outside waiting for batches (the loop's time less the time it
+  blocked on the DataLoader), per image.
+
+The network (``--network``): ``identity`` (the default; bench-only: each code row is a few input
+pixels repeated to the fingerprint's widths, so nothing is computed), or any backbone, e.g.
+``timm:test_resnet.r160_in1k`` (timm's test models, random weights; not free on a CPU: 3-4 ms an
+image here). The fingerprint (layers, widths, preprocessing) is ``--backbone``'s: VGG16 fc7 by
+default, 4096 codes an image, the widest of the defaults.
+
+    python bench/pipeline_ceiling_bench.py ../shared/data/flowers5 --limit 2000 --runs 3
+    python bench/pipeline_ceiling_bench.py ../shared/data/flowers5 --profile 25
+"""
+import argparse
+import os
+import shutil
+import tempfile
+import time
+
+import cnncodes  # noqa: F401  before torch: its OpenMP setting (cnncodes/_openmp.py) applies only then
+import torch
+from torch.utils.data import DataLoader
+
+from cnncodes.extract import ExtractConfig, run_extract  # noqa: E402
+from cnncodes.extract import extractor as extractor_module  # noqa: E402
+from cnncodes.extract import runner  # noqa: E402
+from cnncodes.extract.allocator import freed_memory_kept  # noqa: E402
+from cnncodes.extract.backbones import get_backbone  # noqa: E402
+from cnncodes.extract.dataset import ImageRecords, collate  # noqa: E402
+from cnncodes.extract.decoding import DEFAULT_MAX_PIXELS  # noqa: E402
+from cnncodes.extract.preprocessing import Preprocess  # noqa: E402
+from cnncodes.extract.sources import scan_source  # noqa: E402
+from cnncodes.extract.workers import ExitWithParent  # noqa: E402
+from _common import cpu, isa, subset_folder  # noqa: E402
+
+
+class Identity(torch.nn.Module):
+    """{layer: [B, width]} from a few of each image's pixels: the cheapest network with the codes' shape."""
+
+    def __init__(self, widths):
+        super().__init__()
+        self.widths = dict(widths)
+        self.anchor = torch.nn.Parameter(torch.zeros(()))  # so .to() and parameters() behave
+
+    def forward(self, x):
+        corner = x[:, :1, 0, 0].float()  # [B, 1]: a view, expanded below (the pipeline's own cast copies it)
+        return {layer: corner.expand(-1, width) for layer, width in self.widths.items()}
+
+
+def decoding_alone(preprocess, folder, workers, batch, idle) -> float:
+    """Images/s of the workers' whole job (read, hash, decode, transform, collate), ``workers`` of
+    them; ``idle``: at the idle priority, as extract's workers run when the network is on the CPU
+    (on a machine shared with other work they get only what it leaves, in both measures alike)."""
+    records = scan_source(folder).records
+    dataset = ImageRecords(records, preprocess.loader(DEFAULT_MAX_PIXELS))
+    loader = DataLoader(dataset, batch_size=batch, num_workers=workers, collate_fn=collate, prefetch_factor=4,
+                        worker_init_fn=ExitWithParent(yield_cores=idle))
+    with freed_memory_kept():
+        started = time.perf_counter()
+        n = sum(len(b.indices) + len(b.failed) for b in loader)
+        return n / (time.perf_counter() - started)
+
+
+def thread_cpu() -> dict:
+    """{thread name: CPU seconds} of this process's threads (Linux; {} elsewhere)."""
+    import threading
+    named = {str(t.native_id): t.name for t in threading.enumerate()}
+    out = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                text = f.read()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1:text.rindex(")")]
+        fields = text[text.rindex(")") + 2:].split()
+        out[(tid, named.get(tid, name + " (not Python's: torch, HDF5)"))] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+class LoopMeter:
+    """Wraps runner._encode_and_commit: the main process's CPU time and the wall time it spent
+    waiting for the engine's batches, over the loop only."""
+
+    def __init__(self):
+        self.cpu = self.wall = self.waiting = 0.0
+        self.threads = {}
+        self.original = runner._encode_and_commit
+
+    def __enter__(self):
+        meter = self
+
+        def measured(engine, extractor, session, pending, config, summary):
+            run = engine.run
+
+            def timed_run(ext, records):
+                it = iter(run(ext, records))
+                while True:
+                    started = time.perf_counter()
+                    try:
+                        batch = next(it)
+                    except StopIteration:
+                        meter.waiting += time.perf_counter() - started
+                        return
+                    meter.waiting += time.perf_counter() - started
+                    yield batch
+            engine.run = timed_run
+            cpu0, wall0, threads0 = time.process_time(), time.perf_counter(), thread_cpu()
+            try:
+                return meter.original(engine, extractor, session, pending, config, summary)
+            finally:
+                meter.cpu += time.process_time() - cpu0
+                meter.wall += time.perf_counter() - wall0
+                for key, seconds in thread_cpu().items():
+                    name = "main" if key[0] == str(os.getpid()) else key[1]
+                    meter.threads[name] = meter.threads.get(name, 0.0) + seconds - threads0.get(key, 0.0)
+        runner._encode_and_commit = measured
+        return self
+
+    def __exit__(self, *exc):
+        runner._encode_and_commit = self.original
+
+
+def pipeline_run(folder, tmp, args, profile=0):
+    cache = os.path.join(tmp, "ceiling.h5")
+    options = dict(backbone=args.backbone, weights="random", progress=False, decoder=args.decoder)
+    if args.crop_size:
+        options["crop_size"] = args.crop_size
+    if args.batch_size:
+        options["batch_size"] = args.batch_size
+    if args.workers is not None:
+        options["workers"] = args.workers
+    if args.device:
+        options["device"] = args.device
+    if args.precision:
+        options["precision"] = args.precision
+    if args.shard_rows:
+        options["shard_rows"] = args.shard_rows
+    with LoopMeter() as meter:
+        if profile:
+            import cProfile
+            import pstats
+            prof = cProfile.Profile(time.thread_time)  # the main thread's CPU time, not its waits
+            summary = prof.runcall(run_extract, ExtractConfig(folder, cache, **options))
+        else:
+            summary = run_extract(ExtractConfig(folder, cache, **options))
+    shutil.rmtree(cache + ".shards", ignore_errors=True)
+    os.remove(cache)
+    if profile:
+        pstats.Stats(prof).sort_stats("tottime").print_stats(profile)
+    n = summary.written + summary.failed
+    return n / summary.loop_seconds, meter, n
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("data")
+    ap.add_argument("--limit", type=int, default=2000)
+    ap.add_argument("--backbone", default="vgg16", help="whose fingerprint, layers and preprocessing (default vgg16 fc7)")
+    ap.add_argument("--network", default="identity", help="identity (bench-only, the default), or 'backbone': "
+                    "--backbone's own network (give a cheap one, e.g. timm:test_resnet.r160_in1k)")
+    ap.add_argument("--crop-size", type=int, default=None)
+    ap.add_argument("--decoder", default="pil")
+    ap.add_argument("--batch-size", type=int, default=None)
+    ap.add_argument("--workers", type=int, default=None, help="extract's decoding workers (default: its own)")
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--precision", default=None)
+    ap.add_argument("--shard-rows", type=int, default=None, help="extract's rows per commit (default: its own)")
+    ap.add_argument("--runs", type=int, default=3, help="pipeline runs (each printed, D measured around each)")
+    ap.add_argument("--profile", type=int, default=0, help="also print the top N functions of one profiled run "
+                    "(the main thread's CPU time)")
+    args = ap.parse_args()
+    cores = len(os.sched_getaffinity(0))
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    print(f"machine: {cpu()} ({isa()}{f', oneDNN capped at {cap}' if cap else ''}), torch {torch.__version__}")
+    spec = get_backbone(args.backbone)
+    if args.network == "identity":
+        original = extractor_module.Extractor.model
+
+        def identity_model(self):
+            if self._model is None:
+                self._model = Identity(self.widths)
+            return self._model
+        extractor_module.Extractor.model = property(identity_model)
+    preprocess = spec.preprocess.with_crop(args.crop_size) if args.crop_size else spec.preprocess
+    from dataclasses import replace
+    preprocess = replace(preprocess, decoder=args.decoder if args.decoder != "gpu" else "torchvision")
+    tmp = tempfile.mkdtemp(prefix="cnncodes-ceiling-")
+    try:
+        folder = os.path.join(tmp, "photos")
+        print(f"{len(subset_folder(args.data, args.limit, folder))} photos of {args.data}; fingerprint {args.backbone}, "
+              f"network {args.network}, decoder {args.decoder}")
+        pipeline_run(folder, tmp, args)  # warm-up: page cache, imports, first forks
+        print(f"{'D img/s':>9}{'pipeline':>10}{'pipe/D':>8}{'main us/img':>13}{'busy us/img':>13}")
+        best = None
+        for _ in range(args.runs):
+            idle = (args.device or "cpu") == "cpu" and torch.cuda.is_available() is False
+            workers = args.workers if args.workers is not None else cores
+            d_before = decoding_alone(preprocess, folder, workers, 32, idle)
+            rate, meter, n = pipeline_run(folder, tmp, args)
+            d = (d_before + decoding_alone(preprocess, folder, workers, 32, idle)) / 2
+            main_us, busy_us = 1e6 * meter.cpu / n, 1e6 * (meter.wall - meter.waiting) / n
+            by_thread = ", ".join(f"{name} {1e6 * s / n:.0f}" for name, s in
+                                  sorted(meter.threads.items(), key=lambda kv: -kv[1]) if 1e6 * s / n >= 1)
+            print(f"{d:>9.0f}{rate:>10.0f}{rate / d:>8.2f}{main_us:>13.1f}{busy_us:>13.1f}   threads, us/img: {by_thread}",
+                  flush=True)
+            if best is None or rate / d > best[0]:
+                best = (rate / d, main_us)
+        print(f"best of {args.runs}: pipeline / D {best[0]:.2f}, main process {best[1]:.1f} us an image "
+              f"(caps a GPU at {1e6 / best[1]:,.0f} images/s)")
+        if args.profile:
+            pipeline_run(folder, tmp, args, profile=args.profile)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if args.network == "identity":
+            extractor_module.Extractor.model = original
+
+
+if __name__ == "__main__":
+    main()
