@@ -62,6 +62,7 @@ _LAZY = {
     "audit": "api.audit", "verify": "api.verify", "open_cache": "cache",
     "rank_backbones": "api.rank", "similar": "api.similar", "select": "api.select",
     "simulate_selection": "api.select", "Encoder": "api.encoder", "CodesTransformer": "api.transformer",
+    "index": "api.index",
 }
 
 __all__ = ["__version__", *_LAZY]

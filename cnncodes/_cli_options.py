@@ -168,8 +168,23 @@ def build_parser(prog, description):
                    help="codes read at a time stay within this (default: a quarter of RAM)")
     weights(p)
     device(p)
-    json_output(p, "one JSON object: {cache, layer, k, queries: [{query, source, layer, neighbours: [{row, path, "
-                   "label, split, score}]}]}")
+    p.add_argument("--exact", action="store_true", help="read every row, even where the cache has an index")
+    p.add_argument("--check-recall", type=int, default=0, metavar="N",
+                   help="also measure the index's recall@k against the exact search on N sampled rows")
+    json_output(p, "one JSON object: {cache, layer, k, search, queries: [{query, source, layer, neighbours: [{row, "
+                   "path, label, split, score}]}], recall (with --check-recall)}")
+
+    p = sub.add_parser("index", help="a faiss index of a cache's codes beside it (CACHE.faiss/), for similar and "
+                                     "audit; again: adds only the new rows")
+    p.add_argument("cache")
+    p.add_argument("--layer", default="first", help="the layer indexed (default: first, the cache's first layer)")
+    p.add_argument("--kind", default=None, choices=("flat", "hnsw", "ivf", "ivfpq"),
+                   help="the index's kind (default: by size: flat up to 20,000 rows, hnsw up to 200,000, ivf while "
+                        "float32 vectors fit 1 GiB, else ivfpq)")
+    p.add_argument("--rebuild", action="store_true", help="build from scratch instead of adding the new rows")
+    p.add_argument("--max-memory", default=None, metavar="SIZE",
+                   help="codes read at a time stay within this (default: a quarter of RAM)")
+    json_output(p, "one JSON object: {cache, layer, kind, rows, indexed, added, gone, rebuilt, seconds, folder}")
 
     p = sub.add_parser("select", help="the unlabelled photos to label next, as a manifest extract reads; "
                                       "--simulate: every strategy against random on a labelled cache")

@@ -69,8 +69,9 @@ def cmd_rank(args):
 def cmd_similar(args):
     from .api.similar import similar
     results = similar(args.cache, args.queries, k=args.k, text=args.text, layer=args.layer,
-                      max_memory=args.max_memory, weights=args.weights, device=args.device)
-    if args.sheet:
+                      max_memory=args.max_memory, weights=args.weights, device=args.device, exact=args.exact,
+                      check_recall=args.check_recall)
+    if args.sheet and len(results):
         results.write_sheet(args.sheet)
     if args.json:
         print(json.dumps(results.to_dict(), indent=2))
@@ -331,6 +332,15 @@ def cmd_export_model(args):
     return 0
 
 
+def cmd_index(args):
+    from .api.index import index
+    say = (lambda text: None) if args.json else (lambda text: print(f"{text} ...", file=sys.stderr))
+    summary = index(args.cache, layer=args.layer, kind=args.kind, rebuild=args.rebuild, max_memory=args.max_memory,
+                    on_step=say)
+    print(json.dumps(summary.to_dict(), indent=2) if args.json else "\n".join(summary.lines()))
+    return 0
+
+
 def cmd_serve(args):
     from .classify.deploy.serve import serve
     serve(args.model, host=args.host, port=args.port, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
@@ -353,7 +363,8 @@ def cmd_demo(args):
 
 COMMANDS = {"rank": cmd_rank, "similar": cmd_similar, "select": cmd_select, "extract": cmd_extract, "backbones": cmd_backbones, "info": cmd_info, "verify": cmd_verify,
             "export": cmd_export, "pack": cmd_pack, "fit": cmd_fit, "compare": cmd_compare, "audit": cmd_audit,
-            "predict": cmd_predict, "export-model": cmd_export_model, "serve": cmd_serve, "demo": cmd_demo}
+            "predict": cmd_predict, "export-model": cmd_export_model, "serve": cmd_serve, "demo": cmd_demo,
+            "index": cmd_index}
 
 
 def build_parser(prog="pipeline.py"):
@@ -460,7 +471,7 @@ def _stdout_closed() -> bool:
 # the packages of the optional extras (pyproject.toml), for a one-line "pip install" where one is missing
 OPTIONAL_EXTRAS = {"onnx": "deploy", "onnxscript": "deploy", "onnxruntime": "deploy", "aiohttp": "deploy",
                    "ray": "ray", "timm": "zoo", "open_clip": "zoo", "fsspec": "remote", "s3fs": "remote",
-                   "cleanlab": "audit"}
+                   "cleanlab": "audit", "faiss": "index"}
 
 
 if __name__ == "__main__":

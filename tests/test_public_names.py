@@ -129,6 +129,19 @@ def test_every_public_name_gives_its_type_its_json_and_a_short_repr(demo, tmp_pa
     (first,) = near
     assert len(first["neighbours"]) == 3 and query not in [n["path"] for n in first["neighbours"]]
 
+    try:
+        import faiss  # noqa: F401
+    except ImportError:  # the extra [index] not installed: index names it in one line
+        from cnncodes.classify.errors import ClassifyError
+        with pytest.raises(ClassifyError, match=r"pip install 'cnncodes\[index\]'"):
+            cnncodes.index(cache)
+        checked.add("index")
+    else:
+        built = check("index", cnncodes.index(cache), "IndexSummary")
+        assert built.rebuilt and built.indexed == 200
+        _same_json(cnncodes.index(cache), _json("index", cache, "--json"))  # both: already up to date
+        assert cnncodes.similar(cache, [query], k=3).search == built.kind
+
     picked = check("select", cnncodes.select(cache, 5, str(photos / "next.csv")), "Selection")
     _same_json(picked, _json("select", cache, "--budget", "5", "--out", photos / "next.csv", "--json"))
     assert len(picked.paths) == 5 and picked.pool == 20

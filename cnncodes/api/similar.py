@@ -1,6 +1,7 @@
 """`similar`: which photos of a cache look like this one? A query is a path the cache holds (its
 cached codes) or an image file it does not (encoded with the cache's own extractor, as predict
-encodes); the answer is the k nearest rows by cosine, exact, read within the memory budget."""
+encodes); the answer is the k nearest rows by cosine: through the cache's faiss index when it has one
+(`cnncodes index`), else exact, read within the memory budget."""
 import os
 from dataclasses import dataclass
 
@@ -11,11 +12,15 @@ import numpy as np
 class Neighbours:
     """similar's answer: ``queries``, one dict per query in the order given: {"query", "source":
     "cache" | "image" | "text", "layer", "neighbours": [{"row", "path", "label", "split",
-    "score"}]}, nearest first. Iterates and indexes over the queries."""
+    "score"}]}, nearest first. Iterates and indexes over the queries. ``search``: "exact" or the
+    index's kind; ``recall``: with check_recall, {"queries", "recall_at_k"} of the index against the
+    exact search on sampled rows of the cache."""
     cache: str
     layer: str
     k: int
     queries: list
+    search: str = "exact"
+    recall: dict = None
 
     def __iter__(self):
         return iter(self.queries)
@@ -28,7 +33,10 @@ class Neighbours:
 
     def to_dict(self) -> dict:
         """What `cnncodes similar --json` prints."""
-        return {"cache": self.cache, "layer": self.layer, "k": self.k, "queries": self.queries}
+        out = {"cache": self.cache, "layer": self.layer, "k": self.k, "search": self.search, "queries": self.queries}
+        if self.recall is not None:
+            out["recall"] = self.recall
+        return out
 
     def lines(self) -> list:
         """The answer as the command line prints it: each query, then its neighbours."""
@@ -37,6 +45,11 @@ class Neighbours:
             how = {"cache": "in the cache", "image": "encoded", "text": "text"}[result["source"]]
             out.append(f"{result['query']} ({how}, layer {result['layer']}):")
             out += [f"  {n['score']:.4f}  {n['path']}  {n['label'] or '-'}  {n['split']}" for n in result["neighbours"]]
+        if self.search != "exact":
+            out.append(f"(searched through the cache's {self.search} index, not the exact search)")
+        if self.recall is not None:
+            out.append(f"recall@{self.k} of the {self.search} search against the exact one: "
+                       f"{self.recall['recall_at_k']:.4f} on {self.recall['queries']} sampled rows")
         return out
 
     def __repr__(self) -> str:
@@ -52,8 +65,11 @@ class Neighbours:
 
 
 def similar(cache, queries=(), *, k=12, text=(), layer="first", max_memory=None, weights=None,
-            device="auto") -> Neighbours:
-    """The ``k`` nearest rows by cosine to each query, exact, read within ``max_memory``. A query
+            device="auto", exact=False, check_recall=0) -> Neighbours:
+    """The ``k`` nearest rows by cosine to each query, read within ``max_memory``: through the
+    cache's faiss index when it has one for the layer (rows committed after it are searched
+    exactly), else exact; ``exact``: always the exact search; ``check_recall`` N: also the index's
+    recall@k against the exact search on N seeded sampled rows of the cache. A query
     is a path the cache holds (its cached codes; it never answers itself), an image file it does
     not (encoded with the cache's own extractor), or with ``text`` a phrase, for a cache of an
     open_clip ``embedding`` layer (the same model's text tower). Queries are checked before any
@@ -63,13 +79,15 @@ def similar(cache, queries=(), *, k=12, text=(), layer="first", max_memory=None,
     from ..cache.schema import UNLABELED
     from ..classify.budget import memory_budget
     from ..classify.errors import ClassifyError
-    from ..classify.similar import nearest_rows
+    from ..classify.cosine import nearest_in_cache
     from ._inputs import as_list
     from .transformer import cached_rows_for
     cache = os.fspath(cache)
     queries = [os.fspath(q) for q in as_list(queries, "queries")]
     texts = [text] if isinstance(text, str) else list(text or ())
-    if not queries and not texts:
+    if check_recall < 0:
+        raise ClassifyError(f"check_recall={check_recall}: give a number of sampled queries, 0 for none")
+    if not queries and not texts and not check_recall:
         raise ClassifyError("give at least one query: a path in the cache, an image file, or a text")
     if k < 1:
         raise ClassifyError(f"k {k}: give 1 or more")
@@ -116,7 +134,8 @@ def similar(cache, queries=(), *, k=12, text=(), layer="first", max_memory=None,
         phrases = encode_texts(fingerprint, texts, weights)
     vectors = np.concatenate([cached, encoded, phrases])
     exclude = np.concatenate([rows, np.full(len(outside) + len(texts), -1)])
-    found, scores = nearest_rows(cache, layer, vectors, k, memory_budget(max_memory), exclude)
+    found, scores, search = nearest_in_cache(cache, layer, vectors, k, memory_budget(max_memory), exclude, exact)
+    recall = _recall(cache, layer, k, check_recall, memory_budget(max_memory), exact) if check_recall else None
     with open_cache(cache) as c:
         answer_rows = sorted({int(r) for r in found.ravel() if r >= 0})
         paths = dict(zip(answer_rows, c.paths_of(np.array(answer_rows, dtype=np.int64))))
@@ -131,7 +150,23 @@ def similar(cache, queries=(), *, k=12, text=(), layer="first", max_memory=None,
                       for r, s in zip(row_list, score_list) if r >= 0]
         out.append({"query": query, "source": source, "layer": layer, "neighbours": neighbours})
     order = {q: i for i, q in enumerate(queries + texts)}
-    return Neighbours(cache, layer, k, sorted(out, key=lambda item: order[item["query"]]))
+    return Neighbours(cache, layer, k, sorted(out, key=lambda item: order[item["query"]]), search, recall)
+
+
+def _recall(cache, layer, k, n, budget, exact, seed=0) -> dict:
+    """The search's recall@k against the exact one, on ``n`` seeded sampled rows as queries."""
+    from ..cache import open_cache
+    from ..classify.cosine import nearest_in_cache
+    with open_cache(cache) as c:
+        rows = np.sort(np.random.default_rng(seed).choice(len(c), size=min(n, len(c)), replace=False))
+        mask = np.zeros(len(c), dtype=bool)
+        mask[rows] = True
+        Q = c.codes(layer, rows=mask)
+    found, _, _ = nearest_in_cache(cache, layer, Q, k, budget, rows, exact)
+    truth, _, _ = nearest_in_cache(cache, layer, Q, k, budget, rows, exact=True)
+    hits = [len(set(a[a >= 0].tolist()) & set(b[b >= 0].tolist())) / max(1, int((b >= 0).sum()))
+            for a, b in zip(found, truth)]
+    return {"queries": len(rows), "recall_at_k": round(float(np.mean(hits)), 4)}
 
 
 def write_sheet(results, cache, path, size=128) -> str:

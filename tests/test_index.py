@@ -1,0 +1,210 @@
+"""`cnncodes index`: a faiss index beside the cache, kept in step with it; the cosine engine searches
+through it. Small synthetic caches (clustered codes with planted copies), every kind against the
+exact search; a kill during a build; rows added, pruned and relabelled after indexing; and without
+faiss, everything as before."""
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import cnncodes
+from cnncodes.cache import Fingerprint, open_for_append
+from cnncodes.classify import cosine
+from conftest import ROOT, run_cli
+
+faiss = pytest.importorskip("faiss", reason="faiss-cpu is the optional extra [index]")
+
+WIDTH = 32
+NAMES = ["a", "b", "c"]
+
+
+def _codes(n, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 1, (40, WIDTH)).astype(np.float32)
+    X = centres[rng.integers(0, 40, n)] + rng.normal(0, 0.35, (n, WIDTH)).astype(np.float32)
+    X[n // 2:n // 2 + 20] = X[:20] + rng.normal(0, 0.01, (20, WIDTH))  # planted copies: row i + n/2 ~ row i
+    return np.abs(X)  # non-negative, as pooled activations are
+
+
+def _add(cache, X, first=0, label=None):
+    fingerprint = Fingerprint(backbone="synthetic", layers=("pool",), weights="random:0", preprocess={"crop": 224})
+    with open_for_append(cache, fingerprint, {"pool": WIDTH}, NAMES, background=False) as session:
+        for start in range(0, len(X), 512):
+            rows = range(start, min(len(X), start + 512))
+            session.add_rows([f"{NAMES[i % 3]}/{first + i:06d}.jpg" for i in rows],
+                             [f"{first + i:064x}" for i in rows], ["train"] * len(rows),
+                             [label or NAMES[i % 3] for i in rows], [(1, 1, first + i) for i in rows],
+                             {"pool": X[start:start + 512]})
+            session.commit_shard()
+
+
+def _exact(cache, Q, k, exclude):
+    return cosine.top_k(Q, cosine.cache_blocks(cache, "pool", 1 << 26), k, exclude)
+
+
+def _codes_of(cache, rows):
+    with cnncodes.open_cache(cache) as c:
+        mask = np.zeros(len(c), dtype=bool)
+        mask[rows] = True
+        return c.codes("pool", rows=mask)[np.searchsorted(np.flatnonzero(mask), rows)]
+
+
+@pytest.fixture
+def cache(tmp_path):
+    path = str(tmp_path / "c.h5")
+    _add(path, _codes(3000))
+    return path
+
+
+def _recall(found, truth):
+    return np.mean([len(set(a.tolist()) & set(b.tolist())) / len(b) for a, b in zip(found, truth)])
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf", "ivfpq"])
+def test_every_kind_agrees_with_the_exact_search(cache, kind):
+    built = cnncodes.index(cache, kind=kind)
+    assert (built.kind, built.rows, built.indexed, built.added, built.rebuilt) == (kind, 3000, 3000, 3000, True)
+    rows = np.arange(0, 3000, 37)
+    Q = _codes_of(cache, rows)
+    truth, truth_scores = _exact(cache, Q, 10, rows)
+    found, scores, how = cosine.nearest_in_cache(cache, "pool", Q, 10, 1 << 26, rows)
+    assert how == kind
+    assert not (found == rows[:, None]).any()  # a row never answers itself
+    assert _recall(found, truth) >= (1.0 if kind == "flat" else 0.9)
+    # the scores are cosines, as the exact search gives them (the compressed kind ranks its candidates
+    # by the stored float16 unit codes)
+    np.testing.assert_allclose(scores[:, 0], truth_scores[:, 0], atol=2e-3)
+    planted = np.flatnonzero(rows < 20)
+    assert (found[planted, 0] == rows[planted] + 1500).all()
+    # similar says which search it used; exact=True reads every row
+    with cnncodes.open_cache(cache) as c:
+        query = c.paths[5]
+    near = cnncodes.similar(cache, [query], k=5)
+    assert near.search == kind and near.to_dict()["search"] == kind
+    assert cnncodes.similar(cache, [query], k=5, exact=True).search == "exact"
+    checked = cnncodes.similar(cache, [query], k=10, check_recall=30)
+    assert checked.recall["queries"] == 30 and checked.recall["recall_at_k"] >= (1.0 if kind == "flat" else 0.85)
+
+
+def test_rows_added_pruned_and_relabelled_after_indexing_stay_in_step(cache):
+    cnncodes.index(cache, kind="ivf")
+    # added: committed after the index, searched exactly until the next `index`
+    extra = _codes(200, seed=7)
+    extra[:5] = _codes_of(cache, np.arange(100, 105)) + 0.001  # copies of five indexed rows
+    _add(cache, extra, first=3000)
+    with cnncodes.open_cache(cache) as c:
+        paths = c.paths
+        new_rows = [paths.index(f"{NAMES[i % 3]}/{3000 + i:06d}.jpg") for i in range(5)]
+    Q = _codes_of(cache, np.arange(100, 105))
+    found, _, how = cosine.nearest_in_cache(cache, "pool", Q, 3, 1 << 26, np.arange(100, 105))
+    assert how == "ivf" and found[:, 0].tolist() == new_rows
+    # pruned: the planted copies' rows leave the cache; they never answer, the rest keep their answers
+    gone = [f"{NAMES[i % 3]}/{1500 + i:06d}.jpg" for i in range(20)]
+    fingerprint = Fingerprint(backbone="synthetic", layers=("pool",), weights="random:0", preprocess={"crop": 224})
+    with open_for_append(cache, fingerprint, {"pool": WIDTH}, NAMES, background=False) as session:
+        session.remove(gone)
+    with cnncodes.open_cache(cache) as c:
+        paths = c.paths
+        assert not set(gone) & set(paths) and len(paths) == 3180
+    rows = np.arange(0, len(paths), 41)
+    Q = _codes_of(cache, rows)
+    found, _, _ = cosine.nearest_in_cache(cache, "pool", Q, 10, 1 << 26, rows)
+    truth, _ = _exact(cache, Q, 10, rows)
+    assert (found < len(paths)).all() and _recall(found, truth) >= 0.9
+    near = cnncodes.similar(cache, [paths[0]], k=5)
+    assert not set(gone) & {n["path"] for n in near[0]["neighbours"]}
+    # relabelled: the index holds nothing a label changes
+    with open_for_append(cache, fingerprint, {"pool": WIDTH}, NAMES, background=False) as session:
+        session.carry_rows(paths[:50], [(1, 1, 10**6 + i) for i in range(50)], labels=["c"] * 50)
+    again = cnncodes.index(cache)
+    assert (again.rebuilt, again.added, again.indexed, again.gone, again.rows) == (False, 200, 3180, 20, 3180)
+    Q = _codes_of(cache, rows)  # a relabel may move rows: ask again by row number
+    found_after, _, _ = cosine.nearest_in_cache(cache, "pool", Q, 10, 1 << 26, rows)
+    assert _recall(found_after, _exact(cache, Q, 10, rows)[0]) >= 0.9
+    # up to date: nothing added, nothing rebuilt
+    assert (cnncodes.index(cache).added, cnncodes.index(cache).rebuilt) == (0, False)
+
+
+KILL_BEFORE_COMMIT = """
+import os, signal, sys
+from cnncodes.classify import index
+commit = index._commit
+def killed(folder, layer, manifest):
+    os.kill(os.getpid(), signal.SIGKILL)  # every new file written; the manifest not yet renamed
+index._commit = killed
+index.build(sys.argv[1], "pool", kind=sys.argv[2], rebuild=True)
+"""
+
+
+def test_a_kill_during_a_build_leaves_the_previous_index_valid(cache):
+    cnncodes.index(cache, kind="flat")
+    rows = np.arange(0, 3000, 97)
+    Q = _codes_of(cache, rows)
+    before = cosine.nearest_in_cache(cache, "pool", Q, 5, 1 << 26, rows)
+    manifest = open(os.path.join(cache + ".faiss", "pool.json")).read()
+    # killed at the worst moment: after the new generation's files, before its manifest
+    run = subprocess.run([sys.executable, "-c", KILL_BEFORE_COMMIT, cache, "ivfpq"], cwd=ROOT)
+    assert run.returncode == -signal.SIGKILL
+    # and at seeded moments of a build from scratch
+    for delay in (0.05, 0.3, 0.8):
+        child = subprocess.Popen([sys.executable, "-c", "import sys; from cnncodes.classify import index; "
+                                  "index.build(sys.argv[1], 'pool', kind='hnsw', rebuild=True)", cache], cwd=ROOT)
+        try:
+            child.wait(timeout=2.0 + delay)
+        except subprocess.TimeoutExpired:
+            pass
+        if child.poll() is None:
+            os.kill(child.pid, signal.SIGKILL)
+            child.wait()
+        else:  # it finished first: the next build starts from what it committed
+            manifest = open(os.path.join(cache + ".faiss", "pool.json")).read()
+    assert open(os.path.join(cache + ".faiss", "pool.json")).read() == manifest
+    after = cosine.nearest_in_cache(cache, "pool", Q, 5, 1 << 26, rows)
+    assert after[2] == json.loads(manifest)["kind"]
+    if after[2] == before[2]:
+        np.testing.assert_array_equal(after[0], before[0])
+    # the next build commits, and leaves only the files its manifest names
+    built = cnncodes.index(cache, kind="ivf", rebuild=True)
+    names = sorted(os.listdir(cache + ".faiss"))
+    assert built.kind == "ivf" and len(names) == 4 and not any(n.endswith(".tmp") for n in names), names
+
+
+def test_the_command_line_builds_and_similar_uses_it(cache):
+    out = json.loads(run_cli("index", cache, "--kind", "hnsw", "--json").stdout)
+    assert (out["kind"], out["indexed"], out["rebuilt"]) == ("hnsw", 3000, True)
+    with cnncodes.open_cache(cache) as c:
+        query = c.paths[0]
+    near = json.loads(run_cli("similar", cache, query, "-k", "3", "--check-recall", "20", "--json").stdout)
+    assert near["search"] == "hnsw" and near["recall"]["queries"] == 20
+    assert near["queries"][0]["neighbours"][0]["path"] == f"{NAMES[1500 % 3]}/001500.jpg"
+    exact = json.loads(run_cli("similar", cache, query, "-k", "3", "--exact", "--json").stdout)
+    assert exact["search"] == "exact" and exact["queries"][0]["neighbours"][0]["path"] == f"{NAMES[0]}/001500.jpg"
+
+
+def test_without_faiss_everything_searches_exactly_and_index_names_the_install(cache, monkeypatch, tmp_path):
+    from cnncodes.classify.errors import ClassifyError
+    cnncodes.index(cache, kind="ivfpq")
+    with cnncodes.open_cache(cache) as c:
+        query = c.paths[3]
+    monkeypatch.setitem(sys.modules, "faiss", None)  # `import faiss` raises ImportError, as uninstalled
+    near = cnncodes.similar(cache, [query], k=4)
+    assert near.search == "exact"
+    truth, _ = _exact(cache, _codes_of(cache, [3]), 4, [3])
+    assert [n["row"] for n in near[0]["neighbours"]] == truth[0].tolist()
+    with pytest.raises(ClassifyError, match=r"^\S+c\.h5: an index needs faiss.*pip install 'cnncodes\[index\]'"):
+        cnncodes.index(cache)
+    # the command line, in a process where faiss cannot be imported
+    blocker = tmp_path / "nofaiss"
+    blocker.mkdir()
+    (blocker / "faiss.py").write_text("raise ImportError('no faiss here')\n")
+    env = {**os.environ, "PYTHONPATH": f"{blocker}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    run = subprocess.run([sys.executable, "-m", "cnncodes", "index", cache], capture_output=True, text=True,
+                         cwd=ROOT, env=env)
+    assert run.returncode == 2 and run.stderr.count("\n") == 1 and "pip install 'cnncodes[index]'" in run.stderr
+    run = subprocess.run([sys.executable, "-m", "cnncodes", "similar", cache, query, "-k", "2", "--json"],
+                         capture_output=True, text=True, cwd=ROOT, env=env)
+    assert run.returncode == 0 and json.loads(run.stdout)["search"] == "exact"
