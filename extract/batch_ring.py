@@ -9,6 +9,11 @@ batches once, in the network's memory format, in shared memory; the workers writ
 normalised pixels straight into its row of the batch's slot and send back only the bookkeeping.
 The main process runs the network on the slot as it is.
 
+For a device (CUDA), the slots hold uint8 images instead (``dtype=torch.uint8``: a quarter of the
+bytes), which the workers copy in as decoded, and the main process registers the ring with the
+driver as pinned memory (``pin``): a slot goes to the device by DMA, on a stream of its own, and
+is normalised and laid out there (extract/encoder.py). The same ring runs on the CPU (tests).
+
 Batch ``number`` goes to slot ``number % slots``. The DataLoader hands out a new batch number only
 when it returns one (``prefetch_factor * workers`` in flight at most), so while the encoder holds
 batch n the workers may fill batches up to n + prefetch_factor * workers: that many slots plus one
@@ -23,20 +28,40 @@ from .dataset import collate
 
 
 class BatchRing:
-    """``slots`` float32 batches [batch_size, 3, crop, crop] in shared memory, laid out in
-    ``memory_format``, and the number of the batch last written into each."""
+    """``slots`` batches [batch_size, 3, crop, crop] of ``dtype`` (float32: normalised; uint8: as
+    decoded) in shared memory, laid out in ``memory_format``, and the number of the batch last
+    written into each."""
 
-    def __init__(self, slots, batch_size, crop, memory_format=torch.contiguous_format):
-        self.slots, self.batch_size = slots, batch_size
+    def __init__(self, slots, batch_size, crop, memory_format=torch.contiguous_format, dtype=torch.float32):
+        self.slots, self.batch_size, self.dtype = slots, batch_size, dtype
+        self._pinned = None
         # Shared memory from the start (share_memory_ would copy a private tensor into it), before
         # the workers start: they inherit (or are sent) the same pages, touched first by them.
-        storage = torch.UntypedStorage._new_shared(4 * slots * batch_size * 3 * crop * crop)
-        buffers = torch.empty(0).set_(storage)
+        itemsize = torch.empty(0, dtype=dtype).element_size()
+        storage = torch.UntypedStorage._new_shared(itemsize * slots * batch_size * 3 * crop * crop)
+        buffers = torch.empty(0, dtype=dtype).set_(storage)
         if memory_format == torch.channels_last:  # NHWC storage seen as NCHW: what .contiguous(channels_last) makes
             self.buffers = buffers.view(slots, batch_size, crop, crop, 3).permute(0, 1, 4, 2, 3)
         else:
             self.buffers = buffers.view(slots, batch_size, 3, crop, crop)
         self.written = torch.full((slots,), -1, dtype=torch.int64).share_memory_()
+
+    def pin(self) -> bool:
+        """Register the ring's pages with CUDA as pinned host memory (in this process), so a slot's
+        copy to the device is a DMA that runs beside compute. False where CUDA is not there."""
+        if self._pinned is not None or not torch.cuda.is_available():
+            return self._pinned is not None
+        storage = self.buffers.untyped_storage()
+        code = torch.cuda.cudart().cudaHostRegister(storage.data_ptr(), storage.nbytes(), 0)
+        if int(code) != 0:
+            return False
+        self._pinned = storage.data_ptr()
+        return True
+
+    def unpin(self) -> None:
+        if self._pinned is not None:
+            torch.cuda.cudart().cudaHostUnregister(self._pinned)
+            self._pinned = None
 
     def slot(self, number) -> int:
         return number % self.slots
@@ -46,8 +71,9 @@ class BatchRing:
         return self.buffers[self.slot(number)]
 
     def fill(self, number, images, normalize_into):
-        """Write the uint8 images [3, H, W] of batch ``number`` (a worker) into its slot, normalised;
-        the rows after them become zeros, as the encoder pads a short batch."""
+        """Write the uint8 images [3, H, W] of batch ``number`` (a worker) into its slot, through
+        ``normalize_into(image, row)`` (``copy_into`` for a uint8 ring); the rows after them become
+        zeros, as the encoder pads a short batch."""
         slot = self.slot(number)
         self.written[slot] = number
         rows = self.buffers[slot]
@@ -82,6 +108,12 @@ class RingBatches(Dataset):
         batch = collate(items, place=lambda images: self.ring.fill(number, images, self.normalize_into))
         batch.ring_number = number
         return batch
+
+
+def copy_into(image, row):
+    """A uint8 ring's ``normalize_into``: the image as decoded (PIL's pixels are channels-last
+    underneath, as a channels-last row is: one plain copy)."""
+    row.copy_(image)
 
 
 def as_is(batch):

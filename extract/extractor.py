@@ -60,6 +60,9 @@ class Extractor:
         preprocess = replace(preprocess, jpeg_draft=codes.jpeg_draft, decoder=codes.decoder)
         device = torch.device(compute_device) if compute_device else pick_device(options.device)
         precision = pick_precision(codes.precision, device)
+        if codes.decoder == "gpu" and device.type != "cuda":
+            raise ExtractError(f"decoder=gpu decodes JPEGs on a CUDA device; this run computes on {device.type}: "
+                               "use decoder=torchvision (the same library on the CPU) or pil")
         spec.check_precision(precision)
         if precision == "int8" and options.compile:
             raise ExtractError("compile=True does not apply to precision=int8 (its kernels are already fused)")
@@ -178,12 +181,14 @@ class Extractor:
         self._model, self._network = None, network
 
     # --- encoding -------------------------------------------------------------------------------
-    def encode(self, records, views=True, mirrored=False):
+    def encode(self, records, views=True, mirrored=False, stored=False):
         """EncodedBatch for consecutive batches of records (objects with .abspath). views: train
         records also yield the augmented views the fingerprint asks for (extract; not predict).
-        mirrored: each image's mirror image is encoded too (predict --tta)."""
+        mirrored: each image's mirror image is encoded too (predict --tta). stored: the codes come
+        back in the cache's dtype, cast on the device (extract), else float32."""
+        codes_dtype = getattr(torch, self.fingerprint.dtype) if stored else None
         plan = EncodePlan(self.device, self.compute_precision, views=self.view_plan() if views else None,
-                          mirrored=mirrored)
+                          mirrored=mirrored, codes_dtype=codes_dtype)
         return encode_batches(self.model, self.preprocess, records, self.options, plan)
 
     def view_plan(self):

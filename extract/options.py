@@ -4,7 +4,7 @@ option and the command line (argparse choices, defaults and --help) read them fr
 DEFAULT_BACKBONE = "vgg16"                              # the classic exercise's network (extract/backbones/)
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")   # compute precision (auto: extract/device.py)
 DTYPES = ("float16", "float32")                         # how codes are stored
-DECODERS = ("pil", "torchvision")
+DECODERS = ("pil", "torchvision", "gpu")            # gpu: nvJPEG on the device (extract/tensor_decoding.py)
 INT8_ENGINES = ("x86", "onednn")                        # int8 kernel libraries
 DEFAULT_INT8_ENGINE = "x86"
 DEFAULT_CALIBRATION_IMAGES = 64

@@ -26,7 +26,8 @@ class Preprocess:
     # Let libjpeg decode big JPEGs at 1/2, 1/4 or 1/8 scale while the shorter side stays >= resize:
     # several times faster on photos far larger than the input, codes differ slightly.
     jpeg_draft: bool = False
-    # "pil" or "torchvision" (extract/tensor_decoding.py): pixels differ slightly between the two.
+    # "pil", "torchvision" (libjpeg-turbo in the workers) or "gpu" (nvJPEG on the device, the
+    # workers only read bytes): extract/tensor_decoding.py. Pixels differ slightly between them.
     decoder: str = "pil"
     # Both sides to ``resize`` (the aspect ratio not kept), then the centre crop: the "squash" mode
     # of SigLIP's open_clip configs and some timm weights.
@@ -78,36 +79,43 @@ class Preprocess:
     def loader(self, max_pixels, defer_jpegs=False):
         """path -> network input (uint8 [3, crop, crop]), picklable for DataLoader workers.
 
-        defer_jpegs (torchvision decoder on CUDA): JPEGs come back undecoded, for the device.
+        defer_jpegs (the gpu decoder): JPEGs come back undecoded, for the device.
         """
         from .dataset import PilLoader
         from .tensor_decoding import TensorLoader
-        if self.decoder == "torchvision":
+        if self.decoder in ("torchvision", "gpu"):
             return TensorLoader(self.tensor_transform(), max_pixels, defer_jpegs)
         return PilLoader(self.pil_transform(), max_pixels, self.draft_size)
 
-    def normalizer(self, device, reuse_buffers=False):
+    def normalizer(self, device, reuse_buffers=False, dtype=None):
         """uint8 batch [B, 3, H, W] on device -> normalised float32 batch, laid out in the memory
         format asked for. reuse_buffers (the encoder's loop): the result lives in a buffer that the
         next batch of the same shape overwrites, since a fresh 19 MB tensor a batch paid its page
-        faults again each time; without (a graph to export), a plain function of its input."""
+        faults again each time; without (a graph to export), a plain function of its input.
+        dtype: the result in the network's input precision (float16 on a GPU), computed in float32
+        and rounded once, so its values are the float32 batch's rounded to it."""
         import torch
         shift, scale = self._shift_and_scale(device)
         buffers = {}
+        dtype = dtype or torch.float32
 
         def normalize(batch: torch.Tensor, memory_format=torch.contiguous_format) -> torch.Tensor:
             if not reuse_buffers:
-                return ((batch.float() - shift) / scale).contiguous(memory_format=memory_format)
+                out = ((batch.float() - shift) / scale).contiguous(memory_format=memory_format)
+                return out.to(dtype) if dtype != torch.float32 else out
             key = (tuple(batch.shape), memory_format)
             if key not in buffers:
                 buffers.clear()
                 buffers[key] = (torch.empty(batch.shape, device=device),
-                                torch.empty(batch.shape, device=device).contiguous(memory_format=memory_format))
+                                torch.empty(batch.shape, device=device, dtype=dtype)
+                                .contiguous(memory_format=memory_format))
             plain, laid_out = buffers[key]
             # The same arithmetic, so the same values; laid out last: a uint8 batch laid out first
             # is slower (its transpose is not vectorised).
             torch.sub(batch, shift, out=plain).div_(scale)
-            return laid_out.copy_(plain) if memory_format != torch.contiguous_format else plain
+            if memory_format == torch.contiguous_format and dtype == torch.float32:
+                return plain
+            return laid_out.copy_(plain)
         return normalize
 
     def _shift_and_scale(self, device):

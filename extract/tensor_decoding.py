@@ -1,13 +1,18 @@
-"""The torchvision decoder (`--decoder torchvision`): JPEGs decoded by torchvision.io and
-resized as uint8 tensors, instead of PIL.
+"""The tensor decoders: JPEGs decoded by torchvision.io and resized as uint8 tensors, instead of PIL.
 
-On the CPU each DataLoader worker decodes with libjpeg-turbo. On CUDA the workers only read the
-JPEG bytes and the EXIF orientation; the main process decodes whole batches with nvJPEG and
-resizes on the GPU (``finish_batch``), so decoding stops competing for the CPU cores. That path
-runs on the CPU too (``EncodePlan(decode_on_device=True)``), which is how tests check it.
+`--decoder torchvision`: each DataLoader worker decodes with libjpeg-turbo, on the CPU.
+`--decoder gpu`: the workers only read the JPEG bytes and the EXIF orientation; the main process
+decodes whole batches on the device (``finish_batch``: torchvision's batched
+``decode_jpeg(device='cuda')``, nvJPEG underneath) and resizes them there, so decoding stops
+competing for the CPU's cores. Chosen over nvImageCodec and TorchCodec: it comes with the
+torchvision that torch's CUDA build already installs (a GPU machine often has no registry to
+fetch another package from), its batched call is one line, and its CPU twin is the torchvision
+decoder's own call. That path runs on the CPU too (``EncodePlan(decode_on_device=True)``, with
+any batched decoder given to ``finish_batch``), which is how tests check it.
 
-Files that are not JPEGs, or that torchvision cannot decode, go through PIL (decoding.py) and
-then the same tensor resize, so the decoder never refuses an image PIL accepts.
+Files that are not JPEGs, or that the device cannot decode (a damaged file: the batch is then
+decoded one by one, and the file alone goes to the CPU), go through PIL (decoding.py) and then the
+same tensor resize, so neither decoder refuses an image PIL accepts.
 """
 import contextlib
 import warnings
@@ -34,8 +39,14 @@ def _quiet():
 class RawJpeg:
     """What a worker hands over for decoding on the device: the file's bytes and orientation."""
     path: str
-    data: torch.Tensor   # uint8 [n_bytes]
+    data: bytes          # the file's bytes (plain bytes: pickled inline, no shared-memory handshake per file)
     orientation: int     # EXIF orientation 1..8 (1: as stored)
+
+    def tensor(self) -> torch.Tensor:
+        """uint8 [n_bytes] over the bytes (read-only: the decoders only read it)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "non-writable buffer"
+            return torch.frombuffer(self.data, dtype=torch.uint8)
 
 
 def probe(source, max_pixels):
@@ -72,7 +83,7 @@ def orient(image: torch.Tensor, orientation: int) -> torch.Tensor:
 class TensorLoader:
     """(path, bytes) -> uint8 [3, crop, crop] via torchvision.io (runs in DataLoader workers).
 
-    With ``defer_jpegs`` (CUDA), JPEGs come back as RawJpeg for ``finish_batch`` instead.
+    With ``defer_jpegs`` (the gpu decoder), JPEGs come back as RawJpeg for ``finish_batch`` instead.
     """
 
     def __init__(self, transform, max_pixels, defer_jpegs=False):
@@ -86,10 +97,10 @@ class TensorLoader:
                 data = f.read()
         fmt, orientation = probe(data, self.max_pixels)
         if fmt == "JPEG":
+            if self.defer_jpegs:
+                return RawJpeg(path, bytes(data), orientation)
             with _quiet():
                 encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-                if self.defer_jpegs:
-                    return RawJpeg(path, encoded, orientation)
                 try:
                     return self.transform(tvio.decode_jpeg(encoded, mode=tvio.ImageReadMode.RGB,
                                                            apply_exif_orientation=True))
@@ -98,32 +109,40 @@ class TensorLoader:
         return self.transform(pil_to_tensor(decode_rgb(data, self.max_pixels)))
 
 
-def finish_batch(items, transform, device, max_pixels):
+def device_decode(datas, device) -> list:
+    """The batched decoder: JPEG bytes (uint8 tensors) -> RGB uint8 [3, H, W] each, on ``device``
+    (as stored: orientation is applied after). Raises when any file fails."""
+    with _quiet():
+        return list(tvio.decode_jpeg(datas, mode=tvio.ImageReadMode.RGB, device=device))
+
+
+def finish_batch(items, transform, device, max_pixels, decode=None):
     """Decode RawJpeg items on ``device`` in one call, orient, resize and crop them there.
 
-    items: [(position, RawJpeg)]. Returns ({position: uint8 [3, crop, crop] on device}, failures).
-    A file the device decoder refuses goes through PIL on the CPU instead.
+    items: [(position, RawJpeg)]. decode: the batched decoder (``device_decode``; tests give a
+    fake). Returns ({position: uint8 [3, crop, crop] on device}, failures). When the batched call
+    fails, the files are decoded one by one; a file the device refuses goes through PIL on the CPU.
     """
-    with _quiet():
-        try:
-            decoded = list(tvio.decode_jpeg([raw.data for _, raw in items], mode=tvio.ImageReadMode.RGB,
-                                            device=device))
-        except RuntimeError:  # one bad file fails the whole call: go one by one
-            decoded = [_decode_one(raw.data, device) for _, raw in items]
+    decode = decode or device_decode
+    datas = [raw.tensor() for _, raw in items]
+    try:
+        decoded = list(decode(datas, device))
+    except Exception:  # one bad file fails the whole call: go one by one
+        decoded = [_decode_one(data, device, decode) for data in datas]
     done, failed = {}, []
     for (position, raw), image in zip(items, decoded):
         if image is not None:
             done[position] = transform(orient(image, raw.orientation))
             continue
         try:
-            done[position] = transform(pil_to_tensor(decode_rgb(raw.data.numpy().tobytes(), max_pixels))).to(device)
+            done[position] = transform(pil_to_tensor(decode_rgb(raw.data, max_pixels))).to(device)
         except DecodeError as exc:
             failed.append((position, str(exc)))
     return done, failed
 
 
-def _decode_one(data, device):
+def _decode_one(data, device, decode):
     try:
-        return tvio.decode_jpeg(data, mode=tvio.ImageReadMode.RGB, device=device)
-    except RuntimeError:
+        return decode([data], device)[0]
+    except Exception:
         return None

@@ -88,8 +88,7 @@ def test_device_path_on_the_cpu_equals_the_worker_path(tmp_path):
 def test_finish_batch_decodes_one_call_and_reports_failures(tmp_path):
     good = make_image(str(tmp_path / "good.jpg"), seed=1, size=(200, 200))
     (tmp_path / "trunc.jpg").write_bytes(open(good, "rb").read()[:2000])
-    items = [(i, RawJpeg(p, torch.frombuffer(bytearray(open(p, "rb").read()), dtype=torch.uint8), 1))
-             for i, p in enumerate([good, str(tmp_path / "trunc.jpg")])]
+    items = [(i, RawJpeg(p, open(p, "rb").read(), 1)) for i, p in enumerate([good, str(tmp_path / "trunc.jpg")])]
     done, failed = finish_batch(items, PRE.tensor_transform(), torch.device("cpu"), 10**8)
     assert list(done) == [0] and done[0].shape == (3, 32, 32)
     assert failed[0][0] == 1 and "cannot decode" in failed[0][1]

@@ -13,4 +13,4 @@ class LocalEngine:
 
     def run(self, extractor, records):
         """EncodedBatch for each consecutive batch of ``records``, positions in ``records``."""
-        return extractor.encode(records)
+        return extractor.encode(records, stored=True)
