@@ -72,7 +72,7 @@ def main():
     ap.add_argument("--device", default="auto")
     ap.add_argument("--seconds", type=float, default=20.0,
                     help="model-only timing, split before and after the extract run")
-    ap.add_argument("--decoder", default="pil", choices=["pil", "torchvision"])
+    ap.add_argument("--decoder", default="pil", choices=options.DECODERS)
     ap.add_argument("--jpeg-draft", action="store_true")
     ap.add_argument("--compile", action="store_true", help="torch.compile the network (both paths)")
     ap.add_argument("--calibration-images", type=int, default=options.DEFAULT_CALIBRATION_IMAGES)

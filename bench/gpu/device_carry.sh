@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build, on a CPU machine, the folder that bench/gpu/device_check.sh reads on the GPU machine:
+# Build, on a CPU machine, the folder that bench/gpu/stage_check.sh reads on the GPU machine:
 #   bash bench/gpu/device_carry.sh CARRY [FLOWERS5_CODES.h5]
 # CARRY/whl: the wheels a GPU image without registry access lacks (array-api-compat, the
 # efficientnet pair); CARRY/{eff,vgg}_cpu_fp32.h5: fp32 CPU codes of cnncodes/demo_data/flowers, the

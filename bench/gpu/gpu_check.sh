@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU check: VGG16 fc7 images/s, model-only and end to end, fp16 and bf16, batch 256, with CPU
-# decoding (PIL in the workers) and GPU decoding (--decoder torchvision: nvJPEG + resize on the GPU).
+# decoding (PIL or torchvision in the workers) and GPU decoding (--decoder gpu: nvJPEG + resize on the GPU).
 # Run from the repository root on a machine with an NVIDIA GPU:  bash bench/gpu/gpu_check.sh
 # N (images, default 3000), BATCH (256), SECONDS_MODEL (10) and DEVICE (default cuda; cpu for a dry
 # run) can be set.
@@ -29,7 +29,7 @@ for i in range(n):
     img = np.roll(base, i * 7, axis=1) // (1 + i % 3)
     Image.fromarray(img).save(os.path.join(root, cls, f"{i:05d}.jpg"), quality=90)
 PYEOF
-for decoder in pil torchvision; do
+for decoder in pil torchvision gpu; do
   for precision in fp16 bf16; do
     echo "== vgg16 fc7, $precision, batch $BATCH, decoder $decoder, $N images =="
     "$PY" bench/extract_bench.py "$DATA" --backbone vgg16 --weights random --limit "$N" --batch-size "$BATCH" \
