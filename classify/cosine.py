@@ -17,6 +17,7 @@ one chunked engine the neighbour searches build on.
 import numpy as np
 
 NORM_BLOCK = 65536  # rows normalised at a time by unit_blocks: no float64 or second full copy
+MAX_BLOCK_ROWS = 8192  # a block in memory stays near the processor's cache: read twice, fetched once
 MERGE_COPIES = 3    # a block's scores, their merge with the running best, and its row numbers
 
 
@@ -41,7 +42,7 @@ def block_rows(n_queries, width, budget_bytes) -> int:
     """Rows of a block searched at once within ``budget_bytes``: the block's unit float32 copy and,
     per query, its scores, their merge and the merged row numbers (the one memory rule)."""
     per_row = 4 * width + n_queries * (4 + 12) * MERGE_COPIES // 2
-    return int(max(256, budget_bytes // max(1, per_row)))
+    return int(max(256, min(MAX_BLOCK_ROWS, budget_bytes // max(1, per_row))))
 
 
 def array_blocks(X, n_queries=1, budget_bytes=256 << 20):
@@ -75,7 +76,12 @@ def top_k(queries, blocks, k, exclude=None) -> tuple:
         if not len(rows) or not q:
             continue
         rows = np.asarray(rows, dtype=np.int64)
-        scores = Q @ unit(codes).T  # [q, m]
+        codes = np.asarray(codes, dtype=np.float32)
+        # the cosines as products over norms: the block is read twice (norms, product) and never
+        # rewritten, where a unit copy first would read it twice and write it once
+        norms = np.sqrt(np.einsum("ij,ij->i", codes, codes))
+        scores = Q @ codes.T  # [q, m]
+        scores /= np.maximum(norms, 1e-12)
         own = np.flatnonzero((exclude >= rows[0]) & (exclude <= rows[-1]))
         if len(own):  # a query's own row in this block: never its answer
             at = np.searchsorted(rows, exclude[own])
