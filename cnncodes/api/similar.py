@@ -75,13 +75,11 @@ def similar(cache, queries=(), *, k=12, text=(), layer="first", max_memory=None,
     open_clip ``embedding`` layer (the same model's text tower). Queries are checked before any
     search: a path neither in the cache nor a readable image is an error. layer: "first" (the
     cache's first layer), a name, or None for every code layer side by side."""
-    from ..cache import open_cache
-    from ..cache.schema import UNLABELED
     from ..classify.budget import memory_budget
-    from ..classify.errors import ClassifyError
     from ..classify.cosine import nearest_in_cache
+    from ..classify.errors import ClassifyError
     from ._inputs import as_list
-    from .transformer import cached_rows_for
+    from .layers import reading_layer
     cache = os.fspath(cache)
     queries = [os.fspath(q) for q in as_list(queries, "queries")]
     texts = [text] if isinstance(text, str) else list(text or ())
@@ -91,19 +89,36 @@ def similar(cache, queries=(), *, k=12, text=(), layer="first", max_memory=None,
         raise ClassifyError("give at least one query: a path in the cache, an image file, or a text")
     if k < 1:
         raise ClassifyError(f"k {k}: give 1 or more")
-    from ..classify.data import all_code_layers
-    from .layers import reading_layer
     layer = reading_layer(cache, layer)
+    in_cache, rows, cached, outside, layer, fingerprint = _cached_queries(cache, queries, layer)
+    vectors = np.concatenate([cached, _encoded(fingerprint, outside, texts, layer, cached.shape[1], weights,
+                                               device)])
+    exclude = np.concatenate([rows, np.full(len(outside) + len(texts), -1)])
+    budget = memory_budget(max_memory)
+    found, scores, search = nearest_in_cache(cache, layer, vectors, k, budget, exclude, exact)
+    recall = _recall(cache, layer, k, check_recall, budget, exact) if check_recall else None
+    sources = ["cache"] * len(in_cache) + ["image"] * len(outside) + ["text"] * len(texts)
+    answers = _named(cache, in_cache + outside + texts, sources, layer, found, scores)
+    order = {q: i for i, q in enumerate(queries + texts)}
+    return Neighbours(cache, layer, k, sorted(answers, key=lambda item: order[item["query"]]), search, recall)
+
+
+def _cached_queries(cache, queries, layer) -> tuple:
+    """(queries the cache holds, their rows, their cached codes, the other queries, the layer,
+    the fingerprint). A photo on disk the cache holds under the path extract gave it counts as
+    held (its cached codes, not a re-encode); a query neither held nor a file is refused."""
+    from ..cache import open_cache
+    from ..classify.data import all_code_layers
+    from ..classify.errors import ClassifyError
     with open_cache(cache) as c:
         layer = layer if layer is not None else all_code_layers(c.layers, c.fingerprint)
         row_of = {p: i for i, p in enumerate(c.paths)}
-        # a photo on disk the cache holds (under the path extract gave it): its cached codes, not a re-encode
         files = [q for q in queries if q not in row_of and os.path.isfile(q)]
-        found = cached_rows_for(cache, [os.path.abspath(q) for q in files]) if files else {}
-        for q in files:
-            held = found.get(os.path.abspath(q))
-            if held in row_of:
-                row_of[q] = row_of[held]
+        if files:
+            from .rows import cached_rows_for
+            found = cached_rows_for(cache, [os.path.abspath(q) for q in files])
+            row_of.update({q: row_of[found[os.path.abspath(q)]] for q in files
+                           if found.get(os.path.abspath(q)) in row_of})
         in_cache = [q for q in queries if q in row_of]
         outside = [q for q in queries if q not in row_of]
         missing = [q for q in outside if not os.path.isfile(q)]
@@ -114,43 +129,48 @@ def similar(cache, queries=(), *, k=12, text=(), layer="first", max_memory=None,
         mask = np.zeros(len(c), dtype=bool)
         mask[rows] = True
         cached = c.codes(layer, rows=mask)  # in row order
-        cached = cached[np.searchsorted(np.flatnonzero(mask), rows)]
-        fingerprint, class_names = c.fingerprint, c.class_names
-    encoded = np.zeros((0, cached.shape[1]), dtype=np.float32)
-    if outside:
+        return in_cache, rows, cached[np.searchsorted(np.flatnonzero(mask), rows)], outside, layer, c.fingerprint
+
+
+def _encoded(fingerprint, images, texts, layer, width, weights, device) -> np.ndarray:
+    """The codes of image files the cache does not hold (its own extractor) and of phrases (an
+    open_clip cache's text tower), in that order."""
+    from ..classify.errors import ClassifyError
+    encoded = np.zeros((0, width), dtype=np.float32)
+    if images:
         from ..extract.by_fingerprint import encode_images
-        paths, encoded, failures = encode_images(fingerprint, outside, weights_file=weights, device=device,
+        paths, encoded, failures = encode_images(fingerprint, images, weights_file=weights, device=device,
                                                  layer=layer)
         if failures:
             path, reason = failures[0]
             raise ClassifyError(f"{path}: cannot be read as an image ({reason}); nothing searched")
-        encoded = encoded[[paths.index(q) for q in outside]]
-    phrases = np.zeros((0, cached.shape[1]), dtype=np.float32)
+        encoded = encoded[[paths.index(q) for q in images]]
+    phrases = np.zeros((0, width), dtype=np.float32)
     if texts:
         if layer != "embedding":
             raise ClassifyError(f"text queries compare with an open_clip image embedding: layer {layer} is not one; "
                                 "extract layer=embedding with an open_clip backbone")
         from ..extract.by_fingerprint import encode_texts
         phrases = encode_texts(fingerprint, texts, weights)
-    vectors = np.concatenate([cached, encoded, phrases])
-    exclude = np.concatenate([rows, np.full(len(outside) + len(texts), -1)])
-    found, scores, search = nearest_in_cache(cache, layer, vectors, k, memory_budget(max_memory), exclude, exact)
-    recall = _recall(cache, layer, k, check_recall, memory_budget(max_memory), exact) if check_recall else None
+    return np.concatenate([encoded, phrases])
+
+
+def _named(cache, queries, sources, layer, found, scores) -> list:
+    """Each query's answer: its neighbours by row, named by path, label and split."""
+    from ..cache import open_cache
+    from ..cache.schema import UNLABELED
     with open_cache(cache) as c:
         answer_rows = sorted({int(r) for r in found.ravel() if r >= 0})
         paths = dict(zip(answer_rows, c.paths_of(np.array(answer_rows, dtype=np.int64))))
-        labels, splits = c.labels, c.splits.astype(str)
+        labels, splits, class_names = c.labels, c.splits.astype(str), c.class_names
     out = []
-    for query, row_list, score_list, source in zip(in_cache + outside + texts, found, scores,
-                                                    ["cache"] * len(in_cache) + ["image"] * len(outside)
-                                                    + ["text"] * len(texts)):
+    for query, row_list, score_list, source in zip(queries, found, scores, sources):
         neighbours = [{"row": int(r), "path": paths[int(r)],
                        "label": None if labels[r] == UNLABELED else class_names[int(labels[r])],
                        "split": str(splits[r]), "score": round(float(s), 6)}
                       for r, s in zip(row_list, score_list) if r >= 0]
         out.append({"query": query, "source": source, "layer": layer, "neighbours": neighbours})
-    order = {q: i for i, q in enumerate(queries + texts)}
-    return Neighbours(cache, layer, k, sorted(out, key=lambda item: order[item["query"]]), search, recall)
+    return out
 
 
 def _recall(cache, layer, k, n, budget, exact, seed=0) -> dict:
