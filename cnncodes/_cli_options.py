@@ -72,8 +72,9 @@ def extract(p):
                    help="decode large JPEGs at a reduced scale (never below the resize size): much faster "
                         "for photos far larger than the input; codes differ slightly, so the cache records it")
     p.add_argument("--decoder", default=None, choices=options.DECODERS,
-                   help="pil (default) or torchvision: JPEGs decoded by torchvision.io and resized as tensors; "
-                        "on CUDA decoded (nvJPEG) and resized on the GPU, freeing the CPU cores")
+                   help="pil (default); torchvision: JPEGs decoded by torchvision.io (libjpeg-turbo) and resized "
+                        "as tensors in the workers; gpu: JPEGs decoded in batches (nvJPEG) and resized on the CUDA "
+                        "device, each image it refuses (another format, a damaged file) decoded on the CPU")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the network: a one-off compile (tens of seconds), for long GPU runs")
     p.add_argument("--split-seed", type=int, default=None,
