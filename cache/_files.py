@@ -27,17 +27,22 @@ def fsync_dir(path) -> None:
 
 
 @contextlib.contextmanager
-def new_hdf5(final_path):
+def new_hdf5(final_path, sealed=False):
     """An HDF5 file built in memory, then written to ``final_path`` atomically.
 
     HDF5 never touches the disk: the finished image is written with plain file I/O to a
     temporary name, flushed and renamed. A full disk is then an ordinary OSError (and the
     partial file is removed) instead of an HDF5 handle that fails to close and crashes the
     process at exit. Files built here are bounded (a shard, a capped merge, the small cache file).
+    Written with HDF5's 1.10 metadata (checksummed); ``sealed``: with the SHA-256 seal of
+    cache/_integrity.py in a user block (the cache file).
     """
+    from ._integrity import LIBVER, USERBLOCK, seal
     buffer = io.BytesIO()
-    with h5py.File(buffer, "w") as f:
+    with h5py.File(buffer, "w", libver=LIBVER, userblock_size=USERBLOCK if sealed else None) as f:
         yield f
+    if sealed:
+        seal(buffer.getbuffer())
     tmp = f"{final_path}.tmp"
     try:
         with open(tmp, "wb") as out:

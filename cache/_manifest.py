@@ -13,9 +13,10 @@ import numpy as np
 
 from .errors import CacheError
 from ._files import new_hdf5
+from ._integrity import DIGESTS, PATHS_CRC, open_sealed
 from .schema import (CLASS_NAMES, CODES_GROUP, FAILED_GROUP, LABELS, ROW_FIELDS, SCHEMA_VERSION,
                      SEGMENTS_GROUP, STAT, STAT_COLUMNS, STR, VIEW_DTYPE, VIEWS, read_attrs, read_failures, read_strings,
-                     write_attrs)
+                     text, write_attrs)
 
 
 PUBLISHED_MARK = "published"  # in the sidecar folder once its cache file has been written
@@ -33,6 +34,7 @@ class Manifest:
     segments: dict = field(default_factory=dict)      # name -> rows stored in it, in row order
     ranges: list = field(default_factory=list)        # [name, start, stop] live rows, in row order
     failures: dict = field(default_factory=dict)      # path -> (key, reason, stat)
+    digests: dict = field(default_factory=dict)       # segment name -> its digest ("" for older segments)
 
     @property
     def n_rows(self) -> int:
@@ -50,8 +52,15 @@ def is_segmented(h5file) -> bool:
 
 
 def read_manifest(cache_path) -> Manifest:
-    with h5py.File(cache_path, "r") as f:
-        return manifest_from_file(f)
+    """The cache file's tables, once its seal is checked (cache/_integrity.py)."""
+    with open_sealed(cache_path) as f:
+        try:
+            return manifest_from_file(f)
+        except CacheError:
+            raise
+        except Exception as exc:  # noqa: BLE001  (an unsealed older file, damaged)
+            raise CacheError(f"{cache_path}: the cache file is damaged ({exc}); run `cnncodes verify {cache_path}`, "
+                             "and restore it from a copy or re-extract into a new cache=") from None
 
 
 def manifest_from_file(f) -> Manifest:
@@ -60,9 +69,14 @@ def manifest_from_file(f) -> Manifest:
     names = read_strings(group["names"])
     rows = group["rows"][()].tolist()
     live = group["ranges"][()]
+    if len(rows) != len(names) or (len(live) and (live[:, 0].min() < 0 or live[:, 0].max() >= len(names))):
+        raise CacheError(f"{f.filename}: the cache file's segment table does not add up; run `cnncodes verify "
+                         f"{f.filename}`")
     ranges = [[names[int(s)], int(a), int(b)] for s, a, b in live]
     failures = {p: (k, r, s) for p, k, r, s in read_failures(f[FAILED_GROUP])}
-    return Manifest(attrs, read_strings(f[CLASS_NAMES]), dict(zip(names, rows)), ranges, failures)
+    listed = group["names"].attrs.get(DIGESTS)  # each segment's digest (cache/_integrity.py); older files: none
+    digests = dict(zip(names, [text(d) for d in listed])) if listed is not None and len(listed) == len(names) else {}
+    return Manifest(attrs, read_strings(f[CLASS_NAMES]), dict(zip(names, rows)), ranges, failures, digests)
 
 
 def publish_manifest(cache_path, manifest: Manifest) -> None:
@@ -75,12 +89,14 @@ def publish_manifest(cache_path, manifest: Manifest) -> None:
     attrs["n_rows"] = manifest.n_rows
     widths = attrs["widths"]
     dtype = np.dtype(attrs["dtype"])
-    with new_hdf5(cache_path) as out:
+    with new_hdf5(cache_path, sealed=True) as out:
         write_attrs(out, attrs)
         out.create_dataset(CLASS_NAMES, data=np.array(manifest.class_names, dtype=STR))
         fields = [(name, dt, (len(STAT_COLUMNS),) if name == STAT else ()) for name, dt in ROW_FIELDS.items()]
         if attrs.get("views"):
             fields.append((VIEWS, VIEW_DTYPE, ()))
+        if all(manifest.digests.get(name) for name in manifest.segments):  # every segment has paths' CRC-32s
+            fields.append((PATHS_CRC, np.dtype(np.uint32), ()))
         fields += [(f"{CODES_GROUP}/{layer}", dtype, (width,)) for layer, width in widths.items()]
         for name, dt, tail in fields:
             _virtual(out, name, dt, tail, manifest, folder)
@@ -155,6 +171,8 @@ def _write_segment_table(out, manifest: Manifest):
     group.create_dataset("rows", data=np.array([manifest.segments[n] for n in names], dtype=np.int64))
     group.create_dataset("ranges", data=np.array([[position[s], a, b] for s, a, b in manifest.ranges],
                                                  dtype=np.int64).reshape(-1, 3))
+    # each segment's digest, as an attribute of the names: a segment swapped for another file is refused
+    group["names"].attrs[DIGESTS] = np.array([manifest.digests.get(n) or "" for n in names], dtype="S64")
 
 
 def missing_folder(cache_path) -> str:

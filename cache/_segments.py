@@ -3,6 +3,7 @@
 A segment is written under a temporary name and renamed when complete, so a segment file that
 exists under its final name is whole. The cache file's virtual datasets stitch segments together.
 """
+import contextlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -11,6 +12,9 @@ import h5py
 import numpy as np
 
 from ._files import new_hdf5
+from ._integrity import (PATHS_CRC, ROWS_DIGEST, check_paths, check_tables, damaged, paths_crc, row_options, stamp,
+                         stored_digest)
+from .errors import CacheError
 from .schema import (CLASS_NAMES, CODE_CHUNK_ROWS, CODES_GROUP, FAILED_FIELDS, FAILED_GROUP, KEY_DTYPE, LABELS,
                      SPLIT_DTYPE, STAT, STAT_COLUMNS, STR, VIEW_DTYPE, VIEWS, read_attrs, read_failures, read_strings, text,
                      UNLABELED, class_of,
@@ -60,8 +64,9 @@ class SegmentRows:
             self.codes.setdefault(layer, []).extend(parts)
 
 
-def write_segment(path, attrs: dict, class_names, rows: SegmentRows, widths: dict, dtype) -> None:
-    """Write ``rows`` to ``path`` atomically (temporary name, fsync, rename)."""
+def write_segment(path, attrs: dict, class_names, rows: SegmentRows, widths: dict, dtype) -> str:
+    """Write ``rows`` to ``path`` atomically (temporary name, fsync, rename); returns its digest
+    (cache/_integrity.py), which the cache file lists beside its name."""
     n = len(rows.paths)
     with new_hdf5(path) as f:
         write_attrs(f, attrs)
@@ -69,14 +74,18 @@ def write_segment(path, attrs: dict, class_names, rows: SegmentRows, widths: dic
         f.create_dataset(CLASS_NAMES, data=np.array(list(class_names), dtype=STR))
         index = {name: i for i, name in enumerate(class_names)}
         labels = np.array([UNLABELED if c is None else index[c] for c in rows.classes], dtype=np.int32).reshape(n)
-        f.create_dataset(LABELS, data=labels)
+        # every fixed-width per-row dataset carries fletcher32 checksums, as the codes do; paths
+        # (variable-length strings, kept where HDF5 has no checksum) their CRC-32 beside them
+        f.create_dataset(LABELS, data=labels, **row_options(n))
         f.create_dataset("paths", data=np.array(rows.paths, dtype=STR).reshape(n))
-        f.create_dataset("keys", data=np.array(rows.keys, dtype=KEY_DTYPE).reshape(n))
-        f.create_dataset("splits", data=np.array(rows.splits, dtype=SPLIT_DTYPE).reshape(n))
-        stat = f.create_dataset(STAT, data=np.asarray(rows.stats, dtype=np.int64).reshape(n, len(STAT_COLUMNS)))
+        f.create_dataset(PATHS_CRC, data=paths_crc(rows.paths), **row_options(n))
+        f.create_dataset("keys", data=np.array(rows.keys, dtype=KEY_DTYPE).reshape(n), **row_options(n))
+        f.create_dataset("splits", data=np.array(rows.splits, dtype=SPLIT_DTYPE).reshape(n), **row_options(n))
+        stat = f.create_dataset(STAT, data=np.asarray(rows.stats, dtype=np.int64).reshape(n, len(STAT_COLUMNS)),
+                                **row_options(n, (len(STAT_COLUMNS),)))
         stat.attrs["columns"] = np.array(STAT_COLUMNS, dtype=STR)
         if attrs.get("views"):  # caches with augmented views only: a view row follows its centre row
-            f.create_dataset(VIEWS, data=np.asarray(rows.views, dtype=VIEW_DTYPE).reshape(n))
+            f.create_dataset(VIEWS, data=np.asarray(rows.views, dtype=VIEW_DTYPE).reshape(n), **row_options(n))
         group = f.create_group(CODES_GROUP)
         for layer, width in widths.items():
             parts = rows.codes.get(layer) or [np.zeros((0, width), dtype)]
@@ -90,12 +99,38 @@ def write_segment(path, attrs: dict, class_names, rows: SegmentRows, widths: dic
         failed.create_dataset(STAT, data=np.asarray(rows.failed_stats, dtype=np.int64).reshape(-1, len(STAT_COLUMNS)))
         if rows.moved_from:  # optional: older segments have none
             f.create_dataset(MOVED_FROM, data=np.array(rows.moved_from, dtype=STR))
+        _, digest = stamp(f)
+    return digest
+
+
+_tables_checked = {}  # (path, inode, size, mtime): a segment whose tables this process checked (files never change)
+
+
+@contextlib.contextmanager
+def open_segment(path, check=True):
+    """A segment file opened for reading, its small tables checked against their digest (once per
+    process and file); any error reading it (a damaged file) is one CacheError naming it."""
+    try:
+        with h5py.File(path, "r") as f:
+            if check:
+                info = os.stat(path)
+                seen = (os.path.abspath(path), info.st_ino, info.st_size, info.st_mtime_ns)
+                if seen not in _tables_checked:
+                    check_tables(f, path, "segment file")
+                    if len(_tables_checked) > 4096:
+                        _tables_checked.clear()
+                    _tables_checked[seen] = True
+            yield f
+    except (CacheError, FileNotFoundError):
+        raise
+    except Exception as exc:  # noqa: BLE001  (HDF5 and h5py name damage in many ways)
+        raise damaged(path, "segment file", exc) from None
 
 
 def awaits_link(path, linked_through: int) -> bool:
     """For a segment file the cache file does not name: is it a shard a killed run committed but did
     not link (the next writer links it)? Otherwise it is retired: merged away, or a half-done merge."""
-    with h5py.File(path, "r") as f:
+    with open_segment(path) as f:
         kind = f.attrs.get("kind", SHARD)
     kind = text(kind)
     return kind == SHARD and segment_seq(os.path.basename(path)) > linked_through
@@ -122,32 +157,37 @@ class SegmentIndex:
 
 
 def read_segment_index(path, with_paths=True):
-    """(SegmentIndex, paths or None, attrs)."""
-    with h5py.File(path, "r") as f:
+    """(SegmentIndex, paths or None, attrs): read whole, so each checksum and each path's CRC-32 is checked."""
+    with open_segment(path) as f:
         attrs = read_attrs(f)
         rows = int(f.attrs["rows"])
         index = SegmentIndex(os.path.basename(path), rows, f["keys"][()], f[STAT][()],
                              f[LABELS][()], f["splits"][()], read_strings(f[CLASS_NAMES]), _views(f, rows))
         paths = read_strings(f["paths"]) if with_paths else None
+        if paths is not None and PATHS_CRC in f:
+            check_paths(paths, f[PATHS_CRC][()], path, "segment file")
+        lengths = {len(index.keys), len(index.stats), len(index.labels), len(index.splits), len(index.views)}
+        if lengths != {rows} or (paths is not None and len(paths) != rows):
+            raise damaged(path, "segment file", f"its per-row datasets do not all hold {rows} rows")
     return index, paths, attrs
 
 
 def read_segment_failures(path):
     """[(path, key, reason, stat)] that a shard recorded."""
-    with h5py.File(path, "r") as f:
+    with open_segment(path) as f:
         return read_failures(f[FAILED_GROUP])
 
 
 def read_segment_moved(path) -> list:
     """The paths whose rows a shard's rows replace (moved photos); [] for most shards."""
-    with h5py.File(path, "r") as f:
+    with open_segment(path) as f:
         return read_strings(f[MOVED_FROM]) if MOVED_FROM in f else []
 
 
 def read_segment_rows(path, selection, layers) -> SegmentRows:
     """The rows at ``selection`` (sorted local indices) as SegmentRows."""
     rows = SegmentRows()
-    with h5py.File(path, "r") as f:
+    with open_segment(path) as f:
         names = read_strings(f[CLASS_NAMES])
         sel = np.asarray(selection, dtype=np.int64)
         if not len(sel):
@@ -155,6 +195,8 @@ def read_segment_rows(path, selection, layers) -> SegmentRows:
         lo, hi = int(sel[0]), int(sel[-1]) + 1
         local = sel - lo  # read one contiguous block, then pick: fast for the dense runs merges copy
         rows.paths = [text(p) for p in f["paths"][lo:hi][local]]
+        if PATHS_CRC in f:
+            check_paths(rows.paths, f[PATHS_CRC][lo:hi][local], path, "segment file")
         rows.keys = [text(k) for k in f["keys"][lo:hi][local]]
         rows.splits = [text(s) for s in f["splits"][lo:hi][local]]
         rows.classes = class_of(f[LABELS][lo:hi][local], names)
@@ -167,3 +209,23 @@ def read_segment_rows(path, selection, layers) -> SegmentRows:
 def _views(f, rows) -> np.ndarray:
     """The view index of a segment's rows (all 0 where the cache has no augmented views)."""
     return f[VIEWS][()] if VIEWS in f else np.zeros(rows, dtype=VIEW_DTYPE)
+
+
+def check_identity(path, digest, listed) -> None:
+    """A segment file is the one the cache file lists (its digest): not another cache's, nor an older file."""
+    if listed and (digest or "") != listed:
+        raise damaged(path, "segment file", "it is not the file the cache file lists (its digest differs: another "
+                      "cache's, or an older copy)")
+
+
+def check_segment_files(cache_path, manifest) -> None:
+    """Every segment the cache file lists opens, holds the rows it lists and is the very file it lists:
+    what a reader checks before it reads a row (the cache file's virtual datasets open them lazily)."""
+    folder = f"{os.fspath(cache_path)}.shards"
+    for name, rows in manifest.segments.items():
+        path = os.path.join(folder, name)
+        with open_segment(path, check=False) as f:  # readers read no segment's own tables
+            digest, stored = stored_digest(f, ROWS_DIGEST), int(f.attrs.get("rows", -1))
+        check_identity(path, digest, manifest.digests.get(name))
+        if stored != rows:
+            raise damaged(path, "segment file", f"it holds {stored} rows, the cache file lists {rows}")

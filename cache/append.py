@@ -15,11 +15,10 @@ import os
 import time
 import numpy as np
 
-import h5py
-
 from . import _compaction as compaction
 from .errors import CacheError
 from ._files import disk_full_as_one_line
+from ._integrity import damaged, open_sealed
 from .fingerprint import Fingerprint
 from ._lock import cache_lock
 from ._manifest import (Manifest, check_not_orphaned, check_segments_present, is_segmented, publish_manifest,
@@ -29,8 +28,9 @@ from ._reader_leases import no_readers
 from ._row_index import Known, RowIndex
 from .schema import SCHEMA_VERSION, read_attrs
 from ._writer_thread import OrderedWriter
-from ._segments import (MERGED, SHARD, SegmentRows, awaits_link, read_segment_failures, read_segment_index,
-                       read_segment_moved, read_segment_rows, segment_name, segment_seq, write_segment)
+from ._segments import (MERGED, SHARD, SegmentRows, awaits_link, check_identity, open_segment, read_segment_failures,
+                        read_segment_index, read_segment_moved, read_segment_rows, segment_name, segment_seq,
+                        write_segment)
 
 COLLECT_EVERY_SECONDS = 5.0   # how often a session looks for readers before deleting retired segments
 
@@ -41,10 +41,13 @@ def existing_fingerprint(cache_path):
     candidates = [cache_path] if os.path.exists(cache_path) else []
     candidates += [os.path.join(segment_folder(cache_path), n) for n in _segment_files(cache_path)]
     for candidate in candidates:
+        opener = open_sealed if candidate == cache_path else open_segment
         try:
-            with h5py.File(candidate, "r") as f:
+            with opener(candidate) as f:
                 return Fingerprint.from_attrs(read_attrs(f))
-        except OSError as exc:
+        except CacheError:
+            raise
+        except Exception as exc:  # noqa: BLE001  (h5py names a foreign or damaged file in many ways)
             raise CacheError(f"{candidate}: not a readable HDF5 cache ({exc}); "
                              "move it aside or pass a different cache=") from None
     return None
@@ -116,8 +119,13 @@ class AppendSession:
         self._last_collect = None
         self._remove_partial_files()
         self.manifest = self._open_manifest()
-        self._next_seq = max([int(self.manifest.attrs.get("next_seq", 1))]
+        # A new segment's number is above every file here and every shard linked: a shard numbered at or
+        # below linked_through would be taken for a retired file, and deleted, if a kill left it unlinked.
+        # (next_seq was not rewritten when an open linked a killed run's shard, so it could lag behind.)
+        self._next_seq = max([int(self.manifest.attrs.get("next_seq", 1)),
+                              int(self.manifest.attrs.get("linked_through", 0)) + 1]
                              + [segment_seq(n) + 1 for n in _segment_files(cache_path)])
+        self.manifest.attrs["next_seq"] = self._next_seq
         self._load_index()
         with self._disk_errors(0):
             self._recover_orphans()
@@ -288,6 +296,7 @@ class AppendSession:
         for p, key, reason, stat in failures:
             self.manifest.failures[p] = (key, reason, stat)
         self.manifest.segments[name] = index.rows
+        self.manifest.digests[name] = attrs.get("digest") or ""
         if index.rows:
             self.manifest.ranges.append([name, 0, index.rows])
         self._rows.add(index, paths, [(0, index.rows)])
@@ -320,18 +329,21 @@ class AppendSession:
         seq = self._allocate_seq()
         merged = segment_name(seq)
         attrs = dict(Fingerprint.from_attrs(self.manifest.attrs).to_attrs(), kind=MERGED, seq=seq)
-        write_segment(os.path.join(self.folder, merged), attrs, self.manifest.class_names, rows, self.widths,
-                      np.dtype(self.fingerprint.dtype))
+        digest = write_segment(os.path.join(self.folder, merged), attrs, self.manifest.class_names, rows, self.widths,
+                               np.dtype(self.fingerprint.dtype))
         n = len(rows.paths)
         compaction.apply_merge(self.manifest, names, merged, n)
+        self.manifest.digests[merged] = digest
         for name in names:
             self._rows.forget(name)
+            self.manifest.digests.pop(name, None)
         index, _, _ = read_segment_index(os.path.join(self.folder, merged), with_paths=False)
         self._rows.add(index, rows.paths, [(0, n)])
         return list(names)
 
     def _forget(self, name):
         compaction.forget(self.manifest, name)
+        self.manifest.digests.pop(name, None)
         self._rows.forget(name)
 
     def _publish(self, retired) -> None:
@@ -373,7 +385,7 @@ class AppendSession:
         if existing is not None:
             self.fingerprint.check_can_join(existing, self.cache_path)
         if os.path.exists(self.cache_path):
-            with h5py.File(self.cache_path, "r") as f:
+            with open_sealed(self.cache_path) as f:
                 segmented = is_segmented(f)
             if not segmented:
                 migrate_schema1(self.cache_path, self._first_free_seq())
@@ -399,7 +411,9 @@ class AppendSession:
 
     def _load_index(self):
         for name in self.manifest.segments:
-            index, paths, _ = read_segment_index(os.path.join(self.folder, name))
+            path = os.path.join(self.folder, name)
+            index, paths, attrs = read_segment_index(path)
+            check_identity(path, attrs.get("digest"), self.manifest.digests.get(name))
             self._rows.add(index, paths, self.manifest.ranges_of(name))
 
     def _recover_orphans(self):
@@ -411,8 +425,17 @@ class AppendSession:
             if name in self.manifest.segments:
                 continue
             path = os.path.join(self.folder, name)
-            if awaits_link(path, linked_through):
-                with h5py.File(path, "r") as f:
+            try:
+                waiting = awaits_link(path, linked_through)
+            except CacheError:
+                if segment_seq(name) > linked_through:  # perhaps a shard a killed run committed: its rows
+                    raise CacheError(f"{path}: a segment file not yet in the cache (a shard a killed run wrote, or "
+                                     "a merge cut short) is damaged; move it aside and re-run: its photos are "
+                                     "extracted again") from None
+                retired.append(name)  # damaged, and no longer in use: deleted as any retired segment
+                continue
+            if waiting:
+                with open_segment(path) as f:
                     self._set_widths({layer: f["codes"][layer].shape[1] for layer in f["codes"]})
                 self._link(name)  # links, settles and publishes
                 self.recovered += 1

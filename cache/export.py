@@ -55,7 +55,7 @@ def export_cache(cache_path, out, fmt="parquet", layer=None) -> dict:
             paths_ds, keys_ds, splits_ds = c.raw("paths"), c.raw("keys"), c.raw("splits")
             for start in range(0, n, BLOCK_ROWS):
                 stop = min(n, start + BLOCK_ROWS)
-                codes = dset[start:stop].astype(np.float32)
+                codes = c.read_rows(dset, start, stop).astype(np.float32)  # checked: a damaged chunk is one line
                 columns = {
                     "path": [text(p) for p in paths_ds[start:stop]],
                     "label": class_of(c.labels[start:stop], names),

@@ -14,8 +14,9 @@ import numpy as np
 
 from .errors import CacheError
 from ._files import fsync_dir
+from ._integrity import LIBVER, PATHS_CRC, TABLES_DIGEST, row_options, tables_digest
 from .reader import READ_BLOCK_ROWS, open_cache
-from .schema import CLASS_NAMES, CODE_CHUNK_ROWS, CODES_GROUP, FAILED_GROUP, ROW_FIELDS, VIEWS, write_attrs
+from .schema import CLASS_NAMES, CODE_CHUNK_ROWS, CODES_GROUP, FAILED_GROUP, ROW_FIELDS, STR, VIEWS, write_attrs
 
 SEGMENT_ATTRS = ("linked_through", "next_seq")  # the segment list's counters: meaningless without segments
 
@@ -28,15 +29,17 @@ def pack_cache(cache_path, out_path) -> dict:
     tmp = f"{out_path}.tmp"
     with open_cache(cache_path) as c:
         try:
-            with h5py.File(tmp, "w") as out:
+            with h5py.File(tmp, "w", libver=LIBVER) as out:  # checksummed metadata
                 attrs = {k: v for k, v in c.attrs.items() if k not in SEGMENT_ATTRS}  # the file's attributes
                 write_attrs(out, dict(attrs, packed_from=os.path.abspath(cache_path)))
                 out.create_dataset(CLASS_NAMES, data=c._file[CLASS_NAMES][()], dtype=c._file[CLASS_NAMES].dtype)
-                names = [n for n in list(ROW_FIELDS) + [VIEWS] if n in c._file]
+                names = [n for n in list(ROW_FIELDS) + [VIEWS, PATHS_CRC] if n in c._file]
                 names += [f"{CODES_GROUP}/{layer}" for layer in c.layers]
                 for name in names:
                     _copy_rows(c.raw(name), out, name)
                 c._file.copy(c._file[FAILED_GROUP], out, FAILED_GROUP)
+                # the root's attributes are the cache's own: the tables' SHA-256 goes on /class_names
+                out[CLASS_NAMES].attrs[TABLES_DIGEST] = np.bytes_(tables_digest(out))
         except BaseException:
             with contextlib.suppress(OSError):
                 os.remove(tmp)
@@ -55,6 +58,8 @@ def _copy_rows(dset, out, name):
     options = {}
     if name.startswith(f"{CODES_GROUP}/"):
         options = dict(chunks=(max(1, min(CODE_CHUNK_ROWS, n)),) + tail, maxshape=(None,) + tail, fletcher32=True)
+    elif dset.dtype != STR and dset.dtype.kind != "O":  # every fixed-width per-row dataset: checksummed too
+        options = row_options(n, tail)
     target = out.create_dataset(name, shape=dset.shape, dtype=dset.dtype, **options)
     for key, value in dset.attrs.items():
         target.attrs[key] = value

@@ -6,13 +6,72 @@ import numpy as np
 
 from .errors import CacheError
 from .fingerprint import Fingerprint
+from ._integrity import PATHS_CRC, check_paths, check_tables, damaged, open_sealed
 from ._manifest import check_segments_present, is_segmented, manifest_from_file, segment_folder
 from ._reader_leases import reader_registration
-from .schema import (CLASS_NAMES, CODES_GROUP, FAILED_GROUP, LABELS, VIEW_DTYPE, VIEWS, as_text, read_attrs,
+from ._segments import check_segment_files
+from .schema import (CLASS_NAMES, CODES_GROUP, FAILED_GROUP, LABELS, STAT, VIEW_DTYPE, VIEWS, as_text, read_attrs,
                      read_failures, read_strings, text,
                      UNLABELED)
 
 READ_BLOCK_ROWS = 8192
+SPLITS = ("train", "val", "test")
+MISSING_ROW = "MISSING ROW"  # how a path reads where its segment is not there (cache/_manifest.py)
+
+
+def missing_rows(name, data) -> int:
+    """How many rows of ``data`` (rows of the per-row dataset ``name``) read as a virtual dataset's
+    fill value, which no real row holds: a segment HDF5 could not open behind the cache file."""
+    data = np.asarray(data)
+    if not data.size:
+        return 0
+    if name == LABELS:
+        return int((data == -1).sum())
+    if name == VIEWS:
+        return int((data == np.iinfo(VIEW_DTYPE).max).sum())
+    if name == STAT:
+        return int((data.reshape(len(data), -1) == -1).all(axis=1).sum())
+    if name == "keys":
+        return int((data == b"").sum()) if data.dtype.kind == "S" else sum(not k for k in data.tolist())
+    if name == "splits":
+        return int((~np.isin(as_text(data), SPLITS)).sum())
+    if name == "paths":
+        return sum(text(p).startswith(MISSING_ROW) for p in data.tolist())
+    if name.startswith(f"{CODES_GROUP}/"):
+        return int(np.isnan(data).any(axis=tuple(range(1, data.ndim))).sum()) if data.dtype.kind == "f" else 0
+    return 0
+
+
+class CheckedRows:
+    """A per-row dataset of an open cache (``CodesCache.raw``) whose reads are checked: a damaged
+    chunk, a path that does not match its CRC-32 or a row that reads as a fill value is one
+    CacheError, never data. Everything else (shape, dtype, attrs, len) is the h5py dataset's."""
+
+    def __init__(self, cache, name):
+        self._cache, self._name = cache, name
+        self._dset = cache._file[name]
+
+    def __getattr__(self, attr):
+        return getattr(self._dset, attr)
+
+    def __len__(self):
+        return len(self._dset)
+
+    def __getitem__(self, key):
+        cache = self._cache
+        try:
+            data = self._dset[key]
+            crcs = cache._file[PATHS_CRC][key] if self._name == "paths" and PATHS_CRC in cache._file else None
+        except Exception as exc:  # noqa: BLE001  (HDF5 names damage in many ways)
+            raise CacheError(f"{cache.path}: /{self._name} cannot be read ({exc}); run `cnncodes verify "
+                             f"{cache.path}`") from None
+        if crcs is not None:
+            check_paths(np.atleast_1d(data).tolist(), np.atleast_1d(crcs), cache.path, "cache")
+        rows = data if np.ndim(data) == len(self._dset.shape) else np.asarray(data)[None]  # one row read alone
+        if missing_rows(self._name, rows):
+            raise CacheError(f"{cache.path}: /{self._name} has rows that read as missing (a segment file that "
+                             f"cannot be opened); run `cnncodes verify {cache.path}`")
+        return data
 
 
 class CodesCache:
@@ -38,27 +97,44 @@ class CodesCache:
 
     def _open(self):
         try:
-            self._file = h5py.File(self.path, "r")
+            self._file = open_sealed(self.path)  # its seal checked before HDF5 reads a byte of it
+        except FileNotFoundError:
+            raise CacheError(f"{self.path}: no such cache; create it with `cnncodes extract DATA --cache {self.path}`") \
+                from None
+        except CacheError:
+            raise
         except OSError as exc:
             raise CacheError(f"{self.path}: not a readable HDF5 cache ({exc}); re-run extract into a new cache=") from None
         f = self._file
-        if CODES_GROUP not in f or LABELS not in f:
-            raise CacheError(f"{self.path}: HDF5 file without /codes and /labels, not a cnncodes cache; "
-                             "re-run extract into a new cache=")
         try:
+            if CODES_GROUP not in f or LABELS not in f:
+                raise CacheError(f"{self.path}: HDF5 file without /codes and /labels, not a cnncodes cache; "
+                                 "re-run extract into a new cache=")
             self.segmented = is_segmented(f)
             if self.segmented:
-                check_segments_present(self.path, manifest_from_file(f))
+                manifest = manifest_from_file(f)
+                check_segments_present(self.path, manifest)
+                check_segment_files(self.path, manifest)  # each one the cache file lists, and whole
+            else:
+                check_tables(f, self.path, "cache file")  # a packed file's attributes, class names, failures
             self.attrs = read_attrs(f)  # the file's raw attributes
             self.fingerprint = Fingerprint.from_attrs(self.attrs)  # the typed extractor identity
             self.class_names = read_strings(f[CLASS_NAMES])
-            self.labels = f[LABELS][()].astype(np.int64)
-            self.splits = as_text(f["splits"][()])
+            self.labels = self.raw(LABELS)[()].astype(np.int64)
+            self.splits = as_text(self.raw("splits")[()])
             # 0: an image's centre view; 1..K: its augmented views (extract --views), same path
-            self.views = f[VIEWS][()] if VIEWS in f else np.zeros(len(self.labels), dtype=VIEW_DTYPE)
+            self.views = self.raw(VIEWS)[()] if VIEWS in f else np.zeros(len(self.labels), dtype=VIEW_DTYPE)
             self.layers = list(f[CODES_GROUP].keys())
             self.failures = [(p, reason) for p, _, reason, _ in read_failures(f[FAILED_GROUP])]
-        except (OSError, KeyError) as exc:
+            if len(self.labels) and (self.labels.max() >= len(self.class_names) or self.labels.min() < UNLABELED):
+                raise CacheError(f"{self.path}: labels outside the {len(self.class_names)} class names; run "
+                                 f"`cnncodes verify {self.path}`")
+            if len(self.splits) != len(self.labels) or len(self.views) != len(self.labels):
+                raise CacheError(f"{self.path}: /labels, /splits and /views differ in length; run `cnncodes verify "
+                                 f"{self.path}`")
+        except CacheError:
+            raise
+        except Exception as exc:  # noqa: BLE001  (HDF5 and h5py name damage in many ways)
             raise CacheError(f"{self.path}: damaged cache ({exc}); run `cnncodes verify {self.path}` "
                              "or re-extract into a new cache=") from None
 
@@ -81,7 +157,7 @@ class CodesCache:
 
     @property
     def paths(self) -> list:
-        return read_strings(self._file["paths"])
+        return [text(p) for p in self.raw("paths")[()]]
 
     def paths_of(self, rows) -> list:
         """The paths of some rows (indices, any order), reading only those."""
@@ -89,7 +165,7 @@ class CodesCache:
         if not len(rows):
             return []
         order = np.argsort(rows)
-        picked = self._file["paths"][rows[order]]  # h5py reads increasing indices
+        picked = self.raw("paths")[rows[order]]  # h5py reads increasing indices
         out = [None] * len(rows)
         for position, value in zip(order, picked):
             out[position] = text(value)
@@ -97,7 +173,7 @@ class CodesCache:
 
     @property
     def keys(self) -> list:
-        return as_text(self._file["keys"][()]).tolist()
+        return as_text(self.raw("keys")[()]).tolist()
 
     @property
     def first_layer(self) -> str:
@@ -158,10 +234,14 @@ class CodesCache:
         """Rows [start, stop) of a codes dataset as stored (float16 or float32); a damaged chunk is
         one clear error naming the rows and the fix."""
         try:
-            return dset[start:stop]
-        except OSError as exc:
+            block = dset[start:stop]
+        except Exception as exc:  # noqa: BLE001  (a failed checksum, or HDF5 naming damage otherwise)
             raise CacheError(f"{self.path}: codes of rows {start}-{stop - 1} cannot be read "
                              f"({exc}); run `cnncodes verify {self.path}`") from None
+        if missing_rows(f"{CODES_GROUP}/", block):  # NaN: the fill of a row whose segment HDF5 could not open
+            raise CacheError(f"{self.path}: codes of rows {start}-{stop - 1} read as missing (NaN); run "
+                             f"`cnncodes verify {self.path}`")
+        return block
 
     def labels_of(self, splits=None) -> np.ndarray:
         return self.labels[self.split_mask(splits)]
@@ -171,8 +251,11 @@ class CodesCache:
         return self._dataset(layer)
 
     def raw(self, name):
-        """A per-row h5py dataset by name (paths, keys, splits, stat), for streaming reads."""
-        return self._file[name]
+        """A per-row dataset by name (paths, keys, splits, stat), for streaming reads: h5py's, with each
+        read checked (CheckedRows); a group (failed) as h5py's."""
+        if isinstance(self._file[name], h5py.Group):
+            return self._file[name]
+        return CheckedRows(self, name)
 
     def _dataset(self, layer):
         layer = layer or self.first_layer

@@ -1,6 +1,9 @@
 """`verify CACHE`: structure, counts and stored bytes checked; optionally the images behind the rows.
 
-Every code chunk is read back, so HDF5's fletcher32 checksums catch bytes that changed on disk.
+Every byte that holds data is read back and checked against what protects it (cache/_integrity.py):
+the cache file's seal, each segment's metadata checksums, tables digest, rows digest (recomputed)
+and listed identity, every chunk's fletcher32 checksum, every path's CRC-32. Each problem names the
+file it is in: the cache file, or the segment.
 """
 import os
 from dataclasses import asdict, dataclass, field
@@ -11,9 +14,12 @@ import numpy as np
 from .errors import CacheError
 from ._files import file_sha256
 from .fingerprint import Fingerprint
+from ._integrity import (PATHS_CRC, ROWS_DIGEST, TABLES_DIGEST, check_paths, check_tables, open_sealed, rows_digest,
+                         stored_digest)
 from ._manifest import is_segmented, manifest_from_file, missing_folder, segment_folder
-from .schema import CODES_GROUP, FAILED_GROUP, LABELS, STAT, UNLABELED, VIEWS, as_text, read_attrs, read_strings
-from ._segments import awaits_link, segment_seq
+from .schema import (CODES_GROUP, FAILED_GROUP, LABELS, ROW_FIELDS, STAT, UNLABELED, VIEWS, as_text, read_attrs,
+                     read_strings)
+from ._segments import awaits_link, check_identity, open_segment, segment_seq
 
 SPLITS = {"train", "val", "test"}
 
@@ -69,27 +75,67 @@ def _verify_file(path, images, data_root, source_hasher) -> VerifyReport:
     if not os.path.exists(path):
         raise CacheError(f"{path}: no such cache")
     try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        report.problems.append(f"the cache file cannot be opened as HDF5 ({exc}): truncated or overwritten")
+        f = open_sealed(path)
+    except CacheError as exc:
+        report.problems.append(f"the cache file {os.path.basename(path)}: {_said(exc, path)}")
         return report
     with f:
-        attrs = read_attrs(f)
-        if is_segmented(f) and not os.path.isdir(segment_folder(path)):
+        try:
+            attrs = read_attrs(f)
+            segmented = is_segmented(f)
+        except Exception as exc:  # noqa: BLE001  (an older, unsealed file: HDF5 names damage in many ways)
+            report.problems.append(f"the cache file {os.path.basename(path)} cannot be read: {exc}")
+            return report
+        if segmented and not os.path.isdir(segment_folder(path)):
             report.problems.append(missing_folder(path))
             return report
         try:
-            _check_rows(f, attrs, report)
-            if is_segmented(f):
+            report.rows = len(f[LABELS])
+            if segmented:
                 _check_segments(path, f, attrs, report)
             else:
-                _read_all_codes(f, report, "the cache file")
-        except (OSError, KeyError, ValueError) as exc:
+                _check_one_file(path, f, report)
+            if not report.problems:  # the parts are sound: now what the cache makes of them
+                _check_rows(f, attrs, report)
+        except Exception as exc:  # noqa: BLE001
             report.problems.append(f"cannot read the cache's structure: {exc}")
             return report
         if images and not report.problems:
             _check_images(f, data_root or attrs.get("data_root"), report, source_hasher)
     return report
+
+
+def _said(exc, path) -> str:
+    """A CacheError's words without the path it starts with (the problem names the file itself)."""
+    text = str(exc)
+    return text[len(path) + 2:] if text.startswith(f"{path}: ") else text
+
+
+def _check_one_file(path, f, report):
+    """A packed (or schema-1) file: its tables, per-row datasets and codes, all in it."""
+    where = f"the cache file {os.path.basename(path)}"
+    try:
+        check_tables(f, path, "cache file")
+        _read_rows_whole(f, path, "cache file")
+    except CacheError as exc:
+        report.problems.append(f"{where}: {_said(exc, path)}")
+        return
+    _read_all_codes(f, report, where)
+
+
+def _read_rows_whole(f, path, what):
+    """Every per-row dataset read whole (its chunks' checksums checked), and the paths' CRC-32s."""
+    n = len(f[LABELS])
+    for name in list(ROW_FIELDS) + [VIEWS, PATHS_CRC]:
+        if name in f:
+            try:
+                data = f[name][()]
+            except Exception as exc:  # noqa: BLE001
+                raise CacheError(f"{path}: /{name} fails its checksum or cannot be read ({exc})") from None
+            if len(data) != n:
+                raise CacheError(f"{path}: /{name} has {len(data)} rows, /labels {n}")
+    if PATHS_CRC in f:
+        check_paths(f["paths"][()].tolist(), f[PATHS_CRC][()], path, what)
 
 
 def _check_rows(f, attrs, report):
@@ -132,35 +178,56 @@ def _check_segments(path, f, attrs, report):
     report.segments = len(manifest.segments)
     folder = segment_folder(path)
     expected = Fingerprint.from_attrs(attrs)
-    if sum(stop - start for _, start, stop in manifest.ranges) != report.rows:
-        report.problems.append("the live ranges do not add up to the row count")
+    if sum(stop - start for _, start, stop in manifest.ranges) != int(attrs.get("n_rows", -1)):
+        report.problems.append(f"the cache file {os.path.basename(path)}: the live ranges do not add up to the row count")
     for name, stored in manifest.segments.items():
         seg_path = os.path.join(folder, name)
         if not os.path.isfile(seg_path):
             report.problems.append(f"segment {name} is missing from {folder}")
             continue
-        try:
-            with h5py.File(seg_path, "r") as seg:
-                seg_attrs = read_attrs(seg)
-                if int(seg_attrs.get("rows", -1)) != stored or len(seg[LABELS]) != stored:
-                    report.problems.append(f"segment {name}: {len(seg[LABELS])} rows, the cache expects {stored}")
-                if expected.differences(Fingerprint.from_attrs(seg_attrs)):
-                    report.problems.append(f"segment {name}: another extractor's fingerprint")
-                _read_all_codes(seg, report, f"segment {name}")
-        except OSError as exc:
-            report.problems.append(f"segment {name} cannot be opened ({exc}): truncated or overwritten")
+        _check_segment(seg_path, name, stored, manifest.digests.get(name), expected, report)
     for ranged in manifest.ranges:
         name, start, stop = ranged
         if not 0 <= start < stop <= manifest.segments.get(name, -1):
-            report.problems.append(f"live range {ranged} lies outside its segment")
+            report.problems.append(f"the cache file {os.path.basename(path)}: live range {ranged} lies outside "
+                                   "its segment")
     unlisted = [n for n in os.listdir(folder) if segment_seq(n) is not None and n not in manifest.segments]
     linked_through = int(attrs.get("linked_through", 0))
-    stray = [name for name in unlisted if awaits_link(os.path.join(folder, name), linked_through)]
-    # the others are retired: kept while a reader may still hold an older cache file
-    report.retired += [name for name in unlisted if name not in stray]
+    stray = []
+    for name in unlisted:
+        try:
+            waiting = awaits_link(os.path.join(folder, name), linked_through)
+        except CacheError as exc:
+            fate = ("not in the cache yet (a shard not linked, or a merge cut short): move it aside"
+                    if segment_seq(name) > linked_through else "no longer in use: the next extract deletes it")
+            report.problems.append(f"segment {name} ({fate}): {_said(exc, os.path.join(folder, name))}")
+            continue
+        if waiting:
+            stray.append(name)
+        else:  # retired: kept while a reader may still hold an older cache file
+            report.retired.append(name)
     if stray:
         report.problems.append(f"{len(stray)} committed shard(s) not yet linked (first: {stray[0]}); "
                                "the next extract links them")
+
+
+def _check_segment(seg_path, name, stored, listed, expected, report):
+    """One listed segment, read whole: its metadata, tables, identity, rows digest, chunks, paths."""
+    try:
+        with open_segment(seg_path) as seg:  # its tables' digest checked
+            check_identity(seg_path, stored_digest(seg, ROWS_DIGEST), listed)
+            seg_attrs = read_attrs(seg)
+            if int(seg_attrs.get("rows", -1)) != stored or len(seg[LABELS]) != stored:
+                report.problems.append(f"segment {name}: {len(seg[LABELS])} rows, the cache expects {stored}")
+            if expected.differences(Fingerprint.from_attrs(seg_attrs)):
+                report.problems.append(f"segment {name}: another extractor's fingerprint")
+            _read_rows_whole(seg, seg_path, "segment file")
+            digest = stored_digest(seg, ROWS_DIGEST)
+            if digest is not None and rows_digest(seg, stored_digest(seg, TABLES_DIGEST) or "") != digest:
+                report.problems.append(f"segment {name}: its rows do not match their SHA-256 digest")
+            _read_all_codes(seg, report, f"segment {name}")
+    except CacheError as exc:
+        report.problems.append(f"segment {name}: {_said(exc, seg_path)}")
 
 
 def _read_all_codes(h5, report, where):
@@ -171,7 +238,7 @@ def _read_all_codes(h5, report, where):
         for start in range(0, dset.shape[0], step):
             try:
                 block = dset[start:start + step]
-            except OSError as exc:
+            except Exception as exc:  # noqa: BLE001  (a failed checksum, or damage HDF5 names otherwise)
                 report.problems.append(f"{where}: /codes/{layer} rows {start}-{min(dset.shape[0], start + step) - 1} "
                                        f"fail their checksum or cannot be read ({exc})")
                 break
