@@ -17,21 +17,27 @@ names exactly the shard a kill left unlinked); each open reader still reads the 
 never a mix, never fill values. After a kill: a reader sees one of the states the protocol passed
 through, and the next writer finds every shard whose file was written, and nothing else.
 
-CI runs a few hundred short histories (about a minute on 2 cores); CNNCODES_LONG_PROPERTIES=1 runs
-the long campaign (CONTRIBUTING.md). Failures found are kept below as regular tests.
+CI runs 150 short histories, the same ones every run (about 30 s on one core), and two through the
+real extract; CNNCODES_LONG_PROPERTIES=1 runs the long campaign (CONTRIBUTING.md), fresh histories
+each time, and CNNCODES_PROPERTIES_REPORT=FILE writes what they did. Failures found are kept below
+as regular tests.
 """
+import collections
+import json
 import os
 import shutil
 import tempfile
+import time
 
 import h5py
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import event as _event
 from hypothesis import note as _note
 from hypothesis.errors import InvalidArgument
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition, rule,
+                                 run_state_machine_as_test)
 
 from cnncodes.cache import append as append_module
 from cnncodes.cache import _compaction as compaction
@@ -49,7 +55,7 @@ FAST_TMP = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.
 
 CONTENTS = st.integers(0, 20)
 LABELS = st.sampled_from(CLASSES + (None,))
-EDIT = st.tuples(st.sampled_from(["add", "rewrite", "touch", "delete", "rename", "copy", "relabel"]),
+EDIT = st.tuples(st.sampled_from(["add", "rewrite", "touch", "delete", "rename", "rename", "copy", "relabel"]),
                  st.integers(0, 9), st.sampled_from(PATHS), CONTENTS, LABELS, st.booleans())
 OPTIONS = st.builds(Options, prune=st.booleans(), shard_rows=st.integers(1, 5), batch=st.integers(1, 3),
                     states_labels=st.booleans() | st.just(True),
@@ -57,8 +63,12 @@ OPTIONS = st.builds(Options, prune=st.booleans(), shard_rows=st.integers(1, 5), 
                     background=st.booleans())
 
 
+STATS = collections.Counter()  # what the histories did: CNNCODES_PROPERTIES_REPORT=FILE writes it as JSON
+
+
 def event(text):
-    """hypothesis's statistics (--hypothesis-show-statistics); nothing when a history is replayed as a plain test."""
+    """Counted in STATS, and in hypothesis's statistics where a test records them."""
+    STATS[text] += 1
     try:
         _event(text)
     except InvalidArgument:
@@ -98,9 +108,12 @@ class CacheHistory(RuleBasedStateMachine):
         self.dirty = True
         self.settled = False        # a writer closed with no reader open: no retired segment may remain
         self.count = 0
+        self.steps = 0
         self.saved = {}
 
     def teardown(self):
+        STATS["histories"] += 1
+        STATS["steps"] += self.steps
         for _, handle, _ in self.readers:
             handle.close()
         for (module, name), value in self.saved.items():
@@ -131,6 +144,9 @@ class CacheHistory(RuleBasedStateMachine):
     @rule(edits=st.lists(EDIT, min_size=1, max_size=4))
     def edit_photos(self, edits):
         """What happens to the photos between runs: (what, which, where to, new bytes, new label, same inode)."""
+        self._edit(edits)
+
+    def _edit(self, edits):
         for what, which, to, content, label, same_inode in edits:
             have = sorted(self.world.files)
             if what == "add" or not have:
@@ -159,8 +175,10 @@ class CacheHistory(RuleBasedStateMachine):
         self.dirty = True
         self.settled = not self.readers
 
-    @rule(opts=OPTIONS)
-    def extract(self, opts):
+    @rule(opts=OPTIONS, edits=st.lists(EDIT, max_size=3))
+    def extract(self, opts, edits=()):
+        """Photos change (``edits``), then extract runs to the end."""
+        self._edit(edits)
         before = self.committed
         with open_for_append(self.cache, self.fp, LAYERS, classes_for(self.world, opts),
                              background=opts.background) as session:
@@ -177,9 +195,12 @@ class CacheHistory(RuleBasedStateMachine):
             state = NO_CACHE  # nothing to write: no cache
         self._after_write(state, touched)
 
-    @rule(opts=OPTIONS, at=st.integers(1, 40), cut=st.none() | st.floats(0, 1), restart=st.booleans())
-    def extract_killed(self, opts, at, cut, restart):
-        """A writer SIGKILLed at its ``at``-th file operation, then (``restart``) a writer at once."""
+    @rule(opts=OPTIONS, at=st.integers(1, 15) | st.integers(1, 60), cut=st.none() | st.floats(0, 1),
+          restart=st.booleans(), edits=st.lists(EDIT, max_size=3))
+    def extract_killed(self, opts, at, cut, restart, edits=()):
+        """Photos change, then a writer is SIGKILLed at its ``at``-th file operation (``cut``: the file it
+        was flushing left short), then (``restart``) a writer at once."""
+        self._edit(edits)
         self.count += 1
         result = run_killed(self.cache, self.fp, LAYERS, classes_for(self.world, opts), self.world, opts,
                             self.views, self.dtype, at, cut, os.path.join(self.dir, f"kill-{self.count}.log"))
@@ -276,6 +297,7 @@ class CacheHistory(RuleBasedStateMachine):
 
     @invariant()
     def agrees_with_the_model(self):
+        self.steps += 1
         if not self.dirty:
             return
         self.dirty = False
@@ -302,10 +324,26 @@ class CacheHistory(RuleBasedStateMachine):
             assert not report.retired, f"retired segments left with no reader open: {report.retired}"
 
 
-CacheHistory.TestCase.settings = settings(
-    max_examples=int(os.environ.get("CNNCODES_PROPERTIES_EXAMPLES", 5000 if LONG else 150)), stateful_step_count=30 if LONG else 12, deadline=None, database=None,
-    derandomize=not LONG, suppress_health_check=list(HealthCheck), print_blob=True)
-TestCacheHistories = CacheHistory.TestCase
+# CI: 150 histories of up to 12 steps, the same ones every run (derandomized), about a minute on one
+# core. The long run (CNNCODES_LONG_PROPERTIES=1): 5,000 histories of up to 20 steps, fresh ones each
+# time, in two halves that pytest-xdist runs side by side.
+PARTS = 2 if LONG else 1
+HISTORIES = int(os.environ.get("CNNCODES_PROPERTIES_EXAMPLES", 5000 if LONG else 150))
+
+
+@pytest.mark.parametrize("part", range(PARTS))
+def test_cache_histories(part):
+    STATS.clear()
+    started = time.time()
+    try:
+        run_state_machine_as_test(CacheHistory, settings=settings(
+            max_examples=-(-HISTORIES // PARTS), stateful_step_count=20 if LONG else 12, deadline=None, database=None,
+            derandomize=not LONG, suppress_health_check=list(HealthCheck), print_blob=True))
+    finally:
+        report = os.environ.get("CNNCODES_PROPERTIES_REPORT")
+        if report:
+            with open(f"{report}.part{part}.json", "w") as f:
+                json.dump({"seconds": round(time.time() - started, 1), **dict(sorted(STATS.items()))}, f, indent=1)
 
 
 # --- the histories the machine found, kept as regular tests ---------------------------------------------
@@ -420,3 +458,87 @@ def test_a_cache_whose_next_seq_lags_numbers_new_shards_above_linked_through(tmp
     assert recover(cache) == 1
     with open_cache(cache) as c:
         assert c.paths == ["a", "b", "c"]
+
+
+# --- a few histories through the real extract ---------------------------------------------------------
+E2E = ("--backbone", "mobilenet_v3_small", "--weights", "random", "--crop-size", "32", "--no-progress",
+       "--workers", "0", "--batch-size", "2", "--shard-rows", "2")
+E2E_EDIT = st.tuples(st.sampled_from(["add", "rewrite", "touch", "delete", "rename"]), st.integers(0, 7),
+                     st.integers(0, 10_000), st.sampled_from(["red", "green", "blue"]))
+
+
+def _photos(folder) -> list:
+    return sorted(os.path.relpath(os.path.join(d, n), folder) for d, _, names in os.walk(folder) for n in names)
+
+
+def _apply_e2e_edit(folder, edit):
+    from conftest import TINTS, make_image
+    what, which, seed, cls = edit
+    have = _photos(folder)
+    if what == "add" or not have:
+        make_image(os.path.join(folder, cls, f"n{seed}.jpg"), seed, tint=TINTS[cls])
+        return
+    path = os.path.join(folder, have[which % len(have)])
+    if what == "rewrite":
+        make_image(path, seed, tint=TINTS[cls])
+    elif what == "touch":
+        info = os.stat(path)
+        os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns + 1_000_000_000))
+    elif what == "delete":
+        os.remove(path)
+    elif what == "rename":  # into another class folder: a new label, the same bytes
+        target = os.path.join(folder, cls, f"r{seed}.jpg")
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        if not os.path.exists(target):
+            os.rename(path, target)
+
+
+def _rows_by_path(cache) -> dict:
+    with open_cache(cache) as c:
+        labels = [c.class_names[i] if i >= 0 else None for i in c.labels]
+        codes = {layer: c.codes(layer) for layer in c.layers}
+        out = {}
+        for i, (path, key, split) in enumerate(zip(c.paths, c.keys, c.splits.tolist())):
+            out.setdefault(path, []).append((key, labels[i], split, int(c.views[i]),
+                                             tuple(codes[layer][i].tobytes() for layer in c.layers)))
+        return out, c.failures
+
+
+@pytest.mark.slow
+def test_real_extract_histories_end_bit_identical_to_a_fresh_extract(tmp_path_factory):
+    """The real extract (mobilenet_v3_small, random weights, 32-pixel crops), through photos added,
+    rewritten, touched, deleted and moved between class folders, runs killed with SIGKILL after a
+    random delay and restarted at once: the cache ends holding exactly what a fresh extract of the
+    same folder holds (codes bit for bit), and verify passes after every run."""
+    from conftest import TINTS, make_image, run_cli, start_cli
+
+    @settings(max_examples=40 if LONG else 2, deadline=None, database=None, derandomize=not LONG,
+              suppress_health_check=list(HealthCheck))
+    @given(seeds=st.lists(st.integers(0, 10_000), min_size=2, max_size=6, unique=True),
+           steps=st.lists(st.tuples(st.lists(E2E_EDIT, max_size=3), st.booleans(), st.none() | st.floats(0.0, 1.5)),
+                          min_size=1, max_size=3))
+    def history(seeds, steps):
+        root = str(tmp_path_factory.mktemp("history"))
+        folder, cache = os.path.join(root, "photos"), os.path.join(root, "c.h5")
+        for i, seed in enumerate(seeds):
+            cls = ("red", "green", "blue")[i % 3]
+            make_image(os.path.join(folder, cls, f"{seed}.jpg"), seed, tint=TINTS[cls])
+        for edits, prune, kill_after in steps:
+            for edit in edits:
+                _apply_e2e_edit(folder, edit)
+            if kill_after is not None:
+                proc = start_cli("extract", folder, "--cache", cache, *E2E)
+                time.sleep(kill_after)
+                proc.kill()
+                proc.wait()
+                if os.path.exists(cache):  # whatever the kill left reads as a whole state
+                    report = verify_cache(cache)
+                    assert report.ok or all("not yet linked" in p for p in report.problems), report.problems
+            run_cli("extract", folder, "--cache", cache, *E2E, *(["--prune"] if prune else []))
+            assert verify_cache(cache).ok
+        run_cli("extract", folder, "--cache", cache, *E2E, "--prune")
+        fresh = os.path.join(root, "fresh.h5")
+        run_cli("extract", folder, "--cache", fresh, *E2E)
+        assert _rows_by_path(cache) == _rows_by_path(fresh)
+        shutil.rmtree(root, ignore_errors=True)
+    history()
