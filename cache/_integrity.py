@@ -6,12 +6,14 @@
   virtual datasets' mapping) is refused, never read, and never parsed by HDF5 (which can crash on
   damaged metadata). The file is small: O(segments + live ranges + failures).
 - A segment (and a packed file) is written with HDF5's 1.10 metadata, which carries checksums on its
-  superblock, object headers and chunk indexes; every per-row dataset of fixed width (labels,
-  keys, splits, stat, views, codes) is chunked with a fletcher32 checksum per chunk, so a changed
-  byte fails the read, through the cache file's virtual datasets too; ``paths_crc32`` holds each
-  row's CRC-32 of its UTF-8 path (paths are variable-length strings, stored where HDF5 keeps no
-  checksum), checked by every reader of paths; the small tables a writer reads from a segment
-  (attributes, class names, failures, moved paths) are covered by ``tables_sha256``.
+  superblock, object headers and chunk indexes; every per-row dataset (labels, paths, keys,
+  splits, stat, views, codes) is chunked with a fletcher32 checksum per chunk, so a changed byte
+  fails the read, through the cache file's virtual datasets too. A segment holds no
+  variable-length string: its paths, class names, failures, moved paths and attributes are
+  fixed-width UTF-8 (the cache file's /paths stays variable-length: HDF5 converts on read), because
+  HDF5 keeps variable-length data in a "global heap" with no checksum, and reading a damaged one
+  can hang HDF5 for ever (found by the damage trials). The small tables a writer reads from a
+  segment (attributes, class names, failures, moved paths) are covered by ``tables_sha256``.
 - A segment's ``digest`` (over its tables and every per-row dataset) is listed beside its name in
   the cache file (``/segments/digests``): a segment file swapped for another (another cache's, or
   an older one of the same name) is refused by readers and writers before a row is read.
@@ -23,7 +25,6 @@ as before; the first extract into such a cache writes its new segments with them
 import hashlib
 import json
 import os
-import zlib
 
 import h5py
 import numpy as np
@@ -32,15 +33,16 @@ from .errors import CacheError
 
 USERBLOCK = 512
 SEAL = b"CNNCODES-SHA256:"                  # then 64 hex digits and a newline
+HEAPS = b"CNNCODES-HEAPS-SHA256:"           # a packed file: the digest of its heaps, then their byte ranges
+HEAPS_USERBLOCK = 4096
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 LIBVER = ("v110", "v110")                   # checksummed metadata; readable by HDF5 1.10 and later
 TABLES_DIGEST = "tables_sha256"             # a segment's or packed file's small tables
 ROWS_DIGEST = "digest"                      # a segment's identity: its tables and per-row datasets
-PATHS_CRC = "paths_crc32"                   # per row: CRC-32 of the UTF-8 path
 ROW_CHUNK_ROWS = 4096                       # rows per chunk of the small per-row datasets
 DIGESTS = "digests"                         # /segments/digests in the cache file
 # Per-row datasets whose bytes the rows digest covers, in this order (those present).
-DIGESTED_ROWS = ("labels", "paths", PATHS_CRC, "keys", "splits", "stat", "views")
+DIGESTED_ROWS = ("labels", "paths", "keys", "splits", "stat", "views")
 TABLE_GROUPS = ("failed",)                  # groups whose datasets are tables
 TABLE_DATASETS = ("class_names", "moved_from")
 
@@ -59,18 +61,22 @@ def seal(image) -> None:
 
 
 def open_sealed(path, what="cache file"):
-    """The cache file opened with h5py once its bytes pass the seal; a file written before seals
-    (HDF5 signature at byte 0) opens as it is. Raises CacheError (one line) for a damaged file."""
+    """The cache file opened with h5py once its bytes pass the seal (or, for a packed file, its heaps
+    pass theirs); a file written before seals (HDF5 signature at byte 0) opens as it is. Raises
+    CacheError (one line) for a damaged file."""
     path = os.fspath(path)
     for _ in range(3):  # a writer may rename a new version between the check and the open: check again
         try:
             with open(path, "rb") as f:
-                head = f.read(USERBLOCK + len(HDF5_SIGNATURE))
+                head = f.read(HEAPS_USERBLOCK + len(HDF5_SIGNATURE))
                 info = os.fstat(f.fileno())
-                if head[:len(HDF5_SIGNATURE)] != HDF5_SIGNATURE:
-                    if head[USERBLOCK:] != HDF5_SIGNATURE or not head.startswith(SEAL):
+                if head.startswith(HEAPS):
+                    _check_heaps(f, head, path, what)
+                elif head[:len(HDF5_SIGNATURE)] != HDF5_SIGNATURE:
+                    if head[USERBLOCK:USERBLOCK + len(HDF5_SIGNATURE)] != HDF5_SIGNATURE or not head.startswith(SEAL):
                         raise damaged(path, what, "its first bytes are neither HDF5's nor a cnncodes seal")
-                    digest = hashlib.sha256(head[USERBLOCK:])
+                    f.seek(USERBLOCK)
+                    digest = hashlib.sha256()
                     for block in iter(lambda: f.read(1 << 20), b""):
                         digest.update(block)
                     if head[:USERBLOCK] != _seal_block(digest.hexdigest().encode()):  # the rest of the block: zeros
@@ -98,6 +104,86 @@ def open_sealed(path, what="cache file"):
 
 def is_sealed(h5file) -> bool:
     return h5file.userblock_size >= USERBLOCK
+
+
+# --- a packed file's heaps ----------------------------------------------------------------------------
+# A packed file keeps the cache file's variable-length strings (paths, class names, failures,
+# attributes: what plain h5py reads from a cache file), which HDF5 stores in global heap collections
+# with no checksum; a damaged one can hang HDF5. The file is too large to hash at every open, but its
+# heaps (and the raw heap references of its variable-length datasets) are small: their byte ranges
+# and SHA-256 are written in the user block, and checked before HDF5 reads a byte of them.
+def heap_ranges(path) -> list:
+    """[offset, length] of a file's global heap collections and variable-length datasets' storage, merged."""
+    import re
+    import struct
+    ranges = []
+    total = os.path.getsize(path)
+    with open(path, "rb") as f:  # streamed: a packed file may be large
+        at, tail = 0, b""
+        for block in iter(lambda: f.read(64 << 20), b""):
+            data = tail + block
+            base = at - len(tail)
+            for match in re.finditer(b"GCOL\x01\x00\x00\x00", data):
+                if match.start() + 16 <= len(data):
+                    (size,) = struct.unpack("<Q", data[match.start() + 8:match.start() + 16])
+                    if 4096 <= size <= total - (base + match.start()):
+                        ranges.append([base + match.start(), size])
+            at += len(block)
+            tail = data[-15:]
+    with h5py.File(path, "r") as h5:
+        def visit(_, obj):
+            if isinstance(obj, h5py.Dataset) and obj.dtype.kind == "O" and obj.id.get_offset() is not None:
+                ranges.append([obj.id.get_offset(), obj.id.get_storage_size()])  # absolute: user block included
+        h5.visititems(visit)
+    merged = []
+    for start, size in sorted(r for r in ranges if r[1] > 0):
+        if merged and start <= merged[-1][0] + merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], start + size - merged[-1][0])
+        else:
+            merged.append([start, size])
+    return merged
+
+
+def _heaps_block(digest: bytes, ranges) -> bytes:
+    listed = ",".join(f"{a}:{b}" for a, b in ranges).encode()
+    block = HEAPS + digest + b"\n" + listed + b"\n"
+    return block + bytes(HEAPS_USERBLOCK - len(block))
+
+
+def _heaps_digest(f, ranges, listed: bytes) -> bytes:
+    digest = hashlib.sha256(listed)
+    for start, size in ranges:
+        f.seek(start)
+        digest.update(f.read(size))
+    return digest.hexdigest().encode()
+
+
+def seal_heaps(path) -> None:
+    """Write a packed file's heap seal into its user block (the file made with HEAPS_USERBLOCK)."""
+    ranges = heap_ranges(path)
+    while len(_heaps_block(b"0" * 64, ranges).rstrip(b"\0")) > HEAPS_USERBLOCK - 1:  # too many: merge the closest
+        gaps = [ranges[i + 1][0] - (ranges[i][0] + ranges[i][1]) for i in range(len(ranges) - 1)]
+        i = gaps.index(min(gaps))
+        ranges[i:i + 2] = [[ranges[i][0], ranges[i + 1][0] + ranges[i + 1][1] - ranges[i][0]]]
+    listed = ",".join(f"{a}:{b}" for a, b in ranges).encode()
+    with open(path, "r+b") as f:
+        digest = _heaps_digest(f, ranges, listed)
+        f.seek(0)
+        f.write(_heaps_block(digest, ranges))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _check_heaps(f, head, path, what) -> None:
+    try:
+        digest, listed = head[len(HEAPS):HEAPS_USERBLOCK].split(b"\n")[:2]
+        ranges = [[int(a), int(b)] for a, b in (r.split(b":") for r in listed.split(b","))] if listed else []
+    except ValueError:
+        raise damaged(path, what, "its user block is not a cnncodes heap seal") from None
+    size = os.fstat(f.fileno()).st_size
+    if head[:HEAPS_USERBLOCK] != _heaps_block(digest, ranges) or any(a + b > size for a, b in ranges) \
+            or head[HEAPS_USERBLOCK:] != HDF5_SIGNATURE or _heaps_digest(f, ranges, listed) != digest:
+        raise damaged(path, what, "its strings' heaps do not match their SHA-256 seal")
 
 
 def damaged(path, what, why) -> CacheError:
@@ -181,21 +267,36 @@ def check_tables(f, path, what) -> None:
         raise damaged(path, what, "its attributes, class names or failures do not match their SHA-256")
 
 
-# --- paths ------------------------------------------------------------------------------------------
-def paths_crc(paths) -> np.ndarray:
-    """CRC-32 of each path's UTF-8 bytes (str or bytes)."""
-    return np.fromiter((zlib.crc32(p if isinstance(p, bytes) else p.encode("utf-8", "surrogateescape"))
-                        for p in paths), dtype=np.uint32, count=len(paths))
+# --- fixed-width storage (no global heap) ------------------------------------------------------------
+def fixed_utf8(values) -> np.ndarray:
+    """Strings as a fixed-width UTF-8 array (h5py stores it in the dataset itself, with no heap)."""
+    encoded = [v if isinstance(v, bytes) else str(v).encode("utf-8", "surrogateescape") for v in values]
+    width = max([1] + [len(v) for v in encoded])
+    return np.array(encoded, dtype=h5py.string_dtype("utf-8", width)).reshape(len(encoded))
 
 
-def check_paths(paths, crcs, path, what, start=0) -> None:
-    """Raise (one line) where a path read does not match its stored CRC-32."""
-    bad = np.flatnonzero(paths_crc(paths) != np.asarray(crcs, dtype=np.uint32))
-    if len(bad):
-        raise damaged(path, what, f"the path of row {start + int(bad[0])} does not match its CRC-32")
+def fixed_attr(value):
+    """An attribute value with no variable-length string in it (stored in the object header, checksummed)."""
+    if isinstance(value, dict):
+        value = json.dumps(value, sort_keys=True)
+    if isinstance(value, (list, tuple)):
+        return fixed_utf8([str(v) for v in value])
+    if isinstance(value, str):
+        return np.bytes_(value.encode("utf-8", "surrogateescape"))
+    return value
 
 
-def row_options(n, tail=()) -> dict:
-    """Chunked with a fletcher32 checksum: how every fixed-width per-row dataset is stored."""
-    return dict(chunks=(max(1, min(ROW_CHUNK_ROWS, n)),) + tuple(tail), maxshape=(None,) + tuple(tail),
-                fletcher32=True)
+def write_fixed_attrs(h5file, attrs: dict) -> None:
+    for key, value in attrs.items():
+        if value is not None:
+            h5file.attrs[key] = fixed_attr(value)
+
+
+def row_options(n, tail=(), compress=False) -> dict:
+    """Chunked with a fletcher32 checksum: how every per-row dataset is stored (paths compressed too:
+    fixed-width, each as wide as the longest)."""
+    options = dict(chunks=(max(1, min(ROW_CHUNK_ROWS, n)),) + tuple(tail), maxshape=(None,) + tuple(tail),
+                   fletcher32=True)
+    if compress:
+        options.update(compression="gzip", compression_opts=1)
+    return options

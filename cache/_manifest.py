@@ -13,7 +13,7 @@ import numpy as np
 
 from .errors import CacheError
 from ._files import new_hdf5
-from ._integrity import DIGESTS, PATHS_CRC, open_sealed
+from ._integrity import DIGESTS, open_sealed
 from .schema import (CLASS_NAMES, CODES_GROUP, FAILED_GROUP, LABELS, ROW_FIELDS, SCHEMA_VERSION,
                      SEGMENTS_GROUP, STAT, STAT_COLUMNS, STR, VIEW_DTYPE, VIEWS, read_attrs, read_failures, read_strings,
                      text, write_attrs)
@@ -95,8 +95,6 @@ def publish_manifest(cache_path, manifest: Manifest) -> None:
         fields = [(name, dt, (len(STAT_COLUMNS),) if name == STAT else ()) for name, dt in ROW_FIELDS.items()]
         if attrs.get("views"):
             fields.append((VIEWS, VIEW_DTYPE, ()))
-        if all(manifest.digests.get(name) for name in manifest.segments):  # every segment has paths' CRC-32s
-            fields.append((PATHS_CRC, np.dtype(np.uint32), ()))
         fields += [(f"{CODES_GROUP}/{layer}", dtype, (width,)) for layer, width in widths.items()]
         for name, dt, tail in fields:
             _virtual(out, name, dt, tail, manifest, folder)

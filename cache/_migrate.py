@@ -4,7 +4,7 @@ import os
 import numpy as np
 
 from .errors import CacheError
-from ._integrity import PATHS_CRC, check_paths, check_tables, damaged, open_sealed
+from ._integrity import check_tables, damaged, open_sealed
 from ._manifest import Manifest, publish_manifest, segment_folder
 from .schema import (CLASS_NAMES, CODES_GROUP, FAILED_GROUP, LABELS, STAT, STAT_COLUMNS, VIEWS, class_of,
                      read_attrs, read_failures, read_strings)
@@ -53,8 +53,6 @@ def _read_whole(cache_path):
         widths = {layer: int(f[CODES_GROUP][layer].shape[1]) for layer in attrs["layers"]}
         rows.codes = {layer: [f[CODES_GROUP][layer][()]] for layer in widths}
         failures = {p: (k, r, s) for p, k, r, s in read_failures(f[FAILED_GROUP])}
-        if PATHS_CRC in f:
-            check_paths(rows.paths, f[PATHS_CRC][()], cache_path, "cache file")
         if any(np.isnan(part).any() for parts in rows.codes.values() for part in parts):
             raise damaged(cache_path, "cache file", "its codes hold NaN")
     return attrs, names, rows, widths, failures

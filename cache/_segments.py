@@ -12,13 +12,12 @@ import h5py
 import numpy as np
 
 from ._files import new_hdf5
-from ._integrity import (PATHS_CRC, ROWS_DIGEST, check_paths, check_tables, damaged, paths_crc, row_options, stamp,
-                         stored_digest)
+from ._integrity import (ROWS_DIGEST, check_tables, damaged, fixed_utf8, row_options, stamp, stored_digest,
+                         write_fixed_attrs)
 from .errors import CacheError
 from .schema import (CLASS_NAMES, CODE_CHUNK_ROWS, CODES_GROUP, FAILED_FIELDS, FAILED_GROUP, KEY_DTYPE, LABELS,
-                     SPLIT_DTYPE, STAT, STAT_COLUMNS, STR, VIEW_DTYPE, VIEWS, read_attrs, read_failures, read_strings, text,
-                     UNLABELED, class_of,
-                     write_attrs)
+                     SPLIT_DTYPE, STAT, STAT_COLUMNS, VIEW_DTYPE, VIEWS, read_attrs, read_failures, read_strings, text,
+                     UNLABELED, class_of)
 
 SEGMENT_NAME = re.compile(r"^seg-(\d{8})\.h5$")
 MOVED_FROM = "moved_from"  # a shard's optional list of paths its rows replace
@@ -69,21 +68,21 @@ def write_segment(path, attrs: dict, class_names, rows: SegmentRows, widths: dic
     (cache/_integrity.py), which the cache file lists beside its name."""
     n = len(rows.paths)
     with new_hdf5(path) as f:
-        write_attrs(f, attrs)
+        # Nothing here is a variable-length string: HDF5 keeps those in a heap with no checksum, which it
+        # may never finish reading once damaged (cache/_integrity.py). Every per-row dataset carries
+        # fletcher32 checksums, as the codes do.
+        write_fixed_attrs(f, attrs)
         f.attrs["rows"] = n
-        f.create_dataset(CLASS_NAMES, data=np.array(list(class_names), dtype=STR))
+        f.create_dataset(CLASS_NAMES, data=fixed_utf8(class_names))
         index = {name: i for i, name in enumerate(class_names)}
         labels = np.array([UNLABELED if c is None else index[c] for c in rows.classes], dtype=np.int32).reshape(n)
-        # every fixed-width per-row dataset carries fletcher32 checksums, as the codes do; paths
-        # (variable-length strings, kept where HDF5 has no checksum) their CRC-32 beside them
         f.create_dataset(LABELS, data=labels, **row_options(n))
-        f.create_dataset("paths", data=np.array(rows.paths, dtype=STR).reshape(n))
-        f.create_dataset(PATHS_CRC, data=paths_crc(rows.paths), **row_options(n))
+        f.create_dataset("paths", data=fixed_utf8(rows.paths), **row_options(n, compress=True))
         f.create_dataset("keys", data=np.array(rows.keys, dtype=KEY_DTYPE).reshape(n), **row_options(n))
         f.create_dataset("splits", data=np.array(rows.splits, dtype=SPLIT_DTYPE).reshape(n), **row_options(n))
         stat = f.create_dataset(STAT, data=np.asarray(rows.stats, dtype=np.int64).reshape(n, len(STAT_COLUMNS)),
                                 **row_options(n, (len(STAT_COLUMNS),)))
-        stat.attrs["columns"] = np.array(STAT_COLUMNS, dtype=STR)
+        stat.attrs["columns"] = fixed_utf8(STAT_COLUMNS)
         if attrs.get("views"):  # caches with augmented views only: a view row follows its centre row
             f.create_dataset(VIEWS, data=np.asarray(rows.views, dtype=VIEW_DTYPE).reshape(n), **row_options(n))
         group = f.create_group(CODES_GROUP)
@@ -95,10 +94,10 @@ def write_segment(path, attrs: dict, class_names, rows: SegmentRows, widths: dic
                                  maxshape=(None, width), fletcher32=True)
         failed = f.create_group(FAILED_GROUP)
         for name in FAILED_FIELDS:
-            failed.create_dataset(name, data=np.array(getattr(rows, f"failed_{name}"), dtype=STR))
+            failed.create_dataset(name, data=fixed_utf8(getattr(rows, f"failed_{name}")))
         failed.create_dataset(STAT, data=np.asarray(rows.failed_stats, dtype=np.int64).reshape(-1, len(STAT_COLUMNS)))
         if rows.moved_from:  # optional: older segments have none
-            f.create_dataset(MOVED_FROM, data=np.array(rows.moved_from, dtype=STR))
+            f.create_dataset(MOVED_FROM, data=fixed_utf8(rows.moved_from))
         _, digest = stamp(f)
     return digest
 
@@ -157,15 +156,13 @@ class SegmentIndex:
 
 
 def read_segment_index(path, with_paths=True):
-    """(SegmentIndex, paths or None, attrs): read whole, so each checksum and each path's CRC-32 is checked."""
+    """(SegmentIndex, paths or None, attrs): read whole, so each chunk's checksum is checked."""
     with open_segment(path) as f:
         attrs = read_attrs(f)
         rows = int(f.attrs["rows"])
         index = SegmentIndex(os.path.basename(path), rows, f["keys"][()], f[STAT][()],
                              f[LABELS][()], f["splits"][()], read_strings(f[CLASS_NAMES]), _views(f, rows))
         paths = read_strings(f["paths"]) if with_paths else None
-        if paths is not None and PATHS_CRC in f:
-            check_paths(paths, f[PATHS_CRC][()], path, "segment file")
         lengths = {len(index.keys), len(index.stats), len(index.labels), len(index.splits), len(index.views)}
         if lengths != {rows} or (paths is not None and len(paths) != rows):
             raise damaged(path, "segment file", f"its per-row datasets do not all hold {rows} rows")
@@ -195,8 +192,6 @@ def read_segment_rows(path, selection, layers) -> SegmentRows:
         lo, hi = int(sel[0]), int(sel[-1]) + 1
         local = sel - lo  # read one contiguous block, then pick: fast for the dense runs merges copy
         rows.paths = [text(p) for p in f["paths"][lo:hi][local]]
-        if PATHS_CRC in f:
-            check_paths(rows.paths, f[PATHS_CRC][lo:hi][local], path, "segment file")
         rows.keys = [text(k) for k in f["keys"][lo:hi][local]]
         rows.splits = [text(s) for s in f["splits"][lo:hi][local]]
         rows.classes = class_of(f[LABELS][lo:hi][local], names)
@@ -224,8 +219,21 @@ def check_segment_files(cache_path, manifest) -> None:
     folder = f"{os.fspath(cache_path)}.shards"
     for name, rows in manifest.segments.items():
         path = os.path.join(folder, name)
+        try:
+            info = os.stat(path)
+        except FileNotFoundError:
+            raise damaged(path, "segment file", "it is missing") from None
+        seen = (os.path.abspath(path), info.st_ino, info.st_size, info.st_mtime_ns, manifest.digests.get(name), rows)
+        if seen in _identity_checked:  # this very file was checked by this process (segments never change)
+            continue
         with open_segment(path, check=False) as f:  # readers read no segment's own tables
             digest, stored = stored_digest(f, ROWS_DIGEST), int(f.attrs.get("rows", -1))
         check_identity(path, digest, manifest.digests.get(name))
         if stored != rows:
             raise damaged(path, "segment file", f"it holds {stored} rows, the cache file lists {rows}")
+        if len(_identity_checked) > 4096:
+            _identity_checked.clear()
+        _identity_checked[seen] = True
+
+
+_identity_checked = {}

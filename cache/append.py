@@ -18,7 +18,7 @@ import numpy as np
 from . import _compaction as compaction
 from .errors import CacheError
 from ._files import disk_full_as_one_line
-from ._integrity import damaged, open_sealed
+from ._integrity import open_sealed
 from .fingerprint import Fingerprint
 from ._lock import cache_lock
 from ._manifest import (Manifest, check_not_orphaned, check_segments_present, is_segmented, publish_manifest,

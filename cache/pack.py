@@ -14,7 +14,7 @@ import numpy as np
 
 from .errors import CacheError
 from ._files import fsync_dir
-from ._integrity import LIBVER, PATHS_CRC, TABLES_DIGEST, row_options, tables_digest
+from ._integrity import HEAPS_USERBLOCK, LIBVER, TABLES_DIGEST, row_options, seal_heaps, tables_digest
 from .reader import READ_BLOCK_ROWS, open_cache
 from .schema import CLASS_NAMES, CODE_CHUNK_ROWS, CODES_GROUP, FAILED_GROUP, ROW_FIELDS, STR, VIEWS, write_attrs
 
@@ -29,11 +29,11 @@ def pack_cache(cache_path, out_path) -> dict:
     tmp = f"{out_path}.tmp"
     with open_cache(cache_path) as c:
         try:
-            with h5py.File(tmp, "w", libver=LIBVER) as out:  # checksummed metadata
+            with h5py.File(tmp, "w", libver=LIBVER, userblock_size=HEAPS_USERBLOCK) as out:  # checksummed metadata
                 attrs = {k: v for k, v in c.attrs.items() if k not in SEGMENT_ATTRS}  # the file's attributes
                 write_attrs(out, dict(attrs, packed_from=os.path.abspath(cache_path)))
                 out.create_dataset(CLASS_NAMES, data=c._file[CLASS_NAMES][()], dtype=c._file[CLASS_NAMES].dtype)
-                names = [n for n in list(ROW_FIELDS) + [VIEWS, PATHS_CRC] if n in c._file]
+                names = [n for n in list(ROW_FIELDS) + [VIEWS] if n in c._file]
                 names += [f"{CODES_GROUP}/{layer}" for layer in c.layers]
                 for name in names:
                     _copy_rows(c.raw(name), out, name)
@@ -45,6 +45,7 @@ def pack_cache(cache_path, out_path) -> dict:
                 os.remove(tmp)
             raise
         rows = len(c)
+    seal_heaps(tmp)  # its variable-length strings' heaps, checked before HDF5 reads them (cache/_integrity.py)
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, out_path)

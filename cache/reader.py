@@ -6,7 +6,7 @@ import numpy as np
 
 from .errors import CacheError
 from .fingerprint import Fingerprint
-from ._integrity import PATHS_CRC, check_paths, check_tables, damaged, open_sealed
+from ._integrity import check_tables, open_sealed
 from ._manifest import check_segments_present, is_segmented, manifest_from_file, segment_folder
 from ._reader_leases import reader_registration
 from ._segments import check_segment_files
@@ -44,8 +44,7 @@ def missing_rows(name, data) -> int:
 
 class CheckedRows:
     """A per-row dataset of an open cache (``CodesCache.raw``) whose reads are checked: a damaged
-    chunk, a path that does not match its CRC-32 or a row that reads as a fill value is one
-    CacheError, never data. Everything else (shape, dtype, attrs, len) is the h5py dataset's."""
+    chunk or a row that reads as a fill value is one CacheError, never data. Everything else (shape, dtype, attrs, len) is the h5py dataset's."""
 
     def __init__(self, cache, name):
         self._cache, self._name = cache, name
@@ -61,12 +60,9 @@ class CheckedRows:
         cache = self._cache
         try:
             data = self._dset[key]
-            crcs = cache._file[PATHS_CRC][key] if self._name == "paths" and PATHS_CRC in cache._file else None
         except Exception as exc:  # noqa: BLE001  (HDF5 names damage in many ways)
             raise CacheError(f"{cache.path}: /{self._name} cannot be read ({exc}); run `cnncodes verify "
                              f"{cache.path}`") from None
-        if crcs is not None:
-            check_paths(np.atleast_1d(data).tolist(), np.atleast_1d(crcs), cache.path, "cache")
         rows = data if np.ndim(data) == len(self._dset.shape) else np.asarray(data)[None]  # one row read alone
         if missing_rows(self._name, rows):
             raise CacheError(f"{cache.path}: /{self._name} has rows that read as missing (a segment file that "

@@ -1,21 +1,19 @@
 """`verify CACHE`: structure, counts and stored bytes checked; optionally the images behind the rows.
 
 Every byte that holds data is read back and checked against what protects it (cache/_integrity.py):
-the cache file's seal, each segment's metadata checksums, tables digest, rows digest (recomputed)
-and listed identity, every chunk's fletcher32 checksum, every path's CRC-32. Each problem names the
-file it is in: the cache file, or the segment.
+the cache file's seal (or a packed file's heap seal), each segment's metadata checksums, tables
+digest, rows digest (recomputed) and listed identity, every chunk's fletcher32 checksum. Each
+problem names the file it is in: the cache file, or the segment.
 """
 import os
 from dataclasses import asdict, dataclass, field
 
-import h5py
 import numpy as np
 
 from .errors import CacheError
 from ._files import file_sha256
 from .fingerprint import Fingerprint
-from ._integrity import (PATHS_CRC, ROWS_DIGEST, TABLES_DIGEST, check_paths, check_tables, open_sealed, rows_digest,
-                         stored_digest)
+from ._integrity import ROWS_DIGEST, TABLES_DIGEST, check_tables, open_sealed, rows_digest, stored_digest
 from ._manifest import is_segmented, manifest_from_file, missing_folder, segment_folder
 from .schema import (CODES_GROUP, FAILED_GROUP, LABELS, ROW_FIELDS, STAT, UNLABELED, VIEWS, as_text, read_attrs,
                      read_strings)
@@ -124,9 +122,9 @@ def _check_one_file(path, f, report):
 
 
 def _read_rows_whole(f, path, what):
-    """Every per-row dataset read whole (its chunks' checksums checked), and the paths' CRC-32s."""
+    """Every per-row dataset read whole (its chunks' checksums checked)."""
     n = len(f[LABELS])
-    for name in list(ROW_FIELDS) + [VIEWS, PATHS_CRC]:
+    for name in list(ROW_FIELDS) + [VIEWS]:
         if name in f:
             try:
                 data = f[name][()]
@@ -134,8 +132,6 @@ def _read_rows_whole(f, path, what):
                 raise CacheError(f"{path}: /{name} fails its checksum or cannot be read ({exc})") from None
             if len(data) != n:
                 raise CacheError(f"{path}: /{name} has {len(data)} rows, /labels {n}")
-    if PATHS_CRC in f:
-        check_paths(f["paths"][()].tolist(), f[PATHS_CRC][()], path, what)
 
 
 def _check_rows(f, attrs, report):

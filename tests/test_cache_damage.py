@@ -24,8 +24,6 @@ import signal
 import tempfile
 import time
 import traceback
-from dataclasses import replace
-
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -324,15 +322,61 @@ def test_a_label_changed_inside_a_segment_is_refused_never_read(tmp_path):
 
 
 def test_a_path_changed_inside_a_segment_is_refused_never_read(tmp_path):
-    """Paths are variable-length strings, kept where HDF5 has no checksum: a changed byte read as
-    another photo's path. Now each row's CRC-32 of its path is checked by every reader of paths."""
+    """Before: paths were variable-length strings, which HDF5 keeps in a heap with no checksum: a
+    changed byte read as another photo's path (p00.jpg as p01.jpg), silently. Now a segment's paths
+    are fixed-width UTF-8 in checksummed chunks, as every per-row dataset."""
+    import h5py
     cache, _, _ = _small_cache(tmp_path)
     segment = _segments(cache)[0]
-    data = open(segment, "rb").read()
-    _flip_at(segment, data.index(b"p00.jpg") + 2, 0)  # p00.jpg (a live row) -> p01.jpg: another row's path
+    with h5py.File(segment, "r") as f:
+        chunk = f["paths"].id.get_chunk_info(0)
+    _flip_at(segment, chunk.byte_offset + chunk.size // 2, 0)
     _refused_in_one_line(lambda: read_cache(cache))
     _refused_in_one_line(lambda: stage_two(cache))
     _verify_names(cache, os.path.basename(segment))
+
+
+def _within(seconds, fn, *args):
+    """``fn(*args)`` in a forked process that an alarm ends after ``seconds``: a hang fails the test."""
+    def timed():
+        signal.alarm(seconds)
+        return fn(*args)
+    return in_child(timed)
+
+
+def test_a_segment_holds_no_heap_for_hdf5_to_hang_on(tmp_path):
+    """Found by the long damage run: a segment's damaged global heap (where HDF5 kept its
+    variable-length paths, class names, failures and string attributes, with no checksum) made HDF5
+    loop for ever inside H5HG__cache_heap_deserialize while reading paths through the cache file: a
+    reader, stage two and extract hung instead of refusing. Now a segment holds no variable-length
+    string at all (the cache file's /paths stays one: HDF5 converts on read)."""
+    cache, _, _ = _small_cache(tmp_path)
+    for segment in _segments(cache):
+        assert b"GCOL" not in open(segment, "rb").read()
+    import h5py
+    with h5py.File(cache, "r") as f:
+        assert f["paths"].dtype.kind == "O"  # what plain h5py reads from a cache file, unchanged
+
+
+def test_a_packed_files_damaged_heap_is_refused_before_hdf5_reads_it(tmp_path):
+    """A packed file keeps the cache file's variable-length strings (plain h5py reads it as a cache
+    file): their heaps and references are sealed (SHA-256 in its user block) and checked before HDF5
+    reads a byte of them, so a damaged heap is one line, not a hang."""
+    from cnncodes.cache.pack import pack_cache
+    cache, _, _ = _small_cache(tmp_path)
+    packed = str(tmp_path / "packed.h5")
+    pack_cache(cache, packed)
+    before = read_cache(packed)
+    data = open(packed, "rb").read()
+    heap = data.index(b"GCOL\x01\x00\x00\x00")
+    assert data.count(b"GCOL\x01") >= 1
+    for offset in range(heap, heap + 4096, 97):  # every part of the collection: sizes, indices, strings
+        _flip_at(packed, offset, 3)
+        said = _within(20, lambda: _refused_in_one_line(lambda: read_cache(packed)))
+        assert "heaps" in said
+        _verify_names(packed, "cache file")
+        _flip_at(packed, offset, 3)
+    assert read_cache(packed).rows == before.rows
 
 
 def test_a_changed_byte_anywhere_in_the_cache_file_is_refused_before_hdf5_reads_it(tmp_path):
@@ -419,8 +463,8 @@ def extract_into_cache(cache):
 
 
 def _as_written_before_checksums(cache):
-    """Rewrite a cache as extract wrote it before cache/_integrity.py: segments without digests,
-    CRC-32s or chunked per-row datasets, a cache file without seal, digests or /paths_crc32."""
+    """Rewrite a cache as extract wrote it before cache/_integrity.py: segments without digests, with
+    variable-length strings and contiguous per-row datasets, a cache file without seal or digests."""
     import h5py
     folder = f"{cache}.shards"
     for name in sorted(os.listdir(folder)):
@@ -430,13 +474,19 @@ def _as_written_before_checksums(cache):
         with h5py.File(path, "r") as f, h5py.File(f"{path}.old", "w") as out:
             for key, value in f.attrs.items():
                 if key not in ("digest", "tables_sha256"):
-                    out.attrs[key] = value
+                    out.attrs[key] = value.decode() if isinstance(value, bytes) else (
+                        value.astype(object).astype(str).astype(h5py.string_dtype()) if getattr(value, "dtype", None)
+                        is not None and value.dtype.kind == "S" else value)
 
             def copy(item, obj):
-                if isinstance(obj, h5py.Group) or item == "paths_crc32":
+                if isinstance(obj, h5py.Group):
                     return
                 chunked = item.startswith("codes/")
-                made = out.create_dataset(item, data=obj[()], dtype=obj.dtype, chunks=obj.chunks if chunked else None,
+                data = obj[()]
+                if item in ("paths", "class_names", "moved_from") or item.startswith("failed/") and item != "failed/stat":
+                    # variable-length, as they were (keys and splits were fixed-width already)
+                    data = np.array([v.decode() for v in data.tolist()], dtype=h5py.string_dtype())
+                made = out.create_dataset(item, data=data, dtype=data.dtype, chunks=obj.chunks if chunked else None,
                                           maxshape=obj.maxshape if chunked else None, fletcher32=chunked)
                 for key, value in obj.attrs.items():
                     made.attrs[key] = value
@@ -448,22 +498,21 @@ def _as_written_before_checksums(cache):
         for key, value in f.attrs.items():
             out.attrs[key] = value
         for item in f:
-            if item != "paths_crc32":
-                f.copy(f[item], out, item)
+            f.copy(f[item], out, item)
         del out["segments/names"].attrs["digests"]
     os.replace(f"{cache}.old", cache)
 
 
 def test_a_cache_written_before_checksums_reads_as_before_and_takes_new_rows(tmp_path):
-    """Schema note: caches written before the seal, digests and CRC-32s are read as they are; the
-    next extract writes its segments with them, and the cache file lists /paths_crc32 once every
-    segment has it."""
+    """Schema note: caches written before the seal, digests and fixed-width segments are read as they
+    are; the next extract writes its segments and cache file with them, old and new segments side by
+    side behind the cache file's virtual datasets."""
     import h5py
     cache, world, state = _small_cache(tmp_path)
     before = read_cache(cache)
     _as_written_before_checksums(cache)
     with h5py.File(cache, "r") as f:
-        assert f.userblock_size == 0 and "paths_crc32" not in f and f["codes/a"].is_virtual
+        assert f.userblock_size == 0 and f["codes/a"].is_virtual
     assert not differences(read_cache(cache), state, VIEWS, DTYPE) and read_cache(cache).rows == before.rows
     assert verify_cache(cache).ok
     world.add("new.jpg", 77, "bee")
@@ -472,14 +521,14 @@ def test_a_cache_written_before_checksums_reads_as_before_and_takes_new_rows(tmp
     state = ideal(world, state, Options(), moves)
     assert not differences(read_cache(cache), state, VIEWS, DTYPE)
     assert verify_cache(cache).ok
-    with h5py.File(cache, "r") as f:  # /paths_crc32 once no older segment is listed
-        digests = f["segments/names"].attrs["digests"].tolist()
-        assert f.userblock_size == 512 and ("paths_crc32" in f) == all(digests)
+    with h5py.File(cache, "r") as f:
+        assert f.userblock_size == 512
     for path in sorted(world.files)[:5]:  # enough rows replaced that every older segment is rewritten
         world.rewrite(path, 500 + len(path) + sorted(world.files).index(path))
     with open_for_append(cache, fingerprint(VIEWS, DTYPE), LAYERS, ["ant", "bee", "cat"]) as session:
         _, _, moves = extract(session, world, Options(shard_rows=8), VIEWS, DTYPE)
     state = ideal(world, state, Options(shard_rows=8), moves)
-    with h5py.File(cache, "r") as f:
-        assert "paths_crc32" in f
+    for segment in _segments(cache):  # every older segment rewritten: fixed-width, digests listed
+        with h5py.File(segment, "r") as f:
+            assert f["paths"].dtype.kind == "S" and "digest" in f.attrs
     assert not differences(read_cache(cache), state, VIEWS, DTYPE) and verify_cache(cache).ok

@@ -372,7 +372,6 @@ def test_unlabeled_rows_keep_no_label_when_a_packed_cache_is_extracted_into():
 
 
 def test_unlabeled_row_beside_labelled_ones_is_not_given_a_class_by_the_upgrade(tmp_path):
-    from cnncodes.cache import KEEP_LABEL  # noqa: F401  (the same API extract uses)
     import numpy as np
     from cnncodes.cache.schema import class_of
     fp = fingerprint(0, "float16")
@@ -542,3 +541,66 @@ def test_real_extract_histories_end_bit_identical_to_a_fresh_extract(tmp_path_fa
         assert _rows_by_path(cache) == _rows_by_path(fresh)
         shutil.rmtree(root, ignore_errors=True)
     history()
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="extract/runner.py's _moved_photos keeps one vanished row per size and "
+                   "key, so a copy of the photo still there (left out of the manifest) hides the gone one; "
+                   "for extract's owners (outside cache/): keep every candidate, take the first gone one")
+def test_a_moved_photo_is_found_when_a_copy_of_it_is_left_out_of_the_manifest(tmp_path):
+    """Found by the machine (its driver mirrored the runner): photos p00, p03, p04, p05 of the same
+    bytes; p00 renamed to p06; extract from a manifest listing p06 alone. The runner looked up one
+    vanished row for those bytes (the last, p05: still there, another file) and encoded p06 as a new
+    photo, leaving p00's row behind, where p00's row should have moved. Nothing is lost or wrong,
+    but the photo is encoded again and its old row stays. The same through the real extract:"""
+    from conftest import make_image, run_cli
+    folder, cache = tmp_path / "photos", tmp_path / "c.h5"
+    a = make_image(str(folder / "red" / "a.jpg"), 1)
+    shutil.copyfile(a, folder / "red" / "b.jpg")
+    run_cli("extract", folder, "--cache", cache, *E2E)
+    os.rename(a, folder / "red" / "c.jpg")
+    manifest = folder / "list.csv"
+    manifest.write_text("path,label\nred/c.jpg,red\n")
+    run_cli("extract", manifest, "--cache", cache, *E2E)
+    with open_cache(cache) as c:
+        assert sorted(c.paths) == ["red/b.jpg", "red/c.jpg"]  # a.jpg's row moved to c.jpg
+
+
+def test_the_history_that_found_the_missed_move_passes_with_every_candidate_tried():
+    """The machine's minimal history for the missed move (above), with the driver trying every
+    vanished row of the same bytes: the cache moves p00's row to p06 and keeps the copies' rows."""
+    replay(("compact", {}),
+           ("extract_killed", dict(at=6, cut=None, edits=[], restart=True,
+                                   opts=Options(prune=True, shard_rows=5, batch=1, states_labels=True,
+                                                listed=None, background=True))),
+           ("extract_killed", dict(at=25, cut=None, edits=[("rename", 0, "p06.jpg", 0, "ant", False)], restart=False,
+                                   opts=Options(prune=False, shard_rows=1, batch=1, states_labels=True,
+                                                listed=frozenset({"p06.jpg"}), background=False))),
+           tiny_merges=True,
+           photos={"p03.jpg": (0, "ant"), "p05.jpg": (0, "ant"), "p04.jpg": (0, "ant"), "p00.jpg": (0, "ant")})
+
+
+def test_a_packed_cache_reads_back_right_after_pack():
+    """Found by the machine in the heap seal of packed files (cache/_integrity.py, this change): the
+    byte ranges of variable-length datasets were taken past the user block a second time (h5py's
+    get_offset already counts it), so a packed file whose one failure's strings lay near its end was
+    refused as damaged right after pack."""
+    replay(("extract_killed", dict(at=6, cut=None, edits=[], restart=False,
+                                   opts=Options(prune=False, shard_rows=1, batch=1, states_labels=False,
+                                                background=False))),
+           ("compact", {}), ("pack", dict(move=False)),
+           photos={"p00.jpg": (6, "ant")})
+
+
+def test_two_photos_moved_in_one_run_commit_a_shard_each():
+    """Found by the machine, a fault of the driver's (tests/cache_world.py): a second move in one run
+    was recorded in the shard already committed. Three copies of one photo; one added, two renamed."""
+    replay(("extract", dict(edits=[("add", 0, "p00.jpg", 0, "ant", False), ("add", 0, "p04.jpg", 0, "ant", False),
+                                   ("add", 0, "p02.jpg", 0, "ant", False)],
+                            opts=Options(prune=False, shard_rows=1, batch=1, states_labels=False, background=False))),
+           ("extract_killed", dict(at=35, cut=None, restart=False,
+                                   edits=[("add", 0, "p01.jpg", 0, "ant", False), ("rename", 0, "p06.jpg", 0, "ant", False),
+                                          ("rename", 5, "p06.jpg", 0, "ant", False)],
+                                   opts=Options(prune=False, shard_rows=1, batch=1, states_labels=True,
+                                                background=False))),
+           photos={"p00.jpg": (0, "ant")})
