@@ -223,6 +223,7 @@ def in_child(fn, *args):
     out = os.path.join(os.path.dirname(os.path.dirname(caches_root[0])), f"child-{os.getpid()}.pickle")
     pid = os.fork()
     if pid == 0:
+        signal.alarm(CHILD_SECONDS)  # a hang (HDF5 looping on a damaged file) fails the trial, never stalls it
         try:
             result = ("ok", fn(*args))
         except BaseException:
@@ -244,6 +245,7 @@ def in_child(fn, *args):
 
 
 caches_root = [tempfile.gettempdir() + "/x/y"]
+CHILD_SECONDS = 120
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -341,7 +343,7 @@ def _within(seconds, fn, *args):
     def timed():
         signal.alarm(seconds)
         return fn(*args)
-    return in_child(timed)
+    return in_child(timed)  # (the alarm set here replaces in_child's own)
 
 
 def test_a_segment_holds_no_heap_for_hdf5_to_hang_on(tmp_path):
