@@ -214,7 +214,9 @@ def _moved_photos(session, pending, vanished, states_labels, config, root) -> di
     for path in vanished:
         held = session.lookup(path)
         if held is not None and not held.failed:
-            by_size.setdefault(held.stat[0], {})[held.key] = (path, held)
+            # every vanished row of a size and key is a candidate: a copy of the photo still there
+            # (left out of a manifest) must not hide the one that is gone
+            by_size.setdefault(held.stat[0], {}).setdefault(held.key, []).append(path)
     if not by_size:
         return {}
     moved, taken = {}, set()
@@ -226,14 +228,15 @@ def _moved_photos(session, pending, vanished, states_labels, config, root) -> di
             _, key = read_and_hash(record)
         except OSError:
             continue  # the encode pass records the failure
-        old = by_size[record.stat[0]].get(key)
-        if old is None or old[0] in taken or not _gone_or_same_file(old[0], root, record):
+        old = next((path for path in by_size[record.stat[0]].get(key, ())
+                    if path not in taken and _gone_or_same_file(path, root, record)), None)
+        if old is None:
             continue
-        taken.add(old[0])
+        taken.add(old)
         split = split_of(record, key, config.codes.split_seed, config.codes.split_fractions)
         label = record.label if states_labels else cache_api.KEEP_LABEL
-        session.move_rows([old[0]], [record.path], [cache_api.untrusted_stat(record.stat, started)], [label], [split])
-        moved[record.path] = (old[0], key)
+        session.move_rows([old], [record.path], [cache_api.untrusted_stat(record.stat, started)], [label], [split])
+        moved[record.path] = (old, key)
         if len(moved) % config.run.shard_rows == 0:  # a shard of moves holds their codes: bounded like any other
             session.commit_shard()
     return moved

@@ -544,15 +544,13 @@ def test_real_extract_histories_end_bit_identical_to_a_fresh_extract(tmp_path_fa
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="extract/runner.py's _moved_photos keeps one vanished row per size and "
-                   "key, so a copy of the photo still there (left out of the manifest) hides the gone one; "
-                   "for extract's owners (outside cache/): keep every candidate, take the first gone one")
 def test_a_moved_photo_is_found_when_a_copy_of_it_is_left_out_of_the_manifest(tmp_path):
     """Found by the machine (its driver mirrored the runner): photos p00, p03, p04, p05 of the same
     bytes; p00 renamed to p06; extract from a manifest listing p06 alone. The runner looked up one
     vanished row for those bytes (the last, p05: still there, another file) and encoded p06 as a new
-    photo, leaving p00's row behind, where p00's row should have moved. Nothing is lost or wrong,
-    but the photo is encoded again and its old row stays. The same through the real extract:"""
+    photo, leaving p00's row behind, where p00's row should have moved. Nothing was lost or wrong,
+    but the photo was encoded again and its old row stayed. The runner now tries every vanished row
+    of the same size and key. The same through the real extract:"""
     from conftest import make_image, run_cli
     folder, cache = tmp_path / "photos", tmp_path / "c.h5"
     a = make_image(str(folder / "red" / "a.jpg"), 1)
