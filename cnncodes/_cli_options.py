@@ -284,8 +284,14 @@ def build_parser(prog, description):
     p.add_argument("--out", required=True, help="the .onnx file to write")
     weights(p)
 
-    p = sub.add_parser("serve", help="an HTTP service for an exported model: POST /predict, GET /health")
+    p = sub.add_parser("serve", help="an HTTP service for an exported model: POST /predict, POST /similar (with "
+                                     "--similar CACHE), GET /health")
     p.add_argument("model", help="a .onnx file from export-model")
+    p.add_argument("--similar", default=None, metavar="CACHE",
+                   help="also POST /similar: the k rows of this cache (of the model's backbone, weights and layer) "
+                        "nearest the uploaded image, through its faiss index when it has one")
+    p.add_argument("--max-memory", default=None, metavar="SIZE",
+                   help="--similar without an index: codes read at a time stay within this (default: a quarter of RAM)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--max-batch", type=int, default=32, help="requests run together at most (default 32)")

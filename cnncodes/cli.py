@@ -344,7 +344,7 @@ def cmd_index(args):
 def cmd_serve(args):
     from .classify.deploy.serve import serve
     serve(args.model, host=args.host, port=args.port, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
-          max_bytes=args.max_bytes)
+          max_bytes=args.max_bytes, similar=args.similar, max_memory=args.max_memory)
     return 0
 
 

@@ -1,10 +1,15 @@
-"""A fitted model as one ONNX graph: uint8 image batch -> class probabilities.
+"""A fitted model as one ONNX graph: uint8 image batch -> class probabilities, and the codes.
 
 The graph is the model's own extractor (the backbone cut at the cached layers, as predict builds
 it from the fingerprint), the layers side by side, the rounding to the cache's stored dtype (what
 the head was trained on), the scaler and the head, written with standard operators only (Conv,
 Gemm/MatMul, Softmax...; no ``ai.onnx.ml``), so any ONNX runtime runs it. Its metadata holds the
 class names and the exact preprocessing; classify/deploy/onnx_predict.py reads both and needs no torch.
+
+A second output, ``codes`` [B, D], is what the head reads: the model's layer(s) side by side, rounded
+to the cache's stored dtype, i.e. a row as the cache stores it. `serve --similar CACHE` searches a
+cache of the same fingerprint with it (one session gives both); the metadata's ``fingerprint`` (the
+compared fields of the model's cache fingerprint) is what it checks the cache against.
 """
 import json
 
@@ -13,7 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import ClassifyError
-from .onnx_predict import FORMAT, INPUT, OUTPUT
+from .onnx_predict import CODES, FORMAT, INPUT, OUTPUT
 
 OPSET = 18
 
@@ -131,12 +136,28 @@ class Deployed(nn.Module):
         self.normalize = preprocess.normalizer("cpu")  # the encoder's own (uint8 -> normalised float32)
         self.half = np.dtype(storage_dtype) == np.float16
 
-    def forward(self, image):
+    def codes(self, image):
+        """uint8 images -> the codes the head reads [B, D]: the layers side by side, as the cache stores them."""
         out = self.network(self.normalize(image))
         codes = torch.cat([out[layer] for layer in self.layers], dim=1)
         if self.half:  # the codes as the cache stored them, as predict rounds them
             codes = codes.half().float()
-        return self.head(codes)
+        return codes
+
+    def forward(self, image):
+        return self.head(self.codes(image))
+
+
+class WithCodes(nn.Module):
+    """The exported graph's two ends: (probabilities [B, K], codes [B, D]) from one forward pass."""
+
+    def __init__(self, deployed: Deployed):
+        super().__init__()
+        self.deployed = deployed
+
+    def forward(self, image):
+        codes = self.deployed.codes(image)
+        return self.deployed.head(codes), codes
 
 
 def deployed_model(model, weights_file=None) -> tuple:
@@ -161,10 +182,17 @@ def metadata(model, preprocess) -> dict:
     return {"format": FORMAT, "class_names": json.dumps([model.class_names[int(i)] for i in model.classes]),
             "preprocess": json.dumps(preprocess.to_dict()), "input": INPUT, "output": OUTPUT,
             "backbone": model.fingerprint.backbone, "layer": model.layer, "weights": model.fingerprint.weights,
-            "classifier": model.meta.get("classifier", ""),
+            "classifier": model.meta.get("classifier", ""), "codes": CODES,
+            "fingerprint": json.dumps(_compared(model.fingerprint), default=str),
             "input_layout": "uint8 RGB [batch, 3, crop, crop]: the shorter side resized to `resize` "
                             "(both sides when `squash`) with `interpolation`, then the centre crop; "
                             "normalisation is inside the graph"}
+
+
+def _compared(fingerprint) -> dict:
+    """The fingerprint's fields that decide whether two codes are comparable (cache/fingerprint.py's list)."""
+    from ...cache.fingerprint import COMPARED_FINGERPRINT_KEYS
+    return {key: fingerprint.value(key) for key in COMPARED_FINGERPRINT_KEYS}
 
 
 def export_onnx(model_path, out_path, weights_file=None, opset=OPSET) -> dict:
@@ -179,7 +207,7 @@ def export_onnx(model_path, out_path, weights_file=None, opset=OPSET) -> dict:
     deployed, preprocess = deployed_model(model, weights_file)
     example = torch.zeros(2, 3, preprocess.crop, preprocess.crop, dtype=torch.uint8)
     tmp = f"{out_path}.tmp"
-    export_graph(deployed, example, tmp, INPUT, [OUTPUT], opset)
+    export_graph(WithCodes(deployed), example, tmp, INPUT, [OUTPUT, CODES], opset)
     graph = onnx.load(tmp)
     for key, value in metadata(model, preprocess).items():
         graph.metadata_props.add(key=key, value=str(value))

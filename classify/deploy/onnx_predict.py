@@ -14,9 +14,10 @@ from PIL import Image
 from ..errors import ClassifyError
 from .predict import prediction, ranked
 
-# What an exported graph is called and calls its ends (classify/deploy/onnx_export.py writes them).
+# What an exported graph is called and calls its ends (classify/deploy/onnx_export.py writes them);
+# CODES, the codes the head reads, is in every graph exported since serve --similar (none before).
 FORMAT = "cnncodes-onnx-1"
-INPUT, OUTPUT = "image", "probabilities"
+INPUT, OUTPUT, CODES = "image", "probabilities", "codes"
 
 # torchvision's InterpolationMode values -> PIL's filters (what torchvision passes PIL).
 PIL_FILTERS = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC,
@@ -74,6 +75,8 @@ class OnnxModel:
         self.preprocess = json.loads(meta["preprocess"])
         self.meta = meta
         self.input, self.output = meta["input"], meta["output"]
+        outputs = {o.name for o in self.session.get_outputs()}
+        self.codes_output = meta.get("codes") if meta.get("codes") in outputs else None  # None: exported before
 
     @property
     def draft_size(self):
@@ -87,6 +90,15 @@ class OnnxModel:
     def predict_proba(self, batch: np.ndarray) -> np.ndarray:
         """uint8 [B, 3, crop, crop] -> probabilities [B, K], columns in class_names' order."""
         return self.session.run([self.output], {self.input: np.ascontiguousarray(batch, dtype=np.uint8)})[0]
+
+    def predict_with_codes(self, batch: np.ndarray) -> tuple:
+        """uint8 [B, 3, crop, crop] -> (probabilities [B, K], codes float32 [B, D] or None when the graph
+        was exported without its codes output), from one run of the session."""
+        if self.codes_output is None:
+            return self.predict_proba(batch), None
+        proba, codes = self.session.run([self.output, self.codes_output],
+                                        {self.input: np.ascontiguousarray(batch, dtype=np.uint8)})
+        return proba, codes
 
     def top_k(self, row, k=3) -> list:
         return ranked(row, self.class_names, k)
