@@ -1,5 +1,6 @@
 """Reading a cache back: the API stage two uses. Plain h5py can read the same file (see docs/cache-format.md)."""
 import os
+from typing import NamedTuple
 
 import h5py
 import numpy as np
@@ -107,8 +108,9 @@ class CodesCache:
                 raise CacheError(f"{self.path}: HDF5 file without /codes and /labels, not a cnncodes cache; "
                                  "re-run extract into a new cache=")
             self.segmented = is_segmented(f)
+            self._manifest = None
             if self.segmented:
-                manifest = manifest_from_file(f)
+                manifest = self._manifest = manifest_from_file(f)
                 check_segments_present(self.path, manifest)
                 check_segment_files(self.path, manifest)  # each one the cache file lists, and whole
             else:
@@ -242,6 +244,26 @@ class CodesCache:
     def labels_of(self, splits=None) -> np.ndarray:
         return self.labels[self.split_mask(splits)]
 
+    def row_runs(self):
+        """The rows as runs of the cache's segment files, in row order: [SegmentRun(file, content,
+        start, stop)], the rows start..stop of ``file`` being the next stop - start rows of the cache;
+        None for a packed cache (one file, no segments). A segment file never changes once written and
+        ``content`` names what it holds (its SHA-256 digest; name, size and mtime for older segments),
+        so what a reader derives from a segment's rows (a hash of each, an index) can be kept under
+        ``content`` and reused by every later version of the cache: work in proportion to new rows."""
+        if self._manifest is None:
+            return None
+        folder = segment_folder(self.path)
+        contents = {}
+        for name in self._manifest.segments:
+            digest = self._manifest.digests.get(name)
+            if not digest:
+                info = os.stat(os.path.join(folder, name))
+                digest = f"{name}-{info.st_size}-{info.st_mtime_ns}"
+            contents[name] = digest
+        return [SegmentRun(os.path.join(folder, name), contents[name], start, stop)
+                for name, start, stop in self._manifest.ranges]
+
     def dataset(self, layer=None):
         """The h5py dataset of one layer's codes (for streaming reads)."""
         return self._dataset(layer)
@@ -297,6 +319,23 @@ class CodesCache:
         folder = os.path.basename(segment_folder(self.path))
         return (f"copy {os.path.basename(self.path)} together with its folder {folder}/ (the rows live there), or "
                 f"make one self-contained file: cnncodes pack {self.path} --out FILE.h5")
+
+
+class SegmentRun(NamedTuple):
+    """Rows start..stop of one segment file (CodesCache.row_runs)."""
+    file: str
+    content: str
+    start: int
+    stop: int
+
+
+def segment_row_names(segment_file) -> tuple:
+    """(paths [str], content keys str array, views array) of every row of one segment file, each
+    chunk's checksum checked: what names a row (CodesCache.row_runs)."""
+    from ._segments import open_segment, _views
+    with open_segment(segment_file) as f:
+        rows = int(f.attrs["rows"])
+        return [text(p) for p in f["paths"][()]], as_text(f["keys"][()]), _views(f, rows)
 
 
 def open_cache(path) -> CodesCache:

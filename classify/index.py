@@ -31,6 +31,7 @@ import numpy as np
 
 from .cosine import cache_blocks, ranked, top_k, unit
 from .errors import ClassifyError
+from .row_hashes import forget_unnamed, row_hashes
 
 KINDS = ("flat", "hnsw", "ivf", "ivfpq")
 FLAT_ROWS = 20_000
@@ -70,17 +71,10 @@ def cache_version(cache_path) -> list:
     return [int(s.st_ino), int(s.st_mtime_ns), int(s.st_size)]
 
 
-def identities(paths, keys, views) -> np.ndarray:
-    """A 64-bit identity per row: a hash of its path, content key and view (uint64 [n])."""
-    out = np.fromiter((int.from_bytes(hashlib.blake2b(f"{p}\0{k}".encode(), digest_size=8).digest(), "little")
-                       for p, k in zip(paths, keys)), dtype=np.uint64, count=len(paths))
-    return out ^ (np.asarray(views, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15))
-
-
 def _cache_identities(cache_path) -> tuple:
-    from ..cache import open_cache
-    with open_cache(cache_path) as c:
-        return identities(c.paths, c.keys, c.views), len(c)
+    """(each row's identity, rows): from the hashes kept per segment file (classify/row_hashes.py)."""
+    ids, _ = row_hashes(cache_path)
+    return ids, len(ids)
 
 
 def _rows_of(ids_hash, current) -> np.ndarray:
@@ -261,6 +255,7 @@ def build(cache_path, layer, kind=None, rebuild=False, budget_bytes=1 << 30, on_
                 "vectors": vectors, "ntotal": int(index.ntotal), "cache_version": version, "cache_rows": n,
                 "built_rows": old["built_rows"] if old else n, "faiss_version": faiss.__version__}
     _commit(folder, layer, manifest)
+    forget_unnamed(cache_path)
     return {"kind": wanted, "rows": n, "indexed": int((rows_of >= 0).sum()), "added": added,
             "gone": int((rows_of < 0).sum()), "rebuilt": old is None, "seconds": time.perf_counter() - started,
             "folder": folder}

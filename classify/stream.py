@@ -5,6 +5,7 @@ float32 for that load only. For training, the blocks come in a seeded random ord
 in the file and the rows of a load are shuffled: rows are stored in commit order (often class by
 class), so reading them in file order would feed a stochastic solver one class at a time.
 """
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,9 +65,14 @@ class CodeStream:
 
 
 def _vectorised_copy(destination, source):
-    """float16 -> float32 through torch: vectorised, where numpy's conversion is several times slower."""
-    import torch
-    torch.from_numpy(destination).copy_(torch.from_numpy(source))
+    """float16 -> float32 through torch where this process has it loaded (vectorised, where numpy's
+    conversion is several times slower); numpy's otherwise, so a torch-free process (serve, similar
+    through an index) never imports it."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        np.copyto(destination, source)
+    else:
+        torch.from_numpy(destination).copy_(torch.from_numpy(source))
 
 
 @dataclass(frozen=True)

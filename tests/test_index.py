@@ -172,7 +172,11 @@ def test_a_kill_during_a_build_leaves_the_previous_index_valid(cache):
     # the next build commits, and leaves only the files its manifest names
     built = cnncodes.index(cache, kind="ivf", rebuild=True)
     names = sorted(os.listdir(cache + ".faiss"))
-    assert built.kind == "ivf" and len(names) == 4 and not any(n.endswith(".tmp") for n in names), names
+    kept = sorted(os.listdir(os.path.join(cache + ".faiss", "rows")))  # each segment's row hashes
+    with cnncodes.open_cache(cache) as c:
+        segments = {run.content for run in c.row_runs()}
+    assert built.kind == "ivf" and len(names) == 5 and not any(n.endswith(".tmp") for n in names), names
+    assert kept == sorted(f"{content}.npy" for content in segments), kept
 
 
 def test_the_command_line_builds_and_similar_uses_it(cache):

@@ -112,13 +112,14 @@ def _cached_queries(cache, queries, layer) -> tuple:
     from ..classify.errors import ClassifyError
     with open_cache(cache) as c:
         layer = layer if layer is not None else all_code_layers(c.layers, c.fingerprint)
-        row_of = {p: i for i, p in enumerate(c.paths)}
+        row_of = _rows_of_queries(c, cache, queries)
         files = [q for q in queries if q not in row_of and os.path.isfile(q)]
         if files:
             from .rows import cached_rows_for
             found = cached_rows_for(cache, [os.path.abspath(q) for q in files])
-            row_of.update({q: row_of[found[os.path.abspath(q)]] for q in files
-                           if found.get(os.path.abspath(q)) in row_of})
+            held = _rows_of_queries(c, cache, sorted({found[a] for a in map(os.path.abspath, files) if a in found}))
+            row_of.update({q: held[found[os.path.abspath(q)]] for q in files
+                           if found.get(os.path.abspath(q)) in held})
         in_cache = [q for q in queries if q in row_of]
         outside = [q for q in queries if q not in row_of]
         missing = [q for q in outside if not os.path.isfile(q)]
@@ -130,6 +131,19 @@ def _cached_queries(cache, queries, layer) -> tuple:
         mask[rows] = True
         cached = c.codes(layer, rows=mask)  # in row order
         return in_cache, rows, cached[np.searchsorted(np.flatnonzero(mask), rows)], outside, layer, c.fingerprint
+
+
+def _rows_of_queries(c, cache, queries) -> dict:
+    """{query: row} for the queries an open cache holds as paths: through the row hashes kept beside
+    an indexed cache (no read of every path: classify/row_hashes.py), else from every path."""
+    from ..classify.index import index_folder
+    if os.path.isdir(index_folder(cache)):
+        from ..classify.row_hashes import rows_of_paths
+        return rows_of_paths(c, queries)
+    row_of = {}
+    for i, p in enumerate(c.paths):
+        row_of.setdefault(p, i)  # an image's first row: its centre view
+    return {q: row_of[q] for q in queries if q in row_of}
 
 
 def _encoded(fingerprint, images, texts, layer, width, weights, device) -> np.ndarray:
