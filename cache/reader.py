@@ -17,6 +17,7 @@ from .schema import (CLASS_NAMES, CODES_GROUP, FAILED_GROUP, LABELS, STAT, VIEW_
 
 READ_BLOCK_ROWS = 8192
 SPLITS = ("train", "val", "test")
+SPARSE_SPAN = 16  # read_rows_into: rows kept this far apart on average are read alone
 MISSING_ROW = "MISSING ROW"  # how a path reads where its segment is not there (cache/_manifest.py)
 
 
@@ -222,17 +223,33 @@ class CodesCache:
         """The rows ``start + i`` for which ``keep[i]``, of each dataset side by side, into
         ``out[at:]`` (converted by ``copy(destination, source)``); returns how many rows."""
         n, column = int(keep.sum()), 0
+        picked = np.flatnonzero(keep)
+        # a few rows of a long block (a query's row): read from the first kept row to the last, or
+        # those rows alone where they lie far apart, never the whole block
+        lo, hi = (int(picked[0]), int(picked[-1]) + 1) if n else (0, 0)
+        alone = n and hi - lo > SPARSE_SPAN * n
         for dset in dsets:
-            block = self.read_rows(dset, start, start + len(keep))
-            copy(out[at:at + n, column:column + dset.shape[1]], block if keep.all() else block[keep])
-            column += dset.shape[1]
+            width = dset.shape[1]
+            if alone:
+                block = self.read_rows(dset, start + picked)
+            else:
+                block = self.read_rows(dset, start + lo, start + hi)
+                if n != hi - lo:
+                    block = block[picked - lo]
+            copy(out[at:at + n, column:column + width], block)
+            column += width
         return n
 
-    def read_rows(self, dset, start, stop) -> np.ndarray:
-        """Rows [start, stop) of a codes dataset as stored (float16 or float32); a damaged chunk is
-        one clear error naming the rows and the fix."""
+    def read_rows(self, dset, start, stop=None) -> np.ndarray:
+        """Rows [start, stop) of a codes dataset as stored (float16 or float32), or with ``stop``
+        None the rows listed in ``start`` (increasing); a damaged chunk is one clear error naming
+        the rows and the fix."""
+        selection = slice(start, stop)
+        if stop is None:
+            selection = np.asarray(start, dtype=np.int64)
+            start, stop = int(selection[0]), int(selection[-1]) + 1
         try:
-            block = dset[start:stop]
+            block = dset[selection]
         except Exception as exc:  # noqa: BLE001  (a failed checksum, or HDF5 naming damage otherwise)
             raise CacheError(f"{self.path}: codes of rows {start}-{stop - 1} cannot be read "
                              f"({exc}); run `cnncodes verify {self.path}`") from None

@@ -12,7 +12,6 @@ views of a selection image sit the sweep out; they join the final refit).
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.model_selection import StratifiedShuffleSplit
 
 from ..cache.schema import image_of_rows
 
@@ -86,6 +85,7 @@ def plan_splits(splits, labels, seed=0, views=None) -> SplitPlan:
         # Drawn over images (their centre rows), so the slice and its counts do not depend on views.
         candidates = np.flatnonzero(fit_centre)
         fit_labels = np.asarray(labels)[fit_mask][candidates]
+        from sklearn.model_selection import StratifiedShuffleSplit  # here: reading a cache's splits needs no scikit-learn
         splitter = StratifiedShuffleSplit(n_splits=1, test_size=SELECTION_FRACTION, random_state=seed)
         try:
             _, chosen = next(splitter.split(np.zeros(len(fit_labels)), fit_labels))
