@@ -4,6 +4,7 @@
 planted at four cosines), each size in a fresh process.
 
     python bench/audit_bench.py --sizes 10000,30000,100000
+    python bench/audit_bench.py --sizes 200000 --index auto --compare   # through the faiss index, and without
 """
 import argparse
 import json
@@ -18,7 +19,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from cnncodes.cache import Fingerprint, open_for_append  # noqa: E402
-from _common import VMHWM_KB, cpu  # noqa: E402
+from _common import VMHWM_KB, cpu, isa  # noqa: E402
 
 
 # Per-dimension noise added to a copy and the cosine it gives (a code's variance is 1 + 1.5^2 a
@@ -60,32 +61,76 @@ def synthetic_cache(path, n, width=1280, seed=0):
             session.commit_shard()
 
 
+def _child(code) -> tuple:
+    """(seconds, peak GB, completed process) of ``code`` run as a fresh Python process."""
+    started = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code + f"; print('PEAK', {VMHWM_KB} / 2**20)"],
+                         capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    peak = next((float(line.split()[1]) for line in out.stdout.splitlines() if line.startswith("PEAK")), 0.0)
+    return seconds, peak, out
+
+
+def _audit(cache, report, search, max_memory, index_rows=None) -> tuple:
+    argv = ["audit", cache, "--report", report, "--threshold", "0.9", "--search", search]
+    argv += ["--max-memory", max_memory] if max_memory else []
+    lower = f"from cnncodes.classify.audit import near_pairs; near_pairs.INDEX_ROWS = {index_rows}; " \
+        if index_rows is not None else ""
+    return _child(f"import sys; {lower}from cnncodes import cli; rc = cli.main({argv!r}); sys.stdout.flush(); "
+                  "rc and sys.exit(rc)")
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="10000,30000")
     ap.add_argument("--max-memory", default=None, help="audit's --max-memory (its default is a quarter of RAM)")
+    ap.add_argument("--index", default=None, metavar="KIND",
+                    help="build the cache's faiss index first (`cnncodes index --kind KIND`; auto: the kind by size), "
+                         "time the build, and audit with --search index")
+    ap.add_argument("--compare", action="store_true",
+                    help="with --index: also audit the same cache with the default search (exact or cells)")
+    ap.add_argument("--search", default="auto", help="the audit's --search without --index (default auto)")
+    ap.add_argument("--index-rows", type=int, default=None, metavar="N",
+                    help="with --index: the index answers beyond N rows (near_pairs.INDEX_ROWS, default 100,000)")
+    ap.add_argument("--keep", default=None, metavar="DIR",
+                    help="keep the synthetic caches in DIR and reuse them (a million rows take minutes to write)")
     args = ap.parse_args()
-    print(f"machine: {cpu()}")
+    print(f"machine: {cpu()} ({isa()}); load average at start {_load()}")
     levels = ", ".join(f"cos~{cos}" for _, cos in PLANTED)
-    print(f"{'rows':>8}{'seconds':>9}{'peak GB':>9}  planted copies found of {PER_LEVEL} each ({levels}); search")
+    print(f"{'rows':>8} {'search':>8}{'index s':>9}{'audit s':>9}{'peak GB':>9}  planted copies found of {PER_LEVEL} "
+          f"each ({levels}); load average after; the report's search")
     with tempfile.TemporaryDirectory() as tmp:
+        folder = args.keep or tmp
+        os.makedirs(folder, exist_ok=True)
         for n in [int(s) for s in args.sizes.split(",")]:
-            cache = os.path.join(tmp, f"c{n}.h5")
-            synthetic_cache(cache, n)
-            code = (f"import sys; from cnncodes import cli; "
-                    f"rc = cli.main(['audit', {cache!r}, '--report', {os.path.join(tmp, 'r')!r}, "
-                    f"'--threshold', '0.9'{', ' + repr('--max-memory') + ', ' + repr(args.max_memory) if args.max_memory else ''}]); "
-                    f"print('PEAK', {VMHWM_KB} / 2**20); sys.exit(rc)")
-            started = time.perf_counter()
-            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-            seconds = time.perf_counter() - started
-            peak = next((float(line.split()[1]) for line in out.stdout.splitlines() if line.startswith("PEAK")), 0.0)
-            if out.returncode:
-                print(f"{n:>8}  failed: {out.stderr[-300:]}", flush=True)
-                continue
-            search = next((line for line in out.stdout.splitlines() if line.startswith("near duplicates")), "")
-            print(f"{n:>8}{seconds:>9.1f}{peak:>9.2f}  {planted_found(os.path.join(tmp, 'r'), n)}; {search}", flush=True)
-
+            cache = os.path.join(folder, f"c{n}.h5")
+            if not os.path.exists(cache):
+                synthetic_cache(cache, n)
+            runs = [("index", args.index)] if args.index else []
+            runs += [(args.search, None)] if (args.compare or not args.index) else []
+            for search, kind in runs:
+                build = ""
+                if kind:
+                    argv = ["index", cache, "--rebuild", "--json"] + ([] if kind == "auto" else ["--kind", kind])
+                    seconds, _, out = _child(f"import sys; from cnncodes import cli; sys.exit(cli.main({argv!r}))")
+                    if out.returncode:
+                        print(f"{n:>8}  index failed: {out.stderr[-300:]}", flush=True)
+                        continue
+                    build = f"{seconds:.1f}"
+                seconds, peak, out = _audit(cache, os.path.join(tmp, "r"), search, args.max_memory,
+                                            args.index_rows if kind else None)
+                if out.returncode:
+                    print(f"{n:>8}  failed: {out.stderr[-300:]}", flush=True)
+                    continue
+                with open(os.path.join(tmp, "r", "audit.json")) as f:
+                    found = json.load(f)
+                print(f"{n:>8} {found['search_kind']:>8}{build:>9}{seconds:>9.1f}{peak:>9.2f}  "
+                      f"{planted_found(os.path.join(tmp, 'r'), n)} = {sum(planted_found(os.path.join(tmp, 'r'), n))}; "
+                      f"load {_load()}; {found['search']}", flush=True)
 
 
 if __name__ == "__main__":

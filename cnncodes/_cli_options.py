@@ -260,6 +260,10 @@ def build_parser(prog, description):
     p.add_argument("--k", type=int, default=5, help="neighbours for the outlier score (default 5)")
     p.add_argument("--limit", type=int, default=50, help="label errors and outliers listed (default 50)")
     p.add_argument("--top", type=int, dest="limit", help=argparse.SUPPRESS)  # --limit's former name, still read
+    p.add_argument("--search", choices=("auto", "exact", "cells", "index"), default="auto",
+                   help="how near pairs are found: auto (every pair exactly up to 100,000 photos, beyond within "
+                        "k-means cells), exact, cells, or index (beyond 100,000 photos each photo's nearest from "
+                        "the cache's faiss index, `cnncodes index`; slower than the cells on 2 cores)")
     classify(p, "first: the cache's first layer, what the threshold is calibrated on", default="first")
 
     p = sub.add_parser("predict", help="classify image files or folders with a saved model")

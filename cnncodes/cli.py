@@ -289,7 +289,8 @@ def _print_table(results, report_md):
 def cmd_audit(args):
     from .api.audit import audit
     found = audit(args.cache, layer=args.layer, threshold=args.threshold, k=args.k, limit=args.limit, seed=args.seed,
-                  report=args.report, max_memory=args.max_memory, exclude=getattr(args, "exclude", None),
+                  report=args.report, search=args.search, max_memory=args.max_memory,
+                  exclude=getattr(args, "exclude", None),
                   exclude_reported=getattr(args, "exclude_reported", False))
     _print_notes(found.notes)
     if args.json:

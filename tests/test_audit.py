@@ -172,10 +172,10 @@ def test_cells_find_the_pairs_the_exact_products_find(monkeypatch):
     centres = rng.normal(0, 1, (5, 64))
     X = centres[rng.integers(0, 5, 600)] + rng.normal(0, 1.0, (600, 64))
     X[500:520] = X[:20] + rng.normal(0, 0.02, (20, 64))  # twenty planted near copies
-    exact_pairs, exact_knn, how = nb.neighbours(X, 0.99, 5)
+    exact_pairs, exact_knn, how, kind = nb.neighbours(X, 0.99, 5)
     assert how.startswith("exact")
     monkeypatch.setattr(nb, "EXACT_ROWS", 100)
-    cell_pairs, cell_knn, how = nb.neighbours(X, 0.99, 5)
+    cell_pairs, cell_knn, how, kind = nb.neighbours(X, 0.99, 5)
     assert how.startswith("in cells: 49 k-means cells")
     assert {(i, j) for i, j, _ in exact_pairs} == {(i, j) for i, j, _ in cell_pairs} >= {(i, 500 + i) for i in range(20)}
     assert [s for *_, s in cell_pairs] == sorted((s for *_, s in cell_pairs), reverse=True)

@@ -3,7 +3,8 @@
 - exact duplicates: rows sharing a content key under different paths; a leak when they sit in
   different splits, a label conflict when in different classes;
 - near duplicates: pairs of photos whose L2-normalised codes have a cosine at or above a
-  threshold, found by exact matrix products in blocks (beyond 100,000 photos confined to k-means
+  threshold, found by exact matrix products in blocks (beyond 100,000 photos: each photo's nearest
+  from the cache's faiss index of the layer when it has one, else comparisons confined to k-means
   cells: classify/audit/near_pairs.py); a leak is a
   val/test photo with a near (or exact) twin in train. The audit reads the cache's first layer
   unless told otherwise: measured on Lite0, the final pool tells two different daisies apart where
@@ -24,6 +25,7 @@ from ...cache import open_cache
 from ...cache.schema import UNLABELED
 
 from ..errors import ClassifyError
+from . import near_pairs
 from .near_pairs import neighbours
 
 # Cosine thresholds for near duplicates, calibrated on planted copies (re-encoded, resized,
@@ -112,8 +114,12 @@ def confident_learning(y, proba) -> np.ndarray:
     return suspects[np.argsort(given[suspects], kind="stable")]
 
 
-def find_problems(data, threshold=None, k=5, limit=50, seed=0) -> dict:
-    """The audit of a CodesData held in memory (every row: duplicates cannot be found on a sample)."""
+def find_problems(data, threshold=None, k=5, limit=50, seed=0, search="auto") -> dict:
+    """The audit of a CodesData held in memory (every row: duplicates cannot be found on a sample).
+    search: how near pairs are found: "auto", "exact", "cells" or "index" (near_pairs.neighbours)."""
+    from .near_pairs import SEARCHES
+    if search not in SEARCHES:
+        raise ClassifyError(f"search={search!r}: choose {', '.join(SEARCHES)}")
     if data.streamed or len(data.y) != data.rows_total:
         raise ClassifyError(f"{data.path}: the audit compares every row with every other and holds the codes in "
                             "memory; they exceed max_memory=: raise it")
@@ -144,7 +150,11 @@ def find_problems(data, threshold=None, k=5, limit=50, seed=0) -> dict:
                           "crosses_splits": len({stored_splits[i] for i in members}) > 1,
                           "label_conflict": len({int(labels[i]) for i in members}) > 1})
     # Near duplicates and each photo's distance to its neighbours.
-    pairs, knn, search = neighbours(data.X, threshold, k, rows=centre)
+    pairs, knn, how, search_kind = neighbours(data.X, threshold, k, rows=centre, index=lambda: _index_of(data),
+                                                 cache_rows=data.cache_rows(centre), spread=_spread(data),
+                                                 search=search)
+    if search == "index" and search_kind in ("exact", "cells") and len(centre) > near_pairs.INDEX_ROWS:
+        how += f" (search=index: {_no_index(data)})"
     near = []
     for a, b, cosine in sorted(pairs, key=lambda p: -p[2]):
         i, j = int(centre[a]), int(centre[b])
@@ -181,7 +191,8 @@ def find_problems(data, threshold=None, k=5, limit=50, seed=0) -> dict:
     outliers = [row(int(centre[a]), knn_distance=round(float(knn[a]), 4)) for a in order]
     return {
         "cache": data.path, "backbone": backbone, "layer": data.layer, "photos": int(len(centre)),
-        "threshold": threshold, "threshold_source": threshold_source, "k": k, "search": search,
+        "threshold": threshold, "threshold_source": threshold_source, "k": k, "search": how,
+        "search_kind": search_kind,
         "exact_duplicates": exact, "near_duplicates": near, "leaked": leaked, "train_twins_of_leaked": train_twins,
         "label_rule": rule, "label_issues_total": int(suspects), "label_issues": issues, "outliers": outliers,
         "counts": {
@@ -195,6 +206,28 @@ def find_problems(data, threshold=None, k=5, limit=50, seed=0) -> dict:
         "exclude": sorted({r["path"] for g in exact for r in g["rows"][1:]} | set(train_twins)
                           | {r["path"] for r in issues}),
     }
+
+
+def _index_of(data):
+    """The cache's faiss index of the audited layer (classify/index.py), or None: without faiss, without
+    an index of that layer, or for codes of several layers or caches side by side."""
+    if data.side_by_side or not isinstance(data.layer, str) or "+" in data.layer:
+        return None
+    from ..index import open_index
+    return open_index(data.path, data.layer)
+
+
+def _no_index(data) -> str:
+    """Why the index was not used, in words."""
+    from ..index import faiss_module
+    if faiss_module() is None:
+        return "faiss is not installed"
+    return f"the cache has no index of {data.layer} (`cnncodes index`)"
+
+
+def _spread(data) -> int:
+    """Rows the cache holds per photo at most: 1 + its augmented views."""
+    return 1 if data.views is None or not len(data.views) else 1 + int(np.max(data.views))
 
 
 def effect_on_score(data, leaked, seed=0) -> dict:

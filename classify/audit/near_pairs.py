@@ -10,7 +10,15 @@ always are (recall measured in bench/audit_bench.py). The work is a small share 
 each block a matrix product (unlike an index that scans its lists query by query, or HNSW's
 graph, which missed more of the planted copies: docs/cli.md, audit's cost, has the figures), and
 the only copies are one cell's codes at a time.
+
+With search="index", beyond INDEX_ROWS, where the cache has a faiss index of the layer (`cnncodes
+index`, classify/index.py), the index answers instead: each photo's INDEX_NEIGHBOURS nearest, asked
+in batches of queries (a photo never answers itself; rows committed after the index are searched
+exactly by the index's own search), and a pair is found when either photo lists the other. It is
+not the default: a query at a time through faiss's lists or graph costs far more than the cells'
+block products for every photo's nearest (docs/cli.md, audit's cost, has the figures).
 """
+SEARCHES = ("auto", "exact", "cells", "index")
 import numpy as np
 
 from ..cosine import unit as normalised
@@ -27,31 +35,95 @@ HUB_NEIGHBOURS = 10      # sampled rows that measure a centroid's popularity
 KMEANS_ITERATIONS = 10   # Lloyd iterations from random centres (k-means++ seeding took far longer):
                          # cells need only be coherent, not converged
 NORM_BLOCK = 65536       # rows normalised at a time: no second copy of every code
+# Beyond this many rows a faiss index of the layer, when the cache has one, gives each photo its
+# nearest instead of the exact products or the cells.
+INDEX_ROWS = EXACT_ROWS
+INDEX_NEIGHBOURS = 10    # nearest asked of the index per photo (at least k): a photo's near pairs past
+                         # its 10 nearest are not listed (a degenerate cache of many copies of one photo)
+INDEX_BATCH = 8192       # queries per index search at most (fewer where its candidates need more memory)
 
 
-def neighbours(X, threshold, k, budget_bytes=256 << 20, seed=0, rows=None) -> tuple:
+def neighbours(X, threshold, k, budget_bytes=256 << 20, seed=0, rows=None, index=None, cache_rows=None,
+               spread=1, search="auto") -> tuple:
     """(pairs [(i, j, cosine)] with i < j and cosine >= threshold, closest first, at most
     PAIRS_CAP; the mean cosine distance of each row to its k nearest others [m]; how they were
-    found), on the cosines of the rows of ``X`` (any scale: rows are normalised here), or of
-    ``X[rows]`` when rows are given (numbered 0..len(rows)-1, without a copy of them all)."""
+    found; which search: "exact", "cells" or the index's kind), on the cosines of the rows of
+    ``X`` (any scale: rows are normalised here), or of ``X[rows]`` when rows are given (numbered
+    0..len(rows)-1, without a copy of them all).
+    ``index``: a callable giving the cache's faiss index (classify/index.py's CacheIndex) or None,
+    asked only beyond INDEX_ROWS rows; ``cache_rows``: the cache row of each of the m rows (what
+    the index answers in; default ``rows``), every other row the index answers (a view, say) is
+    passed over; ``spread``: rows the cache holds per photo (1 + its views), so that enough are asked.
+    ``search``: "auto" (exact up to EXACT_ROWS rows, beyond in cells), "exact", "cells", or "index"
+    (the index beyond INDEX_ROWS rows where ``index`` gives one, else as "auto")."""
     take = (lambda idx: X[idx]) if rows is None else (lambda idx: X[rows[idx]])
     m = len(X) if rows is None else len(rows)
-    if m <= EXACT_ROWS:
+    found = index() if (search == "index" and index is not None and m > INDEX_ROWS) else None
+    if found is not None:
+        cache_rows = (np.arange(m) if rows is None else np.asarray(rows)) if cache_rows is None else cache_rows
+        pairs, knn = _index_neighbours(take, m, found, np.asarray(cache_rows, dtype=np.int64), threshold, k,
+                                       budget_bytes, spread)
+        return pairs, knn, (f"faiss {found.kind} index of the layer: each photo's {max(k, INDEX_NEIGHBOURS)} "
+                            f"nearest (beyond {INDEX_ROWS:,} photos)"), found.kind
+    exact = search == "exact" or (search != "cells" and m <= EXACT_ROWS)
+    if exact:
         members = [np.arange(m)]
         listed = members
         how = "exact (blocked matrix products)"
     else:
         members, listed, cells = _cells(take, m, seed)
         how = (f"in cells: {cells:,} k-means cells, each photo compared exactly with those listed in its "
-               f"cell, each listed in its {PROBE} nearest (beyond {EXACT_ROWS:,} photos)")
+               f"cell, each listed in its {PROBE} nearest" + (f" (beyond {EXACT_ROWS:,} photos)" if m > EXACT_ROWS else ""))
     pairs, knn = {}, np.zeros(m, dtype=np.float32)
-    if m <= EXACT_ROWS:
+    if exact:
         _compare_all(take, m, threshold, k, budget_bytes, pairs, knn)
-    for members_of_cell, candidates in ([] if m <= EXACT_ROWS else zip(members, listed)):
+    for members_of_cell, candidates in ([] if exact else zip(members, listed)):
         if len(members_of_cell):
             _compare(take, m, members_of_cell, candidates, threshold, k, budget_bytes, pairs, knn)
     ranked = sorted(((i, j, s) for (i, j), s in pairs.items()), key=lambda p: -p[2])[:PAIRS_CAP]
-    return ranked, knn, how
+    return ranked, knn, how, "exact" if exact else "cells"
+
+
+def _index_neighbours(take, m, index, cache_rows, threshold, k, budget_bytes, spread) -> tuple:
+    """(pairs, knn) as neighbours gives them, from the index's nearest of each of the m rows (read
+    through ``take``, queried a batch at a time; ``cache_rows[i]``: row i's row in the cache, which
+    the index never answers it with). Answers that are none of the m rows are passed over."""
+    from ..index import REFINE, REFINE_MIN
+    position = np.full(int(max(cache_rows.max(), 0)) + 1, -1, dtype=np.int64)
+    position[cache_rows] = np.arange(m)
+    nearest = min(k, m - 1)
+    asked = max(nearest, INDEX_NEIGHBOURS)
+    want = asked * spread + spread - 1  # a photo's own views and its neighbours' may come first
+    candidates = max(want * REFINE, REFINE_MIN) if index.kind == "ivfpq" else want  # ranked exactly per query
+    width = take(np.arange(1)).shape[1]
+    batch = int(max(64, min(INDEX_BATCH, budget_bytes // (4 * width * (candidates + 4)))))
+    knn = np.zeros(m, dtype=np.float32)
+    found_a, found_b, found_s = [], [], []
+    for start in range(0, m, batch):
+        mine = np.arange(start, min(m, start + batch))
+        answers, cosines = index.search(take(mine), want, exclude=cache_rows[mine], budget_bytes=budget_bytes)
+        inside = (answers >= 0) & (answers < len(position))
+        at = np.where(inside, position[np.where(inside, answers, 0)], -1)
+        cosines = np.where(at >= 0, cosines, -np.inf)
+        if want > asked:  # keep each row's first ``asked`` answers among the m rows, best first
+            order = np.argsort(at < 0, axis=1, kind="stable")[:, :asked]
+            at, cosines = np.take_along_axis(at, order, axis=1), np.take_along_axis(cosines, order, axis=1)
+        # the missing neighbours (fewer answers than k) count as orthogonal: distance 1
+        distance = np.where(np.isfinite(cosines[:, :nearest]), 1.0 - cosines[:, :nearest], 1.0)
+        knn[mine] = distance.sum(axis=1) / max(1, nearest) if nearest else 0.0
+        a, b = np.nonzero(cosines >= threshold)
+        found_a.append(mine[a])
+        found_b.append(at[a, b])
+        found_s.append(cosines[a, b])
+    a, b, s = (np.concatenate(found) for found in (found_a, found_b, found_s))
+    low, high = np.minimum(a, b), np.maximum(a, b)
+    order = np.lexsort((-s, high, low))  # each pair once (found from either side): its higher cosine
+    low, high, s = low[order], high[order], s[order]
+    first = np.ones(len(low), dtype=bool)
+    first[1:] = (low[1:] != low[:-1]) | (high[1:] != high[:-1])
+    low, high, s = low[first], high[first], s[first]
+    closest = np.argsort(-s, kind="stable")[:PAIRS_CAP]
+    return list(zip(low[closest].tolist(), high[closest].tolist(), s[closest].tolist())), knn
 
 
 def _compare(take, m, rows, candidates, threshold, k, budget_bytes, pairs, knn):

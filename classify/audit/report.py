@@ -11,6 +11,7 @@ def summary_lines(found) -> list:
              f"{c['exact_label_conflicts']} with conflicting labels",
              f"near duplicates (cosine >= {found['threshold']:g}, {found['threshold_source']}): {c['near_pairs']} "
              f"pairs, {c['near_crossing_splits']} across splits, {c['near_label_conflicts']} with different labels",
+             f"near-pair search: {found.get('search', '')}",
              f"leaks: {c['leaked']} val/test photos have an exact or near twin in train",
              f"likely label errors: {c['likely_label_errors']} ({found['label_rule'] or 'no labels to check'})"]
     effect = found.get("effect_on_score") or {}

@@ -16,7 +16,8 @@ class AuditReport:
     threshold: float
     threshold_source: str
     k: int
-    search: str
+    search: str        # how the near pairs and each photo's nearest were found, in words
+    search_kind: str   # which search: "exact" (every pair), "cells" (k-means cells) or the faiss index's kind
     exact_duplicates: list
     near_duplicates: list
     leaked: list
@@ -58,12 +59,17 @@ class AuditReport:
                                ".exclude for fit's exclude=")
 
 
-def audit(cache, *, layer="first", threshold=None, k=5, limit=50, seed=0, report=None, **load_options) -> AuditReport:
+def audit(cache, *, layer="first", threshold=None, k=5, limit=50, seed=0, report=None, search="auto",
+          **load_options) -> AuditReport:
     """What is wrong with the data, found from the codes: exact and near duplicates, train/eval
     leaks, likely label errors, outliers, and the leaks' effect on the score. The command line's
     defaults by construction. layer: "first" (the cache's first layer, what the threshold is
     calibrated on), a name, "a,b", or None for every code layer side by side. limit: likely label
     errors and outliers listed. report: a folder for audit.md, audit.json and the picture sheets.
+    search: how near pairs are found: "auto" (every pair exactly up to 100,000 photos, beyond within
+    k-means cells), "exact", "cells", or "index" (beyond 100,000 photos each photo's nearest from the
+    cache's faiss index of the layer, `cnncodes index`; without one, as "auto"). The report's
+    ``search_kind`` says which was used: "exact", "cells" or the index's kind.
     load_options: max_memory, exclude, exclude_reported, as load_codes takes them."""
     from ..classify.audit import find_problems
     from ..classify.audit import effect_on_score
@@ -72,7 +78,7 @@ def audit(cache, *, layer="first", threshold=None, k=5, limit=50, seed=0, report
     from .layers import reading_layer
     cache = os.fspath(cache)
     data = load_every_row(cache, reading_layer(cache, layer), seed=seed, **load_options)
-    found = find_problems(data, threshold=threshold, k=k, limit=limit, seed=seed)
+    found = find_problems(data, threshold=threshold, k=k, limit=limit, seed=seed, search=search)
     try:
         found["effect_on_score"] = effect_on_score(data, found["leaked"], seed)
     except ClassifyError as exc:  # no split to report on, say: the audit itself still stands
