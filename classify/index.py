@@ -187,9 +187,10 @@ def read_manifest(cache_path, layer):
     return manifest if manifest.get("format") == FORMAT and manifest.get("layer") == layer else None
 
 
-def build(cache_path, layer, kind=None, rebuild=False, budget_bytes=1 << 30, on_step=None) -> dict:
+def build(cache_path, layer, kind=None, rebuild=False, budget_bytes=1 << 30, on_step=None, _tries=3) -> dict:
     """Build the cache's index for ``layer``, or bring it up to date (only the rows it lacks are
-    added). Returns {kind, rows, added, gone, rebuilt, seconds, folder}."""
+    added). Returns {kind, rows, added, gone, rebuilt, seconds, folder}. A commit to the cache during
+    the build (its rows may have moved under the codes read) makes it start again, up to 3 times."""
     faiss = faiss_module()
     if faiss is None:
         raise ClassifyError(f"{cache_path}: an index needs faiss, which is not installed; install it with {INSTALL}")
@@ -200,10 +201,10 @@ def build(cache_path, layer, kind=None, rebuild=False, budget_bytes=1 << 30, on_
     folder = index_folder(cache_path)
     os.makedirs(folder, exist_ok=True)
     version = cache_version(cache_path)
-    current, n = _cache_identities(cache_path)
     from ..cache import open_cache
     with open_cache(cache_path) as c:
-        width = c.width(layer)
+        current, _ = row_hashes(c)
+        n, width = len(current), c.width(layer)
     old = None if rebuild else read_manifest(cache_path, layer)
     wanted = kind or choose_kind(n, width)
     if old is not None and (old["kind"] != wanted or old["dim"] != width) and (
@@ -254,6 +255,11 @@ def build(cache_path, layer, kind=None, rebuild=False, budget_bytes=1 << 30, on_
                 "generation": generation, "faiss": faiss_name, "ids": ids_name, "rows": rows_name,
                 "vectors": vectors, "ntotal": int(index.ntotal), "cache_version": version, "cache_rows": n,
                 "built_rows": old["built_rows"] if old else n, "faiss_version": faiss.__version__}
+    if cache_version(cache_path) != version:  # rows read from two versions of the cache: again
+        if _tries <= 1:
+            raise ClassifyError(f"{cache_path}: the cache changed during each of 3 index builds (a writer "
+                                "committing); run `cnncodes index` again once it has finished")
+        return build(cache_path, layer, kind, rebuild, budget_bytes, on_step, _tries - 1)
     _commit(folder, layer, manifest)
     forget_unnamed(cache_path)
     return {"kind": wanted, "rows": n, "indexed": int((rows_of >= 0).sum()), "added": added,
