@@ -71,7 +71,7 @@ def neighbours(X, threshold, k, budget_bytes=256 << 20, seed=0, rows=None, index
         listed = members
         how = "exact (blocked matrix products)"
     else:
-        members, listed, cells = _cells(take, m, seed)
+        members, listed, cells, norms = _cells(take, m, seed)
         how = (f"in cells: {cells:,} k-means cells, each photo compared exactly with those listed in its "
                f"cell, each listed in its {PROBE} nearest" + (f" (beyond {EXACT_ROWS:,} photos)" if m > EXACT_ROWS else ""))
     pairs, knn = {}, np.zeros(m, dtype=np.float32)
@@ -79,7 +79,7 @@ def neighbours(X, threshold, k, budget_bytes=256 << 20, seed=0, rows=None, index
         _compare_all(take, m, threshold, k, budget_bytes, pairs, knn)
     for members_of_cell, candidates in ([] if exact else zip(members, listed)):
         if len(members_of_cell):
-            _compare(take, m, members_of_cell, candidates, threshold, k, budget_bytes, pairs, knn)
+            _compare(take, m, members_of_cell, candidates, threshold, k, budget_bytes, pairs, knn, norms)
     ranked = sorted(((i, j, s) for (i, j), s in pairs.items()), key=lambda p: -p[2])[:PAIRS_CAP]
     return ranked, knn, how, "exact" if exact else "cells"
 
@@ -126,11 +126,17 @@ def _index_neighbours(take, m, index, cache_rows, threshold, k, budget_bytes, sp
     return list(zip(low[closest].tolist(), high[closest].tolist(), s[closest].tolist())), knn
 
 
-def _compare(take, m, rows, candidates, threshold, k, budget_bytes, pairs, knn):
+def _compare(take, m, rows, candidates, threshold, k, budget_bytes, pairs, knn, norms=None):
     """Every row of ``rows`` against every row of ``candidates`` (both sorted row numbers, rows a
     subset of candidates; ``take`` reads codes by row number, of ``m``): pairs at or above the
-    threshold into ``pairs``, each row's mean distance to its k nearest candidates into ``knn``."""
-    Q = unit_blocks(take, candidates)
+    threshold into ``pairs``, each row's mean distance to its k nearest candidates into ``knn``.
+    ``norms``: every row's norm as unit() divides by, when known (each row sits in PROBE cells:
+    measured once, not per cell; the same unit rows)."""
+    if norms is None:
+        Q = unit_blocks(take, candidates)
+    else:  # the gathered rows divided in place: no second copy, no norm per cell
+        Q = np.asarray(take(candidates), dtype=np.float32)
+        np.divide(Q, norms[candidates, None], out=Q)
     block = max(1, min(len(rows), budget_bytes // max(1, len(candidates) * 4 * 2)))
     nearest = min(k, len(candidates) - 1)
     # A cell with fewer than k other rows: the missing neighbours count as orthogonal (distance 1),
@@ -141,11 +147,13 @@ def _compare(take, m, rows, candidates, threshold, k, budget_bytes, pairs, knn):
         at = np.searchsorted(candidates, chunk)  # the chunk's places among the candidates
         S = Q[at] @ Q.T
         S[np.arange(len(chunk)), at] = -np.inf  # a row is not its own neighbour
-        top = np.partition(S, S.shape[1] - nearest, axis=1)[:, S.shape[1] - nearest:] if nearest else S[:, :0]
-        knn[chunk] = ((1.0 - top).sum(axis=1) + missing) / max(1, nearest + missing)
         a, b = _where(S >= threshold)
         for i, j, s in zip(chunk[a].tolist(), candidates[b].tolist(), S[a, b].tolist()):
             pairs[min(i, j), max(i, j)] = s
+        if nearest:  # S partitioned in place once its pairs are read (np.partition would copy it first)
+            S.partition(S.shape[1] - nearest, axis=1)
+        top = S[:, S.shape[1] - nearest:] if nearest else S[:, :0]
+        knn[chunk] = ((1.0 - top).sum(axis=1) + missing) / max(1, nearest + missing)
         if len(pairs) > 2 * PAIRS_CAP:
             kept = sorted(pairs.items(), key=lambda p: -p[1])[:PAIRS_CAP]
             pairs.clear()
@@ -228,8 +236,9 @@ def _merge_best(best, start, S, mask, axis=1):
 
 
 def _cells(take, m, seed) -> tuple:
-    """(rows living in each cell, rows listed in each cell, number of cells): k-means on a
-    sample of normalised rows, then each row's PROBE nearest centroids, nearest first."""
+    """(rows living in each cell, rows listed in each cell, number of cells, each row's norm as
+    unit() divides by): k-means on a sample of normalised rows, then each row's PROBE nearest
+    centroids, nearest first."""
     from sklearn.cluster import KMeans
     cells = int(round(np.sqrt(PROBE * m)))
     rng = np.random.default_rng(seed)
@@ -248,14 +257,17 @@ def _cells(take, m, seed) -> tuple:
     del sampled, sample_scores
     nearest = np.empty((m, PROBE), dtype=np.int32)
     affinity = np.empty((m, PROBE), dtype=np.float32)
+    norms = np.empty(m, dtype=np.float32)
     for start in range(0, m, NORM_BLOCK):
-        scores = normalised(take(np.arange(start, min(m, start + NORM_BLOCK)))) @ C.T - popularity
+        block = np.asarray(take(np.arange(start, min(m, start + NORM_BLOCK))), dtype=np.float32)
+        norms[start:start + NORM_BLOCK] = np.maximum(np.linalg.norm(block, axis=1), 1e-12)  # as unit() has them
+        scores = np.divide(block, norms[start:start + NORM_BLOCK, None], out=block) @ C.T - popularity
         top = np.argpartition(-scores, PROBE - 1, axis=1)[:, :PROBE]
         order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1)
         nearest[start:start + NORM_BLOCK] = np.take_along_axis(top, order, axis=1)
         affinity[start:start + NORM_BLOCK] = np.take_along_axis(scores, nearest[start:start + NORM_BLOCK], axis=1)
     home = _homes(nearest, affinity, cells, capacity=BALANCE * -(-m // cells))
-    return _group(home, cells), _group(nearest.ravel(), cells, np.repeat(np.arange(m), PROBE)), cells
+    return _group(home, cells), _group(nearest.ravel(), cells, np.repeat(np.arange(m), PROBE)), cells, norms
 
 
 def _homes(nearest, affinity, cells, capacity) -> np.ndarray:
