@@ -18,6 +18,8 @@ import numpy as np
 
 NORM_BLOCK = 65536  # rows normalised at a time by unit_blocks: no float64 or second full copy
 MAX_BLOCK_ROWS = 8192  # a block in memory stays near the processor's cache: read twice, fetched once
+FEW_QUERIES = 8     # up to this many queries a block is read a slice at a time (_cosines)
+L2_SLICE_BYTES = 1 << 20  # a slice of rows that stays in one core's L2 cache between its two reads
 MERGE_COPIES = 3    # a block's scores, their merge with the running best, and its row numbers
 
 
@@ -77,11 +79,7 @@ def top_k(queries, blocks, k, exclude=None) -> tuple:
             continue
         rows = np.asarray(rows, dtype=np.int64)
         codes = np.asarray(codes, dtype=np.float32)
-        # the cosines as products over norms: the block is read twice (norms, product) and never
-        # rewritten, where a unit copy first would read it twice and write it once
-        norms = np.sqrt(np.einsum("ij,ij->i", codes, codes))
-        scores = Q @ codes.T  # [q, m]
-        scores /= np.maximum(norms, 1e-12)
+        scores = _cosines(Q, codes)
         own = np.flatnonzero((exclude >= rows[0]) & (exclude <= rows[-1]))
         if len(own):  # a query's own row in this block: never its answer
             at = np.searchsorted(rows, exclude[own])
@@ -99,6 +97,25 @@ def top_k(queries, blocks, k, exclude=None) -> tuple:
         best = np.take_along_axis(merged, keep, axis=1)
         best_rows = np.take_along_axis(merged_rows, keep, axis=1)
     return ranked(best_rows, best)
+
+
+def _cosines(Q, codes) -> np.ndarray:
+    """[q, m] cosines of unit queries with rows of any scale, as products over norms: the block is
+    read twice (norms, product) and never rewritten, where a unit copy first would read it twice and
+    write it once. For a few queries the product is bound by memory, not arithmetic: both reads go a
+    slice of the block at a time that stays in the core's L2 cache, so the block comes from memory once."""
+    if len(Q) > FEW_QUERIES:
+        scores = Q @ codes.T
+        scores /= np.maximum(np.sqrt(np.einsum("ij,ij->i", codes, codes)), 1e-12)
+        return scores
+    scores = np.empty((len(Q), len(codes)), dtype=np.float32)
+    step = max(64, L2_SLICE_BYTES // (4 * codes.shape[1]))
+    for start in range(0, len(codes), step):
+        part = codes[start:start + step]
+        out = scores[:, start:start + step]
+        np.matmul(Q, part.T, out=out)
+        out /= np.maximum(np.sqrt(np.einsum("ij,ij->i", part, part)), 1e-12)
+    return scores
 
 
 def ranked(rows, scores) -> tuple:
