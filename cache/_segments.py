@@ -51,6 +51,10 @@ class SegmentRows:
     # paths whose rows these rows replace under a new path (a photo found moved or renamed): the
     # link cuts them in the same publish, so a kill never leaves both
     moved_from: list = field(default_factory=list)
+    # a merge's rows come as arrays, read as stored (read_merge_rows): paths, keys and splits as bytes,
+    # stats and views as arrays, and labels (int32, into the class table the segment is written with)
+    # in place of ``classes``; None: the lists above (new rows, carried or moved ones)
+    labels: np.ndarray = None
 
     def __len__(self):
         return len(self.paths) + len(self.failed_paths)
@@ -74,10 +78,13 @@ def write_segment(path, attrs: dict, class_names, rows: SegmentRows, widths: dic
         write_fixed_attrs(f, attrs)
         f.attrs["rows"] = n
         f.create_dataset(CLASS_NAMES, data=fixed_utf8(class_names))
-        index = {name: i for i, name in enumerate(class_names)}
-        labels = np.array([UNLABELED if c is None else index[c] for c in rows.classes], dtype=np.int32).reshape(n)
+        if rows.labels is None:
+            index = {name: i for i, name in enumerate(class_names)}
+            labels = np.array([UNLABELED if c is None else index[c] for c in rows.classes], dtype=np.int32).reshape(n)
+        else:
+            labels = np.asarray(rows.labels, dtype=np.int32).reshape(n)
         f.create_dataset(LABELS, data=labels, **row_options(n))
-        f.create_dataset("paths", data=fixed_utf8(rows.paths), **row_options(n, compress=True))
+        f.create_dataset("paths", data=_fixed_paths(rows.paths), **row_options(n, compress=True))
         f.create_dataset("keys", data=np.array(rows.keys, dtype=KEY_DTYPE).reshape(n), **row_options(n))
         f.create_dataset("splits", data=np.array(rows.splits, dtype=SPLIT_DTYPE).reshape(n), **row_options(n))
         stat = f.create_dataset(STAT, data=np.asarray(rows.stats, dtype=np.int64).reshape(n, len(STAT_COLUMNS)),
@@ -88,7 +95,10 @@ def write_segment(path, attrs: dict, class_names, rows: SegmentRows, widths: dic
         group = f.create_group(CODES_GROUP)
         for layer, width in widths.items():
             parts = rows.codes.get(layer) or [np.zeros((0, width), dtype)]
-            data = np.concatenate([np.asarray(p, dtype=dtype) for p in parts]).reshape(n, width)
+            if len(parts) == 1:  # a merge's rows, read into one array: written as they are, no copy
+                data = np.ascontiguousarray(parts[0], dtype=dtype).reshape(n, width)
+            else:
+                data = np.concatenate([np.asarray(p, dtype=dtype) for p in parts]).reshape(n, width)
             # fletcher32: a checksum per chunk, so bytes that change on disk fail loudly on read.
             group.create_dataset(layer, data=data, chunks=(max(1, min(CODE_CHUNK_ROWS, n)), width),
                                  maxshape=(None, width), fletcher32=True)
@@ -99,7 +109,93 @@ def write_segment(path, attrs: dict, class_names, rows: SegmentRows, widths: dic
         if rows.moved_from:  # optional: older segments have none
             f.create_dataset(MOVED_FROM, data=fixed_utf8(rows.moved_from))
         _, digest = stamp(f)
+    _mark_checked(path)  # its tables are the ones just digested: linking it reads them without a second check
     return digest
+
+
+def _mark_checked(path) -> None:
+    info = os.stat(path)
+    if len(_tables_checked) > 4096:
+        _tables_checked.clear()
+    _tables_checked[(os.path.abspath(path), info.st_ino, info.st_size, info.st_mtime_ns)] = True
+
+
+def _fixed_paths(paths) -> np.ndarray:
+    """The paths as fixed_utf8 stores them; a merge's (bytes as stored) without a trip through str:
+    the same bytes, the same width (the longest of these rows)."""
+    if not isinstance(paths, np.ndarray):
+        return fixed_utf8(paths)
+    width = max(1, int(np.char.str_len(paths).max())) if len(paths) else 1
+    return np.asarray(paths, dtype=h5py.string_dtype("utf-8", width)).reshape(len(paths))
+
+
+def read_merge_rows(sources, widths: dict, class_names, dtype) -> SegmentRows:
+    """The rows of ``sources`` ([(segment path, [(start, stop), ...] sorted)]), in that order, as a
+    merge copies them: arrays as stored, no per-row Python; the codes read straight into one array
+    per layer. Labels are re-indexed into ``class_names`` (the cache's table, which extends each
+    segment's)."""
+    total = sum(stop - start for _, ranges in sources for start, stop in ranges)
+    rows = SegmentRows(codes={layer: [np.empty((total, width), dtype)] for layer, width in widths.items()})
+    columns = {name: [] for name in ("paths", "keys", "splits", "labels", "stats", "views")}
+    index = {name: i for i, name in enumerate(class_names)}
+    at = 0
+    for path, ranges in sources:
+        ranges = [(int(a), int(b)) for a, b in ranges if b > a]
+        if not ranges:
+            continue
+        with open_segment(path) as f:
+            names = read_strings(f[CLASS_NAMES])
+            remap = np.array([index.get(name, _NOT_LISTED) for name in names] + [UNLABELED], dtype=np.int32)
+            lo, hi = min(a for a, _ in ranges), max(b for _, b in ranges)
+            # one contiguous block read, then the live rows picked from it (as read_segment_rows does)
+            pick = None if len(ranges) == 1 else np.concatenate([np.arange(a, b) for a, b in ranges]) - lo
+
+            def block(data):
+                return data if pick is None else data[pick]
+            labels = block(f[LABELS][lo:hi])
+            if len(labels) and int(labels.max()) >= len(names):
+                raise damaged(path, "segment file", "a label is past its class table")
+            labels = np.where(labels >= 0, remap[np.where(labels >= 0, labels, len(names))], np.int32(UNLABELED))
+            if (labels == _NOT_LISTED).any():
+                raise damaged(path, "segment file", "a row's class is not in the cache's class table")
+            columns["labels"].append(labels.astype(np.int32))
+            paths = block(f["paths"][lo:hi])
+            if paths.dtype.kind != "S":  # a segment from before fixed-width strings (variable-length ones)
+                paths = fixed_utf8(paths.tolist())
+            columns["paths"].append(paths)
+            columns["keys"].append(np.asarray(block(f["keys"][lo:hi]), dtype=KEY_DTYPE))
+            columns["splits"].append(np.asarray(block(f["splits"][lo:hi]), dtype=SPLIT_DTYPE))
+            columns["stats"].append(block(f[STAT][lo:hi]))
+            columns["views"].append(block(_views(f, hi)[lo:hi]))
+            for layer in widths:
+                dataset, out = f[CODES_GROUP][layer], rows.codes[layer][0]
+                if pick is None:
+                    dataset.read_direct(out, np.s_[lo:hi], np.s_[at:at + hi - lo])
+                else:
+                    out[at:at + len(pick)] = dataset[lo:hi][pick]
+        at += hi - lo if pick is None else len(pick)
+    assert at == total
+    rows.paths = _joined(columns["paths"], np.dtype("S1"))
+    rows.keys = _joined(columns["keys"], KEY_DTYPE)
+    rows.splits = _joined(columns["splits"], SPLIT_DTYPE)
+    rows.labels = _joined(columns["labels"], np.dtype(np.int32))
+    rows.stats = _joined(columns["stats"], np.dtype(np.int64)).reshape(total, len(STAT_COLUMNS))
+    rows.views = _joined(columns["views"], VIEW_DTYPE)
+    return rows
+
+
+_NOT_LISTED = -3  # read_merge_rows: a class of the segment's table the cache's does not hold
+
+
+def _joined(parts, dtype) -> np.ndarray:
+    if not parts:
+        return np.zeros(0, dtype)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def decoded_paths(paths) -> list:
+    """A merge's stored paths (bytes) as the str the row index keys them by (schema.text's decoding)."""
+    return [p.decode("utf-8") for p in paths.tolist()]
 
 
 _tables_checked = {}  # (path, inode, size, mtime): a segment whose tables this process checked (files never change)
@@ -158,14 +254,27 @@ class SegmentIndex:
 def read_segment_index(path, with_paths=True):
     """(SegmentIndex, paths or None, attrs): read whole, so each chunk's checksum is checked."""
     with open_segment(path) as f:
-        attrs = read_attrs(f)
-        rows = int(f.attrs["rows"])
-        index = SegmentIndex(os.path.basename(path), rows, f["keys"][()], f[STAT][()],
-                             f[LABELS][()], f["splits"][()], read_strings(f[CLASS_NAMES]), _views(f, rows))
-        paths = read_strings(f["paths"]) if with_paths else None
-        lengths = {len(index.keys), len(index.stats), len(index.labels), len(index.splits), len(index.views)}
-        if lengths != {rows} or (paths is not None and len(paths) != rows):
-            raise damaged(path, "segment file", f"its per-row datasets do not all hold {rows} rows")
+        return _segment_index(f, path, with_paths)
+
+
+def read_segment_for_link(path):
+    """(SegmentIndex, paths, attrs, failures, moved paths) of a shard, in one opening of its file:
+    what linking it needs (read_segment_index, read_segment_failures and read_segment_moved)."""
+    with open_segment(path) as f:
+        index, paths, attrs = _segment_index(f, path, True)
+        moved = read_strings(f[MOVED_FROM]) if MOVED_FROM in f else []
+        return index, paths, attrs, read_failures(f[FAILED_GROUP]), moved
+
+
+def _segment_index(f, path, with_paths):
+    attrs = read_attrs(f)
+    rows = int(f.attrs["rows"])
+    index = SegmentIndex(os.path.basename(path), rows, f["keys"][()], f[STAT][()],
+                         f[LABELS][()], f["splits"][()], read_strings(f[CLASS_NAMES]), _views(f, rows))
+    paths = read_strings(f["paths"]) if with_paths else None
+    lengths = {len(index.keys), len(index.stats), len(index.labels), len(index.splits), len(index.views)}
+    if lengths != {rows} or (paths is not None and len(paths) != rows):
+        raise damaged(path, "segment file", f"its per-row datasets do not all hold {rows} rows")
     return index, paths, attrs
 
 

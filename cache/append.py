@@ -28,9 +28,9 @@ from ._reader_leases import no_readers
 from ._row_index import Known, RowIndex
 from .schema import SCHEMA_VERSION, read_attrs
 from ._writer_thread import OrderedWriter
-from ._segments import (MERGED, SHARD, SegmentRows, awaits_link, check_identity, open_segment, read_segment_failures,
-                        read_segment_index, read_segment_moved, read_segment_rows, segment_name, segment_seq,
-                        write_segment)
+from ._segments import (MERGED, SHARD, SegmentIndex, SegmentRows, awaits_link, check_identity, decoded_paths,
+                        open_segment, read_merge_rows, read_segment_for_link, read_segment_index, read_segment_rows,
+                        segment_name, segment_seq, write_segment)
 
 COLLECT_EVERY_SECONDS = 5.0   # how often a session looks for readers before deleting retired segments
 
@@ -283,12 +283,10 @@ class AppendSession:
     def _link(self, name) -> None:
         """Make a written shard's rows and failures part of the cache (one atomic publish)."""
         path = os.path.join(self.folder, name)
-        index, paths, attrs = read_segment_index(path)
+        index, paths, attrs, failures, moved = read_segment_for_link(path)
         incoming = Fingerprint.from_attrs(attrs)
         incoming.check_can_join(Fingerprint.from_attrs(self.manifest.attrs), self.cache_path)
         self._adopt_classes(index.class_names, path)
-        failures = read_segment_failures(path)
-        moved = read_segment_moved(path)
         self._cut({p for p in paths if p in self._rows} | {f[0] for f in failures if f[0] in self._rows}
                   | {p for p in moved if p in self._rows})
         for p in paths:
@@ -322,10 +320,9 @@ class AppendSession:
 
     def _merge(self, names) -> list:
         """Copy the live rows of ``names`` (adjacent segments) into one new segment."""
-        rows = SegmentRows()
-        for name in names:
-            selection = [i for start, stop in self.manifest.ranges_of(name) for i in range(start, stop)]
-            rows.extend_rows(read_segment_rows(os.path.join(self.folder, name), selection, self.widths))
+        # arrays as stored, codes read into one array (no per-row Python, one copy fewer)
+        rows = read_merge_rows([(os.path.join(self.folder, name), self.manifest.ranges_of(name)) for name in names],
+                               self.widths, self.manifest.class_names, np.dtype(self.fingerprint.dtype))
         seq = self._allocate_seq()
         merged = segment_name(seq)
         attrs = dict(Fingerprint.from_attrs(self.manifest.attrs).to_attrs(), kind=MERGED, seq=seq)
@@ -337,8 +334,10 @@ class AppendSession:
         for name in names:
             self._rows.forget(name)
             self.manifest.digests.pop(name, None)
-        index, _, _ = read_segment_index(os.path.join(self.folder, merged), with_paths=False)
-        self._rows.add(index, rows.paths, [(0, n)])
+        # the merged segment's index from the rows just written (what reading it back gave)
+        index = SegmentIndex(merged, n, rows.keys, rows.stats, rows.labels, rows.splits,
+                             list(self.manifest.class_names), rows.views)
+        self._rows.add(index, decoded_paths(rows.paths), [(0, n)])
         return list(names)
 
     def _forget(self, name):
