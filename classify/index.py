@@ -342,6 +342,15 @@ class CacheIndex:
         return best_rows, best
 
 
+def indexed_layers(cache_path) -> list:
+    """The layers of a cache that have an index (a manifest in CACHE.faiss/)."""
+    folder = index_folder(cache_path)
+    if not os.path.isdir(folder):
+        return []
+    return sorted(name[:-len(".json")] for name in os.listdir(folder)
+                  if name.endswith(".json") and read_manifest(cache_path, name[:-len(".json")]) is not None)
+
+
 def open_index(cache_path, layer):
     """The cache's index of ``layer`` when it has one and faiss is installed, else None."""
     if not isinstance(layer, str):

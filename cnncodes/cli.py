@@ -21,12 +21,13 @@ def _terminate(signum, frame):
 
 
 def cmd_extract(args):
-    from .extract import ExtractConfig, run_extract
+    from .api.extract import extract_and_index
+    from .extract import ExtractConfig
     from .extract.config import FROM_THE_CACHE, CodeSpec, RunOptions
     given = {name for name in FROM_THE_CACHE if getattr(args, name, None) is not None}  # the rest: the cache's
     config = ExtractConfig(args.data, args.cache, codes=CodeSpec.from_args(args), run=RunOptions.from_args(args),
                            given=given)
-    summary = run_extract(config)
+    summary = extract_and_index(config)
     for path, reason in summary.failures[:20]:
         print(f"failed: {path}: {reason}", file=sys.stderr)
     if len(summary.failures) > 20:

@@ -56,6 +56,7 @@ class ExtractSummary:
     interrupted: object = None  # the KeyboardInterrupt (or SIGTERM's subclass of it) that stopped the run
     loop_seconds: float = 0.0  # decode + compute + commit only (no scan, weights or model build)
     failures: list = field(default_factory=list)
+    indexed: dict = field(default_factory=dict)  # layer -> rows added to its faiss index after the run (or why not)
 
     @property
     def images_per_second(self) -> float:
@@ -87,6 +88,9 @@ class ExtractSummary:
             text += f"; {self.vanished} cached rows are not in this manifest (kept)"
         elif self.vanished:
             text += f"; {self.vanished} cached rows have no file under the data folder (prune=True drops them)"
+        for layer, added in self.indexed.items():
+            text += (f"; index of {layer}: {added} rows added" if isinstance(added, int) else
+                     f"; index of {layer} {added}")
         return text
 
 

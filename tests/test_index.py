@@ -214,3 +214,35 @@ def test_without_faiss_everything_searches_exactly_and_index_names_the_install(c
     run = subprocess.run([sys.executable, "-m", "cnncodes", "similar", cache, query, "-k", "2", "--json"],
                          capture_output=True, text=True, cwd=ROOT, env=env)
     assert run.returncode == 0 and json.loads(run.stdout)["search"] == "exact"
+
+
+EXTRACT = ("--backbone", "mobilenet_v3_small", "--weights", "random", "--crop-size", "32", "--no-progress",
+           "--workers", "0", "--batch-size", "4")
+
+
+def test_extract_brings_the_caches_index_up_to_date(tmp_path):
+    """An indexed cache's index takes each extract's new rows (no separate `index`), and a search
+    through it then holds every row without an exact pass over the new ones."""
+    from conftest import make_image
+    from cnncodes.classify.index import open_index
+    folder, cache = tmp_path / "photos", str(tmp_path / "c.h5")
+    for i in range(6):
+        make_image(str(folder / ("red" if i % 2 else "blue") / f"p{i}.jpg"), i)
+    run_cli("extract", folder, "--cache", cache, *EXTRACT)
+    with cnncodes.open_cache(cache) as c:
+        layer = c.first_layer
+    cnncodes.index(cache, kind="flat")
+    for i in range(6, 10):
+        make_image(str(folder / "red" / f"p{i}.jpg"), i)
+    out = json.loads(run_cli("extract", folder, "--cache", cache, *EXTRACT, "--json").stdout)
+    assert out["written"] == 4 and out["indexed"] == {layer: 4}
+    index = open_index(cache, layer)
+    index._in_step()
+    assert index.unindexed is None and (index.rows_of >= 0).sum() == 10  # every row held, none searched apart
+    # the Python face does the same, and says it in its line
+    make_image(str(folder / "blue" / "p10.jpg"), 10)
+    summary = cnncodes.extract_codes(folder, cache, backbone="mobilenet_v3_small", weights="random", crop_size=32,
+                                     workers=0, batch_size=4)
+    assert summary.indexed == {layer: 1} and f"index of {layer}: 1 rows added" in summary.line()
+    # nothing new: the index is not touched
+    assert run_cli("extract", folder, "--cache", cache, *EXTRACT, "--json").stdout.count('"indexed": {}') == 1

@@ -12,10 +12,12 @@ def extract_codes(data, cache, *, labels=None, layer=None, progress=False, **opt
     options: extract's, by name (backbone, weights, precision, batch_size, workers, views, ...);
     ``layer``: one name, "a,b", "a+b", or a sequence; None: the backbone's default layers (or,
     into an existing cache, its own). progress: a progress bar (a widget in Jupyter).
-    Returns the ExtractSummary (.written, .skipped, .failed, .moved, .line(), .to_dict())."""
+    A cache with a faiss index (`cnncodes index`) has it brought up to date after the run
+    (ExtractSummary.indexed). Returns the ExtractSummary (.written, .skipped, .failed, .moved,
+    .line(), .to_dict())."""
     import tempfile
 
-    from ..extract import ExtractConfig, run_extract
+    from ..extract import ExtractConfig
     from ..extract.config import layer_names
     from ._inputs import is_table, write_manifest
     if layer is not None:
@@ -24,7 +26,20 @@ def extract_codes(data, cache, *, labels=None, layer=None, progress=False, **opt
         if labels is not None:
             raise TypeError(f"labels: {os.fspath(data)} brings its own labels (class folders or a label column); "
                             "labels= goes with a list of paths")
-        return run_extract(ExtractConfig(os.fspath(data), os.fspath(cache), progress=progress, **options))
+        return extract_and_index(ExtractConfig(os.fspath(data), os.fspath(cache), progress=progress, **options))
     with tempfile.TemporaryDirectory(prefix="cnncodes-extract-") as folder:
         manifest = write_manifest(data, labels, folder)
-        return run_extract(ExtractConfig(manifest, os.fspath(cache), progress=progress, **options))
+        return extract_and_index(ExtractConfig(manifest, os.fspath(cache), progress=progress, **options))
+
+
+def extract_and_index(config):
+    """run_extract, then (when it changed the cache and was not interrupted) each faiss index the
+    cache has brought up to date: the one path of `extract` and ``extract_codes``."""
+    from ..extract import run_extract
+    from .index import update_indexes
+    summary = run_extract(config)
+    changed = summary.written or summary.failed or summary.moved or summary.pruned or summary.relabelled \
+        or summary.unchanged
+    if changed and not summary.interrupted:
+        summary.indexed = update_indexes(config.cache_path)
+    return summary

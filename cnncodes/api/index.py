@@ -55,3 +55,24 @@ def index(cache, *, layer="first", kind=None, rebuild=False, max_memory=None, on
     done = build(cache, layer, kind=kind, rebuild=rebuild, budget_bytes=memory_budget(max_memory), on_step=on_step)
     return IndexSummary(cache, layer, done["kind"], done["rows"], done["indexed"], done["added"], done["gone"],
                         done["rebuilt"], done["seconds"], done["folder"])
+
+
+def update_indexes(cache, max_memory=None) -> dict:
+    """After an extract: bring each index the cache has up to date (only its new rows are added), so
+    searches stay fast without a separate `cnncodes index`. Returns {layer: rows added}, or
+    {layer: "why not"} where it could not be (faiss not installed, a writer committing): the index
+    then stays as it was, valid, and the rows it lacks are searched exactly."""
+    from ..classify.budget import memory_budget
+    from ..classify.errors import ClassifyError
+    from ..classify.index import INSTALL, build, faiss_module, indexed_layers
+    cache = os.fspath(cache)
+    layers = indexed_layers(cache)
+    if layers and faiss_module() is None:
+        return {layer: f"not updated: faiss is not installed ({INSTALL})" for layer in layers}
+    done = {}
+    for layer in layers:
+        try:
+            done[layer] = build(cache, layer, budget_bytes=memory_budget(max_memory))["added"]
+        except ClassifyError as exc:
+            done[layer] = f"not updated: {exc}"
+    return done
