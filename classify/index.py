@@ -78,12 +78,19 @@ def _cache_identities(cache_path) -> tuple:
 
 
 def _rows_of(ids_hash, current) -> np.ndarray:
-    """For each indexed identity, the row of the cache that holds it now, or -1."""
-    order = np.argsort(current, kind="stable")
-    at = np.searchsorted(current[order], ids_hash)
-    at = np.minimum(at, max(len(current) - 1, 0))
-    found = (current[order][at] == ids_hash) if len(current) else np.zeros(len(ids_hash), dtype=bool)
-    return np.where(found, order[at] if len(current) else -1, -1).astype(np.int64)
+    """For each indexed identity, the row of the cache that holds it now, or -1: both sides sorted,
+    so the lookups walk memory in order (a million random lookups would each miss the cache)."""
+    out = np.full(len(ids_hash), -1, dtype=np.int64)
+    if not len(current) or not len(ids_hash):
+        return out
+    order = np.argsort(current)
+    held = current[order]
+    asked = np.argsort(ids_hash)
+    wanted = ids_hash[asked]
+    at = np.minimum(np.searchsorted(held, wanted), len(held) - 1)
+    hit = held[at] == wanted
+    out[asked[hit]] = order[at[hit]]
+    return out
 
 
 def choose_kind(n, width) -> str:
@@ -204,7 +211,7 @@ def build(cache_path, layer, kind=None, rebuild=False, budget_bytes=1 << 30, on_
     from ..cache import open_cache
     with open_cache(cache_path) as c:
         current, _ = row_hashes(c)
-        n, width = len(current), c.width(layer)
+        n, width, runs = len(current), c.width(layer), c.row_runs()
     old = None if rebuild else read_manifest(cache_path, layer)
     wanted = kind or choose_kind(n, width)
     if old is not None and (old["kind"] != wanted or old["dim"] != width) and (
@@ -222,7 +229,9 @@ def build(cache_path, layer, kind=None, rebuild=False, budget_bytes=1 << 30, on_
             if on_step:
                 on_step(f"training {wanted} on a sample")
             index.train(_training_rows(cache_path, layer, n, faiss.extract_index_ivf(index).nlist))
-    new = ~np.isin(current, ids_hash)
+    rows_of = _rows_of(ids_hash, current)  # the one join of what the index holds with the cache's rows
+    new = np.ones(n, dtype=bool)
+    new[rows_of[rows_of >= 0]] = False
     added = int(new.sum())
     if added:
         if on_step:
@@ -245,7 +254,7 @@ def build(cache_path, layer, kind=None, rebuild=False, budget_bytes=1 << 30, on_
             os.replace(os.path.join(folder, name + ".tmp"), os.path.join(folder, name))
             vectors.append(name)
         ids_hash = np.concatenate([ids_hash, current[new_rows]])
-    rows_of = _rows_of(ids_hash, current)
+        rows_of = np.concatenate([rows_of, new_rows])
     faiss_name = old["faiss"] if (old is not None and not added) else _write(
         folder, f"{layer}.{generation}.faiss", lambda path: faiss.write_index(index, path))
     ids_name = old["ids"] if (old is not None and not added) else _write(
@@ -261,7 +270,7 @@ def build(cache_path, layer, kind=None, rebuild=False, budget_bytes=1 << 30, on_
                                 "committing); run `cnncodes index` again once it has finished")
         return build(cache_path, layer, kind, rebuild, budget_bytes, on_step, _tries - 1)
     _commit(folder, layer, manifest)
-    forget_unnamed(cache_path)
+    forget_unnamed(cache_path, runs)
     return {"kind": wanted, "rows": n, "indexed": int((rows_of >= 0).sum()), "added": added,
             "gone": int((rows_of < 0).sum()), "rebuilt": old is None, "seconds": time.perf_counter() - started,
             "folder": folder}

@@ -84,15 +84,13 @@ def _segment_hashes(folder, run, read_names) -> np.ndarray:
     return hashes
 
 
-def forget_unnamed(cache_path) -> None:
-    """Remove kept hashes of segments the cache no longer names (merged away, pruned)."""
-    from ..cache import open_cache
+def forget_unnamed(cache_path, runs) -> None:
+    """Remove kept hashes of segments the cache's ``runs`` (CodesCache.row_runs) no longer name
+    (merged away, pruned)."""
     folder = memo_folder(cache_path)
     if not os.path.isdir(folder):
         return
-    with open_cache(cache_path) as c:
-        runs = c.row_runs() or []
-    named = {f"{run.content}.npy" for run in runs}
+    named = {f"{run.content}.npy" for run in runs or ()}
     for name in os.listdir(folder):
         if name.endswith(".npy") and name not in named:
             try:
