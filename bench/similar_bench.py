@@ -85,6 +85,8 @@ def main():
     ap.add_argument("--kind", default=None, help="the index's kind (default: by size)")
     ap.add_argument("--max-memory", default="1G")
     ap.add_argument("--keep", default=None, metavar="DIR", help="build (or reuse) the cache in DIR")
+    ap.add_argument("--reuse-index", action="store_true", help="with --keep: keep the cache's index (brought up to "
+                    "date) instead of building it again")
     args = ap.parse_args()
     import faiss
 
@@ -96,14 +98,19 @@ def main():
         t = time.perf_counter()
         build_cache(cache, args.rows)
         print(f"built a cache of {args.rows:,} rows in {time.perf_counter() - t:.0f} s")
-    import shutil
-    shutil.rmtree(cache + ".faiss", ignore_errors=True)
-    kind = f", kind={args.kind!r}" if args.kind else ""
-    seconds, peak, out = child(f"import sys, json, cnncodes; s = cnncodes.index(sys.argv[1], max_memory='1G'{kind}); "
-                               "print(json.dumps(s.to_dict()))", cache)
-    built = json.loads(out)
-    print(f"index: {built['kind']} of {built['rows']:,} rows built in {seconds:.1f} s (whole process), "
-          f"peak {peak:.2f} GB")
+    if not (args.reuse_index and ix.read_manifest(cache, "avgpool")):
+        import shutil
+        shutil.rmtree(cache + ".faiss", ignore_errors=True)
+        kind = f", kind={args.kind!r}" if args.kind else ""
+        seconds, peak, out = child(f"import sys, json, cnncodes; s = cnncodes.index(sys.argv[1], max_memory='1G'"
+                                   f"{kind}); print(json.dumps(s.to_dict()))", cache)
+        built = json.loads(out)
+        print(f"index: {built['kind']} of {built['rows']:,} rows built in {seconds:.1f} s (whole process), "
+              f"peak {peak:.2f} GB")
+    else:
+        seconds, peak, out = child("import sys, json, cnncodes; print(json.dumps(cnncodes.index(sys.argv[1])"
+                                   ".to_dict()))", cache)
+        print(f"index: the kept {json.loads(out)['kind']} index, brought up to date in {seconds:.1f} s")
 
     # one query at a time in a warm process, against the exact answers
     from cnncodes.cache import open_cache
@@ -175,8 +182,10 @@ def main():
               f"answer {'the planted copy' if first['path'] == copy_path else 'NOT the planted copy'} at "
               f"{first['score']:.4f}")
 
-    # 1,000 photos more, then `index` again
-    build_cache(cache, 1000, first=args.rows, seed=5)
+    # 1,000 photos more (numbered after every row the cache has had), then `index` again
+    with open_cache(cache) as c:
+        after = max([args.rows] + [int(os.path.basename(p)[:-4]) + 1 for p in c.paths_of([len(c) - 1])])
+    build_cache(cache, 1000, first=after, seed=5)
     seconds, peak, out = child("import sys, json, cnncodes; print(json.dumps(cnncodes.index(sys.argv[1]).to_dict()))",
                                cache)
     done = json.loads(out)
