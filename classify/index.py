@@ -237,20 +237,22 @@ def build(cache_path, layer, kind=None, rebuild=False, budget_bytes=1 << 30, on_
         if on_step:
             on_step(f"adding {added:,} rows")
         store = None
-        if wanted == "ivfpq":
-            name = f"{layer}.{generation}.vectors.npy"
-            store = np.lib.format.open_memmap(os.path.join(folder, name + ".tmp"), "w+", np.float16, (added, width))
-        filled = 0
+        if wanted == "ivfpq":  # written block by block with plain writes: a memory map would keep every
+            name = f"{layer}.{generation}.vectors.npy"  # page written resident, the whole file at the end
+            store = open(os.path.join(folder, name + ".tmp"), "wb")
+            np.lib.format.write_array_header_1_0(store, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float16)),
+                                                         "fortran_order": False, "shape": (added, width)})
         new_rows = np.flatnonzero(new)
-        for rows, codes in cache_blocks(cache_path, layer, budget_bytes, new):
-            U = unit(codes)
-            index.add(U)
+        try:
+            for rows, codes in cache_blocks(cache_path, layer, budget_bytes, new):
+                U = unit(codes)
+                index.add(U)
+                if store is not None:
+                    store.write(U.astype(np.float16).tobytes())
+        finally:
             if store is not None:
-                store[filled:filled + len(U)] = U
-            filled += len(U)
+                store.close()
         if store is not None:
-            store.flush()
-            del store
             os.replace(os.path.join(folder, name + ".tmp"), os.path.join(folder, name))
             vectors.append(name)
         ids_hash = np.concatenate([ids_hash, current[new_rows]])
