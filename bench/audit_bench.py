@@ -5,6 +5,7 @@ planted at four cosines), each size in a fresh process.
 
     python bench/audit_bench.py --sizes 10000,30000,100000
     python bench/audit_bench.py --sizes 200000 --index auto --compare   # through the faiss index, and without
+    python bench/audit_bench.py --sizes 1000000 --index auto --queries 2048   # the index's rate, extrapolated
 """
 import argparse
 import json
@@ -80,6 +81,29 @@ def _audit(cache, report, search, max_memory, index_rows=None) -> tuple:
                   "rc and sys.exit(rc)")
 
 
+def _queries(cache, n, q) -> str:
+    """The first q rows' 10 nearest through the cache's index, in batches as the audit asks them:
+    seconds, the rate, every row's time at that rate, and the planted copies answered first."""
+    from cnncodes import open_cache
+    from cnncodes.classify.index import open_index
+    index = open_index(cache, "avgpool")
+    with open_cache(cache) as c:
+        mask = np.zeros(n, dtype=bool)
+        mask[:q] = True
+        Q = c.codes("avgpool", rows=mask).astype(np.float32)
+    started = time.perf_counter()
+    first = []
+    for start in range(0, q, 256):
+        rows = np.arange(start, min(q, start + 256))
+        found, _ = index.search(Q[rows], 10, exclude=rows, budget_bytes=256 << 20)
+        first.append(found[:, 0])
+    seconds = time.perf_counter() - started
+    planted = len(PLANTED) * PER_LEVEL
+    twins = int((np.concatenate(first)[:planted] == np.arange(planted) + n // 2).sum()) if q >= planted else "-"
+    return (f"{q:,} queries in {seconds:.1f} s ({seconds / q * 1000:.2f} ms each): all {n:,} rows ~{seconds / q * n:,.0f} s; "
+            f"planted copy answered first {twins}/{planted}")
+
+
 def _load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -96,6 +120,9 @@ def main():
     ap.add_argument("--search", default="auto", help="the audit's --search without --index (default auto)")
     ap.add_argument("--index-rows", type=int, default=None, metavar="N",
                     help="with --index: the index answers beyond N rows (near_pairs.INDEX_ROWS, default 100,000)")
+    ap.add_argument("--queries", type=int, default=None, metavar="Q",
+                    help="with --index: instead of the whole audit, time Q rows' 10 nearest through the index (as "
+                         "the audit asks them) and give the time every row would take at that rate")
     ap.add_argument("--keep", default=None, metavar="DIR",
                     help="keep the synthetic caches in DIR and reuse them (a million rows take minutes to write)")
     args = ap.parse_args()
@@ -121,6 +148,10 @@ def main():
                         print(f"{n:>8}  index failed: {out.stderr[-300:]}", flush=True)
                         continue
                     build = f"{seconds:.1f}"
+                if kind and args.queries:
+                    print(f"{n:>8} {json.loads(out.stdout)['kind']:>8}{build:>9}  {_queries(cache, n, args.queries)}; "
+                          f"load {_load()}", flush=True)
+                    continue
                 seconds, peak, out = _audit(cache, os.path.join(tmp, "r"), search, args.max_memory,
                                             args.index_rows if kind else None)
                 if out.returncode:
