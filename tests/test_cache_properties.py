@@ -533,14 +533,47 @@ def test_real_extract_histories_end_bit_identical_to_a_fresh_extract(tmp_path_fa
                 if os.path.exists(cache):  # whatever the kill left reads as a whole state
                     report = verify_cache(cache)
                     assert report.ok or all("not yet linked" in p for p in report.problems), report.problems
-            run_cli("extract", folder, "--cache", cache, *E2E, *(["--prune"] if prune else []))
+            _extract_or_refused(folder, cache, *(["--prune"] if prune else []))
             assert verify_cache(cache).ok
-        run_cli("extract", folder, "--cache", cache, *E2E, "--prune")
+        _extract_or_refused(folder, cache, "--prune")
         fresh = os.path.join(root, "fresh.h5")
-        run_cli("extract", folder, "--cache", fresh, *E2E)
-        assert _rows_by_path(cache) == _rows_by_path(fresh)
+        if _photos(folder):
+            run_cli("extract", folder, "--cache", fresh, *E2E)
+            assert _rows_by_path(cache) == _rows_by_path(fresh)
         shutil.rmtree(root, ignore_errors=True)
     history()
+
+
+def _extract_or_refused(folder, cache, *extra):
+    """extract; from a folder left with no photo it is refused in one line, and the cache keeps
+    every row (an emptied, mistyped or unmounted folder never prunes a cache)."""
+    from conftest import run_cli
+    if _photos(folder):
+        run_cli("extract", folder, "--cache", cache, *E2E, *extra)
+        return
+    before = _rows_by_path(cache) if os.path.exists(cache) else None
+    run = run_cli("extract", folder, "--cache", cache, *E2E, *extra, check=False)
+    assert run.returncode == 2 and "no images found" in run.stderr and len(run.stderr.strip().splitlines()) == 1
+    assert (_rows_by_path(cache) if os.path.exists(cache) else None) == before
+
+
+@pytest.mark.slow
+def test_extract_from_an_emptied_folder_is_refused_and_keeps_the_cache(tmp_path):
+    """Found by the machine (the long run's real-extract histories): photos 0 and 1, both deleted,
+    extract again. The driver expected a run; extract refuses a folder with no images in one line
+    (exit 2), with or without --prune, and the cache keeps both rows: a folder emptied by mistake
+    or not mounted never empties a cache. The driver now expects that."""
+    from conftest import TINTS, make_image, run_cli
+    folder, cache = str(tmp_path / "photos"), str(tmp_path / "c.h5")
+    for i in range(2):
+        make_image(os.path.join(folder, "red", f"{i}.jpg"), i, tint=TINTS["red"])
+    run_cli("extract", folder, "--cache", cache, *E2E)
+    for name in _photos(folder):
+        os.remove(os.path.join(folder, name))
+    _extract_or_refused(folder, cache)
+    _extract_or_refused(folder, cache, "--prune")
+    with open_cache(cache) as c:
+        assert sorted(c.paths) == ["red/0.jpg", "red/1.jpg"]
 
 
 @pytest.mark.slow
