@@ -161,14 +161,16 @@ def main():
     t = time.perf_counter()
     cosine.top_k(batch, cosine.array_blocks(U, len(batch), 1 << 30), 10)
     ours = time.perf_counter() - t
-    t = time.perf_counter()
-    flat.search(batch[:1], 11)
-    faiss_one = time.perf_counter() - t
-    t = time.perf_counter()
-    cosine.top_k(batch[:1], cosine.array_blocks(U, 1, 1 << 30), 10)
-    ours_one = time.perf_counter() - t
+    faiss_one = ours_one = float("inf")
+    for i in range(5):  # one query is under a second: the best of 5, the two alternated
+        t = time.perf_counter()
+        flat.search(batch[i:i + 1], 11)
+        faiss_one = min(faiss_one, time.perf_counter() - t)
+        t = time.perf_counter()
+        cosine.top_k(batch[i:i + 1], cosine.array_blocks(U, 1, 1 << 30), 10)
+        ours_one = min(ours_one, time.perf_counter() - t)
     print(f"exact in memory, 64 queries: our top_k {ours:.2f} s, faiss IndexFlatIP {faiss_flat:.2f} s: "
-          f"{faiss_flat / ours:.2f} of faiss's rate; one query: {ours_one:.2f} s vs {faiss_one:.2f} s "
+          f"{faiss_flat / ours:.2f} of faiss's rate; one query (best of 5): {ours_one:.2f} s vs {faiss_one:.2f} s "
           f"({faiss_one / ours_one:.2f})")
     del U, flat
 
