@@ -7,10 +7,10 @@ costs work in proportion to its new rows, not to all of them.
   path of the cache).
 
 A segment file never changes once written (cache/reader.py ``row_runs``), so the hashes of its rows
-are computed once and kept in ``CACHE.faiss/rows/CONTENT.npy`` (uint64 [rows, 2]), named by what the
-segment holds; a cache version's hashes are those files sliced by its row runs. Written under a
-temporary name and renamed, by whoever needs them first; a file that is unreadable or of the wrong
-length is computed again; one nothing names any more is removed by the next `cnncodes index`.
+are computed once and kept in ``CACHE.faiss/rows/CONTENT.hashes`` (a BLAKE2b digest, then uint64
+[rows, 2]), named by what the segment holds; a cache version's hashes are those files sliced by its
+row runs. Written under a temporary name and renamed, by whoever needs them first; a file that is unreadable, short or does not
+match its digest is computed again; one nothing names any more is removed by the next `cnncodes index`.
 A packed cache (no segments) is hashed whole each time.
 """
 import hashlib
@@ -19,6 +19,8 @@ import os
 import numpy as np
 
 MEMO_FOLDER = "rows"
+MEMO_SUFFIX = ".hashes"  # a BLAKE2b digest of the rest, then uint64 little-endian [rows, 2]
+DIGEST_BYTES = 32
 VIEW_MIX = np.uint64(0x9E3779B97F4A7C15)
 
 
@@ -64,24 +66,36 @@ def row_hashes(cache, memo=True) -> tuple:
 
 
 def _segment_hashes(folder, run, read_names) -> np.ndarray:
-    memo = os.path.join(folder, f"{run.content}.npy")
-    try:
-        stored = np.load(memo)
-        if stored.dtype == np.uint64 and stored.ndim == 2 and stored.shape[1] == 2 and len(stored) >= run.stop:
-            return stored
-    except (OSError, ValueError, EOFError):
-        pass
+    memo = os.path.join(folder, f"{run.content}{MEMO_SUFFIX}")
+    stored = _read_memo(memo)
+    if stored is not None and len(stored) >= run.stop:
+        return stored
     paths, keys, views = read_names(run.file)
     hashes = np.stack([identities(paths, keys, views), path_hashes(paths)], axis=1)
+    body = np.ascontiguousarray(hashes, dtype="<u8").tobytes()
     try:
         os.makedirs(folder, exist_ok=True)
         temporary = f"{memo}.{os.getpid()}.tmp"
         with open(temporary, "wb") as f:
-            np.save(f, hashes)
+            f.write(hashlib.blake2b(body, digest_size=DIGEST_BYTES).digest() + body)
         os.replace(temporary, memo)
     except OSError:
         pass  # a folder not writable here: computed again next time, nothing wrong
     return hashes
+
+
+def _read_memo(memo):
+    """A kept segment's hashes [rows, 2], or None where the file is missing, short or damaged (its
+    digest does not match): a damaged memo must never hide a row from a lookup."""
+    try:
+        with open(memo, "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    digest, body = raw[:DIGEST_BYTES], raw[DIGEST_BYTES:]
+    if len(body) % 16 or hashlib.blake2b(body, digest_size=DIGEST_BYTES).digest() != digest:
+        return None
+    return np.frombuffer(body, dtype="<u8").reshape(-1, 2).astype(np.uint64)
 
 
 def forget_unnamed(cache_path, runs) -> None:
@@ -90,9 +104,9 @@ def forget_unnamed(cache_path, runs) -> None:
     folder = memo_folder(cache_path)
     if not os.path.isdir(folder):
         return
-    named = {f"{run.content}.npy" for run in runs or ()}
+    named = {f"{run.content}{MEMO_SUFFIX}" for run in runs or ()}
     for name in os.listdir(folder):
-        if name.endswith(".npy") and name not in named:
+        if name not in named:
             try:
                 os.remove(os.path.join(folder, name))
             except OSError:

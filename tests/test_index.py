@@ -176,7 +176,7 @@ def test_a_kill_during_a_build_leaves_the_previous_index_valid(cache):
     with cnncodes.open_cache(cache) as c:
         segments = {run.content for run in c.row_runs()}
     assert built.kind == "ivf" and len(names) == 5 and not any(n.endswith(".tmp") for n in names), names
-    assert kept == sorted(f"{content}.npy" for content in segments), kept
+    assert kept == sorted(f"{content}.hashes" for content in segments), kept
 
 
 def test_the_command_line_builds_and_similar_uses_it(cache):
@@ -246,3 +246,23 @@ def test_extract_brings_the_caches_index_up_to_date(tmp_path):
     assert summary.indexed == {layer: 1} and f"index of {layer}: 1 rows added" in summary.line()
     # nothing new: the index is not touched
     assert run_cli("extract", folder, "--cache", cache, *EXTRACT, "--json").stdout.count('"indexed": {}') == 1
+
+
+def test_a_damaged_row_hash_file_is_computed_again_never_trusted(cache):
+    """The hashes kept per segment (CACHE.faiss/rows/) find a query path's row; a flipped bit in one
+    must not hide the row (similar would call the path unknown) or map the index to other rows."""
+    from cnncodes.classify.row_hashes import row_hashes
+    cnncodes.index(cache, kind="flat")
+    with cnncodes.open_cache(cache) as c:
+        query = c.paths[0]  # the first row of the first segment: its path hash is the bit flipped below
+    before = cnncodes.similar(cache, [query], k=3).to_dict()
+    truth = row_hashes(cache, memo=False)
+    folder = os.path.join(cache + ".faiss", "rows")
+    for name in os.listdir(folder):  # one bit of every kept file flipped, in the path hashes' column
+        path = os.path.join(folder, name)
+        data = bytearray(open(path, "rb").read())
+        data[32 + 8] ^= 1
+        open(path, "wb").write(bytes(data))
+    assert cnncodes.similar(cache, [query], k=3).to_dict() == before
+    for got, want in zip(row_hashes(cache), truth):
+        np.testing.assert_array_equal(got, want)
