@@ -50,7 +50,8 @@ def missing_rows(name, data) -> int:
 
 class CheckedRows:
     """A per-row dataset of an open cache (``CodesCache.raw``) whose reads are checked: a damaged
-    chunk or a row that reads as a fill value is one CacheError, never data. Everything else (shape, dtype, attrs, len) is the h5py dataset's."""
+    chunk or a row that reads as a fill value is one CacheError, never data. Everything else (shape,
+    dtype, attrs, len) is the h5py dataset's."""
 
     def __init__(self, cache, name):
         self._cache, self._name = cache, name

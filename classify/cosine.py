@@ -7,9 +7,8 @@ neighbours, select's diversity) normalises rows and ranks them here.
   memory, ``cache_blocks`` over a cache's streamed loads (classify/stream.py) within a memory
   budget. A query's ``exclude`` row never answers it (its own row). One memory rule
   (``block_rows``) sizes every block: one unit copy of the block and the queries' scores for it;
-- ``nearest_in_cache(...)``: the same call on a cache, backed by its faiss index when it has one
-  for the layer (classify/index.py keeps it in step with the cache; rows the index does not hold
-  yet are searched exactly), else exact.
+- the same call on a cache, backed by its faiss index when it has one for the layer, is
+  classify/index.py's ``nearest_in_cache`` (the index builds on this module, never the reverse).
 
 scikit-learn's ``pairwise_distances_chunked(..., working_memory=)`` over ``row_norms`` is the model:
 one chunked engine the neighbour searches build on.
@@ -19,7 +18,9 @@ import numpy as np
 NORM_BLOCK = 65536  # rows normalised at a time by unit_blocks: no float64 or second full copy
 MAX_BLOCK_ROWS = 8192  # a block in memory stays near the processor's cache: read twice, fetched once
 FEW_QUERIES = 8     # up to this many queries a block is read a slice at a time (_cosines)
-L2_SLICE_BYTES = 1 << 19  # 512 KB: a slice of rows that stays in a core's L2 cache between its two reads (256 KB-2 MB: 0.91, 0.90, 0.81, 0.78, 0.41 of IndexFlatIP's rate here)
+# 512 KB: a slice of rows that stays in a core's L2 cache between its two reads (slices of 256 KB to
+# 2 MB gave 0.91, 0.90, 0.81, 0.78 and 0.41 of IndexFlatIP's rate for one query: docs/benchmarks.md)
+L2_SLICE_BYTES = 1 << 19
 MERGE_COPIES = 3    # a block's scores, their merge with the running best, and its row numbers
 
 
@@ -129,17 +130,3 @@ def ranked(rows, scores) -> tuple:
     rows[~np.isfinite(scores)] = -1
     scores[~np.isfinite(scores)] = -np.inf
     return rows, scores
-
-
-def nearest_in_cache(cache_path, layer, queries, k, budget_bytes, exclude=None, exact=False) -> tuple:
-    """top_k over every row of a cache's ``layer``: through its faiss index when it has one for that
-    layer (and faiss is installed), else (or with ``exact``) the exact streamed search. Returns
-    (rows, cosines, how) with how "exact" or the index's kind."""
-    if not exact:
-        from .index import open_index
-        index = open_index(cache_path, layer)
-        if index is not None:
-            rows, scores = index.search(queries, k, exclude=exclude, budget_bytes=budget_bytes)
-            return rows, scores, index.kind
-    rows, scores = top_k(queries, cache_blocks(cache_path, layer, budget_bytes), k, exclude)
-    return rows, scores, "exact"

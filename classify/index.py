@@ -22,7 +22,6 @@ Kinds, by size (``kind=`` chooses): flat (exact, up to FLAT_ROWS), hnsw (up to H
 vectors fit FLOAT_BYTES), ivf (inverted lists of float32 vectors, up to FLOAT_BYTES), ivfpq (product-
 quantised lists, for what does not fit: a few dozen bytes a row, candidates ranked exactly).
 """
-import hashlib
 import json
 import os
 import time
@@ -31,7 +30,7 @@ import numpy as np
 
 from .cosine import cache_blocks, ranked, top_k, unit
 from .errors import ClassifyError
-from .row_hashes import forget_unnamed, row_hashes
+from .row_hashes import SEARCH_FOLDER, forget_unnamed, row_hashes
 
 KINDS = ("flat", "hnsw", "ivf", "ivfpq")
 FLAT_ROWS = 20_000
@@ -50,6 +49,7 @@ REFINE_MIN = 200
 PQ_TRAIN_ROWS = 256 * 40    # the product quantiser's 256 centroids want 39 rows each at least
 INSTALL = "`pip install 'cnncodes[index]'` (faiss-cpu)"
 FORMAT = 1
+BUILD_TRIES = 3          # a build that saw a commit to the cache starts again, this many times at most
 
 
 def faiss_module():
@@ -62,7 +62,7 @@ def faiss_module():
 
 
 def index_folder(cache_path) -> str:
-    return os.fspath(cache_path) + ".faiss"
+    return os.fspath(cache_path) + SEARCH_FOLDER
 
 
 def cache_version(cache_path) -> list:
@@ -194,10 +194,10 @@ def read_manifest(cache_path, layer):
     return manifest if manifest.get("format") == FORMAT and manifest.get("layer") == layer else None
 
 
-def build(cache_path, layer, kind=None, rebuild=False, budget_bytes=1 << 30, on_step=None, _tries=3) -> dict:
+def build(cache_path, layer, kind=None, rebuild=False, budget_bytes=1 << 30, on_step=None, _tries=BUILD_TRIES) -> dict:
     """Build the cache's index for ``layer``, or bring it up to date (only the rows it lacks are
     added). Returns {kind, rows, added, gone, rebuilt, seconds, folder}. A commit to the cache during
-    the build (its rows may have moved under the codes read) makes it start again, up to 3 times."""
+    the build (its rows may have moved under the codes read) makes it start again, up to BUILD_TRIES times."""
     faiss = faiss_module()
     if faiss is None:
         raise ClassifyError(f"{cache_path}: an index needs faiss, which is not installed; install it with {INSTALL}")
@@ -268,7 +268,7 @@ def build(cache_path, layer, kind=None, rebuild=False, budget_bytes=1 << 30, on_
                 "built_rows": old["built_rows"] if old else n, "faiss_version": faiss.__version__}
     if cache_version(cache_path) != version:  # rows read from two versions of the cache: again
         if _tries <= 1:
-            raise ClassifyError(f"{cache_path}: the cache changed during each of 3 index builds (a writer "
+            raise ClassifyError(f"{cache_path}: the cache changed during each of {BUILD_TRIES} index builds (a writer "
                                 "committing); run `cnncodes index` again once it has finished")
         return build(cache_path, layer, kind, rebuild, budget_bytes, on_step, _tries - 1)
     _commit(folder, layer, manifest)
@@ -373,3 +373,16 @@ def open_index(cache_path, layer):
     if faiss is None:
         return None
     return CacheIndex(os.fspath(cache_path), manifest, faiss)
+
+
+def nearest_in_cache(cache_path, layer, queries, k, budget_bytes, exclude=None, exact=False) -> tuple:
+    """top_k over every row of a cache's ``layer``: through its faiss index when it has one for that
+    layer (and faiss is installed), else (or with ``exact``) the exact streamed search. Returns
+    (rows, cosines, how) with how "exact" or the index's kind."""
+    if not exact:
+        index = open_index(cache_path, layer)
+        if index is not None:
+            rows, scores = index.search(queries, k, exclude=exclude, budget_bytes=budget_bytes)
+            return rows, scores, index.kind
+    rows, scores = top_k(queries, cache_blocks(cache_path, layer, budget_bytes), k, exclude)
+    return rows, scores, "exact"

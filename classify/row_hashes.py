@@ -9,8 +9,9 @@ costs work in proportion to its new rows, not to all of them.
 A segment file never changes once written (cache/reader.py ``row_runs``), so the hashes of its rows
 are computed once and kept in ``CACHE.faiss/rows/CONTENT.hashes`` (a BLAKE2b digest, then uint64
 [rows, 2]), named by what the segment holds; a cache version's hashes are those files sliced by its
-row runs. Written under a temporary name and renamed, by whoever needs them first; a file that is unreadable, short or does not
-match its digest is computed again; one nothing names any more is removed by the next `cnncodes index`.
+row runs. Written under a temporary name and renamed, by whoever needs them first; a file that is
+unreadable, short or does not match its digest is computed again; one nothing names any more is
+removed by the next `cnncodes index`.
 A packed cache (no segments) is hashed whole each time.
 """
 import hashlib
@@ -18,6 +19,7 @@ import os
 
 import numpy as np
 
+SEARCH_FOLDER = ".faiss"  # CACHE.faiss/: the index (classify/index.py) and these hashes
 MEMO_FOLDER = "rows"
 MEMO_SUFFIX = ".hashes"  # a BLAKE2b digest of the rest, then uint64 little-endian [rows, 2]
 DIGEST_BYTES = 32
@@ -39,7 +41,7 @@ def path_hashes(paths) -> np.ndarray:
 
 
 def memo_folder(cache_path) -> str:
-    return os.fspath(cache_path) + ".faiss" + os.sep + MEMO_FOLDER
+    return os.fspath(cache_path) + SEARCH_FOLDER + os.sep + MEMO_FOLDER
 
 
 def row_hashes(cache, memo=True) -> tuple:

@@ -14,6 +14,7 @@ import pytest
 import cnncodes
 from cnncodes.cache import Fingerprint, open_for_append
 from cnncodes.classify import cosine
+from cnncodes.classify import index as search
 from conftest import ROOT, run_cli
 
 faiss = pytest.importorskip("faiss", reason="faiss-cpu is the optional extra [index]")
@@ -71,7 +72,7 @@ def test_every_kind_agrees_with_the_exact_search(cache, kind):
     rows = np.arange(0, 3000, 37)
     Q = _codes_of(cache, rows)
     truth, truth_scores = _exact(cache, Q, 10, rows)
-    found, scores, how = cosine.nearest_in_cache(cache, "pool", Q, 10, 1 << 26, rows)
+    found, scores, how = search.nearest_in_cache(cache, "pool", Q, 10, 1 << 26, rows)
     assert how == kind
     assert not (found == rows[:, None]).any()  # a row never answers itself
     assert _recall(found, truth) >= (1.0 if kind == "flat" else 0.9)
@@ -100,7 +101,7 @@ def test_rows_added_pruned_and_relabelled_after_indexing_stay_in_step(cache):
         paths = c.paths
         new_rows = [paths.index(f"{NAMES[i % 3]}/{3000 + i:06d}.jpg") for i in range(5)]
     Q = _codes_of(cache, np.arange(100, 105))
-    found, _, how = cosine.nearest_in_cache(cache, "pool", Q, 3, 1 << 26, np.arange(100, 105))
+    found, _, how = search.nearest_in_cache(cache, "pool", Q, 3, 1 << 26, np.arange(100, 105))
     assert how == "ivf" and found[:, 0].tolist() == new_rows
     # pruned: the planted copies' rows leave the cache; they never answer, the rest keep their answers
     gone = [f"{NAMES[i % 3]}/{1500 + i:06d}.jpg" for i in range(20)]
@@ -112,7 +113,7 @@ def test_rows_added_pruned_and_relabelled_after_indexing_stay_in_step(cache):
         assert not set(gone) & set(paths) and len(paths) == 3180
     rows = np.arange(0, len(paths), 41)
     Q = _codes_of(cache, rows)
-    found, _, _ = cosine.nearest_in_cache(cache, "pool", Q, 10, 1 << 26, rows)
+    found, _, _ = search.nearest_in_cache(cache, "pool", Q, 10, 1 << 26, rows)
     truth, _ = _exact(cache, Q, 10, rows)
     assert (found < len(paths)).all() and _recall(found, truth) >= 0.9
     near = cnncodes.similar(cache, [paths[0]], k=5)
@@ -123,7 +124,7 @@ def test_rows_added_pruned_and_relabelled_after_indexing_stay_in_step(cache):
     again = cnncodes.index(cache)
     assert (again.rebuilt, again.added, again.indexed, again.gone, again.rows) == (False, 200, 3180, 20, 3180)
     Q = _codes_of(cache, rows)  # a relabel may move rows: ask again by row number
-    found_after, _, _ = cosine.nearest_in_cache(cache, "pool", Q, 10, 1 << 26, rows)
+    found_after, _, _ = search.nearest_in_cache(cache, "pool", Q, 10, 1 << 26, rows)
     assert _recall(found_after, _exact(cache, Q, 10, rows)[0]) >= 0.9
     # up to date: nothing added, nothing rebuilt
     assert (cnncodes.index(cache).added, cnncodes.index(cache).rebuilt) == (0, False)
@@ -144,7 +145,7 @@ def test_a_kill_during_a_build_leaves_the_previous_index_valid(cache):
     cnncodes.index(cache, kind="flat")
     rows = np.arange(0, 3000, 97)
     Q = _codes_of(cache, rows)
-    before = cosine.nearest_in_cache(cache, "pool", Q, 5, 1 << 26, rows)
+    before = search.nearest_in_cache(cache, "pool", Q, 5, 1 << 26, rows)
     manifest = open(os.path.join(cache + ".faiss", "pool.json")).read()
     # killed at the worst moment: after the new generation's files, before its manifest
     run = subprocess.run([sys.executable, "-c", KILL_BEFORE_COMMIT, cache, "ivfpq"], cwd=ROOT)
@@ -165,7 +166,7 @@ def test_a_kill_during_a_build_leaves_the_previous_index_valid(cache):
             assert json.loads(now)["kind"] == "hnsw"
             manifest = now
     assert open(os.path.join(cache + ".faiss", "pool.json")).read() == manifest
-    after = cosine.nearest_in_cache(cache, "pool", Q, 5, 1 << 26, rows)
+    after = search.nearest_in_cache(cache, "pool", Q, 5, 1 << 26, rows)
     assert after[2] == json.loads(manifest)["kind"]
     if after[2] == before[2]:
         np.testing.assert_array_equal(after[0], before[0])

@@ -83,7 +83,7 @@ def test_similar_answers_what_cnncodes_similar_answers_and_batches(served):
     extractor (in the device's automatic precision: bf16 where the CPU has it, hence 1e-2), and
     the torch path in fp32 gives /similar's neighbours to 1e-3."""
     from cnncodes.cache import open_cache
-    from cnncodes.classify.cosine import nearest_in_cache
+    from cnncodes.classify.index import nearest_in_cache
     from cnncodes.classify.deploy.serve import make_app
     from cnncodes.extract.by_fingerprint import encode_images
     root, cache, onnx_path = served

@@ -57,7 +57,7 @@ def index(cache, *, layer="first", kind=None, rebuild=False, max_memory=None, on
                         done["rebuilt"], done["seconds"], done["folder"])
 
 
-def update_indexes(cache, max_memory=None) -> dict:
+def update_indexes(cache) -> dict:
     """After an extract: bring each index the cache has up to date (only its new rows are added), so
     searches stay fast without a separate `cnncodes index`. Returns {layer: rows added}, or
     {layer: "why not"} where it could not be (faiss not installed, a writer committing): the index
@@ -72,7 +72,7 @@ def update_indexes(cache, max_memory=None) -> dict:
     done = {}
     for layer in layers:
         try:
-            done[layer] = build(cache, layer, budget_bytes=memory_budget(max_memory))["added"]
+            done[layer] = build(cache, layer, budget_bytes=memory_budget(None))["added"]
         except ClassifyError as exc:
             done[layer] = f"not updated: {exc}"
     return done

@@ -76,7 +76,7 @@ def similar(cache, queries=(), *, k=12, text=(), layer="first", max_memory=None,
     search: a path neither in the cache nor a readable image is an error. layer: "first" (the
     cache's first layer), a name, or None for every code layer side by side."""
     from ..classify.budget import memory_budget
-    from ..classify.cosine import nearest_in_cache
+    from ..classify.index import nearest_in_cache
     from ..classify.errors import ClassifyError
     from ._inputs import as_list
     from .layers import reading_layer
@@ -190,7 +190,7 @@ def _named(cache, queries, sources, layer, found, scores) -> list:
 def _recall(cache, layer, k, n, budget, exact, seed=0) -> dict:
     """The search's recall@k against the exact one, on ``n`` seeded sampled rows as queries."""
     from ..cache import open_cache
-    from ..classify.cosine import nearest_in_cache
+    from ..classify.index import nearest_in_cache
     with open_cache(cache) as c:
         rows = np.sort(np.random.default_rng(seed).choice(len(c), size=min(n, len(c)), replace=False))
         mask = np.zeros(len(c), dtype=bool)
