@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import h5py
 import numpy as np
 
+from ._chunks import MergedCodes, plain_fletcher32_chunks, read_checked_chunk, write_codes
 from ._files import new_hdf5
 from ._integrity import (ROWS_DIGEST, check_tables, damaged, fixed_utf8, row_options, stamp, stored_digest,
                          write_fixed_attrs)
@@ -94,14 +95,10 @@ def write_segment(path, attrs: dict, class_names, rows: SegmentRows, widths: dic
             f.create_dataset(VIEWS, data=np.asarray(rows.views, dtype=VIEW_DTYPE).reshape(n), **row_options(n))
         group = f.create_group(CODES_GROUP)
         for layer, width in widths.items():
-            parts = rows.codes.get(layer) or [np.zeros((0, width), dtype)]
-            if len(parts) == 1:  # a merge's rows, read into one array: written as they are, no copy
-                data = np.ascontiguousarray(parts[0], dtype=dtype).reshape(n, width)
-            else:
-                data = np.concatenate([np.asarray(p, dtype=dtype) for p in parts]).reshape(n, width)
-            # fletcher32: a checksum per chunk, so bytes that change on disk fail loudly on read.
-            group.create_dataset(layer, data=data, chunks=(max(1, min(CODE_CHUNK_ROWS, n)), width),
-                                 maxshape=(None, width), fletcher32=True)
+            # fletcher32: a checksum per chunk, so bytes that change on disk fail loudly on read; the
+            # chunks are written as HDF5's filter stores them (cache/_chunks.py), a merge's aligned
+            # chunks copied as they were stored
+            write_codes(group, layer, rows.codes.get(layer) or [], n, width, dtype, CODE_CHUNK_ROWS)
         failed = f.create_group(FAILED_GROUP)
         for name in FAILED_FIELDS:
             failed.create_dataset(name, data=fixed_utf8(getattr(rows, f"failed_{name}")))
@@ -135,7 +132,7 @@ def read_merge_rows(sources, widths: dict, class_names, dtype) -> SegmentRows:
     per layer. Labels are re-indexed into ``class_names`` (the cache's table, which extends each
     segment's)."""
     total = sum(stop - start for _, ranges in sources for start, stop in ranges)
-    rows = SegmentRows(codes={layer: [np.empty((total, width), dtype)] for layer, width in widths.items()})
+    rows = SegmentRows(codes={layer: [MergedCodes(total, width, dtype)] for layer, width in widths.items()})
     columns = {name: [] for name in ("paths", "keys", "splits", "labels", "stats", "views")}
     index = {name: i for i, name in enumerate(class_names)}
     at = 0
@@ -167,12 +164,12 @@ def read_merge_rows(sources, widths: dict, class_names, dtype) -> SegmentRows:
             columns["splits"].append(np.asarray(block(f["splits"][lo:hi]), dtype=SPLIT_DTYPE))
             columns["stats"].append(block(f[STAT][lo:hi]))
             columns["views"].append(block(_views(f, hi)[lo:hi]))
-            for layer in widths:
-                dataset, out = f[CODES_GROUP][layer], rows.codes[layer][0]
+            for layer, width in widths.items():
+                dataset, merged = f[CODES_GROUP][layer], rows.codes[layer][0]
                 if pick is None:
-                    dataset.read_direct(out, np.s_[lo:hi], np.s_[at:at + hi - lo])
+                    _copy_codes(dataset, lo, hi, at, merged, total, width, int(f.attrs.get("rows", -1)))
                 else:
-                    out[at:at + len(pick)] = dataset[lo:hi][pick]
+                    merged.rows[at:at + len(pick)] = dataset[lo:hi][pick]
         at += hi - lo if pick is None else len(pick)
     assert at == total
     rows.paths = _joined(columns["paths"], np.dtype("S1"))
@@ -185,6 +182,34 @@ def read_merge_rows(sources, widths: dict, class_names, dtype) -> SegmentRows:
 
 
 _NOT_LISTED = -3  # read_merge_rows: a class of the segment's table the cache's does not hold
+
+
+def _copy_codes(dataset, lo, hi, at, merged: MergedCodes, total, width, stored_rows) -> None:
+    """A source segment's rows lo:hi of one layer into ``merged`` at ``at``: each stored chunk that is
+    whole a chunk of the merged segment (the same rows at a chunk boundary there, the same chunk
+    shape) is taken as stored, its checksum checked; the other rows are read through HDF5."""
+    chunk = CODE_CHUNK_ROWS
+    raw_ok = (total >= chunk and stored_rows == dataset.shape[0] and stored_rows >= chunk
+              and plain_fletcher32_chunks(dataset, chunk, width))
+    start = lo
+    while start < hi:
+        taken = None
+        out = at + start - lo
+        if raw_ok and start % chunk == 0 and out % chunk == 0:
+            rows_in_chunk = min(chunk, stored_rows - start)
+            # a whole chunk, or the source's last (partial) one as the merged segment's last
+            if start + rows_in_chunk <= hi and (rows_in_chunk == chunk or out + rows_in_chunk == total):
+                taken = read_checked_chunk(dataset, start, chunk, width)
+                if taken is not None and rows_in_chunk < chunk and taken[rows_in_chunk * width *
+                                                                         dataset.dtype.itemsize:-4].any():
+                    taken = None  # padding other than HDF5's zeros: rewritten, as HDF5 would
+        if taken is not None:
+            merged.raw[out] = taken
+            start += rows_in_chunk
+            continue
+        stop = min(hi, (start // chunk + 1) * chunk)  # up to the source's next chunk boundary
+        dataset.read_direct(merged.rows, np.s_[start:stop], np.s_[out:out + stop - start])
+        start = stop
 
 
 def _joined(parts, dtype) -> np.ndarray:
