@@ -143,12 +143,14 @@ def _chunk_with_checksum(rows: np.ndarray, chunk_rows: int) -> np.ndarray:
     return out
 
 
-def write_codes(group, name, parts, n, width, dtype, chunk_rows):
+def write_codes(group, name, parts, n, width, dtype, chunk_rows) -> list:
     """The codes dataset ``group[name]`` ([n, width], chunked with fletcher32), written chunk by chunk
-    from ``parts`` (arrays of rows, in order, or one MergedCodes): the bytes HDF5's own write stores."""
+    from ``parts`` (arrays of rows, in order, or one MergedCodes): the bytes HDF5's own write stores.
+    Returns the stored chunks (each a uint8 array: the chunk's bytes and their checksum), in order."""
     chunk_rows = max(1, min(chunk_rows, n))
     dataset = group.create_dataset(name, shape=(n, width), dtype=dtype, chunks=(chunk_rows, width),
                                    maxshape=(None, width), fletcher32=True)
+    chunks = []
     if len(parts) == 1 and isinstance(parts[0], MergedCodes):
         merged = parts[0]
         for start in range(0, n, chunk_rows):
@@ -156,7 +158,8 @@ def write_codes(group, name, parts, n, width, dtype, chunk_rows):
             if stored is None:
                 stored = _chunk_with_checksum(merged.rows[start:start + chunk_rows], chunk_rows)
             dataset.id.write_direct_chunk((start, 0), stored)
-        return dataset
+            chunks.append(stored)
+        return chunks
     pending, at = [], 0  # rows not yet in a written chunk
     for part in parts:
         part = np.asarray(part, dtype=dtype).reshape(-1, width)
@@ -166,15 +169,22 @@ def write_codes(group, name, parts, n, width, dtype, chunk_rows):
             part = part[need:]
             if sum(len(p) for p in pending) == chunk_rows:
                 rows = pending[0] if len(pending) == 1 else np.concatenate(pending)
-                dataset.id.write_direct_chunk((at, 0), _chunk_with_checksum(rows, chunk_rows))
+                chunks.append(_chunk_with_checksum(rows, chunk_rows))
+                dataset.id.write_direct_chunk((at, 0), chunks[-1])
                 at, pending = at + chunk_rows, []
     if pending:
         rows = pending[0] if len(pending) == 1 else np.concatenate(pending)
-        dataset.id.write_direct_chunk((at, 0), _chunk_with_checksum(rows, chunk_rows))
+        chunks.append(_chunk_with_checksum(rows, chunk_rows))
+        dataset.id.write_direct_chunk((at, 0), chunks[-1])
         at += len(rows)
     if at != n:
         raise ValueError(f"codes {name}: {at} rows given for {n}")
-    return dataset
+    return chunks
+
+
+def chunk_rows_of(stored: np.ndarray, dtype, width) -> np.ndarray:
+    """A stored chunk's rows (a view of its bytes, padding included) as [chunk rows, width]."""
+    return stored[:-4].view(dtype).reshape(-1, width)
 
 
 class MergedCodes:

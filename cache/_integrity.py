@@ -227,13 +227,15 @@ def tables_digest(f) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def rows_digest(f, tables: str) -> str:
-    """A segment's identity: SHA-256 of its tables' digest and its per-row datasets' bytes."""
+def rows_digest(f, tables: str, written=None) -> str:
+    """A segment's identity: SHA-256 of its tables' digest and its per-row datasets' bytes. ``written``:
+    the arrays just written to those datasets (name -> array), whose bytes are the stored ones: used
+    instead of reading them back."""
     digest = hashlib.sha256(tables.encode())
     for name in DIGESTED_ROWS:
         if name not in f:
             continue
-        data = f[name][()]
+        data = written[name] if written is not None and name in written else f[name][()]
         digest.update(name.encode() + b"\0")
         if data.dtype.kind == "O":
             digest.update(b"\0".join(_text(v).encode("utf-8", "surrogateescape") for v in data.tolist()) + b"\1")
@@ -242,10 +244,11 @@ def rows_digest(f, tables: str) -> str:
     return digest.hexdigest()
 
 
-def stamp(f) -> tuple:
-    """Write a file's digests as attributes (after everything else); returns (tables, rows)."""
+def stamp(f, written=None) -> tuple:
+    """Write a file's digests as attributes (after everything else); returns (tables, rows).
+    ``written``: as rows_digest takes it."""
     tables = tables_digest(f)
-    rows = rows_digest(f, tables)
+    rows = rows_digest(f, tables, written)
     f.attrs[TABLES_DIGEST] = np.bytes_(tables)
     f.attrs[ROWS_DIGEST] = np.bytes_(rows)
     return tables, rows

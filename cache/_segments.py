@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import h5py
 import numpy as np
 
-from ._chunks import MergedCodes, plain_fletcher32_chunks, read_checked_chunk, write_codes
+from ._chunks import MergedCodes, chunk_rows_of, plain_fletcher32_chunks, read_checked_chunk, write_codes
 from ._files import new_hdf5
 from ._integrity import (ROWS_DIGEST, check_tables, damaged, fixed_utf8, row_options, stamp, stored_digest,
                          write_fixed_attrs)
@@ -84,37 +84,107 @@ def write_segment(path, attrs: dict, class_names, rows: SegmentRows, widths: dic
             labels = np.array([UNLABELED if c is None else index[c] for c in rows.classes], dtype=np.int32).reshape(n)
         else:
             labels = np.asarray(rows.labels, dtype=np.int32).reshape(n)
+        # the per-row arrays as stored (the rows digest is computed from them, not read back)
+        written = {LABELS: labels, "paths": _fixed_paths(rows.paths),
+                   "keys": np.array(rows.keys, dtype=KEY_DTYPE).reshape(n),
+                   "splits": np.array(rows.splits, dtype=SPLIT_DTYPE).reshape(n),
+                   STAT: np.asarray(rows.stats, dtype=np.int64).reshape(n, len(STAT_COLUMNS))}
         f.create_dataset(LABELS, data=labels, **row_options(n))
-        f.create_dataset("paths", data=_fixed_paths(rows.paths), **row_options(n, compress=True))
-        f.create_dataset("keys", data=np.array(rows.keys, dtype=KEY_DTYPE).reshape(n), **row_options(n))
-        f.create_dataset("splits", data=np.array(rows.splits, dtype=SPLIT_DTYPE).reshape(n), **row_options(n))
-        stat = f.create_dataset(STAT, data=np.asarray(rows.stats, dtype=np.int64).reshape(n, len(STAT_COLUMNS)),
-                                **row_options(n, (len(STAT_COLUMNS),)))
+        f.create_dataset("paths", data=written["paths"], **row_options(n, compress=True))
+        f.create_dataset("keys", data=written["keys"], **row_options(n))
+        f.create_dataset("splits", data=written["splits"], **row_options(n))
+        stat = f.create_dataset(STAT, data=written[STAT], **row_options(n, (len(STAT_COLUMNS),)))
         stat.attrs["columns"] = fixed_utf8(STAT_COLUMNS)
         if attrs.get("views"):  # caches with augmented views only: a view row follows its centre row
-            f.create_dataset(VIEWS, data=np.asarray(rows.views, dtype=VIEW_DTYPE).reshape(n), **row_options(n))
+            written[VIEWS] = np.asarray(rows.views, dtype=VIEW_DTYPE).reshape(n)
+            f.create_dataset(VIEWS, data=written[VIEWS], **row_options(n))
         group = f.create_group(CODES_GROUP)
+        chunks = {}
         for layer, width in widths.items():
             # fletcher32: a checksum per chunk, so bytes that change on disk fail loudly on read; the
             # chunks are written as HDF5's filter stores them (cache/_chunks.py), a merge's aligned
             # chunks copied as they were stored
-            write_codes(group, layer, rows.codes.get(layer) or [], n, width, dtype, CODE_CHUNK_ROWS)
+            chunks[layer] = write_codes(group, layer, rows.codes.get(layer) or [], n, width, dtype, CODE_CHUNK_ROWS)
         failed = f.create_group(FAILED_GROUP)
         for name in FAILED_FIELDS:
             failed.create_dataset(name, data=fixed_utf8(getattr(rows, f"failed_{name}")))
         failed.create_dataset(STAT, data=np.asarray(rows.failed_stats, dtype=np.int64).reshape(-1, len(STAT_COLUMNS)))
         if rows.moved_from:  # optional: older segments have none
             f.create_dataset(MOVED_FROM, data=fixed_utf8(rows.moved_from))
-        _, digest = stamp(f)
-    _mark_checked(path)  # its tables are the ones just digested: linking it reads them without a second check
+        _, digest = stamp(f, written)
+    seen = _mark_checked(path)  # its tables are the ones just digested: linking it reads them without a second check
+    _remember(seen, _Written(
+        digest, [name.decode("utf-8") for name in fixed_utf8(class_names).tolist()], written,
+        written.get(VIEWS, np.zeros(n, VIEW_DTYPE)), {layer: (max(1, min(CODE_CHUNK_ROWS, n)), c) for layer, c in chunks.items()},
+        [(text(p), text(k), text(r), tuple(int(v) for v in st)) for p, k, r, st in zip(
+            fixed_utf8(rows.failed_paths).tolist(), fixed_utf8(rows.failed_keys).tolist(),
+            fixed_utf8(rows.failed_reasons).tolist(), rows.failed_stats)],
+        [text(p) for p in fixed_utf8(rows.moved_from).tolist()]))
     return digest
 
 
-def _mark_checked(path) -> None:
+def _mark_checked(path) -> tuple:
     info = os.stat(path)
     if len(_tables_checked) > 4096:
         _tables_checked.clear()
-    _tables_checked[(os.path.abspath(path), info.st_ino, info.st_size, info.st_mtime_ns)] = True
+    seen = (os.path.abspath(path), info.st_ino, info.st_size, info.st_mtime_ns)
+    _tables_checked[seen] = True
+    return seen
+
+
+# --- segments this process wrote, remembered -------------------------------------------------------
+# A segment is immutable once written. What this process wrote into one (its per-row arrays, failures,
+# moved paths and stored code chunks) is kept for a while, so linking it and merging it into the next
+# segment take them from memory instead of reading the file back: the same values (the bytes the file
+# holds, decoded as reading them decodes them), without the reads and the checksums of every chunk.
+# Bounded: the largest segments are dropped first (they merge least often); a merged-away segment at once.
+WRITTEN_MEMORY = 64 << 20  # bytes of code chunks kept
+
+
+@dataclass
+class _Written:
+    digest: str        # the segment's rows digest: a file recalled must be listed (or stamped) with it
+    class_names: list
+    arrays: dict       # per-row dataset name -> array as stored (labels, paths, keys, splits, stat, views?)
+    views: np.ndarray  # each row's view index (zeros where the cache has no views)
+    codes: dict        # layer -> (chunk rows, [stored chunks])
+    failures: list     # [(path, key, reason, stat)] as read_failures reads them
+    moved: list
+
+    @property
+    def nbytes(self) -> int:
+        return sum(c.nbytes for _, chunks in self.codes.values() for c in chunks)
+
+
+_written = {}  # (path, inode, size, mtime) -> _Written
+
+
+def _remember(seen, written: _Written) -> None:
+    if WRITTEN_MEMORY <= 0 or written.nbytes > WRITTEN_MEMORY:
+        return
+    _written[seen] = written
+    while sum(w.nbytes for w in _written.values()) > WRITTEN_MEMORY:
+        del _written[max(_written, key=lambda k: _written[k].nbytes)]
+
+
+def _recall(path, digest):
+    """What this process wrote into the segment file at ``path``, if it still remembers it and the file
+    is the one with ``digest`` (the digest the cache file lists for it, or its own attribute); else None."""
+    if not _written or not digest:
+        return None
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    written = _written.get((os.path.abspath(path), info.st_ino, info.st_size, info.st_mtime_ns))
+    return written if written is not None and written.digest == digest else None
+
+
+def forget_written(path) -> None:
+    """A segment merged away or dropped: no longer remembered."""
+    path = os.path.abspath(path)
+    for seen in [s for s in _written if s[0] == path]:
+        del _written[seen]
 
 
 def _fixed_paths(paths) -> np.ndarray:
@@ -126,11 +196,12 @@ def _fixed_paths(paths) -> np.ndarray:
     return np.asarray(paths, dtype=h5py.string_dtype("utf-8", width)).reshape(len(paths))
 
 
-def read_merge_rows(sources, widths: dict, class_names, dtype) -> SegmentRows:
+def read_merge_rows(sources, widths: dict, class_names, dtype, digests=None) -> SegmentRows:
     """The rows of ``sources`` ([(segment path, [(start, stop), ...] sorted)]), in that order, as a
     merge copies them: arrays as stored, no per-row Python; the codes read straight into one array
-    per layer. Labels are re-indexed into ``class_names`` (the cache's table, which extends each
-    segment's)."""
+    per layer (or their chunks taken as stored). Labels are re-indexed into ``class_names`` (the
+    cache's table, which extends each segment's). ``digests``: path -> the digest the cache file lists
+    for it; a segment this process wrote with that digest is taken from memory."""
     total = sum(stop - start for _, ranges in sources for start, stop in ranges)
     rows = SegmentRows(codes={layer: [MergedCodes(total, width, dtype)] for layer, width in widths.items()})
     columns = {name: [] for name in ("paths", "keys", "splits", "labels", "stats", "views")}
@@ -140,36 +211,46 @@ def read_merge_rows(sources, widths: dict, class_names, dtype) -> SegmentRows:
         ranges = [(int(a), int(b)) for a, b in ranges if b > a]
         if not ranges:
             continue
-        with open_segment(path) as f:
-            names = read_strings(f[CLASS_NAMES])
+        remembered = _recall(path, (digests or {}).get(path))  # this process wrote it: from memory
+        with contextlib.nullcontext() if remembered is not None else open_segment(path) as f:
+            names = remembered.class_names if remembered is not None else read_strings(f[CLASS_NAMES])
             remap = np.array([index.get(name, _NOT_LISTED) for name in names] + [UNLABELED], dtype=np.int32)
             lo, hi = min(a for a, _ in ranges), max(b for _, b in ranges)
             # one contiguous block read, then the live rows picked from it (as read_segment_rows does)
             pick = None if len(ranges) == 1 else np.concatenate([np.arange(a, b) for a, b in ranges]) - lo
 
-            def block(data):
+            def block(name):
+                if remembered is not None:
+                    data = (remembered.views if name == VIEWS else remembered.arrays[name])[lo:hi]
+                else:
+                    data = _views(f, hi)[lo:hi] if name == VIEWS else f[name][lo:hi]
                 return data if pick is None else data[pick]
-            labels = block(f[LABELS][lo:hi])
+            labels = block(LABELS)
             if len(labels) and int(labels.max()) >= len(names):
                 raise damaged(path, "segment file", "a label is past its class table")
             labels = np.where(labels >= 0, remap[np.where(labels >= 0, labels, len(names))], np.int32(UNLABELED))
             if (labels == _NOT_LISTED).any():
                 raise damaged(path, "segment file", "a row's class is not in the cache's class table")
             columns["labels"].append(labels.astype(np.int32))
-            paths = block(f["paths"][lo:hi])
+            paths = block("paths")
             if paths.dtype.kind != "S":  # a segment from before fixed-width strings (variable-length ones)
                 paths = fixed_utf8(paths.tolist())
             columns["paths"].append(paths)
-            columns["keys"].append(np.asarray(block(f["keys"][lo:hi]), dtype=KEY_DTYPE))
-            columns["splits"].append(np.asarray(block(f["splits"][lo:hi]), dtype=SPLIT_DTYPE))
-            columns["stats"].append(block(f[STAT][lo:hi]))
-            columns["views"].append(block(_views(f, hi)[lo:hi]))
+            columns["keys"].append(np.asarray(block("keys"), dtype=KEY_DTYPE))
+            columns["splits"].append(np.asarray(block("splits"), dtype=SPLIT_DTYPE))
+            columns["stats"].append(block(STAT))
+            columns["views"].append(block(VIEWS))
             for layer, width in widths.items():
-                dataset, merged = f[CODES_GROUP][layer], rows.codes[layer][0]
-                if pick is None:
-                    _copy_codes(dataset, lo, hi, at, merged, total, width, int(f.attrs.get("rows", -1)))
+                merged = rows.codes[layer][0]
+                if remembered is not None:
+                    position = at
+                    for a, b in ranges:
+                        _copy_remembered_codes(remembered, layer, a, b, position, merged, total, width)
+                        position += b - a
+                elif pick is None:
+                    _copy_codes(f[CODES_GROUP][layer], lo, hi, at, merged, total, width, int(f.attrs.get("rows", -1)))
                 else:
-                    merged.rows[at:at + len(pick)] = dataset[lo:hi][pick]
+                    merged.rows[at:at + len(pick)] = f[CODES_GROUP][layer][lo:hi][pick]
         at += hi - lo if pick is None else len(pick)
     assert at == total
     rows.paths = _joined(columns["paths"], np.dtype("S1"))
@@ -182,6 +263,27 @@ def read_merge_rows(sources, widths: dict, class_names, dtype) -> SegmentRows:
 
 
 _NOT_LISTED = -3  # read_merge_rows: a class of the segment's table the cache's does not hold
+
+
+def _copy_remembered_codes(remembered, layer, lo, hi, at, merged: MergedCodes, total, width) -> None:
+    """As _copy_codes, from the chunks this process wrote (no read, no checksum to check)."""
+    chunk = CODE_CHUNK_ROWS
+    stored_chunk_rows, chunks = remembered.codes[layer]
+    stored_rows = len(remembered.views)
+    raw_ok = total >= chunk and stored_chunk_rows == chunk
+    start = lo
+    while start < hi:
+        out, c = at + start - lo, start // stored_chunk_rows
+        if raw_ok and start % chunk == 0 and out % chunk == 0:
+            rows_in_chunk = min(chunk, stored_rows - start)
+            if start + rows_in_chunk <= hi and (rows_in_chunk == chunk or out + rows_in_chunk == total):
+                merged.raw[out] = chunks[c]
+                start += rows_in_chunk
+                continue
+        stop = min(hi, (c + 1) * stored_chunk_rows)
+        data = chunk_rows_of(chunks[c], merged.rows.dtype, width)
+        merged.rows[out:out + stop - start] = data[start - c * stored_chunk_rows:stop - c * stored_chunk_rows]
+        start = stop
 
 
 def _copy_codes(dataset, lo, hi, at, merged: MergedCodes, total, width, stored_rows) -> None:
@@ -284,11 +386,19 @@ def read_segment_index(path, with_paths=True):
 
 def read_segment_for_link(path):
     """(SegmentIndex, paths, attrs, failures, moved paths) of a shard, in one opening of its file:
-    what linking it needs (read_segment_index, read_segment_failures and read_segment_moved)."""
+    what linking it needs (read_segment_index, read_segment_failures and read_segment_moved). A shard
+    this process wrote: its attributes read, the rest as written (the values reading them gives)."""
     with open_segment(path) as f:
-        index, paths, attrs = _segment_index(f, path, True)
-        moved = read_strings(f[MOVED_FROM]) if MOVED_FROM in f else []
-        return index, paths, attrs, read_failures(f[FAILED_GROUP]), moved
+        attrs = read_attrs(f)
+        remembered = _recall(path, attrs.get(ROWS_DIGEST))
+        if remembered is None:
+            index, paths, attrs = _segment_index(f, path, True)
+            moved = read_strings(f[MOVED_FROM]) if MOVED_FROM in f else []
+            return index, paths, attrs, read_failures(f[FAILED_GROUP]), moved
+    arrays = remembered.arrays
+    index = SegmentIndex(os.path.basename(path), len(remembered.views), arrays["keys"], arrays[STAT],
+                         arrays[LABELS], arrays["splits"], list(remembered.class_names), remembered.views)
+    return index, decoded_paths(arrays["paths"]), attrs, list(remembered.failures), list(remembered.moved)
 
 
 def _segment_index(f, path, with_paths):

@@ -29,6 +29,7 @@ from ._row_index import Known, RowIndex
 from .schema import SCHEMA_VERSION, read_attrs
 from ._writer_thread import OrderedWriter
 from ._segments import (MERGED, SHARD, SegmentIndex, SegmentRows, awaits_link, check_identity, decoded_paths,
+                        forget_written,
                         open_segment, read_merge_rows, read_segment_for_link, read_segment_index, read_segment_rows,
                         segment_name, segment_seq, write_segment)
 
@@ -322,7 +323,8 @@ class AppendSession:
         """Copy the live rows of ``names`` (adjacent segments) into one new segment."""
         # arrays as stored, codes read into one array (no per-row Python, one copy fewer)
         rows = read_merge_rows([(os.path.join(self.folder, name), self.manifest.ranges_of(name)) for name in names],
-                               self.widths, self.manifest.class_names, np.dtype(self.fingerprint.dtype))
+                               self.widths, self.manifest.class_names, np.dtype(self.fingerprint.dtype),
+                               {os.path.join(self.folder, name): self.manifest.digests.get(name) for name in names})
         seq = self._allocate_seq()
         merged = segment_name(seq)
         attrs = dict(Fingerprint.from_attrs(self.manifest.attrs).to_attrs(), kind=MERGED, seq=seq)
@@ -334,6 +336,7 @@ class AppendSession:
         for name in names:
             self._rows.forget(name)
             self.manifest.digests.pop(name, None)
+            forget_written(os.path.join(self.folder, name))  # merged away: not read again by this session
         # the merged segment's index from the rows just written (what reading it back gave)
         index = SegmentIndex(merged, n, rows.keys, rows.stats, rows.labels, rows.splits,
                              list(self.manifest.class_names), rows.views)
@@ -341,6 +344,7 @@ class AppendSession:
         return list(names)
 
     def _forget(self, name):
+        forget_written(os.path.join(self.folder, name))
         compaction.forget(self.manifest, name)
         self.manifest.digests.pop(name, None)
         self._rows.forget(name)

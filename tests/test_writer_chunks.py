@@ -132,8 +132,9 @@ def h5py_write_codes(group, name, parts, n, width, dtype, chunk_rows):
     """The write before issue 50's cut: h5py's create_dataset with the rows, HDF5 computing the checksums."""
     parts = [np.asarray(p, dtype=dtype) for p in parts]
     data = np.concatenate(parts).reshape(n, width) if parts else np.zeros((0, width), dtype)
-    return group.create_dataset(name, data=data, chunks=(max(1, min(chunk_rows, n)), width),
-                                maxshape=(None, width), fletcher32=True)
+    group.create_dataset(name, data=data, chunks=(max(1, min(chunk_rows, n)), width),
+                         maxshape=(None, width), fletcher32=True)
+    return []
 
 
 def h5py_copy_codes(dataset, lo, hi, at, merged, total, width, stored_rows):
@@ -162,23 +163,26 @@ def test_segments_are_the_bytes_h5pys_write_made(tmp_path, monkeypatch, case):
     sizes, ranges = MERGES[case]
     widths, dtype = {"fc7": 4096}, np.dtype(np.float16)
     written = {}
-    for way in ("h5py", "chunks"):
+    for way in ("h5py", "chunks", "chunks remembered"):
         folder = tmp_path / way
         folder.mkdir()
-        if way == "h5py":
+        monkeypatch.undo()
+        if way == "h5py":  # the write and the merge before issue 50's cut
             monkeypatch.setattr(_segments, "write_codes", h5py_write_codes)
             monkeypatch.setattr(_segments, "_copy_codes", h5py_copy_codes)
-        else:
-            monkeypatch.undo()
-        sources = []
+        if way != "chunks remembered":  # the merge reads its sources from their files
+            monkeypatch.setattr(_segments, "WRITTEN_MEMORY", 0)
+        sources, digests = [], {}
         for i, size in enumerate(sizes):
             path = str(folder / f"seg-0000000{i + 1}.h5")
-            write_segment(path, dict(ATTRS, kind="shard"), ["ant", "bee"], _rows(size, 1000 * i, 4096), widths, dtype)
+            digests[path] = write_segment(path, dict(ATTRS, kind="shard"), ["ant", "bee"], _rows(size, 1000 * i, 4096),
+                                          widths, dtype)
             sources.append((path, ranges[i]))
-        merged = read_merge_rows(sources, widths, ["ant", "bee", "cat"], dtype)
+        merged = read_merge_rows(sources, widths, ["ant", "bee", "cat"], dtype, digests)
         write_segment(str(folder / "merged.h5"), ATTRS, ["ant", "bee", "cat"], merged, widths, dtype)
         written[way] = {name: (folder / name).read_bytes() for name in sorted(os.listdir(folder))}
     assert written["chunks"] == written["h5py"]  # every file, byte for byte
+    assert written["chunks remembered"] == written["h5py"]
     with h5py.File(tmp_path / "chunks" / "merged.h5", "r") as f, \
             h5py.File(tmp_path / "h5py" / "seg-00000001.h5", "r") as first:
         codes = f[CODES_GROUP]["fc7"][()]  # read with the checksums checked
@@ -187,6 +191,7 @@ def test_segments_are_the_bytes_h5pys_write_made(tmp_path, monkeypatch, case):
 
 
 def test_merges_take_aligned_chunks_as_stored(tmp_path, monkeypatch):
+    monkeypatch.setattr(_segments, "WRITTEN_MEMORY", 0)  # read from the files
     taken = []
     real = _chunks.read_checked_chunk
     monkeypatch.setattr(_segments, "read_checked_chunk", lambda *a: taken.append(a[1]) or real(*a))
@@ -199,7 +204,8 @@ def test_merges_take_aligned_chunks_as_stored(tmp_path, monkeypatch):
     assert taken == [0, 256, 0, 256]
 
 
-def test_a_damaged_chunk_fails_the_merge_as_before(tmp_path):
+def test_a_damaged_chunk_fails_the_merge_as_before(tmp_path, monkeypatch):
+    monkeypatch.setattr(_segments, "WRITTEN_MEMORY", 0)  # a segment another process wrote
     widths, dtype = {"fc7": 4096}, np.dtype(np.float16)
     path = str(tmp_path / "seg-00000001.h5")
     write_segment(path, ATTRS, ["ant", "bee"], _rows(512, 0, 4096), widths, dtype)
