@@ -13,8 +13,8 @@ import numpy as np
 
 from ._chunks import MergedCodes, chunk_rows_of, plain_fletcher32_chunks, read_checked_chunk, write_codes
 from ._files import new_hdf5
-from ._integrity import (ROWS_DIGEST, check_tables, damaged, fixed_utf8, row_options, stamp, stored_digest,
-                         write_fixed_attrs)
+from ._integrity import (ROWS_DIGEST, check_tables, damaged, fixed_attr, fixed_utf8, row_options, stamp,
+                         stored_digest)
 from .errors import CacheError
 from .schema import (CLASS_NAMES, CODE_CHUNK_ROWS, CODES_GROUP, FAILED_FIELDS, FAILED_GROUP, KEY_DTYPE, LABELS,
                      SPLIT_DTYPE, STAT, STAT_COLUMNS, VIEW_DTYPE, VIEWS, read_attrs, read_failures, read_strings, text,
@@ -72,13 +72,21 @@ def write_segment(path, attrs: dict, class_names, rows: SegmentRows, widths: dic
     """Write ``rows`` to ``path`` atomically (temporary name, fsync, rename); returns its digest
     (cache/_integrity.py), which the cache file lists beside its name."""
     n = len(rows.paths)
+    # the small tables as stored: written, and remembered, from these arrays
+    stored_attrs = {key: fixed_attr(value) for key, value in attrs.items() if value is not None}
+    stored_attrs["rows"] = n
+    tables = {"attrs": stored_attrs, CLASS_NAMES: fixed_utf8(class_names),
+              FAILED_GROUP: {name: fixed_utf8(getattr(rows, f"failed_{name}")) for name in FAILED_FIELDS}}
+    tables[FAILED_GROUP][STAT] = np.asarray(rows.failed_stats, dtype=np.int64).reshape(-1, len(STAT_COLUMNS))
+    if rows.moved_from:  # optional: older segments have none
+        tables[MOVED_FROM] = fixed_utf8(rows.moved_from)
     with new_hdf5(path) as f:
         # Nothing here is a variable-length string: HDF5 keeps those in a heap with no checksum, which it
         # may never finish reading once damaged (cache/_integrity.py). Every per-row dataset carries
         # fletcher32 checksums, as the codes do.
-        write_fixed_attrs(f, attrs)
-        f.attrs["rows"] = n
-        f.create_dataset(CLASS_NAMES, data=fixed_utf8(class_names))
+        for key, value in stored_attrs.items():
+            f.attrs[key] = value
+        f.create_dataset(CLASS_NAMES, data=tables[CLASS_NAMES])
         if rows.labels is None:
             index = {name: i for i, name in enumerate(class_names)}
             labels = np.array([UNLABELED if c is None else index[c] for c in rows.classes], dtype=np.int32).reshape(n)
@@ -107,19 +115,21 @@ def write_segment(path, attrs: dict, class_names, rows: SegmentRows, widths: dic
             chunks[layer] = write_codes(group, layer, rows.codes.get(layer) or [], n, width, dtype, CODE_CHUNK_ROWS)
         failed = f.create_group(FAILED_GROUP)
         for name in FAILED_FIELDS:
-            failed.create_dataset(name, data=fixed_utf8(getattr(rows, f"failed_{name}")))
-        failed.create_dataset(STAT, data=np.asarray(rows.failed_stats, dtype=np.int64).reshape(-1, len(STAT_COLUMNS)))
-        if rows.moved_from:  # optional: older segments have none
-            f.create_dataset(MOVED_FROM, data=fixed_utf8(rows.moved_from))
+            failed.create_dataset(name, data=tables[FAILED_GROUP][name])
+        failed.create_dataset(STAT, data=tables[FAILED_GROUP][STAT])
+        if MOVED_FROM in tables:
+            f.create_dataset(MOVED_FROM, data=tables[MOVED_FROM])
+        # the tables' digest from reading them back, as before: reading the attributes back changes
+        # bytes of the file HDF5 then writes (their dense storage's index), which stay as they were
         _, digest = stamp(f, written)
     seen = _mark_checked(path)  # its tables are the ones just digested: linking it reads them without a second check
+    failed = tables[FAILED_GROUP]
     _remember(seen, _Written(
-        digest, [name.decode("utf-8") for name in fixed_utf8(class_names).tolist()], written,
+        digest, [name.decode("utf-8") for name in tables[CLASS_NAMES].tolist()], written,
         written.get(VIEWS, np.zeros(n, VIEW_DTYPE)), {layer: (max(1, min(CODE_CHUNK_ROWS, n)), c) for layer, c in chunks.items()},
         [(text(p), text(k), text(r), tuple(int(v) for v in st)) for p, k, r, st in zip(
-            fixed_utf8(rows.failed_paths).tolist(), fixed_utf8(rows.failed_keys).tolist(),
-            fixed_utf8(rows.failed_reasons).tolist(), rows.failed_stats)],
-        [text(p) for p in fixed_utf8(rows.moved_from).tolist()]))
+            failed["paths"].tolist(), failed["keys"].tolist(), failed["reasons"].tolist(), failed[STAT].tolist())],
+        [text(p) for p in tables[MOVED_FROM].tolist()] if MOVED_FROM in tables else []))
     return digest
 
 
