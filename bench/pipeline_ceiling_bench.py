@@ -24,6 +24,7 @@ default, 4096 codes an image, the widest of the defaults.
 
     python bench/pipeline_ceiling_bench.py ../shared/data/flowers5 --limit 2000 --runs 3
     python bench/pipeline_ceiling_bench.py ../shared/data/flowers5 --profile 25
+    python bench/pipeline_ceiling_bench.py ../shared/data/flowers5 --profile-writer 25
 """
 import argparse
 import os
@@ -151,7 +152,30 @@ class LoopMeter:
         runner._encode_and_commit = self.original
 
 
-def pipeline_run(folder, tmp, args, profile=0):
+class WriterProfile:
+    """A cProfile.Profile of the cache's writer thread: each job it does (write, link, merge, publish),
+    on that thread's CPU time."""
+
+    def __init__(self):
+        import cProfile
+        from cnncodes.cache import _writer_thread
+        self.profile = cProfile.Profile(time.thread_time)
+        self.module = _writer_thread
+        self.original = _writer_thread.OrderedWriter.__init__
+
+    def __enter__(self):
+        profile, original = self.profile, self.original
+
+        def init(writer, do, background=True):
+            original(writer, lambda job: profile.runcall(do, job), background)
+        self.module.OrderedWriter.__init__ = init
+        return self
+
+    def __exit__(self, *exc):
+        self.module.OrderedWriter.__init__ = self.original
+
+
+def pipeline_run(folder, tmp, args, profile=0, profile_writer=0):
     cache = os.path.join(tmp, "ceiling.h5")
     options = dict(backbone=args.backbone, weights="random", progress=False, decoder=args.decoder)
     if args.crop_size:
@@ -171,12 +195,17 @@ def pipeline_run(folder, tmp, args, profile=0):
         import cProfile
         import pstats
         prof = cProfile.Profile(time.thread_time)  # the main thread's CPU time in the loop, not its waits
-    with LoopMeter(prof) as meter:
+    import contextlib
+    with LoopMeter(prof) as meter, (WriterProfile() if profile_writer else contextlib.nullcontext()) as writer:
         summary = run_extract(ExtractConfig(folder, cache, **options))
     shutil.rmtree(cache + ".shards", ignore_errors=True)
     os.remove(cache)
     if profile:
         pstats.Stats(prof).sort_stats("tottime").print_stats(profile)
+    if profile_writer:
+        import pstats
+        print("the cache's writer thread (its CPU time):")
+        pstats.Stats(writer.profile).sort_stats("cumulative").print_stats(profile_writer)
     n = summary.written + summary.failed
     return n / summary.loop_seconds, meter, n
 
@@ -196,6 +225,8 @@ def main():
     ap.add_argument("--precision", default=None)
     ap.add_argument("--shard-rows", type=int, default=None, help="extract's rows per commit (default: its own)")
     ap.add_argument("--runs", type=int, default=3, help="pipeline runs (each printed, D measured around each)")
+    ap.add_argument("--profile-writer", type=int, default=0, help="also print the top N functions (cumulative) of "
+                    "the cache's writer thread in one profiled run (its CPU time: writing, linking, merging shards)")
     ap.add_argument("--profile", type=int, default=0, help="also print the top N functions of one profiled run "
                     "(the main thread's CPU time in extract's loop: no scan, weights or model build)")
     args = ap.parse_args()
@@ -238,8 +269,8 @@ def main():
                 best = (rate / d, main_us, steady_us)
         print(f"best of {args.runs}: pipeline / D {best[0]:.2f}, main process {best[1]:.1f} us an image, "
               f"{best[2]:.1f} from the first batch on (caps a GPU at {1e6 / best[2]:,.0f} images/s)")
-        if args.profile:
-            pipeline_run(folder, tmp, args, profile=args.profile)
+        if args.profile or args.profile_writer:
+            pipeline_run(folder, tmp, args, profile=args.profile, profile_writer=args.profile_writer)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         if args.network == "identity":

@@ -212,11 +212,18 @@ def _plain(value):
     return value
 
 
-def tables_digest(f) -> str:
+def tables_digest(f, written=None) -> str:
     """SHA-256 of a segment's or packed file's small tables: its attributes (but the digests), class
-    names, failures and moved paths, as read back."""
+    names, failures and moved paths, as read back. ``written``: the tables' datasets just written to
+    ``f`` ({name: array} and {group: {name: array}}, every one present), used instead of reading them
+    back (the attributes are read back: HDF5 writes a file whose attributes were read differently)."""
     attrs = {k: _plain(v) for k, v in f.attrs.items() if k not in (TABLES_DIGEST, ROWS_DIGEST)}
     tables = {"attrs": attrs}
+    if written is not None:
+        for name, value in written.items():
+            tables[name] = {k: _plain(v) for k, v in sorted(value.items())} if isinstance(value, dict) else _plain(value)
+        data = json.dumps(tables, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8", "surrogateescape")
+        return hashlib.sha256(data).hexdigest()
     for name in TABLE_DATASETS:
         if name in f:
             tables[name] = _plain(f[name][()])
@@ -244,10 +251,10 @@ def rows_digest(f, tables: str, written=None) -> str:
     return digest.hexdigest()
 
 
-def stamp(f, written=None) -> tuple:
+def stamp(f, written=None, written_tables=None) -> tuple:
     """Write a file's digests as attributes (after everything else); returns (tables, rows).
-    ``written``: as rows_digest takes it."""
-    tables = tables_digest(f)
+    ``written``: as rows_digest takes it; ``written_tables``: as tables_digest takes it."""
+    tables = tables_digest(f, written_tables)
     rows = rows_digest(f, tables, written)
     f.attrs[TABLES_DIGEST] = np.bytes_(tables)
     f.attrs[ROWS_DIGEST] = np.bytes_(rows)

@@ -119,9 +119,9 @@ def write_segment(path, attrs: dict, class_names, rows: SegmentRows, widths: dic
         failed.create_dataset(STAT, data=tables[FAILED_GROUP][STAT])
         if MOVED_FROM in tables:
             f.create_dataset(MOVED_FROM, data=tables[MOVED_FROM])
-        # the tables' digest from reading them back, as before: reading the attributes back changes
-        # bytes of the file HDF5 then writes (their dense storage's index), which stay as they were
-        _, digest = stamp(f, written)
+        # the tables' attributes are read back for their digest, as before: reading them changes bytes
+        # of the file HDF5 then writes (their dense storage's index), which stay as they were
+        _, digest = stamp(f, written, {name: value for name, value in tables.items() if name != "attrs"})
     seen = _mark_checked(path)  # its tables are the ones just digested: linking it reads them without a second check
     failed = tables[FAILED_GROUP]
     _remember(seen, _Written(

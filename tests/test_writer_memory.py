@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cnncodes.cache import _segments
-from cnncodes.cache._integrity import ROWS_DIGEST, rows_digest, stored_digest, tables_digest
+from cnncodes.cache._integrity import ROWS_DIGEST, TABLES_DIGEST, rows_digest, stored_digest, tables_digest
 from cnncodes.cache._segments import (SegmentRows, open_segment, read_merge_rows, read_segment_for_link,
                                       write_segment)
 
@@ -42,10 +42,11 @@ def _forget_all(monkeypatch):
 
 
 @pytest.mark.parametrize("views", [False, True])
-def test_the_rows_digest_from_the_arrays_is_the_files(tmp_path, views):
+def test_the_digests_from_the_arrays_are_the_files(tmp_path, views):
     path = str(tmp_path / "seg-00000001.h5")
     digest = write_segment(path, _attrs(views), ["ant", "bee"], _rows(700, 0, views), WIDTHS, np.dtype(np.float16))
     with open_segment(path) as f:
+        assert stored_digest(f, TABLES_DIGEST) == tables_digest(f)  # the tables as read back
         assert digest == stored_digest(f, ROWS_DIGEST) == rows_digest(f, tables_digest(f))
 
 
