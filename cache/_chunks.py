@@ -105,11 +105,13 @@ def _library_paths() -> list:
 
 
 def _library_checksum():
-    """HDF5's own H5_checksum_fletcher32 (ctypes), checked against the numpy one; or None."""
+    """HDF5's own H5_checksum_fletcher32 (ctypes) from the library h5py loaded, checked against the numpy
+    one; or None."""
     probe = np.random.default_rng(0).integers(0, 256, 3 * 2 * _FOLD_WORDS + 7, dtype=np.uint8)
     for path in _library_paths():
         try:
-            function = ctypes.CDLL(path).H5_checksum_fletcher32
+            # only a library already in this process (the one h5py loaded): never a second HDF5
+            function = ctypes.CDLL(path, mode=getattr(os, "RTLD_NOLOAD", 0) | ctypes.RTLD_LOCAL).H5_checksum_fletcher32
         except (OSError, AttributeError):
             continue
         function.restype, function.argtypes = ctypes.c_uint32, [ctypes.c_void_p, ctypes.c_size_t]

@@ -6,6 +6,7 @@ exists under its final name is whole. The cache file's virtual datasets stitch s
 import contextlib
 import os
 import re
+import threading
 from dataclasses import dataclass, field
 
 import h5py
@@ -167,14 +168,16 @@ class _Written:
 
 
 _written = {}  # (path, inode, size, mtime) -> _Written
+_written_lock = threading.Lock()  # sessions of several caches may write at once, each on its own thread
 
 
 def _remember(seen, written: _Written) -> None:
     if WRITTEN_MEMORY <= 0 or written.nbytes > WRITTEN_MEMORY:
         return
-    _written[seen] = written
-    while sum(w.nbytes for w in _written.values()) > WRITTEN_MEMORY:
-        del _written[max(_written, key=lambda k: _written[k].nbytes)]
+    with _written_lock:
+        _written[seen] = written
+        while sum(w.nbytes for w in _written.values()) > WRITTEN_MEMORY:
+            del _written[max(_written, key=lambda k: _written[k].nbytes)]
 
 
 def _recall(path, digest):
@@ -186,15 +189,17 @@ def _recall(path, digest):
         info = os.stat(path)
     except OSError:
         return None
-    written = _written.get((os.path.abspath(path), info.st_ino, info.st_size, info.st_mtime_ns))
+    with _written_lock:
+        written = _written.get((os.path.abspath(path), info.st_ino, info.st_size, info.st_mtime_ns))
     return written if written is not None and written.digest == digest else None
 
 
 def forget_written(path) -> None:
     """A segment merged away or dropped: no longer remembered."""
     path = os.path.abspath(path)
-    for seen in [s for s in _written if s[0] == path]:
-        del _written[seen]
+    with _written_lock:
+        for seen in [s for s in _written if s[0] == path]:
+            del _written[seen]
 
 
 def _fixed_paths(paths) -> np.ndarray:
