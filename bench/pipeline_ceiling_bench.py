@@ -25,6 +25,12 @@ default, 4096 codes an image, the widest of the defaults.
     python bench/pipeline_ceiling_bench.py ../shared/data/flowers5 --limit 2000 --runs 3
     python bench/pipeline_ceiling_bench.py ../shared/data/flowers5 --profile 25
     python bench/pipeline_ceiling_bench.py ../shared/data/flowers5 --profile-writer 25
+    python bench/pipeline_ceiling_bench.py --writer-alone 16 --shard-rows 512 --runs 3
+
+``--writer-alone N``: the cache's writer alone, no extract: an AppendSession on the calling thread
+takes N shards of --shard-rows rows of 4096 float16 codes (VGG16 fc7's width; ``--writer-width``),
+as extract hands them over, and writes, links and merges them; printed: its CPU time per row, all
+and by part (writing segments, reading merges' rows, publishing the cache file).
 """
 import argparse
 import os
@@ -210,9 +216,62 @@ def pipeline_run(folder, tmp, args, profile=0, profile_writer=0):
     return n / summary.loop_seconds, meter, n
 
 
+def writer_alone(shards, rows, width, runs):
+    """CPU us per row of the cache's writer alone (see the module's doc), ``runs`` times after a warm-up."""
+    import numpy as np
+    from cnncodes.cache import append as append_module
+    from cnncodes.cache.fingerprint import Fingerprint
+    fingerprint = Fingerprint(backbone="bench", layers=("codes",), weights="random:0", preprocess={"crop": 224},
+                              dtype="float16", views=None, provenance={"data_root": "/photos"})
+    codes = np.random.default_rng(0).standard_normal((rows, width)).astype(np.float16)
+    parts = {"write": "write_segment", "merge read": "read_merge_rows", "publish": "publish_manifest"}
+    originals = {name: getattr(append_module, name) for name in parts.values()}
+
+    def one(shards):
+        spent = dict.fromkeys(parts, 0.0)
+
+        def timed(part, function):
+            def run(*a, **k):
+                started = time.process_time()
+                try:
+                    return function(*a, **k)
+                finally:
+                    spent[part] += time.process_time() - started
+            return run
+        for part, name in parts.items():
+            setattr(append_module, name, timed(part, originals[name]))
+        tmp = tempfile.mkdtemp(prefix="cnncodes-writer-")
+        try:
+            started = time.process_time()
+            with append_module.open_for_append(os.path.join(tmp, "w.h5"), fingerprint, {"codes": width}, ["a"],
+                                               background=False) as session:
+                for k in range(shards):
+                    base = k * rows
+                    for b in range(0, rows, 32):  # batches of 32, as extract adds them
+                        n = min(32, rows - b)
+                        session.add_rows([f"a/{base + b + i:08d}.jpg" for i in range(n)],
+                                         ["%064x" % (base + b + i) for i in range(n)], ["train"] * n, ["a"] * n,
+                                         [(1000 + i, 10 ** 18 + i, 5 + i) for i in range(n)], {"codes": codes[b:b + n]})
+                    session.commit_shard()
+            total = time.process_time() - started
+        finally:
+            for name, function in originals.items():
+                setattr(append_module, name, function)
+            shutil.rmtree(tmp, ignore_errors=True)
+        n = shards * rows
+        return {"all": 1e6 * total / n} | {part: 1e6 * seconds / n for part, seconds in spent.items()}
+    one(2)  # warm-up
+    print(f"the cache's writer alone: {shards} shards of {rows} rows of {width} float16 codes; CPU us a row")
+    for _ in range(runs):
+        print("  ".join(f"{part} {us:.1f}" for part, us in one(shards).items()), flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("data")
+    ap.add_argument("data", nargs="?")
+    ap.add_argument("--writer-alone", type=int, default=0, metavar="N",
+                    help="the cache's writer alone: N shards of --shard-rows rows (default 512), no extract")
+    ap.add_argument("--writer-width", type=int, default=4096, help="--writer-alone's code width (float16)")
     ap.add_argument("--limit", type=int, default=2000)
     ap.add_argument("--backbone", default="vgg16", help="whose fingerprint, layers and preprocessing (default vgg16 fc7)")
     ap.add_argument("--network", default="identity", help="identity (bench-only, the default), or 'backbone': "
@@ -230,6 +289,11 @@ def main():
     ap.add_argument("--profile", type=int, default=0, help="also print the top N functions of one profiled run "
                     "(the main thread's CPU time in extract's loop: no scan, weights or model build)")
     args = ap.parse_args()
+    if args.writer_alone:
+        writer_alone(args.writer_alone, args.shard_rows or 512, args.writer_width, args.runs)
+        return
+    if not args.data:
+        ap.error("the data folder is required (but with --writer-alone)")
     cores = len(os.sched_getaffinity(0))
     cap = os.environ.get("ONEDNN_MAX_CPU_ISA")
     print(f"machine: {cpu()} ({isa()}{f', oneDNN capped at {cap}' if cap else ''}), torch {torch.__version__}")
