@@ -3,6 +3,7 @@ import os
 
 import torch
 
+from ..cpu_features import native_bf16
 from .errors import ExtractError
 from .options import PRECISIONS as PRECISION_NAMES
 
@@ -20,23 +21,6 @@ def pick_device(name="auto") -> torch.device:
         return torch.device(name)
     except RuntimeError:
         raise ExtractError(f"device={name}: not a device name; use auto, cpu or cuda") from None
-
-
-# oneDNN's ISA caps (ONEDNN_MAX_CPU_ISA, or its older name DNNL_MAX_CPU_ISA) that leave out bf16:
-# capped there, oneDNN runs as on a CPU without it (the way to run an AVX2 machine's code path on a
-# newer CPU: ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2).
-_ISA_WITHOUT_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
-
-
-def native_bf16() -> bool:
-    """Does this CPU compute bf16 in hardware (AVX512-BF16 or AMX), as oneDNN is allowed to use it?
-    Without it, bf16 autocast is emulated and several times slower than fp32."""
-    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").upper()
-    if cap in _ISA_WITHOUT_BF16:
-        return False
-    cpu = torch.cpu
-    checks = (getattr(cpu, "_is_avx512_bf16_supported", None), getattr(cpu, "_is_amx_tile_supported", None))
-    return any(check is not None and check() for check in checks)
 
 
 def pick_precision(name, device: torch.device) -> str:
