@@ -23,6 +23,7 @@ THUMBNAILS = 600          # photos embedded at most (the flagged ones first, the
 THUMB_SIZE = 72
 NEIGHBOURS = 8            # nearest rows shown on a click (cosine, in the codes)
 TSNE_ROWS = 5000          # t-SNE where the rows are at most this many, else PCA
+PLANE_FIT_ROWS = 100_000  # PCA's axes from at most this many rows (a seeded sample)
 PALETTE = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974",
            "#64b5cd", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
 
@@ -46,20 +47,24 @@ def project(X, seed=0) -> tuple:
     return np.asarray(xy, dtype=np.float32), how
 
 
-def principal_plane(X, block=65536) -> np.ndarray:
+def principal_plane(X, block=65536, seed=0) -> np.ndarray:
     """The unit-length rows of X on their first two principal components [n, 2], a block of rows at
     a time: the covariance (D x D) is summed over blocks and its top eigenvectors taken, so memory
     stays the codes plus one block (scikit-learn's PCA centres a full copy: 20 GB at a million
-    rows beside 5 GB of codes). Signs as scikit-learn's svd_flip sets them: each axis's largest
+    rows beside 5 GB of codes). Past PLANE_FIT_ROWS rows the covariance is a seeded sample's (two
+    axes of a map need no more; summed over a million rows it was most of audit.html's time), and
+    every row is projected. Signs as scikit-learn's svd_flip sets them: each axis's largest
     loading positive."""
     n, width = X.shape
+    fit = np.arange(n) if n <= PLANE_FIT_ROWS else np.sort(
+        np.random.default_rng(seed).choice(n, PLANE_FIT_ROWS, replace=False))
     total, gram = np.zeros(width), np.zeros((width, width))
-    for start in range(0, n, block):
-        U = _unit(X[start:start + block])
+    for start in range(0, len(fit), block):
+        U = _unit(X[fit[start:start + block]] if len(fit) < n else X[start:start + block])
         total += U.sum(axis=0, dtype=np.float64)
         gram += U.T @ U
-    mean = total / n
-    _, vectors = np.linalg.eigh(gram / n - np.outer(mean, mean))
+    mean = total / len(fit)
+    _, vectors = np.linalg.eigh(gram / len(fit) - np.outer(mean, mean))
     axes = vectors[:, ::-1][:, :2]
     axes *= np.sign(axes[np.abs(axes).argmax(axis=0), [0, 1]])
     axes, mean = axes.astype(np.float32), mean.astype(np.float32)

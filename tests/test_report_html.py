@@ -140,3 +140,17 @@ def test_the_map_beyond_tsne_is_scikit_learns_pca_a_block_at_a_time():
     X = rng.normal(0, 1, (3, 40))[rng.integers(0, 3, 2500)] * 3 + rng.normal(0, 1, (2500, 40))
     expected = PCA(n_components=2, svd_solver="full").fit_transform(_unit(X))
     np.testing.assert_allclose(principal_plane(X, block=300), expected, atol=1e-4)
+
+
+def test_the_map_past_its_fit_rows_takes_its_axes_from_a_sample(monkeypatch):
+    """Past PLANE_FIT_ROWS the axes come from a seeded sample of rows and every row is projected:
+    the same picture as the axes of every row (a map's two axes need no more), not the same bits."""
+    from cnncodes.classify import report_html
+    rng = np.random.default_rng(1)
+    X = rng.normal(0, 1, (3, 40))[rng.integers(0, 3, 2500)] * 3 + rng.normal(0, 1, (2500, 40))
+    every = report_html.principal_plane(X, block=300)
+    monkeypatch.setattr(report_html, "PLANE_FIT_ROWS", 500)
+    sampled = report_html.principal_plane(X, block=300)
+    assert sampled.shape == every.shape and not np.array_equal(sampled, every)
+    for axis in range(2):
+        assert np.corrcoef(sampled[:, axis], every[:, axis])[0, 1] > 0.99
