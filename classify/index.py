@@ -49,6 +49,9 @@ REFINE_MIN = 200
 PQ_TRAIN_ROWS = 256 * 40    # the product quantiser's 256 centroids want 39 rows each at least
 INSTALL = "`pip install 'cnncodes[index]'` (faiss-cpu)"
 FORMAT = 1
+# Rows given to faiss's add at a time: an IVF add assigns its rows to lists with a [rows, lists]
+# matrix of distances and a residual copy of the rows (a million-row load would ask ~10 GB more).
+ADD_ROWS = 32768
 BUILD_TRIES = 3          # a build that saw a commit to the cache starts again, this many times at most
 
 
@@ -245,10 +248,12 @@ def build(cache_path, layer, kind=None, rebuild=False, budget_bytes=1 << 30, on_
         new_rows = np.flatnonzero(new)
         try:
             for rows, codes in cache_blocks(cache_path, layer, budget_bytes, new):
-                U = unit(codes)
-                index.add(U)
-                if store is not None:
-                    store.write(U.astype(np.float16).tobytes())
+                for start in range(0, len(codes), ADD_ROWS):
+                    U = codes[start:start + ADD_ROWS]
+                    U /= np.maximum(np.linalg.norm(U, axis=1, keepdims=True), 1e-12)  # unit(), in place
+                    index.add(U)
+                    if store is not None:
+                        store.write(U.astype(np.float16).tobytes())
         finally:
             if store is not None:
                 store.close()
