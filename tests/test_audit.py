@@ -164,10 +164,15 @@ def test_augmented_views_are_not_duplicates_and_the_audit_reads_centre_rows(tmp_
     assert all(p["rows"][0]["path"] != p["rows"][1]["path"] for p in found["near_duplicates"])  # no view vs its photo
 
 
-def test_cells_find_the_pairs_the_exact_products_find(monkeypatch):
+@pytest.mark.parametrize("bf16", [False, True], ids=["float32", "bf16"])
+def test_cells_find_the_pairs_the_exact_products_find(monkeypatch, bf16):
     """Past EXACT_ROWS the comparisons are confined to k-means cells: on clustered codes with
-    planted copies they find the same pairs as the exact products, and close distances."""
+    planted copies they find the same pairs as the exact products, with the same float32 cosines
+    (the cells' bf16 products, where the CPU has them, only choose the pairs to check), and close
+    distances (bf16's within its rounding)."""
+    from cnncodes import cpu_features
     from cnncodes.classify.audit import near_pairs as nb
+    monkeypatch.setattr(cpu_features, "native_bf16", lambda: bf16)  # bf16 emulated where the CPU lacks it
     rng = np.random.default_rng(0)
     centres = rng.normal(0, 1, (5, 64))
     X = centres[rng.integers(0, 5, 600)] + rng.normal(0, 1.0, (600, 64))
@@ -177,10 +182,32 @@ def test_cells_find_the_pairs_the_exact_products_find(monkeypatch):
     monkeypatch.setattr(nb, "EXACT_ROWS", 100)
     cell_pairs, cell_knn, how, kind = nb.neighbours(X, 0.99, 5)
     assert how.startswith("in cells: 49 k-means cells")
+    assert how.endswith("products in bf16, pairs near the threshold checked in float32") == bf16
     assert {(i, j) for i, j, _ in exact_pairs} == {(i, j) for i, j, _ in cell_pairs} >= {(i, 500 + i) for i in range(20)}
+    np.testing.assert_allclose(sorted(s for *_, s in cell_pairs), sorted(s for *_, s in exact_pairs), atol=1e-6)
     assert [s for *_, s in cell_pairs] == sorted((s for *_, s in cell_pairs), reverse=True)
-    assert np.all(cell_knn >= exact_knn - 1e-6)  # a cell holds only some of the neighbours: never nearer
+    # a cell holds only some of the neighbours: never nearer (bf16's distances within its rounding)
+    assert np.all(cell_knn >= exact_knn - (nb.COARSE_MARGIN if bf16 else 1e-6))
     assert np.median(cell_knn - exact_knn) < 0.02
+
+
+@pytest.mark.parametrize("bf16", [False, True], ids=["float32", "bf16"])
+def test_cells_find_every_pair_of_a_crowd_of_copies(monkeypatch, bf16):
+    """A photo with more near copies than the bf16 search ranks per row (PAIR_RANKS): its whole row
+    is read, and every pair among the copies is found, as the exact products find them."""
+    from cnncodes import cpu_features
+    from cnncodes.classify.audit import near_pairs as nb
+    monkeypatch.setattr(cpu_features, "native_bf16", lambda: bf16)
+    rng = np.random.default_rng(3)
+    X = rng.normal(0, 1, (400, 32))
+    crowd = nb.PAIR_RANKS + 9
+    X[100:100 + crowd] = X[0] + rng.normal(0, 0.01, (crowd, 32))  # row 0 and its copies: pairs among all of them
+    exact_pairs, _, how, _ = nb.neighbours(X, 0.99, 5)
+    assert how.startswith("exact") and len(exact_pairs) == (crowd + 1) * crowd // 2
+    monkeypatch.setattr(nb, "EXACT_ROWS", 100)
+    cell_pairs, _, how, _ = nb.neighbours(X, 0.99, 5)
+    assert how.startswith("in cells")
+    assert {(i, j) for i, j, _ in cell_pairs} == {(i, j) for i, j, _ in exact_pairs}
 
 
 def test_label_check_past_the_fit_cap_still_ranks_the_flips_first(monkeypatch):

@@ -2,14 +2,21 @@
 
 Up to EXACT_ROWS rows every row is compared with every row: exact products in blocks that fit the
 budget. Beyond, the comparisons are confined to cells, as an inverted-file index confines them:
-k-means on the unit sphere (scikit-learn's, fitted on a sample) gives ~sqrt(PROBE * rows) cells;
-a row lives in the cell of its nearest centroid and is listed in its PROBE nearest; each cell's
-rows are compared, by the same exact block products, with every row listed in it. A pair is found
-when one of its two rows is listed in the other's cell: near copies, close to each other, almost
-always are (recall measured in bench/audit_bench.py). The work is a small share of all pairs,
-each block a matrix product (unlike an index that scans its lists query by query, or HNSW's
-graph, which missed more of the planted copies: docs/cli.md, audit's cost, has the figures), and
-the only copies are one cell's codes at a time.
+spherical k-means (Lloyd's iterations on a sample) gives ~sqrt(PROBE * rows) cells; a row lives in
+the cell of its nearest centroid and is listed in the cells nearly as near (LIST_SLACK); each cell's rows are compared,
+by block products, with every row listed in it. A pair is found when one of its two rows is listed
+in the other's cell: near copies, close to each other, almost always are (recall measured in
+bench/audit_bench.py). The work is a small share of all pairs, each block a matrix product (unlike
+an index that scans its lists query by query, or HNSW's graph, which missed more of the planted
+copies: docs/cli.md, audit's cost, has the figures), and the only copies are one cell's codes at a
+time.
+
+Where the CPU computes bf16 in hardware (cnncodes/cpu_features.py: AVX512-BF16 or AMX), the cells'
+products (k-means, finding each row's cells, comparing a cell's rows) run in bf16, several times
+fp32's rate (docs/benchmarks.md). A bf16 cosine is off by less than COARSE_MARGIN, so every pair it
+puts within the margin of the threshold has its cosine computed again from the codes in float32:
+the pairs kept and their cosines are the float32 search's. Each row's distance to its k nearest is
+the bf16 one (within ~0.01 of float32's). Elsewhere all of it runs in float32.
 
 With search="index", beyond INDEX_ROWS, where the cache has a faiss index of the layer (`cnncodes
 index`, classify/index.py), the index answers instead: each photo's INDEX_NEIGHBOURS nearest, asked
@@ -28,13 +35,27 @@ PAIRS_CAP = 100_000  # near pairs kept (the closest first) so a degenerate cache
 # The exact products cost rows^2 (each pair once: the upper triangle; docs/cli.md, audit's cost,
 # has the seconds): beyond this many rows the comparisons are confined to cells.
 EXACT_ROWS = 100_000
-PROBE = 4                # cells each row is listed in
+PROBE = 4                # the nearest cells a row may live in (its home: the nearest with room)
+# A row is listed in its home and in every cell whose (popularity-ranked) cosine is within LIST_SLACK
+# of its nearest's, LIST_LEAST to LIST_MOST of them: a row between several cells is listed in
+# each, one clearly in its cell in few. Against a fixed number of cells per row, on the million
+# synthetic rows of bench/audit_bench.py (three seeds): 4 each, 73-76 of the 80 planted copies
+# within reach; 6 each, 76-77 for 1.3-1.4e10 pairs compared; this rule, 5.3 each on average, 76-78
+# for 1.1-1.3e10 (docs/benchmarks.md).
+LIST_SLACK = 0.004
+LIST_LEAST = 2
+LIST_MOST = 16
 SAMPLE_PER_CELL = 32     # k-means is fitted on this many sampled rows per cell
 BALANCE = 2              # a cell is home to at most BALANCE times the mean
 HUB_NEIGHBOURS = 10      # sampled rows that measure a centroid's popularity
 KMEANS_ITERATIONS = 10   # Lloyd iterations from random centres (k-means++ seeding took far longer):
                          # cells need only be coherent, not converged
 NORM_BLOCK = 65536       # rows normalised at a time: no second copy of every code
+# A bf16 product of two unit rows is off by at most ~2u (the rounded inputs) + u (the rounded
+# output), u = 2^-8, from the float32 one, and the threshold compared with it is rounded to bf16:
+# candidates within this margin are checked in float32.
+COARSE_MARGIN = 0.02
+PAIR_RANKS = 16          # each row's best this many bf16 scores looked at for near pairs (more: its whole row)
 # Beyond this many rows a faiss index of the layer, when the cache has one, gives each photo its
 # nearest instead of the exact products or the cells.
 INDEX_ROWS = EXACT_ROWS
@@ -71,14 +92,20 @@ def neighbours(X, threshold, k, budget_bytes=256 << 20, seed=0, rows=None, index
         listed = members
         how = "exact (blocked matrix products)"
     else:
-        members, listed, cells, norms = _cells(take, m, seed)
-        how = (f"in cells: {cells:,} k-means cells, each photo compared exactly with those listed in its "
-               f"cell, each listed in its {PROBE} nearest" + (f" (beyond {EXACT_ROWS:,} photos)" if m > EXACT_ROWS else ""))
+        members, listed, cells, norms, coarse = _cells(take, m, seed)
+        listings = sum(len(rows) for rows in listed) / m
+        how = (f"in cells: {cells:,} k-means cells, each photo compared with those listed in its cell, each "
+               f"listed in the cells within {LIST_SLACK} of its nearest ({listings:.1f} on average)"
+               + (f" (beyond {EXACT_ROWS:,} photos)" if m > EXACT_ROWS else "")
+               + ("; products in bf16, pairs near the threshold checked in float32" if coarse is not None else ""))
     pairs, knn = {}, np.zeros(m, dtype=np.float32)
     if exact:
         _compare_all(take, m, threshold, k, budget_bytes, pairs, knn)
     for members_of_cell, candidates in ([] if exact else zip(members, listed)):
-        if len(members_of_cell):
+        if len(members_of_cell) and coarse is not None:
+            _compare_coarse(coarse, take, norms, m, members_of_cell, candidates, threshold, k, budget_bytes,
+                            pairs, knn)
+        elif len(members_of_cell):
             _compare(take, m, members_of_cell, candidates, threshold, k, budget_bytes, pairs, knn, norms)
     ranked = sorted(((i, j, s) for (i, j), s in pairs.items()), key=lambda p: -p[2])[:PAIRS_CAP]
     return ranked, knn, how, "exact" if exact else "cells"
@@ -130,7 +157,7 @@ def _compare(take, m, rows, candidates, threshold, k, budget_bytes, pairs, knn, 
     """Every row of ``rows`` against every row of ``candidates`` (both sorted row numbers, rows a
     subset of candidates; ``take`` reads codes by row number, of ``m``): pairs at or above the
     threshold into ``pairs``, each row's mean distance to its k nearest candidates into ``knn``.
-    ``norms``: every row's norm as unit() divides by, when known (each row sits in PROBE cells:
+    ``norms``: every row's norm as unit() divides by, when known (each row sits in several cells:
     measured once, not per cell; the same unit rows)."""
     if norms is None:
         Q = unit_blocks(take, candidates)
@@ -158,6 +185,56 @@ def _compare(take, m, rows, candidates, threshold, k, budget_bytes, pairs, knn, 
             kept = sorted(pairs.items(), key=lambda p: -p[1])[:PAIRS_CAP]
             pairs.clear()
             pairs.update(kept)
+
+
+def _compare_coarse(coarse, take, norms, m, rows, candidates, threshold, k, budget_bytes, pairs, knn):
+    """_compare's work from the rows' bf16 unit codes (``coarse``, a torch tensor of every row):
+    products in bf16, each pair within COARSE_MARGIN of the threshold checked in float32 from the
+    codes (``take``, ``norms``), so that only pairs at or above it, with their float32 cosines,
+    are kept; each row's k nearest from the bf16 products."""
+    import torch
+    Q = coarse[torch.from_numpy(candidates)]
+    block = max(1, min(len(rows), budget_bytes // max(1, len(candidates) * 2 * 2)))
+    nearest = min(k, len(candidates) - 1)
+    missing = k - nearest if len(candidates) < m else 0  # as _compare counts them
+    low = threshold - COARSE_MARGIN  # rounded to bf16 in the comparison: within the margin's slack
+    ranks = min(max(nearest, PAIR_RANKS), len(candidates))
+    for start in range(0, len(rows), block):
+        chunk = rows[start:start + block]
+        at = torch.from_numpy(np.searchsorted(candidates, chunk))  # the chunk's places among the candidates
+        S = Q[at] @ Q.T
+        S[torch.arange(len(chunk)), at] = -torch.inf  # a row is not its own neighbour
+        # One pass over the scores: each row's best few give its k nearest and, unless its last
+        # reaches the margin (a row with many near copies: its whole row read), its near pairs.
+        top = torch.topk(S, ranks, dim=1)
+        near_a, near_b = np.nonzero(top.values.float().numpy() >= low)
+        crowded = np.unique(near_a[near_b == ranks - 1])
+        near_b = top.indices.numpy()[near_a, near_b]
+        if len(crowded):
+            crowded_a, crowded_b = torch.nonzero(S[torch.from_numpy(crowded)] >= low).numpy().T
+            keep = ~np.isin(near_a, crowded)
+            near_a = np.concatenate([near_a[keep], crowded[crowded_a]])
+            near_b = np.concatenate([near_b[keep], crowded_b])
+        if len(near_a):
+            a, b = chunk[near_a], candidates[near_b]
+            for i, j, s in zip(a.tolist(), b.tolist(), _float32_cosines(take, norms, a, b).tolist()):
+                if s >= threshold:
+                    pairs[min(i, j), max(i, j)] = s
+        best = top.values[:, :nearest].float().numpy()
+        knn[chunk] = ((1.0 - best).sum(axis=1) + missing) / max(1, nearest + missing)
+        if len(pairs) > 2 * PAIRS_CAP:
+            kept = sorted(pairs.items(), key=lambda p: -p[1])[:PAIRS_CAP]
+            pairs.clear()
+            pairs.update(kept)
+
+
+def _float32_cosines(take, norms, a, b) -> np.ndarray:
+    """The float32 cosine of each pair of rows (a[i], b[i]), as the float32 search has it: the
+    codes divided by their norms, then their product."""
+    rows, inverse = np.unique(np.concatenate([a, b]), return_inverse=True)
+    U = np.asarray(take(rows), dtype=np.float32)
+    np.divide(U, norms[rows, None], out=U)
+    return np.einsum("ij,ij->i", U[inverse[:len(a)]], U[inverse[len(a):]])
 
 
 def _compare_all(take, m, threshold, k, budget_bytes, pairs, knn):
@@ -237,15 +314,18 @@ def _merge_best(best, start, S, mask, axis=1):
 
 def _cells(take, m, seed) -> tuple:
     """(rows living in each cell, rows listed in each cell, number of cells, each row's norm as
-    unit() divides by): k-means on a sample of normalised rows, then each row's PROBE nearest
-    centroids, nearest first."""
-    from sklearn.cluster import KMeans
-    cells = int(round(np.sqrt(PROBE * m)))
+    unit() divides by, every row's unit code in bf16 as a torch tensor where the CPU computes bf16
+    in hardware, else None): k-means on a sample of normalised rows, then each row's nearest
+    centroids (up to LIST_MOST, nearest first): its home among the first PROBE, its listings by
+    LIST_SLACK."""
+    import torch
+
+    from ...cpu_features import native_bf16
+    cells = _cell_count(m)
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(m, size=min(m, cells * SAMPLE_PER_CELL), replace=False))
     sampled = normalised(take(sample))
-    kmeans = KMeans(cells, init="random", n_init=1, max_iter=KMEANS_ITERATIONS, random_state=seed).fit(sampled)
-    C = normalised(kmeans.cluster_centers_)
+    C = _spherical_kmeans(sampled, cells, seed, torch.bfloat16 if native_bf16() else torch.float32)
     # Hub centroids (near a class's mean: closer to every member than a centroid of a few photos)
     # would draw many times the mean cell, and a cell costs its rows times the rows listed in it.
     # Ranked by cosine less each centroid's mean cosine to its nearest sampled rows (after CSLS's
@@ -255,19 +335,55 @@ def _cells(take, m, seed) -> tuple:
     hub_rows = min(len(sample), HUB_NEIGHBOURS)
     popularity = np.partition(sample_scores, len(sample) - hub_rows, axis=0)[len(sample) - hub_rows:].mean(axis=0)
     del sampled, sample_scores
-    nearest = np.empty((m, PROBE), dtype=np.int32)
-    affinity = np.empty((m, PROBE), dtype=np.float32)
+    coarse = torch.empty((m, C.shape[1]), dtype=torch.bfloat16) if native_bf16() else None
+    centroids = torch.from_numpy(np.ascontiguousarray(C.T))
+    centroids = centroids.to(torch.bfloat16) if coarse is not None else centroids
+    popularity = torch.from_numpy(popularity.astype(np.float32))
+    ranked = min(cells, max(LIST_MOST, PROBE))
+    nearest = np.empty((m, ranked), dtype=np.int64)
+    affinity = np.empty((m, ranked), dtype=np.float32)
     norms = np.empty(m, dtype=np.float32)
     for start in range(0, m, NORM_BLOCK):
-        block = np.asarray(take(np.arange(start, min(m, start + NORM_BLOCK))), dtype=np.float32)
-        norms[start:start + NORM_BLOCK] = np.maximum(np.linalg.norm(block, axis=1), 1e-12)  # as unit() has them
-        scores = np.divide(block, norms[start:start + NORM_BLOCK, None], out=block) @ C.T - popularity
-        top = np.argpartition(-scores, PROBE - 1, axis=1)[:, :PROBE]
-        order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1)
-        nearest[start:start + NORM_BLOCK] = np.take_along_axis(top, order, axis=1)
-        affinity[start:start + NORM_BLOCK] = np.take_along_axis(scores, nearest[start:start + NORM_BLOCK], axis=1)
-    home = _homes(nearest, affinity, cells, capacity=BALANCE * -(-m // cells))
-    return _group(home, cells), _group(nearest.ravel(), cells, np.repeat(np.arange(m), PROBE)), cells, norms
+        stop = min(m, start + NORM_BLOCK)
+        block = np.asarray(take(np.arange(start, stop)), dtype=np.float32)
+        norms[start:stop] = np.maximum(np.linalg.norm(block, axis=1), 1e-12)  # as unit() has them
+        unit_block = torch.from_numpy(np.divide(block, norms[start:stop, None], out=block))
+        if coarse is not None:  # the unit rows kept in bf16 for the cells' products; their cells found in bf16
+            coarse[start:stop] = unit_block
+            unit_block = coarse[start:stop]
+        scores = (unit_block @ centroids).float() - popularity
+        top = torch.topk(scores, ranked, dim=1)  # the nearest, nearest first
+        nearest[start:stop], affinity[start:stop] = top.indices.numpy(), top.values.numpy()
+    home = _homes(nearest[:, :PROBE], affinity[:, :PROBE], cells, capacity=BALANCE * -(-m // cells))
+    listed = (affinity >= affinity[:, :1] - LIST_SLACK) | (np.arange(ranked) < LIST_LEAST) | (nearest == home[:, None])
+    owners = np.broadcast_to(np.arange(m)[:, None], nearest.shape)
+    return (_group(home, cells), _group(nearest[listed], cells, owners[listed]), cells, norms,
+            coarse)
+
+
+def _spherical_kmeans(sampled, cells, seed, dtype) -> np.ndarray:
+    """Unit centroids [cells, D] of the unit rows ``sampled``: Lloyd's iterations on the cosine from
+    random rows (k-means++ seeding took 16x longer), KMEANS_ITERATIONS of them, the products in
+    ``dtype`` (bf16 where the CPU has it: scikit-learn's KMeans computes in float32 only, several
+    times slower on such a CPU), the means in float32. A cell left empty keeps its centroid."""
+    import torch
+    rows = torch.from_numpy(sampled)
+    products = rows.to(dtype)
+    start = np.random.default_rng(seed).choice(len(sampled), size=cells, replace=False)
+    centroids = rows[torch.from_numpy(start)].clone()
+    for _ in range(KMEANS_ITERATIONS):
+        assigned = torch.argmax(products @ centroids.to(dtype).T, dim=1)
+        sums = torch.zeros_like(centroids).index_add_(0, assigned, rows)
+        counts = torch.bincount(assigned, minlength=cells)
+        filled = counts > 0
+        centroids[filled] = sums[filled] / torch.linalg.vector_norm(sums[filled], dim=1, keepdim=True).clamp_min(1e-12)
+    return centroids.numpy()
+
+
+def _cell_count(m) -> int:
+    """Cells for m rows: the cost of listing rows in cells (rows x cells) against that of comparing
+    them (rows x PROBE x rows per cell)."""
+    return int(round(np.sqrt(PROBE * m)))
 
 
 def _homes(nearest, affinity, cells, capacity) -> np.ndarray:
