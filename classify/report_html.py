@@ -68,7 +68,13 @@ def principal_plane(X, block=65536, seed=0) -> np.ndarray:
     axes = vectors[:, ::-1][:, :2]
     axes *= np.sign(axes[np.abs(axes).argmax(axis=0), [0, 1]])
     axes, mean = axes.astype(np.float32), mean.astype(np.float32)
-    return np.concatenate([(_unit(X[start:start + block]) - mean) @ axes for start in range(0, n, block)])
+    # (unit(row) - mean) @ axes, as (row @ axes) / |row| - mean @ axes: no unit copy of each block
+    out = np.empty((n, 2), dtype=np.float32)
+    for start in range(0, n, block):
+        rows = np.asarray(X[start:start + block], dtype=np.float32)
+        norms = np.maximum(np.sqrt(np.einsum("ij,ij->i", rows, rows)), 1e-12)
+        out[start:start + block] = (rows @ axes) / norms[:, None] - mean @ axes
+    return out
 
 
 def nearest(X, rows, k=NEIGHBOURS, budget_bytes=64 << 20) -> dict:

@@ -331,9 +331,9 @@ def _cells(take, m, seed) -> tuple:
     # Ranked by cosine less each centroid's mean cosine to its nearest sampled rows (after CSLS's
     # local scaling, Conneau et al. 2018), a hub pays for its popularity: with it and the homes'
     # capacity, the work falls (docs/benchmarks.md has the figures).
-    sample_scores = sampled @ C.T
+    sample_scores = torch.from_numpy(sampled) @ torch.from_numpy(C).T
     hub_rows = min(len(sample), HUB_NEIGHBOURS)
-    popularity = np.partition(sample_scores, len(sample) - hub_rows, axis=0)[len(sample) - hub_rows:].mean(axis=0)
+    popularity = torch.topk(sample_scores, hub_rows, dim=0).values.mean(dim=0).numpy()  # np.partition: 10x slower
     del sampled, sample_scores
     coarse = torch.empty((m, C.shape[1]), dtype=torch.bfloat16) if native_bf16() else None
     centroids = torch.from_numpy(np.ascontiguousarray(C.T))
