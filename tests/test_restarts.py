@@ -73,7 +73,7 @@ class Campaign:
     lingering: int   # of them, neither gone nor killed ``settle`` seconds later (see ``doomed``)
     outlived: list   # per kill that left workers: seconds until the last was doomed (at most ``settle``)
     last: object     # the last restart, run to its end
-    rows_at_kill: list  # rows committed when each kill was sent
+    rows_at_kill: list  # rows each killed run had committed
     last_out: str = ""  # the last restart's stdout
     unreaped: int = 0   # orphans still alive ``reap_within`` s after the last restart ended
 
@@ -95,9 +95,11 @@ def kill_and_restart(cache, command, kills, seed, settle, rows_step=8, delay=0.2
                 time.sleep(0.01)
             time.sleep(rng.uniform(0.0, delay))
         workers = children_of(proc.pid)
-        campaign.rows_at_kill.append(committed_rows(cache))
         proc.send_signal(signal.SIGKILL)  # the main pid only, not its process group
         proc.wait()  # not communicate(): orphaned workers keep the pipes open while they live
+        # what the killed run had committed, read once it is dead (read before the signal, a commit
+        # landing in between went uncounted), a few milliseconds before the restart
+        campaign.rows_at_kill.append(committed_rows(cache))
         dead, proc, died = proc, start_cli(*command), time.time()  # at once
         while time.time() < died + settle and not all(doomed(p) for p in workers):
             time.sleep(0.01)
@@ -146,8 +148,10 @@ def test_kill_ray_driver_restart_at_once(tmp_path):
     make_folder(str(data), per_class=24)
     run_cli("extract", data, "--cache", tmp_path / "clean.h5", *ARGS)
     killed = tmp_path / "killed.h5"
+    # delay: the kill within 20 ms of its target row: a restart writes its few dozen rows fast enough
+    # that 0.2 s later it had sometimes finished, and the kill found nothing to interrupt
     run = kill_and_restart(killed, ["extract", data, "--cache", killed, *ARGS, "--engine", "ray"], kills=2, seed=7,
-                           settle=0)
+                           settle=0, delay=0.02)
     assert not run.refused, f"{len(run.refused)} restarts refused; first: {run.refused[0]}"
     assert run.last.returncode == 0
     assert all(0 < rows < 72 for rows in run.rows_at_kill), f"not every kill landed mid-run: {run.rows_at_kill}"
