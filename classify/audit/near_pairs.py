@@ -181,10 +181,7 @@ def _compare(take, m, rows, candidates, threshold, k, budget_bytes, pairs, knn, 
             S.partition(S.shape[1] - nearest, axis=1)
         top = S[:, S.shape[1] - nearest:] if nearest else S[:, :0]
         knn[chunk] = ((1.0 - top).sum(axis=1) + missing) / max(1, nearest + missing)
-        if len(pairs) > 2 * PAIRS_CAP:
-            kept = sorted(pairs.items(), key=lambda p: -p[1])[:PAIRS_CAP]
-            pairs.clear()
-            pairs.update(kept)
+        _keep_closest(pairs)
 
 
 def _compare_coarse(coarse, take, norms, m, rows, candidates, threshold, k, budget_bytes, pairs, knn):
@@ -222,10 +219,7 @@ def _compare_coarse(coarse, take, norms, m, rows, candidates, threshold, k, budg
                     pairs[min(i, j), max(i, j)] = s
         best = top.values[:, :nearest].float().numpy()
         knn[chunk] = ((1.0 - best).sum(axis=1) + missing) / max(1, nearest + missing)
-        if len(pairs) > 2 * PAIRS_CAP:
-            kept = sorted(pairs.items(), key=lambda p: -p[1])[:PAIRS_CAP]
-            pairs.clear()
-            pairs.update(kept)
+        _keep_closest(pairs)
 
 
 def _float32_cosines(take, norms, a, b) -> np.ndarray:
@@ -268,11 +262,16 @@ def _compare_all(take, m, threshold, k, budget_bytes, pairs, knn):
                 _merge_best(best, i0, S, M)
                 if i0 != j0:
                     _merge_best(best, j0, S, M, axis=0)
-        if len(pairs) > 2 * PAIRS_CAP:
-            kept = sorted(pairs.items(), key=lambda p: -p[1])[:PAIRS_CAP]
-            pairs.clear()
-            pairs.update(kept)
+        _keep_closest(pairs)
     knn[:] = (1.0 - best[:, :nearest]).sum(axis=1) / max(1, nearest) if nearest else 0.0
+
+
+def _keep_closest(pairs) -> None:
+    """Past twice PAIRS_CAP found, only the PAIRS_CAP closest pairs are kept (memory stays bounded)."""
+    if len(pairs) > 2 * PAIRS_CAP:
+        kept = sorted(pairs.items(), key=lambda p: -p[1])[:PAIRS_CAP]
+        pairs.clear()
+        pairs.update(kept)
 
 
 def _where(mask) -> tuple:
@@ -321,11 +320,12 @@ def _cells(take, m, seed) -> tuple:
     import torch
 
     from ...cpu_features import native_bf16
+    bf16 = native_bf16()
     cells = _cell_count(m)
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(m, size=min(m, cells * SAMPLE_PER_CELL), replace=False))
     sampled = normalised(take(sample))
-    C = _spherical_kmeans(sampled, cells, seed, torch.bfloat16 if native_bf16() else torch.float32)
+    C = _spherical_kmeans(sampled, cells, seed, torch.bfloat16 if bf16 else torch.float32)
     # Hub centroids (near a class's mean: closer to every member than a centroid of a few photos)
     # would draw many times the mean cell, and a cell costs its rows times the rows listed in it.
     # Ranked by cosine less each centroid's mean cosine to its nearest sampled rows (after CSLS's
@@ -335,7 +335,7 @@ def _cells(take, m, seed) -> tuple:
     hub_rows = min(len(sample), HUB_NEIGHBOURS)
     popularity = torch.topk(sample_scores, hub_rows, dim=0).values.mean(dim=0).numpy()  # np.partition: 10x slower
     del sampled, sample_scores
-    coarse = torch.empty((m, C.shape[1]), dtype=torch.bfloat16) if native_bf16() else None
+    coarse = torch.empty((m, C.shape[1]), dtype=torch.bfloat16) if bf16 else None
     centroids = torch.from_numpy(np.ascontiguousarray(C.T))
     centroids = centroids.to(torch.bfloat16) if coarse is not None else centroids
     popularity = torch.from_numpy(popularity.astype(np.float32))
