@@ -95,7 +95,7 @@ def neighbours(X, threshold, k, budget_bytes=256 << 20, seed=0, rows=None, index
         members, listed, cells, norms, coarse = _cells(take, m, seed)
         listings = sum(len(rows) for rows in listed) / m
         how = (f"in cells: {cells:,} k-means cells, each photo compared with those listed in its cell, each "
-               f"listed in the cells within {LIST_SLACK} of its nearest ({listings:.1f} on average)"
+               f"listed in each cell whose cosine is within {LIST_SLACK} of its nearest cell's ({listings:.1f} cells on average)"
                + (f" (beyond {EXACT_ROWS:,} photos)" if m > EXACT_ROWS else "")
                + ("; products in bf16, pairs near the threshold checked in float32" if coarse is not None else ""))
     pairs, knn = {}, np.zeros(m, dtype=np.float32)
