@@ -50,8 +50,13 @@ PQ_TRAIN_ROWS = 256 * 40    # the product quantiser's 256 centroids want 39 rows
 INSTALL = "`pip install 'cnncodes[index]'` (faiss-cpu)"
 FORMAT = 1
 # Rows given to faiss's add at a time: an IVF add assigns its rows to lists with a [rows, lists]
-# matrix of distances and a residual copy of the rows (a million-row load would ask ~10 GB more).
+# matrix of distances and a residual copy of the rows (a million-row load would ask ~10 GB more),
+# and a PQ encodes them through a float32 table of [rows, 256 centroids, subquantizers] (faiss's
+# ProductQuantizer::compute_codes, for 16 dimensions a byte or more): 2.7 GB for 32,768 rows of
+# 1280 dimensions, the index build's peak at 5,000,000 rows. So the rows are those whose table
+# fits ADD_TABLE_BYTES, ADD_ROWS at most.
 ADD_ROWS = 32768
+ADD_TABLE_BYTES = 128 << 20
 BUILD_TRIES = 3          # a build that saw a commit to the cache starts again, this many times at most
 
 
@@ -140,6 +145,18 @@ def _apply(index, kind, params, faiss):
         index.hnsw.efSearch = params["ef_search"]
     elif kind in ("ivf", "ivfpq"):
         faiss.extract_index_ivf(index).nprobe = params["nprobe"]
+
+
+def _add_rows(index, faiss) -> int:
+    """Rows to give faiss's add at a time: ADD_ROWS, fewer where a product quantiser encodes them
+    (its table of distances, 4 bytes for each row, centroid and subquantizer, within ADD_TABLE_BYTES)."""
+    try:
+        pq = getattr(faiss.downcast_index(faiss.extract_index_ivf(index)), "pq", None)
+    except RuntimeError:  # not an IVF index
+        pq = None
+    if pq is None:
+        return ADD_ROWS
+    return int(max(256, min(ADD_ROWS, ADD_TABLE_BYTES // (4 * pq.ksub * pq.M))))
 
 
 def _training_rows(cache_path, layer, n, lists, seed=0) -> np.ndarray:
@@ -246,10 +263,11 @@ def build(cache_path, layer, kind=None, rebuild=False, budget_bytes=1 << 30, on_
             np.lib.format.write_array_header_1_0(store, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float16)),
                                                          "fortran_order": False, "shape": (added, width)})
         new_rows = np.flatnonzero(new)
+        step = _add_rows(index, faiss)
         try:
             for rows, codes in cache_blocks(cache_path, layer, budget_bytes, new):
-                for start in range(0, len(codes), ADD_ROWS):
-                    U = codes[start:start + ADD_ROWS]
+                for start in range(0, len(codes), step):
+                    U = codes[start:start + step]
                     U /= np.maximum(np.linalg.norm(U, axis=1, keepdims=True), 1e-12)  # unit(), in place
                     index.add(U)
                     if store is not None:

@@ -67,8 +67,8 @@ def label_issues(X, y, seed=0, folds=5, rows=None) -> tuple:
     from sklearn.base import clone
     from sklearn.model_selection import StratifiedKFold, train_test_split
     from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
+    from ..heads.standard_scaler import StandardScaler
     from ..heads.sweep import LogisticSweepCV
     rows = np.arange(len(y)) if rows is None else np.asarray(rows)
     counts = np.bincount(y)

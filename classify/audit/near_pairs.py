@@ -55,6 +55,9 @@ NORM_BLOCK = 65536       # rows normalised at a time: no second copy of every co
 # output), u = 2^-8, from the float32 one, and the threshold compared with it is rounded to bf16:
 # candidates within this margin are checked in float32.
 COARSE_MARGIN = 0.02
+PRODUCT_ROWS = 256       # a cell's rows compared (bf16) a block of this many at a time, the block's rows
+PAD_ROWS = 64            # padded to a multiple of this, its candidates to one of PAD_COLUMNS: few shapes
+PAD_COLUMNS = 256
 PAIR_RANKS = 16          # each row's best this many bf16 scores looked at for near pairs (more: its whole row)
 # Beyond this many rows a faiss index of the layer, when the cache has one, gives each photo its
 # nearest instead of the exact products or the cells.
@@ -190,8 +193,12 @@ def _compare_coarse(coarse, take, norms, m, rows, candidates, threshold, k, budg
     codes (``take``, ``norms``), so that only pairs at or above it, with their float32 cosines,
     are kept; each row's k nearest from the bf16 products."""
     import torch
-    Q = coarse[torch.from_numpy(candidates)]
-    block = max(1, min(len(rows), budget_bytes // max(1, len(candidates) * 2 * 2)))
+    n = len(candidates)
+    # Shapes padded to a few sizes: oneDNN compiles a kernel for each shape of bf16 product it meets
+    # (~9 ms each, 2,000 cells of as many shapes: 18 s at a million rows), and reuses it after.
+    Q = torch.zeros((_padded(n, PAD_COLUMNS), coarse.shape[1]), dtype=coarse.dtype)
+    torch.index_select(coarse, 0, torch.from_numpy(candidates), out=Q[:n])
+    block = max(1, min(len(rows), PRODUCT_ROWS, budget_bytes // max(1, len(Q) * 2 * 2)))
     nearest = min(k, len(candidates) - 1)
     missing = k - nearest if len(candidates) < m else 0  # as _compare counts them
     low = threshold - COARSE_MARGIN  # rounded to bf16 in the comparison: within the margin's slack
@@ -199,7 +206,10 @@ def _compare_coarse(coarse, take, norms, m, rows, candidates, threshold, k, budg
     for start in range(0, len(rows), block):
         chunk = rows[start:start + block]
         at = torch.from_numpy(np.searchsorted(candidates, chunk))  # the chunk's places among the candidates
-        S = Q[at] @ Q.T
+        A = Q.new_zeros((_padded(len(chunk), PAD_ROWS), Q.shape[1]))
+        A[:len(chunk)] = Q[at]
+        S = (A @ Q.T)[:len(chunk)]
+        S[:, n:] = -torch.inf  # the padding's columns
         S[torch.arange(len(chunk)), at] = -torch.inf  # a row is not its own neighbour
         # One pass over the scores: each row's best few give its k nearest and, unless its last
         # reaches the margin (a row with many near copies: its whole row read), its near pairs.
@@ -220,6 +230,10 @@ def _compare_coarse(coarse, take, norms, m, rows, candidates, threshold, k, budg
         best = top.values[:, :nearest].float().numpy()
         knn[chunk] = ((1.0 - best).sum(axis=1) + missing) / max(1, nearest + missing)
         _keep_closest(pairs)
+
+
+def _padded(n, step) -> int:
+    return -(-n // step) * step
 
 
 def _float32_cosines(take, norms, a, b) -> np.ndarray:

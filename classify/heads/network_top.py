@@ -31,6 +31,7 @@ class NetworkTopClassifier(_TorchClassifier):
     recipe "adamw": AdamW with a cosine schedule (warm-up-free), ``epochs`` passes, mini-batches of
     ``batch_size``; "seed": the classic exercise exactly (SGD lr 0.001, momentum 0.9, batch 20,
     2 epochs, no schedule)."""
+    SCORE_BLOCK_BYTES = None  # its rows go to the network in batches of PREDICT_BATCH, as they always have
 
     def __init__(self, backbone="", weights="", layer="", map_shape=(), recipe="adamw", lr=3e-4, weight_decay=1e-4,
                  epochs=8, batch_size=32, device="auto", random_state=0):

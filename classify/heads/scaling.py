@@ -6,7 +6,9 @@ DEFAULT_SCALING = "standard"  # see docs/benchmarks.md: measured against l2 on f
 
 
 def make_scaler(kind: str):
-    from sklearn.preprocessing import FunctionTransformer, Normalizer, StandardScaler
+    from sklearn.preprocessing import FunctionTransformer, Normalizer
+
+    from .standard_scaler import StandardScaler
     if kind == "standard":
         return StandardScaler()
     if kind == "l2":
@@ -18,5 +20,7 @@ def make_scaler(kind: str):
 
 def scaler_classes() -> tuple:
     """The classes make_scaler builds (what a model file may name as its scaling step)."""
-    from sklearn.preprocessing import FunctionTransformer, Normalizer, StandardScaler
+    from sklearn.preprocessing import FunctionTransformer, Normalizer
+
+    from .standard_scaler import StandardScaler
     return StandardScaler, Normalizer, FunctionTransformer
