@@ -44,7 +44,13 @@ def missing_rows(name, data) -> int:
     if name == "paths":
         return sum(text(p).startswith(MISSING_ROW) for p in data.tolist())
     if name.startswith(f"{CODES_GROUP}/"):
-        return int(np.isnan(data).any(axis=tuple(range(1, data.ndim))).sum()) if data.dtype.kind == "f" else 0
+        if data.dtype == np.float16:  # NaN's bits (all exponent bits and a mantissa): numpy's isnan on
+            nan = (data.view(np.uint16) & 0x7FFF) > 0x7C00  # float16 is ~10x slower than this test
+        elif data.dtype.kind == "f":
+            nan = np.isnan(data)
+        else:
+            return 0
+        return int(nan.any(axis=tuple(range(1, data.ndim))).sum())
     return 0
 
 

@@ -113,3 +113,18 @@ def test_a_reader_opened_before_a_writer_merges_keeps_its_rows(tmp_path, reader)
         assert len(c) == 90
     extract(data, cache)  # nothing new; no reader left: the retired segments go
     assert set(segment_files(cache)) == set(read_manifest(str(cache)).segments)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_codes_read_as_missing_are_the_rows_holding_nan_and_only_those(dtype):
+    """missing_rows' bit test on float16 (numpy's isnan is slow there) agrees with isnan: NaN of
+    either sign and any payload counts, infinities and the largest finite values do not."""
+    from cnncodes.cache.reader import missing_rows
+    codes = np.random.default_rng(0).normal(size=(64, 40)).astype(dtype)
+    codes[3, 5], codes[9, 0], codes[20] = np.nan, -np.nan, np.nan
+    codes[11, 7], codes[12, 1], codes[13, 2] = np.inf, -np.inf, np.finfo(dtype).max
+    if dtype == np.float16:
+        codes.view(np.uint16)[30, 4] = 0x7C01  # a NaN with the smallest payload
+    expected = int(np.isnan(codes).any(axis=1).sum())
+    assert expected == (4 if dtype == np.float16 else 3)
+    assert missing_rows("codes/layer", codes) == expected
