@@ -199,8 +199,9 @@ def _compare_coarse(coarse, take, norms, m, rows, candidates, threshold, k, budg
     n = len(candidates)
     # Shapes padded to a few sizes: oneDNN compiles a kernel for each shape of bf16 product it meets
     # (~9 ms each, 2,000 cells of as many shapes: 18 s at a million rows), and reuses it after.
-    Q = torch.zeros((_padded(n, PAD_COLUMNS), coarse.shape[1]), dtype=coarse.dtype)
+    Q = torch.empty((_padded(n, PAD_COLUMNS), coarse.shape[1]), dtype=coarse.dtype)
     torch.index_select(coarse, 0, torch.from_numpy(candidates), out=Q[:n])
+    Q[n:] = 0
     block = max(1, min(len(rows), PRODUCT_ROWS, budget_bytes // max(1, len(Q) * 2 * 2)))
     nearest = min(k, len(candidates) - 1)
     missing = k - nearest if len(candidates) < m else 0  # as _compare counts them
@@ -389,7 +390,7 @@ def _spherical_kmeans(sampled, cells, seed, dtype) -> np.ndarray:
     start = np.random.default_rng(seed).choice(len(sampled), size=cells, replace=False)
     centroids = rows[torch.from_numpy(start)].clone()
     for _ in range(KMEANS_ITERATIONS):
-        assigned = torch.argmax(products @ centroids.to(dtype).T, dim=1)
+        assigned = torch.max(products @ centroids.to(dtype).T, dim=1).indices  # argmax's first index; 4x faster on bf16
         sums = torch.zeros_like(centroids).index_add_(0, assigned, rows)
         counts = torch.bincount(assigned, minlength=cells)
         filled = counts > 0
