@@ -91,6 +91,29 @@ def test_every_kind_agrees_with_the_exact_search(cache, kind):
     assert checked.recall["queries"] == 30 and checked.recall["recall_at_k"] >= (1.0 if kind == "flat" else 0.85)
 
 
+def test_a_product_quantiser_is_given_rows_in_batches_whose_table_fits(cache, monkeypatch):
+    """faiss's PQ encodes the rows of one add through a float32 table of [rows, 256, M]: 2.7 GB for
+    32,768 rows of 1280 (the 5M build's peak). The build's batches keep it within ADD_TABLE_BYTES,
+    and the index is the same as one built from larger batches."""
+    rows = np.arange(0, 3000, 37)
+    Q = _codes_of(cache, rows)
+    cnncodes.index(cache, kind="ivfpq")
+    whole = search.nearest_in_cache(cache, "pool", Q, 10, 1 << 26, rows)
+    table_row = 4 * 256 * search._pq_bytes(WIDTH)  # bytes of table per row
+    monkeypatch.setattr(search, "ADD_TABLE_BYTES", 300 * table_row)
+    batches, add = [], faiss.IndexIVFPQ.add
+
+    def spy(index, x, *args, **kwargs):
+        batches.append(len(x))
+        return add(index, x, *args, **kwargs)
+    monkeypatch.setattr(faiss.IndexIVFPQ, "add", spy)
+    cnncodes.index(cache, kind="ivfpq", rebuild=True)
+    assert sum(batches) == 3000 and max(batches) == 300 and len(batches) >= 10
+    batched = search.nearest_in_cache(cache, "pool", Q, 10, 1 << 26, rows)
+    np.testing.assert_array_equal(batched[0], whole[0])
+    np.testing.assert_array_equal(batched[1], whole[1])
+
+
 def test_rows_added_pruned_and_relabelled_after_indexing_stay_in_step(cache):
     cnncodes.index(cache, kind="ivf")
     # added: committed after the index, searched exactly until the next `index`
