@@ -301,6 +301,22 @@ def build(cache_path, layer, kind=None, rebuild=False, budget_bytes=1 << 30, on_
             "folder": folder}
 
 
+def _prefetch(vectors, rows) -> None:
+    """Ask the kernel for the pages of some rows of a memory-mapped store at once (posix_fadvise's
+    WILLNEED, where the OS has it): a query's candidates lie at random places of a store larger than
+    the page cache keeps, and the map would read them a page fault at a time. 200 random rows of the
+    5,000,000-row store: 43.9 ms median read one by one, 6.5 ms asked for first (docs/benchmarks.md)."""
+    if not hasattr(os, "posix_fadvise") or not len(rows):
+        return
+    row_bytes = vectors.shape[1] * vectors.itemsize
+    fd = os.open(vectors.filename, os.O_RDONLY)
+    try:
+        for row in np.unique(rows).tolist():
+            os.posix_fadvise(fd, vectors.offset + row * row_bytes, row_bytes, os.POSIX_FADV_WILLNEED)
+    finally:
+        os.close(fd)
+
+
 class CacheIndex:
     """A loaded index of one layer of a cache: ``search`` is top_k over every row of the cache."""
 
@@ -335,7 +351,9 @@ class CacheIndex:
         out = np.empty((len(ids), self.index.d), dtype=np.float32)
         for s in np.unique(segment):
             mine = segment == s
-            out[mine] = self.vectors[s][ids[mine] - self.starts[s]]
+            rows = ids[mine] - self.starts[s]
+            _prefetch(self.vectors[s], rows)
+            out[mine] = self.vectors[s][rows]
         return out
 
     def search(self, queries, k, exclude=None, budget_bytes=1 << 30) -> tuple:

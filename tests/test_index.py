@@ -114,6 +114,32 @@ def test_a_product_quantiser_is_given_rows_in_batches_whose_table_fits(cache, mo
     np.testing.assert_array_equal(batched[1], whole[1])
 
 
+@pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="posix_fadvise: Linux and other POSIX systems")
+def test_the_candidates_pages_are_asked_for_at_once_before_they_are_read(cache, monkeypatch):
+    """An IVF-PQ query reads its candidates from the float16 store at random places: their pages
+    are asked of the kernel first (posix_fadvise WILLNEED, one call a row, on the store's bytes of
+    that row), and the answers are those read without asking."""
+    rows = np.arange(0, 3000, 37)
+    Q = _codes_of(cache, rows)
+    cnncodes.index(cache, kind="ivfpq")
+    asked, advise = [], os.posix_fadvise
+
+    def spy(fd, offset, length, advice):
+        asked.append((offset, length, advice))
+        return advise(fd, offset, length, advice)
+    monkeypatch.setattr(os, "posix_fadvise", spy)
+    advised = search.nearest_in_cache(cache, "pool", Q, 10, 1 << 26, rows)
+    store = search.open_index(cache, "pool").vectors[0]
+    row_bytes = WIDTH * 2
+    assert asked and all(advice == os.POSIX_FADV_WILLNEED and length == row_bytes for _, length, advice in asked)
+    assert all((offset - store.offset) % row_bytes == 0 and 0 <= offset - store.offset < store.size * 2
+               for offset, _, _ in asked)
+    monkeypatch.delattr(os, "posix_fadvise")  # where the OS has none: read as they come
+    plain = search.nearest_in_cache(cache, "pool", Q, 10, 1 << 26, rows)
+    np.testing.assert_array_equal(advised[0], plain[0])
+    np.testing.assert_array_equal(advised[1], plain[1])
+
+
 def test_rows_added_pruned_and_relabelled_after_indexing_stay_in_step(cache):
     cnncodes.index(cache, kind="ivf")
     # added: committed after the index, searched exactly until the next `index`
