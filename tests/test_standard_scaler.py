@@ -1,6 +1,9 @@
 """Our StandardScaler (classify/heads/standard_scaler.py: scikit-learn's, with a fit that reads the
 codes in place) against scikit-learn's own: the same fitted attributes on the data it fits fast,
-the same on what it hands back (NaN, weights, few rows), and scikit-learn's estimator checks."""
+the same on what it hands back (NaN, weights, few rows), and scikit-learn's estimator checks.
+
+The checks' skips are scikit-learn's own, as in test_estimator_checks.py: its array-API checks run
+only with SCIPY_ARRAY_API=1 and the array libraries (array_api_strict, cupy, dpnp) installed."""
 import numpy as np
 import pytest
 from sklearn.preprocessing import StandardScaler as SklearnStandardScaler
