@@ -43,7 +43,8 @@ def missing_rows(name, data) -> int:
             known |= data == (split.encode() if data.dtype.kind == "S" else split)
         return int((~known).sum())
     if name == "paths":  # compared as stored (bytes, or str): no decoding of a million paths
-        return sum(p.startswith(MISSING_ROW_BYTES if isinstance(p, bytes) else MISSING_ROW) for p in data.tolist())
+        return sum(p.startswith(MISSING_ROW_BYTES) if isinstance(p, bytes) else text(p).startswith(MISSING_ROW)
+                   for p in data.tolist())
     if name.startswith(f"{CODES_GROUP}/"):
         if data.dtype == np.float16:  # NaN's bits (all exponent bits and a mantissa): numpy's isnan on
             nan = (data.view(np.uint16) & 0x7FFF) > 0x7C00  # float16 is ~10x slower than this test

@@ -308,11 +308,19 @@ def _prefetch(vectors, rows) -> None:
     5,000,000-row store: 43.9 ms median read one by one, 6.5 ms asked for first (docs/benchmarks.md)."""
     if not hasattr(os, "posix_fadvise") or not len(rows):
         return
+    rows = np.unique(rows)
+    starts = np.flatnonzero(np.diff(rows, prepend=-2) != 1)  # runs of adjacent rows: one call each
+    stops = np.append(starts[1:], len(rows))
     row_bytes = vectors.shape[1] * vectors.itemsize
-    fd = os.open(vectors.filename, os.O_RDONLY)
+    try:  # a hint only: a store a rebuild has since removed is still read through its map
+        fd = os.open(vectors.filename, os.O_RDONLY)
+    except OSError:
+        return
     try:
-        for row in np.unique(rows).tolist():
-            os.posix_fadvise(fd, vectors.offset + row * row_bytes, row_bytes, os.POSIX_FADV_WILLNEED)
+        for first, count in zip(rows[starts].tolist(), (stops - starts).tolist()):
+            os.posix_fadvise(fd, vectors.offset + first * row_bytes, count * row_bytes, os.POSIX_FADV_WILLNEED)
+    except OSError:
+        pass
     finally:
         os.close(fd)
 

@@ -117,8 +117,9 @@ def test_a_product_quantiser_is_given_rows_in_batches_whose_table_fits(cache, mo
 @pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="posix_fadvise: Linux and other POSIX systems")
 def test_the_candidates_pages_are_asked_for_at_once_before_they_are_read(cache, monkeypatch):
     """An IVF-PQ query reads its candidates from the float16 store at random places: their pages
-    are asked of the kernel first (posix_fadvise WILLNEED, one call a row, on the store's bytes of
-    that row), and the answers are those read without asking."""
+    are asked of the kernel first (posix_fadvise WILLNEED, one call a run of adjacent rows, on the
+    store's bytes of those rows), and the answers are those read without asking; a store removed
+    under a loaded index (a rebuild's) is still read through its map, unasked."""
     rows = np.arange(0, 3000, 37)
     Q = _codes_of(cache, rows)
     cnncodes.index(cache, kind="ivfpq")
@@ -131,13 +132,21 @@ def test_the_candidates_pages_are_asked_for_at_once_before_they_are_read(cache, 
     advised = search.nearest_in_cache(cache, "pool", Q, 10, 1 << 26, rows)
     store = search.open_index(cache, "pool").vectors[0]
     row_bytes = WIDTH * 2
-    assert asked and all(advice == os.POSIX_FADV_WILLNEED and length == row_bytes for _, length, advice in asked)
-    assert all((offset - store.offset) % row_bytes == 0 and 0 <= offset - store.offset < store.size * 2
-               for offset, _, _ in asked)
+    assert asked and all(advice == os.POSIX_FADV_WILLNEED and length and length % row_bytes == 0
+                         for _, length, advice in asked)
+    assert all((offset - store.offset) % row_bytes == 0 and offset + length <= store.offset + store.size * 2
+               for offset, length, _ in asked)
+    search._prefetch(store, np.array([5, 3, 4, 9, 4]))  # rows 3-5 in one call, 9 in another
+    assert [(offset - store.offset) // row_bytes for offset, _, _ in asked[-2:]] == [3, 9]
+    assert [length // row_bytes for _, length, _ in asked[-2:]] == [3, 1]
+    loaded = search.open_index(cache, "pool")
+    os.remove(loaded.vectors[0].filename)  # what a rebuild's commit does to the old store
+    gone = loaded.search(Q, 10, exclude=rows)
     monkeypatch.delattr(os, "posix_fadvise")  # where the OS has none: read as they come
-    plain = search.nearest_in_cache(cache, "pool", Q, 10, 1 << 26, rows)
-    np.testing.assert_array_equal(advised[0], plain[0])
-    np.testing.assert_array_equal(advised[1], plain[1])
+    plain = loaded.search(Q, 10, exclude=rows)
+    for answers in (advised, gone):
+        np.testing.assert_array_equal(answers[0], plain[0])
+        np.testing.assert_array_equal(answers[1], plain[1])
 
 
 def test_rows_added_pruned_and_relabelled_after_indexing_stay_in_step(cache):

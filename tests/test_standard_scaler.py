@@ -25,6 +25,7 @@ def _codes(rows=6000, width=300, dtype=np.float32, seed=0):
 def _same_fit(ours, theirs):
     assert type(ours).__name__ == "StandardScaler"  # what a model file names
     np.testing.assert_array_equal(ours.n_samples_seen_, theirs.n_samples_seen_)
+    assert type(ours.n_samples_seen_) is type(theirs.n_samples_seen_)  # noqa: E721  (a model file records it)
     assert ours.n_features_in_ == theirs.n_features_in_
     np.testing.assert_allclose(ours.mean_, theirs.mean_, rtol=1e-12, atol=0)
     np.testing.assert_allclose(ours.var_, theirs.var_, rtol=1e-9, atol=1e-12)
@@ -77,6 +78,14 @@ def test_infinity_is_refused_as_scikit_learn_refuses_it():
         SklearnStandardScaler().fit(X)
     with pytest.raises(ValueError, match="infinity"):
         StandardScaler().fit(X)
+
+
+def test_the_fast_fit_checks_its_parameters_as_scikit_learn_does():
+    from sklearn.utils._param_validation import InvalidParameterError
+    with pytest.raises(InvalidParameterError):
+        SklearnStandardScaler(copy="x").fit(_codes())
+    with pytest.raises(InvalidParameterError):
+        StandardScaler(copy="x").fit(_codes())
 
 
 def test_the_scaling_named_standard_is_ours_and_a_model_file_may_name_it():

@@ -51,8 +51,9 @@ HUB_NEIGHBOURS = 10      # sampled rows that measure a centroid's popularity
 KMEANS_ITERATIONS = 10   # Lloyd iterations from random centres (k-means++ seeding took far longer):
                          # cells need only be coherent, not converged
 # Rows normalised and given their cells at a time: no second copy of every code, and each block's
-# temporaries (its codes, scores against every centroid) under 32 MB, which the allocator reuses
-# rather than map afresh (at 65,536 rows, page faults on 786 MB of scores a block were 10 s).
+# temporaries (its codes, scores against every centroid: 16 MB at a million rows' 2,000 cells) small
+# enough that the allocator reuses them rather than maps them afresh (at 65,536 rows, page faults
+# on 786 MB of scores a block were 10 s).
 NORM_BLOCK = 2048
 # A bf16 product of two unit rows is off by at most ~2u (the rounded inputs) + u (the rounded
 # output), u = 2^-8, from the float32 one, and the threshold compared with it is rounded to bf16:

@@ -6,7 +6,8 @@ sum in float64 accumulators and the squared deviations a block of rows at a time
 the same mean_ and a var_ within 1e-13 of its own. Fitted on every fold of the audit's label check
 and every fit, that is seconds at a million rows. Same class name, attributes and transform as
 scikit-learn's (a model file names it "StandardScaler" and loads either); anything but a dense
-float array without weights, or data with NaN or infinity, goes to scikit-learn's own fit.
+float array without weights, or data with NaN, goes to scikit-learn's own fit (infinity is refused
+with scikit-learn's own error).
 """
 import numpy as np
 from sklearn.preprocessing import StandardScaler as _SklearnStandardScaler
@@ -25,8 +26,11 @@ class StandardScaler(_SklearnStandardScaler):
             from sklearn.preprocessing._data import _handle_zeros_in_scale, _is_constant_feature
         except ImportError:
             return super().fit(X, y, sample_weight)
-        self._reset()
-        X = validate_data(self, X, reset=True, dtype=(np.float64, np.float32), ensure_all_finite="allow-nan",
+        # scikit-learn's own fit on two rows sets what it checks and records (its parameters, the
+        # width, feature names, the type of n_samples_seen_); the mean and variance come below.
+        super().fit(X[:2])
+        seen_type = type(self.n_samples_seen_)
+        X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32), ensure_all_finite="allow-nan",
                           copy=False)
         n = len(X)
         total = np.sum(X, axis=0, dtype=np.float64)
@@ -43,7 +47,7 @@ class StandardScaler(_SklearnStandardScaler):
             squares += np.einsum("ij,ij->j", deviations, deviations)
         self.mean_ = mean
         self.var_ = (squares - residue ** 2 / n) / n
-        self.n_samples_seen_ = np.int64(n)  # a numpy integer, as scikit-learn leaves it (partial_fit reads its shape)
+        self.n_samples_seen_ = seen_type(n)  # a numpy scalar, as scikit-learn leaves it (partial_fit reads it)
         constant = _is_constant_feature(self.var_, self.mean_, n)
         self.scale_ = _handle_zeros_in_scale(np.sqrt(self.var_), copy=False, constant_mask=constant)
         return self
