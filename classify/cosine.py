@@ -24,10 +24,16 @@ L2_SLICE_BYTES = 1 << 19
 MERGE_COPIES = 3    # a block's scores, their merge with the running best, and its row numbers
 
 
-def unit(X) -> np.ndarray:
-    """The rows of ``X`` [n, D] (any float dtype) as float32 rows of unit length; a zero row stays zero."""
+def row_norms(X) -> np.ndarray:
+    """Each row's norm as unit() divides by it: at least 1e-12, so a zero row stays zero."""
+    return np.maximum(np.linalg.norm(X, axis=1), 1e-12)
+
+
+def unit(X, out=None) -> np.ndarray:
+    """The rows of ``X`` [n, D] (any float dtype) as float32 rows of unit length; a zero row stays zero.
+    ``out``: where to write them (``X`` itself, a float32 array, to normalise it in place)."""
     X = np.asarray(X, dtype=np.float32)
-    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    return np.divide(X, row_norms(X)[:, None], out=out)
 
 
 def unit_blocks(take, rows, block=NORM_BLOCK) -> np.ndarray:

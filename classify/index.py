@@ -268,7 +268,7 @@ def build(cache_path, layer, kind=None, rebuild=False, budget_bytes=1 << 30, on_
             for rows, codes in cache_blocks(cache_path, layer, budget_bytes, new):
                 for start in range(0, len(codes), step):
                     U = codes[start:start + step]
-                    U /= np.maximum(np.linalg.norm(U, axis=1, keepdims=True), 1e-12)  # unit(), in place
+                    unit(U, out=U)
                     index.add(U)
                     if store is not None:
                         store.write(U.astype(np.float16).tobytes())

@@ -28,8 +28,8 @@ block products for every photo's nearest (docs/cli.md, audit's cost, has the fig
 SEARCHES = ("auto", "exact", "cells", "index")
 import numpy as np
 
+from ..cosine import row_norms, unit_blocks
 from ..cosine import unit as normalised
-from ..cosine import unit_blocks
 
 PAIRS_CAP = 100_000  # near pairs kept (the closest first) so a degenerate cache cannot fill memory
 # The exact products cost rows^2 (each pair once: the upper triangle; docs/cli.md, audit's cost,
@@ -187,7 +187,7 @@ def _compare(take, m, rows, candidates, threshold, k, budget_bytes, pairs, knn, 
         if nearest:  # S partitioned in place once its pairs are read (np.partition would copy it first)
             S.partition(S.shape[1] - nearest, axis=1)
         top = S[:, S.shape[1] - nearest:] if nearest else S[:, :0]
-        knn[chunk] = ((1.0 - top).sum(axis=1) + missing) / max(1, nearest + missing)
+        knn[chunk] = _mean_distance(top, missing)
         _keep_closest(pairs)
 
 
@@ -232,9 +232,14 @@ def _compare_coarse(coarse, take, norms, m, rows, candidates, threshold, k, budg
             for i, j, s in zip(a.tolist(), b.tolist(), _float32_cosines(take, norms, a, b).tolist()):
                 if s >= threshold:
                     pairs[min(i, j), max(i, j)] = s
-        best = top.values[:, :nearest].float().numpy()
-        knn[chunk] = ((1.0 - best).sum(axis=1) + missing) / max(1, nearest + missing)
+        knn[chunk] = _mean_distance(top.values[:, :nearest].float().numpy(), missing)
         _keep_closest(pairs)
+
+
+def _mean_distance(best, missing) -> np.ndarray:
+    """Each row's mean cosine distance to its nearest, from their scores ``best`` [rows, nearest],
+    with ``missing`` more neighbours (a cell with fewer than k other rows) counted as orthogonal."""
+    return ((1.0 - best).sum(axis=1) + missing) / max(1, best.shape[1] + missing)
 
 
 def _padded(n, step) -> int:
@@ -365,7 +370,7 @@ def _cells(take, m, seed) -> tuple:
     for start in range(0, m, NORM_BLOCK):
         stop = min(m, start + NORM_BLOCK)
         block = np.asarray(take(np.arange(start, stop)), dtype=np.float32)
-        norms[start:stop] = np.maximum(np.linalg.norm(block, axis=1), 1e-12)  # as unit() has them
+        norms[start:stop] = row_norms(block)
         unit_block = torch.from_numpy(np.divide(block, norms[start:stop, None], out=block))
         if coarse is not None:  # the unit rows kept in bf16 for the cells' products; their cells found in bf16
             coarse[start:stop] = unit_block
