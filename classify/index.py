@@ -46,7 +46,8 @@ NPROBE_PQ = 48
 PQ_SUBVECTOR = 16           # dimensions per product-quantiser byte
 REFINE = 20                 # ivfpq: candidates ranked exactly per answer wanted (at least REFINE_MIN)
 REFINE_MIN = 200
-PQ_TRAIN_ROWS = 256 * 40    # the product quantiser's 256 centroids want 39 rows each at least
+PQ_CENTROIDS = 256          # a product quantiser's centroids per byte (8 bits)
+PQ_TRAIN_ROWS = PQ_CENTROIDS * 40  # which want 39 rows each at least
 INSTALL = "`pip install 'cnncodes[index]'` (faiss-cpu)"
 FORMAT = 1
 # Rows given to faiss's add at a time: an IVF add assigns its rows to lists with a [rows, lists]
@@ -237,6 +238,10 @@ def build(cache_path, layer, kind=None, rebuild=False, budget_bytes=1 << 30, on_
     if old is not None and (old["kind"] != wanted or old["dim"] != width) and (
             kind is not None or n > 2 * old["built_rows"] or old["dim"] != width):
         old = None  # another kind asked for, or grown past twice its size: built again
+    least = {"ivf": _lists(0), "ivfpq": max(_lists(0), PQ_CENTROIDS)}.get(wanted, 0)
+    if old is None and n < least:  # faiss's training would stop with an assertion of its own
+        raise ClassifyError(f"{cache_path}: an {wanted} index trains on at least {least:,} rows and the cache has "
+                            f"{n:,}; choose kind=flat or kind=hnsw, or build it once more photos are extracted")
     generation = (old["generation"] + 1) if old else int(time.time() * 1000)
     if old is not None:
         index = faiss.read_index(os.path.join(folder, old["faiss"]))

@@ -149,6 +149,22 @@ def test_the_candidates_pages_are_asked_for_at_once_before_they_are_read(cache, 
         np.testing.assert_array_equal(answers[1], plain[1])
 
 
+@pytest.mark.parametrize("kind, rows, least", [("ivfpq", 200, 256), ("ivf", 10, 16)])
+def test_too_few_rows_to_train_on_is_one_line_naming_the_kinds_that_need_none(tmp_path, kind, rows, least):
+    """faiss stops its training with an assertion (a traceback) on fewer rows than its centroids: an
+    explicit kind is refused before, in one line, and nothing is written."""
+    from cnncodes.classify.errors import ClassifyError
+    path = str(tmp_path / "small.h5")
+    _add(path, _codes(max(rows, 40))[:rows])
+    with pytest.raises(ClassifyError, match=f"an {kind} index trains on at least {least} rows and the cache has "
+                                            f"{rows}; choose kind=flat or kind=hnsw"):
+        cnncodes.index(path, kind=kind)
+    assert search.indexed_layers(path) == []
+    out = run_cli("index", path, "--kind", kind, check=False)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "choose --kind flat or --kind hnsw" in out.stderr
+
+
 def test_rows_added_pruned_and_relabelled_after_indexing_stay_in_step(cache):
     cnncodes.index(cache, kind="ivf")
     # added: committed after the index, searched exactly until the next `index`
