@@ -13,15 +13,28 @@ neighbours, select's diversity) normalises rows and ranks them here.
 scikit-learn's ``pairwise_distances_chunked(..., working_memory=)`` over ``row_norms`` is the model:
 one chunked engine the neighbour searches build on.
 """
+import os
+
 import numpy as np
 
 NORM_BLOCK = 65536  # rows normalised at a time by unit_blocks: no float64 or second full copy
-MAX_BLOCK_ROWS = 8192  # a block in memory stays near the processor's cache: read twice, fetched once
-FEW_QUERIES = 8     # up to this many queries a block is read a slice at a time (_cosines)
-# 512 KB: a slice of rows that stays in a core's L2 cache between its two reads (slices of 256 KB to
-# 2 MB gave 0.91, 0.90, 0.81, 0.78 and 0.41 of IndexFlatIP's rate for one query: docs/benchmarks.md)
-L2_SLICE_BYTES = 1 << 19
+MAX_BLOCK_ROWS = 8192  # blocks of 8192 and 65536 rows scan at one rate: the smaller keeps scores small
 MERGE_COPIES = 3    # a block's scores, their merge with the running best, and its row numbers
+FEW_QUERIES = 8     # up to this many queries, a dot a row; more, BLAS's product (_scan)
+# rows a thread takes per call: numpy releases the GIL only for loops of 500 or more, and 512 rows
+# (2.6 MB at 1280-d) are read twice while near the core. With 2 threads on 2 cores, slices of
+# 512-1024 rows ran one query at 0.9-1.0 of IndexFlatIP's rate, those of 256-384 at 0.55
+SLICE_ROWS = 512
+MAX_THREADS = 8
+
+
+def _einsum_dot(a, b, out):
+    return np.einsum("...j,...j->...", a, b, out=out)
+
+
+# np.vecdot (numpy 2): a dot a row that releases the GIL; numpy 1's einsum holds it (one thread)
+_dot = getattr(np, "vecdot", None) or _einsum_dot
+_RELEASES_GIL = hasattr(np, "vecdot")
 
 
 def row_norms(X) -> np.ndarray:
@@ -108,22 +121,72 @@ def top_k(queries, blocks, k, exclude=None) -> tuple:
 
 def _cosines(Q, codes) -> np.ndarray:
     """[q, m] cosines of unit queries with rows of any scale, as products over norms: the block is
-    read twice (norms, product) and never rewritten, where a unit copy first would read it twice and
-    write it once. For a few queries the product is bound by memory, not arithmetic: both reads go a
-    slice of the block at a time that stays in the core's L2 cache, so the block comes from memory once."""
-    if len(Q) > FEW_QUERIES:
-        scores = Q @ codes.T
-        scores /= np.maximum(np.sqrt(np.einsum("ij,ij->i", codes, codes)), 1e-12)
-        return scores
+    read twice (product, norms) and never rewritten, where a unit copy first would read it twice and
+    write it once. Both reads go a slice of rows at a time, so the second finds the slice near the
+    core, and the slices are shared among the cores through threads: numpy's dot loops and BLAS
+    release the GIL (numpy's einsum does not: it held one query to 0.5-0.6 of faiss IndexFlatIP's
+    rate, docs/benchmarks.md). BLAS runs one thread a slice then, so that threads do not oversubscribe."""
     scores = np.empty((len(Q), len(codes)), dtype=np.float32)
     norms = np.empty(len(codes), dtype=np.float32)
-    step = max(64, L2_SLICE_BYTES // (4 * codes.shape[1]))
-    for start in range(0, len(codes), step):  # two calls a slice: its Python overhead is the rest
-        part = codes[start:start + step]
-        np.matmul(Q, part.T, out=scores[:, start:start + step])
-        np.einsum("ij,ij->i", part, part, out=norms[start:start + step])
+    parts = min(_cores(), len(codes) // (2 * SLICE_ROWS)) if _RELEASES_GIL else 1
+    if parts > 1 and len(Q) > FEW_QUERIES:
+        from threadpoolctl import threadpool_limits
+        with threadpool_limits(1, user_api="blas"):
+            _in_threads(parts, Q, codes, scores, norms)
+    else:
+        _in_threads(max(1, parts), Q, codes, scores, norms)
     scores /= np.maximum(np.sqrt(norms, out=norms), 1e-12, out=norms)
     return scores
+
+
+def _scan(start, stop, Q, codes, scores, norms):
+    """Rows start:stop of the block, a slice at a time: their products with the queries (BLAS for
+    many queries; a dot a row for a few, bound by memory) and their squared norms."""
+    for at in range(start, stop, SLICE_ROWS):
+        end = min(stop, at + SLICE_ROWS)
+        part = codes[at:end]
+        if len(Q) > FEW_QUERIES:
+            np.matmul(Q, part.T, out=scores[:, at:end])
+        else:
+            _dot(part, Q[:, None, :], out=scores[:, at:end])
+        _dot(part, part, out=norms[at:end])
+
+
+def _in_threads(parts, Q, codes, scores, norms):
+    """_scan over the block's rows split in ``parts`` contiguous parts: the calling thread takes the
+    last, a pool kept for the process the others."""
+    if parts <= 1:
+        return _scan(0, len(codes), Q, codes, scores, norms)
+    bounds = np.linspace(0, len(codes), parts + 1).astype(int)
+    futures = [_pool().submit(_scan, bounds[i], bounds[i + 1], Q, codes, scores, norms)
+               for i in range(parts - 1)]
+    _scan(bounds[-2], bounds[-1], Q, codes, scores, norms)
+    for future in futures:
+        future.result()
+
+
+def _cores() -> int:
+    """Threads a scan may use: OMP_NUM_THREADS where it is set (Ray's workers set 1, as do the tests'
+    processes), else the cores this process may run on."""
+    try:
+        return max(1, min(MAX_THREADS, int(os.environ["OMP_NUM_THREADS"])))
+    except (KeyError, ValueError):
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return max(1, min(MAX_THREADS, cores))
+
+
+_pools = {}
+
+
+def _pool():
+    """The process's scan threads, made on first use: keyed by process id, because a pool made before
+    a fork has no threads in the child and would never run what is submitted there."""
+    pid = os.getpid()
+    if pid not in _pools:
+        from concurrent.futures import ThreadPoolExecutor
+        _pools.clear()
+        _pools[pid] = ThreadPoolExecutor(max(1, _cores() - 1), thread_name_prefix="cnncodes-cosine")
+    return _pools[pid]
 
 
 def ranked(rows, scores) -> tuple:
