@@ -266,11 +266,61 @@ def writer_alone(shards, rows, width, runs):
         print("  ".join(f"{part} {us:.1f}" for part, us in one(shards).items()), flush=True)
 
 
+def writer_ceiling(shards, rows, width, runs):
+    """The main process's rate with an infinitely fast network and decoder: the calling thread hands
+    N shards of ``rows`` rows to a session with its background writer, as fast as it can, as extract's
+    loop does (batches of 32); printed: images/s (wall) and the process's CPU us an image (every
+    thread), with shards that wait for the writer joined (group commit) and without (one segment a
+    shard), alternated ``runs`` times."""
+    import numpy as np
+    from cnncodes.cache import append as append_module
+    from cnncodes.cache.fingerprint import Fingerprint
+    fingerprint = Fingerprint(backbone="bench", layers=("codes",), weights="random:0", preprocess={"crop": 224},
+                              dtype="float16", views=None, provenance={"data_root": "/photos"})
+    codes = np.random.default_rng(0).standard_normal((rows, width)).astype(np.float16)
+    joined_max = append_module.JOINED_MAX_BYTES
+
+    def one(shards, join):
+        append_module.JOINED_MAX_BYTES = joined_max if join else 0
+        tmp = tempfile.mkdtemp(prefix="cnncodes-ceiling-")
+        try:
+            cpu_start, wall_start = time.process_time(), time.perf_counter()
+            with append_module.open_for_append(os.path.join(tmp, "w.h5"), fingerprint, {"codes": width}, ["a"]) as session:
+                for k in range(shards):
+                    base = k * rows
+                    for b in range(0, rows, 32):
+                        n = min(32, rows - b)
+                        session.add_rows([f"a/{base + b + i:08d}.jpg" for i in range(n)],
+                                         ["%064x" % (base + b + i) for i in range(n)], ["train"] * n, ["a"] * n,
+                                         [(1000 + i, 10 ** 18 + i, 5 + i) for i in range(n)], {"codes": codes[b:b + n]})
+                    session.commit_shard()
+            wall, spent = time.perf_counter() - wall_start, time.process_time() - cpu_start
+            segments = len([f for f in os.listdir(tmp + "/w.h5.shards") if f.endswith(".h5")]) \
+                if os.path.isdir(tmp + "/w.h5.shards") else -1
+        finally:
+            append_module.JOINED_MAX_BYTES = joined_max
+            shutil.rmtree(tmp, ignore_errors=True)
+        n = shards * rows
+        return n / wall, 1e6 * spent / n, segments
+    one(2, True)  # warm-up
+    print(f"the main process alone, an infinitely fast network: {shards} shards of {rows} rows of {width} "
+          f"float16 codes handed to the background writer as fast as the loop can")
+    for _ in range(runs):
+        for join in (False, True):
+            rate, us, segments = one(shards, join)
+            print(f"  {'shards joined while they wait' if join else 'one segment a shard          '}: "
+                  f"{rate:,.0f} images/s, {us:.1f} CPU us an image (all threads), {segments} segment files at "
+                  f"the end", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data", nargs="?")
     ap.add_argument("--writer-alone", type=int, default=0, metavar="N",
                     help="the cache's writer alone: N shards of --shard-rows rows (default 512), no extract")
+    ap.add_argument("--writer-ceiling", type=int, default=0, metavar="N",
+                    help="the main process alone with an infinitely fast network: N shards of --shard-rows rows "
+                    "handed to the background writer as fast as possible, joined while they wait and not")
     ap.add_argument("--writer-width", type=int, default=4096, help="--writer-alone's code width (float16)")
     ap.add_argument("--limit", type=int, default=2000)
     ap.add_argument("--backbone", default="vgg16", help="whose fingerprint, layers and preprocessing (default vgg16 fc7)")
@@ -291,6 +341,9 @@ def main():
     args = ap.parse_args()
     if args.writer_alone:
         writer_alone(args.writer_alone, args.shard_rows or 512, args.writer_width, args.runs)
+        return
+    if args.writer_ceiling:
+        writer_ceiling(args.writer_ceiling, args.shard_rows or 512, args.writer_width, args.runs)
         return
     if not args.data:
         ap.error("the data folder is required (but with --writer-alone)")

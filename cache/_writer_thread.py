@@ -4,20 +4,32 @@ A job's error is kept and raised on the caller's thread at its next call; jobs a
 one are dropped, also those submitted after the error was raised (the session's close commits
 what is buffered): their rows come after rows that were never committed, so committing them
 would leave a gap that a re-run fills at the end, out of order. A re-run does them all again.
+
+Group commit: a job submitted while the one before it still waits (not started) may join it
+(``combine``), as databases commit the transactions that queued behind a flush together. So a
+writer that falls behind (a GPU extract hands over a shard every few milliseconds) writes fewer,
+larger segments, and its fixed costs per segment (creating the file, linking it, publishing the
+cache file) and the merges that would follow are spread over more rows; a writer that keeps up
+writes each job as it came. A kill loses the same either way: waiting jobs were never committed.
 """
-import queue
+import collections
 import threading
 
 
 class OrderedWriter:
-    """``do(job)`` for each submitted job, in order: on a background thread (a queue of two, so at
-    most two shards wait in memory), or at once in the caller's thread (background=False)."""
+    """``do(job)`` for each submitted job, in order: on a background thread (at most two jobs
+    waiting, so memory stays bounded), or at once in the caller's thread (background=False).
+    ``combine(waiting, job)``: the two as one job, or None where they may not join (the caller
+    bounds the size); asked only of a job that has not started."""
 
-    def __init__(self, do, background=True):
+    def __init__(self, do, background=True, combine=None, max_waiting=2):
         self._do = do
+        self._combine = combine
+        self._max_waiting = max_waiting
         self._error = None     # a failed job's exception, not yet raised on the caller's thread
         self._failed = False   # a job failed: nothing after it is done
-        self._queue = queue.Queue(maxsize=2) if background else None
+        self._waiting = collections.deque() if background else None
+        self._changed = threading.Condition()
         self._thread = None
         if background:
             self._thread = threading.Thread(target=self._drain, name="cache-writer", daemon=True)
@@ -27,14 +39,23 @@ class OrderedWriter:
         if self._failed:
             self.raise_pending()
             return
-        if self._queue is None:
+        if self._waiting is None:
             try:
                 self._do(job)
             except BaseException:
                 self._failed = True
                 raise
             return
-        self._queue.put(job)
+        with self._changed:
+            if self._waiting and self._waiting[-1] is not None and self._combine is not None:
+                joined = self._combine(self._waiting[-1], job)
+                if joined is not None:
+                    self._waiting[-1] = joined
+                    return
+            while len(self._waiting) >= self._max_waiting:
+                self._changed.wait()
+            self._waiting.append(job)
+            self._changed.notify_all()
 
     def raise_pending(self) -> None:
         """A failed job's exception, raised here (once)."""
@@ -45,14 +66,20 @@ class OrderedWriter:
     def close(self) -> None:
         """Wait for every submitted job; then the writer takes no more (later jobs run at once)."""
         if self._thread is not None:
-            self._queue.put(None)
+            with self._changed:
+                self._waiting.append(None)  # never joined: the end
+                self._changed.notify_all()
             self._thread.join()
             self._thread = None
-        self._queue = None
+        self._waiting = None
 
     def _drain(self):
         while True:
-            job = self._queue.get()
+            with self._changed:
+                while not self._waiting:
+                    self._changed.wait()
+                job = self._waiting.popleft()
+                self._changed.notify_all()
             if job is None:
                 return
             if not self._failed:

@@ -97,6 +97,48 @@ def _segment_files(cache_path):
 
 _KEEP = object()  # carry_rows, move_rows: the row keeps the label it has
 KEEP_LABEL = _KEEP
+# A job joined from shards that waited for the writer holds at most this many bytes of codes (16,384
+# rows of VGG16's fc7 in float16; half a merge's cap), so that two jobs waiting stay bounded. With the
+# writer behind (bench/pipeline_ceiling_bench.py --writer-ceiling 64: 32,768 rows as fast as the loop
+# hands them over) the main process wrote 3,500-4,200 images/s at a segment a shard, 6,800-8,000 with
+# joins up to 32 MB, 13,300 up to 64 MB, 26,500 up to 128 MB, 24,500 up to 256 MB (docs/benchmarks.md).
+JOINED_MAX_BYTES = 128 << 20
+
+
+class _Job:
+    """One commit_shard's rows for the writer: new rows and failures, carried rows, moved rows; or
+    several shards' new rows joined while they waited (group commit, cache/_writer_thread.py)."""
+
+    def __init__(self, rows: SegmentRows, carried, moved):
+        self.rows, self.carried, self.moved = rows, carried, moved
+        self.shards = 1  # commit_shard calls this job holds
+        self.code_bytes = sum(part.nbytes for parts in rows.codes.values() for part in parts)
+        self._names = None
+
+    def names(self) -> set:
+        """Every path with a row or a failure here."""
+        if self._names is None:
+            self._names = set(self.rows.paths) | set(self.rows.failed_paths)
+        return self._names
+
+    @staticmethod
+    def joined(waiting: "_Job", job: "_Job"):
+        """``waiting`` with ``job``'s rows after its own, as one segment; None where they may not join:
+        carried or moved rows (read from segments when written, and a moved row cuts its old path in
+        the same commit), a path in both (the later row replaces the earlier: two commits), or more
+        than JOINED_MAX_BYTES of codes."""
+        if waiting.carried or waiting.moved or job.carried or job.moved:
+            return None
+        if waiting.code_bytes + job.code_bytes > JOINED_MAX_BYTES or not waiting.names().isdisjoint(job.names()):
+            return None
+        rows, more = waiting.rows, job.rows
+        rows.extend_rows(more)
+        for name in ("failed_paths", "failed_keys", "failed_reasons", "failed_stats"):
+            getattr(rows, name).extend(getattr(more, name))
+        waiting.shards += job.shards
+        waiting.code_bytes += job.code_bytes
+        waiting._names |= job.names()
+        return waiting
 
 class AppendSession:
     """Rows in, segments out. Main thread: add_*, commit_shard, close. A writer thread does the
@@ -133,7 +175,7 @@ class AppendSession:
         if widths is not None:
             self._set_widths(widths)
         self._extend_classes(class_names)
-        self._writer = OrderedWriter(lambda job: self._write_and_link(*job), background)
+        self._writer = OrderedWriter(self._write_and_link, background, combine=_Job.joined)
 
     # --- what the cache holds -------------------------------------------------------------------
     def lookup(self, path):
@@ -199,7 +241,7 @@ class AppendSession:
         """Hand the buffered rows to the writer as one shard."""
         if not self.pending():
             return
-        job = (self._buffer, self._carried, self._moved)
+        job = _Job(self._buffer, self._carried, self._moved)
         self._buffer, self._carried, self._moved = SegmentRows(), [], []
         self._writer.submit(job)
 
@@ -228,9 +270,9 @@ class AppendSession:
         self._collect(force=True)
 
     # --- the writer's work ------------------------------------------------------------------------
-    def _write_and_link(self, rows: SegmentRows, carried, moved) -> None:
-        with self._disk_errors(len(rows.paths) + len(carried) + len(moved)):
-            self._write_and_link_unguarded(rows, carried, moved)
+    def _write_and_link(self, job: "_Job") -> None:
+        with self._disk_errors(len(job.rows.paths) + len(job.carried) + len(job.moved)):
+            self._write_and_link_unguarded(job.rows, job.carried, job.moved)
 
     def _disk_errors(self, rows):
         """A full disk or quota is one clear error (cache/_files.py); the space a step needs: the shard,

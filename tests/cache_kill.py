@@ -33,7 +33,8 @@ class KillResult:
     deltas: list = field(default_factory=list)  # the shards handed to the session, in order
     close: object = None                        # the close's Delta (prune, vanished), once reached
     moves: dict = None
-    written: int = 0                            # shards whose segment file was renamed into place
+    written: int = 0                            # shards whose segment file was renamed into place (shards
+                                                # that waited for the writer may share one: group commit)
     close_published: bool = False               # the close's own publish (removals) completed
     events: int = 0                             # file operations made before the kill
 
@@ -80,6 +81,17 @@ def _install(at, cut, log):
         setattr(os, name, hooked(name))
 
 
+def _log_jobs(log):
+    """Log how many shards each job the writer starts holds: its segment's rename commits them all."""
+    from cnncodes.cache.append import AppendSession
+    real = AppendSession._write_and_link
+
+    def write_and_link(session, job):
+        log(("J", job.shards))
+        return real(session, job)
+    AppendSession._write_and_link = write_and_link  # in the forked child only
+
+
 class _LogMarks(Marks):
     def __init__(self, log):
         self.log = log
@@ -102,6 +114,7 @@ def run_killed(cache, fingerprint, widths, classes, world, opts, views, dtype, a
             fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             log = _writer(fd)
             _install(at, cut, log)
+            _log_jobs(log)
             with open_for_append(cache, fingerprint, widths, classes, background=opts.background) as session:
                 log(("O",))
                 extract(session, world, opts, views, dtype, _LogMarks(log))
@@ -118,7 +131,7 @@ def run_killed(cache, fingerprint, widths, classes, world, opts, views, dtype, a
     with open(log_path, "rb") as f:
         data = f.read()
     base = os.path.basename(cache)
-    at_data = 0
+    at_data, job_shards = 0, 1
     while at_data + 4 <= len(data):
         (n,) = struct.unpack("<I", data[at_data:at_data + 4])
         record = pickle.loads(data[at_data + 4:at_data + 4 + n])
@@ -132,9 +145,11 @@ def run_killed(cache, fingerprint, widths, classes, world, opts, views, dtype, a
         elif kind == "R":
             name, part = record[1], record[2]
             if part == "shard" and name.startswith("seg-"):
-                result.written += 1
+                result.written += job_shards
             elif part == "close" and name == base:
                 result.close_published = True
+        elif kind == "J":
+            job_shards = record[1]
         elif kind == "D":
             result.completed = True
         elif kind == "E":

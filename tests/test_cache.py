@@ -18,10 +18,11 @@ def stat(i):
     return (100 + i, 1_000_000 + i, 7 + i)
 
 
-def write(cache, rows, fingerprint=FP, failures=(), per_shard=1, classes=None):
-    """rows: (path, key, split, class, value); one shard per ``per_shard`` rows."""
+def write(cache, rows, fingerprint=FP, failures=(), per_shard=1, classes=None, background=True):
+    """rows: (path, key, split, class, value); one shard per ``per_shard`` rows (on a background writer,
+    shards that wait for it may join: background=False for a segment a shard)."""
     classes = classes if classes is not None else sorted({r[3] for r in rows})
-    with open_for_append(cache, fingerprint, WIDTHS, classes) as session:
+    with open_for_append(cache, fingerprint, WIDTHS, classes, background=background) as session:
         for i, (path, key, split, cls, value) in enumerate(rows):
             session.add_rows([path], [key], [split], [cls], [stat(i)], {"f": np.full((1, 3), value, np.float32)})
             if (i + 1) % per_shard == 0:
@@ -59,11 +60,11 @@ def test_writes_the_documented_layout(tmp_path):
 def test_appending_does_not_rewrite_old_rows_and_merges_geometrically(tmp_path):
     cache = str(tmp_path / "c.h5")
     rows = [(f"a/{i:03d}.jpg", f"k{i}", "train", "a", float(i)) for i in range(64)]
-    write(cache, rows[:32], per_shard=1)
+    write(cache, rows[:32], per_shard=1, background=False)
     files = segment_files(cache)
     assert len(files) == 1  # 32 one-row shards merged like a binary counter: 32 = one segment
     before = os.stat(os.path.join(segment_folder(cache), files[0]))
-    write(cache, rows[32:35], per_shard=1)
+    write(cache, rows[32:35], per_shard=1, background=False)
     after = os.stat(os.path.join(segment_folder(cache), files[0]))
     assert (before.st_ino, before.st_mtime_ns) == (after.st_ino, after.st_mtime_ns)  # untouched
     assert len(segment_files(cache)) == 3  # 32 + 2 + 1 (binary counter)

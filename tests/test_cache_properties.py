@@ -130,6 +130,9 @@ class CacheHistory(RuleBasedStateMachine):
         self.views, self.dtype = views, dtype
         self.fp = fingerprint(views, dtype)
         self._set(append_module, "COLLECT_EVERY_SECONDS", 0.0)  # every publish collects: deterministic
+        # No group commit: whether shards join depends on the writer thread's timing, so a history would
+        # not replay the same file operations (its kill points); tests/test_group_commit.py tests joins.
+        self._set(append_module, "JOINED_MAX_BYTES", 0)
         if tiny_merges:  # merges, the size cap and hole rewrites within a few rows
             self._set(compaction, "MIN_MERGE_CAP_ROWS", 6)
             self._set(compaction, "MERGE_CAP_BYTES", 1)

@@ -1,0 +1,238 @@
+"""Group commit (cache/_writer_thread.py, cache/append.py): shards that wait while the writer is
+busy join into one segment. Made deterministic here by holding the writer on its first shard: the
+order of jobs, what may join (never carried rows, a path twice, past the byte bound, the end), a
+failure that drops the joined rest, the cache equal to one written a segment a shard, and a kill
+during the joined segment's write leaving the committed prefix (or, once its rename is done, the
+whole joined job after recovery)."""
+import os
+import signal
+import threading
+
+import numpy as np
+import pytest
+
+from cnncodes.cache import Fingerprint, open_cache, open_for_append
+from cnncodes.cache import append as append_module
+from cnncodes.cache._writer_thread import OrderedWriter
+from cnncodes.cache.append import AppendSession, recover
+from cnncodes.cache.verify import verify_cache
+from conftest import assert_same_cache
+
+FP = Fingerprint(backbone="toy", layers=("f",), weights="random:0", preprocess={"crop": 8}, dtype="float16")
+WIDTHS = {"f": 4}
+
+
+def _held_writer(calls):
+    """do(job) for an OrderedWriter whose first job waits until released; returns (do, started, release)."""
+    started, release = threading.Event(), threading.Event()
+
+    def do(job):
+        if not calls:
+            started.set()
+            assert release.wait(30)
+        calls.append(job)
+        if "fail" in job:
+            raise OSError("the disk is gone")
+    return do, started, release
+
+
+def _joining(waiting, job):
+    """Jobs are lists; one holding "alone" never joins the job before it (later ones may join it)."""
+    return None if "alone" in job else waiting + job
+
+
+def test_jobs_waiting_join_in_order_and_one_that_may_not_join_waits_behind():
+    calls = []
+    do, started, release = _held_writer(calls)
+    writer = OrderedWriter(do, background=True, combine=_joining)
+    writer.submit(["a"])
+    assert started.wait(30)  # "a" is being written: the next jobs wait
+    for job in (["b"], ["c"], ["alone"], ["d"], ["e"]):
+        writer.submit(job)
+    release.set()
+    writer.close()
+    writer.raise_pending()
+    assert calls == [["a"], ["b", "c"], ["alone", "d", "e"]]
+
+
+def test_a_third_job_that_may_not_join_waits_for_room():
+    """Two jobs waiting and a third that may not join them: the caller waits (memory stays bounded)."""
+    calls = []
+    do, started, release = _held_writer(calls)
+    writer = OrderedWriter(do, background=True, combine=_joining)
+    writer.submit(["a"])
+    assert started.wait(30)
+    writer.submit(["b"])
+    writer.submit(["alone"])
+    returned = threading.Event()
+    caller = threading.Thread(target=lambda: (writer.submit(["alone", "too"]), returned.set()))
+    caller.start()
+    assert not returned.wait(0.5)
+    release.set()
+    assert returned.wait(30)
+    caller.join()
+    writer.close()
+    assert calls == [["a"], ["b"], ["alone"], ["alone", "too"]]
+
+
+def test_a_failed_job_drops_the_jobs_joined_after_it():
+    calls = []
+    do, started, release = _held_writer(calls)
+    writer = OrderedWriter(do, background=True, combine=_joining)
+    writer.submit(["a"])
+    assert started.wait(30)
+    writer.submit(["fail"])
+    writer.submit(["alone"])  # waits behind the failing job
+    writer.submit(["b"])      # joins "alone"
+    release.set()
+    writer.close()
+    with pytest.raises(OSError, match="the disk is gone"):
+        writer.raise_pending()
+    assert calls == [["a"], ["fail"]]
+
+
+def _rows(first, n, path=None):
+    paths = [path or f"a/{first + i:04d}.jpg" for i in range(n)]
+    return (paths, [f"{first + i:064x}" for i in range(n)], ["train"] * n, ["a"] * n,
+            [(10 + first + i, 10 ** 18 + first + i, 7) for i in range(n)],
+            {"f": np.arange(first * 4, (first + n) * 4, dtype=np.float32).reshape(n, 4) / 7})
+
+
+def _shards(session, shards):
+    for kind, first, n in shards:
+        if kind == "rows":
+            session.add_rows(*_rows(first, n))
+        elif kind == "again":  # the same path as row ``first``, new bytes: it replaces that row
+            paths, keys, splits, classes, stats, codes = _rows(first, n)
+            session.add_rows(paths, [k.replace("0", "f", 1) for k in keys], splits, classes, stats,
+                             {"f": codes["f"] + 1})
+        elif kind == "failure":
+            session.add_failures([f"a/bad{first}.jpg"], [f"{first:064x}"], ["not an image"], [(1, 2, 3)])
+        session.commit_shard()
+
+
+SHARDS = [("rows", 0, 3), ("rows", 3, 2), ("failure", 90, 0), ("rows", 5, 4), ("again", 3, 1), ("rows", 9, 2)]
+
+
+def test_shards_that_wait_join_and_the_cache_equals_a_segment_a_shard(tmp_path, monkeypatch):
+    reference = str(tmp_path / "reference.h5")
+    with open_for_append(reference, FP, WIDTHS, ["a"], background=False) as session:
+        _shards(session, SHARDS)
+    real, jobs = AppendSession._write_and_link, []
+    started, release = threading.Event(), threading.Event()
+
+    def write_and_link(session, job):
+        jobs.append(job.shards)
+        if len(jobs) == 1:
+            started.set()
+            assert release.wait(30)
+        return real(session, job)
+    monkeypatch.setattr(AppendSession, "_write_and_link", write_and_link)
+    cache = str(tmp_path / "c.h5")
+    with open_for_append(cache, FP, WIDTHS, ["a"]) as session:
+        _shards(session, SHARDS[:1])
+        assert started.wait(30)
+        _shards(session, SHARDS[1:])
+        release.set()
+    # the first alone (being written); the next three joined; the row written again waits behind
+    # them (its path is in the joined job) and takes the last one with it
+    assert jobs == [1, 3, 2]
+    assert_same_cache(reference, cache)
+    assert verify_cache(cache).ok
+
+
+def _held_sessions(monkeypatch):
+    """A list of each written job's shard count; the first job of each session held until released."""
+    real, jobs, gates = AppendSession._write_and_link, [], {}
+
+    def write_and_link(session, job):
+        jobs.append(job.shards)
+        if id(session) not in gates:
+            gates[id(session)] = True
+            held.started.set()
+            assert held.release.wait(30)
+        return real(session, job)
+    monkeypatch.setattr(AppendSession, "_write_and_link", write_and_link)
+
+    class held:
+        started, release = threading.Event(), threading.Event()
+
+        @classmethod
+        def again(cls):
+            cls.started, cls.release = threading.Event(), threading.Event()
+    return jobs, held
+
+
+def test_carried_rows_and_the_byte_bound_never_join(tmp_path, monkeypatch):
+    cache = str(tmp_path / "c.h5")
+    with open_for_append(cache, FP, WIDTHS, ["a"], background=False) as session:
+        _shards(session, [("rows", 0, 4)])
+    jobs, held = _held_sessions(monkeypatch)
+    with open_for_append(cache, FP, WIDTHS, ["a"]) as session:
+        _shards(session, [("rows", 10, 1)])
+        assert held.started.wait(30)
+        _shards(session, [("rows", 11, 2)])
+        session.carry_rows(["a/0000.jpg"], [(99, 99, 99)])  # a touched file: its row carried, read when written
+        session.commit_shard()
+        held.release.set()
+    assert jobs == [1, 1, 1]
+    monkeypatch.setattr(append_module, "JOINED_MAX_BYTES", 4 * 4 * 2)  # four rows of 4 float16 codes
+    held.again()
+    jobs.clear()
+    with open_for_append(cache, FP, WIDTHS, ["a"]) as session:
+        _shards(session, [("rows", 20, 1)])
+        assert held.started.wait(30)
+        _shards(session, [("rows", 21, 2), ("rows", 23, 2), ("rows", 25, 2)])  # 2 + 2 fit, 2 more do not
+        held.release.set()
+    assert jobs == [1, 2, 1]
+    with open_cache(cache) as c:
+        assert c.paths == [f"a/{i:04d}.jpg" for i in (1, 2, 3, 10, 11, 12, 0, 20, 21, 22, 23, 24, 25, 26)]
+    assert verify_cache(cache).ok
+
+
+def _killed_during_joined_write(cache, after_rename):
+    """In a forked child: shard 1 held in the writer while shards 2 and 3 join; the child SIGKILLs
+    itself at the joined segment's rename (before it, or just after it)."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            real_replace, renames = os.replace, []
+
+            def replace(source, target):
+                name = os.path.basename(os.fspath(target))
+                if name.startswith("seg-"):
+                    renames.append(name)
+                    if len(renames) == 2 and not after_rename:
+                        os.kill(os.getpid(), signal.SIGKILL)
+                real_replace(source, target)
+                if name.startswith("seg-") and len(renames) == 2 and after_rename:
+                    os.kill(os.getpid(), signal.SIGKILL)
+            os.replace = replace
+            real, held = AppendSession._write_and_link, threading.Event()
+            release = threading.Event()
+
+            def write_and_link(session, job):
+                if not held.is_set():
+                    held.set()
+                    release.wait(30)
+                return real(session, job)
+            AppendSession._write_and_link = write_and_link
+            with open_for_append(cache, FP, WIDTHS, ["a"]) as session:
+                _shards(session, [("rows", 0, 2)])
+                held.wait(30)
+                _shards(session, [("rows", 2, 2), ("rows", 4, 2)])
+                release.set()
+        finally:
+            os._exit(3)  # never reached when the kill came
+    _, status = os.waitpid(pid, 0)
+    return os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+
+
+@pytest.mark.parametrize("after_rename, rows", [(False, 2), (True, 6)])
+def test_a_kill_during_a_joined_write_keeps_the_committed_prefix(tmp_path, after_rename, rows):
+    cache = str(tmp_path / "c.h5")
+    assert _killed_during_joined_write(cache, after_rename)
+    recover(cache)  # what the next run does first: a renamed segment is committed, a partial file is not
+    with open_cache(cache) as c:
+        assert c.paths == [f"a/{i:04d}.jpg" for i in range(rows)]
+    assert verify_cache(cache).ok
