@@ -10,17 +10,19 @@ Group commit: a job submitted while the one before it still waits (not started) 
 writer that falls behind (a GPU extract hands over a shard every few milliseconds) writes fewer,
 larger segments, and its fixed costs per segment (creating the file, linking it, publishing the
 cache file) and the merges that would follow are spread over more rows; a writer that keeps up
-writes each job as it came. A kill loses the same either way: waiting jobs were never committed.
+writes each job as it came. Waiting jobs were never committed, joined or not: a kill loses them,
+and with joins they can hold more (the caller bounds a joined job's size).
 """
 import collections
 import threading
 
 
 class OrderedWriter:
-    """``do(job)`` for each submitted job, in order: on a background thread (at most two jobs
-    waiting, so memory stays bounded), or at once in the caller's thread (background=False).
-    ``combine(waiting, job)``: the two as one job, or None where they may not join (the caller
-    bounds the size); asked only of a job that has not started."""
+    """``do(job)`` for each submitted job, in order: on a background thread (at most ``max_waiting``
+    jobs waiting, so memory stays bounded: a caller with more waits), or at once in the caller's
+    thread (background=False). ``combine(waiting, job)``: a new job holding both, or None where they
+    may not join (the caller bounds its size); asked only of the last job waiting, never of one
+    started, and never changing it: the result replaces it in one assignment."""
 
     def __init__(self, do, background=True, combine=None, max_waiting=2):
         self._do = do

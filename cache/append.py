@@ -3,8 +3,9 @@
 It owns the write protocol so no caller has to know its order: take the lock, drop partial
 files, check the fingerprint, link what a killed run committed, index the rows, then accept
 rows shard by shard. Each shard becomes an immutable segment file (temporary name, rename), and
-is then *linked*: the cache file is rewritten to include it, atomically. A kill at any moment
-loses at most the shard in flight; the next open finishes any interrupted link.
+is then *linked*: the cache file is rewritten to include it, atomically; shards that wait while
+the writer is busy become one segment (group commit). A kill at any moment loses at most what was
+not committed: the job being written and those waiting; the next open finishes any interrupted link.
 
 Costs grow with the new work: a link rewrites the small cache file (segments, live ranges,
 failures), never the rows already stored. Replaced and pruned rows are cut out of the virtual
@@ -98,47 +99,64 @@ def _segment_files(cache_path):
 _KEEP = object()  # carry_rows, move_rows: the row keeps the label it has
 KEEP_LABEL = _KEEP
 # A job joined from shards that waited for the writer holds at most this many bytes of codes (16,384
-# rows of VGG16's fc7 in float16; half a merge's cap), so that two jobs waiting stay bounded. With the
-# writer behind (bench/pipeline_ceiling_bench.py --writer-ceiling 64: 32,768 rows as fast as the loop
-# hands them over) the main process wrote 3,500-4,200 images/s at a segment a shard, 6,800-8,000 with
-# joins up to 32 MB, 13,300 up to 64 MB, 26,500 up to 128 MB, 24,500 up to 256 MB (docs/benchmarks.md).
+# rows of VGG16's fc7 in float16; half a merge's cap), so that two jobs waiting stay bounded; 0: no
+# joins. With the writer behind (bench/pipeline_ceiling_bench.py --writer-ceiling 64: 32,768 rows as
+# fast as the loop hands them over) the main process wrote 3,500-4,200 images/s at a segment a shard,
+# 6,800-8,000 with joins up to 32 MB, 13,300 up to 64 MB, 26,500 up to 128 MB, 24,500 up to 256 MB
+# (docs/benchmarks.md). A joined segment past the writer's kept chunks (_segments.WRITTEN_MEMORY,
+# 64 MB) is read back from disk by the merge that takes it in.
 JOINED_MAX_BYTES = 128 << 20
 
 
 class _Job:
-    """One commit_shard's rows for the writer: new rows and failures, carried rows, moved rows; or
-    several shards' new rows joined while they waited (group commit, cache/_writer_thread.py)."""
+    """One commit_shard's rows for the writer (new rows and failures, carried rows, moved rows), or
+    the new rows of several shards that waited for it (group commit, cache/_writer_thread.py): their
+    parts stay apart until the writer writes them as one segment."""
 
-    def __init__(self, rows: SegmentRows, carried, moved):
-        self.rows, self.carried, self.moved = rows, carried, moved
-        self.shards = 1  # commit_shard calls this job holds
-        self.code_bytes = sum(part.nbytes for parts in rows.codes.values() for part in parts)
-        self._names = None
+    def __init__(self, rows: SegmentRows, carried, moved, parts=None, names=None, code_bytes=None):
+        self.parts = [rows] if parts is None else parts
+        self.carried, self.moved = carried, moved
+        self.code_bytes = (sum(part.nbytes for parts in rows.codes.values() for part in parts)
+                           if code_bytes is None else code_bytes)
+        self._names = names
+
+    @property
+    def shards(self) -> int:
+        """commit_shard calls this job holds."""
+        return len(self.parts)
+
+    @property
+    def rows(self) -> SegmentRows:
+        """The parts as one SegmentRows (made once, on the writer's thread)."""
+        if len(self.parts) > 1:
+            rows = self.parts[0]
+            for more in self.parts[1:]:
+                rows.extend_rows(more)
+                for name in ("failed_paths", "failed_keys", "failed_reasons", "failed_stats"):
+                    getattr(rows, name).extend(getattr(more, name))
+            self.parts = [rows]
+        return self.parts[0]
 
     def names(self) -> set:
         """Every path with a row or a failure here."""
         if self._names is None:
-            self._names = set(self.rows.paths) | set(self.rows.failed_paths)
+            self._names = set().union(*(set(p.paths) | set(p.failed_paths) for p in self.parts))
         return self._names
 
     @staticmethod
     def joined(waiting: "_Job", job: "_Job"):
-        """``waiting`` with ``job``'s rows after its own, as one segment; None where they may not join:
+        """A new job: ``waiting``'s rows, then ``job``'s, as one segment; None where they may not join:
         carried or moved rows (read from segments when written, and a moved row cuts its old path in
-        the same commit), a path in both (the later row replaces the earlier: two commits), or more
-        than JOINED_MAX_BYTES of codes."""
-        if waiting.carried or waiting.moved or job.carried or job.moved:
+        the same commit), a path in both (the later row replaces the earlier: two commits), more than
+        JOINED_MAX_BYTES of codes. Neither job is changed: the caller swaps the new one in at once, so
+        a signal raised in the middle (Ctrl-C, SIGTERM) leaves the waiting job whole."""
+        if JOINED_MAX_BYTES <= 0 or waiting.carried or waiting.moved or job.carried or job.moved:
             return None
         if waiting.code_bytes + job.code_bytes > JOINED_MAX_BYTES or not waiting.names().isdisjoint(job.names()):
             return None
-        rows, more = waiting.rows, job.rows
-        rows.extend_rows(more)
-        for name in ("failed_paths", "failed_keys", "failed_reasons", "failed_stats"):
-            getattr(rows, name).extend(getattr(more, name))
-        waiting.shards += job.shards
-        waiting.code_bytes += job.code_bytes
-        waiting._names |= job.names()
-        return waiting
+        return _Job(None, [], [], parts=waiting.parts + job.parts, names=waiting.names() | job.names(),
+                    code_bytes=waiting.code_bytes + job.code_bytes)
+
 
 class AppendSession:
     """Rows in, segments out. Main thread: add_*, commit_shard, close. A writer thread does the

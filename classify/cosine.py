@@ -130,8 +130,7 @@ def _cosines(Q, codes) -> np.ndarray:
     norms = np.empty(len(codes), dtype=np.float32)
     parts = min(_cores(), len(codes) // (2 * SLICE_ROWS)) if _RELEASES_GIL else 1
     if parts > 1 and len(Q) > FEW_QUERIES:
-        from threadpoolctl import threadpool_limits
-        with threadpool_limits(1, user_api="blas"):
+        with _blas().limit(limits=1, user_api="blas"):
             _in_threads(parts, Q, codes, scores, norms)
     else:
         _in_threads(max(1, parts), Q, codes, scores, norms)
@@ -145,7 +144,7 @@ def _scan(start, stop, Q, codes, scores, norms):
     for at in range(start, stop, SLICE_ROWS):
         end = min(stop, at + SLICE_ROWS)
         part = codes[at:end]
-        if len(Q) > FEW_QUERIES:
+        if len(Q) > FEW_QUERIES or not _RELEASES_GIL:  # numpy 1: one thread, where BLAS beats einsum
             np.matmul(Q, part.T, out=scores[:, at:end])
         else:
             _dot(part, Q[:, None, :], out=scores[:, at:end])
@@ -176,6 +175,17 @@ def _cores() -> int:
 
 
 _pools = {}
+_controller = []
+
+
+def _blas():
+    """threadpoolctl's view of the BLAS libraries loaded (numpy's is, from its import), made once:
+    a new one per block would scan the process's libraries each time."""
+    if not _controller:
+        from threadpoolctl import ThreadpoolController
+        _controller.append(ThreadpoolController())
+    return _controller[0]
+
 
 
 def _pool():

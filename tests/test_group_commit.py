@@ -236,3 +236,33 @@ def test_a_kill_during_a_joined_write_keeps_the_committed_prefix(tmp_path, after
     with open_cache(cache) as c:
         assert c.paths == [f"a/{i:04d}.jpg" for i in range(rows)]
     assert verify_cache(cache).ok
+
+
+def _job(first, n, failures=0):
+    from cnncodes.cache._segments import SegmentRows
+    paths, keys, splits, classes, stats, codes = _rows(first, n)
+    rows = SegmentRows(paths=paths, keys=keys, splits=splits, classes=classes, stats=stats, views=[0] * n,
+                       codes={"f": [codes["f"].astype(np.float16)]} if n else {})
+    rows.failed_paths = [f"a/bad{first + i}.jpg" for i in range(failures)]
+    rows.failed_keys, rows.failed_reasons = ["0" * 64] * failures, ["not an image"] * failures
+    rows.failed_stats = [(1, 2, 3)] * failures
+    return append_module._Job(rows, [], [])
+
+
+def test_a_join_changes_neither_job_so_a_signal_in_its_middle_loses_nothing_waiting():
+    """Ctrl-C or SIGTERM (a Python exception at any bytecode) may come while a shard joins the one
+    waiting: the waiting job must stay whole, as the join builds a new job and the writer swaps it in."""
+    waiting, job = _job(0, 3, failures=1), _job(3, 2)
+    joined = append_module._Job.joined(waiting, job)
+    assert waiting.shards == 1 and len(waiting.parts[0].paths) == 3 and len(waiting.parts[0].failed_paths) == 1
+    assert job.shards == 1 and len(job.parts[0].paths) == 2
+    assert joined.shards == 2 and joined.code_bytes == waiting.code_bytes + job.code_bytes
+    rows = joined.rows  # made on the writer's thread
+    assert rows.paths == [f"a/{i:04d}.jpg" for i in range(5)] and rows.failed_paths == ["a/bad0.jpg"]
+    assert np.concatenate(rows.codes["f"]).shape == (5, 4)
+
+
+def test_no_joins_at_a_bound_of_zero_not_even_of_shards_of_failures_alone(monkeypatch):
+    monkeypatch.setattr(append_module, "JOINED_MAX_BYTES", 0)
+    assert append_module._Job.joined(_job(0, 0, failures=1), _job(10, 0, failures=1)) is None
+    assert append_module._Job.joined(_job(0, 2), _job(10, 2)) is None
