@@ -216,6 +216,19 @@ def pipeline_run(folder, tmp, args, profile=0, profile_writer=0):
     return n / summary.loop_seconds, meter, n
 
 
+def _hand_over(session, shards, codes):
+    """``shards`` shards of len(codes) rows added to ``session`` in batches of 32, as extract adds them."""
+    rows = len(codes)
+    for k in range(shards):
+        base = k * rows
+        for b in range(0, rows, 32):
+            n = min(32, rows - b)
+            session.add_rows([f"a/{base + b + i:08d}.jpg" for i in range(n)],
+                             ["%064x" % (base + b + i) for i in range(n)], ["train"] * n, ["a"] * n,
+                             [(1000 + i, 10 ** 18 + i, 5 + i) for i in range(n)], {"codes": codes[b:b + n]})
+        session.commit_shard()
+
+
 def writer_alone(shards, rows, width, runs):
     """CPU us per row of the cache's writer alone (see the module's doc), ``runs`` times after a warm-up."""
     import numpy as np
@@ -245,14 +258,7 @@ def writer_alone(shards, rows, width, runs):
             started = time.process_time()
             with append_module.open_for_append(os.path.join(tmp, "w.h5"), fingerprint, {"codes": width}, ["a"],
                                                background=False) as session:
-                for k in range(shards):
-                    base = k * rows
-                    for b in range(0, rows, 32):  # batches of 32, as extract adds them
-                        n = min(32, rows - b)
-                        session.add_rows([f"a/{base + b + i:08d}.jpg" for i in range(n)],
-                                         ["%064x" % (base + b + i) for i in range(n)], ["train"] * n, ["a"] * n,
-                                         [(1000 + i, 10 ** 18 + i, 5 + i) for i in range(n)], {"codes": codes[b:b + n]})
-                    session.commit_shard()
+                _hand_over(session, shards, codes)
             total = time.process_time() - started
         finally:
             for name, function in originals.items():
@@ -286,14 +292,7 @@ def writer_ceiling(shards, rows, width, runs):
         try:
             cpu_start, wall_start = time.process_time(), time.perf_counter()
             with append_module.open_for_append(os.path.join(tmp, "w.h5"), fingerprint, {"codes": width}, ["a"]) as session:
-                for k in range(shards):
-                    base = k * rows
-                    for b in range(0, rows, 32):
-                        n = min(32, rows - b)
-                        session.add_rows([f"a/{base + b + i:08d}.jpg" for i in range(n)],
-                                         ["%064x" % (base + b + i) for i in range(n)], ["train"] * n, ["a"] * n,
-                                         [(1000 + i, 10 ** 18 + i, 5 + i) for i in range(n)], {"codes": codes[b:b + n]})
-                    session.commit_shard()
+                _hand_over(session, shards, codes)
             wall, spent = time.perf_counter() - wall_start, time.process_time() - cpu_start
             segments = len([f for f in os.listdir(tmp + "/w.h5.shards") if f.endswith(".h5")]) \
                 if os.path.isdir(tmp + "/w.h5.shards") else -1
