@@ -266,3 +266,32 @@ def test_no_joins_at_a_bound_of_zero_not_even_of_shards_of_failures_alone(monkey
     monkeypatch.setattr(append_module, "JOINED_MAX_BYTES", 0)
     assert append_module._Job.joined(_job(0, 0, failures=1), _job(10, 0, failures=1)) is None
     assert append_module._Job.joined(_job(0, 2), _job(10, 2)) is None
+
+
+def test_an_extract_whose_writer_falls_behind_joins_shards_and_equals_a_clean_run(tmp_path, monkeypatch):
+    """The real loop: extract's shards handed over while the writer is held on its first."""
+    from cnncodes.extract import ExtractConfig, run_extract
+    from conftest import make_folder
+    data = tmp_path / "data"
+    make_folder(str(data), per_class=8)
+    settings = dict(weights="random", crop_size=32, workers=0, batch_size=2, progress=False, shard_rows=2)
+    run_extract(ExtractConfig(str(data), str(tmp_path / "clean.h5"), **settings))
+    real, jobs, handed = AppendSession._write_and_link, [], threading.Semaphore(0)
+    real_commit = AppendSession.commit_shard
+
+    def commit_shard(session):
+        real_commit(session)
+        handed.release()
+
+    def held_first(session, job):
+        jobs.append(job.shards)
+        if len(jobs) == 1:  # the first shard's write outlasts the loop's next three hand-overs
+            for _ in range(4):
+                assert handed.acquire(timeout=30)
+        return real(session, job)
+    monkeypatch.setattr(AppendSession, "commit_shard", commit_shard)
+    monkeypatch.setattr(AppendSession, "_write_and_link", held_first)
+    run_extract(ExtractConfig(str(data), str(tmp_path / "c.h5"), **settings))
+    assert sum(jobs) == 12 and max(jobs) > 1, jobs  # 24 photos in 2-row shards, some written together
+    assert_same_cache(tmp_path / "clean.h5", tmp_path / "c.h5")
+    assert verify_cache(str(tmp_path / "c.h5")).ok
