@@ -13,9 +13,12 @@ neighbours, select's diversity) normalises rows and ranks them here.
 scikit-learn's ``pairwise_distances_chunked(..., working_memory=)`` over ``row_norms`` is the model:
 one chunked engine the neighbour searches build on.
 """
+import functools
 import os
 
 import numpy as np
+
+from ..cpu_features import usable_cores
 
 NORM_BLOCK = 65536  # rows normalised at a time by unit_blocks: no float64 or second full copy
 MAX_BLOCK_ROWS = 8192  # blocks of 8192 and 65536 rows scan at one rate: the smaller keeps scores small
@@ -128,12 +131,12 @@ def _cosines(Q, codes) -> np.ndarray:
     rate, docs/benchmarks.md). BLAS runs one thread a slice then, so that threads do not oversubscribe."""
     scores = np.empty((len(Q), len(codes)), dtype=np.float32)
     norms = np.empty(len(codes), dtype=np.float32)
-    parts = min(_cores(), len(codes) // (2 * SLICE_ROWS)) if _RELEASES_GIL else 1
+    parts = max(1, min(_cores(), len(codes) // (2 * SLICE_ROWS))) if _RELEASES_GIL else 1
     if parts > 1 and len(Q) > FEW_QUERIES:
         with _blas().limit(limits=1, user_api="blas"):
             _in_threads(parts, Q, codes, scores, norms)
     else:
-        _in_threads(max(1, parts), Q, codes, scores, norms)
+        _in_threads(parts, Q, codes, scores, norms)
     scores /= np.maximum(np.sqrt(norms, out=norms), 1e-12, out=norms)
     return scores
 
@@ -168,24 +171,21 @@ def _cores() -> int:
     """Threads a scan may use: OMP_NUM_THREADS where it is set (Ray's workers set 1, as do the tests'
     processes), else the cores this process may run on."""
     try:
-        return max(1, min(MAX_THREADS, int(os.environ["OMP_NUM_THREADS"])))
+        cores = int(os.environ["OMP_NUM_THREADS"])
     except (KeyError, ValueError):
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        return max(1, min(MAX_THREADS, cores))
+        cores = usable_cores()
+    return max(1, min(MAX_THREADS, cores))
 
 
-_pools = {}
-_controller = []
-
-
+@functools.cache
 def _blas():
     """threadpoolctl's view of the BLAS libraries loaded (numpy's is, from its import), made once:
     a new one per block would scan the process's libraries each time."""
-    if not _controller:
-        from threadpoolctl import ThreadpoolController
-        _controller.append(ThreadpoolController())
-    return _controller[0]
+    from threadpoolctl import ThreadpoolController
+    return ThreadpoolController()
 
+
+_pools = {}
 
 
 def _pool():

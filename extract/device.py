@@ -1,9 +1,8 @@
 """Choosing the device, the compute precision and the batch defaults for it."""
-import os
 
 import torch
 
-from ..cpu_features import native_bf16
+from ..cpu_features import native_bf16, usable_cores
 from .errors import ExtractError
 from .options import PRECISIONS as PRECISION_NAMES
 
@@ -47,7 +46,7 @@ def default_workers(device: torch.device) -> int:
     fp16 computes 8,300 images/s on an H200); on the CPU one per core, at the idle priority
     (extract/workers.py), so they decode on whatever the network leaves idle and on every core
     while it waits for a batch."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     return max(1, min(32, cores - 1)) if device.type == "cuda" else max(1, min(8, cores))
 
 
