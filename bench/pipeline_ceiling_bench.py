@@ -49,7 +49,6 @@ from cnncodes.extract.allocator import freed_memory_kept  # noqa: E402
 from cnncodes.extract.backbones import get_backbone  # noqa: E402
 from cnncodes.extract.dataset import ImageRecords, collate  # noqa: E402
 from cnncodes.extract.decoding import DEFAULT_MAX_PIXELS  # noqa: E402
-from cnncodes.extract.preprocessing import Preprocess  # noqa: E402
 from cnncodes.extract.sources import scan_source  # noqa: E402
 from cnncodes.extract.workers import ExitWithParent  # noqa: E402
 from _common import cpu, isa, subset_folder  # noqa: E402
@@ -216,6 +215,15 @@ def pipeline_run(folder, tmp, args, profile=0, profile_writer=0):
     return n / summary.loop_seconds, meter, n
 
 
+def _writer_inputs(rows, width):
+    """(the writer benches' fingerprint, a shard's rows of float16 codes)."""
+    import numpy as np
+    from cnncodes.cache.fingerprint import Fingerprint
+    fingerprint = Fingerprint(backbone="bench", layers=("codes",), weights="random:0", preprocess={"crop": 224},
+                              dtype="float16", views=None, provenance={"data_root": "/photos"})
+    return fingerprint, np.random.default_rng(0).standard_normal((rows, width)).astype(np.float16)
+
+
 def _hand_over(session, shards, codes):
     """``shards`` shards of len(codes) rows added to ``session`` in batches of 32, as extract adds them."""
     rows = len(codes)
@@ -231,12 +239,8 @@ def _hand_over(session, shards, codes):
 
 def writer_alone(shards, rows, width, runs):
     """CPU us per row of the cache's writer alone (see the module's doc), ``runs`` times after a warm-up."""
-    import numpy as np
     from cnncodes.cache import append as append_module
-    from cnncodes.cache.fingerprint import Fingerprint
-    fingerprint = Fingerprint(backbone="bench", layers=("codes",), weights="random:0", preprocess={"crop": 224},
-                              dtype="float16", views=None, provenance={"data_root": "/photos"})
-    codes = np.random.default_rng(0).standard_normal((rows, width)).astype(np.float16)
+    fingerprint, codes = _writer_inputs(rows, width)
     parts = {"write": "write_segment", "merge read": "read_merge_rows", "publish": "publish_manifest"}
     originals = {name: getattr(append_module, name) for name in parts.values()}
 
@@ -278,12 +282,9 @@ def writer_ceiling(shards, rows, width, runs):
     loop does (batches of 32); printed: images/s (wall) and the process's CPU us an image (every
     thread), with shards that wait for the writer joined (group commit) and without (one segment a
     shard), alternated ``runs`` times."""
-    import numpy as np
     from cnncodes.cache import append as append_module
-    from cnncodes.cache.fingerprint import Fingerprint
-    fingerprint = Fingerprint(backbone="bench", layers=("codes",), weights="random:0", preprocess={"crop": 224},
-                              dtype="float16", views=None, provenance={"data_root": "/photos"})
-    codes = np.random.default_rng(0).standard_normal((rows, width)).astype(np.float16)
+    from cnncodes.cache._manifest import segment_folder
+    fingerprint, codes = _writer_inputs(rows, width)
     joined_max = append_module.JOINED_MAX_BYTES
 
     def one(shards, join):
@@ -294,8 +295,8 @@ def writer_ceiling(shards, rows, width, runs):
             with append_module.open_for_append(os.path.join(tmp, "w.h5"), fingerprint, {"codes": width}, ["a"]) as session:
                 _hand_over(session, shards, codes)
             wall, spent = time.perf_counter() - wall_start, time.process_time() - cpu_start
-            segments = len([f for f in os.listdir(tmp + "/w.h5.shards") if f.endswith(".h5")]) \
-                if os.path.isdir(tmp + "/w.h5.shards") else -1
+            folder = segment_folder(os.path.join(tmp, "w.h5"))
+            segments = len([f for f in os.listdir(folder) if f.endswith(".h5")]) if os.path.isdir(folder) else -1
         finally:
             append_module.JOINED_MAX_BYTES = joined_max
             shutil.rmtree(tmp, ignore_errors=True)

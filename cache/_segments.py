@@ -68,6 +68,11 @@ class SegmentRows:
         for layer, parts in other.codes.items():
             self.codes.setdefault(layer, []).extend(parts)
 
+    def extend_failures(self, other: "SegmentRows") -> None:
+        """Append ``other``'s failures after these."""
+        for name in ("failed_paths", "failed_keys", "failed_reasons", "failed_stats"):
+            getattr(self, name).extend(getattr(other, name))
+
 
 def write_segment(path, attrs: dict, class_names, rows: SegmentRows, widths: dict, dtype) -> str:
     """Write ``rows`` to ``path`` atomically (temporary name, fsync, rename); returns its digest

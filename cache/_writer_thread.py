@@ -18,16 +18,17 @@ import threading
 
 
 class OrderedWriter:
-    """``do(job)`` for each submitted job, in order: on a background thread (at most ``max_waiting``
+    """``do(job)`` for each submitted job, in order: on a background thread (at most MAX_WAITING
     jobs waiting, so memory stays bounded: a caller with more waits), or at once in the caller's
     thread (background=False). ``combine(waiting, job)``: a new job holding both, or None where they
     may not join (the caller bounds its size); asked only of the last job waiting, never of one
     started, and never changing it: the result replaces it in one assignment."""
 
-    def __init__(self, do, background=True, combine=None, max_waiting=2):
+    MAX_WAITING = 2
+
+    def __init__(self, do, background=True, combine=None):
         self._do = do
         self._combine = combine
-        self._max_waiting = max_waiting
         self._error = None     # a failed job's exception, not yet raised on the caller's thread
         self._failed = False   # a job failed: nothing after it is done
         self._waiting = collections.deque() if background else None
@@ -54,7 +55,7 @@ class OrderedWriter:
                 if joined is not None:
                     self._waiting[-1] = joined
                     return
-            while len(self._waiting) >= self._max_waiting:
+            while len(self._waiting) >= self.MAX_WAITING:
                 self._changed.wait()
             self._waiting.append(job)
             self._changed.notify_all()

@@ -109,15 +109,13 @@ JOINED_MAX_BYTES = 128 << 20
 
 
 class _Job:
-    """One commit_shard's rows for the writer (new rows and failures, carried rows, moved rows), or
-    the new rows of several shards that waited for it (group commit, cache/_writer_thread.py): their
-    parts stay apart until the writer writes them as one segment."""
+    """What the writer writes as one segment: one commit_shard's rows (new rows and failures, carried
+    rows, moved rows), or the new rows of several shards that waited for it (group commit,
+    cache/_writer_thread.py), kept apart as ``parts`` until the writer joins them."""
 
-    def __init__(self, rows: SegmentRows, carried, moved, parts=None, names=None, code_bytes=None):
-        self.parts = [rows] if parts is None else parts
-        self.carried, self.moved = carried, moved
-        self.code_bytes = (sum(part.nbytes for parts in rows.codes.values() for part in parts)
-                           if code_bytes is None else code_bytes)
+    def __init__(self, parts, carried=(), moved=(), names=None):
+        self.parts, self.carried, self.moved = parts, carried, moved
+        self.code_bytes = sum(array.nbytes for part in parts for arrays in part.codes.values() for array in arrays)
         self._names = names
 
     @property
@@ -132,8 +130,7 @@ class _Job:
             rows = self.parts[0]
             for more in self.parts[1:]:
                 rows.extend_rows(more)
-                for name in ("failed_paths", "failed_keys", "failed_reasons", "failed_stats"):
-                    getattr(rows, name).extend(getattr(more, name))
+                rows.extend_failures(more)
             self.parts = [rows]
         return self.parts[0]
 
@@ -154,8 +151,7 @@ class _Job:
             return None
         if waiting.code_bytes + job.code_bytes > JOINED_MAX_BYTES or not waiting.names().isdisjoint(job.names()):
             return None
-        return _Job(None, [], [], parts=waiting.parts + job.parts, names=waiting.names() | job.names(),
-                    code_bytes=waiting.code_bytes + job.code_bytes)
+        return _Job(waiting.parts + job.parts, names=waiting.names() | job.names())
 
 
 class AppendSession:
@@ -259,7 +255,7 @@ class AppendSession:
         """Hand the buffered rows to the writer as one shard."""
         if not self.pending():
             return
-        job = _Job(self._buffer, self._carried, self._moved)
+        job = _Job([self._buffer], self._carried, self._moved)
         self._buffer, self._carried, self._moved = SegmentRows(), [], []
         self._writer.submit(job)
 

@@ -41,12 +41,18 @@ def _joining(waiting, job):
     return None if "alone" in job else waiting + job
 
 
-def test_jobs_waiting_join_in_order_and_one_that_may_not_join_waits_behind():
-    calls = []
+def _writing_a(calls):
+    """(an OrderedWriter joining jobs by _joining, busy with job ["a"] until the event is set, the event)."""
     do, started, release = _held_writer(calls)
     writer = OrderedWriter(do, background=True, combine=_joining)
     writer.submit(["a"])
     assert started.wait(30)  # "a" is being written: the next jobs wait
+    return writer, release
+
+
+def test_jobs_waiting_join_in_order_and_one_that_may_not_join_waits_behind():
+    calls = []
+    writer, release = _writing_a(calls)
     for job in (["b"], ["c"], ["alone"], ["d"], ["e"]):
         writer.submit(job)
     release.set()
@@ -58,10 +64,7 @@ def test_jobs_waiting_join_in_order_and_one_that_may_not_join_waits_behind():
 def test_a_third_job_that_may_not_join_waits_for_room():
     """Two jobs waiting and a third that may not join them: the caller waits (memory stays bounded)."""
     calls = []
-    do, started, release = _held_writer(calls)
-    writer = OrderedWriter(do, background=True, combine=_joining)
-    writer.submit(["a"])
-    assert started.wait(30)
+    writer, release = _writing_a(calls)
     writer.submit(["b"])
     writer.submit(["alone"])
     returned = threading.Event()
@@ -77,10 +80,7 @@ def test_a_third_job_that_may_not_join_waits_for_room():
 
 def test_a_failed_job_drops_the_jobs_joined_after_it():
     calls = []
-    do, started, release = _held_writer(calls)
-    writer = OrderedWriter(do, background=True, combine=_joining)
-    writer.submit(["a"])
-    assert started.wait(30)
+    writer, release = _writing_a(calls)
     writer.submit(["fail"])
     writer.submit(["alone"])  # waits behind the failing job
     writer.submit(["b"])      # joins "alone"
@@ -91,8 +91,8 @@ def test_a_failed_job_drops_the_jobs_joined_after_it():
     assert calls == [["a"], ["fail"]]
 
 
-def _rows(first, n, path=None):
-    paths = [path or f"a/{first + i:04d}.jpg" for i in range(n)]
+def _rows(first, n):
+    paths = [f"a/{first + i:04d}.jpg" for i in range(n)]
     return (paths, [f"{first + i:064x}" for i in range(n)], ["train"] * n, ["a"] * n,
             [(10 + first + i, 10 ** 18 + first + i, 7) for i in range(n)],
             {"f": np.arange(first * 4, (first + n) * 4, dtype=np.float32).reshape(n, 4) / 7})
@@ -114,60 +114,52 @@ def _shards(session, shards):
 SHARDS = [("rows", 0, 3), ("rows", 3, 2), ("failure", 90, 0), ("rows", 5, 4), ("again", 3, 1), ("rows", 9, 2)]
 
 
+class _HeldWriter:
+    """Sessions' writers, the first job after each start() held until ``release`` is set; ``jobs``:
+    each written job's shard count."""
+
+    def __init__(self, monkeypatch):
+        self.jobs = []
+        self.start()
+        real = AppendSession._write_and_link
+
+        def write_and_link(session, job):
+            self.jobs.append(job.shards)
+            if self._hold:
+                self._hold = False
+                self.started.set()
+                assert self.release.wait(30)
+            return real(session, job)
+        monkeypatch.setattr(AppendSession, "_write_and_link", write_and_link)
+
+    def start(self):
+        self.jobs.clear()
+        self.started, self.release, self._hold = threading.Event(), threading.Event(), True
+
+
 def test_shards_that_wait_join_and_the_cache_equals_a_segment_a_shard(tmp_path, monkeypatch):
     reference = str(tmp_path / "reference.h5")
     with open_for_append(reference, FP, WIDTHS, ["a"], background=False) as session:
         _shards(session, SHARDS)
-    real, jobs = AppendSession._write_and_link, []
-    started, release = threading.Event(), threading.Event()
-
-    def write_and_link(session, job):
-        jobs.append(job.shards)
-        if len(jobs) == 1:
-            started.set()
-            assert release.wait(30)
-        return real(session, job)
-    monkeypatch.setattr(AppendSession, "_write_and_link", write_and_link)
+    held = _HeldWriter(monkeypatch)
     cache = str(tmp_path / "c.h5")
     with open_for_append(cache, FP, WIDTHS, ["a"]) as session:
         _shards(session, SHARDS[:1])
-        assert started.wait(30)
+        assert held.started.wait(30)
         _shards(session, SHARDS[1:])
-        release.set()
+        held.release.set()
     # the first alone (being written); the next three joined; the row written again waits behind
     # them (its path is in the joined job) and takes the last one with it
-    assert jobs == [1, 3, 2]
+    assert held.jobs == [1, 3, 2]
     assert_same_cache(reference, cache)
     assert verify_cache(cache).ok
-
-
-def _held_sessions(monkeypatch):
-    """A list of each written job's shard count; the first job of each session held until released."""
-    real, jobs, gates = AppendSession._write_and_link, [], {}
-
-    def write_and_link(session, job):
-        jobs.append(job.shards)
-        if id(session) not in gates:
-            gates[id(session)] = True
-            held.started.set()
-            assert held.release.wait(30)
-        return real(session, job)
-    monkeypatch.setattr(AppendSession, "_write_and_link", write_and_link)
-
-    class held:
-        started, release = threading.Event(), threading.Event()
-
-        @classmethod
-        def again(cls):
-            cls.started, cls.release = threading.Event(), threading.Event()
-    return jobs, held
 
 
 def test_carried_rows_and_the_byte_bound_never_join(tmp_path, monkeypatch):
     cache = str(tmp_path / "c.h5")
     with open_for_append(cache, FP, WIDTHS, ["a"], background=False) as session:
         _shards(session, [("rows", 0, 4)])
-    jobs, held = _held_sessions(monkeypatch)
+    held = _HeldWriter(monkeypatch)
     with open_for_append(cache, FP, WIDTHS, ["a"]) as session:
         _shards(session, [("rows", 10, 1)])
         assert held.started.wait(30)
@@ -175,16 +167,15 @@ def test_carried_rows_and_the_byte_bound_never_join(tmp_path, monkeypatch):
         session.carry_rows(["a/0000.jpg"], [(99, 99, 99)])  # a touched file: its row carried, read when written
         session.commit_shard()
         held.release.set()
-    assert jobs == [1, 1, 1]
+    assert held.jobs == [1, 1, 1]
     monkeypatch.setattr(append_module, "JOINED_MAX_BYTES", 4 * 4 * 2)  # four rows of 4 float16 codes
-    held.again()
-    jobs.clear()
+    held.start()
     with open_for_append(cache, FP, WIDTHS, ["a"]) as session:
         _shards(session, [("rows", 20, 1)])
         assert held.started.wait(30)
         _shards(session, [("rows", 21, 2), ("rows", 23, 2), ("rows", 25, 2)])  # 2 + 2 fit, 2 more do not
         held.release.set()
-    assert jobs == [1, 2, 1]
+    assert held.jobs == [1, 2, 1]
     with open_cache(cache) as c:
         assert c.paths == [f"a/{i:04d}.jpg" for i in (1, 2, 3, 10, 11, 12, 0, 20, 21, 22, 23, 24, 25, 26)]
     assert verify_cache(cache).ok
@@ -246,7 +237,7 @@ def _job(first, n, failures=0):
     rows.failed_paths = [f"a/bad{first + i}.jpg" for i in range(failures)]
     rows.failed_keys, rows.failed_reasons = ["0" * 64] * failures, ["not an image"] * failures
     rows.failed_stats = [(1, 2, 3)] * failures
-    return append_module._Job(rows, [], [])
+    return append_module._Job([rows])
 
 
 def test_a_join_changes_neither_job_so_a_signal_in_its_middle_loses_nothing_waiting():
