@@ -215,15 +215,19 @@ class CodesCache:
         names, counts = np.unique(self.splits if rows is None else self.splits[rows], return_counts=True)
         return {str(n): int(c) for n, c in zip(names, counts)}
 
-    def codes(self, layer=None, splits=None, rows=None) -> np.ndarray:
-        """Codes of ``layer`` as float32 [n, D], for the rows in ``splits`` (all rows for None) and,
-        if given, in the boolean mask ``rows``. Read in blocks: memory is the result's size.
-        ``layer``: one layer, or several joined by '+' (concatenated)."""
+    def codes(self, layer=None, splits=None, rows=None, dtype=np.float32) -> np.ndarray:
+        """Codes of ``layer`` as ``dtype`` [n, D] (None: as stored, float16 for most caches: half
+        float32's memory, and read 3-4x faster, with no conversion), for the rows in ``splits`` (all
+        rows for None) and, if given, in the boolean mask ``rows``. Read in blocks: memory is the
+        result's size. ``layer``: one layer, or several joined by '+' (concatenated)."""
         dsets = self.datasets(layer)
         mask = self.split_mask(splits)
         if rows is not None:
             mask = mask & np.asarray(rows, dtype=bool)
-        out = np.empty((int(mask.sum()), sum(d.shape[1] for d in dsets)), dtype=np.float32)
+        if dtype is None:
+            stored = np.result_type(*(d.dtype for d in dsets))
+            dtype = stored if np.issubdtype(stored, np.floating) else np.float32
+        out = np.empty((int(mask.sum()), sum(d.shape[1] for d in dsets)), dtype=dtype)
         filled = 0
         for start in range(0, len(mask), READ_BLOCK_ROWS):
             block_mask = mask[start:start + READ_BLOCK_ROWS]

@@ -18,7 +18,7 @@ class CodesData:
     Codes held in memory are ``X``; codes over the memory budget are ``streamed``, and then reach a
     classifier only through ``codes_of(mask)`` (StreamedRows) or ``in_memory()`` (the seeded
     subsample that fits): ``X`` refuses, rather than being None."""
-    _X: np.ndarray         # float32 [N, D], or None when streamed
+    _X: np.ndarray         # float32 [N, D] (as stored, float16, where read with stored=True), or None when streamed
     y: np.ndarray          # int [N]
     splits: np.ndarray     # str [N]
     class_names: list
@@ -53,7 +53,7 @@ class CodesData:
 
     @property
     def X(self) -> np.ndarray:
-        """The codes, float32 [N, D], when held in memory."""
+        """The codes, float32 [N, D], when held in memory (as stored where read with stored=True)."""
         if self._X is None:
             raise ClassifyError(f"{self.path}: these codes exceed the memory budget and are streamed; take "
                                 ".in_memory().X (the seeded subsample that fits) or .codes_of(mask) (every row, "
@@ -160,8 +160,10 @@ class CodesData:
         return positions if self.rows is None else self.rows[positions]
 
 
-def read_codes(cache_path, layer=None, max_memory=None, seed=0) -> CodesData:
+def read_codes(cache_path, layer=None, max_memory=None, seed=0, stored=False) -> CodesData:
     """The cache's codes as float32, when they fit in ``max_memory`` bytes (None: no limit).
+    stored: as the cache stores them instead (float16 for most: what the audit reads, converting a
+    block or a gathered sample at a time where it computes; the budget still counts float32's bytes).
     layer: one layer, or several ("a,b" or "a+b"), concatenated; default every layer the cache holds.
     Beyond it, no codes are read here: ``stream`` reads them a load at a time for the heads that
     stream (logreg, linear), and ``in_memory()`` gives the others a seeded random subsample that fits."""
@@ -175,7 +177,7 @@ def read_codes(cache_path, layer=None, max_memory=None, seed=0) -> CodesData:
         labels, splits, views = c.labels, c.splits.astype(str), c.views
         splits = np.where(labels == UNLABELED, UNLABELED_SPLIT, splits)  # never reported, never trained on
         if max_memory is None or rows_that_fit(n, width, max_memory) == n:
-            return CodesData(c.codes(layer), labels, splits, c.class_names, layer, c.fingerprint, c.path, rows_total=n,
+            return CodesData(c.codes(layer, dtype=None if stored else np.float32), labels, splits, c.class_names, layer, c.fingerprint, c.path, rows_total=n,
                              views=views)
         meta = (c.class_names, layer, c.fingerprint, c.path)
     return CodesData(None, labels, splits, *meta, rows_total=n, views=views,

@@ -18,6 +18,7 @@ import numpy as np
 
 from .cosine import array_blocks, top_k
 from .cosine import unit as _unit
+from .gather import float32_rows
 
 THUMBNAILS = 600          # photos embedded at most (the flagged ones first, then a seeded sample)
 THUMB_SIZE = 72
@@ -59,8 +60,9 @@ def principal_plane(X, block=65536, seed=0) -> np.ndarray:
     fit = np.arange(n) if n <= PLANE_FIT_ROWS else np.sort(
         np.random.default_rng(seed).choice(n, PLANE_FIT_ROWS, replace=False))
     total, gram = np.zeros(width), np.zeros((width, width))
+    buffer = np.empty((min(block, n), width), dtype=np.float32)  # codes held as float16 are converted into it
     for start in range(0, len(fit), block):
-        U = _unit(X[fit[start:start + block]] if len(fit) < n else X[start:start + block])
+        U = _unit(float32_rows(X, fit[start:start + block] if len(fit) < n else slice(start, start + block), buffer))
         total += U.sum(axis=0, dtype=np.float64)
         gram += U.T @ U
     mean = total / len(fit)
@@ -71,7 +73,7 @@ def principal_plane(X, block=65536, seed=0) -> np.ndarray:
     # (unit(row) - mean) @ axes, as (row @ axes) / |row| - mean @ axes: no unit copy of each block
     out = np.empty((n, 2), dtype=np.float32)
     for start in range(0, n, block):
-        rows = np.asarray(X[start:start + block], dtype=np.float32)
+        rows = float32_rows(X, slice(start, start + block), buffer)
         norms = np.maximum(np.sqrt(np.einsum("ij,ij->i", rows, rows)), 1e-12)
         out[start:start + block] = (rows @ axes) / norms[:, None] - mean @ axes
     return out

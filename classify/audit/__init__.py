@@ -26,6 +26,7 @@ from ...cache.schema import UNLABELED
 
 from ..errors import ClassifyError
 from . import near_pairs
+from ..gather import float32_rows
 from .near_pairs import neighbours
 
 # Cosine thresholds for near duplicates, calibrated on planted copies (re-encoded, resized,
@@ -78,14 +79,15 @@ def label_issues(X, y, seed=0, folds=5, rows=None) -> tuple:
     # copy=False: every array the head sees is a gathered copy of its own, scaled in place
     head = make_pipeline(StandardScaler(copy=False), LogisticSweepCV(param="C", grid=(0.1,)))
     proba = np.zeros((len(y), int(y.max()) + 1), dtype=np.float64)
+    buffer = np.empty((min(PREDICT_BLOCK, len(rows)), X.shape[1]), dtype=np.float32)  # a block's float16 codes, converted
     for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y):
         if len(train) > AUDIT_FIT_ROWS:
             train, _ = train_test_split(train, train_size=AUDIT_FIT_ROWS, stratify=y[train], random_state=seed)
             train = np.sort(train)
-        fitted = clone(head).fit(X[rows[train]], y[train])
+        fitted = clone(head).fit(float32_rows(X, rows[train]), y[train])
         for start in range(0, len(test), PREDICT_BLOCK):
             block = test[start:start + PREDICT_BLOCK]
-            proba[np.ix_(block, fitted.classes_)] = fitted.predict_proba(X[rows[block]])
+            proba[np.ix_(block, fitted.classes_)] = fitted.predict_proba(float32_rows(X, rows[block], out=buffer))
     try:
         import warnings
         with warnings.catch_warnings():  # cleanlab imports tqdm.auto, which warns in a kernel without
@@ -248,6 +250,10 @@ def effect_on_score(data, leaked, seed=0) -> dict:
         splits = data.splits.copy()
         splits[fitting[~keep]] = EXCLUDED_SPLIT  # neither trains nor chooses hyper-parameters
         data = replace(data, splits=splits, _subsample=None)
+    if data.X.dtype != np.float32:  # codes as stored: the rows that train or report, gathered as float32
+        # (the rows left out change neither the split plan nor the model: it is the same fit)
+        data = data._take(~np.isin(data.splits, LEFT_OUT))
+        data = replace(data, _X=float32_rows(data.X))
     result, _ = fit_and_evaluate(data, "logreg", seed=seed, keep_rows=True)
     plan = plan_splits(data.splits, data.y, seed, data.views)
     rows = np.flatnonzero(plan.eval_mask)

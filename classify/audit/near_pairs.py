@@ -29,6 +29,7 @@ SEARCHES = ("auto", "exact", "cells", "index")
 import numpy as np
 
 from ..cosine import row_norms, unit_blocks
+from ..gather import float32_rows
 from ..cosine import unit as normalised
 
 PAIRS_CAP = 100_000  # near pairs kept (the closest first) so a degenerate cache cannot fill memory
@@ -84,7 +85,8 @@ def neighbours(X, threshold, k, budget_bytes=256 << 20, seed=0, rows=None, index
     passed over; ``spread``: rows the cache holds per photo (1 + its views), so that enough are asked.
     ``search``: "auto" (exact up to EXACT_ROWS rows, beyond in cells), "exact", "cells", or "index"
     (the index beyond INDEX_ROWS rows where ``index`` gives one, else as "auto")."""
-    take = (lambda idx: X[idx]) if rows is None else (lambda idx: X[rows[idx]])
+    # X may hold the codes as stored (float16): each read of them is a float32 gather
+    take = (lambda idx: float32_rows(X, idx)) if rows is None else (lambda idx: float32_rows(X, rows[idx]))
     m = len(X) if rows is None else len(rows)
     found = index() if (search == "index" and index is not None and m > INDEX_ROWS) else None
     if found is not None:

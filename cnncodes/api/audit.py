@@ -77,7 +77,9 @@ def audit(cache, *, layer="first", threshold=None, k=5, limit=50, seed=0, report
     from .codes import load_every_row
     from .layers import reading_layer
     cache = os.fspath(cache)
-    data = load_every_row(cache, reading_layer(cache, layer), seed=seed, **load_options)
+    # The codes as stored (float16: half the memory, read 3-4x faster than a float32 copy); each
+    # step converts what it computes on, a block or a gathered sample at a time.
+    data = load_every_row(cache, reading_layer(cache, layer), seed=seed, stored=True, **load_options)
     found = find_problems(data, threshold=threshold, k=k, limit=limit, seed=seed, search=search)
     try:
         found["effect_on_score"] = effect_on_score(data, found["leaked"], seed)

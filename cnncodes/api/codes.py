@@ -22,13 +22,14 @@ def load_codes(cache, layer=None, *, max_memory=None, seed=0, with_caches=None, 
 
 
 def load_every_row(cache, layer=None, *, max_memory=None, seed=0, with_caches=None, exclude=None,
-                   exclude_reported=False):
+                   exclude_reported=False, stored=False):
     """load_codes with the unlabeled rows in place (split "unlabeled"): what audit and select
-    read, since an unlabeled photo can still be a duplicate or a pick."""
+    read, since an unlabeled photo can still be a duplicate or a pick. stored: the codes as the
+    cache stores them (read_codes)."""
     from ..classify import read_codes
     from ..classify.budget import memory_budget, over_budget_note
     budget = memory_budget(max_memory)
-    data = read_codes(os.fspath(cache), layer, budget, seed)
+    data = read_codes(os.fspath(cache), layer, budget, seed, stored=stored)
     notes = []
     if with_caches:
         from ..classify.joined import join_caches
