@@ -171,8 +171,8 @@ class WriterProfile:
     def __enter__(self):
         profile, original = self.profile, self.original
 
-        def init(writer, do, background=True):
-            original(writer, lambda job: profile.runcall(do, job), background)
+        def init(writer, do, background=True, **options):
+            original(writer, lambda job: profile.runcall(do, job), background, **options)
         self.module.OrderedWriter.__init__ = init
         return self
 
@@ -313,6 +313,79 @@ def writer_ceiling(shards, rows, width, runs):
                   f"the end", flush=True)
 
 
+class InstantEngine:
+    """A bench-only engine with an infinitely fast decoder and network: each batch of the run's
+    records comes back at once with its float16 codes (as a GPU's encoder returns them: cast on the
+    device), content keys and read times, so extract's loop and the cache's writer are all that runs."""
+    name = "local"
+
+    def __init__(self, images):
+        self.keys = ["%064x" % (i * 2654435761) for i in range(images)]  # made before the loop's clock
+
+    def compute_device(self, requested):
+        return None
+
+    def prepare(self, extractor):
+        import numpy as np
+        rng = np.random.default_rng(0)
+        self.codes = {layer: rng.standard_normal((extractor.batch_size, width)).astype(np.float16)
+                      for layer, width in extractor.widths.items()}
+
+    def run(self, extractor, records):
+        from cnncodes.extract.encoder import EncodedBatch
+        size = extractor.batch_size
+        for start in range(0, len(records), size):
+            positions = list(range(start, min(len(records), start + size)))
+            now = time.time_ns()
+            yield EncodedBatch(indices=positions, codes={layer: c[:len(positions)] for layer, c in self.codes.items()},
+                               failed=[], keys={i: self.keys[i] for i in positions}, read_ns=dict.fromkeys(positions, now),
+                               start=start, count=len(positions))
+
+
+def loop_ceiling(images, args):
+    """extract's loop itself, the network and decoder infinitely fast (InstantEngine): a folder of
+    ``images`` one-byte files scanned and planned as extract does, each batch's codes handed over at
+    once; printed: images/s of the loop and the main process's CPU us an image (every thread, and by
+    thread): what the main process costs a GPU whatever the GPU's rate (want <= 50 us)."""
+    tmp = tempfile.mkdtemp(prefix="cnncodes-ceiling-")
+    original = runner.make_engine
+    try:
+        folder = os.path.join(tmp, "photos")
+        for c in range(5):
+            os.makedirs(os.path.join(folder, f"class{c}"))
+        for i in range(images):
+            with open(os.path.join(folder, f"class{i % 5}", f"{i:08d}.jpg"), "wb") as f:
+                f.write(b"x")
+        runner.make_engine = lambda name, address=None: InstantEngine(images)
+        print(f"machine: {cpu()} ({isa()}); extract's loop alone, {images:,} images, fingerprint {args.backbone}, "
+              f"network and decoder infinitely fast")
+        for _ in range(args.runs):
+            cache = os.path.join(tmp, "ceiling.h5")
+            options = dict(backbone=args.backbone, weights="random", progress=False)
+            if args.shard_rows:
+                options["shard_rows"] = args.shard_rows
+            # the whole run: the loop hands shards to the cache's writer thread, which may still be
+            # writing when the loop ends (a session's close waits for it), and the scan and plan before
+            # (its threads' CPU: the main thread's own, and the rest, the writer's mostly: it has
+            # ended by then, so /proc no longer lists it)
+            spent_cpu, main_cpu, wall = time.process_time(), time.thread_time(), time.perf_counter()
+            with LoopMeter() as meter:
+                summary = run_extract(ExtractConfig(folder, cache, **options))
+            spent_cpu, main_cpu = time.process_time() - spent_cpu, time.thread_time() - main_cpu
+            wall = time.perf_counter() - wall
+            shutil.rmtree(cache + ".shards", ignore_errors=True)
+            os.remove(cache)
+            n = summary.written
+            us = 1e6 / n
+            print(f"  {n / wall:,.0f} images/s from start to end ({wall:.2f} s); the main process {us * spent_cpu:.1f} "
+                  f"CPU us an image: its main thread {us * main_cpu:.1f} (the loop {us * meter.cpu:.1f} of it: "
+                  f"batches handed over), other threads {us * (spent_cpu - main_cpu):.1f} (the cache's writer)",
+                  flush=True)
+    finally:
+        runner.make_engine = original
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data", nargs="?")
@@ -321,6 +394,8 @@ def main():
     ap.add_argument("--writer-ceiling", type=int, default=0, metavar="N",
                     help="the main process alone with an infinitely fast network: N shards of --shard-rows rows "
                     "handed to the background writer as fast as possible, joined while they wait and not")
+    ap.add_argument("--loop-ceiling", type=int, default=0, metavar="N",
+                    help="extract's loop alone on N images, the network and decoder infinitely fast (InstantEngine)")
     ap.add_argument("--writer-width", type=int, default=4096, help="--writer-alone's code width (float16)")
     ap.add_argument("--limit", type=int, default=2000)
     ap.add_argument("--backbone", default="vgg16", help="whose fingerprint, layers and preprocessing (default vgg16 fc7)")
@@ -344,6 +419,9 @@ def main():
         return
     if args.writer_ceiling:
         writer_ceiling(args.writer_ceiling, args.shard_rows or 512, args.writer_width, args.runs)
+        return
+    if args.loop_ceiling:
+        loop_ceiling(args.loop_ceiling, args)
         return
     if not args.data:
         ap.error("the data folder is required (but with --writer-alone)")

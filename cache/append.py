@@ -98,14 +98,17 @@ def _segment_files(cache_path):
 
 _KEEP = object()  # carry_rows, move_rows: the row keeps the label it has
 KEEP_LABEL = _KEEP
-# A job joined from shards that waited for the writer holds at most this many bytes of codes (16,384
-# rows of VGG16's fc7 in float16; half a merge's cap), so that two jobs waiting stay bounded; 0: no
-# joins. With the writer behind (bench/pipeline_ceiling_bench.py --writer-ceiling 64: 32,768 rows as
-# fast as the loop hands them over) the main process wrote 3,500-4,200 images/s at a segment a shard,
-# 6,800-8,000 with joins up to 32 MB, 13,300 up to 64 MB, 26,500 up to 128 MB, 24,500 up to 256 MB
-# (docs/benchmarks.md). A joined segment past the writer's kept chunks (_segments.WRITTEN_MEMORY,
-# 64 MB) is read back from disk by the merge that takes it in.
-JOINED_MAX_BYTES = 128 << 20
+# A job joined from shards that waited for the writer holds at most this many bytes of codes: the
+# merge cap (cache/_compaction.py), so that a joined segment that reaches it is never merged again and
+# each of its rows is written once; 0: no joins. With the writer behind (bench/pipeline_ceiling_bench.py
+# --writer-ceiling 64: 32,768 rows as fast as the loop hands them over) the main process wrote
+# 3,500-4,200 images/s at a segment a shard, 6,800-8,000 with joins up to 32 MB, 13,300 up to 64 MB,
+# 26,500 up to 128 MB, 24,500 up to 256 MB; extract's whole loop on 65,536 images with an infinitely
+# fast network (--loop-ceiling 65536) 12,800-15,000 images/s and 59.6-70.9 CPU us an image up to 128 MB,
+# where half the rows were merged again, 19,500-20,300 and 46.0-47.9 up to 256 MB (docs/benchmarks.md).
+# A joined segment past the writer's kept chunks (_segments.WRITTEN_MEMORY, 64 MB) is read back from
+# disk by a merge that takes it in.
+JOINED_MAX_BYTES = compaction.MERGE_CAP_BYTES
 
 
 class _Job:

@@ -24,6 +24,23 @@ def test_class_folders_hidden_and_non_images(tmp_path):
     assert all(not os.path.basename(r.path).startswith(".") for r in scan.records)
 
 
+def test_paths_are_relative_to_the_root_however_it_is_given(tmp_path, monkeypatch):
+    """The scan cuts the root's prefix off each walked path (no os.path.relpath per photo): a root
+    given relative, with a trailing slash or through '..', gives the same paths; extensions match
+    in any case, and a name with no extension or a bare dot is not an image."""
+    for folder in ("red/deep/er", "blue"):
+        (tmp_path / "photos" / folder).mkdir(parents=True)
+    for name in ("red/a.JPG", "red/deep/er/b.jpeg", "blue/c.png", "blue/noext", "blue/d.", "blue/e.jpg.txt"):
+        (tmp_path / "photos" / name).write_bytes(b"x")
+    monkeypatch.chdir(tmp_path)
+    expected = ["blue/c.png", "red/a.JPG", "red/deep/er/b.jpeg"]
+    for root in (tmp_path / "photos", "photos", "photos/", "./photos/red/../", str(tmp_path / "photos") + "/"):
+        scan = scan_image_folder(root)
+        assert sorted(r.path for r in scan.records) == expected, root
+        assert all(r.abspath == os.path.join(str(tmp_path / "photos"), r.path) for r in scan.records)
+        assert sorted(os.path.basename(p) for p in scan.ignored) == ["d.", "e.jpg.txt", "noext"]
+
+
 def test_split_folders_are_kept(tmp_path):
     make_folder(str(tmp_path), per_class=2, split="train")
     make_folder(str(tmp_path), per_class=1, split="val")

@@ -25,26 +25,41 @@ def walk_images(top, ignored, visited=None):
     if (st.st_dev, st.st_ino) in visited:
         return
     visited.add((st.st_dev, st.st_ino))
-    try:
-        names = sorted(n for n in os.listdir(top) if _visible(n))
+    try:  # scandir: each entry's path joined in C (a million photos' os.path.join was seconds)
+        with os.scandir(top) as listing:
+            entries = sorted((e for e in listing if _visible(e.name)), key=lambda e: e.name)
     except OSError:
         return
     subdirs = []
-    for name in names:
-        full = os.path.join(top, name)
+    for entry in entries:
+        full = entry.path
         try:
-            st = os.stat(full)
+            st = entry.stat()  # links followed, as os.stat
         except OSError:  # a dangling link: nothing to read
             ignored.append(full)
             continue
         if stat_module.S_ISDIR(st.st_mode):
             subdirs.append(full)
-        elif os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+        elif _extension(entry.name) in IMAGE_EXTENSIONS:
             yield full, file_stat(st)
         else:
             ignored.append(full)
     for sub in subdirs:
         yield from walk_images(sub, ignored, visited)
+
+
+def _extension(name) -> str:
+    """os.path.splitext(name)[1].lower() for a visible file's name (no leading dot)."""
+    dot = name.rfind(".")
+    return name[dot:].lower() if dot > 0 else ""
+
+
+def _relative(full, root, prefix) -> str:
+    """A walked path under ``root`` (absolute, as the walk joined it; ``prefix``: root with its
+    separator) relative to it, with '/': the prefix cut off (os.path.relpath normalises both paths
+    each call: 2-3x the whole walk's time)."""
+    rel = full[len(prefix):] if full.startswith(prefix) else os.path.relpath(full, root)
+    return rel.replace(os.sep, "/") if os.sep != "/" else rel
 
 
 def scan_image_folder(root) -> Scan:
@@ -58,7 +73,7 @@ def scan_image_folder(root) -> Scan:
     if not top:
         return _unlabeled_folder(root)
     split_layout = bool(top) and all(d.lower() in SPLIT_FOLDERS for d in top)
-    ignored, records, visited = [], [], set()
+    ignored, records, visited, prefix = [], [], set(), os.path.join(root, "")
     groups = [(os.path.join(root, d), SPLIT_FOLDERS[d.lower()]) for d in top] if split_layout else [(root, None)]
     for group_dir, split in groups:
         for cls in sorted(d for d in os.listdir(group_dir) if _visible(d)):
@@ -67,8 +82,8 @@ def scan_image_folder(root) -> Scan:
                 ignored.append(cls_dir)
                 continue
             for full, st in walk_images(cls_dir, ignored, visited):
-                rel = os.path.relpath(full, root).replace(os.sep, "/")
-                records.append(Record(path=rel, abspath=full, label=cls, split=split, stat=st))
+                records.append(Record(path=_relative(full, root, prefix), abspath=full, label=cls, split=split,
+                                      stat=st))
     if not records:
         raise ExtractError(
             f"{root}: no images found; expected root/<class>/<image> or root/{{train,val,test}}/<class>/<image> "
@@ -78,7 +93,8 @@ def scan_image_folder(root) -> Scan:
 
 def _unlabeled_folder(root) -> Scan:
     ignored = []
-    records = [Record(path=os.path.relpath(full, root).replace(os.sep, "/"), abspath=full, label=None, stat=st)
+    prefix = os.path.join(root, "")
+    records = [Record(path=_relative(full, root, prefix), abspath=full, label=None, stat=st)
                for full, st in walk_images(root, ignored)]
     if not records:
         raise ExtractError(f"{root}: no images found; expected root/<class>/<image>, "
