@@ -26,5 +26,5 @@ def is_racy(stat, observed_ns: int) -> bool:
 
 def untrusted_stat(stat, observed_ns: int) -> tuple:
     """The stat to store: as it is, or with the size smudged when it cannot be trusted later."""
-    stat = tuple(int(v) for v in stat)
+    stat = tuple(map(int, stat))  # one call per photo of a run: no generator
     return (SMUDGED_SIZE,) + stat[1:] if is_racy(stat, observed_ns) else stat

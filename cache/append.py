@@ -104,8 +104,9 @@ KEEP_LABEL = _KEEP
 # --writer-ceiling 64: 32,768 rows as fast as the loop hands them over) the main process wrote
 # 3,500-4,200 images/s at a segment a shard, 6,800-8,000 with joins up to 32 MB, 13,300 up to 64 MB,
 # 26,500 up to 128 MB, 24,500 up to 256 MB; extract's whole loop on 65,536 images with an infinitely
-# fast network (--loop-ceiling 65536) 12,800-15,000 images/s and 59.6-70.9 CPU us an image up to 128 MB,
-# where half the rows were merged again, 19,500-20,300 and 46.0-47.9 up to 256 MB (docs/benchmarks.md).
+# fast network (--loop-ceiling 65536, its first version) 12,800-15,000 images/s and 59.6-70.9 CPU us an
+# image up to 128 MB, where half the rows were merged again, 19,500-20,300 and 46.0-47.9 up to 256 MB
+# (docs/benchmarks.md).
 # A joined segment past the writer's kept chunks (_segments.WRITTEN_MEMORY, 64 MB) is read back from
 # disk by a merge that takes it in.
 JOINED_MAX_BYTES = compaction.MERGE_CAP_BYTES
@@ -116,10 +117,10 @@ class _Job:
     rows, moved rows), or the new rows of several shards that waited for it (group commit,
     cache/_writer_thread.py), kept apart as ``parts`` until the writer joins them."""
 
-    def __init__(self, parts, carried=(), moved=(), names=None):
+    def __init__(self, parts, carried=(), moved=(), name_sets=None):
         self.parts, self.carried, self.moved = parts, carried, moved
         self.code_bytes = sum(array.nbytes for part in parts for arrays in part.codes.values() for array in arrays)
-        self._names = names
+        self._name_sets = name_sets
 
     @property
     def shards(self) -> int:
@@ -137,11 +138,15 @@ class _Job:
             self.parts = [rows]
         return self.parts[0]
 
-    def names(self) -> set:
-        """Every path with a row or a failure here."""
-        if self._names is None:
-            self._names = set().union(*(set(p.paths) | set(p.failed_paths) for p in self.parts))
-        return self._names
+    def name_sets(self) -> list:
+        """The paths with a row or a failure here, a set for each part (made once each, and shared
+        by the jobs a part joins: no copy of a growing job's paths at each join)."""
+        if self._name_sets is None:
+            self._name_sets = [set(p.paths) | set(p.failed_paths) for p in self.parts]
+        return self._name_sets
+
+    def shares_a_path_with(self, other: "_Job") -> bool:
+        return any(not mine.isdisjoint(theirs) for mine in self.name_sets() for theirs in other.name_sets())
 
     @staticmethod
     def joined(waiting: "_Job", job: "_Job"):
@@ -152,9 +157,9 @@ class _Job:
         a signal raised in the middle (Ctrl-C, SIGTERM) leaves the waiting job whole."""
         if JOINED_MAX_BYTES <= 0 or waiting.carried or waiting.moved or job.carried or job.moved:
             return None
-        if waiting.code_bytes + job.code_bytes > JOINED_MAX_BYTES or not waiting.names().isdisjoint(job.names()):
+        if waiting.code_bytes + job.code_bytes > JOINED_MAX_BYTES or waiting.shares_a_path_with(job):
             return None
-        return _Job(waiting.parts + job.parts, names=waiting.names() | job.names())
+        return _Job(waiting.parts + job.parts, name_sets=waiting.name_sets() + job.name_sets())
 
 
 class AppendSession:

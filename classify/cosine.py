@@ -19,6 +19,7 @@ import os
 import numpy as np
 
 from ..cpu_features import usable_cores
+from .gather import float32_rows
 
 NORM_BLOCK = 65536  # rows normalised at a time by unit_blocks: no float64 or second full copy
 MAX_BLOCK_ROWS = 8192  # blocks of 8192 and 65536 rows scan at one rate: the smaller keeps scores small
@@ -101,7 +102,7 @@ def top_k(queries, blocks, k, exclude=None) -> tuple:
         if not len(rows) or not q:
             continue
         rows = np.asarray(rows, dtype=np.int64)
-        codes = np.asarray(codes, dtype=np.float32)
+        codes = float32_rows(np.asarray(codes))  # codes held as stored (the audit's float16) converted fast
         scores = _cosines(Q, codes)
         own = np.flatnonzero((exclude >= rows[0]) & (exclude <= rows[-1]))
         if len(own):  # a query's own row in this block: never its answer

@@ -252,8 +252,8 @@ def effect_on_score(data, leaked, seed=0) -> dict:
         data = replace(data, splits=splits, _subsample=None)
     if data.X.dtype != np.float32:  # codes as stored: the rows that train or report, gathered as float32
         # (the rows left out change neither the split plan nor the model: it is the same fit)
-        data = data._take(~np.isin(data.splits, LEFT_OUT))
-        data = replace(data, _X=float32_rows(data.X))
+        kept = ~np.isin(data.splits, LEFT_OUT)
+        data = replace(replace(data, _X=None)._take(kept), _X=float32_rows(data.X, np.flatnonzero(kept)))
     result, _ = fit_and_evaluate(data, "logreg", seed=seed, keep_rows=True)
     plan = plan_splits(data.splits, data.y, seed, data.views)
     rows = np.flatnonzero(plan.eval_mask)
