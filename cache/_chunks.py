@@ -133,55 +133,73 @@ def fletcher32(data) -> int:
 
 
 # --- chunks -------------------------------------------------------------------------------------------
-def _chunk_with_checksum(rows: np.ndarray, chunk_rows: int) -> np.ndarray:
-    """The stored bytes of one chunk: its rows, zeros to a whole chunk, then the checksum (little-endian)."""
+def _chunk_with_checksum(rows: np.ndarray, chunk_rows: int, out=None) -> np.ndarray:
+    """The stored bytes of one chunk: its rows, zeros to a whole chunk, then the checksum (little-endian).
+    ``out``: the buffer to build it in (reused), else a new one."""
     size = chunk_rows * rows.itemsize * (rows.shape[1] if rows.ndim > 1 else 1)
-    out = np.empty(size + 4, np.uint8)
-    data = out[:size]
+    out = np.empty(size + 4, np.uint8) if out is None else out
     filled = rows.nbytes
-    data[:filled] = np.ascontiguousarray(rows).reshape(-1).view(np.uint8)
-    data[filled:] = 0
-    out[size:] = np.frombuffer(np.uint32(fletcher32(data)).astype("<u4").tobytes(), np.uint8)
+    out[:filled] = np.ascontiguousarray(rows).reshape(-1).view(np.uint8)
+    return _sealed(out, filled, size)
+
+
+def _sealed(out, filled, size) -> np.ndarray:
+    """``out`` (a chunk's buffer, its first ``filled`` bytes the rows) padded with zeros to ``size``
+    bytes, its checksum in the last 4."""
+    out[filled:size] = 0
+    out[size:] = np.frombuffer(np.uint32(fletcher32(out[:size])).astype("<u4").tobytes(), np.uint8)
     return out
 
 
-def write_codes(group, name, parts, n, width, dtype, chunk_rows) -> list:
+def write_codes(group, name, parts, n, width, dtype, chunk_rows, keep=True) -> list:
     """The codes dataset ``group[name]`` ([n, width], chunked with fletcher32), written chunk by chunk
     from ``parts`` (arrays of rows, in order, or one MergedCodes): the bytes HDF5's own write stores.
-    Returns the stored chunks (each a uint8 array: the chunk's bytes and their checksum), in order."""
+    Returns the stored chunks (each a uint8 array: the chunk's bytes and their checksum), in order;
+    with ``keep`` False none (every chunk is built in one buffer, reused: HDF5 copies each chunk into
+    the file as it is written, and a fresh buffer a chunk cost a page fault a page, most of a large
+    segment's writing on a VM)."""
     chunk_rows = max(1, min(chunk_rows, n))
     dataset = group.create_dataset(name, shape=(n, width), dtype=dtype, chunks=(chunk_rows, width),
                                    maxshape=(None, width), fletcher32=True)
     chunks = []
+    size = chunk_rows * width * np.dtype(dtype).itemsize
+    reused = None if keep else np.empty(size + 4, np.uint8)
     if len(parts) == 1 and isinstance(parts[0], MergedCodes):
         merged = parts[0]
         for start in range(0, n, chunk_rows):
             stored = merged.raw.get(start)
             if stored is None:
-                stored = _chunk_with_checksum(merged.rows[start:start + chunk_rows], chunk_rows)
+                stored = _chunk_with_checksum(merged.rows[start:start + chunk_rows], chunk_rows, reused)
             dataset.id.write_direct_chunk((start, 0), stored)
-            chunks.append(stored)
+            if keep:
+                chunks.append(stored)
         return chunks
-    pending, at = [], 0  # rows not yet in a written chunk
+    # each part's rows copied into the chunk being built: no concatenated copy of a chunk's parts first
+    out, filled, at = None, 0, 0
     for part in parts:
-        part = np.asarray(part, dtype=dtype).reshape(-1, width)
-        while len(part):
-            need = chunk_rows - sum(len(p) for p in pending)
-            pending.append(part[:need])
-            part = part[need:]
-            if sum(len(p) for p in pending) == chunk_rows:
-                rows = pending[0] if len(pending) == 1 else np.concatenate(pending)
-                chunks.append(_chunk_with_checksum(rows, chunk_rows))
-                dataset.id.write_direct_chunk((at, 0), chunks[-1])
-                at, pending = at + chunk_rows, []
-    if pending:
-        rows = pending[0] if len(pending) == 1 else np.concatenate(pending)
-        chunks.append(_chunk_with_checksum(rows, chunk_rows))
-        dataset.id.write_direct_chunk((at, 0), chunks[-1])
-        at += len(rows)
+        data = np.ascontiguousarray(np.asarray(part, dtype=dtype).reshape(-1, width)).reshape(-1).view(np.uint8)
+        while len(data):
+            if out is None:
+                out, filled = (reused if reused is not None else np.empty(size + 4, np.uint8)), 0
+            take = min(size - filled, len(data))
+            out[filled:filled + take] = data[:take]
+            filled, data = filled + take, data[take:]
+            if filled == size:
+                at = _write_chunk(dataset, at, _sealed(out, filled, size), chunk_rows, chunks, keep)
+                out = None
+    if out is not None:
+        at = _write_chunk(dataset, at, _sealed(out, filled, size), filled // (size // chunk_rows), chunks, keep)
     if at != n:
         raise ValueError(f"codes {name}: {at} rows given for {n}")
     return chunks
+
+
+def _write_chunk(dataset, at, stored, rows, chunks, keep) -> int:
+    """The chunk ``stored`` written at row ``at`` (and kept in ``chunks``); returns the next row."""
+    dataset.id.write_direct_chunk((at, 0), stored)
+    if keep:
+        chunks.append(stored)
+    return at + rows
 
 
 def chunk_rows_of(stored: np.ndarray, dtype, width) -> np.ndarray:

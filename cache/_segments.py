@@ -114,11 +114,13 @@ def write_segment(path, attrs: dict, class_names, rows: SegmentRows, widths: dic
             f.create_dataset(VIEWS, data=written[VIEWS], **row_options(n))
         group = f.create_group(CODES_GROUP)
         chunks = {}
+        keep = _rememberable(n, widths, dtype)  # else the chunks are built in one reused buffer, not kept
         for layer, width in widths.items():
             # fletcher32: a checksum per chunk, so bytes that change on disk fail loudly on read; the
             # chunks are written as HDF5's filter stores them (cache/_chunks.py), a merge's aligned
             # chunks copied as they were stored
-            chunks[layer] = write_codes(group, layer, rows.codes.get(layer) or [], n, width, dtype, CODE_CHUNK_ROWS)
+            chunks[layer] = write_codes(group, layer, rows.codes.get(layer) or [], n, width, dtype, CODE_CHUNK_ROWS,
+                                        keep=keep)
         failed = f.create_group(FAILED_GROUP)
         for name in FAILED_FIELDS:
             failed.create_dataset(name, data=tables[FAILED_GROUP][name])
@@ -129,6 +131,8 @@ def write_segment(path, attrs: dict, class_names, rows: SegmentRows, widths: dic
         # of the file HDF5 then writes (their dense storage's index), which stay as they were
         _, digest = stamp(f, written, {name: value for name, value in tables.items() if name != "attrs"})
     seen = _mark_checked(path)  # its tables are the ones just digested: linking it reads them without a second check
+    if not keep:
+        return digest
     failed = tables[FAILED_GROUP]
     _remember(seen, _Written(
         digest, [name.decode("utf-8") for name in tables[CLASS_NAMES].tolist()], written,
@@ -174,6 +178,17 @@ class _Written:
 
 _written = {}  # (path, inode, size, mtime) -> _Written
 _written_lock = threading.Lock()  # sessions of several caches may write at once, each on its own thread
+
+
+def _rememberable(n, widths: dict, dtype) -> bool:
+    """Whether a segment of ``n`` rows fits what is remembered: its stored chunks (rows padded to whole
+    chunks, and each chunk's checksum) at most WRITTEN_MEMORY bytes, as _remember keeps them."""
+    if WRITTEN_MEMORY <= 0:
+        return False
+    chunk_rows = max(1, min(CODE_CHUNK_ROWS, n))
+    chunks = -(-n // chunk_rows)
+    stored = sum(chunks * (chunk_rows * width * np.dtype(dtype).itemsize + 4) for width in widths.values())
+    return stored <= WRITTEN_MEMORY
 
 
 def _remember(seen, written: _Written) -> None:

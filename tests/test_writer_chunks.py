@@ -107,10 +107,15 @@ def test_codes_written_as_chunks_are_h5pys_bytes(n, dtype, width):
     def h5pys(group):
         group.create_dataset("fc7", data=codes, chunks=(chunk_rows, width), maxshape=(None, width), fletcher32=True)
 
-    def ours(group):
-        _chunks.write_codes(group, "fc7", list(parts), n, width, np.dtype(dtype), 256)
+    kept = {}
+
+    def ours(group, keep=True):
+        kept[keep] = _chunks.write_codes(group, "fc7", list(parts), n, width, np.dtype(dtype), 256, keep=keep)
     ours_bytes = _file_bytes(ours)
     assert ours_bytes == _file_bytes(h5pys)
+    # one buffer reused for every chunk (a segment too large to remember its chunks): the same bytes
+    assert _file_bytes(lambda group: ours(group, keep=False)) == ours_bytes
+    assert kept[False] == [] and len(kept[True]) == -(-n // chunk_rows)
     with h5py.File(io.BytesIO(ours_bytes), "r") as f:
         dataset = f[CODES_GROUP]["fc7"]
         assert dataset.fletcher32 and dataset.chunks == (chunk_rows, width)
@@ -129,7 +134,7 @@ def _rows(n, start, width, classes=("ant", "bee"), views=False):
         codes={"fc7": list(np.array_split(codes, [32, 64])) if n > 64 else [codes]})
 
 
-def h5py_write_codes(group, name, parts, n, width, dtype, chunk_rows):
+def h5py_write_codes(group, name, parts, n, width, dtype, chunk_rows, keep=True):
     """The write before issue 50's cut: h5py's create_dataset with the rows, HDF5 computing the checksums."""
     parts = [np.asarray(p, dtype=dtype) for p in parts]
     data = np.concatenate(parts).reshape(n, width) if parts else np.zeros((0, width), dtype)
