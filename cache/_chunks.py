@@ -170,9 +170,7 @@ def write_codes(group, name, parts, n, width, dtype, chunk_rows, keep=True) -> l
             stored = merged.raw.get(start)
             if stored is None:
                 stored = _chunk_with_checksum(merged.rows[start:start + chunk_rows], chunk_rows, reused)
-            dataset.id.write_direct_chunk((start, 0), stored)
-            if keep:
-                chunks.append(stored)
+            _write_chunk(dataset, start, stored, chunk_rows, chunks, keep)
         return chunks
     # each part's rows copied into the chunk being built: no concatenated copy of a chunk's parts first
     out, filled, at = None, 0, 0

@@ -192,8 +192,8 @@ def _rememberable(n, widths: dict, dtype) -> bool:
 
 
 def _remember(seen, written: _Written) -> None:
-    if WRITTEN_MEMORY <= 0 or written.nbytes > WRITTEN_MEMORY:
-        return
+    """Keep what was written into a segment (one that _rememberable admits), the largest dropped first
+    past WRITTEN_MEMORY."""
     with _written_lock:
         _written[seen] = written
         while sum(w.nbytes for w in _written.values()) > WRITTEN_MEMORY:

@@ -177,7 +177,8 @@ def read_codes(cache_path, layer=None, max_memory=None, seed=0, stored=False) ->
         labels, splits, views = c.labels, c.splits.astype(str), c.views
         splits = np.where(labels == UNLABELED, UNLABELED_SPLIT, splits)  # never reported, never trained on
         if max_memory is None or rows_that_fit(n, width, max_memory) == n:
-            return CodesData(c.codes(layer, dtype=None if stored else np.float32), labels, splits, c.class_names, layer, c.fingerprint, c.path, rows_total=n,
+            codes = c.codes(layer, dtype=None if stored else np.float32)
+            return CodesData(codes, labels, splits, c.class_names, layer, c.fingerprint, c.path, rows_total=n,
                              views=views)
         meta = (c.class_names, layer, c.fingerprint, c.path)
     return CodesData(None, labels, splits, *meta, rows_total=n, views=views,

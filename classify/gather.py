@@ -5,8 +5,9 @@ import numpy as np
 
 def float32_rows(X, rows=None, out=None) -> np.ndarray:
     """``X[rows]`` (every row for None; an index array or a slice) as float32: float32 codes as
-    numpy gives them (X itself for None, a view for a slice), float16 (torch is imported only for them) converted by torch, whose vectorised cast ran 9x
-    numpy's scalar loop into a warm buffer on a 2-core Xeon (0.15 against 1.3-1.8 ns a value).
+    numpy gives them (X itself for None, a view for a slice); float16 converted by torch (imported
+    only for them), whose vectorised cast ran 9x numpy's scalar loop into a warm buffer on a 2-core
+    Xeon (0.15 against 1.3-1.8 ns a value).
     ``out``: a float32 buffer of at least that many rows to convert into (reused, its pages stay
     mapped: a fresh array a block pays a page fault a page); the result is its first rows."""
     gathered = X if rows is None else X[rows]

@@ -25,8 +25,8 @@ from ...cache import open_cache
 from ...cache.schema import UNLABELED
 
 from ..errors import ClassifyError
-from . import near_pairs
 from ..gather import float32_rows
+from . import near_pairs
 from .near_pairs import neighbours
 
 # Cosine thresholds for near duplicates, calibrated on planted copies (re-encoded, resized,
@@ -79,7 +79,8 @@ def label_issues(X, y, seed=0, folds=5, rows=None) -> tuple:
     # copy=False: every array the head sees is a gathered copy of its own, scaled in place
     head = make_pipeline(StandardScaler(copy=False), LogisticSweepCV(param="C", grid=(0.1,)))
     proba = np.zeros((len(y), int(y.max()) + 1), dtype=np.float64)
-    buffer = np.empty((min(PREDICT_BLOCK, len(rows)), X.shape[1]), dtype=np.float32)  # a block's float16 codes, converted
+    # a block's codes converted into it where X holds them as stored (float16)
+    buffer = np.empty((min(PREDICT_BLOCK, len(rows)), X.shape[1]), dtype=np.float32)
     for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y):
         if len(train) > AUDIT_FIT_ROWS:
             train, _ = train_test_split(train, train_size=AUDIT_FIT_ROWS, stratify=y[train], random_state=seed)

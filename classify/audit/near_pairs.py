@@ -29,8 +29,8 @@ SEARCHES = ("auto", "exact", "cells", "index")
 import numpy as np
 
 from ..cosine import row_norms, unit_blocks
-from ..gather import float32_rows
 from ..cosine import unit as normalised
+from ..gather import float32_rows
 
 PAIRS_CAP = 100_000  # near pairs kept (the closest first) so a degenerate cache cannot fill memory
 # The exact products cost rows^2 (each pair once: the upper triangle; docs/cli.md, audit's cost,
