@@ -138,6 +138,9 @@ def _virtual(out, name, dtype, tail, manifest: Manifest, folder):
         out.create_dataset(name, shape=(0,) + tail, dtype=dtype, maxshape=(None,) + tail)
         return
     layout = h5py.VirtualLayout(shape=(n,) + tail, dtype=dtype)
+    # no times in the dataset's header (HDF5 stores four by default here; h5py's create_dataset none):
+    # a publish of the same manifest writes the same bytes, whatever the second it runs in
+    layout.dcpl.set_obj_track_times(False)
     offset = 0
     source_name = name.encode("utf-8")
     for seg, start, stop in manifest.ranges:

@@ -23,6 +23,7 @@ def h5py_virtual(out, name, dtype, tail, manifest, folder):
         out.create_dataset(name, shape=(0,) + tail, dtype=dtype, maxshape=(None,) + tail)
         return
     layout = h5py.VirtualLayout(shape=(n,) + tail, dtype=dtype)
+    layout.dcpl.set_obj_track_times(False)  # as publish sets it (below): no clock in the bytes compared
     offset, sources = 0, {}
     for seg, start, stop in manifest.ranges:
         if seg not in sources:
@@ -71,3 +72,17 @@ def test_the_cache_file_is_the_one_virtual_sources_wrote(tmp_path, monkeypatch, 
         publish_manifest(str(tmp_path / way / "c.h5"), _a_manifest(views, CASES[case], 3 if views else 0))
         files[way] = (tmp_path / way / "c.h5").read_bytes()
     assert files["direct"] == files["h5py"]
+
+
+def test_a_publish_of_the_same_manifest_writes_the_same_bytes_a_second_later(tmp_path, monkeypatch):
+    """HDF5 stores the time in a virtual dataset's header unless told not to: two publishes of one
+    manifest in different seconds wrote different bytes (and made the test above fail whenever its
+    two publishes fell on either side of a second)."""
+    monkeypatch.setattr(time, "strftime", lambda *a: "2026-12-06T12:00:00+0000")
+    files = []
+    for way in ("first", "second"):
+        os.makedirs(tmp_path / way / "c.h5.shards")
+        publish_manifest(str(tmp_path / way / "c.h5"), _a_manifest(True, CASES["holes"], 3))
+        files.append((tmp_path / way / "c.h5").read_bytes())
+        time.sleep(1.05 - time.time() % 1)  # into the next second
+    assert files[0] == files[1]
